@@ -1,0 +1,238 @@
+/* kernelhost.h: the public C API of libkernelhost, Jupyter-grade Python kernels for any
+ * libuv host. One header, opaque handles, int status codes, callbacks on the loop thread.
+ */
+#ifndef KERNELHOST_H
+#define KERNELHOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define KH_EXTERN __declspec(dllexport)
+#elif defined(__GNUC__)
+#define KH_EXTERN __attribute__((visibility("default")))
+#else
+#define KH_EXTERN
+#endif
+
+#define KH_VERSION_MAJOR 0
+#define KH_VERSION_MINOR 1
+#define KH_VERSION_PATCH 0
+
+/* Error codes. Every fallible function returns 0 or a negative code: either one of libuv's
+ * UV_E* codes passed through, or one of these, which live in a range disjoint from libuv's
+ * (libuv's codes are all above -4100).
+ */
+#define KH_ERRNO_MAP(X)                                                                    \
+  X(EINVAL, -30001, "invalid argument")                                                     \
+  X(ENOTFOUND, -30002, "no such kernel")                                                    \
+  X(ECLOSED, -30003, "handle is closed or closing")                                         \
+  X(ECANCELED, -30004, "request canceled")                                                  \
+  X(EKERNELDEAD, -30005, "kernel died")                                                     \
+  X(ENOTSUP, -30006, "not supported")                                                       \
+  X(ETIMEDOUT, -30007, "timed out")                                                         \
+  X(EEXIST, -30008, "kernel id already in use")                                             \
+  X(ENOMEM, -30009, "out of memory")                                                        \
+  X(EPYTHON, -30010, "Python runtime failure")                                              \
+  X(EENCODING, -30011, "invalid UTF-8 or NUL byte in input")                                \
+  X(ETOOBIG, -30012, "input too large")                                                     \
+  X(EOPTION, -30013, "invalid option")                                                      \
+  X(EBUSY, -30014, "resource busy")                                                         \
+  X(EPROTO, -30015, "protocol error")                                                       \
+  X(EWORKER, -30016, "worker process failure")
+
+typedef enum {
+#define KH_ERRNO_ENUM_(name, code, msg) KH_##name = (code),
+  KH_ERRNO_MAP(KH_ERRNO_ENUM_)
+#undef KH_ERRNO_ENUM_
+  KH_ERRNO_LAST_ = -30000
+} kh_errno_t;
+
+/* Returns a static description of `err` (a KH_E* or UV_E* code). Thread: any. */
+KH_EXTERN const char *kh_strerror(int err);
+/* Returns the static name of `err`, e.g. "KH_ENOTFOUND" or "UV_ENOENT". Thread: any. */
+KH_EXTERN const char *kh_err_name(int err);
+
+/* Event types. Names are Jupyter's message types. */
+typedef enum {
+  KH_EVENT_STREAM = 1,
+  KH_EVENT_DISPLAY_DATA,
+  KH_EVENT_UPDATE_DISPLAY_DATA,
+  KH_EVENT_EXECUTE_RESULT,
+  KH_EVENT_EXECUTE_ERROR,
+  KH_EVENT_CLEAR_OUTPUT,
+  KH_EVENT_INPUT_REQUEST,
+  KH_EVENT_STATUS,
+  KH_EVENT_TYPE_MAX_
+} kh_event_type_t;
+
+/* Pass as `type` to kh_subscribe() to receive every event. */
+#define KH_EVENT_ALL 0
+
+/* Returns the Jupyter name of `type` ("stream", ...), "*" for KH_EVENT_ALL, NULL if unknown. */
+KH_EXTERN const char *kh_event_type_name(int type);
+/* Returns the type for a name ("stream", "*" -> KH_EVENT_ALL), or a negative KH_EINVAL. */
+KH_EXTERN int kh_event_type_from_name(const char *name);
+
+typedef struct kh_manager_s kh_manager_t;
+typedef struct kh_kernel_s kh_kernel_t;
+
+/* An event, as delivered to subscribers. Every field is borrowed for the callback. */
+typedef struct {
+  kh_event_type_t type;
+  const char *type_name;    /* "stream", ... */
+  const char *kernel_id;
+  const char *execution_id; /* "" when the event belongs to no request (e.g. "starting") */
+  const char *json;         /* the payload, a JSON object in UTF-8, NUL-terminated */
+  size_t json_len;
+} kh_event_t;
+
+/* The outcome of an execute request. Borrowed for the callback. */
+typedef struct {
+  const char *kernel_id;
+  const char *execution_id;
+  const char *status;       /* "ok", "error" or "aborted"; NULL when the request failed */
+  int execution_count;
+  /* The whole result as a JSON object:
+   *   {"status", "execution_count", "result": {data, metadata}?,
+   *    "error": {ename, evalue, traceback}?, "outputs": [{"type", "data"}, ...]}
+   * NULL when the request failed (see the callback's status). */
+  const char *json;
+  size_t json_len;
+  const char *errmsg;       /* detail when the request failed, else NULL */
+} kh_reply_t;
+
+/* Callbacks. Each runs exactly once on the loop thread, unless the function that took it
+ * returned an error, in which case it never runs. `status` is 0 or a negative code. */
+typedef void (*kh_manager_close_cb)(kh_manager_t *m, void *data);
+typedef void (*kh_kernel_create_cb)(kh_manager_t *m, const char *kernel_id, int status,
+                                    const char *errmsg, void *data);
+typedef void (*kh_kernel_done_cb)(kh_manager_t *m, const char *kernel_id, int status,
+                                  const char *errmsg, void *data);
+typedef void (*kh_execute_cb)(kh_manager_t *m, const kh_reply_t *reply, int status, void *data);
+/* Runs once per matching event; may call any API function, including kh_unsubscribe(). */
+typedef void (*kh_event_cb)(kh_manager_t *m, const kh_event_t *ev, void *data);
+
+/* --- manager ---------------------------------------------------------------------------- */
+
+/* Creates a manager on `loop` (borrowed; it must outlive the manager). `options_json` is NULL
+ * or a JSON object (keys accept camelCase or snake_case):
+ *   maxCodeBytes (int, default 4 MiB), interruptGraceMs (int, default 3000),
+ *   workerPath (string), pool ({size}).
+ * Returns 0 and sets *out, or KH_EOPTION / KH_EINVAL (see kh_last_error()). Thread: loop. */
+KH_EXTERN int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *options_json);
+
+/* Closes the manager: stops accepting work, destroys every kernel (pending requests complete
+ * with KH_ECANCELED), closes its handles, then runs `cb` (may be NULL). The memory is freed
+ * after `cb` returns. Returns KH_ECLOSED when already closing. Thread: loop. */
+KH_EXTERN int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data);
+
+/* Detail of the last failure of a call on this manager, borrowed until the next call. */
+KH_EXTERN const char *kh_manager_errmsg(const kh_manager_t *m);
+
+/* Detail of the last failure of kh_manager_new() on this thread. Thread: any. */
+KH_EXTERN const char *kh_last_error(void);
+
+/* Makes the manager's handles keep the loop alive only while requests or creations are in
+ * flight (unref, the default) or always while kernels exist (ref). Thread: loop. */
+KH_EXTERN void kh_manager_ref(kh_manager_t *m, int ref);
+
+/* Number of kernels, and requests in flight (queued, running, creating, destroying). */
+KH_EXTERN size_t kh_manager_kernel_count(const kh_manager_t *m);
+KH_EXTERN size_t kh_manager_pending_count(const kh_manager_t *m);
+
+/* Lists kernels as a JSON array of {id, mode, namespace, status, created, executionCount},
+ * filtered by `namespace` unless it is NULL. Returns an owned string (free with kh_free()) or
+ * NULL on allocation failure. */
+KH_EXTERN char *kh_manager_list(kh_manager_t *m, const char *namespace_);
+
+/* Frees memory returned by kernelhost. Thread: any. */
+KH_EXTERN void kh_free(void *p);
+
+/* --- kernels ---------------------------------------------------------------------------- */
+
+/* Creates a kernel. `options_json` is NULL or a JSON object (camelCase or snake_case keys):
+ *   mode ("worker" | "main_thread", default "worker"), id (string), namespace (string),
+ *   maxExecutionTime (ms), inactivityTimeout (ms), filesystem ({enabled, root, mountPoint,
+ *   readOnly}), env ({name: value}), cwd, permissions, limits, autoRestart.
+ * An option the mode cannot honour fails with KH_ENOTSUP naming the option. On success the id
+ * is copied to `id_out` (if not NULL, at least 64 bytes) at once, and `cb` runs when the
+ * kernel is ready (status 0) or failed to start. Thread: loop. */
+KH_EXTERN int kh_kernel_create(kh_manager_t *m, const char *options_json, char *id_out,
+                               size_t id_out_size, kh_kernel_create_cb cb, void *data);
+
+/* Execute options: fill with kh_execute_options_init(), then change what you need. */
+typedef struct {
+  int silent;           /* 1: no execute_result, no history, counter unchanged (default 0) */
+  int store_history;    /* 1: count the cell and set `_` (default 1; forced 0 when silent) */
+  int stop_on_error;    /* 1: queued requests abort after an error (default 1) */
+  uint64_t timeout_ms;  /* interrupt the cell when it runs longer (default 0: no limit) */
+} kh_execute_options_t;
+
+/* Sets the defaults: silent 0, store_history 1, stop_on_error 1, timeout_ms 0. */
+KH_EXTERN void kh_execute_options_init(kh_execute_options_t *opts);
+
+/* Queues `code` (UTF-8, `len` bytes) on kernel `kernel_id`. Requests on one kernel run one at a
+ * time in FIFO order. `opts` may be NULL. On success the execution id is copied to `exec_id_out`
+ * (if not NULL, at least 40 bytes). Errors: KH_ENOTFOUND, KH_ECLOSED (kernel being destroyed),
+ * KH_EKERNELDEAD, KH_EENCODING, KH_ETOOBIG. `cb` gets status 0 and a reply whenever the code
+ * ran (even if Python raised: reply->status is "error"), or KH_ECANCELED / KH_EKERNELDEAD.
+ * Thread: loop. */
+KH_EXTERN int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code,
+                                size_t len, const kh_execute_options_t *opts, char *exec_id_out,
+                                size_t exec_id_out_size, kh_execute_cb cb, void *data);
+
+/* Raises KeyboardInterrupt in the running cell, if any (also inside time.sleep). Thread: loop. */
+KH_EXTERN int kh_kernel_interrupt(kh_manager_t *m, const char *kernel_id);
+
+/* Answers the kernel's pending input_request. Thread: loop. */
+KH_EXTERN int kh_kernel_input_reply(kh_manager_t *m, const char *kernel_id, const char *value);
+
+/* Restarts the kernel: interrupts the running cell, cancels queued requests (KH_ECANCELED),
+ * and gives a fresh namespace and counter with the same id and options. `cb` runs when it is
+ * ready again. Thread: loop. */
+KH_EXTERN int kh_kernel_restart(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb cb,
+                                void *data);
+
+/* Destroys the kernel: pending requests complete with KH_ECANCELED, then `cb` runs. A second
+ * destroy of the same id returns KH_ENOTFOUND (or KH_ECLOSED while the first is under way).
+ * Thread: loop. */
+KH_EXTERN int kh_kernel_destroy(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb cb,
+                                void *data);
+
+/* Destroys every kernel in `namespace_` (every kernel when NULL); `cb` runs once all are gone,
+ * with the count in `status` when >= 0. Thread: loop. */
+KH_EXTERN int kh_manager_destroy_all(kh_manager_t *m, const char *namespace_, kh_kernel_done_cb cb,
+                                     void *data);
+
+/* Returns 1 if the kernel exists (and is not being destroyed), else 0. Fills `mode_out` with
+ * "worker"/"main_thread" when not NULL (borrowed, static). */
+KH_EXTERN int kh_kernel_exists(kh_manager_t *m, const char *kernel_id, const char **mode_out);
+
+/* Returns an owned JSON object describing the kernel ({id, mode, namespace, status, created,
+ * executionCount, pid?, options}), or NULL if there is no such kernel. */
+KH_EXTERN char *kh_kernel_info(kh_manager_t *m, const char *kernel_id);
+
+/* --- events ----------------------------------------------------------------------------- */
+
+/* Subscribes `cb` to events of `type` (a kh_event_type_t or KH_EVENT_ALL) of kernel
+ * `kernel_id` (copied; NULL = every kernel of this manager). The subscription stays until
+ * kh_unsubscribe() or manager close. Returns a subscription id (> 0), or a negative KH_EINVAL
+ * when `type` is invalid / KH_ENOMEM. Thread: loop. */
+KH_EXTERN int64_t kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_cb cb,
+                               void *data);
+
+/* Removes a subscription; its callback is not called again, even later in the dispatch that is
+ * running. Safe inside a callback. Returns KH_ENOTFOUND when the id is unknown or was removed
+ * already. Thread: loop. */
+KH_EXTERN int kh_unsubscribe(kh_manager_t *m, int64_t sub_id);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KERNELHOST_H */

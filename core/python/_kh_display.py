@@ -1,0 +1,263 @@
+# _kh_display: IPython's display protocol without IPython. Formats objects into MIME bundles
+# (_repr_mimebundle_, _repr_html_, ..., text/plain always present) and provides display(),
+# update_display() and clear_output(), which emit Jupyter events for the current kernel.
+
+import base64
+import json
+import sys
+import traceback
+import uuid
+
+import _kh_streams
+
+# (mime type, method name, binary?) in IPython's order of precedence.
+_REPR_METHODS = (
+    ("text/html", "_repr_html_", False),
+    ("text/markdown", "_repr_markdown_", False),
+    ("image/svg+xml", "_repr_svg_", False),
+    ("image/png", "_repr_png_", True),
+    ("image/jpeg", "_repr_jpeg_", True),
+    ("text/latex", "_repr_latex_", False),
+    ("application/json", "_repr_json_", False),
+    ("application/javascript", "_repr_javascript_", False),
+    ("application/pdf", "_repr_pdf_", True),
+)
+
+
+def _report_formatter_error(obj, where):
+    """A formatter that raises is contained: its traceback goes to the cell's stderr."""
+    sys.stderr.write("kernelhost: %s of %s object raised:\n%s" % (
+        where, type(obj).__name__, traceback.format_exc()))
+
+
+def _encode_value(mime, value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if mime == "application/json" or mime.endswith("+json"):
+        return _jsonable(value)
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (TypeError, ValueError):
+        return json.loads(json.dumps(value, default=repr))
+
+
+def _text_plain(obj):
+    try:
+        return repr(obj)
+    except Exception:
+        _report_formatter_error(obj, "__repr__")
+        return "<%s object>" % type(obj).__name__
+
+
+def _wanted(mime, include, exclude):
+    if include is not None and mime not in include:
+        return False
+    if exclude is not None and mime in exclude:
+        return False
+    return True
+
+
+def format(obj, include=None, exclude=None):
+    """Returns (data, metadata) for obj, following IPython's display formatter."""
+    data = {}
+    metadata = {}
+    method = getattr(type(obj), "_repr_mimebundle_", None)
+    if method is not None and not isinstance(obj, type):
+        try:
+            bundle = obj._repr_mimebundle_(include=include, exclude=exclude)
+        except Exception:
+            _report_formatter_error(obj, "_repr_mimebundle_")
+            bundle = None
+        if isinstance(bundle, tuple) and len(bundle) == 2:
+            bundle, md = bundle
+            if isinstance(md, dict):
+                metadata.update(md)
+        if isinstance(bundle, dict):
+            for mime, value in bundle.items():
+                if _wanted(mime, include, exclude):
+                    data[mime] = _encode_value(mime, value)
+    if not isinstance(obj, type):
+        for mime, name, _binary in _REPR_METHODS:
+            if mime in data or not _wanted(mime, include, exclude):
+                continue
+            method = getattr(obj, name, None)
+            if method is None or not callable(method):
+                continue
+            try:
+                value = method()
+            except Exception:
+                _report_formatter_error(obj, name)
+                continue
+            if value is None:
+                continue
+            if isinstance(value, tuple) and len(value) == 2:
+                value, md = value
+                if isinstance(md, dict):
+                    metadata[mime] = md
+            data[mime] = _encode_value(mime, value)
+    if "text/plain" not in data:
+        data["text/plain"] = _text_plain(obj)
+    return data, metadata
+
+
+class DisplayHandle:
+    """What display(..., display_id=...) returns, as in IPython."""
+
+    def __init__(self, display_id=None):
+        self.display_id = display_id if display_id is not None else uuid.uuid4().hex
+
+    def __repr__(self):
+        return "<DisplayHandle display_id=%s>" % self.display_id
+
+    def display(self, obj, **kwargs):
+        display(obj, display_id=self.display_id, **kwargs)
+
+    def update(self, obj, **kwargs):
+        display(obj, display_id=self.display_id, update=True, **kwargs)
+
+
+def _publish(msg_type, content):
+    ctx = _kh_streams.current()
+    if ctx is None:
+        # Outside every kernel: behave like plain Python.
+        if msg_type != "clear_output":
+            print(content.get("data", {}).get("text/plain", ""))
+        return
+    ctx.kernel.out.flush()
+    ctx.kernel.emit(ctx.exec_id, msg_type, content)
+
+
+def publish_display_data(data, metadata=None, source=None, *, transient=None, update=False,
+                         **kwargs):
+    _publish("update_display_data" if update else "display_data", {
+        "data": data, "metadata": metadata or {}, "transient": transient or {}})
+
+
+def display(*objs, include=None, exclude=None, metadata=None, transient=None, display_id=None,
+            raw=False, clear=False, update=False, **kwargs):
+    """Displays objects as display_data events (IPython's signature)."""
+    if clear:
+        clear_output(wait=True)
+    if display_id is True:
+        display_id = uuid.uuid4().hex
+    if update and display_id is None:
+        raise TypeError("display_id required for update_display")
+    transient = dict(transient or {})
+    if display_id is not None:
+        transient["display_id"] = str(display_id)
+    for obj in objs:
+        if raw:
+            data, md = dict(obj), {}
+        else:
+            data, md = format(obj, include=include, exclude=exclude)
+        if metadata:
+            md = dict(md)
+            md.update(metadata)
+        publish_display_data(data, md, transient=transient, update=update)
+    if display_id is not None:
+        return DisplayHandle(display_id)
+    return None
+
+
+def update_display(obj, *, display_id, **kwargs):
+    kwargs["update"] = True
+    display(obj, display_id=display_id, **kwargs)
+
+
+def clear_output(wait=False):
+    _publish("clear_output", {"wait": bool(wait)})
+
+
+class _Rich:
+    """Base of the small HTML/Markdown/... wrappers kernels get without IPython."""
+
+    _mime = "text/plain"
+
+    def __init__(self, data=None, url=None, filename=None, metadata=None):
+        if data is None and filename is not None:
+            mode = "rb" if self._binary else "r"
+            with open(filename, mode) as f:
+                data = f.read()
+        self.data = data
+        self.url = url
+        self.metadata = metadata
+
+    _binary = False
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        value = self.data
+        if self._binary and isinstance(value, (bytes, bytearray)):
+            value = base64.b64encode(bytes(value)).decode("ascii")
+        bundle = {self._mime: value, "text/plain": "<%s object>" % type(self).__name__}
+        return bundle, ({self._mime: self.metadata} if self.metadata else {})
+
+
+class HTML(_Rich):
+    _mime = "text/html"
+
+
+class Markdown(_Rich):
+    _mime = "text/markdown"
+
+
+class Latex(_Rich):
+    _mime = "text/latex"
+
+
+class SVG(_Rich):
+    _mime = "image/svg+xml"
+
+
+class JSON(_Rich):
+    _mime = "application/json"
+
+
+class Image(_Rich):
+    _binary = True
+
+    def __init__(self, data=None, url=None, filename=None, format=None, metadata=None, **kw):
+        super().__init__(data, url, filename, metadata)
+        fmt = (format or (filename or "").rsplit(".", 1)[-1] or "png").lower()
+        self._mime = "image/jpeg" if fmt in ("jpg", "jpeg") else "image/" + fmt
+
+
+def install_ipython_hooks():
+    """Makes IPython.display's functions reach kernelhost's events once IPython is imported,
+    without importing IPython eagerly."""
+    import importlib.abc
+    import importlib.machinery
+
+    targets = ("IPython.core.display_functions", "IPython.core.display")
+
+    class _Loader(importlib.abc.Loader):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def create_module(self, spec):
+            return self.inner.create_module(spec)
+
+        def exec_module(self, module):
+            self.inner.exec_module(module)
+            for name, fn in (("display", display), ("update_display", update_display),
+                             ("clear_output", clear_output),
+                             ("publish_display_data", publish_display_data)):
+                if hasattr(module, name):
+                    setattr(module, name, fn)
+
+    class _Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            if fullname not in targets:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _Loader(spec.loader)
+            return spec
+
+    sys.meta_path.insert(0, _Finder())

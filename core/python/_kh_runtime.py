@@ -1,0 +1,400 @@
+# _kh_runtime: the code that runs inside every kernel, main_thread and worker alike. It runs
+# cells with IPython's semantics (last expression displayed, `_`, `;`, top-level await),
+# captures output, turns exceptions into execute_error events, and talks to the C core only
+# through the builtin module _kernelhost (emit, async_raise, clear_async_exc).
+
+import ast
+import asyncio
+import builtins
+import inspect
+import json
+import linecache
+import sys
+import threading
+import time
+import traceback
+
+import _kernelhost
+import _kh_display
+import _kh_streams
+
+_CELL_PREFIX = "<cell-"
+_initialized = False
+_orig_sleep = time.sleep
+_orig_input = builtins.input
+
+
+def _dumps(obj):
+    try:
+        s = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        s = json.dumps(_kh_display._jsonable(obj), ensure_ascii=False, separators=(",", ":"))
+    # Lone surrogates (from surrogateescape'd bytes) would make invalid UTF-8: replace them.
+    return s.encode("utf-8", "replace")
+
+
+def _kernel_of_this_thread():
+    """The kernel whose own thread this is (not a thread a cell started), or None."""
+    ctx = _kh_streams.current()
+    if ctx is None:
+        return None
+    k = ctx.kernel
+    return k if k.thread_ident == threading.get_ident() else None
+
+
+def _sleep(secs):
+    """time.sleep that an interrupt wakes on a kernel's own thread (main_thread kernels run on
+    threads, where signals cannot break a sleep)."""
+    k = _kernel_of_this_thread()
+    if k is None or k.signals_work:
+        return _orig_sleep(secs)
+    if secs < 0:
+        raise ValueError("sleep length must be non-negative")
+    k.wake.clear()
+    if k.wake.wait(secs):
+        # Woken by an interrupt: the KeyboardInterrupt lands at the next bytecode boundary.
+        k.wake.clear()
+        _orig_sleep(0)
+
+
+def _input(prompt=""):
+    ctx = _kh_streams.current()
+    if ctx is None:
+        return _orig_input(prompt)
+    return ctx.kernel.raw_input(str(prompt), False)
+
+
+def _getpass(prompt="Password: ", stream=None):
+    ctx = _kh_streams.current()
+    if ctx is None:
+        return _orig_getpass(prompt, stream)
+    return ctx.kernel.raw_input(str(prompt), True)
+
+
+_orig_getpass = None
+
+
+class _RoutedStdin:
+    """sys.stdin: reads in a kernel become input requests; closing it (as exit() does) is
+    harmless."""
+
+    def __init__(self, fallback):
+        self._fallback = fallback
+
+    def readline(self, size=-1):
+        ctx = _kh_streams.current()
+        if ctx is None:
+            return self._fallback.readline(size) if self._fallback else ""
+        return ctx.kernel.raw_input("", False) + "\n"
+
+    def read(self, size=-1):
+        return self.readline()
+
+    def close(self):
+        pass
+
+    closed = False
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        if self._fallback is not None:
+            return self._fallback.fileno()
+        raise OSError("no stdin")
+
+    encoding = "utf-8"
+
+
+def _patch_threading():
+    orig_start = threading.Thread.start
+    orig_bootstrap = threading.Thread._bootstrap_inner
+
+    def start(self):
+        self._kh_ctx = _kh_streams.current()
+        return orig_start(self)
+
+    def _bootstrap_inner(self):
+        ctx = getattr(self, "_kh_ctx", None)
+        if ctx is not None:
+            _kh_streams.set_current(ctx)
+        return orig_bootstrap(self)
+
+    threading.Thread.start = start
+    threading.Thread._bootstrap_inner = _bootstrap_inner
+
+
+def _install_matplotlib_hook():
+    """Selects kernelhost's matplotlib backend when matplotlib is first imported."""
+    import importlib.abc
+    import importlib.machinery
+
+    class _Loader(importlib.abc.Loader):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def create_module(self, spec):
+            return self.inner.create_module(spec)
+
+        def exec_module(self, module):
+            self.inner.exec_module(module)
+            try:
+                module.use("module://_kh_mpl")
+            except Exception:
+                pass
+
+    class _Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            if fullname != "matplotlib":
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _Loader(spec.loader)
+            return spec
+
+    sys.meta_path.insert(0, _Finder())
+
+
+def init(signals_work=False):
+    """Process-wide set-up, once: routed streams, input, sleep, threads, display hooks."""
+    global _initialized, _orig_getpass
+    if _initialized:
+        return
+    _initialized = True
+    sys.stdout = _kh_streams.RoutedStream("stdout", sys.__stdout__)
+    sys.stderr = _kh_streams.RoutedStream("stderr", sys.__stderr__)
+    sys.stdin = _RoutedStdin(sys.__stdin__)
+    builtins.input = _input
+    import getpass
+    _orig_getpass = getpass.getpass
+    getpass.getpass = _getpass
+    if not signals_work:
+        time.sleep = _sleep
+    _patch_threading()
+    _install_matplotlib_hook()
+    _kh_display.install_ipython_hooks()
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+
+
+class Kernel:
+    """One kernel's Python side: namespace, counter, output routing, interrupt state."""
+
+    def __init__(self, sink, kernel_id, signals_work=False):
+        self.sink = sink
+        self.kernel_id = kernel_id
+        self.signals_work = signals_work  # True in a worker: SIGINT interrupts directly
+        self.out = _kh_streams.OutBuffer(self.emit)
+        self.thread_ident = threading.get_ident()
+        self.wake = threading.Event()
+        self.running = False
+        self.loop = None
+        self._input_cond = threading.Condition()
+        self._input_value = None
+        self._input_waiting = False
+        self._serial = 0
+        self.reset()
+        _kh_streams.set_current(_kh_streams.Context(self, ""))
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def emit(self, exec_id, kind, payload):
+        _kernelhost.emit(self.sink, exec_id or "", kind, _dumps(payload))
+
+    def reset(self):
+        self.execution_count = 0
+        self.ns = {
+            "__name__": "__main__",
+            "__builtins__": builtins,
+            "__doc__": None,
+            "display": _kh_display.display,
+            "update_display": _kh_display.update_display,
+            "clear_output": _kh_display.clear_output,
+        }
+        if "matplotlib.pyplot" in sys.modules:
+            try:
+                import _kh_mpl
+                _kh_mpl.close_figures(self)
+            except Exception:
+                pass
+        if self.loop is not None:
+            try:
+                self.loop.close()
+            except Exception:
+                pass
+            self.loop = None
+
+    def close(self):
+        self.out.flush()
+        _kh_streams.flusher.cancel(self.out)
+        self.reset()
+
+    # -- calls from other threads (with the GIL) --------------------------------------------
+
+    def interrupt(self):
+        """Raises KeyboardInterrupt in the running cell and wakes a sleep or input wait."""
+        if not self.running:
+            return False
+        self.wake.set()
+        with self._input_cond:
+            self._input_cond.notify_all()
+        _kernelhost.async_raise(self.thread_ident, KeyboardInterrupt)
+        return True
+
+    def input_reply(self, value):
+        with self._input_cond:
+            if not self._input_waiting:
+                return False
+            self._input_value = value
+            self._input_cond.notify_all()
+            return True
+
+    # -- input --------------------------------------------------------------------------------
+
+    def raw_input(self, prompt, password):
+        ctx = _kh_streams.current()
+        self.out.flush()
+        with self._input_cond:
+            self._input_value = None
+            self._input_waiting = True
+            self.wake.clear()
+            try:
+                self.emit(ctx.exec_id if ctx else "", "input_request",
+                          {"prompt": prompt, "password": bool(password)})
+                while self._input_value is None:
+                    self._input_cond.wait()
+                    if self.wake.is_set():
+                        self.wake.clear()
+                        raise KeyboardInterrupt("interrupted while waiting for input")
+                return self._input_value
+            finally:
+                self._input_waiting = False
+
+    # -- execution ----------------------------------------------------------------------------
+
+    def _run_code(self, code):
+        value = eval(code, self.ns)
+        if code.co_flags & inspect.CO_COROUTINE:
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+                asyncio.set_event_loop(self.loop)
+            value = self.loop.run_until_complete(value)
+        return value
+
+    @staticmethod
+    def _suppressed(code, node):
+        """True when the source after the trailing expression starts with ';'."""
+        lines = code.splitlines()
+        if node.end_lineno is None or node.end_lineno > len(lines):
+            return False
+        rest = lines[node.end_lineno - 1].encode("utf-8")[node.end_col_offset:].decode(
+            "utf-8", "replace")
+        rest = "\n".join([rest] + lines[node.end_lineno:])
+        for line in rest.splitlines():
+            s = line.strip()
+            if not s or s.startswith("#"):
+                continue
+            return s.startswith(";")
+        return False
+
+    def _run_cell(self, code, filename, want_value):
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST | flags, dont_inherit=True)
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = tree.body.pop()
+            if not want_value or self._suppressed(code, last):
+                tree.body.append(last)
+                last = None
+        if tree.body:
+            self._run_code(compile(tree, filename, "exec", flags, dont_inherit=True))
+        if last is not None:
+            expr = ast.Expression(last.value)
+            return True, self._run_code(compile(expr, filename, "eval", flags,
+                                                dont_inherit=True))
+        return False, None
+
+    def _format_error(self, exc):
+        tb = exc.__traceback__
+        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(_CELL_PREFIX):
+            tb = tb.tb_next
+        try:
+            if tb is None:
+                text = "".join(traceback.format_exception_only(type(exc), exc))
+                if not isinstance(exc, SyntaxError):
+                    text = "Traceback (most recent call last):\n" + text
+            else:
+                text = "".join(traceback.format_exception(type(exc), exc, tb))
+        except Exception:
+            text = "%s: <traceback unavailable>" % type(exc).__name__
+        try:
+            evalue = str(exc)
+        except Exception:
+            evalue = "<exception str() failed>"
+        return {"ename": type(exc).__name__, "evalue": evalue,
+                "traceback": text.rstrip("\n").split("\n")}
+
+    def execute(self, exec_id, code, silent=False, store_history=True):
+        """Runs one cell; returns the reply (status, execution_count, result?, error?) as UTF-8
+        JSON bytes. Events go out through emit() as the cell runs."""
+        if silent:
+            store_history = False
+        ctx = _kh_streams.Context(self, exec_id)
+        _kh_streams.set_current(ctx)
+        self.out.start_cell()
+        if store_history:
+            self.execution_count += 1
+        count = self.execution_count
+        self._serial += 1
+        filename = ("%s%d>" % (_CELL_PREFIX, count) if store_history
+                    else "%sx%d>" % (_CELL_PREFIX, self._serial))
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+
+        error = None
+        has_value, value = False, None
+        self.wake.clear()
+        try:
+            self.running = True
+            try:
+                has_value, value = self._run_cell(code, filename, not silent)
+            finally:
+                self.running = False
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt end the cell only
+            error = exc
+        # An interrupt raised as the cell ended may still be pending: collect it here.
+        while True:
+            try:
+                self.running = False
+                _kernelhost.clear_async_exc()
+                break
+            except KeyboardInterrupt as exc:
+                if error is None:
+                    error = exc
+
+        reply = {"status": "ok", "execution_count": count}
+        if error is not None:
+            err = self._format_error(error)
+            del error
+            self.out.flush()
+            self.emit(exec_id, "execute_error", err)
+            reply["status"] = "error"
+            reply["error"] = err
+        if reply["status"] == "ok" and has_value and value is not None:
+            ns = self.ns
+            if store_history:
+                ns["___"] = ns.get("__")
+                ns["__"] = ns.get("_")
+                ns["_"] = value
+            data, metadata = _kh_display.format(value)
+            self.out.flush()
+            result = {"execution_count": count, "data": data, "metadata": metadata}
+            self.emit(exec_id, "execute_result", result)
+            reply["result"] = {"data": data, "metadata": metadata}
+        try:
+            if "matplotlib.pyplot" in sys.modules:
+                import _kh_mpl
+                _kh_mpl.flush_figures(self)
+        except Exception:
+            sys.stderr.write("kernelhost: showing figures failed:\n" + traceback.format_exc())
+        self.out.flush()
+        return _dumps(reply)

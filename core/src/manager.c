@@ -1,0 +1,244 @@
+/* manager.c: the manager handle: the loop it lives on, its kernels, its inbox from kernel
+ * threads, reference counting of the loop, listing, and orderly close. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static _Thread_local char last_error[KH__ERRMSG_MAX];
+
+const char *kh_last_error(void) { return last_error; }
+
+static void on_async(uv_async_t *h);
+
+int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *options_json) {
+  kh_manager_t *m;
+  int rc;
+  last_error[0] = '\0';
+  if (out == NULL || loop == NULL) {
+    kh__set_err(last_error, "kh_manager_new: out and loop must not be NULL");
+    return KH_EINVAL;
+  }
+  *out = NULL;
+  m = calloc(1, sizeof(*m));
+  if (m == NULL) return KH_ENOMEM;
+  if ((rc = kh__manager_opts_parse(&m->opts, options_json, last_error)) != 0) {
+    free(m);
+    return rc;
+  }
+  m->loop = loop;
+  if ((rc = uv_mutex_init(&m->inbox.mu)) != 0) goto fail_opts;
+  if ((rc = uv_async_init(loop, &m->async, on_async)) != 0) goto fail_mutex;
+  m->async.data = m;
+  m->inbox.async = &m->async;
+  uv_unref((uv_handle_t *)&m->async);
+  *out = m;
+  return 0;
+fail_mutex:
+  uv_mutex_destroy(&m->inbox.mu);
+fail_opts:
+  kh__manager_opts_free(&m->opts);
+  free(m);
+  kh__set_err(last_error, "kh_manager_new: %s", uv_strerror(rc));
+  return rc;
+}
+
+const char *kh_manager_errmsg(const kh_manager_t *m) { return m ? m->errmsg : last_error; }
+
+void kh_free(void *p) { free(p); }
+
+static kh_kernel_t *find_serial(kh_manager_t *m, uint64_t serial) {
+  kh_kernel_t *k;
+  for (k = m->kernels; k; k = k->next)
+    if (k->serial == serial) return k;
+  return NULL;
+}
+
+static void on_async(uv_async_t *h) {
+  kh_manager_t *m = h->data;
+  kh__msg_t *msg = kh__inbox_take(&m->inbox);
+  while (msg) {
+    kh__msg_t *next = msg->next;
+    kh_kernel_t *k = find_serial(m, msg->serial);
+    if (k != NULL) kh__kernel_dispatch_msg(k, msg);
+    kh__msg_free(msg);
+    msg = next;
+  }
+}
+
+kh_kernel_t *kh__manager_find(kh_manager_t *m, const char *id) {
+  kh_kernel_t *k;
+  if (id == NULL) return NULL;
+  for (k = m->kernels; k; k = k->next)
+    if (strcmp(k->id, id) == 0) return k;
+  return NULL;
+}
+
+void kh__manager_update_ref(kh_manager_t *m) {
+  int want = m->pending > 0 || m->destroying > 0 || (m->closing && m->kernels != NULL) ||
+             (m->ref_mode && m->kernels != NULL);
+  if (uv_is_closing((uv_handle_t *)&m->async)) return;
+  if (want) uv_ref((uv_handle_t *)&m->async);
+  else uv_unref((uv_handle_t *)&m->async);
+}
+
+void kh_manager_ref(kh_manager_t *m, int ref) {
+  if (m == NULL) return;
+  m->ref_mode = ref != 0;
+  kh__manager_update_ref(m);
+}
+
+size_t kh_manager_kernel_count(const kh_manager_t *m) {
+  size_t n = 0;
+  const kh_kernel_t *k;
+  if (m == NULL) return 0;
+  for (k = m->kernels; k; k = k->next)
+    if (k->state != KH__K_CLOSING) n++;
+  return n;
+}
+
+size_t kh_manager_pending_count(const kh_manager_t *m) {
+  return m ? m->pending + m->destroying : 0;
+}
+
+static void on_async_closed(uv_handle_t *h) {
+  kh_manager_t *m = h->data;
+  kh__msg_t *msg = kh__inbox_take(&m->inbox);
+  while (msg) {
+    kh__msg_t *next = msg->next;
+    kh__msg_free(msg);
+    msg = next;
+  }
+  if (m->close_cb) m->close_cb(m, m->close_data);
+  uv_mutex_destroy(&m->inbox.mu);
+  kh__manager_opts_free(&m->opts);
+  free(m);
+}
+
+static void finish_close(kh_manager_t *m) {
+  kh__bus_free_all(m);
+  uv_close((uv_handle_t *)&m->async, on_async_closed);
+}
+
+void kh__manager_kernel_freed(kh_manager_t *m, kh_kernel_t *k) {
+  kh_kernel_t **p;
+  for (p = &m->kernels; *p; p = &(*p)->next) {
+    if (*p == k) {
+      *p = k->next;
+      break;
+    }
+  }
+  if (m->closing && m->kernels == NULL) finish_close(m);
+  else kh__manager_update_ref(m);
+}
+
+int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data) {
+  kh_kernel_t *k, *next;
+  if (m == NULL) return KH_EINVAL;
+  if (m->closing) return KH_ECLOSED;
+  m->closing = 1;
+  m->close_cb = cb;
+  m->close_data = data;
+  if (m->kernels == NULL) {
+    finish_close(m);
+    return 0;
+  }
+  kh__manager_update_ref(m);
+  for (k = m->kernels; k; k = next) {
+    next = k->next;
+    if (k->state != KH__K_CLOSING) kh_kernel_destroy(m, k->id, NULL, NULL);
+  }
+  return 0;
+}
+
+static json_t *kernel_summary(kh_kernel_t *k) {
+  return json_pack("{s:s, s:s, s:s, s:s, s:f, s:i}", "id", k->id, "mode",
+                   kh__mode_name(k->opts.mode), "namespace", k->opts.namespace_, "status",
+                   kh__kstate_name(k->state), "created", k->created_ms, "executionCount",
+                   k->execution_count);
+}
+
+char *kh_manager_list(kh_manager_t *m, const char *namespace_) {
+  json_t *arr;
+  kh_kernel_t *k;
+  char *s;
+  if (m == NULL) return NULL;
+  arr = json_array();
+  for (k = m->kernels; k; k = k->next) {
+    if (k->state == KH__K_CLOSING) continue;
+    if (namespace_ != NULL && strcmp(namespace_, k->opts.namespace_) != 0) continue;
+    json_array_append_new(arr, kernel_summary(k));
+  }
+  s = json_dumps(arr, JSON_COMPACT);
+  json_decref(arr);
+  return s;
+}
+
+char *kh_kernel_info(kh_manager_t *m, const char *kernel_id) {
+  kh_kernel_t *k;
+  json_t *o;
+  char *s;
+  if (m == NULL || (k = kh__manager_find(m, kernel_id)) == NULL || k->state == KH__K_CLOSING)
+    return NULL;
+  o = kernel_summary(k);
+  json_object_set(o, "options", k->opts.all);
+  s = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  return s;
+}
+
+void kh_execute_options_init(kh_execute_options_t *opts) {
+  if (opts == NULL) return;
+  memset(opts, 0, sizeof(*opts));
+  opts->store_history = 1;
+  opts->stop_on_error = 1;
+}
+
+/* destroy_all: one countdown shared by the kernels it destroys. */
+typedef struct {
+  kh_kernel_done_cb cb;
+  void *data;
+  int left;
+  int count;
+} destroy_all_t;
+
+static void on_one_destroyed(kh_manager_t *m, const char *id, int status, const char *errmsg,
+                             void *data) {
+  destroy_all_t *d = data;
+  (void)id;
+  (void)status;
+  (void)errmsg;
+  if (--d->left == 0) {
+    if (d->cb) d->cb(m, NULL, d->count, NULL, d->data);
+    free(d);
+  }
+}
+
+int kh_manager_destroy_all(kh_manager_t *m, const char *namespace_, kh_kernel_done_cb cb,
+                           void *data) {
+  destroy_all_t *d;
+  kh_kernel_t *k, *next;
+  int n = 0;
+  if (m == NULL) return KH_EINVAL;
+  if (m->closing) return KH_ECLOSED;
+  for (k = m->kernels; k; k = k->next)
+    if (k->state != KH__K_CLOSING &&
+        (namespace_ == NULL || strcmp(namespace_, k->opts.namespace_) == 0))
+      n++;
+  d = calloc(1, sizeof(*d));
+  if (d == NULL) return KH_ENOMEM;
+  d->cb = cb;
+  d->data = data;
+  d->count = n;
+  /* One extra count, released below, so the callback cannot run before the walk ends. */
+  d->left = n + 1;
+  for (k = m->kernels; k; k = next) {
+    next = k->next;
+    if (k->state == KH__K_CLOSING) continue;
+    if (namespace_ != NULL && strcmp(namespace_, k->opts.namespace_) != 0) continue;
+    if (kh_kernel_destroy(m, k->id, on_one_destroyed, d) != 0) d->left--;
+  }
+  on_one_destroyed(m, NULL, 0, NULL, d);
+  return 0;
+}

@@ -1,0 +1,290 @@
+/* py-host.c: CPython inside the host process (main_thread kernels). One service thread starts
+ * the interpreter, once per process, and then performs interrupts and input replies with the
+ * GIL; each kernel thread has its own thread state and runtime Kernel object. The loop thread
+ * never touches Python. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "py-internal.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define KH_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KH_ASAN 1
+#endif
+#endif
+
+struct kh__pyk_s {
+  atomic_int refs;
+  PyThreadState *ts;  /* kernel thread only */
+  PyObject *rt;       /* guarded by the GIL; NULL once closed */
+  kh__sink_t *sink;
+};
+
+typedef enum { SVC_INTERRUPT = 1, SVC_INPUT } svc_kind_t;
+
+typedef struct svc_s {
+  struct svc_s *next;
+  svc_kind_t kind;
+  kh__pyk_t *pyk; /* a reference */
+  char *value;
+} svc_t;
+
+static uv_once_t once = UV_ONCE_INIT;
+static uv_mutex_t mu;
+static uv_cond_t cv;
+static int state;                    /* guarded by mu: 0 starting, 1 up, -1 failed */
+static char init_error[KH__ERRMSG_MAX]; /* written before state leaves 0 */
+static svc_t *svc_head, *svc_tail;   /* guarded by mu */
+static uv_thread_t service_tid;
+static PyInterpreterState *interp;
+
+static int host_emit(PyObject *sink_obj, const char *exec_id, int type, const char *data,
+                     size_t len) {
+  kh__sink_t *sink = PyCapsule_GetPointer(sink_obj, "kernelhost.sink");
+  if (sink == NULL) {
+    PyErr_Clear();
+    return KH_EINVAL;
+  }
+  /* The sink's locks are never held by a thread that waits for the GIL, so taking them with
+   * the GIL held cannot deadlock. */
+  return kh__sink_post(sink, KH__MSG_EVENT, type, 0, exec_id, data, len);
+}
+
+static int start_python(void) {
+  PyPreConfig pre;
+  PyConfig config;
+  PyStatus st;
+  kh__py_promote_libpython();
+  PyPreConfig_InitIsolatedConfig(&pre);
+  pre.utf8_mode = 1;
+#ifdef KH_ASAN
+  /* Python's own allocator hides errors from AddressSanitizer. */
+  pre.allocator = PYMEM_ALLOCATOR_MALLOC;
+#endif
+  st = Py_PreInitialize(&pre);
+  if (PyStatus_Exception(st)) {
+    snprintf(init_error, sizeof(init_error), "Python pre-initialisation failed: %s",
+             st.err_msg ? st.err_msg : "?");
+    return KH_EPYTHON;
+  }
+  if (PyImport_AppendInittab("_kernelhost", kh__py_init_module) < 0) {
+    snprintf(init_error, sizeof(init_error), "cannot register the _kernelhost module");
+    return KH_EPYTHON;
+  }
+  st = kh__py_config(&config);
+  if (!PyStatus_Exception(st)) st = Py_InitializeFromConfig(&config);
+  PyConfig_Clear(&config);
+  if (PyStatus_Exception(st)) {
+    snprintf(init_error, sizeof(init_error), "Python initialisation failed: %s",
+             st.err_msg ? st.err_msg : "?");
+    return KH_EPYTHON;
+  }
+  kh__py_emit_hook = host_emit;
+  if (kh__py_load_runtime(0) < 0) {
+    char buf[KH__ERRMSG_MAX - 64];
+    kh__py_describe_error(buf, sizeof(buf));
+    snprintf(init_error, sizeof(init_error), "loading the kernelhost runtime failed: %s", buf);
+    PyEval_SaveThread();
+    return KH_EPYTHON;
+  }
+  interp = PyInterpreterState_Main();
+  return 0;
+}
+
+
+static void service_thread(void *arg) {
+  PyThreadState *main_ts;
+  int rc = start_python();
+  (void)arg;
+  main_ts = rc == 0 ? PyEval_SaveThread() : NULL;
+  uv_mutex_lock(&mu);
+  state = rc == 0 ? 1 : -1;
+  uv_cond_broadcast(&cv);
+  uv_mutex_unlock(&mu);
+  if (rc != 0) return;
+  /* Serve interrupts and input replies for the life of the process. */
+  for (;;) {
+    svc_t *s;
+    uv_mutex_lock(&mu);
+    while (svc_head == NULL) uv_cond_wait(&cv, &mu);
+    s = svc_head;
+    svc_head = s->next;
+    if (svc_head == NULL) svc_tail = NULL;
+    uv_mutex_unlock(&mu);
+
+    PyEval_RestoreThread(main_ts);
+    if (s->pyk->rt != NULL) {
+      PyObject *r = s->kind == SVC_INTERRUPT
+                        ? PyObject_CallMethod(s->pyk->rt, "interrupt", NULL)
+                        : PyObject_CallMethod(s->pyk->rt, "input_reply", "s", s->value);
+      if (r == NULL) PyErr_Clear();
+      Py_XDECREF(r);
+    }
+    PyEval_SaveThread();
+    kh__pyk_unref(s->pyk);
+    free(s->value);
+    free(s);
+  }
+}
+
+static void start_service(void) {
+  uv_thread_options_t to;
+  uv_mutex_init(&mu);
+  uv_cond_init(&cv);
+  to.flags = UV_THREAD_HAS_STACK_SIZE;
+  to.stack_size = 8u << 20;
+  if (uv_thread_create_ex(&service_tid, &to, service_thread, NULL) != 0) {
+    snprintf(init_error, sizeof(init_error), "cannot start the Python service thread");
+    state = -1;
+  }
+}
+
+static int wait_python(char *errmsg) {
+  int s;
+  uv_once(&once, start_service);
+  uv_mutex_lock(&mu);
+  while (state == 0) uv_cond_wait(&cv, &mu);
+  s = state;
+  uv_mutex_unlock(&mu);
+  if (s < 0) {
+    kh__set_err(errmsg, "%s", init_error);
+    return KH_EPYTHON;
+  }
+  return 0;
+}
+
+static void capsule_free(PyObject *cap) {
+  kh__sink_t *s = PyCapsule_GetPointer(cap, "kernelhost.sink");
+  if (s != NULL) kh__sink_unref(s);
+}
+
+int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, char *errmsg) {
+  kh__pyk_t *p;
+  PyObject *mod = NULL, *cap = NULL;
+  int rc;
+  *out = NULL;
+  if ((rc = wait_python(errmsg)) != 0) return rc;
+  p = calloc(1, sizeof(*p));
+  if (p == NULL) return KH_ENOMEM;
+  atomic_init(&p->refs, 1);
+  p->sink = sink;
+  p->ts = PyThreadState_New(interp);
+  if (p->ts == NULL) {
+    free(p);
+    kh__set_err(errmsg, "cannot create a Python thread state");
+    return KH_EPYTHON;
+  }
+  PyEval_RestoreThread(p->ts);
+  kh__sink_ref(sink);
+  cap = PyCapsule_New(sink, "kernelhost.sink", capsule_free);
+  if (cap == NULL) {
+    kh__sink_unref(sink);
+    goto fail;
+  }
+  mod = PyImport_ImportModule("_kh_runtime");
+  if (mod == NULL) goto fail;
+  p->rt = PyObject_CallMethod(mod, "Kernel", "Os", cap, kernel_id);
+  if (p->rt == NULL) goto fail;
+  Py_DECREF(mod);
+  Py_DECREF(cap);
+  PyEval_SaveThread();
+  *out = p;
+  return 0;
+fail : {
+  char buf[KH__ERRMSG_MAX - 64];
+  kh__py_describe_error(buf, sizeof(buf));
+  kh__set_err(errmsg, "creating the kernel's Python runtime failed: %s", buf);
+  Py_XDECREF(mod);
+  Py_XDECREF(cap);
+  PyThreadState_Clear(p->ts);
+  PyThreadState_DeleteCurrent();
+  free(p);
+  return KH_EPYTHON;
+}
+}
+
+char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
+                            int silent, int store_history, size_t *out_len) {
+  PyObject *text, *r = NULL;
+  char *out = NULL;
+  PyEval_RestoreThread(p->ts);
+  text = PyUnicode_DecodeUTF8(code, (Py_ssize_t)len, "strict");
+  if (text != NULL) {
+    r = PyObject_CallMethod(p->rt, "execute", "sOii", exec_id, text, silent, store_history);
+    Py_DECREF(text);
+  }
+  if (r != NULL && PyBytes_Check(r)) {
+    *out_len = (size_t)PyBytes_GET_SIZE(r);
+    out = kh__memdup(PyBytes_AS_STRING(r), *out_len);
+  } else {
+    char buf[KH__ERRMSG_MAX];
+    if (r == NULL) kh__py_describe_error(buf, sizeof(buf));
+    else snprintf(buf, sizeof(buf), "runtime returned no reply");
+    out = kh__py_error_reply("KernelError", buf, out_len);
+  }
+  Py_XDECREF(r);
+  /* An interrupt aimed at the cell must not leak into the next one. */
+  PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
+  PyEval_SaveThread();
+  return out;
+}
+
+int kh__py_kernel_reset(kh__pyk_t *p, char *errmsg) {
+  PyObject *r;
+  int rc = 0;
+  PyEval_RestoreThread(p->ts);
+  r = PyObject_CallMethod(p->rt, "reset", NULL);
+  if (r == NULL) {
+    char buf[KH__ERRMSG_MAX - 64];
+    kh__py_describe_error(buf, sizeof(buf));
+    kh__set_err(errmsg, "reset failed: %s", buf);
+    rc = KH_EPYTHON;
+  }
+  Py_XDECREF(r);
+  PyEval_SaveThread();
+  return rc;
+}
+
+void kh__py_kernel_close(kh__pyk_t *p) {
+  PyObject *r;
+  PyEval_RestoreThread(p->ts);
+  r = PyObject_CallMethod(p->rt, "close", NULL);
+  if (r == NULL) PyErr_Clear();
+  Py_XDECREF(r);
+  Py_CLEAR(p->rt);
+  PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
+  PyThreadState_Clear(p->ts);
+  PyThreadState_DeleteCurrent();
+  p->ts = NULL;
+  kh__pyk_unref(p);
+}
+
+void kh__pyk_unref(kh__pyk_t *p) {
+  if (atomic_fetch_sub(&p->refs, 1) == 1) free(p);
+}
+
+static void post_service(kh__pyk_t *p, svc_kind_t kind, const char *value) {
+  svc_t *s = calloc(1, sizeof(*s));
+  if (s == NULL) return;
+  if (value != NULL && (s->value = kh__strdup(value)) == NULL) {
+    free(s);
+    return;
+  }
+  atomic_fetch_add(&p->refs, 1);
+  s->kind = kind;
+  s->pyk = p;
+  uv_mutex_lock(&mu);
+  if (svc_tail) svc_tail->next = s;
+  else svc_head = s;
+  svc_tail = s;
+  uv_cond_broadcast(&cv);
+  uv_mutex_unlock(&mu);
+}
+
+void kh__py_kernel_interrupt(kh__pyk_t *p) { post_service(p, SVC_INTERRUPT, NULL); }
+
+void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value) {
+  post_service(p, SVC_INPUT, value);
+}

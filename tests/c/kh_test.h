@@ -1,0 +1,121 @@
+/* kh_test.h: the C test harness: registration, assertions that print values, and a fixture
+ * that drives a real libuv loop and waits for callbacks and events (never for time). */
+#ifndef KH_TEST_H
+#define KH_TEST_H
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "kernelhost.h"
+
+typedef void (*th_fn)(void);
+void th_register(const char *name, th_fn fn);
+
+#define TEST(name)                                                             \
+  static void test_##name(void);                                               \
+  __attribute__((constructor)) static void register_##name(void) {             \
+    th_register(#name, test_##name);                                           \
+  }                                                                            \
+  static void test_##name(void)
+
+#define FAIL(...)                                                              \
+  do {                                                                         \
+    fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                            \
+    fprintf(stderr, __VA_ARGS__);                                              \
+    fprintf(stderr, "\n");                                                     \
+    exit(1);                                                                   \
+  } while (0)
+
+#define ASSERT(c)                                                              \
+  do {                                                                         \
+    if (!(c)) FAIL("assertion failed: %s", #c);                                \
+  } while (0)
+
+#define ASSERT_INT(a, op, b)                                                   \
+  do {                                                                         \
+    long long a_ = (long long)(a), b_ = (long long)(b);                        \
+    if (!(a_ op b_)) FAIL("%s %s %s: %lld vs %lld", #a, #op, #b, a_, b_);      \
+  } while (0)
+
+#define ASSERT_STR(a, b)                                                       \
+  do {                                                                         \
+    const char *a_ = (a), *b_ = (b);                                           \
+    if (a_ == NULL || b_ == NULL || strcmp(a_, b_) != 0)                       \
+      FAIL("%s == %s: \"%s\" vs \"%s\"", #a, #b, a_ ? a_ : "(null)",           \
+           b_ ? b_ : "(null)");                                                \
+  } while (0)
+
+#define ASSERT_CONTAINS(hay, needle)                                           \
+  do {                                                                         \
+    const char *h_ = (hay), *n_ = (needle);                                    \
+    if (h_ == NULL || strstr(h_, n_) == NULL)                                  \
+      FAIL("%s contains \"%s\": got \"%s\"", #hay, n_, h_ ? h_ : "(null)");    \
+  } while (0)
+
+/* Asserts a call returned the given error, printing names. */
+#define ASSERT_ERR(call, code)                                                 \
+  do {                                                                         \
+    int r_ = (call);                                                           \
+    if (r_ != (code))                                                          \
+      FAIL("%s: expected %s, got %s (%d)", #call, kh_err_name(code),           \
+           kh_err_name(r_), r_);                                               \
+  } while (0)
+
+#define TH_MAX_EVENTS 4096
+
+typedef struct {
+  int type;
+  char kernel_id[64];
+  char exec_id[64];
+  json_t *data;
+} th_event_t;
+
+typedef struct {
+  int done;
+  int status;
+  char errmsg[512];
+  char id[64];
+  json_t *json; /* the reply, when status == 0 */
+} th_result_t;
+
+typedef struct {
+  uv_loop_t loop;
+  kh_manager_t *m;
+  th_event_t events[TH_MAX_EVENTS];
+  int nevents;
+  int64_t sub;
+  uv_timer_t watchdog;
+} th_t;
+
+/* Reads KH_TEST_MODE ("main_thread" default, or "worker"): the mode every test uses. */
+const char *th_mode(void);
+/* A kernel options object for th_mode() plus the given extra JSON members (may be ""). */
+const char *th_opts(const char *extra);
+
+void th_init(th_t *t, const char *manager_opts);
+void th_fini(th_t *t); /* closes the manager, the loop, and checks nothing is left */
+void th_run_until(th_t *t, int *flag);
+/* Runs until `n` events of `type` for exec_id (NULL: any) have been recorded. */
+void th_wait_events(th_t *t, int type, const char *exec_id, int n);
+int th_count(th_t *t, int type, const char *exec_id);
+th_event_t *th_find(th_t *t, int type, const char *exec_id, int nth);
+
+/* Creates a kernel and waits until it is ready; fails the test on error. Returns its id. */
+const char *th_create(th_t *t, const char *opts_json, char *id_buf);
+/* Starts an execute; the result fills *res when the callback runs. */
+int th_submit(th_t *t, const char *id, const char *code, const kh_execute_options_t *o,
+              th_result_t *res);
+/* Executes and waits; fails the test unless the API call and callback succeed. */
+json_t *th_exec(th_t *t, const char *id, const char *code, th_result_t *res);
+void th_result_free(th_result_t *res);
+void th_destroy(th_t *t, const char *id);
+
+/* Small JSON accessors: th_s(j, "result.data.text/plain") follows dotted keys; "outputs[2]"
+ * indexes arrays. */
+json_t *th_get(json_t *j, const char *path);
+const char *th_s(json_t *j, const char *path);
+long long th_i(json_t *j, const char *path);
+#endif

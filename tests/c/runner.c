@@ -1,0 +1,242 @@
+/* runner.c: runs one named C test per process (ctest registers each name), and the fixture
+ * helpers from kh_test.h. */
+#include "kh_test.h"
+
+typedef struct {
+  const char *name;
+  th_fn fn;
+} th_entry_t;
+
+static th_entry_t tests[512];
+static int ntests;
+
+void th_register(const char *name, th_fn fn) {
+  if (ntests < (int)(sizeof(tests) / sizeof(tests[0]))) {
+    tests[ntests].name = name;
+    tests[ntests].fn = fn;
+    ntests++;
+  }
+}
+
+int main(int argc, char **argv) {
+  int i;
+  if (argc < 2) {
+    for (i = 0; i < ntests; i++) printf("%s\n", tests[i].name);
+    return 0;
+  }
+  for (i = 0; i < ntests; i++) {
+    if (strcmp(tests[i].name, argv[1]) == 0) {
+      tests[i].fn();
+      printf("ok %s (%s)\n", argv[1], th_mode());
+      return 0;
+    }
+  }
+  fprintf(stderr, "no test named %s\n", argv[1]);
+  return 2;
+}
+
+const char *th_mode(void) {
+  const char *m = getenv("KH_TEST_MODE");
+  return m && *m ? m : "main_thread";
+}
+
+const char *th_opts(const char *extra) {
+  static char buf[8][2048];
+  static int slot;
+  char *b = buf[slot++ % 8];
+  snprintf(b, 2048, "{\"mode\":\"%s\"%s%s}", th_mode(), extra && *extra ? "," : "",
+           extra ? extra : "");
+  return b;
+}
+
+static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
+  th_t *t = data;
+  th_event_t *e;
+  json_error_t err;
+  (void)m;
+  if (t->nevents >= TH_MAX_EVENTS) FAIL("too many events");
+  e = &t->events[t->nevents++];
+  e->type = ev->type;
+  snprintf(e->kernel_id, sizeof(e->kernel_id), "%s", ev->kernel_id);
+  snprintf(e->exec_id, sizeof(e->exec_id), "%s", ev->execution_id);
+  e->data = json_loadb(ev->json, ev->json_len, 0, &err);
+  if (e->data == NULL) FAIL("event %s has invalid JSON (%s): %.*s", ev->type_name, err.text,
+                            (int)ev->json_len, ev->json);
+  if (strlen(ev->json) != ev->json_len) FAIL("event JSON length mismatch");
+}
+
+static void on_watchdog(uv_timer_t *h) {
+  (void)h;
+  FAIL("watchdog: the awaited callback or event never came");
+}
+
+void th_init(th_t *t, const char *manager_opts) {
+  memset(t, 0, sizeof(*t));
+  ASSERT_INT(uv_loop_init(&t->loop), ==, 0);
+  if (kh_manager_new(&t->m, &t->loop, manager_opts) != 0) FAIL("kh_manager_new: %s", kh_last_error());
+  t->sub = kh_subscribe(t->m, NULL, KH_EVENT_ALL, on_event, t);
+  ASSERT(t->sub > 0);
+  uv_timer_init(&t->loop, &t->watchdog);
+}
+
+static void on_closed(kh_manager_t *m, void *data) {
+  (void)m;
+  *(int *)data = 1;
+}
+
+static void walk_cb(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) fprintf(stderr, "handle left open: type %d\n", (int)h->type);
+}
+
+void th_fini(th_t *t) {
+  int closed = 0, i;
+  ASSERT_INT(kh_manager_close(t->m, on_closed, &closed), ==, 0);
+  th_run_until(t, &closed);
+  uv_close((uv_handle_t *)&t->watchdog, NULL);
+  uv_run(&t->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&t->loop) != 0) {
+    uv_walk(&t->loop, walk_cb, NULL);
+    FAIL("uv_loop_close failed: handles left behind");
+  }
+  for (i = 0; i < t->nevents; i++) json_decref(t->events[i].data);
+  t->nevents = 0;
+}
+
+void th_run_until(th_t *t, int *flag) {
+  uv_timer_start(&t->watchdog, on_watchdog, 60000, 0);
+  while (!*flag) uv_run(&t->loop, UV_RUN_ONCE);
+  uv_timer_stop(&t->watchdog);
+}
+
+int th_count(th_t *t, int type, const char *exec_id) {
+  int i, n = 0;
+  for (i = 0; i < t->nevents; i++)
+    if (t->events[i].type == type && (exec_id == NULL || strcmp(exec_id, t->events[i].exec_id) == 0))
+      n++;
+  return n;
+}
+
+th_event_t *th_find(th_t *t, int type, const char *exec_id, int nth) {
+  int i;
+  for (i = 0; i < t->nevents; i++)
+    if (t->events[i].type == type &&
+        (exec_id == NULL || strcmp(exec_id, t->events[i].exec_id) == 0) && nth-- == 0)
+      return &t->events[i];
+  return NULL;
+}
+
+void th_wait_events(th_t *t, int type, const char *exec_id, int n) {
+  uv_timer_start(&t->watchdog, on_watchdog, 60000, 0);
+  while (th_count(t, type, exec_id) < n) uv_run(&t->loop, UV_RUN_ONCE);
+  uv_timer_stop(&t->watchdog);
+}
+
+static void on_created(kh_manager_t *m, const char *id, int status, const char *errmsg,
+                       void *data) {
+  th_result_t *r = data;
+  (void)m;
+  r->done = 1;
+  r->status = status;
+  snprintf(r->id, sizeof(r->id), "%s", id);
+  snprintf(r->errmsg, sizeof(r->errmsg), "%s", errmsg ? errmsg : "");
+}
+
+const char *th_create(th_t *t, const char *opts_json, char *id_buf) {
+  th_result_t r;
+  int rc;
+  memset(&r, 0, sizeof(r));
+  rc = kh_kernel_create(t->m, opts_json, id_buf, 64, on_created, &r);
+  if (rc != 0) FAIL("kh_kernel_create: %s: %s", kh_err_name(rc), kh_manager_errmsg(t->m));
+  th_run_until(t, &r.done);
+  if (r.status != 0) FAIL("kernel creation failed: %s: %s", kh_err_name(r.status), r.errmsg);
+  ASSERT_STR(r.id, id_buf);
+  return id_buf;
+}
+
+static void on_executed(kh_manager_t *m, const kh_reply_t *rep, int status, void *data) {
+  th_result_t *r = data;
+  json_error_t err;
+  (void)m;
+  if (r->done) FAIL("execute callback ran twice");
+  r->done = 1;
+  r->status = status;
+  snprintf(r->id, sizeof(r->id), "%s", rep->execution_id);
+  snprintf(r->errmsg, sizeof(r->errmsg), "%s", rep->errmsg ? rep->errmsg : "");
+  if (status == 0) {
+    r->json = json_loadb(rep->json, rep->json_len, 0, &err);
+    if (r->json == NULL) FAIL("reply is not JSON (%s): %s", err.text, rep->json);
+    ASSERT_STR(th_s(r->json, "status"), rep->status);
+    ASSERT_INT(th_i(r->json, "execution_count"), ==, rep->execution_count);
+  } else {
+    ASSERT(rep->json == NULL);
+  }
+}
+
+int th_submit(th_t *t, const char *id, const char *code, const kh_execute_options_t *o,
+              th_result_t *res) {
+  char exec_id[64];
+  int rc;
+  memset(res, 0, sizeof(*res));
+  rc = kh_kernel_execute(t->m, id, code, strlen(code), o, exec_id, sizeof(exec_id), on_executed,
+                         res);
+  if (rc == 0) snprintf(res->id, sizeof(res->id), "%s", exec_id);
+  return rc;
+}
+
+json_t *th_exec(th_t *t, const char *id, const char *code, th_result_t *res) {
+  int rc = th_submit(t, id, code, NULL, res);
+  if (rc != 0) FAIL("kh_kernel_execute(%s): %s: %s", code, kh_err_name(rc), kh_manager_errmsg(t->m));
+  th_run_until(t, &res->done);
+  if (res->status != 0) FAIL("execute(%s) failed: %s: %s", code, kh_err_name(res->status), res->errmsg);
+  return res->json;
+}
+
+void th_result_free(th_result_t *res) {
+  json_decref(res->json);
+  res->json = NULL;
+}
+
+static void on_destroyed(kh_manager_t *m, const char *id, int status, const char *errmsg,
+                         void *data) {
+  (void)m;
+  (void)id;
+  (void)errmsg;
+  ASSERT_INT(status, ==, 0);
+  *(int *)data = 1;
+}
+
+void th_destroy(th_t *t, const char *id) {
+  int done = 0;
+  ASSERT_INT(kh_kernel_destroy(t->m, id, on_destroyed, &done), ==, 0);
+  th_run_until(t, &done);
+}
+
+json_t *th_get(json_t *j, const char *path) {
+  char key[256];
+  const char *p = path;
+  while (j != NULL && *p) {
+    size_t n = strcspn(p, ".[");
+    if (n > 0) {
+      snprintf(key, sizeof(key), "%.*s", (int)n, p);
+      /* MIME keys contain '/', and some contain '.', e.g. "text/plain": dots only split. */
+      j = json_object_get(j, key);
+      p += n;
+    }
+    if (*p == '[') {
+      long idx = strtol(p + 1, (char **)&p, 10);
+      j = json_array_get(j, idx < 0 ? json_array_size(j) + idx : (size_t)idx);
+      if (*p == ']') p++;
+    }
+    if (*p == '.') p++;
+  }
+  return j;
+}
+
+const char *th_s(json_t *j, const char *path) { return json_string_value(th_get(j, path)); }
+
+long long th_i(json_t *j, const char *path) {
+  json_t *v = th_get(j, path);
+  if (!json_is_integer(v)) FAIL("%s is not an integer", path);
+  return json_integer_value(v);
+}
