@@ -238,6 +238,9 @@ void kh__bus_free_all(kh_manager_t *m);
 /* --- backends ----------------------------------------------------------------------------- */
 
 extern const kh__backend_ops_t kh__inproc_ops;
+#ifdef KH_HAVE_WORKER
+extern const kh__backend_ops_t kh__worker_ops; /* backend-worker.c */
+#endif
 /* The in-process kernel thread has exited: join it, then kh__kernel_on_stopped(). */
 void kh__inproc_exited(kh_kernel_t *k);
 

@@ -23,7 +23,11 @@ const char *kh__kstate_name(kh__kstate_t s) {
 
 static const kh__backend_ops_t *backend_for(kh__mode_t mode) {
   if (mode == KH__MODE_MAIN_THREAD) return &kh__inproc_ops;
-  return NULL; /* worker processes are not built yet */
+#ifdef KH_HAVE_WORKER
+  return &kh__worker_ops;
+#else
+  return NULL; /* built without worker processes */
+#endif
 }
 
 /* --- events ------------------------------------------------------------------------------- */
