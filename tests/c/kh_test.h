@@ -101,6 +101,10 @@ void th_run_until(th_t *t, int *flag);
 /* Runs until `n` events of `type` for exec_id (NULL: any) have been recorded. */
 void th_wait_events(th_t *t, int type, const char *exec_id, int n);
 int th_count(th_t *t, int type, const char *exec_id);
+/* Runs one loop iteration under the watchdog. */
+void th_step(th_t *t);
+/* Runs until a status event with this execution_state for exec_id ("" = none) arrives. */
+void th_wait_status(th_t *t, const char *exec_id, const char *state);
 th_event_t *th_find(th_t *t, int type, const char *exec_id, int nth);
 
 /* Creates a kernel and waits until it is ready; fails the test on error. Returns its id. */

@@ -240,3 +240,21 @@ long long th_i(json_t *j, const char *path) {
   if (!json_is_integer(v)) FAIL("%s is not an integer", path);
   return json_integer_value(v);
 }
+
+void th_step(th_t *t) {
+  if (!uv_is_active((uv_handle_t *)&t->watchdog))
+    uv_timer_start(&t->watchdog, on_watchdog, 60000, 0);
+  uv_run(&t->loop, UV_RUN_ONCE);
+}
+
+void th_wait_status(th_t *t, const char *exec_id, const char *state) {
+  int i, seen = 0;
+  uv_timer_start(&t->watchdog, on_watchdog, 60000, 0);
+  while (!seen) {
+    for (i = 0; i < t->nevents && !seen; i++)
+      seen = t->events[i].type == KH_EVENT_STATUS && strcmp(t->events[i].exec_id, exec_id) == 0 &&
+             strcmp(th_s(t->events[i].data, "execution_state"), state) == 0;
+    if (!seen) uv_run(&t->loop, UV_RUN_ONCE);
+  }
+  uv_timer_stop(&t->watchdog);
+}
