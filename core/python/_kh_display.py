@@ -64,8 +64,15 @@ def _wanted(mime, include, exclude):
     return True
 
 
+# Exact types that have nothing but a repr: no need to look for _repr_*_ methods.
+_PLAIN_TYPES = frozenset((int, float, complex, str, bytes, bool, list, tuple, dict, set,
+                          frozenset, range, type(None)))
+
+
 def format(obj, include=None, exclude=None):
     """Returns (data, metadata) for obj, following IPython's display formatter."""
+    if type(obj) in _PLAIN_TYPES and include is None:
+        return {"text/plain": _text_plain(obj)}, {}
     data = {}
     metadata = {}
     method = getattr(type(obj), "_repr_mimebundle_", None)

@@ -13,20 +13,25 @@ import sys
 import threading
 import time
 import traceback
+import types
 
 import _kernelhost
 import _kh_display
 import _kh_streams
 
 _CELL_PREFIX = "<cell-"
+_code_cache = {}
 _initialized = False
 _orig_sleep = time.sleep
 _orig_input = builtins.input
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
 def _dumps(obj):
     try:
-        s = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        s = _encode(obj)
     except (TypeError, ValueError):
         s = json.dumps(_kh_display._jsonable(obj), ensure_ascii=False, separators=(",", ":"))
     # Lone surrogates (from surrogateescape'd bytes) would make invalid UTF-8: replace them.
@@ -297,21 +302,48 @@ class Kernel:
             return s.startswith(";")
         return False
 
-    def _run_cell(self, code, filename, want_value):
+    @staticmethod
+    def _compile(code, filename, want_value):
+        """Returns (body code or None, last-expression code or None)."""
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST | flags, dont_inherit=True)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = tree.body.pop()
-            if not want_value or self._suppressed(code, last):
+            if not want_value or Kernel._suppressed(code, last):
                 tree.body.append(last)
                 last = None
-        if tree.body:
-            self._run_code(compile(tree, filename, "exec", flags, dont_inherit=True))
+        body = compile(tree, filename, "exec", flags, dont_inherit=True) if tree.body else None
+        expr = None
         if last is not None:
-            expr = ast.Expression(last.value)
-            return True, self._run_code(compile(expr, filename, "eval", flags,
-                                                dont_inherit=True))
+            expr = compile(ast.Expression(last.value), filename, "eval", flags,
+                           dont_inherit=True)
+        return body, expr
+
+    def _run_cell(self, code, filename, want_value):
+        # Hosts often send the same small cell again and again: reuse its code objects,
+        # renamed to this cell's filename (only when they hold no nested code objects, whose
+        # filenames would still name the old cell).
+        key = (code, want_value)
+        hit = _code_cache.get(key)
+        if hit is not None:
+            body, expr = hit
+            if body is not None:
+                body = body.replace(co_filename=filename)
+            if expr is not None:
+                expr = expr.replace(co_filename=filename)
+        else:
+            body, expr = self._compile(code, filename, want_value)
+            if len(code) <= 512 and not any(
+                    isinstance(c, types.CodeType)
+                    for co in (body, expr) if co is not None for c in co.co_consts):
+                if len(_code_cache) >= 256:
+                    _code_cache.clear()
+                _code_cache[key] = (body, expr)
+        if body is not None:
+            self._run_code(body)
+        if expr is not None:
+            return True, self._run_code(expr)
         return False, None
 
     def _format_error(self, exc):

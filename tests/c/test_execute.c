@@ -331,3 +331,27 @@ TEST(kernel_input_request) {
   th_result_free(&r);
   th_fini(&t);
 }
+
+TEST(kernel_repeated_cell) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  json_t *tb;
+  int i;
+  th_init(&t, NULL);
+  th_create(&t, th_opts(""), id);
+  /* the same source again and again: each run is its own cell, with its own traceback name */
+  for (i = 1; i <= 3; i++) {
+    char want[32];
+    th_exec(&t, id, "n = globals().get('n', 0) + 1\n1 / (n - n)", &r);
+    ASSERT_STR(th_s(r.json, "error.ename"), "ZeroDivisionError");
+    tb = th_get(r.json, "error.traceback");
+    snprintf(want, sizeof(want), "<cell-%d>", i);
+    ASSERT_CONTAINS(json_string_value(json_array_get(tb, 1)), want);
+    th_result_free(&r);
+  }
+  th_exec(&t, id, "n", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "3");
+  th_result_free(&r);
+  th_fini(&t);
+}
