@@ -54,6 +54,7 @@ class _Flusher:
             self._due.pop(buf, None)
 
     def _run(self):
+        set_current(None)  # the flusher belongs to no kernel
         while True:
             with self._cond:
                 while not self._due:
@@ -88,9 +89,12 @@ class OutBuffer:
         self.limit = None      # maxOutputBytes per cell, or None
         self.written = 0       # characters delivered for the current cell
         self.truncated = False
+        self._scheduled = False  # a timed flush is pending
 
     def write(self, name, exec_id, text):
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._parts and (name != self._name or exec_id != self._exec_id):
                 self._flush_locked()
             self._name = name
@@ -100,6 +104,11 @@ class OutBuffer:
             if self._size >= FLUSH_CHARS:
                 self._flush_locked()
                 return
+            if self._scheduled:
+                return
+            self._scheduled = True
+        finally:
+            lock.release()
         flusher.schedule(self, time.monotonic() + FLUSH_INTERVAL)
 
     def flush(self):
@@ -107,6 +116,7 @@ class OutBuffer:
             self._flush_locked()
 
     def _flush_locked(self):
+        self._scheduled = False
         if not self._parts:
             return
         text = "".join(self._parts)
