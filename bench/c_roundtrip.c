@@ -59,9 +59,10 @@ int main(int argc, char **argv) {
     if (i >= 200) lat[i - 200] = (uv_hrtime() - t0) / 1e3; /* 200 warm-up runs */
   }
   qsort(lat, (size_t)runs, sizeof(double), cmp);
-  printf("{\"lang\":\"c\",\"mode\":\"%s\",\"runs\":%d,\"execute_p50_us\":%.1f,"
-         "\"execute_p99_us\":%.1f,\"create_first_us\":%.0f,\"create_next_us\":%.0f}\n",
-         mode, runs, lat[runs / 2], lat[runs * 99 / 100], first_us, next_us);
+  printf(
+      "{\"lang\":\"c\",\"mode\":\"%s\",\"runs\":%d,\"execute_p50_us\":%.1f,"
+      "\"execute_p99_us\":%.1f,\"create_first_us\":%.0f,\"create_next_us\":%.0f}\n",
+      mode, runs, lat[runs / 2], lat[runs * 99 / 100], first_us, next_us);
   kh_manager_close(m, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);

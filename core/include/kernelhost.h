@@ -28,29 +28,29 @@ extern "C" {
  * UV_E* codes passed through, or one of these, which live in a range disjoint from libuv's
  * (libuv's codes are all above -4100).
  */
-#define KH_ERRNO_MAP(X)                                                                    \
-  X(EINVAL, -30001, "invalid argument")                                                     \
-  X(ENOTFOUND, -30002, "no such kernel")                                                    \
-  X(ECLOSED, -30003, "handle is closed or closing")                                         \
-  X(ECANCELED, -30004, "request canceled")                                                  \
-  X(EKERNELDEAD, -30005, "kernel died")                                                     \
-  X(ENOTSUP, -30006, "not supported")                                                       \
-  X(ETIMEDOUT, -30007, "timed out")                                                         \
-  X(EEXIST, -30008, "kernel id already in use")                                             \
-  X(ENOMEM, -30009, "out of memory")                                                        \
-  X(EPYTHON, -30010, "Python runtime failure")                                              \
-  X(EENCODING, -30011, "invalid UTF-8 or NUL byte in input")                                \
-  X(ETOOBIG, -30012, "input too large")                                                     \
-  X(EOPTION, -30013, "invalid option")                                                      \
-  X(EBUSY, -30014, "resource busy")                                                         \
-  X(EPROTO, -30015, "protocol error")                                                       \
+#define KH_ERRNO_MAP(X)                                      \
+  X(EINVAL, -30001, "invalid argument")                      \
+  X(ENOTFOUND, -30002, "no such kernel")                     \
+  X(ECLOSED, -30003, "handle is closed or closing")          \
+  X(ECANCELED, -30004, "request canceled")                   \
+  X(EKERNELDEAD, -30005, "kernel died")                      \
+  X(ENOTSUP, -30006, "not supported")                        \
+  X(ETIMEDOUT, -30007, "timed out")                          \
+  X(EEXIST, -30008, "kernel id already in use")              \
+  X(ENOMEM, -30009, "out of memory")                         \
+  X(EPYTHON, -30010, "Python runtime failure")               \
+  X(EENCODING, -30011, "invalid UTF-8 or NUL byte in input") \
+  X(ETOOBIG, -30012, "input too large")                      \
+  X(EOPTION, -30013, "invalid option")                       \
+  X(EBUSY, -30014, "resource busy")                          \
+  X(EPROTO, -30015, "protocol error")                        \
   X(EWORKER, -30016, "worker process failure")
 
 typedef enum {
 #define KH_ERRNO_ENUM_(name, code, msg) KH_##name = (code),
   KH_ERRNO_MAP(KH_ERRNO_ENUM_)
 #undef KH_ERRNO_ENUM_
-  KH_ERRNO_LAST_ = -30000
+      KH_ERRNO_LAST_ = -30000
 } kh_errno_t;
 
 /* Returns a static description of `err` (a KH_E* or UV_E* code). Thread: any. */
@@ -85,7 +85,7 @@ typedef struct kh_kernel_s kh_kernel_t;
 /* An event, as delivered to subscribers. Every field is borrowed for the callback. */
 typedef struct {
   kh_event_type_t type;
-  const char *type_name;    /* "stream", ... */
+  const char *type_name; /* "stream", ... */
   const char *kernel_id;
   const char *execution_id; /* "" when the event belongs to no request (e.g. "starting") */
   const char *json;         /* the payload, a JSON object in UTF-8, NUL-terminated */
@@ -96,7 +96,7 @@ typedef struct {
 typedef struct {
   const char *kernel_id;
   const char *execution_id;
-  const char *status;       /* "ok", "error" or "aborted"; NULL when the request failed */
+  const char *status; /* "ok", "error" or "aborted"; NULL when the request failed */
   int execution_count;
   /* The whole result as a JSON object:
    *   {"status", "execution_count", "result": {data, metadata}?,
@@ -104,7 +104,7 @@ typedef struct {
    * NULL when the request failed (see the callback's status). */
   const char *json;
   size_t json_len;
-  const char *errmsg;       /* detail when the request failed, else NULL */
+  const char *errmsg; /* detail when the request failed, else NULL */
 } kh_reply_t;
 
 /* Callbacks. Each runs exactly once on the loop thread, unless the function that took it
@@ -168,10 +168,10 @@ KH_EXTERN int kh_kernel_create(kh_manager_t *m, const char *options_json, char *
 
 /* Execute options: fill with kh_execute_options_init(), then change what you need. */
 typedef struct {
-  int silent;           /* 1: no execute_result, no history, counter unchanged (default 0) */
-  int store_history;    /* 1: count the cell and set `_` (default 1; forced 0 when silent) */
-  int stop_on_error;    /* 1: queued requests abort after an error (default 1) */
-  uint64_t timeout_ms;  /* interrupt the cell when it runs longer (default 0: no limit) */
+  int silent;          /* 1: no execute_result, no history, counter unchanged (default 0) */
+  int store_history;   /* 1: count the cell and set `_` (default 1; forced 0 when silent) */
+  int stop_on_error;   /* 1: queued requests abort after an error (default 1) */
+  uint64_t timeout_ms; /* interrupt the cell when it runs longer (default 0: no limit) */
 } kh_execute_options_t;
 
 /* Sets the defaults: silent 0, store_history 1, stop_on_error 1, timeout_ms 0. */

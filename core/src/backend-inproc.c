@@ -21,9 +21,9 @@ typedef struct {
   uv_thread_t tid;
   uv_mutex_t mu;
   uv_cond_t cv;
-  cmd_t *head;     /* guarded by mu */
-  cmd_t *tail;     /* guarded by mu */
-  kh__pyk_t *py;   /* guarded by mu: set by the kernel thread while it has Python state */
+  cmd_t *head;        /* guarded by mu */
+  cmd_t *tail;        /* guarded by mu */
+  kh__pyk_t *py;      /* guarded by mu: set by the kernel thread while it has Python state */
   int exit_requested; /* guarded by mu */
   kh__sink_t *sink;
   char id[KH__ID_MAX];
@@ -31,8 +31,10 @@ typedef struct {
 
 static void post_cmd(inproc_t *ip, cmd_t *c) {
   uv_mutex_lock(&ip->mu);
-  if (ip->tail) ip->tail->next = c;
-  else ip->head = c;
+  if (ip->tail)
+    ip->tail->next = c;
+  else
+    ip->head = c;
   ip->tail = c;
   uv_cond_signal(&ip->cv);
   uv_mutex_unlock(&ip->mu);
@@ -69,9 +71,10 @@ static void kernel_thread(void *arg) {
                                                c->store_history, &n)
                        : NULL;
       if (reply == NULL) {
-        static const char oom[] = "{\"status\":\"error\",\"execution_count\":0,\"error\":{"
-                                  "\"ename\":\"MemoryError\",\"evalue\":\"no reply\","
-                                  "\"traceback\":[]}}";
+        static const char oom[] =
+            "{\"status\":\"error\",\"execution_count\":0,\"error\":{"
+            "\"ename\":\"MemoryError\",\"evalue\":\"no reply\","
+            "\"traceback\":[]}}";
         kh__sink_post(ip->sink, KH__MSG_REPLY, 0, 0, c->exec_id, oom, sizeof(oom) - 1);
       } else {
         kh__sink_post(ip->sink, KH__MSG_REPLY, 0, 0, c->exec_id, reply, n);

@@ -5,8 +5,7 @@
 
 #include "internal.h"
 
-int64_t kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_cb cb,
-                     void *data) {
+int64_t kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_cb cb, void *data) {
   kh__sub_t *s, **tail;
   if (m == NULL || cb == NULL || type < 0 || type >= KH_EVENT_TYPE_MAX_) return KH_EINVAL;
   if (m->closing) return KH_ECLOSED;

@@ -40,9 +40,15 @@ const char *kh_err_name(int err) {
   }
 }
 
-static const char *const event_names[KH_EVENT_TYPE_MAX_] = {
-    "*",          "stream",  "display_data", "update_display_data", "execute_result",
-    "execute_error", "clear_output", "input_request", "status"};
+static const char *const event_names[KH_EVENT_TYPE_MAX_] = {"*",
+                                                            "stream",
+                                                            "display_data",
+                                                            "update_display_data",
+                                                            "execute_result",
+                                                            "execute_error",
+                                                            "clear_output",
+                                                            "input_request",
+                                                            "status"};
 
 const char *kh_event_type_name(int type) {
   if (type < 0 || type >= KH_EVENT_TYPE_MAX_) return NULL;

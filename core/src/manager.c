@@ -8,7 +8,9 @@
 
 static _Thread_local char last_error[KH__ERRMSG_MAX];
 
-const char *kh_last_error(void) { return last_error; }
+const char *kh_last_error(void) {
+  return last_error;
+}
 
 static void on_async(uv_async_t *h);
 
@@ -44,9 +46,13 @@ fail_opts:
   return rc;
 }
 
-const char *kh_manager_errmsg(const kh_manager_t *m) { return m ? m->errmsg : last_error; }
+const char *kh_manager_errmsg(const kh_manager_t *m) {
+  return m ? m->errmsg : last_error;
+}
 
-void kh_free(void *p) { free(p); }
+void kh_free(void *p) {
+  free(p);
+}
 
 static kh_kernel_t *find_serial(kh_manager_t *m, uint64_t serial) {
   kh_kernel_t *k;
@@ -79,8 +85,10 @@ void kh__manager_update_ref(kh_manager_t *m) {
   int want = m->pending > 0 || m->destroying > 0 || (m->closing && m->kernels != NULL) ||
              (m->ref_mode && m->kernels != NULL);
   if (uv_is_closing((uv_handle_t *)&m->async)) return;
-  if (want) uv_ref((uv_handle_t *)&m->async);
-  else uv_unref((uv_handle_t *)&m->async);
+  if (want)
+    uv_ref((uv_handle_t *)&m->async);
+  else
+    uv_unref((uv_handle_t *)&m->async);
 }
 
 void kh_manager_ref(kh_manager_t *m, int ref) {
@@ -129,8 +137,10 @@ void kh__manager_kernel_freed(kh_manager_t *m, kh_kernel_t *k) {
       break;
     }
   }
-  if (m->closing && m->kernels == NULL) finish_close(m);
-  else kh__manager_update_ref(m);
+  if (m->closing && m->kernels == NULL)
+    finish_close(m);
+  else
+    kh__manager_update_ref(m);
 }
 
 int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data) {

@@ -22,14 +22,21 @@ const char *kh__mode_name(kh__mode_t mode) {
 
 static const char *json_type_name(const json_t *v) {
   switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
+    case JSON_OBJECT:
+      return "an object";
+    case JSON_ARRAY:
+      return "an array";
+    case JSON_STRING:
+      return "a string";
+    case JSON_INTEGER:
+      return "an integer";
+    case JSON_REAL:
+      return "a number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
+    case JSON_FALSE:
+      return "a boolean";
+    default:
+      return "null";
   }
 }
 
@@ -49,8 +56,7 @@ static int get_uint(const json_t *v, const char *key, uint64_t *out, char *errms
       return 0;
     }
   }
-  kh__set_err(errmsg, "option '%s' must be a non-negative integer, got %s", key,
-              json_type_name(v));
+  kh__set_err(errmsg, "option '%s' must be a non-negative integer, got %s", key, json_type_name(v));
   return KH_EOPTION;
 }
 
@@ -80,14 +86,12 @@ static int check_string_array(const json_t *v, const char *key, char *errmsg) {
   size_t i;
   json_t *e;
   if (!json_is_array(v)) {
-    kh__set_err(errmsg, "option '%s' must be an array of strings, got %s", key,
-                json_type_name(v));
+    kh__set_err(errmsg, "option '%s' must be an array of strings, got %s", key, json_type_name(v));
     return KH_EOPTION;
   }
   json_array_foreach(v, i, e) {
     if (!json_is_string(e)) {
-      kh__set_err(errmsg, "option '%s[%zu]' must be a string, got %s", key, i,
-                  json_type_name(e));
+      kh__set_err(errmsg, "option '%s[%zu]' must be a string, got %s", key, i, json_type_name(e));
       return KH_EOPTION;
     }
   }
@@ -133,10 +137,18 @@ static int norm_object(const json_t *v, const char *key, const char *const *spec
       return KH_EOPTION;
     }
     switch (type) {
-      case 's': rc = check_string(e, path, 4096, errmsg); break;
-      case 'b': rc = check_bool(e, path, errmsg); break;
-      case 'u': rc = get_uint(e, path, &u, errmsg); break;
-      case 'a': rc = check_string_array(e, path, errmsg); break;
+      case 's':
+        rc = check_string(e, path, 4096, errmsg);
+        break;
+      case 'b':
+        rc = check_bool(e, path, errmsg);
+        break;
+      case 'u':
+        rc = get_uint(e, path, &u, errmsg);
+        break;
+      case 'a':
+        rc = check_string_array(e, path, errmsg);
+        break;
       case 'n':
         rc = json_is_boolean(e) ? 0 : check_string_array(e, path, errmsg);
         if (rc) kh__set_err(errmsg, "option '%s' must be a boolean or an array of strings", path);
@@ -198,8 +210,8 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
         } else if (json_is_string(e) && strcmp(json_string_value(e), "main_thread") == 0) {
           o->mode = KH__MODE_MAIN_THREAD;
         } else {
-          kh__set_err(errmsg, "option '%s' must be \"worker\" or \"main_thread\", got %s%s%s",
-                      k, json_is_string(e) ? "\"" : "",
+          kh__set_err(errmsg, "option '%s' must be \"worker\" or \"main_thread\", got %s%s%s", k,
+                      json_is_string(e) ? "\"" : "",
                       json_is_string(e) ? json_string_value(e) : json_type_name(e),
                       json_is_string(e) ? "\"" : "");
           rc = KH_EOPTION;
@@ -243,8 +255,10 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
         }
         json_object_foreach(e, ek, ev) {
           if (!json_is_string(ev) || !*ek || strchr(ek, '=')) {
-            kh__set_err(errmsg, "option '%s.%s' must be a string (and the name non-empty, "
-                        "without '=')", k, ek);
+            kh__set_err(errmsg,
+                        "option '%s.%s' must be a string (and the name non-empty, "
+                        "without '=')",
+                        k, ek);
             rc = KH_EOPTION;
             goto fail;
           }
@@ -277,14 +291,16 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
   json_object_set_new(o->all, "namespace", json_string(o->namespace_));
 
   if (o->mode == KH__MODE_MAIN_THREAD) {
-    static const char *const worker_only[] = {"env", "cwd", "permissions", "limits",
+    static const char *const worker_only[] = {"env",         "cwd",     "permissions", "limits",
                                               "autoRestart", "sandbox", NULL};
     const char *const *w;
     json_t *fs;
     for (w = worker_only; *w; w++) {
       if (json_object_get(o->all, *w) != NULL) {
-        kh__set_err(errmsg, "option '%s' is not supported in mode \"main_thread\" (kernels "
-                    "share the host process); use mode \"worker\"", *w);
+        kh__set_err(errmsg,
+                    "option '%s' is not supported in mode \"main_thread\" (kernels "
+                    "share the host process); use mode \"worker\"",
+                    *w);
         rc = KH_ENOTSUP;
         goto fail;
       }
@@ -293,16 +309,18 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
     if (fs != NULL) {
       json_t *root_v = json_object_get(fs, "root");
       json_t *mp = json_object_get(fs, "mountPoint");
-      if (mp != NULL && (root_v == NULL ||
-                         strcmp(json_string_value(mp), json_string_value(root_v)) != 0)) {
-        kh__set_err(errmsg, "option 'filesystem.mountPoint' must equal 'filesystem.root' in "
+      if (mp != NULL &&
+          (root_v == NULL || strcmp(json_string_value(mp), json_string_value(root_v)) != 0)) {
+        kh__set_err(errmsg,
+                    "option 'filesystem.mountPoint' must equal 'filesystem.root' in "
                     "mode \"main_thread\" (no private mounts in the host process); use mode "
                     "\"worker\"");
         rc = KH_ENOTSUP;
         goto fail;
       }
       if (json_is_true(json_object_get(fs, "readOnly"))) {
-        kh__set_err(errmsg, "option 'filesystem.readOnly' is not supported in mode "
+        kh__set_err(errmsg,
+                    "option 'filesystem.readOnly' is not supported in mode "
                     "\"main_thread\"; use mode \"worker\"");
         rc = KH_ENOTSUP;
         goto fail;

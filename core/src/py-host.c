@@ -17,8 +17,8 @@
 
 struct kh__pyk_s {
   atomic_int refs;
-  PyThreadState *ts;  /* kernel thread only */
-  PyObject *rt;       /* guarded by the GIL; NULL once closed */
+  PyThreadState *ts; /* kernel thread only */
+  PyObject *rt;      /* guarded by the GIL; NULL once closed */
   kh__sink_t *sink;
 };
 
@@ -34,9 +34,9 @@ typedef struct svc_s {
 static uv_once_t once = UV_ONCE_INIT;
 static uv_mutex_t mu;
 static uv_cond_t cv;
-static int state;                    /* guarded by mu: 0 starting, 1 up, -1 failed */
+static int state;                       /* guarded by mu: 0 starting, 1 up, -1 failed */
 static char init_error[KH__ERRMSG_MAX]; /* written before state leaves 0 */
-static svc_t *svc_head, *svc_tail;   /* guarded by mu */
+static svc_t *svc_head, *svc_tail;      /* guarded by mu */
 static uv_thread_t service_tid;
 static PyInterpreterState *interp;
 
@@ -92,7 +92,6 @@ static int start_python(void) {
   interp = PyInterpreterState_Main();
   return 0;
 }
-
 
 static void service_thread(void *arg) {
   PyThreadState *main_ts;
@@ -220,8 +219,10 @@ char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code,
     out = kh__memdup(PyBytes_AS_STRING(r), *out_len);
   } else {
     char buf[KH__ERRMSG_MAX];
-    if (r == NULL) kh__py_describe_error(buf, sizeof(buf));
-    else snprintf(buf, sizeof(buf), "runtime returned no reply");
+    if (r == NULL)
+      kh__py_describe_error(buf, sizeof(buf));
+    else
+      snprintf(buf, sizeof(buf), "runtime returned no reply");
     out = kh__py_error_reply("KernelError", buf, out_len);
   }
   Py_XDECREF(r);
@@ -276,14 +277,18 @@ static void post_service(kh__pyk_t *p, svc_kind_t kind, const char *value) {
   s->kind = kind;
   s->pyk = p;
   uv_mutex_lock(&mu);
-  if (svc_tail) svc_tail->next = s;
-  else svc_head = s;
+  if (svc_tail)
+    svc_tail->next = s;
+  else
+    svc_head = s;
   svc_tail = s;
   uv_cond_broadcast(&cv);
   uv_mutex_unlock(&mu);
 }
 
-void kh__py_kernel_interrupt(kh__pyk_t *p) { post_service(p, SVC_INTERRUPT, NULL); }
+void kh__py_kernel_interrupt(kh__pyk_t *p) {
+  post_service(p, SVC_INTERRUPT, NULL);
+}
 
 void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value) {
   post_service(p, SVC_INPUT, value);

@@ -53,9 +53,15 @@ static PyMethodDef methods[] = {
     {"clear_async_exc", py_clear_async_exc, METH_NOARGS, "drop this thread's pending async exc"},
     {NULL, NULL, 0, NULL}};
 
-static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_kernelhost",
-                                        "kernelhost's bridge between the runtime and C.", -1,
-                                        methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT,
+                                        "_kernelhost",
+                                        "kernelhost's bridge between the runtime and C.",
+                                        -1,
+                                        methods,
+                                        NULL,
+                                        NULL,
+                                        NULL,
+                                        NULL};
 
 PyObject *kh__py_init_module(void) {
   PyObject *m = PyModule_Create(&module_def);
@@ -137,8 +143,8 @@ void kh__py_describe_error(char *buf, size_t n) {
 }
 
 char *kh__py_error_reply(const char *ename, const char *evalue, size_t *out_len) {
-  json_t *o = json_pack("{s:s, s:i, s:{s:s, s:s, s:[s]}}", "status", "error", "execution_count",
-                        0, "error", "ename", ename, "evalue", evalue, "traceback", evalue);
+  json_t *o = json_pack("{s:s, s:i, s:{s:s, s:s, s:[s]}}", "status", "error", "execution_count", 0,
+                        "error", "ename", ename, "evalue", evalue, "traceback", evalue);
   char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   if (s && out_len) *out_len = strlen(s);

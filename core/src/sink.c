@@ -18,7 +18,9 @@ kh__sink_t *kh__sink_new(kh__inbox_t *inbox, uint64_t serial) {
   return s;
 }
 
-void kh__sink_ref(kh__sink_t *s) { atomic_fetch_add(&s->refs, 1); }
+void kh__sink_ref(kh__sink_t *s) {
+  atomic_fetch_add(&s->refs, 1);
+}
 
 void kh__sink_unref(kh__sink_t *s) {
   if (atomic_fetch_sub(&s->refs, 1) == 1) {
@@ -64,8 +66,10 @@ int kh__sink_post(kh__sink_t *s, int kind, int type, int status, const char *exe
   in = s->inbox;
   uv_mutex_lock(&in->mu);
   wake = in->head == NULL; /* a non-empty inbox already has a wake-up on its way */
-  if (in->tail) in->tail->next = msg;
-  else in->head = msg;
+  if (in->tail)
+    in->tail->next = msg;
+  else
+    in->head = msg;
   in->tail = msg;
   uv_mutex_unlock(&in->mu);
   if (wake) uv_async_send(in->async);

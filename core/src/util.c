@@ -25,7 +25,9 @@ void kh__sb_append(kh__strbuf_t *sb, const char *s, size_t n) {
   sb->buf[sb->len] = '\0';
 }
 
-void kh__sb_puts(kh__strbuf_t *sb, const char *s) { kh__sb_append(sb, s, strlen(s)); }
+void kh__sb_puts(kh__strbuf_t *sb, const char *s) {
+  kh__sb_append(sb, s, strlen(s));
+}
 
 char *kh__sb_take(kh__strbuf_t *sb) {
   char *p;
@@ -47,7 +49,9 @@ void kh__sb_free(kh__strbuf_t *sb) {
   sb->oom = 0;
 }
 
-char *kh__strdup(const char *s) { return s ? kh__memdup(s, strlen(s) + 1) : NULL; }
+char *kh__strdup(const char *s) {
+  return s ? kh__memdup(s, strlen(s) + 1) : NULL;
+}
 
 void *kh__memdup(const void *p, size_t n) {
   void *q = malloc(n ? n : 1);
@@ -96,8 +100,10 @@ int kh__check_code(const char *code, size_t len, size_t max, char *errmsg) {
     return KH_EINVAL;
   }
   if (len > max) {
-    kh__set_err(errmsg, "code is %zu bytes, over the limit of %zu bytes (manager option "
-                "maxCodeBytes)", len, max);
+    kh__set_err(errmsg,
+                "code is %zu bytes, over the limit of %zu bytes (manager option "
+                "maxCodeBytes)",
+                len, max);
     return KH_ETOOBIG;
   }
   nul = memchr(code, '\0', len);

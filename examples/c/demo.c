@@ -56,7 +56,8 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
              json_string_value(json_object_get(j, "text")));
       break;
     case KH_EVENT_EXECUTE_RESULT:
-      printf("Out[%lld]: %s\n", (long long)json_integer_value(json_object_get(j, "execution_count")),
+      printf("Out[%lld]: %s\n",
+             (long long)json_integer_value(json_object_get(j, "execution_count")),
              json_string_value(json_object_get(json_object_get(j, "data"), "text/plain")));
       break;
     case KH_EVENT_EXECUTE_ERROR: {
@@ -65,7 +66,7 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
       printf("%s: %s\n", json_string_value(json_object_get(j, "ename")),
              json_string_value(json_object_get(j, "evalue")));
       json_array_foreach(json_object_get(j, "traceback"), i, line)
-        printf("      | %s\n", json_string_value(line));
+          printf("      | %s\n", json_string_value(line));
       break;
     }
     case KH_EVENT_DISPLAY_DATA: {
@@ -84,8 +85,10 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
 static void on_done(kh_manager_t *m, const kh_reply_t *r, int status, void *data) {
   demo_t *d = data;
   (void)m;
-  if (status != 0) printf("  request failed: %s\n", kh_err_name(status));
-  else printf("  -> %s (execution_count %d)\n", r->status, r->execution_count);
+  if (status != 0)
+    printf("  request failed: %s\n", kh_err_name(status));
+  else
+    printf("  -> %s (execution_count %d)\n", r->status, r->execution_count);
   d->pending--;
 }
 
@@ -140,7 +143,8 @@ int main(int argc, char **argv) {
   printf("== both ready in %.1f ms (includes starting CPython)\n", (uv_hrtime() - t0) / 1e6);
 
   printf("== cells on both kernels (events print as they arrive)\n");
-  run(&d, a, "import time\nfor i in range(3):\n    print('kernel A tick', i)\n    time.sleep(0.05)");
+  run(&d, a,
+      "import time\nfor i in range(3):\n    print('kernel A tick', i)\n    time.sleep(0.05)");
   run(&d, b, "x = 6\nprint('kernel B sets x =', x)");
   run(&d, b, "x * 7");
   run(&d, a,

@@ -14,54 +14,52 @@
 typedef void (*th_fn)(void);
 void th_register(const char *name, th_fn fn);
 
-#define TEST(name)                                                             \
-  static void test_##name(void);                                               \
-  __attribute__((constructor)) static void register_##name(void) {             \
-    th_register(#name, test_##name);                                           \
-  }                                                                            \
+#define TEST(name)                                                 \
+  static void test_##name(void);                                   \
+  __attribute__((constructor)) static void register_##name(void) { \
+    th_register(#name, test_##name);                               \
+  }                                                                \
   static void test_##name(void)
 
-#define FAIL(...)                                                              \
-  do {                                                                         \
-    fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                            \
-    fprintf(stderr, __VA_ARGS__);                                              \
-    fprintf(stderr, "\n");                                                     \
-    exit(1);                                                                   \
+#define FAIL(...)                                   \
+  do {                                              \
+    fprintf(stderr, "%s:%d: ", __FILE__, __LINE__); \
+    fprintf(stderr, __VA_ARGS__);                   \
+    fprintf(stderr, "\n");                          \
+    exit(1);                                        \
   } while (0)
 
-#define ASSERT(c)                                                              \
-  do {                                                                         \
-    if (!(c)) FAIL("assertion failed: %s", #c);                                \
+#define ASSERT(c)                               \
+  do {                                          \
+    if (!(c)) FAIL("assertion failed: %s", #c); \
   } while (0)
 
-#define ASSERT_INT(a, op, b)                                                   \
-  do {                                                                         \
-    long long a_ = (long long)(a), b_ = (long long)(b);                        \
-    if (!(a_ op b_)) FAIL("%s %s %s: %lld vs %lld", #a, #op, #b, a_, b_);      \
+#define ASSERT_INT(a, op, b)                                              \
+  do {                                                                    \
+    long long a_ = (long long)(a), b_ = (long long)(b);                   \
+    if (!(a_ op b_)) FAIL("%s %s %s: %lld vs %lld", #a, #op, #b, a_, b_); \
   } while (0)
 
-#define ASSERT_STR(a, b)                                                       \
-  do {                                                                         \
-    const char *a_ = (a), *b_ = (b);                                           \
-    if (a_ == NULL || b_ == NULL || strcmp(a_, b_) != 0)                       \
-      FAIL("%s == %s: \"%s\" vs \"%s\"", #a, #b, a_ ? a_ : "(null)",           \
-           b_ ? b_ : "(null)");                                                \
+#define ASSERT_STR(a, b)                                                                  \
+  do {                                                                                    \
+    const char *a_ = (a), *b_ = (b);                                                      \
+    if (a_ == NULL || b_ == NULL || strcmp(a_, b_) != 0)                                  \
+      FAIL("%s == %s: \"%s\" vs \"%s\"", #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)"); \
   } while (0)
 
-#define ASSERT_CONTAINS(hay, needle)                                           \
-  do {                                                                         \
-    const char *h_ = (hay), *n_ = (needle);                                    \
-    if (h_ == NULL || strstr(h_, n_) == NULL)                                  \
-      FAIL("%s contains \"%s\": got \"%s\"", #hay, n_, h_ ? h_ : "(null)");    \
+#define ASSERT_CONTAINS(hay, needle)                                        \
+  do {                                                                      \
+    const char *h_ = (hay), *n_ = (needle);                                 \
+    if (h_ == NULL || strstr(h_, n_) == NULL)                               \
+      FAIL("%s contains \"%s\": got \"%s\"", #hay, n_, h_ ? h_ : "(null)"); \
   } while (0)
 
 /* Asserts a call returned the given error, printing names. */
-#define ASSERT_ERR(call, code)                                                 \
-  do {                                                                         \
-    int r_ = (call);                                                           \
-    if (r_ != (code))                                                          \
-      FAIL("%s: expected %s, got %s (%d)", #call, kh_err_name(code),           \
-           kh_err_name(r_), r_);                                               \
+#define ASSERT_ERR(call, code)                                                             \
+  do {                                                                                     \
+    int r_ = (call);                                                                       \
+    if (r_ != (code))                                                                      \
+      FAIL("%s: expected %s, got %s (%d)", #call, kh_err_name(code), kh_err_name(r_), r_); \
   } while (0)
 
 #define TH_MAX_EVENTS 4096

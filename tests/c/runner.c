@@ -60,8 +60,9 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
   snprintf(e->kernel_id, sizeof(e->kernel_id), "%s", ev->kernel_id);
   snprintf(e->exec_id, sizeof(e->exec_id), "%s", ev->execution_id);
   e->data = json_loadb(ev->json, ev->json_len, 0, &err);
-  if (e->data == NULL) FAIL("event %s has invalid JSON (%s): %.*s", ev->type_name, err.text,
-                            (int)ev->json_len, ev->json);
+  if (e->data == NULL)
+    FAIL("event %s has invalid JSON (%s): %.*s", ev->type_name, err.text, (int)ev->json_len,
+         ev->json);
   if (strlen(ev->json) != ev->json_len) FAIL("event JSON length mismatch");
 }
 
@@ -73,7 +74,8 @@ static void on_watchdog(uv_timer_t *h) {
 void th_init(th_t *t, const char *manager_opts) {
   memset(t, 0, sizeof(*t));
   ASSERT_INT(uv_loop_init(&t->loop), ==, 0);
-  if (kh_manager_new(&t->m, &t->loop, manager_opts) != 0) FAIL("kh_manager_new: %s", kh_last_error());
+  if (kh_manager_new(&t->m, &t->loop, manager_opts) != 0)
+    FAIL("kh_manager_new: %s", kh_last_error());
   t->sub = kh_subscribe(t->m, NULL, KH_EVENT_ALL, on_event, t);
   ASSERT(t->sub > 0);
   uv_timer_init(&t->loop, &t->watchdog);
@@ -112,7 +114,8 @@ void th_run_until(th_t *t, int *flag) {
 int th_count(th_t *t, int type, const char *exec_id) {
   int i, n = 0;
   for (i = 0; i < t->nevents; i++)
-    if (t->events[i].type == type && (exec_id == NULL || strcmp(exec_id, t->events[i].exec_id) == 0))
+    if (t->events[i].type == type &&
+        (exec_id == NULL || strcmp(exec_id, t->events[i].exec_id) == 0))
       n++;
   return n;
 }
@@ -186,9 +189,11 @@ int th_submit(th_t *t, const char *id, const char *code, const kh_execute_option
 
 json_t *th_exec(th_t *t, const char *id, const char *code, th_result_t *res) {
   int rc = th_submit(t, id, code, NULL, res);
-  if (rc != 0) FAIL("kh_kernel_execute(%s): %s: %s", code, kh_err_name(rc), kh_manager_errmsg(t->m));
+  if (rc != 0)
+    FAIL("kh_kernel_execute(%s): %s: %s", code, kh_err_name(rc), kh_manager_errmsg(t->m));
   th_run_until(t, &res->done);
-  if (res->status != 0) FAIL("execute(%s) failed: %s: %s", code, kh_err_name(res->status), res->errmsg);
+  if (res->status != 0)
+    FAIL("execute(%s) failed: %s: %s", code, kh_err_name(res->status), res->errmsg);
   return res->json;
 }
 
@@ -233,7 +238,9 @@ json_t *th_get(json_t *j, const char *path) {
   return j;
 }
 
-const char *th_s(json_t *j, const char *path) { return json_string_value(th_get(j, path)); }
+const char *th_s(json_t *j, const char *path) {
+  return json_string_value(th_get(j, path));
+}
 
 long long th_i(json_t *j, const char *path) {
   json_t *v = th_get(j, path);

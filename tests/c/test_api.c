@@ -40,7 +40,8 @@ TEST(kernel_bad_options) {
   th_init(&t, NULL);
   expect_create_error(&t, "{\"mode\": \"threads\"}", KH_EOPTION, "mode");
   expect_create_error(&t, "{\"mode\": 3}", KH_EOPTION, "mode");
-  expect_create_error(&t, th_opts("\"maxExecutionTime\": \"soon\""), KH_EOPTION, "maxExecutionTime");
+  expect_create_error(&t, th_opts("\"maxExecutionTime\": \"soon\""), KH_EOPTION,
+                      "maxExecutionTime");
   expect_create_error(&t, th_opts("\"max_execution_time\": -1"), KH_EOPTION, "max_execution_time");
   expect_create_error(&t, th_opts("\"namespace\": []"), KH_EOPTION, "namespace");
   expect_create_error(&t, th_opts("\"filesystem\": {\"root\": 1}"), KH_EOPTION, "filesystem.root");
@@ -58,7 +59,8 @@ TEST(kernel_bad_options) {
 TEST(kernel_mode_option_unsupported) {
   th_t t;
   th_init(&t, NULL);
-  expect_create_error(&t, "{\"mode\": \"main_thread\", \"env\": {\"A\": \"1\"}}", KH_ENOTSUP, "env");
+  expect_create_error(&t, "{\"mode\": \"main_thread\", \"env\": {\"A\": \"1\"}}", KH_ENOTSUP,
+                      "env");
   expect_create_error(&t, "{\"mode\": \"main_thread\", \"permissions\": {\"read\": []}}",
                       KH_ENOTSUP, "permissions");
   expect_create_error(&t,

@@ -273,8 +273,10 @@ TEST(kernel_top_level_await) {
   json_t *j;
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
-  j = th_exec(&t, id, "import asyncio\nawait asyncio.sleep(0)\nasync def f():\n    return 5\n"
-                      "await f()", &r);
+  j = th_exec(&t, id,
+              "import asyncio\nawait asyncio.sleep(0)\nasync def f():\n    return 5\n"
+              "await f()",
+              &r);
   ASSERT_STR(th_s(j, "status"), "ok");
   ASSERT_STR(th_s(j, "result.data.text/plain"), "5");
   th_result_free(&r);

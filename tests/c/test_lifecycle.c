@@ -8,8 +8,11 @@ TEST(kernel_queue_fifo) {
   int i;
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
-  ASSERT_INT(th_submit(&t, id, "import time\nfor i in range(3):\n    print('a', i)\n"
-                               "    time.sleep(0.001)", NULL, &r[0]), ==, 0);
+  ASSERT_INT(th_submit(&t, id,
+                       "import time\nfor i in range(3):\n    print('a', i)\n"
+                       "    time.sleep(0.001)",
+                       NULL, &r[0]),
+             ==, 0);
   ASSERT_INT(th_submit(&t, id, "print('b')", NULL, &r[1]), ==, 0);
   ASSERT_INT(th_submit(&t, id, "3", NULL, &r[2]), ==, 0);
   th_run_until(&t, &r[2].done);
