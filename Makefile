@@ -1,5 +1,6 @@
-# The front door: CMake, node-gyp and luarocks do the building.
-BUILD ?= build
+# The front door: CMake, node-gyp and luarocks do the building. CMake builds in cmake-build/
+# (node-gyp owns build/ beside binding.gyp).
+BUILD ?= cmake-build
 JOBS ?= 2
 
 .PHONY: all setup build demo test bench clean

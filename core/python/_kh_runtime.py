@@ -198,6 +198,9 @@ class Kernel:
         self._input_value = None
         self._input_waiting = False
         self._serial = 0
+        self._current_exec = None   # the cell this kernel's thread is running or last began
+        self._done_exec = None      # the last cell that ended
+        self._pending_interrupt = None
         self.reset()
         _kh_streams.set_current(_kh_streams.Context(self, ""))
 
@@ -236,9 +239,17 @@ class Kernel:
 
     # -- calls from other threads (with the GIL) --------------------------------------------
 
-    def interrupt(self):
-        """Raises KeyboardInterrupt in the running cell and wakes a sleep or input wait."""
+    def interrupt(self, exec_id=None):
+        """Raises KeyboardInterrupt in cell exec_id (the running one when None) and wakes a
+        sleep or input wait. A cell that the host started but this thread has not begun yet
+        is interrupted as soon as it begins; a cell that already ended is left alone."""
+        if exec_id is not None and exec_id != self._current_exec:
+            if exec_id != self._done_exec:
+                self._pending_interrupt = exec_id
+            return False
         if not self.running:
+            if exec_id is not None and exec_id != self._done_exec:
+                self._pending_interrupt = exec_id
             return False
         self.wake.set()
         with self._input_cond:
@@ -386,8 +397,12 @@ class Kernel:
         has_value, value = False, None
         self.wake.clear()
         try:
+            self._current_exec = exec_id
             self.running = True
             try:
+                if self._pending_interrupt == exec_id:
+                    self._pending_interrupt = None
+                    raise KeyboardInterrupt()
                 has_value, value = self._run_cell(code, filename, not silent)
             finally:
                 self.running = False
@@ -403,6 +418,9 @@ class Kernel:
                 if error is None:
                     error = exc
 
+        self._done_exec = exec_id
+        if self._pending_interrupt == exec_id:
+            self._pending_interrupt = None
         reply = {"status": "ok", "execution_count": count}
         if error is not None:
             err = self._format_error(error)

@@ -143,7 +143,7 @@ static int inproc_execute(kh_kernel_t *k, kh__request_t *r) {
 static int inproc_interrupt(kh_kernel_t *k) {
   inproc_t *ip = k->backend;
   uv_mutex_lock(&ip->mu);
-  if (ip->py != NULL) kh__py_kernel_interrupt(ip->py);
+  if (ip->py != NULL && k->running != NULL) kh__py_kernel_interrupt(ip->py, k->running->exec_id);
   uv_mutex_unlock(&ip->mu);
   return 0;
 }

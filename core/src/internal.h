@@ -226,6 +226,7 @@ struct kh_manager_s {
   size_t destroying;
   kh_manager_close_cb close_cb;
   void *close_data;
+  void *worker_pool; /* backend-worker.c: warm worker processes, or NULL */
   char errmsg[KH__ERRMSG_MAX];
 };
 
@@ -256,8 +257,9 @@ char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code,
                             int silent, int store_history, size_t *out_len);
 int kh__py_kernel_reset(kh__pyk_t *p, char *errmsg);
 void kh__py_kernel_close(kh__pyk_t *p); /* Thread: kernel. Frees p's Python side. */
-/* Thread: any (loop). Asks the Python service thread to interrupt the running cell. */
-void kh__py_kernel_interrupt(kh__pyk_t *p);
+/* Thread: any (loop). Asks the Python service thread to interrupt cell exec_id (which may not
+ * have begun on the kernel thread yet). */
+void kh__py_kernel_interrupt(kh__pyk_t *p, const char *exec_id);
 void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value);
 void kh__pyk_unref(kh__pyk_t *p);
 
@@ -268,5 +270,73 @@ typedef struct {
   size_t len;
 } kh__source_t;
 extern const kh__source_t kh__runtime_sources[];
+
+/* --- frames: the worker protocol (frame.c) and worker-mode hooks (backend-worker.c) ------- */
+
+/* Largest frame either side accepts (a frame carries one message: code, an event, a reply). */
+#define KH__FRAME_MAX (256u << 20)
+
+/* An incremental decoder of frames: 4-byte big-endian length + one JSON object with a string
+ * member "t". Survives arbitrary input: a malformed, oversized or (at EOF) truncated frame
+ * gives KH_EPROTO and a message in err, and the decoder stays failed. Thread: any (one user). */
+typedef struct {
+  char *buf; /* owned */
+  size_t len;
+  size_t pos; /* start of the first undecoded byte */
+  size_t cap;
+  size_t max;
+  int failed;
+  char err[200];
+} kh__frame_dec_t;
+
+void kh__frame_dec_init(kh__frame_dec_t *d, size_t max); /* max 0: KH__FRAME_MAX */
+void kh__frame_dec_free(kh__frame_dec_t *d);
+/* Appends bytes (copied). Returns 0 or KH_EPROTO (failed already, or out of memory). */
+int kh__frame_dec_feed(kh__frame_dec_t *d, const void *p, size_t n);
+/* Takes the next whole frame: 1 and *out (owned), 0 when more bytes are needed, KH_EPROTO. */
+int kh__frame_dec_next(kh__frame_dec_t *d, json_t **out);
+/* The stream ended: 0 if no partial frame is left, else KH_EPROTO ("truncated frame"). */
+int kh__frame_dec_finish(kh__frame_dec_t *d);
+/* Encodes obj as one frame (owned, malloc); NULL when out of memory or over KH__FRAME_MAX. */
+char *kh__frame_encode(const json_t *obj, size_t *len_out);
+void kh__frame_put_len(char *hdr, size_t n); /* writes the 4-byte length prefix */
+
+/* kernel.c, for backends that restart a process on their own (see kernel.c). */
+void kh__kernel_on_restarting(kh_kernel_t *k, const char *reason_json);
+
+#ifdef KH_HAVE_WORKER
+/* The manager's warm pool of worker processes (m->worker_pool). Thread: loop. */
+void kh__worker_manager_open(kh_manager_t *m);  /* kh_manager_new: starts the pool */
+void kh__worker_manager_close(kh_manager_t *m); /* kh_manager_close: kills pooled workers */
+/* Adds worker facts (pid, pooled) to a kernel's info object. */
+void kh__worker_info(kh_kernel_t *k, json_t *info);
+#endif
+
+/* --- sandbox: OS-enforced permissions, mounts and limits for workers (sandbox.c) ---------- */
+
+/* A kernel's sandbox plan: what to enforce, decided on the host from its options. */
+typedef struct kh__sandbox_s kh__sandbox_t;
+
+/* Host side, Thread: loop (createKernel, before spawning or claiming a worker). Turns the
+ * normalised kernel options (k->opts.all) into a plan and checks this system can enforce it
+ * (Landlock ABI, user/mount/net namespaces, seccomp and a pids cgroup are probed once per
+ * process). Returns 0 with *out = NULL when nothing is asked, 0 with *out (owned), KH_EOPTION
+ * for a bad value, or KH_ENOTSUP with errmsg naming what is missing (sandbox "strict", the
+ * default; "best-effort" records missing layers instead). A mount is never faked. */
+int kh__sandbox_new(kh__sandbox_t **out, const json_t *opts, char *errmsg);
+void kh__sandbox_free(kh__sandbox_t *sb);
+/* The plan (borrowed): send it to the worker as is; also the policy for _kh_sandbox.install. */
+const json_t *kh__sandbox_plan(const kh__sandbox_t *sb);
+/* Adds "sandbox": {mode, layers, missing, runtimeRead, runtimeReadWrite} to a kernel's info. */
+void kh__sandbox_info(const kh__sandbox_t *sb, json_t *info);
+/* Worker side: applies the plan to the calling process. It must be single-threaded (user
+ * namespaces, Landlock and seccomp bind one thread and its future children only): call it
+ * after Python is initialised and before any thread starts or user code runs. Then run
+ * _kh_sandbox.install(plan) in Python. Returns 0 and *report (owned: {layers, missing}; may be
+ * NULL to skip), or KH_ENOTSUP / KH_ENOMEM (KH_EINVAL when threads run) with errmsg: the
+ * worker must then exit, never run the kernel unconfined. */
+int kh__sandbox_apply(const json_t *plan, json_t **report, char *errmsg);
+/* Host side, after the worker `pid` was reaped: removes its pids cgroup, if it had one. */
+void kh__sandbox_cleanup(const json_t *plan, int pid);
 
 #endif /* KH_INTERNAL_H */

@@ -625,6 +625,28 @@ void kh__kernel_on_dead(kh_kernel_t *k, const char *reason_json) {
   kh__manager_update_ref(k->m);
 }
 
+/* The backend replaces the kernel's process on its own (an interrupt that did not land, or
+ * autoRestart after a death): requests in flight fail with KH_EKERNELDEAD, new ones queue
+ * until kh__kernel_on_reset() reports the fresh process. */
+void kh__kernel_on_restarting(kh_kernel_t *k, const char *reason_json) {
+  char extra[300];
+  if (k->state == KH__K_CLOSING) return;
+  k->state = KH__K_RESTARTING;
+  k->restart_pending = 0; /* the backend's restart is the one under way */
+  uv_timer_stop(&k->exec_timer);
+  uv_timer_stop(&k->idle_timer);
+  snprintf(extra, sizeof(extra), "\"reason\":%s", reason_json ? reason_json : "{}");
+  emit_status(k, "restarting", k->running ? k->running->exec_id : "", extra);
+  if (k->running != NULL) {
+    kh__request_t *r = k->running;
+    k->running = NULL;
+    request_fail(k, r, KH_EKERNELDEAD, "the kernel was restarted while running this request");
+    request_free(r);
+  }
+  fail_queue(k, KH_EKERNELDEAD, "the kernel was restarted before running this request");
+  kh__manager_update_ref(k->m);
+}
+
 void kh__kernel_dispatch_msg(kh_kernel_t *k, kh__msg_t *msg) {
   switch (msg->kind) {
     case KH__MSG_EVENT:

@@ -116,7 +116,7 @@ static void service_thread(void *arg) {
     PyEval_RestoreThread(main_ts);
     if (s->pyk->rt != NULL) {
       PyObject *r = s->kind == SVC_INTERRUPT
-                        ? PyObject_CallMethod(s->pyk->rt, "interrupt", NULL)
+                        ? PyObject_CallMethod(s->pyk->rt, "interrupt", "s", s->value)
                         : PyObject_CallMethod(s->pyk->rt, "input_reply", "s", s->value);
       if (r == NULL) PyErr_Clear();
       Py_XDECREF(r);
@@ -286,8 +286,8 @@ static void post_service(kh__pyk_t *p, svc_kind_t kind, const char *value) {
   uv_mutex_unlock(&mu);
 }
 
-void kh__py_kernel_interrupt(kh__pyk_t *p) {
-  post_service(p, SVC_INTERRUPT, NULL);
+void kh__py_kernel_interrupt(kh__pyk_t *p, const char *exec_id) {
+  post_service(p, SVC_INTERRUPT, exec_id);
 }
 
 void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value) {

@@ -12,6 +12,8 @@
 typedef int (*kh__py_emit_fn)(PyObject *sink, const char *exec_id, int type, const char *data,
                               size_t len);
 extern kh__py_emit_fn kh__py_emit_hook;
+/* Called by _kernelhost.note_interrupt(), which a worker's SIGINT handler calls. */
+extern void (*kh__py_interrupt_hook)(void);
 
 /* The builtin module _kernelhost; register with PyImport_AppendInittab before init. */
 PyObject *kh__py_init_module(void);

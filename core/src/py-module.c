@@ -7,6 +7,7 @@
 #include "py-internal.h"
 
 kh__py_emit_fn kh__py_emit_hook;
+void (*kh__py_interrupt_hook)(void);
 
 static int type_from_name(const char *name) {
   int t = kh_event_type_from_name(name);
@@ -47,7 +48,15 @@ static PyObject *py_clear_async_exc(PyObject *self, PyObject *noargs) {
   Py_RETURN_NONE;
 }
 
+static PyObject *py_note_interrupt(PyObject *self, PyObject *noargs) {
+  (void)self;
+  (void)noargs;
+  if (kh__py_interrupt_hook != NULL) kh__py_interrupt_hook();
+  Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"note_interrupt", py_note_interrupt, METH_NOARGS, "the SIGINT handler ran (workers)"},
     {"emit", py_emit, METH_VARARGS, "emit(sink, exec_id, type, payload_json_bytes)"},
     {"async_raise", py_async_raise, METH_VARARGS, "async_raise(thread_ident, exc_type)"},
     {"clear_async_exc", py_clear_async_exc, METH_NOARGS, "drop this thread's pending async exc"},

@@ -1,0 +1,653 @@
+/* main.c: kernelhost-worker, the process behind one worker-mode kernel. CPython runs on the main
+ * thread (so SIGINT raises KeyboardInterrupt anywhere, time.sleep included) with the same
+ * runtime as main_thread kernels. Frames (frame.c) come in on fd 3 and go out on fd 4; fds 1
+ * and 2 are pipes that a capture thread forwards as `stream` events of the running request. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "py-internal.h"
+
+#define CAPTURE_CHUNK 65536
+
+static int in_fd = -1;   /* commands from the host */
+static int out_fd = -1;  /* frames to the host */
+static int diag_fd = -1; /* the host's stderr, for the worker's own fatal messages */
+static pthread_mutex_t write_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* fd-level output capture: the read ends of the pipes now behind fds 1 and 2. */
+static pthread_mutex_t cap_mu = PTHREAD_MUTEX_INITIALIZER;
+static int cap_fd[2] = {-1, -1};
+static unsigned char cap_carry[2][4]; /* guarded by cap_mu: an incomplete UTF-8 sequence */
+static int cap_carry_n[2];            /* guarded by cap_mu */
+static char running_id[KH__EXEC_ID_MAX]; /* guarded by cap_mu: "" between cells */
+static char pending_interrupt[KH__EXEC_ID_MAX]; /* guarded by cap_mu: for a cell not started */
+static pthread_t main_tid;
+/* The cell an interrupt is aimed at until Python's SIGINT handler confirms it ran: a signal that
+ * arrives just before a blocking call begins (time.sleep) trips Python's flag but nothing
+ * checks it until the call returns, so the command thread re-sends SIGINT until it lands. */
+static char intr_id[KH__EXEC_ID_MAX]; /* guarded by cap_mu: "" when none is outstanding */
+
+/* Commands for the main thread, from the command thread. */
+typedef struct cmd_s {
+  struct cmd_s *next;
+  json_t *msg;
+} cmd_t;
+static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
+static cmd_t *q_head, *q_tail; /* guarded by q_mu */
+
+static PyObject *rt;      /* guarded by the GIL: the runtime's Kernel, once opened */
+static PyObject *open_fn; /* guarded by the GIL */
+
+static void diag(const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  int n;
+  va_start(ap, fmt);
+  n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n > sizeof(buf) - 2) n = sizeof(buf) - 2;
+  buf[n++] = '\n';
+  if (write(diag_fd >= 0 ? diag_fd : 2, buf, (size_t)n) < 0) {
+  }
+}
+
+/* Writes one frame (the iovecs after the length) atomically with respect to other writers. A
+ * failed write means the host is gone: there is no one left to serve. */
+static void write_frame_iov(struct iovec *iov, int n) {
+  char hdr[4];
+  size_t total = 0;
+  int i;
+  struct iovec all[8];
+  for (i = 0; i < n; i++) total += iov[i].iov_len;
+  kh__frame_put_len(hdr, total);
+  all[0].iov_base = hdr;
+  all[0].iov_len = 4;
+  memcpy(all + 1, iov, sizeof(*iov) * (size_t)n);
+  n++;
+  pthread_mutex_lock(&write_mu);
+  i = 0;
+  while (i < n) {
+    ssize_t w = writev(out_fd, all + i, n - i);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      _exit(0);
+    }
+    while (i < n && (size_t)w >= all[i].iov_len) w -= (ssize_t)all[i++].iov_len;
+    if (i < n) {
+      all[i].iov_base = (char *)all[i].iov_base + w;
+      all[i].iov_len -= (size_t)w;
+    }
+  }
+  pthread_mutex_unlock(&write_mu);
+}
+
+static void write_json(json_t *o) {
+  char *s = json_dumps(o, JSON_COMPACT);
+  struct iovec iov;
+  if (s == NULL) return;
+  iov.iov_base = s;
+  iov.iov_len = strlen(s);
+  write_frame_iov(&iov, 1);
+  free(s);
+}
+
+/* A frame whose "data" member is JSON text made elsewhere (the runtime's payloads): the header
+ * object is encoded by jansson, the payload spliced in as its last member. */
+static void write_with_data(json_t *head, const char *data, size_t len) {
+  char *s = json_dumps(head, JSON_COMPACT);
+  struct iovec iov[3];
+  size_t n;
+  if (s == NULL) return;
+  n = strlen(s);
+  iov[0].iov_base = s;
+  iov[0].iov_len = n - 1; /* without the closing brace */
+  iov[1].iov_base = (void *)",\"data\":";
+  iov[1].iov_len = 8;
+  iov[2].iov_base = (void *)data;
+  iov[2].iov_len = len;
+  {
+    struct iovec all[4];
+    memcpy(all, iov, sizeof(iov));
+    all[3].iov_base = (void *)"}";
+    all[3].iov_len = 1;
+    write_frame_iov(all, 4);
+  }
+  free(s);
+}
+
+static void fatal(const char *fmt, ...) {
+  char buf[512];
+  va_list ap;
+  json_t *o;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  diag("kernelhost-worker: %s", buf);
+  if (out_fd >= 0 && (o = json_pack("{s:s, s:s}", "t", "fatal", "message", buf)) != NULL) {
+    write_json(o);
+    json_decref(o);
+  }
+  _exit(70);
+}
+
+/* --- events from the runtime (_kernelhost.emit) ------------------------------------------- */
+
+static int worker_emit(PyObject *sink, const char *exec_id, int type, const char *data,
+                       size_t len) {
+  json_t *head = json_pack("{s:s, s:s, s:s}", "t", "ev", "type", kh_event_type_name(type), "id",
+                           exec_id);
+  (void)sink;
+  if (head == NULL) return KH_EINVAL; /* exec_id was not UTF-8 */
+  write_with_data(head, data, len);
+  json_decref(head);
+  return 0;
+}
+
+/* --- fd 1 / fd 2 capture ------------------------------------------------------------------ */
+
+/* Length of the valid UTF-8 sequence at p (n bytes available): > 0 valid, 0 incomplete but
+ * possibly valid, < 0 invalid: minus the length of its maximal ill-formed prefix, which
+ * becomes one U+FFFD (as Python's "replace" and WHATWG decoders do). */
+static int utf8_seq(const unsigned char *p, size_t n) {
+  unsigned c = p[0];
+  int len, i;
+  unsigned lo = 0x80, hi = 0xBF;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) len = 2;
+  else if (c >= 0xE0 && c <= 0xEF) len = 3;
+  else if (c >= 0xF0 && c <= 0xF4) len = 4;
+  else return -1;
+  if (c == 0xE0) lo = 0xA0;
+  else if (c == 0xED) hi = 0x9F; /* no surrogates */
+  else if (c == 0xF0) lo = 0x90;
+  else if (c == 0xF4) hi = 0x8F;
+  for (i = 1; i < len; i++) {
+    if ((size_t)i >= n) return 0;
+    if (p[i] < lo || p[i] > hi) return -i;
+    lo = 0x80;
+    hi = 0xBF;
+  }
+  return len;
+}
+
+/* Emits buf (n bytes of stream `which`) as text, replacing invalid bytes with U+FFFD and
+ * keeping an incomplete trailing sequence for the next read unless `final`. cap_mu held. */
+static void emit_capture(int which, const unsigned char *buf, size_t n, int final) {
+  kh__strbuf_t sb = {0};
+  size_t i = 0;
+  json_t *o;
+  while (i < n) {
+    int l = utf8_seq(buf + i, n - i);
+    if (l > 0) {
+      size_t j = i + (size_t)l;
+      while (j < n && buf[j] < 0x80) j++; /* copy ASCII runs in one go */
+      kh__sb_append(&sb, (const char *)buf + i, j - i);
+      i = j;
+    } else if (l == 0 && !final) {
+      cap_carry_n[which] = (int)(n - i);
+      memcpy(cap_carry[which], buf + i, n - i);
+      break;
+    } else {
+      kh__sb_append(&sb, "\xEF\xBF\xBD", 3);
+      i += l < 0 ? (size_t)-l : n - i; /* an incomplete sequence at the very end: all of it */
+    }
+  }
+  if (sb.len > 0 && !sb.oom) {
+    o = json_pack("{s:s, s:s, s:s, s:{s:s, s:s%}}", "t", "ev", "type", "stream", "id", running_id,
+                  "data", "name", which ? "stderr" : "stdout", "text", sb.buf, sb.len);
+    if (o != NULL) {
+      write_json(o);
+      json_decref(o);
+    }
+  }
+  kh__sb_free(&sb);
+}
+
+/* Reads what stream `which` has now and emits it; returns bytes read, 0 at EOF/EAGAIN. */
+static ssize_t capture_read(int which, int final) {
+  unsigned char buf[CAPTURE_CHUNK + 4];
+  int c = cap_carry_n[which];
+  ssize_t r;
+  memcpy(buf, cap_carry[which], (size_t)c);
+  cap_carry_n[which] = 0;
+  do {
+    r = read(cap_fd[which], buf + c, CAPTURE_CHUNK);
+  } while (r < 0 && errno == EINTR);
+  if (r <= 0) {
+    if (c) emit_capture(which, buf, (size_t)c, final);
+    return r == 0 ? -1 : 0;
+  }
+  emit_capture(which, buf, (size_t)(c + r), final);
+  return r;
+}
+
+/* Everything already written to fds 1 and 2 (the cell's writes, a finished subprocess's) goes
+ * out before the reply, attributed to the cell. */
+static void capture_drain(void) {
+  int i;
+  fflush(stdout);
+  fflush(stderr);
+  pthread_mutex_lock(&cap_mu);
+  for (i = 0; i < 2; i++) {
+    if (cap_fd[i] < 0) continue;
+    while (capture_read(i, 0) > 0) {
+    }
+    if (cap_carry_n[i]) capture_read(i, 1);
+  }
+  pthread_mutex_unlock(&cap_mu);
+}
+
+static void *capture_thread(void *arg) {
+  struct pollfd pfd[2];
+  (void)arg;
+  pfd[0].fd = cap_fd[0];
+  pfd[1].fd = cap_fd[1];
+  for (;;) {
+    int i;
+    pfd[0].events = pfd[1].events = POLLIN;
+    if (poll(pfd, 2, -1) < 0) continue;
+    pthread_mutex_lock(&cap_mu);
+    for (i = 0; i < 2; i++) {
+      if (pfd[i].revents == 0) continue;
+      /* Every writer closed this fd (user code closed fd 1): stop watching it. */
+      if (capture_read(i, 0) < 0) pfd[i].fd = -1;
+    }
+    pthread_mutex_unlock(&cap_mu);
+  }
+  return NULL;
+}
+
+static void set_running(const char *id) {
+  pthread_mutex_lock(&cap_mu);
+  snprintf(running_id, sizeof(running_id), "%s", id);
+  pthread_mutex_unlock(&cap_mu);
+}
+
+/* --- commands ----------------------------------------------------------------------------- */
+
+static void input_reply(json_t *msg) {
+  const char *v = json_string_value(json_object_get(msg, "value"));
+  PyGILState_STATE g = PyGILState_Ensure();
+  if (rt != NULL && v != NULL) {
+    PyObject *r = PyObject_CallMethod(rt, "input_reply", "s", v);
+    if (r == NULL) PyErr_Clear();
+    Py_XDECREF(r);
+  }
+  PyGILState_Release(g);
+}
+
+/* An interrupt names its cell, so that it can neither miss a cell that has not started yet
+ * nor hit the next one: SIGINT goes to the main thread (where Python handles signals, and
+ * where it breaks time.sleep) only while that cell runs. */
+static void interrupt(const char *id) {
+  if (id == NULL) return;
+  pthread_mutex_lock(&cap_mu);
+  if (strcmp(id, running_id) == 0) {
+    snprintf(intr_id, sizeof(intr_id), "%s", id);
+    pthread_kill(main_tid, SIGINT);
+  } else {
+    snprintf(pending_interrupt, sizeof(pending_interrupt), "%s", id);
+  }
+  pthread_mutex_unlock(&cap_mu);
+}
+
+/* Python's SIGINT handler ran (through _kernelhost.note_interrupt): the interrupt landed. */
+static void interrupt_landed(void) {
+  pthread_mutex_lock(&cap_mu);
+  intr_id[0] = '\0';
+  pthread_mutex_unlock(&cap_mu);
+}
+
+/* Called when the command pipe was quiet for a while: re-sends an interrupt that has not
+ * landed, while its cell still runs. Returns the poll timeout to use next. */
+static int interrupt_retry(int fired) {
+  int timeout = -1;
+  pthread_mutex_lock(&cap_mu);
+  if (intr_id[0] && strcmp(intr_id, running_id) != 0) intr_id[0] = '\0'; /* cell ended */
+  if (intr_id[0]) {
+    if (fired) pthread_kill(main_tid, SIGINT);
+    timeout = 20;
+  }
+  pthread_mutex_unlock(&cap_mu);
+  return timeout;
+}
+
+/* Reads frames from the host. EOF means the host closed the kernel or died: exit at once. */
+static void *command_thread(void *arg) {
+  kh__frame_dec_t d;
+  static char buf[65536];
+  (void)arg;
+  kh__frame_dec_init(&d, 0);
+  for (;;) {
+    json_t *msg;
+    int rc;
+    ssize_t n;
+    struct pollfd pfd;
+    int timeout = interrupt_retry(0);
+    pfd.fd = in_fd;
+    pfd.events = POLLIN;
+    if (timeout >= 0) {
+      rc = poll(&pfd, 1, timeout);
+      if (rc == 0) {
+        interrupt_retry(1);
+        continue;
+      }
+    }
+    n = read(in_fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) _exit(0);
+    if (kh__frame_dec_feed(&d, buf, (size_t)n) != 0) fatal("command pipe: %s", d.err);
+    while ((rc = kh__frame_dec_next(&d, &msg)) == 1) {
+      const char *t = json_string_value(json_object_get(msg, "t"));
+      if (strcmp(t, "input") == 0 || strcmp(t, "interrupt") == 0) {
+        if (strcmp(t, "input") == 0) input_reply(msg);
+        else interrupt(json_string_value(json_object_get(msg, "id")));
+        json_decref(msg);
+        continue;
+      }
+      {
+        cmd_t *c = calloc(1, sizeof(*c));
+        if (c == NULL) fatal("out of memory");
+        c->msg = msg;
+        pthread_mutex_lock(&q_mu);
+        if (q_tail) q_tail->next = c;
+        else q_head = c;
+        q_tail = c;
+        pthread_cond_signal(&q_cv);
+        pthread_mutex_unlock(&q_mu);
+      }
+    }
+    if (rc < 0) fatal("command pipe: %s", d.err);
+  }
+  return NULL;
+}
+
+static json_t *next_command(void) {
+  cmd_t *c;
+  json_t *msg;
+  Py_BEGIN_ALLOW_THREADS
+  pthread_mutex_lock(&q_mu);
+  while (q_head == NULL) pthread_cond_wait(&q_cv, &q_mu);
+  c = q_head;
+  q_head = c->next;
+  if (q_head == NULL) q_tail = NULL;
+  pthread_mutex_unlock(&q_mu);
+  Py_END_ALLOW_THREADS
+  msg = c->msg;
+  free(c);
+  return msg;
+}
+
+/* Python's part of opening a kernel in this process: the options that apply inside it. */
+static const char open_src[] =
+    "def _kh_open(kernel_id, env_json, cwd):\n"
+    "    import json, os, sys, _kh_runtime\n"
+    "    env = json.loads(env_json) if env_json else {}\n"
+    "    if env:\n"
+    "        os.environ.update(env)\n"
+    "        # The interpreter is isolated from the host's PYTHON* variables; a kernel's own\n"
+    "        # PYTHONPATH is honoured deliberately, as the documentation says.\n"
+    "        extra = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]\n"
+    "        sys.path[1:1] = [p for p in extra if p not in sys.path]\n"
+    "    if cwd:\n"
+    "        os.chdir(cwd)\n"
+    "    return _kh_runtime.Kernel(None, kernel_id, True)\n";
+
+static void do_open(json_t *msg) {
+  const char *id = json_string_value(json_object_get(msg, "id"));
+  const char *cwd = json_string_value(json_object_get(msg, "cwd"));
+  json_t *env = json_object_get(msg, "env");
+  char *env_s = json_is_object(env) ? json_dumps(env, JSON_COMPACT) : NULL;
+  json_t *reply;
+  PyObject *r;
+  r = rt == NULL && id != NULL ? PyObject_CallFunction(open_fn, "szz", id, env_s, cwd) : NULL;
+  free(env_s);
+  if (r != NULL) {
+    rt = r;
+    reply = json_pack("{s:s}", "t", "ready");
+  } else {
+    char buf[KH__ERRMSG_MAX - 64];
+    if (PyErr_Occurred()) kh__py_describe_error(buf, sizeof(buf));
+    else snprintf(buf, sizeof(buf), "bad open command");
+    reply = json_pack("{s:s, s:s}", "t", "ready", "error", buf);
+  }
+  if (reply) write_json(reply);
+  json_decref(reply);
+}
+
+/* A signal that arrived after its cell ended (interrupts race with replies) must not hit the
+ * next cell: the host only interrupts a running cell, and a new cell starts only after the
+ * host has seen the previous reply, so anything pending now is stale. */
+static void drop_stale_interrupt(void) {
+  if (PyErr_CheckSignals() < 0) PyErr_Clear();
+}
+
+/* The reply (and execute_error event) of a cell that an interrupt stopped outside the
+ * runtime's handling. */
+static char *interrupted_reply(const char *id, size_t *len) {
+  PyObject *c = rt ? PyObject_GetAttrString(rt, "execution_count") : NULL;
+  long count = c && PyLong_Check(c) ? PyLong_AsLong(c) : 0;
+  json_t *err = json_pack("{s:s, s:s, s:[s]}", "ename", "KeyboardInterrupt", "evalue", "",
+                          "traceback", "KeyboardInterrupt");
+  json_t *reply = json_pack("{s:s, s:i, s:O}", "status", "error", "execution_count", (int)count,
+                            "error", err);
+  char *s = err ? json_dumps(err, JSON_COMPACT) : NULL;
+  char *out = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+  Py_XDECREF(c);
+  PyErr_Clear();
+  if (s != NULL) worker_emit(NULL, id, KH_EVENT_EXECUTE_ERROR, s, strlen(s));
+  free(s);
+  json_decref(err);
+  json_decref(reply);
+  *len = out ? strlen(out) : 0;
+  return out;
+}
+
+static void do_exec(json_t *msg) {
+  const char *id = json_string_value(json_object_get(msg, "id"));
+  json_t *code = json_object_get(msg, "code");
+  int silent = json_is_true(json_object_get(msg, "silent"));
+  int store = json_is_true(json_object_get(msg, "store_history"));
+  PyObject *text = NULL, *r = NULL;
+  json_t *head;
+  char *fallback = NULL;
+  const char *data;
+  size_t len = 0;
+  int early;
+  if (id == NULL || !json_is_string(code)) fatal("bad exec command");
+  drop_stale_interrupt();
+  pthread_mutex_lock(&cap_mu);
+  snprintf(running_id, sizeof(running_id), "%s", id);
+  early = strcmp(pending_interrupt, id) == 0; /* interrupted before it started */
+  pending_interrupt[0] = '\0';
+  pthread_mutex_unlock(&cap_mu);
+  if (!early) {
+    text = PyUnicode_FromStringAndSize(json_string_value(code),
+                                       (Py_ssize_t)json_string_length(code));
+    if (text != NULL && rt != NULL)
+      r = PyObject_CallMethod(rt, "execute", "sOii", id, text, silent, store);
+    Py_XDECREF(text);
+  }
+  capture_drain();
+  set_running("");
+  /* A SIGINT sent just before the cell ended may still be pending: it was for this cell. */
+  if (r != NULL) drop_stale_interrupt();
+  if (r != NULL && PyBytes_Check(r)) {
+    data = PyBytes_AS_STRING(r);
+    len = (size_t)PyBytes_GET_SIZE(r);
+  } else {
+    char buf[KH__ERRMSG_MAX];
+    if (early || (r == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))) {
+      /* The interrupt landed before the cell started or outside the runtime's own handling
+       * (as it began or finished the cell): report it as the cell's KeyboardInterrupt. */
+      PyErr_Clear();
+      fallback = interrupted_reply(id, &len);
+    } else {
+      if (r == NULL) kh__py_describe_error(buf, sizeof(buf));
+      else snprintf(buf, sizeof(buf), "runtime returned no reply");
+      fallback = kh__py_error_reply("KernelError", buf, &len);
+    }
+    data = fallback;
+  }
+  head = json_pack("{s:s, s:s}", "t", "reply", "id", id);
+  if (head != NULL && data != NULL) write_with_data(head, data, len);
+  json_decref(head);
+  free(fallback);
+  Py_XDECREF(r);
+}
+
+/* --- start-up ----------------------------------------------------------------------------- */
+
+static void start_thread(void *(*fn)(void *)) {
+  pthread_t t;
+  pthread_attr_t a;
+  sigset_t block, old;
+  /* Only the main thread takes SIGINT: that is where Python runs its handlers. */
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&a, 256 * 1024);
+  if (pthread_create(&t, &a, fn, NULL) != 0) fatal("cannot start a thread");
+  pthread_attr_destroy(&a);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void setup_fds(void) {
+  int p[2], i;
+  in_fd = fcntl(3, F_DUPFD_CLOEXEC, 10);
+  out_fd = fcntl(4, F_DUPFD_CLOEXEC, 10);
+  diag_fd = fcntl(2, F_DUPFD_CLOEXEC, 10);
+  if (in_fd < 0 || out_fd < 0) {
+    diag("kernelhost-worker: fds 3 and 4 must be the host's protocol pipes; this program is "
+         "started by libkernelhost, not by hand");
+    _exit(2);
+  }
+  /* User code must not reach the protocol by its well-known numbers, nor children inherit it. */
+  close(3);
+  close(4);
+  for (i = 0; i < 2; i++) {
+    if (pipe2(p, O_CLOEXEC) != 0) fatal("pipe: %s", strerror(errno));
+    if (dup2(p[1], i + 1) < 0) fatal("dup2: %s", strerror(errno));
+    close(p[1]);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    cap_fd[i] = p[0];
+  }
+  i = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (i >= 0) {
+    dup2(i, 0);
+    close(i);
+  }
+  /* Line-buffered like a terminal, so C extensions' printf output comes out as it happens. */
+  setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
+static void setup_signals(void) {
+  struct sigaction sa;
+  sigset_t none;
+  /* Whatever was inherited (a background job ignores SIGINT; CI has no terminal), SIGINT is
+   * reset so that CPython installs its KeyboardInterrupt handler. */
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = SIG_DFL;
+  sigaction(SIGINT, &sa, NULL);
+  sa.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &sa, NULL);
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static int start_python(char *err, size_t errn) {
+  PyPreConfig pre;
+  PyConfig config;
+  PyStatus st;
+  PyObject *g, *r;
+  PyPreConfig_InitIsolatedConfig(&pre);
+  pre.utf8_mode = 1;
+  st = Py_PreInitialize(&pre);
+  if (PyStatus_Exception(st)) goto status;
+  if (PyImport_AppendInittab("_kernelhost", kh__py_init_module) < 0) {
+    snprintf(err, errn, "cannot register the _kernelhost module");
+    return -1;
+  }
+  st = kh__py_config(&config);
+  if (!PyStatus_Exception(st)) {
+    config.install_signal_handlers = 1; /* the point of a worker: SIGINT interrupts */
+    config.buffered_stdio = 0;
+    st = Py_InitializeFromConfig(&config);
+  }
+  PyConfig_Clear(&config);
+  if (PyStatus_Exception(st)) goto status;
+  kh__py_emit_hook = worker_emit;
+  if (kh__py_load_runtime(1) < 0) goto pyerr;
+  g = PyDict_New();
+  if (g == NULL || PyDict_SetItemString(g, "__builtins__", PyEval_GetBuiltins()) < 0) goto pyerr;
+  kh__py_interrupt_hook = interrupt_landed;
+  r = PyRun_String("import signal, _kernelhost\n"
+                   "def _kh_sigint(signum, frame):\n"
+                   "    _kernelhost.note_interrupt()\n"
+                   "    raise KeyboardInterrupt\n"
+                   "signal.signal(signal.SIGINT, _kh_sigint)\n",
+                   Py_file_input, g, g);
+  if (r == NULL) goto pyerr;
+  Py_DECREF(r);
+  r = PyRun_String(open_src, Py_file_input, g, g);
+  if (r == NULL) goto pyerr;
+  Py_DECREF(r);
+  open_fn = PyDict_GetItemString(g, "_kh_open"); /* borrowed from g, which lives on */
+  Py_XINCREF(open_fn);
+  if (open_fn == NULL) goto pyerr;
+  return 0;
+status:
+  snprintf(err, errn, "Python initialisation failed: %s", st.err_msg ? st.err_msg : "?");
+  return -1;
+pyerr : {
+  char buf[KH__ERRMSG_MAX - 64];
+  kh__py_describe_error(buf, sizeof(buf));
+  snprintf(err, errn, "loading the kernelhost runtime failed: %s", buf);
+  return -1;
+}
+}
+
+int main(int argc, char **argv) {
+  char err[KH__ERRMSG_MAX];
+  json_t *hello;
+  main_tid = pthread_self();
+  if (argc < 3 || strcmp(argv[1], "--kernelhost-worker") != 0) {
+    fprintf(stderr, "usage: kernelhost-worker --kernelhost-worker PARENT_PID\n"
+                    "This program is started by libkernelhost for worker-mode kernels.\n");
+    return 2;
+  }
+  /* No orphans: die with the host. PDEATHSIG follows the host thread that spawned us (the
+   * loop thread, which lives as long as the manager), and the check below closes the race
+   * with a host that died before prctl ran. EOF on the command pipe is the second net. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != (pid_t)atol(argv[2])) _exit(0);
+  setup_signals();
+  setup_fds();
+  start_thread(command_thread);
+  start_thread(capture_thread);
+  if (start_python(err, sizeof(err)) != 0) fatal("%s", err);
+  hello = json_pack("{s:s, s:i, s:s}", "t", "hello", "pid", (int)getpid(), "python", PY_VERSION);
+  write_json(hello);
+  json_decref(hello);
+  for (;;) {
+    json_t *msg = next_command();
+    const char *t = json_string_value(json_object_get(msg, "t"));
+    if (strcmp(t, "open") == 0) do_open(msg);
+    else if (strcmp(t, "exec") == 0) do_exec(msg);
+    else fatal("unknown command \"%s\"", t);
+    json_decref(msg);
+  }
+}

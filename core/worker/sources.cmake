@@ -1,0 +1,4 @@
+# Worker mode: the backend and the frame codec join the core; kernel.c and manager.c enable
+# their worker hooks with KH_HAVE_WORKER. Included by the top-level CMakeLists before the core.
+list(APPEND KH_CORE_SOURCES core/src/backend-worker.c core/src/frame.c)
+list(APPEND KH_CORE_DEFS KH_HAVE_WORKER)

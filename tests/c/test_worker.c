@@ -1,0 +1,598 @@
+/* test_worker.c: worker-only behaviour: interrupts that land, kill escalation, crash reports,
+ * no orphans, fd-level output, create/destroy hygiene, limits, env/cwd, restart, the pool and a
+ * missing worker. These tests choose worker mode themselves, whatever KH_TEST_MODE says. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kh_test.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CYCLES 200 /* each cycle spawns a process; ASan makes the host side slow */
+#else
+#define CYCLES 1000
+#endif
+
+static const char *wopts(const char *extra) {
+  static char buf[8][2048];
+  static int slot;
+  char *b = buf[slot++ % 8];
+  snprintf(b, 2048, "{\"mode\":\"worker\"%s%s}", extra && *extra ? "," : "", extra ? extra : "");
+  return b;
+}
+
+static int kernel_pid(th_t *t, const char *id) {
+  char *info = kh_kernel_info(t->m, id);
+  json_t *j = info ? json_loads(info, 0, NULL) : NULL;
+  int pid = (int)json_integer_value(json_object_get(j, "pid"));
+  kh_free(info);
+  json_decref(j);
+  ASSERT(pid > 0);
+  return pid;
+}
+
+static int kernel_pooled(th_t *t, const char *id) {
+  char *info = kh_kernel_info(t->m, id);
+  json_t *j = info ? json_loads(info, 0, NULL) : NULL;
+  int pooled = json_is_true(json_object_get(j, "pooled"));
+  kh_free(info);
+  json_decref(j);
+  return pooled;
+}
+
+/* Counts status events with this state (and exec id, NULL = any). */
+static int count_status(th_t *t, const char *exec_id, const char *state) {
+  int i, n = 0;
+  for (i = 0; i < t->nevents; i++) {
+    th_event_t *e = &t->events[i];
+    if (e->type == KH_EVENT_STATUS && (exec_id == NULL || strcmp(e->exec_id, exec_id) == 0) &&
+        strcmp(th_s(e->data, "execution_state"), state) == 0)
+      n++;
+  }
+  return n;
+}
+
+static th_event_t *find_status(th_t *t, const char *state, int nth) {
+  int i;
+  for (i = 0; i < t->nevents; i++) {
+    th_event_t *e = &t->events[i];
+    if (e->type == KH_EVENT_STATUS && strcmp(th_s(e->data, "execution_state"), state) == 0 &&
+        nth-- == 0)
+      return e;
+  }
+  return NULL;
+}
+
+/* Waits for n status events with this state (any exec id). */
+static void wait_status_n(th_t *t, const char *state, int n) {
+  while (count_status(t, NULL, state) < n) th_step(t);
+}
+
+/* A pidfd becomes readable when the process exits: an event to wait on, with a bound. */
+static int pid_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+static void wait_pid_gone(int pidfd) {
+  struct pollfd p;
+  p.fd = pidfd;
+  p.events = POLLIN;
+  if (poll(&p, 1, 60000) != 1) FAIL("the worker process did not exit");
+  close(pidfd);
+}
+
+/* Runs the loop until the (not yet reaped) process pid has exited. */
+static void wait_worker_exit(th_t *t, int pid) {
+  int fd = pid_open(pid);
+  struct pollfd p;
+  if (fd < 0) return; /* already gone and reaped */
+  p.fd = fd;
+  p.events = POLLIN;
+  while (poll(&p, 1, 0) == 0) th_step(t);
+  close(fd);
+}
+
+static void assert_json_contains(json_t *j, const char *needle) {
+  char *s = json_dumps(j, JSON_ENCODE_ANY);
+  ASSERT_CONTAINS(s, needle);
+  free(s);
+}
+
+static void clear_events(th_t *t) {
+  int i;
+  for (i = 0; i < t->nevents; i++) json_decref(t->events[i].data);
+  t->nevents = 0;
+}
+
+TEST(worker_interrupt_sleep) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  int pid;
+  th_init(&t, NULL);
+  th_create(&t, wopts(""), id);
+  pid = kernel_pid(&t, id);
+  ASSERT_INT(th_submit(&t, id, "import time\nprint('sleeping', flush=True)\ntime.sleep(100)",
+                       NULL, &r), ==, 0);
+  th_wait_events(&t, KH_EVENT_STREAM, r.id, 1); /* inside the cell, on its way into sleep */
+  ASSERT_INT(kh_kernel_interrupt(t.m, id), ==, 0);
+  th_run_until(&t, &r.done);
+  ASSERT_INT(r.status, ==, 0);
+  ASSERT_STR(th_s(r.json, "error.ename"), "KeyboardInterrupt");
+  assert_json_contains(th_get(r.json, "error.traceback"), "sleep");
+  th_result_free(&r);
+  /* the same process carries on */
+  th_exec(&t, id, "'still here'", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'still here'");
+  ASSERT_INT(kernel_pid(&t, id), ==, pid);
+  ASSERT_INT(count_status(&t, NULL, "restarting"), ==, 0);
+  th_result_free(&r);
+  th_fini(&t);
+}
+
+TEST(worker_kill_escalation) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  th_event_t *e;
+  int pid;
+  th_init(&t, "{\"interruptGraceMs\": 300}");
+  th_create(&t, wopts(""), id);
+  pid = kernel_pid(&t, id);
+  ASSERT_INT(th_submit(&t, id, "import signal, sys\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                               "print('ignoring', flush=True)\nwhile True:\n    pass", NULL, &r),
+             ==, 0);
+  /* interrupt once the cell ignores SIGINT */
+  th_wait_events(&t, KH_EVENT_STREAM, r.id, 1);
+  ASSERT_INT(kh_kernel_interrupt(t.m, id), ==, 0);
+  th_run_until(&t, &r.done);
+  ASSERT_ERR(r.status, KH_EKERNELDEAD);
+  e = find_status(&t, "restarting", 0);
+  ASSERT(e != NULL);
+  ASSERT_STR(e->exec_id, r.id);
+  ASSERT_STR(th_s(e->data, "reason.cause"), "interrupt_timeout");
+  wait_status_n(&t, "idle", 2); /* created, restarted */
+  th_exec(&t, id, "1 + 1", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "2");
+  ASSERT_INT(th_i(r.json, "execution_count"), ==, 1);
+  ASSERT(kernel_pid(&t, id) != pid);
+  th_result_free(&r);
+  wait_worker_exit(&t, pid);
+  th_fini(&t);
+}
+
+/* Runs code that kills the worker; checks the request, a queued one, and the dead event. */
+static th_event_t *expect_death(th_t *t, const char *id, const char *code) {
+  th_result_t r, q;
+  th_event_t *e;
+  ASSERT_INT(th_submit(t, id, code, NULL, &r), ==, 0);
+  ASSERT_INT(th_submit(t, id, "'queued'", NULL, &q), ==, 0);
+  th_run_until(t, &q.done);
+  ASSERT(r.done);
+  ASSERT_ERR(r.status, KH_EKERNELDEAD);
+  ASSERT_ERR(q.status, KH_EKERNELDEAD);
+  e = find_status(t, "dead", 0);
+  ASSERT(e != NULL);
+  ASSERT_STR(e->exec_id, r.id);
+  /* a dead kernel refuses work until restarted */
+  ASSERT_ERR(th_submit(t, id, "1", NULL, &q), KH_EKERNELDEAD);
+  return e;
+}
+
+TEST(worker_crash_reports_dead) {
+  th_t t;
+  char id[64];
+  th_event_t *e;
+  th_init(&t, NULL);
+  th_create(&t, wopts(""), id);
+  e = expect_death(&t, id, "import ctypes\nctypes.string_at(0)");
+  ASSERT_STR(th_s(e->data, "reason.signal"), "SIGSEGV");
+  ASSERT(json_is_null(th_get(e->data, "reason.exitCode")));
+  th_fini(&t);
+}
+
+TEST(worker_exit_reports_dead) {
+  th_t t;
+  char id[64];
+  th_event_t *e;
+  th_init(&t, NULL);
+  th_create(&t, wopts(""), id);
+  e = expect_death(&t, id, "import os\nos._exit(3)");
+  ASSERT_INT(th_i(e->data, "reason.exitCode"), ==, 3);
+  ASSERT(json_is_null(th_get(e->data, "reason.signal")));
+  th_fini(&t);
+}
+
+TEST(worker_killed_reports_dead) {
+  th_t t;
+  char id[64];
+  th_event_t *e;
+  th_result_t r;
+  th_init(&t, NULL);
+  th_create(&t, wopts(""), id);
+  e = expect_death(&t, id, "import os\nos.kill(os.getpid(), 9)");
+  ASSERT_STR(th_s(e->data, "reason.signal"), "SIGKILL");
+  /* restart brings a dead kernel back */
+  ASSERT_INT(kh_kernel_restart(t.m, id, NULL, NULL), ==, 0);
+  while (count_status(&t, "", "idle") < 2) th_step(&t);
+  th_exec(&t, id, "6 * 7", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "42");
+  th_result_free(&r);
+  th_fini(&t);
+}
+
+TEST(worker_auto_restart) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  int pid;
+  th_init(&t, NULL);
+  th_create(&t, wopts("\"autoRestart\": true, \"env\": {\"KH_AUTO\": \"yes\"}"), id);
+  pid = kernel_pid(&t, id);
+  ASSERT_INT(th_submit(&t, id, "import os\nos._exit(3)", NULL, &r), ==, 0);
+  th_run_until(&t, &r.done);
+  ASSERT_ERR(r.status, KH_EKERNELDEAD);
+  ASSERT_INT(count_status(&t, r.id, "dead"), ==, 1);
+  ASSERT_INT(count_status(&t, NULL, "restarting"), ==, 1);
+  wait_status_n(&t, "idle", 2);
+  th_exec(&t, id, "import os\nos.environ['KH_AUTO']", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'yes'");
+  ASSERT(kernel_pid(&t, id) != pid);
+  th_result_free(&r);
+  th_fini(&t);
+}
+
+TEST(worker_other_kernels_survive) {
+  th_t t;
+  char a[64], b[64];
+  th_result_t r;
+  th_init(&t, NULL);
+  th_create(&t, wopts(""), a);
+  th_create(&t, wopts(""), b);
+  th_exec(&t, a, "x = 41", &r);
+  th_result_free(&r);
+  expect_death(&t, b, "import ctypes\nctypes.string_at(0)");
+  th_exec(&t, a, "x + 1", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "42");
+  th_result_free(&r);
+  th_destroy(&t, b);
+  th_fini(&t);
+}
+
+/* A child host runs a kernel and is SIGKILLed: its worker must exit too. */
+TEST(worker_no_orphan_after_host_sigkill) {
+  int p[2], status, worker = 0, pidfd;
+  pid_t host;
+  ASSERT_INT(pipe(p), ==, 0);
+  host = fork();
+  ASSERT(host >= 0);
+  if (host == 0) {
+    th_t t;
+    char id[64];
+    close(p[0]);
+    th_init(&t, NULL);
+    th_create(&t, wopts(""), id);
+    worker = kernel_pid(&t, id);
+    if (write(p[1], &worker, sizeof(worker)) != sizeof(worker)) _exit(1);
+    for (;;) pause();
+  }
+  close(p[1]);
+  ASSERT_INT(read(p[0], &worker, sizeof(worker)), ==, sizeof(worker));
+  close(p[0]);
+  pidfd = pid_open(worker);
+  ASSERT(pidfd >= 0);
+  ASSERT_INT(kill(host, SIGKILL), ==, 0);
+  ASSERT_INT(waitpid(host, &status, 0), ==, host);
+  ASSERT(WIFSIGNALED(status));
+  wait_pid_gone(pidfd);
+}
+
+TEST(worker_fd_output_captured) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  char out[4096] = "", err[4096] = "";
+  int i;
+  th_init(&t, NULL);
+  th_create(&t, wopts(""), id);
+  th_exec(&t, id, "import os, sys\n"
+                  "os.write(1, b'\\xff junk\\n')\n"
+                  "os.write(2, b'to fd 2 \\xe2\\x82\\n')\n"
+                  "os.system('echo hi')\n"
+                  "print('from print')", &r);
+  ASSERT_STR(th_s(r.json, "status"), "ok");
+  for (i = 0; i < th_count(&t, KH_EVENT_STREAM, r.id); i++) {
+    th_event_t *e = th_find(&t, KH_EVENT_STREAM, r.id, i);
+    char *dst = strcmp(th_s(e->data, "name"), "stdout") == 0 ? out : err;
+    strncat(dst, th_s(e->data, "text"), 4095 - strlen(dst));
+  }
+  ASSERT_CONTAINS(out, "\xEF\xBF\xBD junk\n"); /* invalid UTF-8 becomes U+FFFD */
+  ASSERT_CONTAINS(out, "hi\n");
+  ASSERT_CONTAINS(out, "from print\n");
+  ASSERT_CONTAINS(err, "to fd 2 \xEF\xBF\xBD\n");
+  /* every stream event of the cell came before its reply */
+  assert_json_contains(th_get(r.json, "outputs"), "hi\\n");
+  th_result_free(&r);
+  /* the protocol survived */
+  th_exec(&t, id, "1 + 1", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "2");
+  th_result_free(&r);
+  th_fini(&t);
+}
+
+static int count_dir(const char *path) {
+  DIR *d = opendir(path);
+  struct dirent *e;
+  int n = 0;
+  ASSERT(d != NULL);
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+static int count_children(void) {
+  DIR *d = opendir("/proc");
+  struct dirent *e;
+  int n = 0;
+  char path[300], buf[512];
+  ASSERT(d != NULL);
+  while ((e = readdir(d)) != NULL) {
+    FILE *f;
+    char *rp;
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+    if ((f = fopen(path, "r")) == NULL) continue;
+    if (fgets(buf, sizeof(buf), f) && (rp = strrchr(buf, ')')) != NULL) {
+      int ppid = 0;
+      char state;
+      if (sscanf(rp + 2, "%c %d", &state, &ppid) == 2 && ppid == getpid()) n++;
+    }
+    fclose(f);
+  }
+  closedir(d);
+  return n;
+}
+
+static long rss_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = 0;
+  while (f && fgets(line, sizeof(line), f))
+    if (strncmp(line, "VmRSS:", 6) == 0) kb = atol(line + 6);
+  if (f) fclose(f);
+  return kb;
+}
+
+static void on_created_any(kh_manager_t *m, const char *id, int status, const char *errmsg,
+                           void *data) {
+  (void)m;
+  (void)id;
+  (void)errmsg;
+  ((int *)data)[0] = 1;
+  ((int *)data)[1] = status;
+}
+
+TEST(worker_create_destroy_cycles) {
+  th_t t;
+  char id[64];
+  int i, fds, threads, children;
+  long rss = 0;
+  th_init(&t, NULL);
+  /* One cycle first, so that lazily created state (libuv's signal pipe) is in the baseline. */
+  th_create(&t, wopts(""), id);
+  th_destroy(&t, id);
+  fds = count_dir("/proc/self/fd");
+  threads = count_dir("/proc/self/task");
+  children = count_children();
+  for (i = 0; i < CYCLES; i++) {
+    if (i % 10 == 0) {
+      th_result_t r;
+      th_create(&t, wopts(""), id);
+      th_exec(&t, id, "1 + 1", &r);
+      th_result_free(&r);
+    } else {
+      /* Destroyed while starting: the create callback gets KH_ECANCELED. */
+      int created[2] = {0, 0};
+      ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), on_created_any, created), ==,
+                 0);
+      th_destroy(&t, id);
+      th_run_until(&t, &created[0]);
+      ASSERT_ERR(created[1], KH_ECANCELED);
+    }
+    if (i % 10 == 0) th_destroy(&t, id);
+    if (i == CYCLES / 10) rss = rss_kb();
+    clear_events(&t); /* keep the harness's event log bounded */
+  }
+  ASSERT_INT(count_dir("/proc/self/fd"), ==, fds);
+  ASSERT_INT(count_dir("/proc/self/task"), ==, threads);
+  ASSERT_INT(count_children(), ==, children);
+  ASSERT_INT(kh_manager_kernel_count(t.m), ==, 0);
+#if !defined(__SANITIZE_ADDRESS__)
+  /* Memory: flat after warm-up, within allocator noise. (Under ASan, freed memory sits in its
+   * quarantine, and LeakSanitizer checks for leaks at exit instead.) */
+  ASSERT_INT(rss_kb() - rss, <, 8192);
+#else
+  (void)rss;
+#endif
+  th_fini(&t);
+}
+
+TEST(worker_max_execution_time) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  int pid, idle;
+  th_init(&t, "{\"interruptGraceMs\": 300}");
+  th_create(&t, wopts("\"maxExecutionTime\": 200"), id);
+  pid = kernel_pid(&t, id);
+  /* An interrupt that lands: KeyboardInterrupt, same process. */
+  ASSERT_INT(th_submit(&t, id, "import time\ntime.sleep(100)", NULL, &r), ==, 0);
+  th_run_until(&t, &r.done);
+  ASSERT_INT(r.status, ==, 0);
+  ASSERT_STR(th_s(r.json, "error.ename"), "KeyboardInterrupt");
+  ASSERT_INT(kernel_pid(&t, id), ==, pid);
+  th_result_free(&r);
+  /* One that does not: killed and restarted, with a status saying so. */
+  idle = count_status(&t, NULL, "idle");
+  ASSERT_INT(th_submit(&t, id, "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                               "while True:\n    pass", NULL, &r), ==, 0);
+  th_run_until(&t, &r.done);
+  ASSERT_ERR(r.status, KH_EKERNELDEAD);
+  ASSERT_INT(count_status(&t, r.id, "restarting"), ==, 1);
+  wait_status_n(&t, "idle", idle + 1);
+  th_exec(&t, id, "'alive'", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'alive'");
+  ASSERT(kernel_pid(&t, id) != pid);
+  th_result_free(&r);
+  th_fini(&t);
+}
+
+TEST(worker_inactivity_timeout) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  int pid, pidfd;
+  th_init(&t, NULL);
+  th_create(&t, wopts("\"inactivityTimeout\": 300"), id);
+  pid = kernel_pid(&t, id);
+  pidfd = pid_open(pid);
+  ASSERT(pidfd >= 0);
+  /* busy for longer than the timeout: never destroyed while busy */
+  th_exec(&t, id, "import time\ntime.sleep(0.6)\n'done'", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'done'");
+  th_result_free(&r);
+  while (kh_manager_kernel_count(t.m) > 0) th_step(&t);
+  ASSERT_INT(kh_kernel_exists(t.m, id, NULL), ==, 0);
+  /* and its process is gone: wait for the exit on the loop (the reaping happens there) */
+  {
+    struct pollfd p;
+    p.fd = pidfd;
+    p.events = POLLIN;
+    while (poll(&p, 1, 0) == 0) th_step(&t);
+    close(pidfd);
+  }
+  th_fini(&t);
+}
+
+TEST(worker_env_and_cwd) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  int i;
+  char out[1024] = "";
+  th_init(&t, NULL);
+  th_create(&t, wopts("\"env\": {\"KH_TEST_VAR\": \"v1\"}, \"cwd\": \"/tmp\""), id);
+  th_exec(&t, id, "import os\nos.system('echo $KH_TEST_VAR')\n(os.environ['KH_TEST_VAR'], "
+                  "os.getcwd())", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "('v1', '/tmp')");
+  for (i = 0; i < th_count(&t, KH_EVENT_STREAM, r.id); i++)
+    strncat(out, th_s(th_find(&t, KH_EVENT_STREAM, r.id, i)->data, "text"), 1000 - strlen(out));
+  ASSERT_STR(out, "v1\n");
+  th_result_free(&r);
+  /* the host's own environment is untouched */
+  ASSERT(getenv("KH_TEST_VAR") == NULL);
+  /* a cwd that does not exist fails creation with a clear error */
+  {
+    int created[2] = {0, 0};
+    ASSERT_INT(kh_kernel_create(t.m, wopts("\"cwd\": \"/nonexistent/kh\""), id, sizeof(id),
+                                on_created_any, created), ==, 0);
+    th_run_until(&t, &created[0]);
+    ASSERT_ERR(created[1], KH_EWORKER);
+  }
+  th_fini(&t);
+}
+
+static void on_restarted(kh_manager_t *m, const char *id, int status, const char *errmsg,
+                         void *data) {
+  (void)m;
+  (void)id;
+  (void)errmsg;
+  ASSERT_INT(status, ==, 0);
+  *(int *)data = 1;
+}
+
+TEST(worker_restart_fresh_process) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  int pid, done = 0;
+  th_init(&t, NULL);
+  th_create(&t, wopts("\"env\": {\"KH_TEST_VAR\": \"v2\"}"), id);
+  pid = kernel_pid(&t, id);
+  th_exec(&t, id, "x = 1", &r);
+  th_result_free(&r);
+  ASSERT_INT(kh_kernel_restart(t.m, id, on_restarted, &done), ==, 0);
+  th_run_until(&t, &done);
+  ASSERT(kernel_pid(&t, id) != pid);
+  th_exec(&t, id, "import os\n('x' in dir(), os.environ['KH_TEST_VAR'])", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "(False, 'v2')");
+  ASSERT_INT(th_i(r.json, "execution_count"), ==, 1);
+  th_result_free(&r);
+  wait_worker_exit(&t, pid);
+  th_fini(&t);
+}
+
+TEST(worker_pool_claim) {
+  th_t t;
+  char a[64], b[64], c[64];
+  th_result_t r;
+  th_init(&t, "{\"pool\": {\"size\": 1}}");
+  /* A pooled worker serves any option set: env and cwd are applied when it is claimed. */
+  th_create(&t, wopts("\"env\": {\"KH_POOL\": \"a\"}, \"cwd\": \"/tmp\""), a);
+  ASSERT_INT(kernel_pooled(&t, a), ==, 1);
+  th_exec(&t, a, "import os\n(os.environ['KH_POOL'], os.getcwd())", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "('a', '/tmp')");
+  th_result_free(&r);
+  /* Loader variables need a fresh process. */
+  th_create(&t, wopts("\"env\": {\"LD_KH_TEST\": \"1\"}"), b);
+  ASSERT_INT(kernel_pooled(&t, b), ==, 0);
+  th_exec(&t, b, "import os\nos.environ['LD_KH_TEST']", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'1'");
+  th_result_free(&r);
+  /* The pool was refilled after the first claim. */
+  th_create(&t, wopts(""), c);
+  ASSERT_INT(kernel_pooled(&t, c), ==, 1);
+  ASSERT(kernel_pid(&t, c) != kernel_pid(&t, a));
+  th_exec(&t, c, "import os\nos.environ.get('KH_POOL')", &r);
+  ASSERT(th_get(r.json, "result") == NULL); /* None: nothing leaked from kernel a */
+  th_result_free(&r);
+  th_fini(&t);
+}
+
+TEST(worker_missing_executable) {
+  th_t t;
+  char id[64];
+  int created[2];
+  th_result_t res;
+  const char *paths[] = {"{\"workerPath\": \"/nonexistent/kernelhost-worker\"}",
+                         "{\"workerPath\": \"/bin/false\"}"};
+  int i;
+  for (i = 0; i < 2; i++) {
+    memset(created, 0, sizeof(created));
+    memset(&res, 0, sizeof(res));
+    th_init(&t, paths[i]);
+    ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), on_created_any, created), ==, 0);
+    th_run_until(&t, &created[0]);
+    ASSERT_ERR(created[1], KH_EWORKER);
+    ASSERT_INT(kh_manager_kernel_count(t.m), ==, 0);
+    th_fini(&t);
+  }
+  /* KH_WORKER_PATH is honoured too. */
+  {
+    char *old = getenv("KH_WORKER_PATH") ? strdup(getenv("KH_WORKER_PATH")) : NULL;
+    setenv("KH_WORKER_PATH", "/nonexistent/kh-worker-env", 1);
+    memset(created, 0, sizeof(created));
+    th_init(&t, NULL);
+    ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), on_created_any, created), ==, 0);
+    th_run_until(&t, &created[0]);
+    ASSERT_ERR(created[1], KH_EWORKER);
+    th_fini(&t);
+    if (old) setenv("KH_WORKER_PATH", old, 1);
+    else unsetenv("KH_WORKER_PATH");
+    free(old);
+  }
+}

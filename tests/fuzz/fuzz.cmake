@@ -1,0 +1,36 @@
+# The frame decoder's fuzzing: a plain replay of the seed corpus on every ctest run (any
+# compiler), and, when clang is installed, the libFuzzer target (ASan + UBSan) replaying the
+# corpus and running a short bounded fuzzing session. Included from core/worker/CMakeLists.txt.
+set(KH_FUZZ_DIR ${CMAKE_SOURCE_DIR}/tests/fuzz)
+set(KH_FUZZ_SOURCES ${KH_FUZZ_DIR}/fuzz_frame.c ${CMAKE_SOURCE_DIR}/core/src/frame.c)
+
+add_executable(kh_fuzz_replay ${KH_FUZZ_DIR}/replay.c ${KH_FUZZ_SOURCES})
+target_include_directories(kh_fuzz_replay PRIVATE ${CMAKE_SOURCE_DIR}/core/src
+                           ${CMAKE_SOURCE_DIR}/core/include)
+target_compile_options(kh_fuzz_replay PRIVATE ${KH_WARNINGS})
+target_link_libraries(kh_fuzz_replay PRIVATE PkgConfig::JANSSON PkgConfig::UV)
+add_test(NAME fuzz/frame_corpus_replay COMMAND kh_fuzz_replay ${KH_FUZZ_DIR}/corpus)
+
+find_program(KH_CLANG NAMES clang clang-16 clang-15 clang-14)
+if(KH_CLANG)
+  set(KH_FUZZ_BIN ${CMAKE_BINARY_DIR}/kh_fuzz_frame)
+  set(KH_FUZZ_INC -I${CMAKE_SOURCE_DIR}/core/src -I${CMAKE_SOURCE_DIR}/core/include)
+  foreach(d ${JANSSON_INCLUDE_DIRS} ${UV_INCLUDE_DIRS})
+    list(APPEND KH_FUZZ_INC -I${d})
+  endforeach()
+  add_custom_command(
+    OUTPUT ${KH_FUZZ_BIN}
+    COMMAND ${KH_CLANG} -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
+            -fno-sanitize-recover=all ${KH_FUZZ_INC} ${KH_FUZZ_SOURCES} ${JANSSON_LDFLAGS}
+            -o ${KH_FUZZ_BIN}
+    DEPENDS ${KH_FUZZ_SOURCES} ${CMAKE_SOURCE_DIR}/core/src/internal.h
+    COMMENT "Building the libFuzzer target kh_fuzz_frame with ${KH_CLANG}" VERBATIM)
+  add_custom_target(kh_fuzz_frame ALL DEPENDS ${KH_FUZZ_BIN})
+  add_test(NAME fuzz/frame_libfuzzer_replay COMMAND ${KH_FUZZ_BIN} -runs=0 ${KH_FUZZ_DIR}/corpus)
+  # A bounded session: new inputs go to a scratch directory, never into the seed corpus.
+  file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz-scratch)
+  add_test(NAME fuzz/frame_libfuzzer_short
+           COMMAND ${KH_FUZZ_BIN} -runs=200000 -max_len=8192 -max_total_time=10
+                   ${CMAKE_BINARY_DIR}/fuzz-scratch ${KH_FUZZ_DIR}/corpus)
+  set_tests_properties(fuzz/frame_libfuzzer_short PROPERTIES TIMEOUT 120)
+endif()
