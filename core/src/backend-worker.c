@@ -1,6 +1,7 @@
 /* backend-worker.c: worker-mode kernels: one kernelhost-worker process per kernel, spawned and
  * watched on the host's loop, spoken to in frames (frame.c) over two pipes; interrupt by
- * SIGINT with kill-and-restart escalation, death reports, autoRestart, and the warm pool. */
+ * SIGINT with kill-and-restart escalation, death reports, autoRestart, the warm pool, and the
+ * sandbox plan (sandbox.c) each process receives with its "open" message. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <libgen.h>
@@ -39,6 +40,7 @@ struct wproc_s {
   kh__frame_dec_t dec;
   pool_t *pool;     /* owner while pooled */
   worker_t *owner;  /* owner once claimed */
+  json_t *plan;     /* owned: the sandbox plan it was opened with (cleanup after exit), or NULL */
   char rbuf[65536];
 };
 
@@ -65,6 +67,14 @@ struct worker_s {
   char grace_id[KH__EXEC_ID_MAX];
   uint64_t restarts[AUTO_RESTART_LIMIT];
   int nrestarts;
+  kh__sandbox_t *sandbox; /* owned: what every process of this kernel enforces, or NULL */
+  json_t *applied;        /* owned: the worker's report ({layers, missing}) of the last open */
+  /* The host's own bound on a cell's output (limits.maxOutputBytes): the worker cuts output
+   * itself; this holds even when it does not (user code can reach the protocol pipe). */
+  uint64_t out_cap;                 /* bytes of output events per cell, 0 for no bound */
+  uint64_t out_bytes;               /* delivered so far for out_id */
+  int out_cut;                      /* out_id's output was cut */
+  char out_id[KH__EXEC_ID_MAX];
 };
 
 static void proc_start_read(wproc_t *w);
@@ -115,6 +125,7 @@ static int resolve_path(kh_manager_t *m, char *out, size_t n, char *errmsg) {
 static void proc_free_if_done(wproc_t *w) {
   if (--w->handles > 0) return;
   kh__frame_dec_free(&w->dec);
+  json_decref(w->plan);
   if (w->pool != NULL) {
     pool_t *p = w->pool;
     free(w);
@@ -154,6 +165,8 @@ static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
   w->exited = 1;
   w->exit_status = status;
   w->term_signal = sig;
+  /* Reaped: its pids cgroup (root with limits.maxProcesses) can go. */
+  if (w->plan != NULL) kh__sandbox_cleanup(w->plan, w->pid);
   /* The exit can be seen before the last frames are (a "fatal" message, the events of a
    * cell that called os._exit): read what is left in the pipe first. */
   if (!w->killed && !uv_is_closing((uv_handle_t *)&w->from)) {
@@ -485,6 +498,14 @@ static int send_open(worker_t *wk) {
   if (msg == NULL) return KH_ENOMEM;
   if (env) json_object_set(msg, "env", env);
   if (cwd) json_object_set(msg, "cwd", cwd);
+  if (wk->sandbox != NULL) {
+    /* The worker applies it before it starts a thread or runs user code (core/worker/main.c).
+     * A pooled worker is still single-threaded, blocked reading this very message. */
+    json_t *plan = (json_t *)kh__sandbox_plan(wk->sandbox);
+    json_object_set(msg, "sandbox", plan);
+    json_decref(wk->w->plan);
+    wk->w->plan = json_incref(plan);
+  }
   rc = proc_send(wk->w, msg);
   json_decref(msg);
   return rc;
@@ -601,6 +622,33 @@ static void worker_proc_exited(worker_t *wk, wproc_t *w) {
   }
 }
 
+/* Whether an event of cell id may reach the kernel (and the reply's outputs) under the host's
+ * bound. The worker cuts a cell's output at maxOutputBytes (characters of print(), bytes of
+ * fd 1/2) with a marker; past 4x that plus 64 KiB of event JSON the host drops the rest of the
+ * cell's output events itself, with one marker of its own. The cell's error still shows
+ * within twice that bound, so the total the host keeps per cell stays bounded. */
+static int output_allowed(worker_t *wk, int type, const char *id, size_t len) {
+  kh_kernel_t *k = wk->k;
+  char marker[160];
+  if (wk->out_cap == 0 || type == KH_EVENT_STATUS) return 1;
+  if (strcmp(id, wk->out_id) != 0) {
+    snprintf(wk->out_id, sizeof(wk->out_id), "%s", id);
+    wk->out_bytes = 0;
+    wk->out_cut = 0;
+  }
+  wk->out_bytes += len;
+  if (type == KH_EVENT_EXECUTE_ERROR) return wk->out_bytes <= 2 * wk->out_cap;
+  if (wk->out_cut) return 0;
+  if (wk->out_bytes <= wk->out_cap) return 1;
+  wk->out_cut = 1;
+  snprintf(marker, sizeof(marker),
+           "{\"name\":\"stderr\",\"text\":\"\\n[kernelhost: output cut by the host after "
+           "%llu bytes (limits.maxOutputBytes)]\\n\"}",
+           (unsigned long long)(wk->out_bytes - len));
+  kh__kernel_on_event(k, KH_EVENT_STREAM, id, marker, strlen(marker));
+  return 0;
+}
+
 static void worker_frame(worker_t *wk, wproc_t *w, json_t *msg) {
   kh_kernel_t *k = wk->k;
   const char *t = json_string_value(json_object_get(msg, "t"));
@@ -610,15 +658,21 @@ static void worker_frame(worker_t *wk, wproc_t *w, json_t *msg) {
     if (rc != 0) proc_protocol_error(w, kh_strerror(rc));
   } else if (strcmp(t, "ready") == 0) {
     const char *err = json_string_value(json_object_get(msg, "error"));
+    json_t *applied = json_object_get(msg, "sandbox");
     phase_t ph = wk->phase;
     if (err != NULL) {
       char text[KH__ERRMSG_MAX];
+      /* The worker could not confine itself (and exits): the system cannot enforce the plan. */
+      int status = json_integer_value(json_object_get(msg, "code")) == KH_ENOTSUP ? KH_ENOTSUP
+                                                                                  : KH_EWORKER;
       snprintf(text, sizeof(text), "the worker could not open the kernel: %s", err);
       proc_kill(w);
       wk->w = NULL;
-      phase_failed(wk, KH_EWORKER, text);
+      phase_failed(wk, status, text);
       return;
     }
+    json_decref(wk->applied);
+    wk->applied = json_is_object(applied) ? json_incref(applied) : NULL;
     wk->phase = PH_READY;
     if (ph == PH_START) kh__kernel_on_ready(k, 0, NULL);
     else if (ph == PH_RESET || ph == PH_AUTO) kh__kernel_on_reset(k, 0, NULL);
@@ -639,7 +693,8 @@ static void worker_frame(worker_t *wk, wproc_t *w, json_t *msg) {
       kh__kernel_on_reply(k, id, s, strlen(s));
     } else {
       int type = kh_event_type_from_name(json_string_value(json_object_get(msg, "type")));
-      if (type > 0) kh__kernel_on_event(k, type, id, s, strlen(s));
+      if (type > 0 && output_allowed(wk, type, id, strlen(s)))
+        kh__kernel_on_event(k, type, id, s, strlen(s));
     }
     free(s);
   } else {
@@ -667,6 +722,8 @@ static void on_grace(uv_timer_t *t) {
 static void worker_release(worker_t *wk) {
   kh_kernel_t *k = wk->k;
   k->backend = NULL;
+  kh__sandbox_free(wk->sandbox);
+  json_decref(wk->applied);
   free(wk);
   kh__kernel_on_stopped(k);
 }
@@ -679,9 +736,23 @@ static void on_grace_closed(uv_handle_t *h) {
 /* --- backend ops -------------------------------------------------------------------------- */
 
 static int worker_start(kh_kernel_t *k) {
-  worker_t *wk = calloc(1, sizeof(*wk));
-  if (wk == NULL) return KH_ENOMEM;
+  worker_t *wk;
+  kh__sandbox_t *sb = NULL;
+  json_t *max_out;
+  /* Decided before any process is spawned or claimed: a system that cannot enforce what the
+   * options ask fails createKernel here, naming what is missing (KH_ENOTSUP). */
+  int rc = kh__sandbox_new(&sb, k->opts.all, k->m->errmsg);
+  if (rc != 0) return rc;
+  wk = calloc(1, sizeof(*wk));
+  if (wk == NULL) {
+    kh__sandbox_free(sb);
+    return KH_ENOMEM;
+  }
   wk->k = k;
+  wk->sandbox = sb;
+  max_out = json_object_get(json_object_get(k->opts.all, "limits"), "maxOutputBytes");
+  if (json_is_integer(max_out) && json_integer_value(max_out) >= 0)
+    wk->out_cap = 4 * (uint64_t)json_integer_value(max_out) + 65536;
   uv_timer_init(k->m->loop, &wk->grace);
   uv_unref((uv_handle_t *)&wk->grace);
   wk->grace.data = wk;
@@ -755,6 +826,23 @@ void kh__worker_info(kh_kernel_t *k, json_t *info) {
   if (k->ops != &kh__worker_ops || wk == NULL) return;
   if (wk->w != NULL) json_object_set_new(info, "pid", json_integer(wk->w->pid));
   json_object_set_new(info, "pooled", json_boolean(wk->pooled));
+  if (wk->sandbox != NULL) {
+    json_t *o, *missing;
+    kh__sandbox_info(wk->sandbox, info);
+    /* What the running worker reports as active beats what the host planned (best-effort may
+     * lose a layer at apply time); its missing layers join the planned ones. */
+    o = json_object_get(info, "sandbox");
+    if (o != NULL && wk->applied != NULL && wk->w != NULL) {
+      json_t *layers = json_object_get(wk->applied, "layers");
+      missing = json_deep_copy(json_object_get(o, "missing"));
+      if (json_is_object(layers)) json_object_set(o, "layers", layers);
+      if (json_is_array(missing)) {
+        json_array_extend(missing, json_object_get(wk->applied, "missing"));
+        json_object_set(o, "missing", missing);
+      }
+      json_decref(missing);
+    }
+  }
 }
 
 const kh__backend_ops_t kh__worker_ops = {worker_start,       worker_execute, worker_interrupt,

@@ -221,6 +221,7 @@ struct kh_manager_s {
   int dispatch_depth;
   int subs_dirty;
   int closing;
+  int close_started; /* finish_close ran: the async handle is closing */
   int ref_mode;
   size_t pending;
   size_t destroying;
@@ -232,7 +233,10 @@ struct kh_manager_s {
 
 kh_kernel_t *kh__manager_find(kh_manager_t *m, const char *id);
 void kh__manager_update_ref(kh_manager_t *m);
-void kh__manager_kernel_freed(kh_manager_t *m, kh_kernel_t *k);
+/* Takes k out of the manager's list (before its destroy callbacks run, so they see it gone). */
+void kh__manager_unlink(kh_manager_t *m, kh_kernel_t *k);
+/* After a kernel left: finishes a pending manager close, or updates the loop reference. */
+void kh__manager_kernel_gone(kh_manager_t *m);
 void kh__bus_dispatch(kh_manager_t *m, const kh_event_t *ev);
 void kh__bus_free_all(kh_manager_t *m);
 

@@ -254,9 +254,11 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
     request_free(to_abort);
     to_abort = next;
   }
+  /* The callbacks above may have re-entered the API (Node runs promise continuations inside
+   * them): a new cell may be running and a restart may wait for it. Act only on what holds. */
   if (k->state == KH__K_CLOSING) return;
   if (k->restart_pending) {
-    do_reset(k);
+    if (k->running == NULL) do_reset(k);
     return;
   }
   pump(k);
@@ -283,6 +285,11 @@ static void kernel_release(kh_kernel_t *k) {
     kh__sink_unref(k->sink);
     k->sink = NULL;
   }
+  /* Gone from the manager before anyone hears of it: a destroy callback that executes on the
+   * same id gets KH_ENOTFOUND. */
+  kh__manager_unlink(m, k);
+  uv_close((uv_handle_t *)&k->exec_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&k->idle_timer, on_timer_closed);
   while ((w = k->restart_waiters) != NULL) {
     k->restart_waiters = w->next;
     if (w->cb) w->cb(m, k->id, KH_ECANCELED, "kernel destroyed", w->data);
@@ -293,9 +300,7 @@ static void kernel_release(kh_kernel_t *k) {
     if (w->cb) w->cb(m, k->id, 0, NULL, w->data);
     free(w);
   }
-  kh__manager_kernel_freed(m, k);
-  uv_close((uv_handle_t *)&k->exec_timer, on_timer_closed);
-  uv_close((uv_handle_t *)&k->idle_timer, on_timer_closed);
+  kh__manager_kernel_gone(m);
 }
 
 int kh_kernel_create(kh_manager_t *m, const char *options_json, char *id_out, size_t id_out_size,
@@ -583,6 +588,8 @@ int kh_kernel_destroy(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb 
   if (k->running != NULL) {
     request_fail(k, k->running, KH_ECANCELED, "canceled: kernel destroyed");
     k->ops->interrupt(k);
+    /* A cell that swallows KeyboardInterrupt gets another after each grace period. */
+    uv_timer_start(&k->exec_timer, on_exec_timer, m->opts.interrupt_grace_ms, 0);
   }
   k->ops->stop(k);
   return 0;

@@ -128,11 +128,13 @@ static void on_async_closed(uv_handle_t *h) {
 }
 
 static void finish_close(kh_manager_t *m) {
+  if (m->close_started) return;
+  m->close_started = 1;
   kh__bus_free_all(m);
   uv_close((uv_handle_t *)&m->async, on_async_closed);
 }
 
-void kh__manager_kernel_freed(kh_manager_t *m, kh_kernel_t *k) {
+void kh__manager_unlink(kh_manager_t *m, kh_kernel_t *k) {
   kh_kernel_t **p;
   for (p = &m->kernels; *p; p = &(*p)->next) {
     if (*p == k) {
@@ -140,6 +142,9 @@ void kh__manager_kernel_freed(kh_manager_t *m, kh_kernel_t *k) {
       break;
     }
   }
+}
+
+void kh__manager_kernel_gone(kh_manager_t *m) {
   if (m->closing && m->kernels == NULL)
     finish_close(m);
   else

@@ -1,7 +1,8 @@
 /* main.c: kernelhost-worker, the process behind one worker-mode kernel. CPython runs on the main
  * thread (so SIGINT raises KeyboardInterrupt anywhere, time.sleep included) with the same
  * runtime as main_thread kernels. Frames (frame.c) come in on fd 3 and go out on fd 4; fds 1
- * and 2 are pipes that a capture thread forwards as `stream` events of the running request. */
+ * and 2 are pipes that a capture thread forwards as `stream` events of the running request.
+ * The kernel's sandbox (sandbox.c) is applied while the process is still single-threaded. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -35,6 +36,15 @@ static pthread_t main_tid;
  * arrives just before a blocking call begins (time.sleep) trips Python's flag but nothing
  * checks it until the call returns, so the command thread re-sends SIGINT until it lands. */
 static char intr_id[KH__EXEC_ID_MAX]; /* guarded by cap_mu: "" when none is outstanding */
+/* limits.maxOutputBytes for what fds 1 and 2 carry in one cell (0: none); set before the
+ * capture thread starts. print() output is cut by the runtime's OutBuffer at the same limit. */
+static uint64_t cap_limit;
+static int cap_limited;      /* cap_limit applies (maxOutputBytes may be 0: no output) */
+static uint64_t cap_written; /* guarded by cap_mu: bytes emitted for the running cell */
+static int cap_cut;          /* guarded by cap_mu: the running cell's fd output was cut */
+/* The command pipe's decoder: the main thread reads the "open" frame with it, then the command
+ * thread takes it over (with any bytes already buffered behind that frame). */
+static kh__frame_dec_t cmd_dec;
 
 /* Commands for the main thread, from the command thread. */
 typedef struct cmd_s {
@@ -203,6 +213,23 @@ static void emit_capture(int which, const unsigned char *buf, size_t n, int fina
       i += l < 0 ? (size_t)-l : n - i; /* an incomplete sequence at the very end: all of it */
     }
   }
+  if (sb.len > 0 && !sb.oom && cap_limited) {
+    /* A cell's fd output past maxOutputBytes: cut on a character boundary, then one marker. */
+    if (cap_cut) {
+      sb.len = 0;
+    } else if (cap_written + sb.len > cap_limit) {
+      size_t room = (size_t)(cap_limit - cap_written);
+      char marker[128];
+      while (room > 0 && (sb.buf[room] & 0xC0) == 0x80) room--;
+      sb.len = room;
+      snprintf(marker, sizeof(marker),
+               "\n[kernelhost: output truncated after %llu bytes (maxOutputBytes)]\n",
+               (unsigned long long)cap_limit);
+      kh__sb_puts(&sb, marker);
+      cap_cut = 1;
+    }
+    cap_written += sb.len;
+  }
   if (sb.len > 0 && !sb.oom) {
     o = json_pack("{s:s, s:s, s:s, s:{s:s, s:s%}}", "t", "ev", "type", "stream", "id", running_id,
                   "data", "name", which ? "stderr" : "stdout", "text", sb.buf, sb.len);
@@ -325,30 +352,17 @@ static int interrupt_retry(int fired) {
 
 /* Reads frames from the host. EOF means the host closed the kernel or died: exit at once. */
 static void *command_thread(void *arg) {
-  kh__frame_dec_t d;
+  kh__frame_dec_t *d = &cmd_dec;
   static char buf[65536];
   (void)arg;
-  kh__frame_dec_init(&d, 0);
   for (;;) {
     json_t *msg;
     int rc;
     ssize_t n;
     struct pollfd pfd;
-    int timeout = interrupt_retry(0);
-    pfd.fd = in_fd;
-    pfd.events = POLLIN;
-    if (timeout >= 0) {
-      rc = poll(&pfd, 1, timeout);
-      if (rc == 0) {
-        interrupt_retry(1);
-        continue;
-      }
-    }
-    n = read(in_fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) _exit(0);
-    if (kh__frame_dec_feed(&d, buf, (size_t)n) != 0) fatal("command pipe: %s", d.err);
-    while ((rc = kh__frame_dec_next(&d, &msg)) == 1) {
+    int timeout;
+    /* Frames already decoded (the main thread may have read past "open") come first. */
+    while ((rc = kh__frame_dec_next(d, &msg)) == 1) {
       const char *t = json_string_value(json_object_get(msg, "t"));
       if (strcmp(t, "input") == 0 || strcmp(t, "interrupt") == 0) {
         if (strcmp(t, "input") == 0) input_reply(msg);
@@ -368,9 +382,41 @@ static void *command_thread(void *arg) {
         pthread_mutex_unlock(&q_mu);
       }
     }
-    if (rc < 0) fatal("command pipe: %s", d.err);
+    if (rc < 0) fatal("command pipe: %s", d->err);
+    timeout = interrupt_retry(0);
+    pfd.fd = in_fd;
+    pfd.events = POLLIN;
+    if (timeout >= 0) {
+      rc = poll(&pfd, 1, timeout);
+      if (rc == 0) {
+        interrupt_retry(1);
+        continue;
+      }
+    }
+    n = read(in_fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) _exit(0);
+    if (kh__frame_dec_feed(d, buf, (size_t)n) != 0) fatal("command pipe: %s", d->err);
   }
   return NULL;
+}
+
+/* The first frame from the host, read on the main thread before any other thread exists (a
+ * pooled worker waits here until it is claimed). EOF: the host is gone. */
+static json_t *read_first_frame(void) {
+  static char buf[65536];
+  json_t *msg;
+  int rc;
+  for (;;) {
+    ssize_t n;
+    if ((rc = kh__frame_dec_next(&cmd_dec, &msg)) == 1) return msg;
+    if (rc < 0) fatal("command pipe: %s", cmd_dec.err);
+    n = read(in_fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) _exit(0);
+    if (kh__frame_dec_feed(&cmd_dec, buf, (size_t)n) != 0)
+      fatal("command pipe: %s", cmd_dec.err);
+  }
 }
 
 static json_t *next_command(void) {
@@ -391,7 +437,7 @@ static json_t *next_command(void) {
 
 /* Python's part of opening a kernel in this process: the options that apply inside it. */
 static const char open_src[] =
-    "def _kh_open(kernel_id, env_json, cwd):\n"
+    "def _kh_open(kernel_id, env_json, cwd, max_output):\n"
     "    import json, os, sys, _kh_runtime\n"
     "    env = json.loads(env_json) if env_json else {}\n"
     "    if env:\n"
@@ -402,20 +448,28 @@ static const char open_src[] =
     "        sys.path[1:1] = [p for p in extra if p not in sys.path]\n"
     "    if cwd:\n"
     "        os.chdir(cwd)\n"
-    "    return _kh_runtime.Kernel(None, kernel_id, True)\n";
+    "    k = _kh_runtime.Kernel(None, kernel_id, True)\n"
+    "    k.out.limit = max_output\n"
+    "    return k\n";
 
-static void do_open(json_t *msg) {
+/* Opens the kernel; `applied` (borrowed, may be NULL) is the sandbox's report for "ready". */
+static void do_open(json_t *msg, json_t *applied) {
   const char *id = json_string_value(json_object_get(msg, "id"));
   const char *cwd = json_string_value(json_object_get(msg, "cwd"));
   json_t *env = json_object_get(msg, "env");
   char *env_s = json_is_object(env) ? json_dumps(env, JSON_COMPACT) : NULL;
   json_t *reply;
-  PyObject *r;
-  r = rt == NULL && id != NULL ? PyObject_CallFunction(open_fn, "szz", id, env_s, cwd) : NULL;
+  PyObject *r = NULL, *max_out = NULL;
+  if (cap_limited) max_out = PyLong_FromUnsignedLongLong((unsigned long long)cap_limit);
+  else max_out = Py_NewRef(Py_None);
+  if (rt == NULL && id != NULL && max_out != NULL)
+    r = PyObject_CallFunction(open_fn, "szzO", id, env_s, cwd, max_out);
+  Py_XDECREF(max_out);
   free(env_s);
   if (r != NULL) {
     rt = r;
     reply = json_pack("{s:s}", "t", "ready");
+    if (reply != NULL && applied != NULL) json_object_set(reply, "sandbox", applied);
   } else {
     char buf[KH__ERRMSG_MAX - 64];
     if (PyErr_Occurred()) kh__py_describe_error(buf, sizeof(buf));
@@ -469,6 +523,8 @@ static void do_exec(json_t *msg) {
   drop_stale_interrupt();
   pthread_mutex_lock(&cap_mu);
   snprintf(running_id, sizeof(running_id), "%s", id);
+  cap_written = 0;
+  cap_cut = 0;
   early = strcmp(pending_interrupt, id) == 0; /* interrupted before it started */
   pending_interrupt[0] = '\0';
   pthread_mutex_unlock(&cap_mu);
@@ -620,9 +676,52 @@ pyerr : {
 }
 }
 
+/* The open message's "sandbox" plan: confines this process (still single-threaded), then
+ * installs the Python layer. On failure the host hears why in a "ready" frame and the worker
+ * exits: it never runs a kernel unconfined. *report gets {layers, missing} (owned). */
+static void apply_sandbox(const json_t *plan, json_t **report) {
+  char err[KH__ERRMSG_MAX] = "";
+  json_t *limits = json_object_get(plan, "limits");
+  json_t *mo = json_object_get(limits, "maxOutputBytes");
+  PyObject *mod = NULL, *json = NULL, *d = NULL, *r = NULL;
+  char *s = NULL;
+  int rc;
+  if (json_is_integer(mo) && json_integer_value(mo) >= 0) {
+    cap_limit = (uint64_t)json_integer_value(mo);
+    cap_limited = 1;
+  }
+  rc = kh__sandbox_apply(plan, report, err);
+  if (rc == 0) {
+    s = json_dumps(plan, JSON_COMPACT);
+    mod = PyImport_ImportModule("_kh_sandbox");
+    json = mod ? PyImport_ImportModule("json") : NULL;
+    d = json && s ? PyObject_CallMethod(json, "loads", "s", s) : NULL;
+    r = d ? PyObject_CallMethod(mod, "install", "O", d) : NULL;
+    if (r == NULL) {
+      char buf[KH__ERRMSG_MAX - 64];
+      kh__py_describe_error(buf, sizeof(buf));
+      snprintf(err, sizeof(err), "sandbox: installing the Python layer failed: %s", buf);
+      rc = KH_ENOTSUP;
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(d);
+    Py_XDECREF(json);
+    Py_XDECREF(mod);
+    free(s);
+  }
+  if (rc != 0) {
+    json_t *o = json_pack("{s:s, s:s, s:i}", "t", "ready", "error", err, "code", rc);
+    diag("kernelhost-worker: %s", err);
+    if (o != NULL) write_json(o);
+    json_decref(o);
+    _exit(71);
+  }
+}
+
 int main(int argc, char **argv) {
   char err[KH__ERRMSG_MAX];
-  json_t *hello;
+  json_t *hello, *first, *report = NULL;
+  const char *t;
   main_tid = pthread_self();
   if (argc < 3 || strcmp(argv[1], "--kernelhost-worker") != 0) {
     fprintf(stderr, "usage: kernelhost-worker --kernelhost-worker PARENT_PID\n"
@@ -636,16 +735,27 @@ int main(int argc, char **argv) {
   if (getppid() != (pid_t)atol(argv[2])) _exit(0);
   setup_signals();
   setup_fds();
-  start_thread(command_thread);
-  start_thread(capture_thread);
+  kh__frame_dec_init(&cmd_dec, 0);
   if (start_python(err, sizeof(err)) != 0) fatal("%s", err);
   hello = json_pack("{s:s, s:i, s:s}", "t", "hello", "pid", (int)getpid(), "python", PY_VERSION);
   write_json(hello);
   json_decref(hello);
+  /* Still one thread: the sandbox (namespaces, Landlock, seccomp) binds only the calling
+   * thread and what it starts later, so the command and capture threads start after it. */
+  first = read_first_frame();
+  t = json_string_value(json_object_get(first, "t"));
+  if (t == NULL || strcmp(t, "open") != 0) fatal("expected \"open\", got \"%s\"", t ? t : "?");
+  if (json_is_object(json_object_get(first, "sandbox")))
+    apply_sandbox(json_object_get(first, "sandbox"), &report);
+  start_thread(command_thread);
+  start_thread(capture_thread);
+  do_open(first, report);
+  json_decref(report);
+  json_decref(first);
   for (;;) {
     json_t *msg = next_command();
     const char *t = json_string_value(json_object_get(msg, "t"));
-    if (strcmp(t, "open") == 0) do_open(msg);
+    if (strcmp(t, "open") == 0) do_open(msg, NULL);
     else if (strcmp(t, "exec") == 0) do_exec(msg);
     else fatal("unknown command \"%s\"", t);
     json_decref(msg);

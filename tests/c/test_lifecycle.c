@@ -274,3 +274,90 @@ TEST(manager_close_cancels) {
   ASSERT_INT(a.status, ==, KH_ECANCELED);
   ASSERT_INT(b.status, ==, KH_ECANCELED);
 }
+
+static void execute_in_destroy_cb(kh_manager_t *m, const char *id, int status, const char *errmsg,
+                                  void *data) {
+  int *d = data;
+  (void)status;
+  (void)errmsg;
+  /* the kernel is already gone when its destroy callback runs */
+  d[1] = kh_kernel_execute(m, id, "1", 1, NULL, NULL, 0, NULL, NULL) == KH_EINVAL
+             ? kh_kernel_interrupt(m, id)
+             : -1;
+  d[0] = 1;
+}
+
+TEST(kernel_destroy_callback_sees_it_gone) {
+  th_t t;
+  char id[64];
+  int done[2] = {0, 0};
+  th_init(&t, NULL);
+  th_create(&t, th_opts(""), id);
+  ASSERT_INT(kh_kernel_destroy(t.m, id, execute_in_destroy_cb, done), ==, 0);
+  th_run_until(&t, &done[0]);
+  ASSERT_ERR(done[1], KH_ENOTFOUND);
+  th_fini(&t);
+}
+
+TEST(kernel_destroy_swallowed_interrupt) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  int done[2] = {0, 0};
+  th_init(&t, "{\"interruptGraceMs\": 100}");
+  th_create(&t, th_opts(""), id);
+  /* the cell swallows the first KeyboardInterrupt; destroy keeps interrupting until it ends */
+  ASSERT_INT(th_submit(&t, id,
+                       "import time\nn = 0\nprint('started', flush=True)\nwhile n < 2:\n"
+                       "    try:\n        time.sleep(100)\n    except KeyboardInterrupt:\n"
+                       "        n += 1\n",
+                       NULL, &r),
+             ==, 0);
+  th_wait_events(&t, KH_EVENT_STREAM, r.id, 1);
+  ASSERT_INT(kh_kernel_destroy(t.m, id, on_done, done), ==, 0);
+  th_run_until(&t, &done[0]);
+  ASSERT_INT(r.status, ==, KH_ECANCELED);
+  th_fini(&t);
+}
+
+typedef struct {
+  th_t *t;
+  const char *id;
+  th_result_t b;
+  int restarted[2];
+  int done;
+} reenter_t;
+
+static void restart_in_reply_cb(kh_manager_t *m, const kh_reply_t *rep, int status, void *data) {
+  reenter_t *x = data;
+  (void)rep;
+  ASSERT_INT(status, ==, 0);
+  /* Re-enter from inside the reply callback, as Node's promise continuations do: start a new
+   * cell, then restart while it runs. */
+  ASSERT_INT(th_submit(x->t, x->id, "while True: pass", NULL, &x->b), ==, 0);
+  ASSERT_INT(kh_kernel_restart(m, x->id, on_done, x->restarted), ==, 0);
+  x->done = 1;
+}
+
+TEST(kernel_restart_from_callback) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  reenter_t x;
+  memset(&x, 0, sizeof(x));
+  th_init(&t, NULL);
+  th_create(&t, th_opts(""), id);
+  x.t = &t;
+  x.id = id;
+  th_exec(&t, id, "y = 1", &r);
+  th_result_free(&r);
+  ASSERT_INT(kh_kernel_execute(t.m, id, "2", 1, NULL, NULL, 0, restart_in_reply_cb, &x), ==, 0);
+  th_run_until(&t, &x.restarted[0]);
+  ASSERT_INT(x.restarted[1], ==, 0);
+  ASSERT_INT(x.b.status, ==, KH_ECANCELED);
+  /* the kernel is fresh and runs cells again */
+  th_exec(&t, id, "'y' in globals()", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "False");
+  th_result_free(&r);
+  th_fini(&t);
+}

@@ -1,0 +1,93 @@
+# binding.gyp: builds the Node-API addon (bindings-node/) with the kernelhost core compiled in.
+# Python and jansson come from pkg-config (Debian's python3-embed); libuv is NOT linked: the
+# core compiles against Node's own uv.h and uses the libuv that the node binary exports.
+#
+# `npm install` builds it through bindings-node/binding.gyp (which includes this file), so the
+# output lands in bindings-node/build/: node-gyp run here would wipe ./build, where CMake trees
+# live. Commands (<!(...)) run in the including file's directory: kh_rel is the repository
+# seen from there ("." or ".."), used for sources; action inputs/outputs use absolute paths.
+#
+# The core's sources and defines are read from CMake (KH_CORE_SOURCES / KH_CORE_DEFS in
+# CMakeLists.txt and core/worker/sources.cmake) by bindings-node/tools/core-sources.js, so worker
+# mode joins the addon as soon as it joins the CMake build. The worker executable itself: see
+# the kernelhost-worker target at the end.
+{
+  "variables": {
+    "variables": {
+      "kh_rel%": "<!(node -p \"require('fs').existsSync('core/include/kernelhost.h') ? '.' : '..'\")",
+    },
+    "kh_rel%": "<(kh_rel)",
+    "kh_root": "<!(node -p \"require('path').resolve('<(kh_rel)')\")",
+    # KH_PY_SOURCES from CMakeLists.txt, in its order.
+    "kh_py_sources": ["<!@(node <(kh_root)/bindings-node/tools/core-sources.js pysources)"],
+    "kh_python_executable":
+      "<!(pkg-config --variable=prefix python3-embed)/bin/python<!(pkg-config --modversion python3-embed)",
+    "kh_has_worker": "<!(test -f <(kh_root)/core/worker/main.c && echo 1 || echo 0)",
+  },
+  "target_defaults": {
+    "include_dirs": ["<(kh_rel)/core/include", "<(kh_rel)/core/src"],
+    "defines": [
+      "_GNU_SOURCE",
+      "KH_PYTHON_EXECUTABLE=\"<(kh_python_executable)\"",
+      "<!@(node <(kh_root)/bindings-node/tools/core-sources.js defines)",
+    ],
+    "cflags": ["<!@(pkg-config --cflags python3-embed jansson libseccomp)"],
+    "cflags_c": [
+      "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
+      "-Wno-missing-field-initializers", "-fvisibility=hidden",
+    ],
+  },
+  "targets": [
+    {
+      "target_name": "kh_runtime_sources",
+      "type": "none",
+      "actions": [
+        {
+          "action_name": "embed_python_runtime",
+          # Runs `cmake -DOUT=<out> -DSOURCES=<a.py;b.py;...> -P core/python/embed.cmake`.
+          "inputs": [
+            "<(kh_root)/bindings-node/tools/embed-runtime.js",
+            "<(kh_root)/core/python/embed.cmake",
+            "<@(kh_py_sources)",
+          ],
+          "outputs": ["<(SHARED_INTERMEDIATE_DIR)/kernelhost/runtime_sources.c"],
+          "action": ["node", "<@(_inputs)", "<@(_outputs)"],
+          "message": "Embedding the kernelhost Python runtime",
+        },
+      ],
+    },
+    {
+      "target_name": "kernelhost",
+      "dependencies": ["kh_runtime_sources"],
+      "sources": [
+        "<(kh_rel)/bindings-node/src/addon.c",
+        "<!@(node <(kh_root)/bindings-node/tools/core-sources.js sources <(kh_rel))",
+        "<(SHARED_INTERMEDIATE_DIR)/kernelhost/runtime_sources.c",
+      ],
+      "defines": ["NAPI_VERSION=8"],
+      # No libuv here, ever: Node exports its own.
+      "libraries": ["<!@(pkg-config --libs python3-embed jansson libseccomp)", "-ldl", "-lm", "-lpthread"],
+    },
+  ],
+  "conditions": [
+    ["kh_has_worker==1", {
+      "targets": [
+        {
+          # The worker executable, built next to the addon (bindings-node/build/Release/).
+          # It is a standalone program: it links the system libuv and the core like CMake's
+          # core/worker/CMakeLists.txt does; keep its sources in step with that file.
+          "target_name": "kernelhost-worker",
+          "type": "executable",
+          "dependencies": ["kh_runtime_sources"],
+          "sources": [
+            "<(kh_rel)/core/worker/main.c",
+            "<!@(node <(kh_root)/bindings-node/tools/core-sources.js sources <(kh_rel))",
+            "<(SHARED_INTERMEDIATE_DIR)/kernelhost/runtime_sources.c",
+          ],
+          "libraries": ["<!@(pkg-config --libs python3-embed jansson libseccomp libuv)", "-ldl", "-lm",
+                        "-lpthread"],
+        },
+      ],
+    }],
+  ],
+}

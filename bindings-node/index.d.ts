@@ -1,0 +1,180 @@
+// index.d.ts: types for every public name of require("kernelhost") / import "kernelhost".
+import { EventEmitter } from 'node:events';
+
+export declare const KernelMode: Readonly<{ MAIN_THREAD: 'main_thread'; WORKER: 'worker' }>;
+export type KernelModeValue = (typeof KernelMode)[keyof typeof KernelMode];
+
+export declare const KernelEvents: Readonly<{
+  STREAM: 'stream';
+  DISPLAY_DATA: 'display_data';
+  UPDATE_DISPLAY_DATA: 'update_display_data';
+  EXECUTE_RESULT: 'execute_result';
+  EXECUTE_ERROR: 'execute_error';
+  CLEAR_OUTPUT: 'clear_output';
+  INPUT_REQUEST: 'input_request';
+  STATUS: 'status';
+  ALL: '*';
+}>;
+export type KernelEventName = (typeof KernelEvents)[keyof typeof KernelEvents];
+export type KernelEventType = Exclude<KernelEventName, '*'>;
+
+/** Every error code (`err.code`) the core reports, with its numeric value. */
+export declare const ErrorCodes: Readonly<Record<KernelErrorCode, number>>;
+export type KernelErrorCode =
+  | 'KH_EINVAL' | 'KH_ENOTFOUND' | 'KH_ECLOSED' | 'KH_ECANCELED' | 'KH_EKERNELDEAD'
+  | 'KH_ENOTSUP' | 'KH_ETIMEDOUT' | 'KH_EEXIST' | 'KH_ENOMEM' | 'KH_EPYTHON' | 'KH_EENCODING'
+  | 'KH_ETOOBIG' | 'KH_EOPTION' | 'KH_EBUSY' | 'KH_EPROTO' | 'KH_EWORKER';
+
+/** The Error that API failures reject (or throw) with. */
+export interface KernelError extends Error {
+  code: KernelErrorCode | string;
+}
+
+/** MIME type -> value (strings; binary types base64, as Jupyter does). */
+export type MimeBundle = Record<string, any>;
+
+interface EventTags {
+  kernelId: string;
+  /** The request the event belongs to ("" for none, e.g. "starting"). */
+  executionId: string;
+}
+export interface StreamData extends EventTags { name: 'stdout' | 'stderr'; text: string }
+export interface DisplayData extends EventTags {
+  data: MimeBundle;
+  metadata: Record<string, any>;
+  transient?: { display_id?: string };
+}
+export interface ExecuteResultData extends EventTags {
+  execution_count: number;
+  data: MimeBundle;
+  metadata: Record<string, any>;
+}
+export interface ExecuteErrorData extends EventTags {
+  ename: string;
+  evalue: string;
+  traceback: string[];
+}
+export interface ClearOutputData extends EventTags { wait: boolean }
+export interface InputRequestData extends EventTags { prompt: string; password: boolean }
+export interface StatusData extends EventTags {
+  execution_state: 'starting' | 'busy' | 'idle' | 'restarting' | 'dead';
+  reason?: any;
+}
+
+export interface EventDataMap {
+  stream: StreamData;
+  display_data: DisplayData;
+  update_display_data: DisplayData;
+  execute_result: ExecuteResultData;
+  execute_error: ExecuteErrorData;
+  clear_output: ClearOutputData;
+  input_request: InputRequestData;
+  status: StatusData;
+}
+
+/** One event as `*` listeners, `outputs` and executeStream() see it. */
+export type KernelEventRecord = {
+  [T in KernelEventType]: { type: T; data: EventDataMap[T] };
+}[KernelEventType];
+
+export interface ManagerEvent {
+  kernelId: string;
+  type: KernelEventType;
+  data: EventDataMap[KernelEventType];
+}
+
+export interface ExecuteResult {
+  status: 'ok' | 'error' | 'aborted';
+  executionCount: number;
+  result?: { data: MimeBundle; metadata: Record<string, any> };
+  error?: { ename: string; evalue: string; traceback: string[] };
+  /** Every event of the request, in order. */
+  outputs: KernelEventRecord[];
+}
+
+export interface ExecuteOptions {
+  /** No execute_result, no history, counter unchanged (default false). */
+  silent?: boolean;
+  /** Count the cell and set `_` (default true). */
+  storeHistory?: boolean;
+  /** Queued requests of this kernel are aborted after an error (default true). */
+  stopOnError?: boolean;
+  /** Interrupt the cell after this many ms (default 0: no limit). */
+  timeout?: number;
+}
+
+export interface KernelOptions {
+  mode?: KernelModeValue;
+  id?: string;
+  namespace?: string;
+  maxExecutionTime?: number;
+  inactivityTimeout?: number;
+  filesystem?: { enabled?: boolean; root?: string; mountPoint?: string; readOnly?: boolean };
+  env?: Record<string, string>;
+  cwd?: string;
+  permissions?: { read?: string[]; write?: string[]; net?: string[]; env?: string[];
+    run?: string[] };
+  limits?: Record<string, number>;
+  autoRestart?: boolean;
+  [option: string]: unknown;
+}
+
+export interface ManagerOptions {
+  maxCodeBytes?: number;
+  interruptGraceMs?: number;
+  workerPath?: string;
+  pool?: { size?: number };
+  [option: string]: unknown;
+}
+
+export interface KernelInfo {
+  id: string;
+  mode: KernelModeValue;
+  namespace: string;
+  status: string;
+  created: number;
+  executionCount: number;
+}
+
+export declare class Kernel {
+  readonly id: string;
+  readonly mode: KernelModeValue;
+  execute(code: string, options?: ExecuteOptions): Promise<ExecuteResult>;
+  /** Yields each event of the request, then its result. */
+  executeStream(code: string, options?: ExecuteOptions):
+    AsyncIterableIterator<KernelEventRecord | ExecuteResult>;
+  interrupt(): Promise<void>;
+  inputReply(value: string): Promise<void>;
+  restart(): Promise<void>;
+}
+
+export declare class KernelManager extends EventEmitter {
+  constructor(options?: ManagerOptions);
+  createKernel(options?: KernelOptions): Promise<string>;
+  getKernel(id: string): Kernel | undefined;
+  listKernels(namespace?: string): KernelInfo[];
+  /** Pending requests reject with KH_ECANCELED; the kernel's listeners are removed. */
+  destroyKernel(id: string): Promise<void>;
+  /** Resolves with the number of kernels destroyed. */
+  destroyAll(namespace?: string): Promise<number>;
+  onKernelEvent<E extends KernelEventType>(id: string, event: E,
+    listener: (data: EventDataMap[E]) => void): this;
+  onKernelEvent(id: string, event: '*', listener: (event: KernelEventRecord) => void): this;
+  offKernelEvent(id: string, event: KernelEventName, listener?: (...args: any[]) => void): this;
+  /** Keep the process alive while kernels exist. */
+  ref(): this;
+  /** The default: only requests in flight keep the process alive. */
+  unref(): this;
+  close(): Promise<void>;
+  on(event: 'kernelEvent', listener: (event: ManagerEvent) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+declare const kernelhost: {
+  KernelManager: typeof KernelManager;
+  Kernel: typeof Kernel;
+  KernelMode: typeof KernelMode;
+  KernelEvents: typeof KernelEvents;
+  ErrorCodes: typeof ErrorCodes;
+};
+export default kernelhost;

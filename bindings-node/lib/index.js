@@ -1,0 +1,458 @@
+// index.js: the JS facade over the native addon: KernelManager (an EventEmitter), Kernel,
+// Promises for every request and the event dispatch to per-kernel listeners.
+'use strict';
+
+const { EventEmitter } = require('node:events');
+const path = require('node:path');
+
+function loadAddon() {
+  const root = path.join(__dirname, '..', 'build');
+  const tried = [];
+  for (const dir of ['Release', 'Debug']) {
+    const file = path.join(root, dir, 'kernelhost.node');
+    try {
+      return require(file);
+    } catch (err) {
+      if (err.code !== 'MODULE_NOT_FOUND') throw err;
+      tried.push(file);
+    }
+  }
+  const err = new Error(`kernelhost: the native addon is not built (looked for ${tried.join(', ')});` +
+    ' run `npm install` or `npx node-gyp rebuild` in the package directory');
+  err.code = 'MODULE_NOT_FOUND';
+  throw err;
+}
+
+const native = loadAddon();
+
+const KernelMode = Object.freeze({ MAIN_THREAD: 'main_thread', WORKER: 'worker' });
+
+const KernelEvents = Object.freeze({
+  STREAM: 'stream',
+  DISPLAY_DATA: 'display_data',
+  UPDATE_DISPLAY_DATA: 'update_display_data',
+  EXECUTE_RESULT: 'execute_result',
+  EXECUTE_ERROR: 'execute_error',
+  CLEAR_OUTPUT: 'clear_output',
+  INPUT_REQUEST: 'input_request',
+  STATUS: 'status',
+  ALL: '*',
+});
+
+/** Every error code the core can report, by name: { KH_EINVAL: -30001, ... }. */
+const ErrorCodes = Object.freeze({ ...native.errorCodes });
+
+const EVENT_NAMES = new Set(Object.values(KernelEvents));
+const EXECUTE_OPTIONS = new Set(['silent', 'storeHistory', 'stopOnError', 'timeout']);
+const OWNER = Symbol('kernelhost.owner');
+
+function khError(code, message) {
+  const err = new Error(message || code);
+  err.code = code;
+  return err;
+}
+
+function checkId(id, what = 'kernel id') {
+  if (typeof id !== 'string') throw new TypeError(`${what} must be a string`);
+}
+
+function checkOptionalNamespace(ns) {
+  if (ns !== undefined && ns !== null && typeof ns !== 'string') {
+    throw new TypeError('namespace must be a string');
+  }
+  return ns === undefined ? null : ns;
+}
+
+function optionsJson(options, what) {
+  if (options === undefined || options === null) return null;
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw new TypeError(`${what} must be an object`);
+  }
+  return JSON.stringify(options);
+}
+
+function executeOptions(options) {
+  if (options === undefined || options === null) return [false, true, true, 0];
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw new TypeError('execute options must be an object');
+  }
+  for (const key of Object.keys(options)) {
+    if (!EXECUTE_OPTIONS.has(key)) throw new TypeError(`unknown execute option "${key}"`);
+  }
+  const { silent = false, storeHistory = true, stopOnError = true, timeout = 0 } = options;
+  for (const [name, v] of [['silent', silent], ['storeHistory', storeHistory],
+    ['stopOnError', stopOnError]]) {
+    if (typeof v !== 'boolean') throw new TypeError(`execute option ${name} must be a boolean`);
+  }
+  if (typeof timeout !== 'number') throw new TypeError('execute option timeout must be a number');
+  if (!Number.isFinite(timeout) || timeout < 0) {
+    throw new RangeError('execute option timeout must be a finite number of ms >= 0');
+  }
+  return [silent, storeHistory, stopOnError, Math.floor(timeout)];
+}
+
+// Called by the addon for every event of the manager; `this` is the NativeManager. It captures
+// nothing, so the addon's strong reference to it keeps no manager alive.
+function onNativeEvent(kernelId, executionId, type, json) {
+  const owner = this[OWNER];
+  if (owner !== undefined) owner._onEvent(kernelId, executionId, type, json);
+}
+
+function reportListenerError(err) {
+  process.nextTick(() => { throw err; });
+}
+
+// A one-consumer async queue behind executeStream().
+class EventStream {
+  constructor() {
+    this._items = [];
+    this._waiters = [];
+    this._ended = false;
+    this._error = null;
+    this._cancelled = false;
+  }
+
+  push(item) {
+    if (this._cancelled) return;
+    this._items.push(item);
+    this._settle();
+  }
+
+  end(err) {
+    if (err) this._error = err;
+    this._ended = true;
+    this._settle();
+  }
+
+  _settle() {
+    while (this._waiters.length > 0) {
+      if (this._items.length > 0) {
+        this._waiters.shift().resolve({ value: this._items.shift(), done: false });
+      } else if (this._error) {
+        const err = this._error;
+        this._error = null;
+        this._waiters.shift().reject(err);
+      } else if (this._ended) {
+        this._waiters.shift().resolve({ value: undefined, done: true });
+      } else {
+        break;
+      }
+    }
+  }
+
+  next() {
+    return new Promise((resolve, reject) => {
+      this._waiters.push({ resolve, reject });
+      this._settle();
+    });
+  }
+
+  // Leaving a for-await loop early: the request keeps running, its events are dropped here.
+  return() {
+    this._cancelled = true;
+    this._items.length = 0;
+    this._error = null;
+    this._ended = true;
+    this._settle();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+}
+
+class Kernel {
+  constructor(manager, id, mode) {
+    this.id = id;
+    this.mode = mode;
+    Object.defineProperty(this, '_manager', { value: manager });
+    Object.freeze(this);
+  }
+
+  /** Runs `code`; resolves with {status, executionCount, result?, error?, outputs}. */
+  execute(code, options) {
+    return this._manager._execute(this.id, code, options, null);
+  }
+
+  /** An async iterator of this request's events ({type, data}), then its result. */
+  executeStream(code, options) {
+    const stream = new EventStream();
+    this._manager._execute(this.id, code, options, stream).then(
+      (result) => {
+        stream.push(result);
+        stream.end();
+      },
+      (err) => stream.end(err));
+    return stream;
+  }
+
+  /** Raises KeyboardInterrupt in the running cell, if any. */
+  interrupt() {
+    return this._manager._call((n) => n.interrupt(this.id));
+  }
+
+  /** Answers the pending input_request. */
+  inputReply(value) {
+    if (typeof value !== 'string') throw new TypeError('value must be a string');
+    return this._manager._call((n) => n.inputReply(this.id, value));
+  }
+
+  /** Fresh namespace and counter, same id and options; queued requests reject KH_ECANCELED. */
+  restart() {
+    return this._manager._request((n, done) => n.restart(this.id, done));
+  }
+}
+
+class KernelManager extends EventEmitter {
+  constructor(options) {
+    super();
+    const json = optionsJson(options, 'manager options');
+    this._native = new native.NativeManager(json, onNativeEvent);
+    this._native[OWNER] = this;
+    this._listeners = new Map(); // kernelId -> Map(type -> [{fn, removed}])
+    this._streams = new Map(); // executionId -> EventStream
+    this._kernels = new Map(); // kernelId -> Kernel
+    this._submitting = 0;
+    this._held = [];
+    this._closePromise = null;
+  }
+
+  // --- plumbing ---------------------------------------------------------------------------
+
+  _checkOpen() {
+    if (this._closePromise !== null) throw khError('KH_ECLOSED', 'the manager is closed');
+  }
+
+  // A synchronous native call as a Promise: API failures reject.
+  _call(fn) {
+    try {
+      this._checkOpen();
+      return Promise.resolve(fn(this._native));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  // A native call that completes through a callback (code, message, value).
+  _request(fn) {
+    return new Promise((resolve, reject) => {
+      this._checkOpen();
+      fn(this._native, (code, message, value) => {
+        if (code) reject(khError(code, message));
+        else resolve(value);
+      });
+    });
+  }
+
+  _execute(kernelId, code, options, stream) {
+    if (typeof code !== 'string') throw new TypeError('code must be a string');
+    const opts = executeOptions(options);
+    return new Promise((resolve, reject) => {
+      this._checkOpen();
+      let executionId = '';
+      const done = (errCode, message, json) => {
+        if (stream !== null) this._streams.delete(executionId);
+        if (errCode) reject(khError(errCode, message));
+        else resolve(toResult(kernelId, executionId, json));
+      };
+      // Events that the core emits during the call (the request's "busy") are held until the
+      // execution id is known, so executeStream() sees every event of its request.
+      this._submitting++;
+      try {
+        executionId = this._native.execute(kernelId, code, opts[0], opts[1], opts[2], opts[3],
+          done);
+        if (stream !== null) this._streams.set(executionId, stream);
+      } finally {
+        this._release();
+      }
+    });
+  }
+
+  _release() {
+    if (this._submitting === 1) {
+      // Still counted while flushing: events from listeners' own requests queue behind.
+      for (let i = 0; i < this._held.length; i++) {
+        const ev = this._held[i];
+        this._held[i] = undefined;
+        this._dispatch(ev[0], ev[1], ev[2], ev[3]);
+      }
+      this._held.length = 0;
+    }
+    this._submitting--;
+  }
+
+  _onEvent(kernelId, executionId, type, json) {
+    if (this._submitting > 0) this._held.push([kernelId, executionId, type, json]);
+    else this._dispatch(kernelId, executionId, type, json);
+  }
+
+  _dispatch(kernelId, executionId, type, json) {
+    const data = JSON.parse(json);
+    data.kernelId = kernelId;
+    data.executionId = executionId;
+    const stream = this._streams.get(executionId);
+    if (stream !== undefined) stream.push({ type, data });
+    const byType = this._listeners.get(kernelId);
+    if (byType !== undefined) {
+      for (const key of [type, '*']) {
+        const list = byType.get(key);
+        if (list === undefined) continue;
+        // A snapshot, so listeners added now wait for the next event; removed ones are skipped.
+        for (const entry of list.slice()) {
+          if (entry.removed) continue;
+          try {
+            entry.fn.call(this, key === '*' ? { type, data } : data);
+          } catch (err) {
+            reportListenerError(err);
+          }
+        }
+      }
+    }
+    if (this.listenerCount('kernelEvent') > 0) {
+      try {
+        this.emit('kernelEvent', { kernelId, type, data });
+      } catch (err) {
+        reportListenerError(err);
+      }
+    }
+  }
+
+  // --- public API -------------------------------------------------------------------------
+
+  /** Creates a kernel; resolves with its id once it is ready. */
+  createKernel(options) {
+    const json = optionsJson(options, 'kernel options');
+    return this._request((n, done) => n.createKernel(json, done));
+  }
+
+  /** The Kernel with this id, or undefined when there is none. */
+  getKernel(id) {
+    checkId(id);
+    const mode = this._native.kernelMode(id);
+    if (mode === null) {
+      this._kernels.delete(id);
+      return undefined;
+    }
+    let k = this._kernels.get(id);
+    if (k === undefined || k.mode !== mode) {
+      k = new Kernel(this, id, mode);
+      this._kernels.set(id, k);
+    }
+    return k;
+  }
+
+  /** [{id, mode, namespace, status, created, executionCount}], optionally for one namespace. */
+  listKernels(namespace) {
+    return JSON.parse(this._native.list(checkOptionalNamespace(namespace)));
+  }
+
+  /** Destroys a kernel: its pending requests reject with KH_ECANCELED. */
+  destroyKernel(id) {
+    checkId(id);
+    return this._request((n, done) => n.destroy(id, done)).then(() => {
+      this._kernels.delete(id);
+      this._listeners.delete(id);
+    });
+  }
+
+  /** Destroys every kernel (of one namespace); resolves with how many. */
+  destroyAll(namespace) {
+    const ns = checkOptionalNamespace(namespace);
+    return this._request((n, done) => n.destroyAll(ns, done)).then((count) => {
+      for (const id of this._kernels.keys()) {
+        if (this._native.kernelMode(id) === null) {
+          this._kernels.delete(id);
+          this._listeners.delete(id);
+        }
+      }
+      return count;
+    });
+  }
+
+  /** Calls listener(data) for each `event` of kernel `id` (KernelEvents.ALL: {type, data}). */
+  onKernelEvent(id, event, listener) {
+    checkId(id);
+    if (typeof event !== 'string') throw new TypeError('event must be a string');
+    if (!EVENT_NAMES.has(event)) throw new RangeError(`unknown kernel event "${event}"`);
+    if (typeof listener !== 'function') throw new TypeError('listener must be a function');
+    let byType = this._listeners.get(id);
+    if (byType === undefined) this._listeners.set(id, (byType = new Map()));
+    let list = byType.get(event);
+    if (list === undefined) byType.set(event, (list = []));
+    list.push({ fn: listener, removed: false });
+    return this;
+  }
+
+  /** Removes a listener (every listener of that event when `listener` is omitted). */
+  offKernelEvent(id, event, listener) {
+    checkId(id);
+    if (typeof event !== 'string') throw new TypeError('event must be a string');
+    if (listener !== undefined && typeof listener !== 'function') {
+      throw new TypeError('listener must be a function');
+    }
+    const byType = this._listeners.get(id);
+    const list = byType && byType.get(event);
+    if (!list) return this;
+    const i = listener === undefined ? 0 : list.findIndex((e) => e.fn === listener);
+    if (i < 0) return this;
+    const removed = listener === undefined ? list.splice(0) : list.splice(i, 1);
+    for (const e of removed) e.removed = true;
+    if (list.length === 0) byType.delete(event);
+    if (byType.size === 0) this._listeners.delete(id);
+    return this;
+  }
+
+  /** Keeps the process alive while kernels exist (as libuv's uv_ref). */
+  ref() {
+    this._native.ref(true);
+    return this;
+  }
+
+  /** The default: only requests in flight keep the process alive. */
+  unref() {
+    this._native.ref(false);
+    return this;
+  }
+
+  /** Destroys every kernel (pending requests reject KH_ECANCELED) and releases the manager. */
+  close() {
+    if (this._closePromise === null) {
+      this._closePromise = new Promise((resolve, reject) => {
+        try {
+          this._native.close(() => resolve());
+        } catch (err) {
+          reject(err);
+        }
+      }).then(() => {
+        this._kernels.clear();
+        this._listeners.clear();
+      });
+    }
+    return this._closePromise;
+  }
+}
+
+function toResult(kernelId, executionId, json) {
+  const reply = JSON.parse(json);
+  const outputs = reply.outputs || [];
+  for (const o of outputs) {
+    if (o.data !== null && typeof o.data === 'object') {
+      o.data.kernelId = kernelId;
+      o.data.executionId = executionId;
+    }
+  }
+  const r = { status: reply.status, executionCount: reply.execution_count };
+  if (reply.result !== undefined) r.result = reply.result;
+  if (reply.error !== undefined) r.error = reply.error;
+  r.outputs = outputs;
+  return r;
+}
+
+module.exports = {
+  KernelManager,
+  Kernel,
+  KernelMode,
+  KernelEvents,
+  ErrorCodes,
+};

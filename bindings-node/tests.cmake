@@ -1,0 +1,38 @@
+# bindings-node/tests.cmake: registers the Node suite with ctest (included by the top-level
+# CMakeLists.txt). node/build runs `npm install` in the source tree (offline-safe: mocha comes
+# from npm's cache, and node-gyp uses the installed Node headers instead of downloading them),
+# which builds the addon into bindings-node/build/; node/mocha then runs `npm test`.
+find_program(KH_NODE node)
+find_program(KH_NPM npm)
+if(NOT KH_NODE OR NOT KH_NPM)
+  message(STATUS "node or npm not found: the Node tests are not registered")
+  return()
+endif()
+
+# Headers next to the running node (Debian: /usr/include/node): point node-gyp at them so it
+# never tries to download a tarball.
+get_filename_component(KH_NODE_PREFIX "${KH_NODE}" REALPATH)
+get_filename_component(KH_NODE_PREFIX "${KH_NODE_PREFIX}" DIRECTORY)
+get_filename_component(KH_NODE_PREFIX "${KH_NODE_PREFIX}" DIRECTORY)
+set(KH_NODE_ENV "")
+if(EXISTS "${KH_NODE_PREFIX}/include/node/node_api.h")
+  list(APPEND KH_NODE_ENV "npm_config_nodedir=${KH_NODE_PREFIX}")
+endif()
+
+add_test(NAME node/build
+  COMMAND ${KH_NPM} install --prefer-offline --no-audit --no-fund --foreground-scripts
+  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(node/build PROPERTIES TIMEOUT 900 FIXTURES_SETUP kh_node_addon
+  ENVIRONMENT "${KH_NODE_ENV}")
+
+add_test(NAME node/mocha COMMAND ${KH_NPM} test WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(node/mocha PROPERTIES TIMEOUT 900 FIXTURES_REQUIRED kh_node_addon
+  ENVIRONMENT "KH_TEST_MODE=main_thread")
+
+# The same specs in worker mode (parameterised, not copied), with the kernelhost-worker that
+# `npm install` built next to the addon: no KH_WORKER_PATH, so the default lookup is tested.
+if(EXISTS ${CMAKE_SOURCE_DIR}/core/worker/main.c)
+  add_test(NAME node/mocha_worker COMMAND ${KH_NPM} test WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+  set_tests_properties(node/mocha_worker PROPERTIES TIMEOUT 900 FIXTURES_REQUIRED kh_node_addon
+    ENVIRONMENT "KH_TEST_MODE=worker")
+endif()
