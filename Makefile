@@ -21,7 +21,7 @@ test: setup build
 	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 bench: setup build
-	@echo "benchmarks: see bench/README.md"
+	@KH_BUILD=$(BUILD) bash bench/run.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -6,7 +6,6 @@ import base64
 import json
 import sys
 import traceback
-import uuid
 
 import _kh_streams
 
@@ -22,6 +21,11 @@ _REPR_METHODS = (
     ("application/javascript", "_repr_javascript_", False),
     ("application/pdf", "_repr_pdf_", True),
 )
+
+
+def _new_id():
+    import uuid
+    return uuid.uuid4().hex
 
 
 def _report_formatter_error(obj, where):
@@ -118,7 +122,7 @@ class DisplayHandle:
     """What display(..., display_id=...) returns, as in IPython."""
 
     def __init__(self, display_id=None):
-        self.display_id = display_id if display_id is not None else uuid.uuid4().hex
+        self.display_id = display_id if display_id is not None else _new_id()
 
     def __repr__(self):
         return "<DisplayHandle display_id=%s>" % self.display_id
@@ -153,7 +157,7 @@ def display(*objs, include=None, exclude=None, metadata=None, transient=None, di
     if clear:
         clear_output(wait=True)
     if display_id is True:
-        display_id = uuid.uuid4().hex
+        display_id = _new_id()
     if update and display_id is None:
         raise TypeError("display_id required for update_display")
     transient = dict(transient or {})
@@ -238,12 +242,12 @@ class Image(_Rich):
 def install_ipython_hooks():
     """Makes IPython.display's functions reach kernelhost's events once IPython is imported,
     without importing IPython eagerly."""
-    import importlib.abc
     import importlib.machinery
 
     targets = ("IPython.core.display_functions", "IPython.core.display")
 
-    class _Loader(importlib.abc.Loader):
+    # Plain classes: importing importlib.abc costs ~15 ms at every kernel start.
+    class _Loader:
         def __init__(self, inner):
             self.inner = inner
 
@@ -258,7 +262,7 @@ def install_ipython_hooks():
                 if hasattr(module, name):
                     setattr(module, name, fn)
 
-    class _Finder(importlib.abc.MetaPathFinder):
+    class _Finder:
         def find_spec(self, fullname, path, target=None):
             if fullname not in targets:
                 return None

@@ -113,7 +113,15 @@ static void service_thread(void *arg) {
     if (svc_head == NULL) svc_tail = NULL;
     uv_mutex_unlock(&mu);
 
-    PyEval_RestoreThread(main_ts);
+    /* A cell spinning in bytecode holds the GIL for a whole switch interval (5 ms) before it
+     * must let another thread in: shorten it while the service thread asks, so an interrupt
+     * lands in well under a millisecond, then put the host's setting back. */
+    {
+      unsigned long interval = _PyEval_GetSwitchInterval();
+      if (s->kind == SVC_INTERRUPT && interval > 100) _PyEval_SetSwitchInterval(100);
+      PyEval_RestoreThread(main_ts);
+      if (s->kind == SVC_INTERRUPT && interval > 100) _PyEval_SetSwitchInterval(interval);
+    }
     if (s->pyk->rt != NULL) {
       PyObject *r = s->kind == SVC_INTERRUPT
                         ? PyObject_CallMethod(s->pyk->rt, "interrupt", "s", s->value)

@@ -97,11 +97,11 @@ fail:
 
 /* A meta-path finder serving the embedded runtime modules, so no loose files are needed. */
 static const char bootstrap[] =
-    "import sys, importlib.abc, importlib.util, _kernelhost\n"
-    "class _KhEmbedded(importlib.abc.MetaPathFinder, importlib.abc.Loader):\n"
+    "import sys, importlib.machinery, _kernelhost\n"
+    "class _KhEmbedded:\n"
     "    def find_spec(self, name, path, target=None):\n"
     "        if name in _kernelhost.sources:\n"
-    "            return importlib.util.spec_from_loader(name, self,\n"
+    "            return importlib.machinery.ModuleSpec(name, self,\n"
     "                origin='<kernelhost>/' + name + '.py')\n"
     "        return None\n"
     "    def create_module(self, spec):\n"

@@ -1,0 +1,287 @@
+# ipykernel_bench.py: the ipykernel side of `make bench`, driven through jupyter_client the way a
+# Jupyter host drives it. Same metrics and the same cells as kh_bench.c; one metric per run, raw
+# samples out as one JSON line. Run with Debian's /usr/bin/python3 (python3-ipykernel,
+# python3-jupyter-client).
+#
+# Usage: ipykernel_bench.py <metric> [runs] [extra]
+#   create | execute | stream | display | interrupt (extra busy|sleep) | restart | rss (extra N)
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiet debugpy at kernel start
+
+from jupyter_client.manager import KernelManager  # noqa: E402
+
+now_ns = time.perf_counter_ns
+TIMEOUT = 60
+
+
+def out(metric, unit, samples, **extra):
+    d = {"metric": metric, "mode": "ipykernel", "unit": unit}
+    d.update(extra)
+    d["samples"] = [round(s, 3) for s in samples]
+    print(json.dumps(d), flush=True)
+
+
+def skip(metric, why):
+    print(json.dumps({"metric": metric, "mode": "ipykernel", "skip": why}), flush=True)
+
+
+def start():
+    """Starts a kernel; returns (km, kc, microseconds from start_kernel to kernel_info reply)."""
+    km = KernelManager(kernel_name="python3")
+    t0 = now_ns()
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=TIMEOUT)
+    us = (now_ns() - t0) / 1e3
+    drain(kc)
+    return km, kc, us
+
+
+def stop(km, kc):
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def drain(kc):
+    while True:
+        try:
+            kc.get_iopub_msg(timeout=0.05)
+        except Exception:
+            return
+
+
+def pid_of(km):
+    p = getattr(km, "provisioner", None)
+    proc = getattr(p, "process", None) if p is not None else None
+    if proc is None:
+        proc = getattr(km, "kernel", None)
+    return proc.pid
+
+
+def proc_kib(pid, fname, key):
+    try:
+        with open("/proc/%d/%s" % (pid, fname)) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def run_cell(kc, code, on_iopub=None):
+    """Executes code; returns when both the execute_reply and the request's idle status have
+    arrived. on_iopub(msg, t_ns) sees each of the request's iopub messages."""
+    msg_id = kc.execute(code)
+    got_reply = got_idle = False
+    reply = None
+    while not (got_reply and got_idle):
+        if not got_idle:
+            msg = kc.get_iopub_msg(timeout=TIMEOUT)
+            t = now_ns()
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if on_iopub is not None:
+                on_iopub(msg, t)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                got_idle = True
+        else:
+            reply = kc.get_shell_msg(timeout=TIMEOUT)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                got_reply = True
+    return reply
+
+
+def m_create(runs):
+    samples = []
+    for _ in range(runs):
+        km, kc, us = start()
+        samples.append(us)
+        stop(km, kc)
+    out("create", "us", samples)
+
+
+def m_execute(runs):
+    km, kc, _ = start()
+    warm = min(runs // 10, 100)
+    samples = []
+    for i in range(warm + runs):
+        t0 = now_ns()
+        run_cell(kc, "1+1")
+        if i >= warm:
+            samples.append((now_ns() - t0) / 1e3)
+    stop(km, kc)
+    out("execute", "us", samples)
+
+
+def m_stream(runs):
+    km, kc, _ = start()
+    samples = []
+    for i in range(runs + 1):
+        state = {"lines": 0, "done": 0}
+
+        def on(msg, t):
+            if msg["msg_type"] == "stream":
+                state["lines"] += msg["content"]["text"].count("\n")
+                if state["lines"] >= 100000 and not state["done"]:
+                    state["done"] = t
+
+        t0 = now_ns()
+        run_cell(kc, "for i in range(100000): print(i)", on)
+        if state["lines"] != 100000:
+            stop(km, kc)
+            return skip("stream", "expected 100000 lines, got %d" % state["lines"])
+        if i > 0:
+            samples.append((state["done"] - t0) / 1e6)
+    stop(km, kc)
+    out("stream", "ms", samples)
+
+
+def m_display(runs):
+    km, kc, _ = start()
+    run_cell(kc, "_kh_bench_payload = 'x' * (1 << 20)")
+    samples = []
+    for i in range(runs + 1):
+        state = {"t": 0}
+
+        def on(msg, t):
+            if msg["msg_type"] == "display_data" and not state["t"]:
+                if len(msg["content"]["data"].get("text/plain", "")) >= (1 << 20):
+                    state["t"] = t
+
+        t0 = now_ns()
+        run_cell(kc, "display({'text/plain': _kh_bench_payload}, raw=True)", on)
+        if not state["t"]:
+            stop(km, kc)
+            return skip("display", "no 1 MiB display_data arrived")
+        if i > 0:
+            samples.append((state["t"] - t0) / 1e6)
+    stop(km, kc)
+    out("display", "ms", samples)
+
+
+def m_interrupt(runs, kind):
+    metric = "interrupt_" + kind
+    code = ("import time\nprint('go', flush=True)\ntime.sleep(100)" if kind == "sleep"
+            else "print('go', flush=True)\nwhile True: pass")
+    km, kc, _ = start()
+    samples = []
+    missed = 0
+    while len(samples) < runs:
+        msg_id = kc.execute(code)
+        t0 = 0
+        t_err = 0
+        while True:
+            msg = kc.get_iopub_msg(timeout=TIMEOUT)
+            t = now_ns()
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            mt = msg["msg_type"]
+            if mt == "stream" and "go" in msg["content"]["text"] and not t0:
+                time.sleep(0.005)  # let the cell get into its loop / sleep
+                t0 = now_ns()
+                km.interrupt_kernel()
+            elif mt == "error" and not t_err:
+                if msg["content"]["ename"] != "KeyboardInterrupt":
+                    stop(km, kc)
+                    return skip(metric, "error was %s" % msg["content"]["ename"])
+                t_err = t
+            elif mt == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        while kc.get_shell_msg(timeout=TIMEOUT)["parent_header"].get("msg_id") != msg_id:
+            pass
+        if not t_err:
+            # The interrupt landed outside the cell (ipykernel swallowed it): counted, not timed.
+            missed += 1
+            if missed > runs:
+                stop(km, kc)
+                return skip(metric, "no KeyboardInterrupt error event in %d tries" % missed)
+            continue
+        samples.append((t_err - t0) / 1e3)
+    stop(km, kc)
+    out(metric, "us", samples, missed=missed)
+
+
+def m_restart(runs):
+    km, kc, _ = start()
+    samples = []
+    for _ in range(runs):
+        run_cell(kc, "x = 1")
+        t0 = now_ns()
+        # now=True kills and respawns at once: ipykernel's fastest restart (jupyter_server's
+        # default, now=False, first waits for a graceful shutdown and takes ~0.5 s longer).
+        km.restart_kernel(now=True)
+        kc.wait_for_ready(timeout=TIMEOUT)
+        samples.append((now_ns() - t0) / 1e3)
+        drain(kc)
+    stop(km, kc)
+    out("restart", "us", samples)
+
+
+def m_rss(count):
+    # One idle kernel, then `count` idle kernels together (started at once, as a host would).
+    kms = []
+    try:
+        for _ in range(count):
+            km = KernelManager(kernel_name="python3")
+            km.start_kernel()
+            kms.append(km)
+        kcs = []
+        for km in kms:
+            kc = km.client()
+            kc.start_channels()
+            kc.wait_for_ready(timeout=TIMEOUT * 3)
+            kcs.append(kc)
+        for kc in kcs:
+            kc.execute("1+1", reply=True, timeout=TIMEOUT)  # the shell reply is enough here
+        time.sleep(0.5)
+        pids = [pid_of(km) for km in kms]
+        rss = [proc_kib(p, "status", "VmRSS:") for p in pids]
+        pss = [proc_kib(p, "smaps_rollup", "Pss:") for p in pids]
+        out("rss", "kib", [], count=count, kernel_rss_kib=rss[0], kernel_pss_kib=pss[0],
+            all_rss_kib=sum(rss), all_pss_kib=sum(pss),
+            median_rss_kib=sorted(rss)[len(rss) // 2])
+        for kc in kcs:
+            kc.stop_channels()
+    finally:
+        for km in kms:
+            try:
+                km.shutdown_kernel(now=True)
+            except Exception:
+                pass
+
+
+def main():
+    metric = sys.argv[1] if len(sys.argv) > 1 else "execute"
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    extra = sys.argv[3] if len(sys.argv) > 3 else None
+    try:
+        if metric == "create":
+            m_create(runs)
+        elif metric == "execute":
+            m_execute(runs)
+        elif metric == "stream":
+            m_stream(runs)
+        elif metric == "display":
+            m_display(runs)
+        elif metric == "interrupt":
+            m_interrupt(runs, extra or "busy")
+        elif metric == "restart":
+            m_restart(runs)
+        elif metric == "rss":
+            m_rss(int(extra) if extra else runs)
+        else:
+            sys.exit("ipykernel_bench: unknown metric %r" % metric)
+    except Exception as e:  # a measurement that broke is reported, never invented
+        skip(metric if metric != "interrupt" else "interrupt_" + (extra or "busy"),
+             "ipykernel run failed: %s: %s" % (type(e).__name__, e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,481 @@
+/* kh_bench.c: kernelhost's side of `make bench`. One metric per run, raw samples out as one JSON
+ * line, so bench/run.py can put them beside ipykernel's. A metric that needs a piece this build
+ * lacks prints {"skip": "<why>"} instead of a number.
+ *
+ * Usage: kh_bench <metric> <mode> [runs] [extra]
+ *   create    main_thread|worker   create -> ready (worker: cold, pool {size: 0})
+ *   pool      worker               create -> ready from the warm pool (pool {size: extra|2})
+ *   execute   main_thread|worker   execute("1+1") -> reply callback
+ *   stream    main_thread|worker   100,000 printed lines -> every line in the host
+ *   display   main_thread|worker   1 MiB display_data: execute -> event in the host
+ *   interrupt main_thread|worker   extra = busy|sleep: interrupt -> KeyboardInterrupt event
+ *   restart   main_thread|worker   restart -> ready
+ *   rss       main_thread|worker   extra = kernel count (default 50): idle memory
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "kernelhost.h"
+
+static uv_loop_t loop;
+static kh_manager_t *mgr;
+
+/* What the callbacks saw; the main flow waits on these flags. */
+static struct {
+  int created, create_status;
+  int replied, reply_status;
+  int restarted, restart_status;
+  int destroyed;
+  char errmsg[512];
+  char reply_status_str[16];
+  /* events of the current measurement */
+  long lines;            /* newlines seen in stream events */
+  uint64_t lines_done_ns; /* when `lines` reached the goal */
+  long lines_goal;
+  int go;                /* a stream event with "go" arrived */
+  uint64_t display_ns;
+  size_t display_len;
+  uint64_t error_ns;
+  char ename[64];
+} st;
+
+static double *samples;
+static int nsamples;
+
+static void skip(const char *metric, const char *mode, const char *why) {
+  printf("{\"metric\":\"%s\",\"mode\":\"%s\",\"skip\":\"", metric, mode);
+  for (; *why; why++) {
+    if (*why == '"' || *why == '\\') putchar('\\');
+    putchar(*why == '\n' ? ' ' : *why);
+  }
+  printf("\"}\n");
+}
+
+static void emit_samples(const char *metric, const char *mode, const char *unit,
+                         const char *extra_json) {
+  int i;
+  printf("{\"metric\":\"%s\",\"mode\":\"%s\",\"unit\":\"%s\"%s%s,\"samples\":[", metric, mode,
+         unit, extra_json ? "," : "", extra_json ? extra_json : "");
+  for (i = 0; i < nsamples; i++) printf("%s%.3f", i ? "," : "", samples[i]);
+  printf("]}\n");
+}
+
+static void run_until(int *flag) {
+  while (!*flag) uv_run(&loop, UV_RUN_ONCE);
+}
+
+static void on_timer(uv_timer_t *t) { *(int *)t->data = 1; }
+
+/* Runs the loop for `ms` milliseconds (lets a pool refill, lets memory settle). */
+static void run_for(uint64_t ms) {
+  uv_timer_t t;
+  int fired = 0;
+  uv_timer_init(&loop, &t);
+  t.data = &fired;
+  uv_timer_start(&t, on_timer, ms, 0);
+  run_until(&fired);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* --- callbacks ------------------------------------------------------------------------------ */
+
+static void on_created(kh_manager_t *m, const char *id, int status, const char *e, void *d) {
+  st.create_status = status;
+  snprintf(st.errmsg, sizeof(st.errmsg), "%s", e ? e : "");
+  st.created = 1;
+}
+
+static void on_reply(kh_manager_t *m, const kh_reply_t *r, int status, void *d) {
+  st.reply_status = status;
+  snprintf(st.reply_status_str, sizeof(st.reply_status_str), "%s", r->status ? r->status : "");
+  st.replied = 1;
+}
+
+static void on_restarted(kh_manager_t *m, const char *id, int status, const char *e, void *d) {
+  st.restart_status = status;
+  st.restarted = 1;
+}
+
+static void on_destroyed(kh_manager_t *m, const char *id, int status, const char *e, void *d) {
+  st.destroyed++;
+}
+
+static void on_event(kh_manager_t *m, const kh_event_t *ev, void *d) {
+  uint64_t now = uv_hrtime();
+  const char *p, *end;
+  switch (ev->type) {
+    case KH_EVENT_STREAM:
+      if (strstr(ev->json, "\"go\\n") != NULL || strstr(ev->json, "go\\n") != NULL) st.go = 1;
+      /* Count escaped newlines ("\n" in the JSON text). */
+      for (p = ev->json, end = ev->json + ev->json_len; p + 1 < end; p++) {
+        if (p[0] == '\\') {
+          if (p[1] == 'n') st.lines++;
+          p++;
+        }
+      }
+      if (st.lines_goal && st.lines >= st.lines_goal && st.lines_done_ns == 0)
+        st.lines_done_ns = now;
+      break;
+    case KH_EVENT_DISPLAY_DATA:
+      st.display_ns = now;
+      st.display_len = ev->json_len;
+      break;
+    case KH_EVENT_EXECUTE_ERROR:
+      st.error_ns = now;
+      p = strstr(ev->json, "\"ename\":\"");
+      if (p) {
+        p += 9;
+        end = strchr(p, '"');
+        snprintf(st.ename, sizeof(st.ename), "%.*s", end ? (int)(end - p) : 0, p);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+/* --- helpers -------------------------------------------------------------------------------- */
+
+static const char *opts_for(const char *mode) {
+  static char buf[128];
+  snprintf(buf, sizeof(buf), "{\"mode\":\"%s\"}", mode);
+  return buf;
+}
+
+/* Creates a kernel and waits until it is ready. Returns the elapsed microseconds, or -1 with
+ * st.errmsg set. */
+static double create_kernel(const char *mode, char *id) {
+  uint64_t t0 = uv_hrtime();
+  int rc;
+  st.created = 0;
+  rc = kh_kernel_create(mgr, opts_for(mode), id, 64, on_created, NULL);
+  if (rc != 0) {
+    snprintf(st.errmsg, sizeof(st.errmsg), "kh_kernel_create: %s: %s", kh_err_name(rc),
+             kh_manager_errmsg(mgr));
+    return -1;
+  }
+  run_until(&st.created);
+  if (st.create_status != 0) {
+    char e[400];
+    snprintf(e, sizeof(e), "%.399s", st.errmsg);
+    snprintf(st.errmsg, sizeof(st.errmsg), "kernel failed to start: %s: %s",
+             kh_err_name(st.create_status), e);
+    return -1;
+  }
+  return (double)(uv_hrtime() - t0) / 1e3;
+}
+
+static void destroy_kernel(const char *id) {
+  int before = st.destroyed;
+  if (kh_kernel_destroy(mgr, id, on_destroyed, NULL) == 0)
+    while (st.destroyed == before) uv_run(&loop, UV_RUN_ONCE);
+}
+
+/* Executes code and waits for the reply; returns microseconds or -1. */
+static double execute(const char *id, const char *code) {
+  uint64_t t0 = uv_hrtime();
+  st.replied = 0;
+  if (kh_kernel_execute(mgr, id, code, strlen(code), NULL, NULL, 0, on_reply, NULL) != 0)
+    return -1;
+  run_until(&st.replied);
+  if (st.reply_status != 0) return -1;
+  return (double)(uv_hrtime() - t0) / 1e3;
+}
+
+/* An integer field of kh_kernel_info(), or -1 when absent. */
+static long info_int(const char *id, const char *key) {
+  char *info = kh_kernel_info(mgr, id), pat[64], *p;
+  long v = -1;
+  if (info == NULL) return -1;
+  snprintf(pat, sizeof(pat), "\"%s\":", key);
+  p = strstr(info, pat);
+  if (p) {
+    p += strlen(pat);
+    while (*p == ' ') p++;
+    if (strncmp(p, "true", 4) == 0) v = 1;
+    else if (strncmp(p, "false", 5) == 0) v = 0;
+    else v = strtol(p, NULL, 10);
+  }
+  kh_free(info);
+  return v;
+}
+
+/* VmRSS / Pss of a process from /proc, in KiB (-1 when unreadable). */
+static long proc_kib(long pid, const char *file, const char *key) {
+  char path[64], line[256];
+  size_t n = strlen(key);
+  long v = -1;
+  FILE *f;
+  if (pid > 0) snprintf(path, sizeof(path), "/proc/%ld/%s", pid, file);
+  else snprintf(path, sizeof(path), "/proc/self/%s", file);
+  if ((f = fopen(path, "r")) == NULL) return -1;
+  while (fgets(line, sizeof(line), f))
+    if (strncmp(line, key, n) == 0) {
+      v = strtol(line + n, NULL, 10);
+      break;
+    }
+  fclose(f);
+  return v;
+}
+
+/* --- metrics -------------------------------------------------------------------------------- */
+
+static int m_create(const char *mode, int runs) {
+  char id[64], extra[160];
+  double first = -1;
+  int i;
+  if (strcmp(mode, "main_thread") == 0) {
+    /* The first kernel starts CPython: reported on its own, then create/destroy N times. */
+    first = create_kernel(mode, id);
+    if (first < 0) return skip("create", mode, st.errmsg), 0;
+  }
+  for (i = 0; i < runs; i++) {
+    char id2[64];
+    double us = create_kernel(mode, id2);
+    if (us < 0) {
+      if (nsamples == 0) return skip("create", mode, st.errmsg), 0;
+      break;
+    }
+    samples[nsamples++] = us;
+    destroy_kernel(id2);
+  }
+  snprintf(extra, sizeof(extra), "\"first_us\":%.0f", first);
+  emit_samples("create", mode, "us", extra);
+  return 0;
+}
+
+static int m_pool(const char *mode, int runs, int size) {
+  char id[64], why[600];
+  int i, pooled = 0;
+  /* The pool fills in the background: give it time before each create. */
+  run_for(2000);
+  for (i = 0; i < runs; i++) {
+    double us = create_kernel(mode, id);
+    long p;
+    if (us < 0) return skip("pool", mode, st.errmsg), 0;
+    p = info_int(id, "pooled");
+    if (p < 0) {
+      snprintf(why, sizeof(why),
+               "pool {size:%d} accepted, but kh_kernel_info() has no \"pooled\" field, so a "
+               "warm start cannot be told from a cold one", size);
+      return skip("pool", mode, why), 0;
+    }
+    if (p == 1) {
+      samples[nsamples++] = us;
+      pooled++;
+    }
+    destroy_kernel(id);
+    run_for(1000); /* let the pool refill: a cold worker start takes 100-200 ms here */
+  }
+  if (pooled == 0) {
+    snprintf(why, sizeof(why), "none of %d kernels came from the pool (pooled=false)", runs);
+    return skip("pool", mode, why), 0;
+  }
+  snprintf(why, sizeof(why), "\"pooled\":%d,\"tried\":%d", pooled, runs);
+  emit_samples("pool", mode, "us", why);
+  return 0;
+}
+
+static int m_execute(const char *mode, int runs) {
+  char id[64];
+  int i, warm = runs / 10 < 200 ? runs / 10 : 200;
+  if (create_kernel(mode, id) < 0) return skip("execute", mode, st.errmsg), 0;
+  for (i = 0; i < warm + runs; i++) {
+    double us = execute(id, "1+1");
+    if (us < 0) return skip("execute", mode, "execute failed"), 0;
+    if (i >= warm) samples[nsamples++] = us;
+  }
+  emit_samples("execute", mode, "us", NULL);
+  return 0;
+}
+
+static int m_stream(const char *mode, int runs) {
+  static const char code[] = "for i in range(100000): print(i)";
+  char id[64];
+  int i;
+  if (create_kernel(mode, id) < 0) return skip("stream", mode, st.errmsg), 0;
+  for (i = 0; i < runs + 1; i++) {
+    uint64_t t0;
+    st.lines = 0;
+    st.lines_goal = 100000;
+    st.lines_done_ns = 0;
+    t0 = uv_hrtime();
+    if (execute(id, code) < 0) return skip("stream", mode, "execute failed"), 0;
+    if (st.lines != 100000 || st.lines_done_ns == 0) {
+      char why[128];
+      snprintf(why, sizeof(why), "expected 100000 lines, got %ld", st.lines);
+      return skip("stream", mode, why), 0;
+    }
+    if (i > 0) samples[nsamples++] = (double)(st.lines_done_ns - t0) / 1e6; /* 1 warm-up */
+  }
+  st.lines_goal = 0;
+  emit_samples("stream", mode, "ms", NULL);
+  return 0;
+}
+
+static int m_display(const char *mode, int runs) {
+  static const char code[] = "display({'text/plain': _kh_bench_payload}, raw=True)";
+  char id[64];
+  int i;
+  if (create_kernel(mode, id) < 0) return skip("display", mode, st.errmsg), 0;
+  if (execute(id, "_kh_bench_payload = 'x' * (1 << 20)") < 0)
+    return skip("display", mode, "setup cell failed"), 0;
+  for (i = 0; i < runs + 1; i++) {
+    uint64_t t0;
+    st.display_ns = 0;
+    st.display_len = 0;
+    t0 = uv_hrtime();
+    if (execute(id, code) < 0 || st.display_ns == 0 || st.display_len < (1u << 20))
+      return skip("display", mode, "no 1 MiB display_data event arrived"), 0;
+    if (i > 0) samples[nsamples++] = (double)(st.display_ns - t0) / 1e6;
+  }
+  emit_samples("display", mode, "ms", NULL);
+  return 0;
+}
+
+static int m_interrupt(const char *mode, int runs, const char *kind) {
+  const char *code = strcmp(kind, "sleep") == 0
+                         ? "import time\nprint('go', flush=True)\ntime.sleep(100)"
+                         : "print('go', flush=True)\nwhile True: pass";
+  char id[64], metric[32];
+  int i;
+  snprintf(metric, sizeof(metric), "interrupt_%s", kind);
+  if (create_kernel(mode, id) < 0) return skip(metric, mode, st.errmsg), 0;
+  for (i = 0; i < runs; i++) {
+    uint64_t t0;
+    int rc;
+    st.go = 0;
+    st.error_ns = 0;
+    st.ename[0] = '\0';
+    st.replied = 0;
+    if (kh_kernel_execute(mgr, id, code, strlen(code), NULL, NULL, 0, on_reply, NULL) != 0)
+      return skip(metric, mode, "execute failed"), 0;
+    run_until(&st.go);
+    run_for(5); /* let the cell get into its loop / sleep */
+    t0 = uv_hrtime();
+    if ((rc = kh_kernel_interrupt(mgr, id)) != 0) {
+      char why[128];
+      snprintf(why, sizeof(why), "kh_kernel_interrupt: %s", kh_err_name(rc));
+      return skip(metric, mode, why), 0;
+    }
+    while (st.error_ns == 0 && !st.replied) uv_run(&loop, UV_RUN_ONCE);
+    if (st.error_ns == 0 || strcmp(st.ename, "KeyboardInterrupt") != 0) {
+      char why[128];
+      snprintf(why, sizeof(why), "no KeyboardInterrupt error event (ename \"%s\")", st.ename);
+      return skip(metric, mode, why), 0;
+    }
+    samples[nsamples++] = (double)(st.error_ns - t0) / 1e3;
+    run_until(&st.replied);
+  }
+  emit_samples(metric, mode, "us", NULL);
+  return 0;
+}
+
+static int m_restart(const char *mode, int runs) {
+  char id[64];
+  int i;
+  if (create_kernel(mode, id) < 0) return skip("restart", mode, st.errmsg), 0;
+  for (i = 0; i < runs; i++) {
+    uint64_t t0;
+    int rc;
+    if (execute(id, "x = 1") < 0) return skip("restart", mode, "execute failed"), 0;
+    st.restarted = 0;
+    t0 = uv_hrtime();
+    if ((rc = kh_kernel_restart(mgr, id, on_restarted, NULL)) != 0)
+      return skip("restart", mode, kh_err_name(rc)), 0;
+    run_until(&st.restarted);
+    if (st.restart_status != 0) return skip("restart", mode, kh_err_name(st.restart_status)), 0;
+    samples[nsamples++] = (double)(uv_hrtime() - t0) / 1e3;
+  }
+  emit_samples("restart", mode, "us", NULL);
+  return 0;
+}
+
+static int m_rss(const char *mode, int count) {
+  char (*ids)[64] = calloc((size_t)count, 64), extra[400];
+  long host0 = proc_kib(0, "status", "VmRSS:"), host1 = 0, host_n;
+  long rss1 = 0, pss1 = 0, rss_sum = 0, pss_sum = 0;
+  int i, worker = strcmp(mode, "worker") == 0;
+  for (i = 0; i < count; i++) {
+    if (create_kernel(mode, ids[i]) < 0) return skip("rss", mode, st.errmsg), 0;
+    if (execute(ids[i], "1+1") < 0) return skip("rss", mode, "execute failed"), 0;
+    if (i == 0) {
+      run_for(200);
+      host1 = proc_kib(0, "status", "VmRSS:");
+      if (worker) {
+        long pid = info_int(ids[0], "pid");
+        if (pid <= 0) return skip("rss", mode, "kh_kernel_info() gives no worker pid"), 0;
+        rss1 = proc_kib(pid, "status", "VmRSS:");
+        pss1 = proc_kib(pid, "smaps_rollup", "Pss:");
+      }
+    }
+  }
+  run_for(300);
+  host_n = proc_kib(0, "status", "VmRSS:");
+  if (worker)
+    for (i = 0; i < count; i++) {
+      long pid = info_int(ids[i], "pid");
+      rss_sum += proc_kib(pid, "status", "VmRSS:");
+      pss_sum += proc_kib(pid, "smaps_rollup", "Pss:");
+    }
+  /* main_thread: the first kernel brings CPython into the host; later ones cost their thread,
+   * namespace and runtime objects. */
+  snprintf(extra, sizeof(extra),
+           "\"count\":%d,\"host_before_kib\":%ld,\"host_after_first_kib\":%ld,"
+           "\"host_after_all_kib\":%ld,\"kernel_rss_kib\":%ld,\"kernel_pss_kib\":%ld,"
+           "\"all_rss_kib\":%ld,\"all_pss_kib\":%ld,\"per_extra_kernel_kib\":%.1f",
+           count, host0, host1, host_n, rss1, pss1, rss_sum, pss_sum,
+           count > 1 ? (double)(host_n - host1) / (count - 1) : 0.0);
+  emit_samples("rss", mode, "kib", extra);
+  for (i = 0; i < count; i++) destroy_kernel(ids[i]);
+  free(ids);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *metric = argc > 1 ? argv[1] : "execute";
+  const char *mode = argc > 2 ? argv[2] : "main_thread";
+  int runs = argc > 3 ? atoi(argv[3]) : 1000;
+  const char *extra = argc > 4 ? argv[4] : NULL;
+  char mopts[128] = "";
+  int rc;
+  if (runs < 1) runs = 1;
+  samples = calloc((size_t)runs + 1, sizeof(double));
+  uv_loop_init(&loop);
+  if (strcmp(metric, "pool") == 0)
+    snprintf(mopts, sizeof(mopts), "{\"pool\":{\"size\":%d}}", extra ? atoi(extra) : 2);
+  else if (strcmp(mode, "worker") == 0)
+    snprintf(mopts, sizeof(mopts), "{\"pool\":{\"size\":0}}"); /* cold starts */
+  rc = kh_manager_new(&mgr, &loop, mopts[0] ? mopts : NULL);
+  if (rc != 0 && strcmp(metric, "pool") != 0) rc = kh_manager_new(&mgr, &loop, NULL);
+  if (rc != 0) {
+    char why[600];
+    snprintf(why, sizeof(why), "kh_manager_new(%s): %s: %s", mopts, kh_err_name(rc),
+             kh_last_error());
+    skip(metric, mode, why);
+    return 0;
+  }
+  kh_subscribe(mgr, NULL, KH_EVENT_ALL, on_event, NULL);
+  if (strcmp(metric, "create") == 0) m_create(mode, runs);
+  else if (strcmp(metric, "pool") == 0) m_pool(mode, runs, extra ? atoi(extra) : 2);
+  else if (strcmp(metric, "execute") == 0) m_execute(mode, runs);
+  else if (strcmp(metric, "stream") == 0) m_stream(mode, runs);
+  else if (strcmp(metric, "display") == 0) m_display(mode, runs);
+  else if (strcmp(metric, "interrupt") == 0) m_interrupt(mode, runs, extra ? extra : "busy");
+  else if (strcmp(metric, "restart") == 0) m_restart(mode, runs);
+  else if (strcmp(metric, "rss") == 0) m_rss(mode, extra ? atoi(extra) : runs);
+  else {
+    fprintf(stderr, "kh_bench: unknown metric \"%s\"\n", metric);
+    return 2;
+  }
+  fflush(stdout);
+  /* Kernels still open are destroyed by the close; running cells were finished above. */
+  kh_manager_close(mgr, NULL, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  free(samples);
+  return 0;
+}

@@ -1,0 +1,464 @@
+# run.py: `make bench`. Runs every metric for kernelhost (bench/kh_bench.c, the Lua and Node
+# round-trip scripts) and for ipykernel (bench/ipykernel_bench.py) in one run, prints the table
+# side by side with the ratio, and writes bench/results/latest.json.
+#
+# A metric whose piece is not built yet (worker mode, the warm pool, the Lua module, the Node
+# addon) prints "not available: <why>" and never a number; it starts working once the piece is
+# there. Environment: KH_BUILD (build dir, default build), BENCH_QUICK=1 (few runs, a smoke
+# test), BENCH_ONLY=id,id (a subset of rows, by id prefix), KH_BENCH (the kh_bench binary).
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.path.abspath(os.environ.get("KH_BUILD", os.path.join(ROOT, "build")))
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
+SYS_PY = "/usr/bin/python3"  # Debian's python3 with python3-ipykernel, never the pyenv one
+KH_BENCH = os.environ.get("KH_BENCH", "")
+
+
+def n(full, quick):
+    return quick if QUICK else full
+
+
+# --- running one side of a metric ------------------------------------------------------------
+
+def run_json(cmd, timeout, env=None, cwd=ROOT):
+    """Runs cmd; returns the last JSON object it printed, or {"skip": why}."""
+    try:
+        p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"skip": "timed out after %d s: %s" % (timeout, " ".join(cmd))}
+    except OSError as e:
+        return {"skip": "cannot run %s: %s" % (cmd[0], e)}
+    found = None
+    for line in p.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                found = json.loads(line)
+            except ValueError:
+                pass
+    if found is None:
+        err = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ["no output"])
+        return {"skip": "%s exited %d: %s" % (os.path.basename(cmd[1] if len(cmd) > 1 and
+                                                                cmd[0] in ("node", "lua5.4")
+                                                                else cmd[0]),
+                                              p.returncode, err[-1][:200])}
+    return found
+
+
+def kh(metric, mode, runs, extra=None, timeout=300):
+    cmd = [KH_BENCH, metric, mode, str(runs)] + ([str(extra)] if extra is not None else [])
+    return run_json(cmd, timeout)
+
+
+def ipy(metric, runs, extra=None, timeout=300):
+    cmd = [SYS_PY, os.path.join(HERE, "ipykernel_bench.py"), metric, str(runs)]
+    if extra is not None:
+        cmd.append(str(extra))
+    return run_json(cmd, timeout)
+
+
+def script_roundtrip(lang, mode, runs):
+    """The Lua / Node round-trip scripts the bindings' authors drop in bench/. Expected: args
+    [mode] [runs], one JSON line with execute_p50_us/execute_p99_us or raw "samples"."""
+    if lang == "lua":
+        script = os.path.join(HERE, "lua_roundtrip.lua")
+        lua = shutil.which("lua5.4") or shutil.which("lua")
+        if not os.path.exists(script):
+            return {"skip": "bench/lua_roundtrip.lua not present yet (Lua binding)"}
+        mod = os.path.join(BUILD, "lua", "kernelhost.so")
+        if not os.path.exists(mod):
+            return {"skip": "Lua module not built (%s missing)" % os.path.relpath(mod, ROOT)}
+        env = dict(os.environ)
+        cpath = os.path.join(BUILD, "lua", "?.so") + ";;"
+        env["LUA_CPATH"] = env["LUA_CPATH_5_4"] = cpath
+        cmd = [lua, script, mode, str(runs)]
+    else:
+        script = os.path.join(HERE, "node_roundtrip.js")
+        if not os.path.exists(script):
+            return {"skip": "bench/node_roundtrip.js not present yet (Node binding)"}
+        node = shutil.which("node")
+        if node is None:
+            return {"skip": "node not installed"}
+        env = dict(os.environ)
+        cmd = ["node", script, mode, str(runs), "--json"]
+    env["KH_BUILD"] = BUILD
+    # The Lua module links the core statically and lives in <build>/lua/, where the core's
+    # default lookup ("next to libkernelhost") finds no kernelhost-worker: point at the build's.
+    worker = os.path.join(BUILD, "kernelhost-worker")
+    if "KH_WORKER_PATH" not in env and os.path.exists(worker):
+        env["KH_WORKER_PATH"] = worker
+    r = run_json(cmd, 300, env=env)
+    if "skip" in r:
+        return r
+    # A script without a mode argument measures main_thread: never file that under worker.
+    ran = r.get("mode", "main_thread")
+    if ran != mode:
+        return {"skip": "%s measures %s mode only (no mode argument)"
+                        % (os.path.basename(script), ran)}
+    if "samples" in r:
+        return r
+    for p50, p99 in (("execute_p50_us", "execute_p99_us"), ("p50_us", "p99_us")):
+        if p50 in r:
+            return {"unit": "us", "summary": {"p50": r[p50], "p99": r.get(p99),
+                                             "n": r.get("runs")}}
+    return {"skip": "could not read the script's output: %s" % json.dumps(r)[:200]}
+
+
+def c_worker_roundtrip(runs):
+    """The worker author's own C bench (built by core/worker/CMakeLists.txt), as a cross-check."""
+    exe = os.path.join(BUILD, "c_worker_roundtrip")
+    if not os.path.exists(exe):
+        return {"skip": "c_worker_roundtrip not built (%s missing)" % os.path.relpath(exe, ROOT)}
+    r = run_json([exe, str(runs), "5"], 300)
+    if "skip" in r:
+        return r
+    rt = r.get("roundtrip_1p1_us") or {}
+    if "p50" not in rt:
+        return {"skip": "could not read c_worker_roundtrip's output: %s" % json.dumps(r)[:200]}
+    return {"unit": "us", "summary": {"p50": rt["p50"], "p99": rt.get("p99"), "n": rt.get("runs")},
+            "other": r}
+
+
+# --- statistics and formatting ----------------------------------------------------------------
+
+def pct(sorted_vals, q):
+    """Nearest-rank percentile."""
+    if not sorted_vals:
+        return None
+    i = max(0, min(len(sorted_vals) - 1, int(round(q / 100.0 * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[i]
+
+
+TO_US = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def summarize(r, pick=None):
+    """-> {"p50_us", "p99_us", "n"} for times; {"kib"} for memory; {"skip"}."""
+    if r is None:
+        return {"skip": "not run"}
+    if "skip" in r:
+        return {"skip": r["skip"]}
+    if pick is not None:
+        v = pick(r)
+        if v is None or v < 0:
+            return {"skip": "value missing in %s" % json.dumps(r)[:160]}
+        return {"kib": v}
+    scale = TO_US.get(r.get("unit", "us"), 1.0)
+    if "summary" in r:
+        s = r["summary"]
+        return {"p50_us": s["p50"] * scale,
+                "p99_us": s["p99"] * scale if s.get("p99") is not None else None,
+                "n": s.get("n")}
+    vals = sorted(v * scale for v in r.get("samples", []))
+    if not vals:
+        return {"skip": "no samples"}
+    return {"p50_us": pct(vals, 50), "p99_us": pct(vals, 99), "n": len(vals)}
+
+
+def fmt_time(us):
+    if us is None:
+        return "-"
+    if us < 1000:
+        return "%.1f µs" % us if us < 100 else "%.0f µs" % us
+    if us < 1e6:
+        return "%.2f ms" % (us / 1e3) if us < 1e4 else "%.1f ms" % (us / 1e3)
+    return "%.2f s" % (us / 1e6)
+
+
+def fmt_mem(kib):
+    if kib < 1000:
+        return "%.0f kB" % (kib * 1.024)
+    return "%.1f MB" % (kib * 1024 / 1e6)
+
+
+def cell(s):
+    if "skip" in s:
+        return "not available"
+    if "kib" in s:
+        return fmt_mem(s["kib"])
+    return "%s / %s" % (fmt_time(s["p50_us"]), fmt_time(s["p99_us"]))
+
+
+def value(s):
+    if "skip" in s:
+        return None
+    return s["kib"] if "kib" in s else s["p50_us"]
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+class Row:
+    def __init__(self, rid, label, target, target_val, kh_fn, ipy_key, kh_pick=None,
+                 ipy_pick=None):
+        self.rid, self.label, self.target, self.target_val = rid, label, target, target_val
+        self.kh_fn, self.ipy_key, self.kh_pick, self.ipy_pick = kh_fn, ipy_key, kh_pick, ipy_pick
+
+
+def rows():
+    mb = lambda x: x * 1e6 / 1024  # noqa: E731  target MB -> KiB
+    R = []
+    R.append(Row("start.main", "create → ready, main_thread (CPython up)", "≤ 1 ms", 1e3,
+                 lambda: kh("create", "main_thread", n(200, 20)), "create"))
+    R.append(Row("start.first", "first main_thread kernel (starts CPython)", "-", None,
+                 lambda: first_of(kh_cache("start.main")), "create"))
+    R.append(Row("start.worker", "create → ready, worker, cold", "≤ 30 ms", 30e3,
+                 lambda: kh("create", "worker", n(30, 3)), "create"))
+    R.append(Row("start.pool", "create → ready, worker, warm pool", "≤ 2 ms", 2e3,
+                 lambda: kh("pool", "worker", n(15, 3), 2), "create"))
+    R.append(Row("exec.c.main", "execute 1+1, main_thread, C", "p50 ≤ 25 µs", 25,
+                 lambda: kh("execute", "main_thread", n(10000, 1000)), "execute"))
+    R.append(Row("exec.lua.main", "execute 1+1, main_thread, Lua", "p50 ≤ 25 µs", 25,
+                 lambda: script_roundtrip("lua", "main_thread", n(10000, 1000)), "execute"))
+    R.append(Row("exec.node.main", "execute 1+1, main_thread, Node", "p50 ≤ 25 µs", 25,
+                 lambda: script_roundtrip("node", "main_thread", n(10000, 1000)), "execute"))
+    R.append(Row("exec.c.worker", "execute 1+1, worker, C", "p50 ≤ 100 µs", 100,
+                 lambda: kh("execute", "worker", n(5000, 500)), "execute"))
+    R.append(Row("exec.c.worker.x", "execute 1+1, worker, C (c_worker_roundtrip)",
+                 "p50 ≤ 100 µs", 100, lambda: c_worker_roundtrip(n(10000, 1000)), "execute"))
+    R.append(Row("exec.lua.worker", "execute 1+1, worker, Lua", "p50 ≤ 100 µs", 100,
+                 lambda: script_roundtrip("lua", "worker", n(5000, 500)), "execute"))
+    R.append(Row("exec.node.worker", "execute 1+1, worker, Node", "p50 ≤ 100 µs", 100,
+                 lambda: script_roundtrip("node", "worker", n(5000, 500)), "execute"))
+    for mode, short in (("main_thread", "main"), ("worker", "worker")):
+        R.append(Row("stream." + short, "100k printed lines → host, %s" % mode, "≤ 60 ms", 60e3,
+                     lambda mode=mode: kh("stream", mode, n(15, 2)), "stream"))
+    for mode, short in (("main_thread", "main"), ("worker", "worker")):
+        R.append(Row("display." + short, "1 MB display_data → host, %s" % mode, "≤ 5 ms", 5e3,
+                     lambda mode=mode: kh("display", mode, n(50, 3)), "display"))
+    for kind, what in (("busy", "while True: pass"), ("sleep", "time.sleep(100)")):
+        for mode, short in (("main_thread", "main"), ("worker", "worker")):
+            R.append(Row("interrupt.%s.%s" % (kind, short),
+                         "interrupt `%s`, %s" % (what, mode), "≤ 2 ms", 2e3,
+                         lambda kind=kind, mode=mode: kh("interrupt", mode, n(30, 3), kind),
+                         "interrupt_" + kind))
+    R.append(Row("restart.main", "restart → ready, main_thread", "-", None,
+                 lambda: kh("restart", "main_thread", n(50, 5)), "restart"))
+    R.append(Row("restart.worker", "restart → ready, worker", "≤ 30 ms", 30e3,
+                 lambda: kh("restart", "worker", n(30, 3)), "restart"))
+    R.append(Row("rss.worker.1", "RSS, one idle worker kernel", "≤ 12 MB", mb(12),
+                 lambda: kh_rss_worker(), "rss",
+                 kh_pick=lambda r: r.get("kernel_rss_kib"),
+                 ipy_pick=lambda r: r.get("kernel_rss_kib")))
+    R.append(Row("rss.worker.50", "RSS, 50 idle worker kernels together", "≤ 600 MB", mb(600),
+                 lambda: kh_cache("rss.worker.1"), "rss",
+                 kh_pick=lambda r: r.get("all_rss_kib") if r.get("count") == 50 else None,
+                 ipy_pick=lambda r: r.get("all_rss_kib")))
+    R.append(Row("rss.worker.50.pss", "PSS, 50 idle worker kernels together", "-", None,
+                 lambda: kh_cache("rss.worker.1"), "rss",
+                 kh_pick=lambda r: r.get("all_pss_kib"),
+                 ipy_pick=lambda r: r.get("all_pss_kib")))
+    R.append(Row("rss.main.per", "host RSS growth per extra main_thread kernel", "-", None,
+                 lambda: kh("rss", "main_thread", 1, n(50, 5)), "rss",
+                 kh_pick=lambda r: r.get("per_extra_kernel_kib"),
+                 ipy_pick=lambda r: r.get("kernel_rss_kib")))
+    R.append(Row("rss.main.first", "host RSS growth, first main_thread kernel (CPython)",
+                 "-", None, lambda: kh_cache("rss.main.per"), "rss",
+                 kh_pick=lambda r: r["host_after_first_kib"] - r["host_before_kib"],
+                 ipy_pick=lambda r: r.get("kernel_rss_kib")))
+    return R
+
+
+_kh_results = {}
+ROUNDS = 1 if QUICK else 3
+
+
+def median_round(results):
+    """The round whose p50 is the median of the rounds' p50s (a skip if any round skipped),
+    with every round's p50 and p99 kept beside it."""
+    skips = [r for r in results if "skip" in r]
+    if skips:
+        return skips[0]
+    summ = [summarize(r) for r in results]
+    order = sorted(range(len(results)), key=lambda i: summ[i]["p50_us"])
+    chosen = dict(results[order[len(order) // 2]])
+    chosen["rounds"] = [{"p50_us": round(x["p50_us"], 2),
+                         "p99_us": round(x["p99_us"], 2) if x["p99_us"] else None} for x in summ]
+    return chosen
+
+
+
+def kh_cache(rid):
+    return _kh_results.get(rid, {"skip": "not run"})
+
+
+def first_of(r):
+    if "skip" in r:
+        return r
+    return {"unit": "us", "samples": [r["first_us"]]}
+
+
+def kh_rss_worker():
+    return kh("rss", "worker", 1, n(50, 5), timeout=400)
+
+
+IPY_PLAN = {
+    "create": lambda: ipy("create", n(15, 2)),
+    "execute": lambda: ipy("execute", n(600, 100)),
+    "stream": lambda: ipy("stream", n(15, 2)),
+    "display": lambda: ipy("display", n(50, 3)),
+    "interrupt_busy": lambda: ipy("interrupt", n(30, 3), "busy"),
+    "interrupt_sleep": lambda: ipy("interrupt", n(30, 3), "sleep"),
+    "restart": lambda: ipy("restart", n(15, 2)),
+    "rss": lambda: ipy("rss", 1, n(50, 5), timeout=400),
+}
+
+
+def compact(r):
+    """A raw result with long sample lists replaced by their distribution."""
+    r = dict(r)
+    v = r.get("samples")
+    if v and len(v) > 50:
+        v = sorted(v)
+        r["samples"] = {"n": len(v), "min": v[0], "p10": pct(v, 10), "p50": pct(v, 50),
+                        "p90": pct(v, 90), "p99": pct(v, 99), "max": v[-1]}
+    return r
+
+
+# --- machine -------------------------------------------------------------------------------------
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            mem = "%.0f GB" % (int(f.readline().split()[1]) / 1e6)
+    except OSError:
+        pass
+    def ver(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
+        except Exception:
+            return "?"
+    osname = "?"
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    osname = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(), "cpu": cpu, "memory": mem, "os": osname,
+        "kernel": platform.release(),
+        "python": ver([SYS_PY, "-c", "import sys; print(sys.version.split()[0])"]),
+        "ipykernel": ver([SYS_PY, "-c", "import ipykernel, jupyter_client as j; "
+                          "print(ipykernel.__version__, j.__version__)"]),
+        "libuv": ver(["pkg-config", "--modversion", "libuv"]),
+        "loadavg_start": os.getloadavg()[0],
+    }
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+def main():
+    global KH_BENCH
+    if not KH_BENCH:
+        for c in (os.path.join(BUILD, "bench", "kh_bench"), os.path.join(BUILD, "kh_bench")):
+            if os.path.exists(c):
+                KH_BENCH = c
+                break
+    if not KH_BENCH or not os.path.exists(KH_BENCH):
+        sys.exit("run.py: kh_bench not found (build it: bench/run.sh does)")
+    t_start = time.time()
+    mach = machine()
+    print("kernelhost vs ipykernel — %s, %d vCPU, %s, %s, Python %s, ipykernel/jupyter_client %s"
+          % (mach["cpu"], mach["cpus"], mach["memory"], mach["os"], mach["python"],
+             mach["ipykernel"]), flush=True)
+    plan = [r for r in rows() if not ONLY or any(r.rid.startswith(o) for o in ONLY)]
+    ipy_raw = {}
+    out_rows = []
+    # Each ipykernel metric runs right after the first kernelhost row that needs it, so the two
+    # sides of a ratio are measured close together in time.
+    for row in plan:
+        t0 = time.time()
+        if row.rid.startswith("exec.") and ROUNDS > 1:
+            # Round trips: ROUNDS rounds per side, alternating kernelhost and ipykernel, and the
+            # round with the median p50 reported, so one burst of load on this shared machine
+            # moves neither side's figure much.
+            need_ipy = row.ipy_key not in ipy_raw
+            kh_rounds, ipy_rounds = [], []
+            for _ in range(ROUNDS):
+                kh_rounds.append(row.kh_fn())
+                if need_ipy:
+                    ipy_rounds.append(IPY_PLAN[row.ipy_key]())
+            r = median_round(kh_rounds)
+            if need_ipy:
+                ipy_raw[row.ipy_key] = median_round(ipy_rounds)
+        else:
+            r = row.kh_fn()
+        _kh_results[row.rid] = r
+        if row.ipy_key not in ipy_raw:
+            ipy_raw[row.ipy_key] = IPY_PLAN[row.ipy_key]()
+        khs = summarize(r, row.kh_pick)
+        ips = summarize(ipy_raw[row.ipy_key], row.ipy_pick)
+        kv, iv = value(khs), value(ips)
+        ratio = iv / kv if kv and iv else None
+        met = None
+        if row.target_val is not None and kv is not None:
+            met = kv <= row.target_val
+        out_rows.append({"id": row.rid, "label": row.label, "target": row.target,
+                         "kernelhost": khs, "ipykernel": ips, "ratio": ratio, "met": met,
+                         "seconds": round(time.time() - t0, 1),
+                         "loadavg": round(os.getloadavg()[0], 2)})
+        print("  .. %-18s %-24s %-24s (%.0f s)" % (row.rid, cell(khs), cell(ips),
+                                                   time.time() - t0), flush=True)
+
+    # The table.
+    head = ("metric", "kernelhost p50 / p99", "ipykernel p50 / p99", "ipykernel ÷ kh",
+            "target", "met")
+    lines = []
+    for o in out_rows:
+        lines.append((o["label"], cell(o["kernelhost"]), cell(o["ipykernel"]),
+                      ("%.0f×" % o["ratio"] if o["ratio"] >= 10 else "%.1f×" % o["ratio"])
+                      if o["ratio"] else "-",
+                      o["target"], {True: "yes", False: "NO", None: "-"}[o["met"]]))
+    widths = [max(len(x[i]) for x in lines + [head]) for i in range(len(head))]
+    print()
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for x in lines:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(x, widths)) + " |")
+    print()
+    skipped = [(o["label"], side, o[side]["skip"]) for o in out_rows
+               for side in ("kernelhost", "ipykernel") if "skip" in o[side]]
+    for label, side, why in skipped:
+        print("%s, %s: not available: %s" % (label, side, why))
+    mach["loadavg_end"] = os.getloadavg()[0]
+    dur = time.time() - t_start
+    print("\n%d rows in %.0f s; load average %.2f at start, %.2f at end; n = samples per side "
+          "in latest.json. p99 of fewer than 100 samples is their maximum."
+          % (len(out_rows), dur, mach["loadavg_start"], mach["loadavg_end"]))
+    res_dir = os.path.join(HERE, "results")
+    os.makedirs(res_dir, exist_ok=True)
+    doc = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
+           "seconds": round(dur, 1), "quick": QUICK, "machine": mach, "rows": out_rows,
+           "raw": {"kernelhost": {k: compact(v) for k, v in _kh_results.items()},
+                   "ipykernel": {k: compact(v) for k, v in ipy_raw.items()}}}
+    for name in ("latest.json", time.strftime("run-%Y%m%dT%H%M%SZ.json", time.gmtime(t_start))):
+        with open(os.path.join(res_dir, name), "w") as f:
+            json.dump(doc, f, indent=1)
+    print("wrote bench/results/latest.json")
+
+
+if __name__ == "__main__":
+    main()
