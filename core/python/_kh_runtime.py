@@ -219,7 +219,7 @@ class Kernel:
         self.sink = sink
         self.kernel_id = kernel_id
         self.signals_work = signals_work  # True in a worker: SIGINT interrupts directly
-        self.out = _kh_streams.OutBuffer(self.emit)
+        self.out = _kh_streams.new_out_buffer(self.emit)
         self.thread_ident = threading.get_ident()
         self.wake = threading.Event()
         self.running = False

@@ -23,11 +23,12 @@ def set_current(ctx):
 
 
 class Context:
-    __slots__ = ("kernel", "exec_id")
+    __slots__ = ("kernel", "exec_id", "out")
 
     def __init__(self, kernel, exec_id):
         self.kernel = kernel
         self.exec_id = exec_id
+        self.out = kernel.out
 
 
 class _Flusher:
@@ -140,6 +141,25 @@ class OutBuffer:
             self.truncated = False
 
 
+try:
+    import _kernelhost
+    _COutBuffer = _kernelhost.OutBuffer
+    _CWriter = _kernelhost.Writer
+except (ImportError, AttributeError):
+    _COutBuffer = _CWriter = None
+
+
+def _schedule(buf):
+    flusher.schedule(buf, time.monotonic() + FLUSH_INTERVAL)
+
+
+def new_out_buffer(emit):
+    """A kernel's OutBuffer: the C one (py-stream.c) when built in, else the Python one."""
+    if _COutBuffer is not None:
+        return _COutBuffer(emit, _schedule)
+    return OutBuffer(emit)
+
+
 class RoutedStream(io.TextIOBase):
     """Installed as sys.stdout / sys.stderr: sends each write to the kernel that owns the
     writing thread; threads outside every kernel write to the original stream."""
@@ -148,6 +168,9 @@ class RoutedStream(io.TextIOBase):
         super().__init__()
         self.name = name
         self._fallback = fallback
+        if _CWriter is not None:
+            # The same routing as write() below, in C: print() is the hot path of a kernel.
+            self.write = _CWriter(name, fallback, _tls)
 
     @property
     def encoding(self):
@@ -173,7 +196,7 @@ class RoutedStream(io.TextIOBase):
                 return fb.write(s)
             return len(s)
         if s:
-            ctx.kernel.out.write(self.name, ctx.exec_id, s)
+            ctx.out.write(self.name, ctx.exec_id, s)
         return len(s)
 
     def writelines(self, lines):
@@ -186,7 +209,7 @@ class RoutedStream(io.TextIOBase):
             if self._fallback is not None:
                 self._fallback.flush()
             return
-        ctx.kernel.out.flush()
+        ctx.out.flush()
 
     def fileno(self):
         raise io.UnsupportedOperation("kernel streams have no file descriptor")

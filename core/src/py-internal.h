@@ -18,6 +18,9 @@ extern void (*kh__py_interrupt_hook)(void);
 /* The builtin module _kernelhost; register with PyImport_AppendInittab before init. */
 PyObject *kh__py_init_module(void);
 
+/* Adds OutBuffer and Writer (py-stream.c) to the _kernelhost module. Returns 0 or -1. */
+int kh__py_stream_add_types(PyObject *module);
+
 /* Installs the finder for the embedded runtime modules and imports _kh_runtime, calling its
  * init(signals_work). Needs the GIL. Returns 0 or -1 with a Python error set. */
 int kh__py_load_runtime(int signals_work);

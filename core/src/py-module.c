@@ -88,6 +88,8 @@ PyObject *kh__py_init_module(void) {
     Py_DECREF(text);
   }
   if (PyModule_AddObject(m, "sources", sources) < 0) goto fail;
+  sources = NULL; /* the module owns it now */
+  if (kh__py_stream_add_types(m) < 0) goto fail;
   return m;
 fail:
   Py_XDECREF(sources);

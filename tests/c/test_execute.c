@@ -357,3 +357,25 @@ TEST(kernel_repeated_cell) {
   th_result_free(&r);
   th_fini(&t);
 }
+
+TEST(stream_write_semantics) {
+  th_t t;
+  char id[64], got[512];
+  th_result_t r;
+  th_init(&t, NULL);
+  th_create(&t, th_opts(""), id);
+  th_exec(&t, id,
+          "import sys\n"
+          "n = sys.stdout.write('abc')\n"
+          "sys.stdout.write('')\n"
+          "print('', n)\n"
+          "try:\n    sys.stdout.write(b'x')\nexcept TypeError as e:\n    print('TypeError')\n"
+          "sys.stdout.flush(); sys.stderr.writelines(['e1', 'e2\\n'])\n"
+          "print(sys.stdout.isatty(), sys.stdout.encoding)\n",
+          &r);
+  ASSERT_STR(th_s(r.json, "status"), "ok");
+  stream_text(&t, r.id, got, sizeof(got));
+  ASSERT_STR(got, "stdout:abc 3\nTypeError\nstderr:e1e2\nstdout:False utf-8\n");
+  th_result_free(&r);
+  th_fini(&t);
+}
