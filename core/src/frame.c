@@ -76,9 +76,16 @@ int kh__frame_dec_next(kh__frame_dec_t *d, json_t **out) {
     json_decref(j);
     return fail(d, "malformed frame: not an object with a string member \"t\"");
   }
+  d->last_off = d->pos + 4;
+  d->last_len = n;
   d->pos += 4 + n;
   *out = j;
   return 1;
+}
+
+char *kh__frame_dec_raw(kh__frame_dec_t *d, size_t *len) {
+  *len = d->last_len;
+  return d->buf + d->last_off;
 }
 
 int kh__frame_dec_finish(kh__frame_dec_t *d) {

@@ -291,6 +291,8 @@ typedef struct {
   size_t max;
   int failed;
   char err[200];
+  size_t last_off; /* the body of the frame kh__frame_dec_next() returned last */
+  size_t last_len;
 } kh__frame_dec_t;
 
 void kh__frame_dec_init(kh__frame_dec_t *d, size_t max); /* max 0: KH__FRAME_MAX */
@@ -299,6 +301,9 @@ void kh__frame_dec_free(kh__frame_dec_t *d);
 int kh__frame_dec_feed(kh__frame_dec_t *d, const void *p, size_t n);
 /* Takes the next whole frame: 1 and *out (owned), 0 when more bytes are needed, KH_EPROTO. */
 int kh__frame_dec_next(kh__frame_dec_t *d, json_t **out);
+/* The raw body (JSON text) of the frame kh__frame_dec_next() returned last, writable, valid
+ * until the next kh__frame_dec_feed(). */
+char *kh__frame_dec_raw(kh__frame_dec_t *d, size_t *len);
 /* The stream ended: 0 if no partial frame is left, else KH_EPROTO ("truncated frame"). */
 int kh__frame_dec_finish(kh__frame_dec_t *d);
 /* Encodes obj as one frame (owned, malloc); NULL when out of memory or over KH__FRAME_MAX. */
