@@ -29,6 +29,12 @@ add_test(NAME node/mocha COMMAND ${KH_NPM} test WORKING_DIRECTORY ${CMAKE_SOURCE
 set_tests_properties(node/mocha PROPERTIES TIMEOUT 900 FIXTURES_REQUIRED kh_node_addon
   ENVIRONMENT "KH_TEST_MODE=main_thread")
 
+# `npm install <path>` from a scratch project, then require("kernelhost").
+add_test(NAME node/install_scratch
+  COMMAND bash ${CMAKE_SOURCE_DIR}/tests/node/install_scratch.sh ${CMAKE_SOURCE_DIR})
+set_tests_properties(node/install_scratch PROPERTIES TIMEOUT 900 FIXTURES_REQUIRED kh_node_addon
+  ENVIRONMENT "${KH_NODE_ENV}")
+
 # The same specs in worker mode (parameterised, not copied), with the kernelhost-worker that
 # `npm install` built next to the addon: no KH_WORKER_PATH, so the default lookup is tested.
 if(EXISTS ${CMAKE_SOURCE_DIR}/core/worker/main.c)
@@ -36,3 +42,11 @@ if(EXISTS ${CMAKE_SOURCE_DIR}/core/worker/main.c)
   set_tests_properties(node/mocha_worker PROPERTIES TIMEOUT 900 FIXTURES_REQUIRED kh_node_addon
     ENVIRONMENT "KH_TEST_MODE=worker")
 endif()
+
+# Every Node test uses (and node/build and node/install_scratch rebuild) bindings-node/build:
+# never run two at once.
+foreach(t node/build node/mocha node/install_scratch node/mocha_worker)
+  if(TEST ${t})
+    set_tests_properties(${t} PROPERTIES RESOURCE_LOCK kh_node_addon_dir)
+  endif()
+endforeach()
