@@ -15,7 +15,9 @@ static uv_loop_t loop;
 static kh_manager_t *m;
 static int done, status;
 
-static double now_us(void) { return (double)uv_hrtime() / 1e3; }
+static double now_us(void) {
+  return (double)uv_hrtime() / 1e3;
+}
 
 static void on_created(kh_manager_t *mm, const char *id, int st, const char *err, void *d) {
   (void)mm;
@@ -121,7 +123,7 @@ int main(int argc, char **argv) {
   qsort(pooled, 10, sizeof(double), cmp);
 
   create_ms("{\"mode\":\"worker\"}", id);
-  pause_ms(500); /* let the pool's refill finish starting, off the measurement */
+  pause_ms(500);              /* let the pool's refill finish starting, off the measurement */
   for (i = 0; i < 200; i++) { /* warm-up */
     kh_kernel_execute(m, id, "1+1", 3, NULL, NULL, 0, on_exec, NULL);
     wait_done();
@@ -155,12 +157,13 @@ int main(int argc, char **argv) {
   qsort(intr, 20, sizeof(double), cmp);
   destroy(id);
 
-  printf("{\"cold_create_ms\":{\"p50\":%.1f,\"min\":%.1f,\"max\":%.1f},"
-         "\"pool_create_ms\":{\"p50\":%.2f,\"min\":%.2f,\"max\":%.2f},"
-         "\"roundtrip_1p1_us\":{\"runs\":%d,\"p50\":%.1f,\"p99\":%.1f},"
-         "\"interrupt_to_error_ms\":{\"p50\":%.2f,\"max\":%.2f},\"idle_worker_rss_kb\":%ld}\n",
-         cold[colds / 2], cold[0], cold[colds - 1], pooled[5], pooled[0], pooled[9], runs,
-         lat[runs / 2], lat[(size_t)((double)runs * 0.99)], intr[10], intr[19], rss);
+  printf(
+      "{\"cold_create_ms\":{\"p50\":%.1f,\"min\":%.1f,\"max\":%.1f},"
+      "\"pool_create_ms\":{\"p50\":%.2f,\"min\":%.2f,\"max\":%.2f},"
+      "\"roundtrip_1p1_us\":{\"runs\":%d,\"p50\":%.1f,\"p99\":%.1f},"
+      "\"interrupt_to_error_ms\":{\"p50\":%.2f,\"max\":%.2f},\"idle_worker_rss_kb\":%ld}\n",
+      cold[colds / 2], cold[0], cold[colds - 1], pooled[5], pooled[0], pooled[9], runs,
+      lat[runs / 2], lat[(size_t)((double)runs * 0.99)], intr[10], intr[19], rss);
   kh_manager_close(m, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   free(lat);

@@ -31,10 +31,10 @@ static struct {
   char errmsg[512];
   char reply_status_str[16];
   /* events of the current measurement */
-  long lines;            /* newlines seen in stream events */
+  long lines;             /* newlines seen in stream events */
   uint64_t lines_done_ns; /* when `lines` reached the goal */
   long lines_goal;
-  int go;                /* a stream event with "go" arrived */
+  int go; /* a stream event with "go" arrived */
   uint64_t display_ns;
   size_t display_len;
   uint64_t error_ns;
@@ -56,8 +56,8 @@ static void skip(const char *metric, const char *mode, const char *why) {
 static void emit_samples(const char *metric, const char *mode, const char *unit,
                          const char *extra_json) {
   int i;
-  printf("{\"metric\":\"%s\",\"mode\":\"%s\",\"unit\":\"%s\"%s%s,\"samples\":[", metric, mode,
-         unit, extra_json ? "," : "", extra_json ? extra_json : "");
+  printf("{\"metric\":\"%s\",\"mode\":\"%s\",\"unit\":\"%s\"%s%s,\"samples\":[", metric, mode, unit,
+         extra_json ? "," : "", extra_json ? extra_json : "");
   for (i = 0; i < nsamples; i++) printf("%s%.3f", i ? "," : "", samples[i]);
   printf("]}\n");
 }
@@ -66,7 +66,9 @@ static void run_until(int *flag) {
   while (!*flag) uv_run(&loop, UV_RUN_ONCE);
 }
 
-static void on_timer(uv_timer_t *t) { *(int *)t->data = 1; }
+static void on_timer(uv_timer_t *t) {
+  *(int *)t->data = 1;
+}
 
 /* Runs the loop for `ms` milliseconds (lets a pool refill, lets memory settle). */
 static void run_for(uint64_t ms) {
@@ -178,8 +180,7 @@ static void destroy_kernel(const char *id) {
 static double execute(const char *id, const char *code) {
   uint64_t t0 = uv_hrtime();
   st.replied = 0;
-  if (kh_kernel_execute(mgr, id, code, strlen(code), NULL, NULL, 0, on_reply, NULL) != 0)
-    return -1;
+  if (kh_kernel_execute(mgr, id, code, strlen(code), NULL, NULL, 0, on_reply, NULL) != 0) return -1;
   run_until(&st.replied);
   if (st.reply_status != 0) return -1;
   return (double)(uv_hrtime() - t0) / 1e3;
@@ -195,9 +196,12 @@ static long info_int(const char *id, const char *key) {
   if (p) {
     p += strlen(pat);
     while (*p == ' ') p++;
-    if (strncmp(p, "true", 4) == 0) v = 1;
-    else if (strncmp(p, "false", 5) == 0) v = 0;
-    else v = strtol(p, NULL, 10);
+    if (strncmp(p, "true", 4) == 0)
+      v = 1;
+    else if (strncmp(p, "false", 5) == 0)
+      v = 0;
+    else
+      v = strtol(p, NULL, 10);
   }
   kh_free(info);
   return v;
@@ -209,8 +213,10 @@ static long proc_kib(long pid, const char *file, const char *key) {
   size_t n = strlen(key);
   long v = -1;
   FILE *f;
-  if (pid > 0) snprintf(path, sizeof(path), "/proc/%ld/%s", pid, file);
-  else snprintf(path, sizeof(path), "/proc/self/%s", file);
+  if (pid > 0)
+    snprintf(path, sizeof(path), "/proc/%ld/%s", pid, file);
+  else
+    snprintf(path, sizeof(path), "/proc/self/%s", file);
   if ((f = fopen(path, "r")) == NULL) return -1;
   while (fgets(line, sizeof(line), f))
     if (strncmp(line, key, n) == 0) {
@@ -260,7 +266,8 @@ static int m_pool(const char *mode, int runs, int size) {
     if (p < 0) {
       snprintf(why, sizeof(why),
                "pool {size:%d} accepted, but kh_kernel_info() has no \"pooled\" field, so a "
-               "warm start cannot be told from a cold one", size);
+               "warm start cannot be told from a cold one",
+               size);
       return skip("pool", mode, why), 0;
     }
     if (p == 1) {
@@ -395,7 +402,7 @@ static int m_restart(const char *mode, int runs) {
 }
 
 static int m_rss(const char *mode, int count) {
-  char (*ids)[64] = calloc((size_t)count, 64), extra[400];
+  char(*ids)[64] = calloc((size_t)count, 64), extra[400];
   long host0 = proc_kib(0, "status", "VmRSS:"), host1 = 0, host_n;
   long rss1 = 0, pss1 = 0, rss_sum = 0, pss_sum = 0;
   int i, worker = strcmp(mode, "worker") == 0;
@@ -459,14 +466,22 @@ int main(int argc, char **argv) {
     return 0;
   }
   kh_subscribe(mgr, NULL, KH_EVENT_ALL, on_event, NULL);
-  if (strcmp(metric, "create") == 0) m_create(mode, runs);
-  else if (strcmp(metric, "pool") == 0) m_pool(mode, runs, extra ? atoi(extra) : 2);
-  else if (strcmp(metric, "execute") == 0) m_execute(mode, runs);
-  else if (strcmp(metric, "stream") == 0) m_stream(mode, runs);
-  else if (strcmp(metric, "display") == 0) m_display(mode, runs);
-  else if (strcmp(metric, "interrupt") == 0) m_interrupt(mode, runs, extra ? extra : "busy");
-  else if (strcmp(metric, "restart") == 0) m_restart(mode, runs);
-  else if (strcmp(metric, "rss") == 0) m_rss(mode, extra ? atoi(extra) : runs);
+  if (strcmp(metric, "create") == 0)
+    m_create(mode, runs);
+  else if (strcmp(metric, "pool") == 0)
+    m_pool(mode, runs, extra ? atoi(extra) : 2);
+  else if (strcmp(metric, "execute") == 0)
+    m_execute(mode, runs);
+  else if (strcmp(metric, "stream") == 0)
+    m_stream(mode, runs);
+  else if (strcmp(metric, "display") == 0)
+    m_display(mode, runs);
+  else if (strcmp(metric, "interrupt") == 0)
+    m_interrupt(mode, runs, extra ? extra : "busy");
+  else if (strcmp(metric, "restart") == 0)
+    m_restart(mode, runs);
+  else if (strcmp(metric, "rss") == 0)
+    m_rss(mode, extra ? atoi(extra) : runs);
   else {
     fprintf(stderr, "kh_bench: unknown metric \"%s\"\n", metric);
     return 2;

@@ -28,23 +28,23 @@ typedef struct lkh_manager_s lkh_manager_t;
 typedef struct lkh_sub_s {
   struct lkh_sub_s *next;
   lkh_manager_t *lm;
-  lua_Integer id;   /* the handle Lua sees */
-  int64_t core_id;  /* 0 for "error" handlers */
-  char *kernel_id;  /* owned; NULL: every kernel */
-  int all;          /* subscribed to "*": the payload is wrapped as {type, data} */
-  int fnref;        /* key of the callback in the manager's callback table */
+  lua_Integer id;  /* the handle Lua sees */
+  int64_t core_id; /* 0 for "error" handlers */
+  char *kernel_id; /* owned; NULL: every kernel */
+  int all;         /* subscribed to "*": the payload is wrapped as {type, data} */
+  int fnref;       /* key of the callback in the manager's callback table */
   int removed;
 } lkh_sub_t;
 
 /* An execute request: on the C stack for kernel:execute(), on the heap for kernel:submit(). */
 typedef struct {
   lkh_manager_t *lm;
-  int fnref;        /* submit's callback; LUA_NOREF for a blocking execute */
+  int fnref; /* submit's callback; LUA_NOREF for a blocking execute */
   int done;
   int status;
-  char *json;       /* owned copy of the reply (blocking execute only) */
+  char *json; /* owned copy of the reply (blocking execute only) */
   size_t len;
-  char *errmsg;     /* owned copy of the failure detail (blocking execute only) */
+  char *errmsg; /* owned copy of the failure detail (blocking execute only) */
   char kernel_id[LKH_ID_MAX];
   char exec_id[LKH_ID_MAX];
 } lkh_req_t;
@@ -63,27 +63,27 @@ struct lkh_manager_s {
   uv_async_t keepalive;  /* ref'd: keeps the loop alive, so fd()/timeout() stay meaningful */
   uv_timer_t poll_timer; /* poll(timeout_ms) */
   int poll_expired;
-  int64_t count_sub;     /* counts every event for poll()'s return value */
-  size_t dispatched;     /* events and completed requests, ever */
-  int depth;             /* > 0 while the loop runs: blocking calls are refused */
-  int cb_depth;          /* > 0 while Lua callbacks run: removed subscriptions stay linked */
-  int closing;           /* kh_manager_close() was called */
-  int closed;            /* its callback ran */
-  int loop_closed;       /* uv_loop_close() succeeded: lm may be freed */
-  int quiet;             /* closing from __gc: no Lua callback runs any more */
+  int64_t count_sub; /* counts every event for poll()'s return value */
+  size_t dispatched; /* events and completed requests, ever */
+  int depth;         /* > 0 while the loop runs: blocking calls are refused */
+  int cb_depth;      /* > 0 while Lua callbacks run: removed subscriptions stay linked */
+  int closing;       /* kh_manager_close() was called */
+  int closed;        /* its callback ran */
+  int loop_closed;   /* uv_loop_close() succeeded: lm may be freed */
+  int quiet;         /* closing from __gc: no Lua callback runs any more */
   lkh_sub_t *subs;
   lua_Integer next_sub;
-  int next_ref;          /* keys of the callback table (the manager's uservalue 2) */
+  int next_ref; /* keys of the callback table (the manager's uservalue 2) */
 };
 
 typedef struct {
   char id[LKH_ID_MAX];
-  const char *mode;      /* static */
+  const char *mode; /* static */
 } lkh_kernel_t;
 
-static char lkh_wrapper_key;   /* registry: the callback wrapper, if set */
-static char lkh_array_mt_key;  /* registry: metatable of kernelhost.empty_array */
-static char lkh_managers_key;  /* registry: weak table, lightuserdata(lm) -> manager userdata */
+static char lkh_wrapper_key;  /* registry: the callback wrapper, if set */
+static char lkh_array_mt_key; /* registry: metatable of kernelhost.empty_array */
+static char lkh_managers_key; /* registry: weak table, lightuserdata(lm) -> manager userdata */
 
 /* --- results ------------------------------------------------------------------------------ */
 
@@ -112,27 +112,39 @@ static void lkh_json_push(lua_State *L, json_t *j) {
       json_t *v;
       lua_createtable(L, 0, (int)json_object_size(j)); /* t */
       json_object_foreach(j, k, v) {
-        lkh_json_push(L, v);                           /* t, v */
-        lua_setfield(L, -2, k);                        /* t */
+        lkh_json_push(L, v);    /* t, v */
+        lua_setfield(L, -2, k); /* t */
       }
       break;
     }
     case JSON_ARRAY: {
       size_t i;
       json_t *v;
-      lua_createtable(L, (int)json_array_size(j), 0);  /* t */
+      lua_createtable(L, (int)json_array_size(j), 0); /* t */
       json_array_foreach(j, i, v) {
-        lkh_json_push(L, v);                           /* t, v */
-        lua_rawseti(L, -2, (lua_Integer)i + 1);        /* t */
+        lkh_json_push(L, v);                    /* t, v */
+        lua_rawseti(L, -2, (lua_Integer)i + 1); /* t */
       }
       break;
     }
-    case JSON_STRING: lua_pushlstring(L, json_string_value(j), json_string_length(j)); break;
-    case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(j)); break;
-    case JSON_REAL: lua_pushnumber(L, json_real_value(j)); break;
-    case JSON_TRUE: lua_pushboolean(L, 1); break;
-    case JSON_FALSE: lua_pushboolean(L, 0); break;
-    default: lua_pushlightuserdata(L, NULL); break;     /* kernelhost.null */
+    case JSON_STRING:
+      lua_pushlstring(L, json_string_value(j), json_string_length(j));
+      break;
+    case JSON_INTEGER:
+      lua_pushinteger(L, (lua_Integer)json_integer_value(j));
+      break;
+    case JSON_REAL:
+      lua_pushnumber(L, json_real_value(j));
+      break;
+    case JSON_TRUE:
+      lua_pushboolean(L, 1);
+      break;
+    case JSON_FALSE:
+      lua_pushboolean(L, 0);
+      break;
+    default:
+      lua_pushlightuserdata(L, NULL);
+      break; /* kernelhost.null */
   }
 }
 
@@ -140,8 +152,10 @@ static void lkh_json_push(lua_State *L, json_t *j) {
 static json_t *lkh_json_from_lua(lua_State *L, int idx, int depth, const char **err) {
   idx = lua_absindex(L, idx);
   switch (lua_type(L, idx)) {
-    case LUA_TNIL: return json_null();
-    case LUA_TBOOLEAN: return json_boolean(lua_toboolean(L, idx));
+    case LUA_TNIL:
+      return json_null();
+    case LUA_TBOOLEAN:
+      return json_boolean(lua_toboolean(L, idx));
     case LUA_TNUMBER:
       if (lua_isinteger(L, idx)) return json_integer((json_int_t)lua_tointeger(L, idx));
       if (!isfinite(lua_tonumber(L, idx))) {
@@ -172,10 +186,10 @@ static json_t *lkh_json_from_lua(lua_State *L, int idx, int depth, const char **
         as_array = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "array") == 0;
         lua_pop(L, 1);
       }
-      lua_pushnil(L);                                  /* ..., nil */
-      while (lua_next(L, idx) != 0) {                  /* ..., k, v */
+      lua_pushnil(L);                 /* ..., nil */
+      while (lua_next(L, idx) != 0) { /* ..., k, v */
         count++;
-        lua_pop(L, 1);                                 /* ..., k */
+        lua_pop(L, 1); /* ..., k */
       }
       if (count > 0 && count == n) as_array = 1;
       if (as_array) {
@@ -183,36 +197,37 @@ static json_t *lkh_json_from_lua(lua_State *L, int idx, int depth, const char **
         out = json_array();
         for (i = 1; i <= n; i++) {
           json_t *v;
-          lua_rawgeti(L, idx, i);                      /* ..., v */
+          lua_rawgeti(L, idx, i); /* ..., v */
           v = lkh_json_from_lua(L, -1, depth + 1, err);
-          lua_pop(L, 1);                               /* ... */
+          lua_pop(L, 1); /* ... */
           if (v == NULL || json_array_append_new(out, v) != 0) goto fail_table;
         }
         return out;
       }
       out = json_object();
-      lua_pushnil(L);                                  /* ..., nil */
-      while (lua_next(L, idx) != 0) {                  /* ..., k, v */
+      lua_pushnil(L);                 /* ..., nil */
+      while (lua_next(L, idx) != 0) { /* ..., k, v */
         json_t *v;
         if (lua_type(L, -2) != LUA_TSTRING) {
-          lua_pop(L, 2);                               /* ... */
+          lua_pop(L, 2); /* ... */
           *err = "table keys must be strings (or the table a sequence)";
           goto fail_table;
         }
         v = lkh_json_from_lua(L, -1, depth + 1, err);
         if (v == NULL || json_object_set_new(out, lua_tostring(L, -2), v) != 0) {
-          lua_pop(L, 2);                               /* ... */
+          lua_pop(L, 2); /* ... */
           if (v != NULL && *err == NULL) *err = "invalid table key";
           goto fail_table;
         }
-        lua_pop(L, 1);                                 /* ..., k */
+        lua_pop(L, 1); /* ..., k */
       }
       return out;
     fail_table:
       json_decref(out);
       return NULL;
     }
-    default: break;
+    default:
+      break;
   }
   *err = "only nil, booleans, numbers, strings, tables and kernelhost.null convert to JSON";
   return NULL;
@@ -259,7 +274,7 @@ static int lkh_reply_push(lua_State *L, const char *json, size_t len, const char
   lkh_json_tag(j, kernel_id, exec_id);
   outputs = json_object_get(j, "outputs");
   json_array_foreach(outputs, i, o) lkh_json_tag(json_object_get(o, "data"), kernel_id, exec_id);
-  lkh_json_push(L, j);                                 /* result */
+  lkh_json_push(L, j); /* result */
   json_decref(j);
   return 0;
 }
@@ -280,14 +295,14 @@ static int lkh_traceback(lua_State *L) {
  * to its manager does not keep the manager alive: an unreachable manager is collected. */
 static int lkh_fns_push(lua_State *L, lkh_manager_t *lm) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &lkh_managers_key); /* managers */
-  if (lua_rawgetp(L, -1, lm) != LUA_TUSERDATA) {       /* managers, ud|nil */
+  if (lua_rawgetp(L, -1, lm) != LUA_TUSERDATA) {        /* managers, ud|nil */
     lua_pop(L, 2);
-    lua_pushnil(L);                                    /* nil */
+    lua_pushnil(L); /* nil */
     return 0;
   }
-  lua_getiuservalue(L, -1, 2);                         /* managers, ud, fns */
-  lua_replace(L, -3);                                  /* fns, ud */
-  lua_pop(L, 1);                                       /* fns */
+  lua_getiuservalue(L, -1, 2); /* managers, ud, fns */
+  lua_replace(L, -3);          /* fns, ud */
+  lua_pop(L, 1);               /* fns */
   return 1;
 }
 
@@ -295,29 +310,29 @@ static int lkh_fns_push(lua_State *L, lkh_manager_t *lm) {
 static int lkh_fn_ref(lua_State *L, lkh_manager_t *lm, int idx) {
   int ref = ++lm->next_ref;
   idx = lua_absindex(L, idx);
-  if (lkh_fns_push(L, lm)) {                           /* fns */
-    lua_pushvalue(L, idx);                             /* fns, fn */
-    lua_rawseti(L, -2, ref);                           /* fns */
+  if (lkh_fns_push(L, lm)) { /* fns */
+    lua_pushvalue(L, idx);   /* fns, fn */
+    lua_rawseti(L, -2, ref); /* fns */
   }
-  lua_pop(L, 1);                                       /* */
+  lua_pop(L, 1); /* */
   return ref;
 }
 
 /* Pushes the function stored under ref (nil when gone). */
 static void lkh_fn_push(lua_State *L, lkh_manager_t *lm, int ref) {
-  if (lkh_fns_push(L, lm)) {                           /* fns */
-    lua_rawgeti(L, -1, ref);                           /* fns, fn */
-    lua_remove(L, -2);                                 /* fn */
+  if (lkh_fns_push(L, lm)) { /* fns */
+    lua_rawgeti(L, -1, ref); /* fns, fn */
+    lua_remove(L, -2);       /* fn */
   }
 }
 
 static void lkh_fn_unref(lua_State *L, lkh_manager_t *lm, int ref) {
   if (lm->quiet || ref == LUA_NOREF) return; /* a collected manager's table goes with it */
-  if (lkh_fns_push(L, lm)) {                           /* fns */
-    lua_pushnil(L);                                    /* fns, nil */
-    lua_rawseti(L, -2, ref);                           /* fns */
+  if (lkh_fns_push(L, lm)) {                 /* fns */
+    lua_pushnil(L);                          /* fns, nil */
+    lua_rawseti(L, -2, ref);                 /* fns */
   }
-  lua_pop(L, 1);                                       /* */
+  lua_pop(L, 1); /* */
 }
 
 static void lkh_sub_sweep(lkh_manager_t *lm) {
@@ -337,32 +352,32 @@ static void lkh_sub_sweep(lkh_manager_t *lm) {
 
 /* Reports the error message on top of the stack (and pops it): to every matching "error"
  * handler, or to stderr when there is none (or a handler fails too). */
-static void lkh_report(lkh_manager_t *lm, lua_State *L, const char *kernel_id,
-                       const char *exec_id, const char *where) {
+static void lkh_report(lkh_manager_t *lm, lua_State *L, const char *kernel_id, const char *exec_id,
+                       const char *where) {
   lkh_sub_t *s;
   lua_Integer last = lm->next_sub;
-  int handled = 0, base = lua_gettop(L);               /* err */
+  int handled = 0, base = lua_gettop(L); /* err */
   lm->cb_depth++;
   for (s = lm->subs; s; s = s->next) {
     if (s->removed || s->core_id != 0 || s->id > last) continue;
     if (s->kernel_id != NULL && (kernel_id == NULL || strcmp(s->kernel_id, kernel_id) != 0))
       continue;
     handled = 1;
-    lua_pushcfunction(L, lkh_traceback);               /* err, msgh */
-    lkh_fn_push(L, lm, s->fnref);                      /* err, msgh, fn */
-    lua_pushvalue(L, base);                            /* err, msgh, fn, err */
-    lua_createtable(L, 0, 3);                          /* err, msgh, fn, err, info */
+    lua_pushcfunction(L, lkh_traceback); /* err, msgh */
+    lkh_fn_push(L, lm, s->fnref);        /* err, msgh, fn */
+    lua_pushvalue(L, base);              /* err, msgh, fn, err */
+    lua_createtable(L, 0, 3);            /* err, msgh, fn, err, info */
     lua_pushstring(L, kernel_id ? kernel_id : "");
     lua_setfield(L, -2, "kernel_id");
     lua_pushstring(L, exec_id ? exec_id : "");
     lua_setfield(L, -2, "execution_id");
     lua_pushstring(L, where);
     lua_setfield(L, -2, "event");
-    if (lua_pcall(L, 2, 0, base + 1) != LUA_OK) {      /* err, msgh, err2 */
+    if (lua_pcall(L, 2, 0, base + 1) != LUA_OK) { /* err, msgh, err2 */
       fprintf(stderr, "kernelhost: the \"error\" handler failed: %s\n", lua_tostring(L, -1));
-      lua_pop(L, 1);                                   /* err, msgh */
+      lua_pop(L, 1); /* err, msgh */
     }
-    lua_pop(L, 1);                                     /* err */
+    lua_pop(L, 1); /* err */
   }
   lm->cb_depth--;
   if (!handled)
@@ -375,23 +390,23 @@ static void lkh_report(lkh_manager_t *lm, lua_State *L, const char *kernel_id,
  * one is set, in protected mode; a failure is reported, never raised. Pops everything. */
 static void lkh_call(lkh_manager_t *lm, lua_State *L, int nargs, const char *kernel_id,
                      const char *exec_id, const char *where) {
-  int fn = lua_gettop(L) - nargs;                      /* fn, args */
-  lua_pushcfunction(L, lkh_traceback);                 /* fn, args, msgh */
-  lua_insert(L, fn);                                   /* msgh, fn, args */
+  int fn = lua_gettop(L) - nargs;      /* fn, args */
+  lua_pushcfunction(L, lkh_traceback); /* fn, args, msgh */
+  lua_insert(L, fn);                   /* msgh, fn, args */
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lkh_wrapper_key) != LUA_TNIL) {
-    lua_insert(L, fn + 1);                             /* msgh, wrapper, fn, args */
+    lua_insert(L, fn + 1); /* msgh, wrapper, fn, args */
     nargs++;
   } else {
-    lua_pop(L, 1);                                     /* msgh, fn, args */
+    lua_pop(L, 1); /* msgh, fn, args */
   }
   lm->cb_depth++;
-  if (lua_pcall(L, nargs, 0, fn) != LUA_OK) {          /* msgh, err */
+  if (lua_pcall(L, nargs, 0, fn) != LUA_OK) { /* msgh, err */
     lm->cb_depth--;
-    lkh_report(lm, L, kernel_id, exec_id, where);      /* msgh */
+    lkh_report(lm, L, kernel_id, exec_id, where); /* msgh */
   } else {
     lm->cb_depth--;
   }
-  lua_pop(L, 1);                                       /* */
+  lua_pop(L, 1); /* */
   lkh_sub_sweep(lm);
 }
 
@@ -419,9 +434,9 @@ static void lkh_on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
     return;
   }
   lkh_json_tag(j, ev->kernel_id, ev->execution_id);
-  lkh_fn_push(L, lm, s->fnref);                        /* fn */
+  lkh_fn_push(L, lm, s->fnref); /* fn */
   if (s->all) {
-    lua_createtable(L, 0, 4);                          /* fn, ev */
+    lua_createtable(L, 0, 4); /* fn, ev */
     lua_pushstring(L, ev->type_name);
     lua_setfield(L, -2, "type");
     lkh_json_push(L, j);
@@ -431,7 +446,7 @@ static void lkh_on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
     lua_pushstring(L, ev->execution_id);
     lua_setfield(L, -2, "execution_id");
   } else {
-    lkh_json_push(L, j);                               /* fn, payload */
+    lkh_json_push(L, j); /* fn, payload */
   }
   json_decref(j);
   lkh_call(lm, L, 1, ev->kernel_id, ev->execution_id, ev->type_name);
@@ -461,13 +476,13 @@ static void lkh_on_reply(kh_manager_t *m, const kh_reply_t *rep, int status, voi
   }
   if (!lm->quiet && L != NULL) {
     luaL_checkstack(L, 8, "kernelhost reply");
-    lkh_fn_push(L, lm, r->fnref);                      /* fn */
+    lkh_fn_push(L, lm, r->fnref); /* fn */
     if (status == 0 && rep->json != NULL &&
         lkh_reply_push(L, rep->json, rep->json_len, r->kernel_id, r->exec_id) == 0) {
       lkh_call(lm, L, 1, r->kernel_id, r->exec_id, "submit");
     } else {
       if (status == 0) status = KH_EPROTO;
-      lkh_fail(L, status, rep->errmsg);                /* fn, nil, msg, code */
+      lkh_fail(L, status, rep->errmsg); /* fn, nil, msg, code */
       lkh_call(lm, L, 3, r->kernel_id, r->exec_id, "submit");
     }
   }
@@ -497,7 +512,9 @@ static void lkh_on_closed(kh_manager_t *m, void *data) {
   lm->m = NULL;
 }
 
-static void lkh_on_keepalive(uv_async_t *h) { (void)h; }
+static void lkh_on_keepalive(uv_async_t *h) {
+  (void)h;
+}
 
 static void lkh_on_poll_timer(uv_timer_t *t) {
   lkh_manager_t *lm = t->data;
@@ -577,17 +594,17 @@ static int lkh_manager_new(lua_State *L) {
   lkh_manager_t **slot, *lm;
   char *opts = lkh_opts_encode(L, 1);
   int rc;
-  slot = lua_newuserdatauv(L, sizeof(*slot), 2);       /* ud */
+  slot = lua_newuserdatauv(L, sizeof(*slot), 2); /* ud */
   *slot = NULL;
   luaL_setmetatable(L, LKH_MANAGER_MT);
-  lua_newtable(L);                                     /* ud, cache */
-  lua_createtable(L, 0, 1);                            /* ud, cache, mt */
+  lua_newtable(L);          /* ud, cache */
+  lua_createtable(L, 0, 1); /* ud, cache, mt */
   lua_pushliteral(L, "v");
   lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);                             /* ud, cache */
-  lua_setiuservalue(L, -2, 1);                         /* ud */
-  lua_newtable(L);                                     /* ud, fns */
-  lua_setiuservalue(L, -2, 2);                         /* ud */
+  lua_setmetatable(L, -2);     /* ud, cache */
+  lua_setiuservalue(L, -2, 1); /* ud */
+  lua_newtable(L);             /* ud, fns */
+  lua_setiuservalue(L, -2, 2); /* ud */
   lm = calloc(1, sizeof(*lm));
   if (lm == NULL) {
     free(opts);
@@ -612,9 +629,9 @@ static int lkh_manager_new(lua_State *L) {
   lm->count_sub = kh_subscribe(lm->m, NULL, KH_EVENT_ALL, lkh_on_count, lm);
   *slot = lm;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &lkh_managers_key); /* ud, managers */
-  lua_pushvalue(L, -2);                                /* ud, managers, ud */
-  lua_rawsetp(L, -2, lm);                              /* ud, managers */
-  lua_pop(L, 1);                                       /* ud */
+  lua_pushvalue(L, -2);                                 /* ud, managers, ud */
+  lua_rawsetp(L, -2, lm);                               /* ud, managers */
+  lua_pop(L, 1);                                        /* ud */
   /* Registers the loop's watchers with its backend, so fd() is live from the start. */
   uv_run(&lm->loop, UV_RUN_NOWAIT);
   return 1;
@@ -643,8 +660,8 @@ static int lkh_manager_close(lua_State *L) {
 
 static int lkh_manager_tostring(lua_State *L) {
   lkh_manager_t *lm = *lkh_manager_slot(L, 1);
-  lua_pushfstring(L, "kernelhost.Manager (%s): %p",
-                  lm == NULL || lm->closing ? "closed" : "open", (void *)lm);
+  lua_pushfstring(L, "kernelhost.Manager (%s): %p", lm == NULL || lm->closing ? "closed" : "open",
+                  (void *)lm);
   return 1;
 }
 
@@ -687,17 +704,17 @@ static int lkh_kernel_push(lua_State *L, lkh_manager_t *lm, int mgr, const char 
     lua_pushstring(L, kh_err_name(KH_ENOTFOUND));
     return 3;
   }
-  lua_getiuservalue(L, mgr, 1);                        /* cache */
+  lua_getiuservalue(L, mgr, 1);                           /* cache */
   if (lua_getfield(L, -1, id) == LUA_TUSERDATA) return 1; /* cache, k */
-  lua_pop(L, 1);                                       /* cache */
-  k = lua_newuserdatauv(L, sizeof(*k), 1);             /* cache, k */
+  lua_pop(L, 1);                                          /* cache */
+  k = lua_newuserdatauv(L, sizeof(*k), 1);                /* cache, k */
   snprintf(k->id, sizeof(k->id), "%s", id);
   k->mode = mode;
   luaL_setmetatable(L, LKH_KERNEL_MT);
-  lua_pushvalue(L, mgr);                               /* cache, k, manager */
-  lua_setiuservalue(L, -2, 1);                         /* cache, k */
-  lua_pushvalue(L, -1);                                /* cache, k, k */
-  lua_setfield(L, -3, id);                             /* cache, k */
+  lua_pushvalue(L, mgr);       /* cache, k, manager */
+  lua_setiuservalue(L, -2, 1); /* cache, k */
+  lua_pushvalue(L, -1);        /* cache, k, k */
+  lua_setfield(L, -3, id);     /* cache, k */
   return 1;
 }
 
@@ -905,9 +922,9 @@ static int lkh_manager_timeout(lua_State *L) {
 /* The kernel at idx and its manager (NULL when closed). */
 static lkh_kernel_t *lkh_kernel_get(lua_State *L, int idx, lkh_manager_t **lm) {
   lkh_kernel_t *k = luaL_checkudata(L, idx, LKH_KERNEL_MT);
-  lua_getiuservalue(L, idx, 1);                        /* manager */
+  lua_getiuservalue(L, idx, 1); /* manager */
   *lm = lkh_manager_get(L, lua_gettop(L));
-  lua_pop(L, 1);                                       /* */
+  lua_pop(L, 1); /* */
   return k;
 }
 
@@ -922,7 +939,7 @@ static int lkh_kernel_index(lua_State *L) {
     lua_getiuservalue(L, 1, 1);
   } else {
     lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1));                /* methods[key] */
+    lua_rawget(L, lua_upvalueindex(1)); /* methods[key] */
   }
   return 1;
 }
@@ -938,13 +955,16 @@ static void lkh_exec_opts_check(lua_State *L, int idx, kh_execute_options_t *o) 
   kh_execute_options_init(o);
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
-  lua_pushnil(L);                                      /* nil */
-  while (lua_next(L, idx) != 0) {                      /* k, v */
+  lua_pushnil(L);                 /* nil */
+  while (lua_next(L, idx) != 0) { /* k, v */
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
     int *flag = NULL;
-    if (strcmp(k, "silent") == 0) flag = &o->silent;
-    else if (strcmp(k, "store_history") == 0) flag = &o->store_history;
-    else if (strcmp(k, "stop_on_error") == 0) flag = &o->stop_on_error;
+    if (strcmp(k, "silent") == 0)
+      flag = &o->silent;
+    else if (strcmp(k, "store_history") == 0)
+      flag = &o->store_history;
+    else if (strcmp(k, "stop_on_error") == 0)
+      flag = &o->stop_on_error;
     if (flag != NULL) {
       if (!lua_isboolean(L, -1))
         luaL_argerror(L, idx, lua_pushfstring(L, "option '%s' must be a boolean", k));
@@ -958,7 +978,7 @@ static void lkh_exec_opts_check(lua_State *L, int idx, kh_execute_options_t *o) 
     } else {
       luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s'", k));
     }
-    lua_pop(L, 1);                                     /* k */
+    lua_pop(L, 1); /* k */
   }
 }
 
@@ -1009,8 +1029,10 @@ static int lkh_kernel_submit(lua_State *L) {
   lkh_req_t *r;
   lua_State *prev;
   int rc;
-  if (fn == 4) lkh_exec_opts_check(L, 3, &o);
-  else kh_execute_options_init(&o);
+  if (fn == 4)
+    lkh_exec_opts_check(L, 3, &o);
+  else
+    kh_execute_options_init(&o);
   luaL_checktype(L, fn, LUA_TFUNCTION);
   if (lm == NULL) return lkh_fail_closed(L);
   r = calloc(1, sizeof(*r));
@@ -1020,8 +1042,8 @@ static int lkh_kernel_submit(lua_State *L) {
   r->fnref = lkh_fn_ref(L, lm, fn);
   prev = lm->L;
   lm->L = L;
-  rc = kh_kernel_execute(lm->m, k->id, code, len, &o, r->exec_id, sizeof(r->exec_id),
-                         lkh_on_reply, r);
+  rc = kh_kernel_execute(lm->m, k->id, code, len, &o, r->exec_id, sizeof(r->exec_id), lkh_on_reply,
+                         r);
   lm->L = prev;
   if (rc != 0) {
     lkh_fn_unref(L, lm, r->fnref);
@@ -1082,17 +1104,17 @@ static int lkh_kernel_restart(lua_State *L) {
 static int lkh_kernel_destroy(lua_State *L) {
   lkh_kernel_t *k = luaL_checkudata(L, 1, LKH_KERNEL_MT);
   lua_settop(L, 1);
-  lua_pushcfunction(L, lkh_manager_destroy_kernel);    /* k, f */
-  lua_getiuservalue(L, 1, 1);                          /* k, f, manager */
-  lua_pushstring(L, k->id);                            /* k, f, manager, id */
-  lua_call(L, 2, 3);                                   /* k, ok, msg, code */
+  lua_pushcfunction(L, lkh_manager_destroy_kernel); /* k, f */
+  lua_getiuservalue(L, 1, 1);                       /* k, f, manager */
+  lua_pushstring(L, k->id);                         /* k, f, manager, id */
+  lua_call(L, 2, 3);                                /* k, ok, msg, code */
   return 3;
 }
 
 static int lkh_kernel_close(lua_State *L) {
   lkh_kernel_t *k = luaL_checkudata(L, 1, LKH_KERNEL_MT);
   lkh_manager_t *lm;
-  lua_getiuservalue(L, 1, 1);                          /* k, ..., manager */
+  lua_getiuservalue(L, 1, 1); /* k, ..., manager */
   lm = lkh_manager_get(L, -1);
   lua_pop(L, 1);
   if (lm != NULL && kh_kernel_exists(lm->m, k->id, NULL)) lkh_kernel_destroy(L);
@@ -1129,31 +1151,27 @@ static void lkh_pin_module(void) {
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
-static const luaL_Reg lkh_manager_methods[] = {
-  {"create_kernel", lkh_manager_create_kernel},
-  {"get_kernel", lkh_manager_get_kernel},
-  {"list_kernels", lkh_manager_list_kernels},
-  {"destroy_kernel", lkh_manager_destroy_kernel},
-  {"destroy_all", lkh_manager_destroy_all},
-  {"on_kernel_event", lkh_manager_on_kernel_event},
-  {"off_kernel_event", lkh_manager_off_kernel_event},
-  {"poll", lkh_manager_poll},
-  {"run", lkh_manager_run},
-  {"fd", lkh_manager_fd},
-  {"timeout", lkh_manager_timeout},
-  {"close", lkh_manager_close},
-  {NULL, NULL}
-};
+static const luaL_Reg lkh_manager_methods[] = {{"create_kernel", lkh_manager_create_kernel},
+                                               {"get_kernel", lkh_manager_get_kernel},
+                                               {"list_kernels", lkh_manager_list_kernels},
+                                               {"destroy_kernel", lkh_manager_destroy_kernel},
+                                               {"destroy_all", lkh_manager_destroy_all},
+                                               {"on_kernel_event", lkh_manager_on_kernel_event},
+                                               {"off_kernel_event", lkh_manager_off_kernel_event},
+                                               {"poll", lkh_manager_poll},
+                                               {"run", lkh_manager_run},
+                                               {"fd", lkh_manager_fd},
+                                               {"timeout", lkh_manager_timeout},
+                                               {"close", lkh_manager_close},
+                                               {NULL, NULL}};
 
-static const luaL_Reg lkh_kernel_methods[] = {
-  {"execute", lkh_kernel_execute},
-  {"submit", lkh_kernel_submit},
-  {"interrupt", lkh_kernel_interrupt},
-  {"input_reply", lkh_kernel_input_reply},
-  {"restart", lkh_kernel_restart},
-  {"destroy", lkh_kernel_destroy},
-  {NULL, NULL}
-};
+static const luaL_Reg lkh_kernel_methods[] = {{"execute", lkh_kernel_execute},
+                                              {"submit", lkh_kernel_submit},
+                                              {"interrupt", lkh_kernel_interrupt},
+                                              {"input_reply", lkh_kernel_input_reply},
+                                              {"restart", lkh_kernel_restart},
+                                              {"destroy", lkh_kernel_destroy},
+                                              {NULL, NULL}};
 
 static void lkh_set_strings(lua_State *L, const char *const *kv) {
   for (; *kv; kv += 2) {
@@ -1164,48 +1182,62 @@ static void lkh_set_strings(lua_State *L, const char *const *kv) {
 
 LKH_EXPORT int luaopen_kernelhost(lua_State *L) {
   static const char *const modes[] = {"MAIN_THREAD", "main_thread", "WORKER", "worker", NULL};
-  static const char *const events[] = {
-    "STREAM", "stream", "DISPLAY_DATA", "display_data", "UPDATE_DISPLAY_DATA",
-    "update_display_data", "EXECUTE_RESULT", "execute_result", "EXECUTE_ERROR", "execute_error",
-    "CLEAR_OUTPUT", "clear_output", "INPUT_REQUEST", "input_request", "STATUS", "status",
-    "ALL", "*", NULL};
+  static const char *const events[] = {"STREAM",
+                                       "stream",
+                                       "DISPLAY_DATA",
+                                       "display_data",
+                                       "UPDATE_DISPLAY_DATA",
+                                       "update_display_data",
+                                       "EXECUTE_RESULT",
+                                       "execute_result",
+                                       "EXECUTE_ERROR",
+                                       "execute_error",
+                                       "CLEAR_OUTPUT",
+                                       "clear_output",
+                                       "INPUT_REQUEST",
+                                       "input_request",
+                                       "STATUS",
+                                       "status",
+                                       "ALL",
+                                       "*",
+                                       NULL};
   lkh_pin_module();
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lkh_managers_key) != LUA_TTABLE) {
-    lua_createtable(L, 0, 1);                          /* nil, managers */
-    lua_createtable(L, 0, 1);                          /* nil, managers, mt */
+    lua_createtable(L, 0, 1); /* nil, managers */
+    lua_createtable(L, 0, 1); /* nil, managers, mt */
     lua_pushliteral(L, "v");
     lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);                           /* nil, managers */
+    lua_setmetatable(L, -2); /* nil, managers */
     lua_rawsetp(L, LUA_REGISTRYINDEX, &lkh_managers_key);
   }
-  lua_pop(L, 1);                                       /* */
+  lua_pop(L, 1); /* */
 
-  luaL_newmetatable(L, LKH_MANAGER_MT);                /* mt */
-  luaL_newlib(L, lkh_manager_methods);                 /* mt, methods */
-  lua_setfield(L, -2, "__index");                      /* mt */
+  luaL_newmetatable(L, LKH_MANAGER_MT); /* mt */
+  luaL_newlib(L, lkh_manager_methods);  /* mt, methods */
+  lua_setfield(L, -2, "__index");       /* mt */
   lua_pushcfunction(L, lkh_manager_gc);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, lkh_manager_close);
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, lkh_manager_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);                                       /* */
+  lua_pop(L, 1); /* */
 
-  luaL_newmetatable(L, LKH_KERNEL_MT);                 /* mt */
-  luaL_newlib(L, lkh_kernel_methods);                  /* mt, methods */
-  lua_pushcclosure(L, lkh_kernel_index, 1);            /* mt, index */
-  lua_setfield(L, -2, "__index");                      /* mt */
+  luaL_newmetatable(L, LKH_KERNEL_MT);      /* mt */
+  luaL_newlib(L, lkh_kernel_methods);       /* mt, methods */
+  lua_pushcclosure(L, lkh_kernel_index, 1); /* mt, index */
+  lua_setfield(L, -2, "__index");           /* mt */
   lua_pushcfunction(L, lkh_kernel_close);
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, lkh_kernel_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);                                       /* */
+  lua_pop(L, 1); /* */
 
-  lua_newtable(L);                                     /* M */
-  lua_createtable(L, 0, 1);                            /* M, KernelManager */
+  lua_newtable(L);          /* M */
+  lua_createtable(L, 0, 1); /* M, KernelManager */
   lua_pushcfunction(L, lkh_manager_new);
   lua_setfield(L, -2, "new");
-  lua_setfield(L, -2, "KernelManager");                /* M */
+  lua_setfield(L, -2, "KernelManager"); /* M */
   lua_newtable(L);
   lkh_set_strings(L, modes);
   lua_setfield(L, -2, "KernelMode");
@@ -1214,24 +1246,24 @@ LKH_EXPORT int luaopen_kernelhost(lua_State *L) {
   lua_setfield(L, -2, "KernelEvents");
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
-  lua_newtable(L);                                     /* M, empty_array */
+  lua_newtable(L); /* M, empty_array */
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lkh_array_mt_key) != LUA_TTABLE) {
     lua_pop(L, 1);
-    lua_createtable(L, 0, 2);                          /* M, empty_array, mt */
+    lua_createtable(L, 0, 2); /* M, empty_array, mt */
     lua_pushliteral(L, "array");
     lua_setfield(L, -2, "__jsontype");
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &lkh_array_mt_key);
   }
-  lua_setmetatable(L, -2);                             /* M, empty_array */
-  lua_setfield(L, -2, "empty_array");                  /* M */
-  lua_newtable(L);                                     /* M, errors */
+  lua_setmetatable(L, -2);            /* M, empty_array */
+  lua_setfield(L, -2, "empty_array"); /* M */
+  lua_newtable(L);                    /* M, errors */
 #define LKH_ERR_FIELD_(name, code, msg) \
   lua_pushinteger(L, code);             \
   lua_setfield(L, -2, "KH_" #name);
   KH_ERRNO_MAP(LKH_ERR_FIELD_)
 #undef LKH_ERR_FIELD_
-  lua_setfield(L, -2, "errors");                       /* M */
+  lua_setfield(L, -2, "errors"); /* M */
   lua_pushcfunction(L, lkh_set_callback_wrapper);
   lua_setfield(L, -2, "set_callback_wrapper");
   lua_pushcfunction(L, lkh_strerror);

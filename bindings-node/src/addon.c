@@ -12,9 +12,9 @@
 
 /* Checks one napi call. On failure it throws (unless an exception is pending already) and
  * jumps to the function's `fail:` label: every napi_* call in this file goes through it. */
-#define NAPI_CALL(env, call)                                                                 \
-  do {                                                                                       \
-    if (nkh_napi_check((env), (call), #call, __LINE__) != 0) goto fail;                      \
+#define NAPI_CALL(env, call)                                            \
+  do {                                                                  \
+    if (nkh_napi_check((env), (call), #call, __LINE__) != 0) goto fail; \
   } while (0)
 
 #define NKH_ID_MAX 256 /* longer ids cannot exist in the core (64 bytes): they are not found */
@@ -24,23 +24,23 @@ typedef struct nkh_manager_s nkh_manager_t;
 
 /* Per-environment state (instance data): one per main thread or worker thread. */
 struct nkh_addon_s {
-  napi_ref ctor;      /* NativeManager */
-  size_t managers;    /* open managers in this environment */
+  napi_ref ctor;   /* NativeManager */
+  size_t managers; /* open managers in this environment */
 };
 
 struct nkh_manager_s {
   napi_env env;
   nkh_addon_t *addon;
-  kh_manager_t *m;      /* NULL once closed */
-  napi_ref self;        /* the wrapper object: weak, strong while `inflight` > 0 */
-  uint32_t inflight;    /* core callbacks still to run */
-  napi_ref on_event;    /* function (kernelId, executionId, type, json), `this` = wrapper */
+  kh_manager_t *m;   /* NULL once closed */
+  napi_ref self;     /* the wrapper object: weak, strong while `inflight` > 0 */
+  uint32_t inflight; /* core callbacks still to run */
+  napi_ref on_event; /* function (kernelId, executionId, type, json), `this` = wrapper */
   napi_async_context actx;
   napi_async_cleanup_hook_handle hook; /* NULL once removed */
-  int closing;          /* kh_manager_close() was called */
-  int closed;           /* its callback ran: m is gone */
-  int js_gone;          /* the wrapper was finalized */
-  int teardown;         /* the environment is going away: no more calls into JS */
+  int closing;                         /* kh_manager_close() was called */
+  int closed;                          /* its callback ran: m is gone */
+  int js_gone;                         /* the wrapper was finalized */
+  int teardown;                        /* the environment is going away: no more calls into JS */
 };
 
 /* One pending core callback and the JS function that gets its outcome. */
@@ -217,8 +217,7 @@ static void nkh_manager_free(nkh_manager_t *w) {
 static void nkh_manager_hold(nkh_manager_t *w) {
   uint32_t n;
   /* Once finalized the object is gone and the reference must not be touched. */
-  if (!w->js_gone && w->self && napi_reference_ref(w->env, w->self, &n) == napi_ok)
-    w->inflight++;
+  if (!w->js_gone && w->self && napi_reference_ref(w->env, w->self, &n) == napi_ok) w->inflight++;
 }
 
 static void nkh_manager_release(nkh_manager_t *w) {
@@ -244,7 +243,9 @@ fail:
 }
 
 /* The core will run the request's callback: keep the wrapper alive until then. */
-static void nkh_req_submitted(nkh_req_t *r) { nkh_manager_hold(r->w); }
+static void nkh_req_submitted(nkh_req_t *r) {
+  nkh_manager_hold(r->w);
+}
 
 /* The core refused the request: its callback will never run. */
 static void nkh_req_discard(nkh_req_t *r) {
@@ -258,8 +259,7 @@ static void nkh_req_finish(nkh_req_t *r, size_t argc, const napi_value *argv) {
   nkh_manager_t *w = r->w;
   napi_env env = w->env;
   napi_value fn, recv;
-  if (!w->teardown && r->cb && napi_get_reference_value(env, r->cb, &fn) == napi_ok &&
-      fn != NULL) {
+  if (!w->teardown && r->cb && napi_get_reference_value(env, r->cb, &fn) == napi_ok && fn != NULL) {
     NAPI_CALL(env, napi_get_global(env, &recv));
     NAPI_CALL(env, napi_make_callback(env, w->actx, recv, fn, argc, argv, NULL));
   }
@@ -332,8 +332,10 @@ static void nkh_kernel_on_executed(kh_manager_t *m, const kh_reply_t *reply, int
   NAPI_CALL(env, napi_open_handle_scope(env, &scope));
   if (status == 0 && (reply == NULL || reply->json == NULL)) status = KH_EPROTO;
   if (nkh_status_values(env, status, reply ? reply->errmsg : NULL, argv) == 0) {
-    if (status == 0) napi_create_string_utf8(env, reply->json, reply->json_len, &argv[2]);
-    else napi_get_null(env, &argv[2]);
+    if (status == 0)
+      napi_create_string_utf8(env, reply->json, reply->json_len, &argv[2]);
+    else
+      napi_get_null(env, &argv[2]);
   }
   nkh_req_finish(r, 3, argv);
   napi_close_handle_scope(env, scope);
@@ -425,7 +427,8 @@ static void nkh_manager_finalize(napi_env env, void *data, void *hint) {
   if (!w->closing && nkh_manager_close_start(w, NULL) != 0) return;
 }
 
-/* --- NativeManager methods --------------------------------------------------------------------- */
+/* --- NativeManager methods ---------------------------------------------------------------------
+ */
 
 static nkh_manager_t *nkh_this(napi_env env, napi_callback_info info, size_t want,
                                napi_value *argv) {
@@ -579,8 +582,8 @@ static napi_value nkh_kernel_execute(napi_env env, napi_callback_info info) {
   o.store_history = store;
   o.stop_on_error = stop;
   o.timeout_ms = (uint64_t)timeout;
-  rc = kh_kernel_execute(w->m, id, code, len, &o, exec_id, sizeof(exec_id),
-                         nkh_kernel_on_executed, r);
+  rc = kh_kernel_execute(w->m, id, code, len, &o, exec_id, sizeof(exec_id), nkh_kernel_on_executed,
+                         r);
   free(code);
   code = NULL;
   if (rc != 0) {
@@ -799,7 +802,8 @@ static void nkh_addon_finalize(napi_env env, void *data, void *hint) {
   free(addon);
 }
 
-#define NKH_METHOD(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_default_method, NULL}
+#define NKH_METHOD(name, fn) \
+  { name, NULL, fn, NULL, NULL, NULL, napi_default_method, NULL }
 
 static napi_value nkh_init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
@@ -838,8 +842,8 @@ static napi_value nkh_init(napi_env env, napi_value exports) {
                                    sizeof(methods) / sizeof(methods[0]), methods, &cls));
   NAPI_CALL(env, napi_create_reference(env, cls, 1, &addon->ctor));
   NAPI_CALL(env, napi_set_named_property(env, exports, "NativeManager", cls));
-  NAPI_CALL(env, napi_create_function(env, "errorName", NAPI_AUTO_LENGTH, nkh_error_name, NULL,
-                                      &fn));
+  NAPI_CALL(env,
+            napi_create_function(env, "errorName", NAPI_AUTO_LENGTH, nkh_error_name, NULL, &fn));
   NAPI_CALL(env, napi_set_named_property(env, exports, "errorName", fn));
   /* errorCodes: {KH_EINVAL: -30001, ...} for the facade and the tests. */
   NAPI_CALL(env, napi_create_object(env, &codes));
@@ -855,4 +859,6 @@ fail:
   return NULL;
 }
 
-NAPI_MODULE_INIT() { return nkh_init(env, exports); }
+NAPI_MODULE_INIT() {
+  return nkh_init(env, exports);
+}

@@ -15,9 +15,9 @@
 
 extern char **environ;
 
-#define AUTO_RESTART_LIMIT 5          /* restarts ... */
-#define AUTO_RESTART_WINDOW_MS 60000  /* ... per this window, as jupyter_client's restarter */
-#define POOL_MAX_FAILURES 3           /* pool workers dying before "hello": stop refilling */
+#define AUTO_RESTART_LIMIT 5         /* restarts ... */
+#define AUTO_RESTART_WINDOW_MS 60000 /* ... per this window, as jupyter_client's restarter */
+#define POOL_MAX_FAILURES 3          /* pool workers dying before "hello": stop refilling */
 
 typedef struct wproc_s wproc_t;
 typedef struct pool_s pool_t;
@@ -31,16 +31,16 @@ struct wproc_s {
   uv_pipe_t from; /* worker -> host (its fd 4) */
   int handles;
   int pid;
-  int hello;    /* Python is up and the runtime imported */
+  int hello; /* Python is up and the runtime imported */
   int exited;
-  int killed;   /* we killed it: its exit is no news */
+  int killed; /* we killed it: its exit is no news */
   int64_t exit_status;
   int term_signal;
   char why[300]; /* a "fatal" frame or a protocol error, for the death report */
   kh__frame_dec_t dec;
-  pool_t *pool;     /* owner while pooled */
-  worker_t *owner;  /* owner once claimed */
-  json_t *plan;     /* owned: the sandbox plan it was opened with (cleanup after exit), or NULL */
+  pool_t *pool;    /* owner while pooled */
+  worker_t *owner; /* owner once claimed */
+  json_t *plan;    /* owned: the sandbox plan it was opened with (cleanup after exit), or NULL */
   char rbuf[65536];
 };
 
@@ -62,8 +62,8 @@ struct worker_s {
   phase_t phase;
   int pooled;
   int stopping;
-  int live;            /* processes not yet closed, plus the grace timer while open */
-  uv_timer_t grace;    /* an interrupt that does not land within grace: kill and restart */
+  int live;         /* processes not yet closed, plus the grace timer while open */
+  uv_timer_t grace; /* an interrupt that does not land within grace: kill and restart */
   char grace_id[KH__EXEC_ID_MAX];
   uint64_t restarts[AUTO_RESTART_LIMIT];
   int nrestarts;
@@ -71,9 +71,9 @@ struct worker_s {
   json_t *applied;        /* owned: the worker's report ({layers, missing}) of the last open */
   /* The host's own bound on a cell's output (limits.maxOutputBytes): the worker cuts output
    * itself; this holds even when it does not (user code can reach the protocol pipe). */
-  uint64_t out_cap;                 /* bytes of output events per cell, 0 for no bound */
-  uint64_t out_bytes;               /* delivered so far for out_id */
-  int out_cut;                      /* out_id's output was cut */
+  uint64_t out_cap;   /* bytes of output events per cell, 0 for no bound */
+  uint64_t out_bytes; /* delivered so far for out_id */
+  int out_cut;        /* out_id's output was cut */
   char out_id[KH__EXEC_ID_MAX];
 };
 
@@ -104,7 +104,8 @@ static int resolve_path(kh_manager_t *m, char *out, size_t n, char *errmsg) {
     char dir[4096];
     how = "the default location next to libkernelhost";
     if (!dladdr((void *)&kh_manager_new, &info) || info.dli_fname == NULL) {
-      kh__set_err(errmsg, "cannot locate kernelhost-worker: set the manager option workerPath "
+      kh__set_err(errmsg,
+                  "cannot locate kernelhost-worker: set the manager option workerPath "
                   "or KH_WORKER_PATH");
       return KH_EWORKER;
     }
@@ -112,9 +113,10 @@ static int resolve_path(kh_manager_t *m, char *out, size_t n, char *errmsg) {
     snprintf(out, n, "%s/kernelhost-worker", dirname(dir));
   }
   if (access(out, X_OK) != 0) {
-    kh__set_err(errmsg, "worker executable \"%s\" (from the %s) is not usable: %s; build "
-                "kernelhost-worker or set workerPath / KH_WORKER_PATH", out, how,
-                strerror(errno));
+    kh__set_err(errmsg,
+                "worker executable \"%s\" (from the %s) is not usable: %s; build "
+                "kernelhost-worker or set workerPath / KH_WORKER_PATH",
+                out, how, strerror(errno));
     return KH_EWORKER;
   }
   return 0;
@@ -139,14 +141,15 @@ static void proc_free_if_done(wproc_t *w) {
   }
 }
 
-static void on_handle_closed(uv_handle_t *h) { proc_free_if_done(h->data); }
+static void on_handle_closed(uv_handle_t *h) {
+  proc_free_if_done(h->data);
+}
 
 /* Closes the pipes now, and the process handle once the process has been reaped (closing it
  * earlier would leave a zombie). */
 static void proc_close_pipes(wproc_t *w) {
   if (!uv_is_closing((uv_handle_t *)&w->to)) uv_close((uv_handle_t *)&w->to, on_handle_closed);
-  if (!uv_is_closing((uv_handle_t *)&w->from))
-    uv_close((uv_handle_t *)&w->from, on_handle_closed);
+  if (!uv_is_closing((uv_handle_t *)&w->from)) uv_close((uv_handle_t *)&w->from, on_handle_closed);
 }
 
 static void proc_kill(wproc_t *w) {
@@ -516,8 +519,10 @@ static void phase_failed(worker_t *wk, int status, const char *errmsg) {
   kh_kernel_t *k = wk->k;
   phase_t ph = wk->phase;
   wk->phase = 0;
-  if (ph == PH_START) kh__kernel_on_ready(k, status, errmsg);
-  else if (ph == PH_RESET || ph == PH_AUTO) kh__kernel_on_reset(k, status, errmsg);
+  if (ph == PH_START)
+    kh__kernel_on_ready(k, status, errmsg);
+  else if (ph == PH_RESET || ph == PH_AUTO)
+    kh__kernel_on_reset(k, status, errmsg);
 }
 
 /* Gets a process for the kernel: from the pool, or spawned. Errors are posted, so that they
@@ -563,8 +568,8 @@ static void describe_exit(wproc_t *w, char *json, size_t n, char *text, size_t t
              w->term_signal == SIGKILL ? " (out of memory, or killed from outside)" : "",
              w->why[0] ? ": " : "", w->why);
   } else {
-    snprintf(text, tn, "the worker process exited with code %lld%s%s",
-             (long long)w->exit_status, w->why[0] ? ": " : "", w->why);
+    snprintf(text, tn, "the worker process exited with code %lld%s%s", (long long)w->exit_status,
+             w->why[0] ? ": " : "", w->why);
   }
   o = w->term_signal ? json_pack("{s:n, s:s, s:i, s:i, s:s}", "exitCode", "signal", signame,
                                  "signalNumber", w->term_signal, "pid", w->pid, "message", text)
@@ -572,9 +577,11 @@ static void describe_exit(wproc_t *w, char *json, size_t n, char *text, size_t t
                                  "signal", "pid", w->pid, "message", text);
   s = o ? json_dumps(o, JSON_COMPACT) : NULL;
   /* kernel.c quotes the reason inside a status event of bounded size: keep it short. */
-  if (s != NULL && strlen(s) < 240) snprintf(json, n, "%s", s);
-  else snprintf(json, n, "{\"exitCode\":null,\"signal\":%s%s%s}", signame[0] ? "\"" : "",
-                signame[0] ? signame : "null", signame[0] ? "\"" : "");
+  if (s != NULL && strlen(s) < 240)
+    snprintf(json, n, "%s", s);
+  else
+    snprintf(json, n, "{\"exitCode\":null,\"signal\":%s%s%s}", signame[0] ? "\"" : "",
+             signame[0] ? signame : "null", signame[0] ? "\"" : "");
   free(s);
   json_decref(o);
 }
@@ -671,8 +678,8 @@ static char *data_text(wproc_t *w, json_t *msg, size_t *len) {
   if (*p != '{') goto encode;
   raw[n - 1] = '\0';
   *len = (size_t)(raw + n - 1 - p);
-  while (*len > 0 && (p[*len - 1] == ' ' || p[*len - 1] == '\n' || p[*len - 1] == '\r' ||
-                      p[*len - 1] == '\t'))
+  while (*len > 0 &&
+         (p[*len - 1] == ' ' || p[*len - 1] == '\n' || p[*len - 1] == '\r' || p[*len - 1] == '\t'))
     p[--*len] = '\0';
   return p;
 encode:
@@ -695,8 +702,8 @@ static void worker_frame(worker_t *wk, wproc_t *w, json_t *msg) {
     if (err != NULL) {
       char text[KH__ERRMSG_MAX];
       /* The worker could not confine itself (and exits): the system cannot enforce the plan. */
-      int status = json_integer_value(json_object_get(msg, "code")) == KH_ENOTSUP ? KH_ENOTSUP
-                                                                                  : KH_EWORKER;
+      int status =
+          json_integer_value(json_object_get(msg, "code")) == KH_ENOTSUP ? KH_ENOTSUP : KH_EWORKER;
       snprintf(text, sizeof(text), "the worker could not open the kernel: %s", err);
       proc_kill(w);
       wk->w = NULL;
@@ -706,8 +713,10 @@ static void worker_frame(worker_t *wk, wproc_t *w, json_t *msg) {
     json_decref(wk->applied);
     wk->applied = json_is_object(applied) ? json_incref(applied) : NULL;
     wk->phase = PH_READY;
-    if (ph == PH_START) kh__kernel_on_ready(k, 0, NULL);
-    else if (ph == PH_RESET || ph == PH_AUTO) kh__kernel_on_reset(k, 0, NULL);
+    if (ph == PH_START)
+      kh__kernel_on_ready(k, 0, NULL);
+    else if (ph == PH_RESET || ph == PH_AUTO)
+      kh__kernel_on_reset(k, 0, NULL);
   } else if (strcmp(t, "ev") == 0 || strcmp(t, "reply") == 0) {
     const char *id = json_string_value(json_object_get(msg, "id"));
     json_t *data = json_object_get(msg, "data");
@@ -741,8 +750,7 @@ static void on_grace(uv_timer_t *t) {
   worker_t *wk = t->data;
   kh_kernel_t *k = wk->k;
   char reason[300];
-  if (wk->stopping || k->running == NULL || strcmp(k->running->exec_id, wk->grace_id) != 0)
-    return;
+  if (wk->stopping || k->running == NULL || strcmp(k->running->exec_id, wk->grace_id) != 0) return;
   snprintf(reason, sizeof(reason),
            "{\"message\":\"the interrupt did not land within %llu ms: the worker was killed and "
            "is being restarted\",\"cause\":\"interrupt_timeout\",\"pid\":%d}",

@@ -11,12 +11,18 @@ static void pump(kh_kernel_t *k);
 
 const char *kh__kstate_name(kh__kstate_t s) {
   switch (s) {
-    case KH__K_STARTING: return "starting";
-    case KH__K_IDLE: return "idle";
-    case KH__K_BUSY: return "busy";
-    case KH__K_RESTARTING: return "restarting";
-    case KH__K_DEAD: return "dead";
-    case KH__K_CLOSING: return "closing";
+    case KH__K_STARTING:
+      return "starting";
+    case KH__K_IDLE:
+      return "idle";
+    case KH__K_BUSY:
+      return "busy";
+    case KH__K_RESTARTING:
+      return "restarting";
+    case KH__K_DEAD:
+      return "dead";
+    case KH__K_CLOSING:
+      return "closing";
   }
   return "unknown";
 }
@@ -57,11 +63,10 @@ void kh__kernel_on_event(kh_kernel_t *k, int type, const char *exec_id, const ch
   kh__bus_dispatch(k->m, &ev);
 }
 
-static void emit_status(kh_kernel_t *k, const char *state, const char *exec_id,
-                        const char *extra) {
+static void emit_status(kh_kernel_t *k, const char *state, const char *exec_id, const char *extra) {
   char buf[512];
-  int n = snprintf(buf, sizeof(buf), "{\"execution_state\":\"%s\"%s%s}", state,
-                   extra ? "," : "", extra ? extra : "");
+  int n = snprintf(buf, sizeof(buf), "{\"execution_state\":\"%s\"%s%s}", state, extra ? "," : "",
+                   extra ? extra : "");
   if (n < 0 || (size_t)n >= sizeof(buf)) return;
   kh__kernel_on_event(k, KH_EVENT_STATUS, exec_id, buf, (size_t)n);
 }
@@ -162,9 +167,10 @@ static void pump(kh_kernel_t *k) {
     if (limit) uv_timer_start(&k->exec_timer, on_exec_timer, limit, 0);
     if (k->ops->execute(k, r) != 0) {
       /* The backend could not take it; report it as the cell's error, asynchronously. */
-      static const char fail[] = "{\"status\":\"error\",\"execution_count\":0,\"error\":{"
-                                 "\"ename\":\"KernelError\",\"evalue\":\"the kernel could not "
-                                 "start the request\",\"traceback\":[]}}";
+      static const char fail[] =
+          "{\"status\":\"error\",\"execution_count\":0,\"error\":{"
+          "\"ename\":\"KernelError\",\"evalue\":\"the kernel could not "
+          "start the request\",\"traceback\":[]}}";
       kh__sink_post(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, fail, sizeof(fail) - 1);
     }
   }
@@ -249,8 +255,10 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
 
   while (to_abort) {
     kh__request_t *next = to_abort->next;
-    if (k->state == KH__K_CLOSING) request_fail(k, to_abort, KH_ECANCELED, NULL);
-    else request_abort(k, to_abort);
+    if (k->state == KH__K_CLOSING)
+      request_fail(k, to_abort, KH_ECANCELED, NULL);
+    else
+      request_abort(k, to_abort);
     request_free(to_abort);
     to_abort = next;
   }
@@ -335,8 +343,10 @@ int kh_kernel_create(kh_manager_t *m, const char *options_json, char *id_out, si
   }
   k->m = m;
   k->opts = opts;
-  if (opts.id[0]) snprintf(k->id, sizeof(k->id), "%s", opts.id);
-  else kh__uuid(k->id);
+  if (opts.id[0])
+    snprintf(k->id, sizeof(k->id), "%s", opts.id);
+  else
+    kh__uuid(k->id);
   k->serial = ++m->next_serial;
   k->created_ms = kh__now_ms();
   k->state = KH__K_STARTING;
@@ -439,8 +449,8 @@ int kh_kernel_exists(kh_manager_t *m, const char *kernel_id, const char **mode_o
 }
 
 int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, size_t len,
-                      const kh_execute_options_t *opts, char *exec_id_out,
-                      size_t exec_id_out_size, kh_execute_cb cb, void *data) {
+                      const kh_execute_options_t *opts, char *exec_id_out, size_t exec_id_out_size,
+                      kh_execute_cb cb, void *data) {
   kh_kernel_t *k;
   kh__request_t *r;
   int rc;
@@ -465,8 +475,10 @@ int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, 
   r->timeout_ms = opts ? opts->timeout_ms : 0;
   r->cb = cb;
   r->data = data;
-  if (k->queue_tail) k->queue_tail->next = r;
-  else k->queue_head = r;
+  if (k->queue_tail)
+    k->queue_tail->next = r;
+  else
+    k->queue_head = r;
   k->queue_tail = r;
   m->pending++;
   kh__manager_update_ref(m);

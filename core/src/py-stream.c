@@ -10,9 +10,8 @@
 #define FLUSH_CHARS (64 * 1024)
 
 typedef struct {
-  PyObject_HEAD
-  PyObject *emit;     /* callable(exec_id, "stream", {"name", "text"}) */
-  PyObject *schedule; /* callable(buffer): arm the timed flush */
+  PyObject_HEAD PyObject *emit; /* callable(exec_id, "stream", {"name", "text"}) */
+  PyObject *schedule;           /* callable(buffer): arm the timed flush */
   PyThread_type_lock lock;
   PyObject *parts; /* list of str */
   Py_ssize_t size;
@@ -124,8 +123,7 @@ static int outbuf_write(outbuf_t *b, PyObject *name, PyObject *exec_id, PyObject
 static int outbuf_init(outbuf_t *b, PyObject *args, PyObject *kw) {
   static char *kwlist[] = {"emit", "schedule", NULL};
   PyObject *emit, *schedule = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:OutBuffer", kwlist, &emit, &schedule))
-    return -1;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:OutBuffer", kwlist, &emit, &schedule)) return -1;
   if (b->lock == NULL && (b->lock = PyThread_allocate_lock()) == NULL) {
     PyErr_NoMemory();
     return -1;
@@ -222,10 +220,9 @@ static PyTypeObject outbuf_type = {
 /* --- Writer: sys.stdout.write / sys.stderr.write -------------------------------------------- */
 
 typedef struct {
-  PyObject_HEAD
-  PyObject *name;     /* "stdout" / "stderr" */
-  PyObject *fallback; /* the stream for threads outside every kernel, or None */
-  PyObject *tls;      /* _kh_streams._tls (a threading.local) */
+  PyObject_HEAD PyObject *name; /* "stdout" / "stderr" */
+  PyObject *fallback;           /* the stream for threads outside every kernel, or None */
+  PyObject *tls;                /* _kh_streams._tls (a threading.local) */
 } writer_t;
 
 static PyObject *str_ctx, *str_out, *str_exec_id, *str_write;

@@ -27,8 +27,8 @@ static pthread_mutex_t write_mu = PTHREAD_MUTEX_INITIALIZER;
 /* fd-level output capture: the read ends of the pipes now behind fds 1 and 2. */
 static pthread_mutex_t cap_mu = PTHREAD_MUTEX_INITIALIZER;
 static int cap_fd[2] = {-1, -1};
-static unsigned char cap_carry[2][4]; /* guarded by cap_mu: an incomplete UTF-8 sequence */
-static int cap_carry_n[2];            /* guarded by cap_mu */
+static unsigned char cap_carry[2][4];    /* guarded by cap_mu: an incomplete UTF-8 sequence */
+static int cap_carry_n[2];               /* guarded by cap_mu */
 static char running_id[KH__EXEC_ID_MAX]; /* guarded by cap_mu: "" between cells */
 static char pending_interrupt[KH__EXEC_ID_MAX]; /* guarded by cap_mu: for a cell not started */
 static pthread_t main_tid;
@@ -155,8 +155,8 @@ static void fatal(const char *fmt, ...) {
 
 static int worker_emit(PyObject *sink, const char *exec_id, int type, const char *data,
                        size_t len) {
-  json_t *head = json_pack("{s:s, s:s, s:s}", "t", "ev", "type", kh_event_type_name(type), "id",
-                           exec_id);
+  json_t *head =
+      json_pack("{s:s, s:s, s:s}", "t", "ev", "type", kh_event_type_name(type), "id", exec_id);
   (void)sink;
   if (head == NULL) return KH_EINVAL; /* exec_id was not UTF-8 */
   write_with_data(head, data, len);
@@ -174,14 +174,22 @@ static int utf8_seq(const unsigned char *p, size_t n) {
   int len, i;
   unsigned lo = 0x80, hi = 0xBF;
   if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) len = 2;
-  else if (c >= 0xE0 && c <= 0xEF) len = 3;
-  else if (c >= 0xF0 && c <= 0xF4) len = 4;
-  else return -1;
-  if (c == 0xE0) lo = 0xA0;
-  else if (c == 0xED) hi = 0x9F; /* no surrogates */
-  else if (c == 0xF0) lo = 0x90;
-  else if (c == 0xF4) hi = 0x8F;
+  if (c >= 0xC2 && c <= 0xDF)
+    len = 2;
+  else if (c >= 0xE0 && c <= 0xEF)
+    len = 3;
+  else if (c >= 0xF0 && c <= 0xF4)
+    len = 4;
+  else
+    return -1;
+  if (c == 0xE0)
+    lo = 0xA0;
+  else if (c == 0xED)
+    hi = 0x9F; /* no surrogates */
+  else if (c == 0xF0)
+    lo = 0x90;
+  else if (c == 0xF4)
+    hi = 0x8F;
   for (i = 1; i < len; i++) {
     if ((size_t)i >= n) return 0;
     if (p[i] < lo || p[i] > hi) return -i;
@@ -365,8 +373,10 @@ static void *command_thread(void *arg) {
     while ((rc = kh__frame_dec_next(d, &msg)) == 1) {
       const char *t = json_string_value(json_object_get(msg, "t"));
       if (strcmp(t, "input") == 0 || strcmp(t, "interrupt") == 0) {
-        if (strcmp(t, "input") == 0) input_reply(msg);
-        else interrupt(json_string_value(json_object_get(msg, "id")));
+        if (strcmp(t, "input") == 0)
+          input_reply(msg);
+        else
+          interrupt(json_string_value(json_object_get(msg, "id")));
         json_decref(msg);
         continue;
       }
@@ -375,8 +385,10 @@ static void *command_thread(void *arg) {
         if (c == NULL) fatal("out of memory");
         c->msg = msg;
         pthread_mutex_lock(&q_mu);
-        if (q_tail) q_tail->next = c;
-        else q_head = c;
+        if (q_tail)
+          q_tail->next = c;
+        else
+          q_head = c;
         q_tail = c;
         pthread_cond_signal(&q_cv);
         pthread_mutex_unlock(&q_mu);
@@ -414,23 +426,20 @@ static json_t *read_first_frame(void) {
     n = read(in_fd, buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) _exit(0);
-    if (kh__frame_dec_feed(&cmd_dec, buf, (size_t)n) != 0)
-      fatal("command pipe: %s", cmd_dec.err);
+    if (kh__frame_dec_feed(&cmd_dec, buf, (size_t)n) != 0) fatal("command pipe: %s", cmd_dec.err);
   }
 }
 
 static json_t *next_command(void) {
   cmd_t *c;
   json_t *msg;
-  Py_BEGIN_ALLOW_THREADS
-  pthread_mutex_lock(&q_mu);
+  Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&q_mu);
   while (q_head == NULL) pthread_cond_wait(&q_cv, &q_mu);
   c = q_head;
   q_head = c->next;
   if (q_head == NULL) q_tail = NULL;
   pthread_mutex_unlock(&q_mu);
-  Py_END_ALLOW_THREADS
-  msg = c->msg;
+  Py_END_ALLOW_THREADS msg = c->msg;
   free(c);
   return msg;
 }
@@ -460,8 +469,10 @@ static void do_open(json_t *msg, json_t *applied) {
   char *env_s = json_is_object(env) ? json_dumps(env, JSON_COMPACT) : NULL;
   json_t *reply;
   PyObject *r = NULL, *max_out = NULL;
-  if (cap_limited) max_out = PyLong_FromUnsignedLongLong((unsigned long long)cap_limit);
-  else max_out = Py_NewRef(Py_None);
+  if (cap_limited)
+    max_out = PyLong_FromUnsignedLongLong((unsigned long long)cap_limit);
+  else
+    max_out = Py_NewRef(Py_None);
   if (rt == NULL && id != NULL && max_out != NULL)
     r = PyObject_CallFunction(open_fn, "szzO", id, env_s, cwd, max_out);
   Py_XDECREF(max_out);
@@ -472,8 +483,10 @@ static void do_open(json_t *msg, json_t *applied) {
     if (reply != NULL && applied != NULL) json_object_set(reply, "sandbox", applied);
   } else {
     char buf[KH__ERRMSG_MAX - 64];
-    if (PyErr_Occurred()) kh__py_describe_error(buf, sizeof(buf));
-    else snprintf(buf, sizeof(buf), "bad open command");
+    if (PyErr_Occurred())
+      kh__py_describe_error(buf, sizeof(buf));
+    else
+      snprintf(buf, sizeof(buf), "bad open command");
     reply = json_pack("{s:s, s:s}", "t", "ready", "error", buf);
   }
   if (reply) write_json(reply);
@@ -494,8 +507,8 @@ static char *interrupted_reply(const char *id, size_t *len) {
   long count = c && PyLong_Check(c) ? PyLong_AsLong(c) : 0;
   json_t *err = json_pack("{s:s, s:s, s:[s]}", "ename", "KeyboardInterrupt", "evalue", "",
                           "traceback", "KeyboardInterrupt");
-  json_t *reply = json_pack("{s:s, s:i, s:O}", "status", "error", "execution_count", (int)count,
-                            "error", err);
+  json_t *reply =
+      json_pack("{s:s, s:i, s:O}", "status", "error", "execution_count", (int)count, "error", err);
   char *s = err ? json_dumps(err, JSON_COMPACT) : NULL;
   char *out = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
   Py_XDECREF(c);
@@ -529,8 +542,8 @@ static void do_exec(json_t *msg) {
   pending_interrupt[0] = '\0';
   pthread_mutex_unlock(&cap_mu);
   if (!early) {
-    text = PyUnicode_FromStringAndSize(json_string_value(code),
-                                       (Py_ssize_t)json_string_length(code));
+    text =
+        PyUnicode_FromStringAndSize(json_string_value(code), (Py_ssize_t)json_string_length(code));
     if (text != NULL && rt != NULL)
       r = PyObject_CallMethod(rt, "execute", "sOii", id, text, silent, store);
     Py_XDECREF(text);
@@ -550,8 +563,10 @@ static void do_exec(json_t *msg) {
       PyErr_Clear();
       fallback = interrupted_reply(id, &len);
     } else {
-      if (r == NULL) kh__py_describe_error(buf, sizeof(buf));
-      else snprintf(buf, sizeof(buf), "runtime returned no reply");
+      if (r == NULL)
+        kh__py_describe_error(buf, sizeof(buf));
+      else
+        snprintf(buf, sizeof(buf), "runtime returned no reply");
       fallback = kh__py_error_reply("KernelError", buf, &len);
     }
     data = fallback;
@@ -587,8 +602,9 @@ static void setup_fds(void) {
   out_fd = fcntl(4, F_DUPFD_CLOEXEC, 10);
   diag_fd = fcntl(2, F_DUPFD_CLOEXEC, 10);
   if (in_fd < 0 || out_fd < 0) {
-    diag("kernelhost-worker: fds 3 and 4 must be the host's protocol pipes; this program is "
-         "started by libkernelhost, not by hand");
+    diag(
+        "kernelhost-worker: fds 3 and 4 must be the host's protocol pipes; this program is "
+        "started by libkernelhost, not by hand");
     _exit(2);
   }
   /* User code must not reach the protocol by its well-known numbers, nor children inherit it. */
@@ -650,12 +666,13 @@ static int start_python(char *err, size_t errn) {
   g = PyDict_New();
   if (g == NULL || PyDict_SetItemString(g, "__builtins__", PyEval_GetBuiltins()) < 0) goto pyerr;
   kh__py_interrupt_hook = interrupt_landed;
-  r = PyRun_String("import signal, _kernelhost\n"
-                   "def _kh_sigint(signum, frame):\n"
-                   "    _kernelhost.note_interrupt()\n"
-                   "    raise KeyboardInterrupt\n"
-                   "signal.signal(signal.SIGINT, _kh_sigint)\n",
-                   Py_file_input, g, g);
+  r = PyRun_String(
+      "import signal, _kernelhost\n"
+      "def _kh_sigint(signum, frame):\n"
+      "    _kernelhost.note_interrupt()\n"
+      "    raise KeyboardInterrupt\n"
+      "signal.signal(signal.SIGINT, _kh_sigint)\n",
+      Py_file_input, g, g);
   if (r == NULL) goto pyerr;
   Py_DECREF(r);
   r = PyRun_String(open_src, Py_file_input, g, g);
@@ -724,8 +741,9 @@ int main(int argc, char **argv) {
   const char *t;
   main_tid = pthread_self();
   if (argc < 3 || strcmp(argv[1], "--kernelhost-worker") != 0) {
-    fprintf(stderr, "usage: kernelhost-worker --kernelhost-worker PARENT_PID\n"
-                    "This program is started by libkernelhost for worker-mode kernels.\n");
+    fprintf(stderr,
+            "usage: kernelhost-worker --kernelhost-worker PARENT_PID\n"
+            "This program is started by libkernelhost for worker-mode kernels.\n");
     return 2;
   }
   /* No orphans: die with the host. PDEATHSIG follows the host thread that spawned us (the
@@ -755,9 +773,12 @@ int main(int argc, char **argv) {
   for (;;) {
     json_t *msg = next_command();
     const char *t = json_string_value(json_object_get(msg, "t"));
-    if (strcmp(t, "open") == 0) do_open(msg, NULL);
-    else if (strcmp(t, "exec") == 0) do_exec(msg);
-    else fatal("unknown command \"%s\"", t);
+    if (strcmp(t, "open") == 0)
+      do_open(msg, NULL);
+    else if (strcmp(t, "exec") == 0)
+      do_exec(msg);
+    else
+      fatal("unknown command \"%s\"", t);
     json_decref(msg);
   }
 }

@@ -473,8 +473,9 @@ TEST(sandbox_interrupt_works) {
   th_result_t r;
   th_init(&t, NULL);
   th_create(&t, sopts("\"permissions\": {}, \"limits\": {\"cpuSeconds\": 60}"), id);
-  ASSERT_INT(th_submit(&t, id, "import time\nprint('sleeping', flush=True)\ntime.sleep(100)",
-                       NULL, &r), ==, 0);
+  ASSERT_INT(
+      th_submit(&t, id, "import time\nprint('sleeping', flush=True)\ntime.sleep(100)", NULL, &r),
+      ==, 0);
   th_wait_events(&t, KH_EVENT_STREAM, r.id, 1);
   ASSERT_INT(kh_kernel_interrupt(t.m, id), ==, 0);
   th_run_until(&t, &r.done);
@@ -484,8 +485,7 @@ TEST(sandbox_interrupt_works) {
   th_fini(&t);
 }
 
-static void on_created_any(kh_manager_t *m, const char *id, int status, const char *err,
-                           void *d) {
+static void on_created_any(kh_manager_t *m, const char *id, int status, const char *err, void *d) {
   int *c = d;
   (void)m;
   (void)id;
@@ -503,9 +503,9 @@ TEST(sandbox_strict_refuses) {
   setenv("KH_SANDBOX_PRETEND_MISSING", "landlock", 1);
   th_init(&t, NULL);
   /* strict (the default): creation fails at once, naming what is missing; no kernel. */
-  ASSERT_ERR(kh_kernel_create(t.m, sopts("\"permissions\": {}"), id, sizeof(id), on_created_any,
-                              created),
-             KH_ENOTSUP);
+  ASSERT_ERR(
+      kh_kernel_create(t.m, sopts("\"permissions\": {}"), id, sizeof(id), on_created_any, created),
+      KH_ENOTSUP);
   ASSERT_CONTAINS(kh_manager_errmsg(t.m), "Landlock");
   ASSERT_INT(created[0], ==, 0);
   ASSERT_INT(kh_manager_kernel_count(t.m), ==, 0);

@@ -74,7 +74,9 @@ static void wait_status_n(th_t *t, const char *state, int n) {
 }
 
 /* A pidfd becomes readable when the process exits: an event to wait on, with a bound. */
-static int pid_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+static int pid_open(int pid) {
+  return (int)syscall(SYS_pidfd_open, pid, 0);
+}
 
 static void wait_pid_gone(int pidfd) {
   struct pollfd p;
@@ -115,8 +117,9 @@ TEST(worker_interrupt_sleep) {
   th_init(&t, NULL);
   th_create(&t, wopts(""), id);
   pid = kernel_pid(&t, id);
-  ASSERT_INT(th_submit(&t, id, "import time\nprint('sleeping', flush=True)\ntime.sleep(100)",
-                       NULL, &r), ==, 0);
+  ASSERT_INT(
+      th_submit(&t, id, "import time\nprint('sleeping', flush=True)\ntime.sleep(100)", NULL, &r),
+      ==, 0);
   th_wait_events(&t, KH_EVENT_STREAM, r.id, 1); /* inside the cell, on its way into sleep */
   ASSERT_INT(kh_kernel_interrupt(t.m, id), ==, 0);
   th_run_until(&t, &r.done);
@@ -142,8 +145,10 @@ TEST(worker_kill_escalation) {
   th_init(&t, "{\"interruptGraceMs\": 300}");
   th_create(&t, wopts(""), id);
   pid = kernel_pid(&t, id);
-  ASSERT_INT(th_submit(&t, id, "import signal, sys\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                               "print('ignoring', flush=True)\nwhile True:\n    pass", NULL, &r),
+  ASSERT_INT(th_submit(&t, id,
+                       "import signal, sys\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                       "print('ignoring', flush=True)\nwhile True:\n    pass",
+                       NULL, &r),
              ==, 0);
   /* interrupt once the cell ignores SIGINT */
   th_wait_events(&t, KH_EVENT_STREAM, r.id, 1);
@@ -298,11 +303,13 @@ TEST(worker_fd_output_captured) {
   int i;
   th_init(&t, NULL);
   th_create(&t, wopts(""), id);
-  th_exec(&t, id, "import os, sys\n"
-                  "os.write(1, b'\\xff junk\\n')\n"
-                  "os.write(2, b'to fd 2 \\xe2\\x82\\n')\n"
-                  "os.system('echo hi')\n"
-                  "print('from print')", &r);
+  th_exec(&t, id,
+          "import os, sys\n"
+          "os.write(1, b'\\xff junk\\n')\n"
+          "os.write(2, b'to fd 2 \\xe2\\x82\\n')\n"
+          "os.system('echo hi')\n"
+          "print('from print')",
+          &r);
   ASSERT_STR(th_s(r.json, "status"), "ok");
   for (i = 0; i < th_count(&t, KH_EVENT_STREAM, r.id); i++) {
     th_event_t *e = th_find(&t, KH_EVENT_STREAM, r.id, i);
@@ -397,8 +404,7 @@ TEST(worker_create_destroy_cycles) {
     } else {
       /* Destroyed while starting: the create callback gets KH_ECANCELED. */
       int created[2] = {0, 0};
-      ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), on_created_any, created), ==,
-                 0);
+      ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), on_created_any, created), ==, 0);
       th_destroy(&t, id);
       th_run_until(&t, &created[0]);
       ASSERT_ERR(created[1], KH_ECANCELED);
@@ -438,8 +444,11 @@ TEST(worker_max_execution_time) {
   th_result_free(&r);
   /* One that does not: killed and restarted, with a status saying so. */
   idle = count_status(&t, NULL, "idle");
-  ASSERT_INT(th_submit(&t, id, "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                               "while True:\n    pass", NULL, &r), ==, 0);
+  ASSERT_INT(th_submit(&t, id,
+                       "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                       "while True:\n    pass",
+                       NULL, &r),
+             ==, 0);
   th_run_until(&t, &r.done);
   ASSERT_ERR(r.status, KH_EKERNELDEAD);
   ASSERT_INT(count_status(&t, r.id, "restarting"), ==, 1);
@@ -486,8 +495,10 @@ TEST(worker_env_and_cwd) {
   char out[1024] = "";
   th_init(&t, NULL);
   th_create(&t, wopts("\"env\": {\"KH_TEST_VAR\": \"v1\"}, \"cwd\": \"/tmp\""), id);
-  th_exec(&t, id, "import os\nos.system('echo $KH_TEST_VAR')\n(os.environ['KH_TEST_VAR'], "
-                  "os.getcwd())", &r);
+  th_exec(&t, id,
+          "import os\nos.system('echo $KH_TEST_VAR')\n(os.environ['KH_TEST_VAR'], "
+          "os.getcwd())",
+          &r);
   ASSERT_STR(th_s(r.json, "result.data.text/plain"), "('v1', '/tmp')");
   for (i = 0; i < th_count(&t, KH_EVENT_STREAM, r.id); i++)
     strncat(out, th_s(th_find(&t, KH_EVENT_STREAM, r.id, i)->data, "text"), 1000 - strlen(out));
@@ -499,7 +510,8 @@ TEST(worker_env_and_cwd) {
   {
     int created[2] = {0, 0};
     ASSERT_INT(kh_kernel_create(t.m, wopts("\"cwd\": \"/nonexistent/kh\""), id, sizeof(id),
-                                on_created_any, created), ==, 0);
+                                on_created_any, created),
+               ==, 0);
     th_run_until(&t, &created[0]);
     ASSERT_ERR(created[1], KH_EWORKER);
   }
@@ -591,8 +603,10 @@ TEST(worker_missing_executable) {
     th_run_until(&t, &created[0]);
     ASSERT_ERR(created[1], KH_EWORKER);
     th_fini(&t);
-    if (old) setenv("KH_WORKER_PATH", old, 1);
-    else unsetenv("KH_WORKER_PATH");
+    if (old)
+      setenv("KH_WORKER_PATH", old, 1);
+    else
+      unsetenv("KH_WORKER_PATH");
     free(old);
   }
 }
