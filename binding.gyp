@@ -31,7 +31,7 @@
       "KH_PYTHON_EXECUTABLE=\"<(kh_python_executable)\"",
       "<!@(node <(kh_root)/bindings-node/tools/core-sources.js defines)",
     ],
-    "cflags": ["<!@(pkg-config --cflags python3-embed jansson libseccomp)"],
+    "cflags": ["<!@(pkg-config --cflags python3-embed jansson yajl libseccomp)"],
     "cflags_c": [
       "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
       "-Wno-missing-field-initializers", "-fvisibility=hidden",
@@ -66,7 +66,7 @@
       ],
       "defines": ["NAPI_VERSION=8"],
       # No libuv here, ever: Node exports its own.
-      "libraries": ["<!@(pkg-config --libs python3-embed jansson libseccomp)", "-ldl", "-lm", "-lpthread"],
+      "libraries": ["<!@(pkg-config --libs python3-embed jansson yajl libseccomp)", "-ldl", "-lm", "-lpthread"],
     },
   ],
   "conditions": [
@@ -84,7 +84,7 @@
             "<!@(node <(kh_root)/bindings-node/tools/core-sources.js sources <(kh_rel))",
             "<(SHARED_INTERMEDIATE_DIR)/kernelhost/runtime_sources.c",
           ],
-          "libraries": ["<!@(pkg-config --libs python3-embed jansson libseccomp libuv)", "-ldl", "-lm",
+          "libraries": ["<!@(pkg-config --libs python3-embed jansson yajl libseccomp libuv)", "-ldl", "-lm",
                         "-lpthread"],
         },
       ],

@@ -656,33 +656,16 @@ static int output_allowed(worker_t *wk, int type, const char *id, size_t len) {
   return 0;
 }
 
-/* The JSON text of msg's "data" object. When the frame has the shape the worker writes (string
- * members, then "data" last), it is sliced from the frame's raw text, which jansson has just
- * validated, and NUL-terminated in place: a 1 MB display costs one parse, not a parse and a
- * dump. Otherwise it is encoded again (owned). Since a '"' inside a JSON string is always
- * escaped, the first ,"data": of such a frame is its last member's key. */
+/* The JSON text of a frame's "data" object. The decoder hands payloads over as the validated
+ * text they arrived as (frame.c): it is NUL-terminated in place, over the frame's closing
+ * brace. A frame of another shape (which the worker never writes) is encoded again (owned). */
 static char *data_text(wproc_t *w, json_t *msg, size_t *len) {
-  const char *key, *last = NULL;
-  json_t *v;
-  size_t n;
-  char *raw = kh__frame_dec_raw(&w->dec, &n), *p, *s;
-  json_object_foreach(msg, key, v) {
-    last = key;
-    if (strcmp(key, "data") != 0 && !json_is_string(v)) goto encode;
+  char *p = kh__frame_dec_data(&w->dec, len), *s;
+  if (p != NULL) {
+    p[*len] = '\0';
+    return p;
   }
-  if (last == NULL || strcmp(last, "data") != 0 || n < 10 || raw[n - 1] != '}') goto encode;
-  p = memmem(raw, n, ",\"data\":", 8);
-  if (p == NULL) goto encode;
-  p += 8;
-  while (p < raw + n - 1 && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
-  if (*p != '{') goto encode;
-  raw[n - 1] = '\0';
-  *len = (size_t)(raw + n - 1 - p);
-  while (*len > 0 &&
-         (p[*len - 1] == ' ' || p[*len - 1] == '\n' || p[*len - 1] == '\r' || p[*len - 1] == '\t'))
-    p[--*len] = '\0';
-  return p;
-encode:
+  if (!json_is_object(json_object_get(msg, "data"))) return NULL;
   s = json_dumps(json_object_get(msg, "data"), JSON_COMPACT);
   *len = s ? strlen(s) : 0;
   return s;
@@ -719,9 +702,8 @@ static void worker_frame(worker_t *wk, wproc_t *w, json_t *msg) {
       kh__kernel_on_reset(k, 0, NULL);
   } else if (strcmp(t, "ev") == 0 || strcmp(t, "reply") == 0) {
     const char *id = json_string_value(json_object_get(msg, "id"));
-    json_t *data = json_object_get(msg, "data");
     size_t slen = 0;
-    char *s = json_is_object(data) ? data_text(w, msg, &slen) : NULL;
+    char *s = data_text(w, msg, &slen);
     if (id == NULL || s == NULL) {
       if (s != NULL && !(s >= w->dec.buf && s < w->dec.buf + w->dec.len)) free(s);
       proc_protocol_error(w, "an event or reply without id or data");

@@ -293,6 +293,8 @@ typedef struct {
   char err[200];
   size_t last_off; /* the body of the frame kh__frame_dec_next() returned last */
   size_t last_len;
+  size_t data_off; /* its "data" payload, when the header was split from it (else len 0) */
+  size_t data_len;
 } kh__frame_dec_t;
 
 void kh__frame_dec_init(kh__frame_dec_t *d, size_t max); /* max 0: KH__FRAME_MAX */
@@ -301,6 +303,11 @@ void kh__frame_dec_free(kh__frame_dec_t *d);
 int kh__frame_dec_feed(kh__frame_dec_t *d, const void *p, size_t n);
 /* Takes the next whole frame: 1 and *out (owned), 0 when more bytes are needed, KH_EPROTO. */
 int kh__frame_dec_next(kh__frame_dec_t *d, json_t **out);
+/* The "data" payload (one JSON object, validated, not parsed) of the frame that
+ * kh__frame_dec_next() returned last, when its header was split from it: the returned header
+ * then has no "data" member. NULL otherwise. Writable; valid until the next feed. The byte after
+ * it is the frame's closing brace, which the caller may overwrite with a NUL. */
+char *kh__frame_dec_data(kh__frame_dec_t *d, size_t *len);
 /* The raw body (JSON text) of the frame kh__frame_dec_next() returned last, writable, valid
  * until the next kh__frame_dec_feed(). */
 char *kh__frame_dec_raw(kh__frame_dec_t *d, size_t *len);

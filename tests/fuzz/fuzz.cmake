@@ -8,20 +8,21 @@ add_executable(kh_fuzz_replay ${KH_FUZZ_DIR}/replay.c ${KH_FUZZ_SOURCES})
 target_include_directories(kh_fuzz_replay PRIVATE ${CMAKE_SOURCE_DIR}/core/src
                            ${CMAKE_SOURCE_DIR}/core/include)
 target_compile_options(kh_fuzz_replay PRIVATE ${KH_WARNINGS})
-target_link_libraries(kh_fuzz_replay PRIVATE PkgConfig::JANSSON PkgConfig::UV)
+target_compile_definitions(kh_fuzz_replay PRIVATE _GNU_SOURCE)
+target_link_libraries(kh_fuzz_replay PRIVATE PkgConfig::JANSSON PkgConfig::YAJL PkgConfig::UV)
 add_test(NAME fuzz/frame_corpus_replay COMMAND kh_fuzz_replay ${KH_FUZZ_DIR}/corpus)
 
 find_program(KH_CLANG NAMES clang clang-16 clang-15 clang-14)
 if(KH_CLANG)
   set(KH_FUZZ_BIN ${CMAKE_BINARY_DIR}/kh_fuzz_frame)
   set(KH_FUZZ_INC -I${CMAKE_SOURCE_DIR}/core/src -I${CMAKE_SOURCE_DIR}/core/include)
-  foreach(d ${JANSSON_INCLUDE_DIRS} ${UV_INCLUDE_DIRS})
+  foreach(d ${JANSSON_INCLUDE_DIRS} ${YAJL_INCLUDE_DIRS} ${UV_INCLUDE_DIRS})
     list(APPEND KH_FUZZ_INC -I${d})
   endforeach()
   add_custom_command(
     OUTPUT ${KH_FUZZ_BIN}
     COMMAND ${KH_CLANG} -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined
-            -fno-sanitize-recover=all ${KH_FUZZ_INC} ${KH_FUZZ_SOURCES} ${JANSSON_LDFLAGS}
+            -fno-sanitize-recover=all ${KH_FUZZ_INC} ${KH_FUZZ_SOURCES} ${JANSSON_LDFLAGS} ${YAJL_LDFLAGS}
             -o ${KH_FUZZ_BIN}
     DEPENDS ${KH_FUZZ_SOURCES} ${CMAKE_SOURCE_DIR}/core/src/internal.h
     COMMENT "Building the libFuzzer target kh_fuzz_frame with ${KH_CLANG}" VERBATIM)
