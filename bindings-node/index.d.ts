@@ -153,6 +153,9 @@ export declare class KernelManager extends EventEmitter {
   createKernel(options?: KernelOptions): Promise<string>;
   getKernel(id: string): Kernel | undefined;
   listKernels(namespace?: string): KernelInfo[];
+  /** Details of one kernel (options; in worker mode pid, pooled, sandbox), or undefined. */
+  getKernelInfo(id: string): (KernelInfo & { options: Record<string, unknown>; pid?: number;
+    pooled?: boolean; sandbox?: Record<string, unknown> }) | undefined;
   /** Pending requests reject with KH_ECANCELED; the kernel's listeners are removed. */
   destroyKernel(id: string): Promise<void>;
   /** Resolves with the number of kernels destroyed. */

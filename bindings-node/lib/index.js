@@ -347,6 +347,14 @@ class KernelManager extends EventEmitter {
     return JSON.parse(this._native.list(checkOptionalNamespace(namespace)));
   }
 
+  /** The kernel's details (id, mode, namespace, status, options, and in worker mode pid,
+   * pooled and sandbox layers), or undefined for no such kernel. */
+  getKernelInfo(id) {
+    checkId(id);
+    const json = this._native.info(id);
+    return json === null || json === undefined ? undefined : JSON.parse(json);
+  }
+
   /** Destroys a kernel: its pending requests reject with KH_ECANCELED. */
   destroyKernel(id) {
     checkId(id);

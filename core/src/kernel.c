@@ -138,8 +138,10 @@ static void on_exec_timer(uv_timer_t *t) {
 static void on_idle_timer(uv_timer_t *t) {
   kh_kernel_t *k = t->data;
   if (k->state == KH__K_IDLE && k->running == NULL && k->queue_head == NULL) {
-    emit_status(k, "dead", "", "\"reason\":{\"message\":\"inactivityTimeout\"}");
-    if (k->state == KH__K_IDLE) kh_kernel_destroy(k->m, k->id, NULL, NULL);
+    /* Destroyed first, then reported: a listener of this "dead" event that tries to run a cell
+     * gets KH_ECLOSED, never a kernel that came back. */
+    if (kh_kernel_destroy(k->m, k->id, NULL, NULL) == 0)
+      emit_status(k, "dead", "", "\"reason\":{\"message\":\"inactivityTimeout\"}");
   }
 }
 

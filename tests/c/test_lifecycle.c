@@ -361,3 +361,33 @@ TEST(kernel_restart_from_callback) {
   th_result_free(&r);
   th_fini(&t);
 }
+
+typedef struct {
+  int dead;
+  int rc;
+  th_t *t;
+} dead_listener_t;
+
+static void on_dead_try_execute(kh_manager_t *m, const kh_event_t *ev, void *data) {
+  dead_listener_t *d = data;
+  th_result_t r;
+  if (strstr(ev->json, "\"dead\"") == NULL) return;
+  d->dead = 1;
+  d->rc = th_submit(d->t, ev->kernel_id, "1", NULL, &r);
+  (void)m;
+}
+
+TEST(kernel_inactivity_dead_is_final) {
+  th_t t;
+  char id[64];
+  dead_listener_t d = {0, 0, NULL};
+  th_init(&t, NULL);
+  d.t = &t;
+  th_create(&t, th_opts("\"inactivityTimeout\": 50"), id);
+  ASSERT(kh_subscribe(t.m, id, KH_EVENT_STATUS, on_dead_try_execute, &d) > 0);
+  th_run_until(&t, &d.dead);
+  /* the kernel was already on its way out when it said so: no cell runs on it again */
+  ASSERT_ERR(d.rc, KH_ECLOSED);
+  ASSERT_INT(kh_kernel_exists(t.m, id, NULL), ==, 0);
+  th_fini(&t);
+}

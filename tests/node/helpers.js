@@ -4,6 +4,7 @@
 'use strict';
 
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const { spawnSync } = require('node:child_process');
 const kernelhost = require('../..');
 
@@ -82,7 +83,93 @@ function outputsOf(r, type) {
   return r.outputs.filter((o) => o.type === type).map((o) => o.data);
 }
 
+/** Every stream text of a result, in order, as "name:text" pieces joined (C's stream_text). */
+function streamText(r, tagged = false) {
+  return outputsOf(r, 'stream').map((s) => (tagged ? `${s.name}:${s.text}` : s.text)).join('');
+}
+
+/** The core's kernel info object (pid, pooled, sandbox, ...), or null for no such kernel. */
+function kernelInfo(m, id) {
+  const info = m.getKernelInfo(id);
+  return info === undefined ? null : info;
+}
+
+/**
+ * Records every event of manager `m` from now on (attach it before createKernel to see the
+ * creation's events too). waitFor(pred) resolves with the first recorded event, past or future,
+ * for which pred({kernelId, type, data}) holds; count(pred) counts them.
+ */
+function recorder(m) {
+  const events = [];
+  const waiters = [];
+  m.on('kernelEvent', (e) => {
+    events.push(e);
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      if (waiters[i].pred(e)) waiters.splice(i, 1)[0].resolve(e);
+    }
+  });
+  return {
+    events,
+    count: (pred) => events.filter(pred).length,
+    waitFor(pred) {
+      const found = events.find(pred);
+      if (found !== undefined) return Promise.resolve(found);
+      return new Promise((resolve) => waiters.push({ pred, resolve }));
+    },
+    /** Resolves once `n` events satisfy pred. */
+    waitCount(pred, n) {
+      if (events.filter(pred).length >= n) return Promise.resolve();
+      let seen = events.filter(pred).length;
+      return new Promise((resolve) => {
+        const w = { pred: (e) => pred(e) && ++seen >= n, resolve };
+        waiters.push(w);
+      });
+    },
+  };
+}
+
+/** A predicate on status events: this state, and (when given) this kernel / execution id. */
+function isStatus(state, kernelId, executionId) {
+  return (e) => e.type === 'status' && e.data.execution_state === state &&
+    (kernelId === undefined || e.kernelId === kernelId) &&
+    (executionId === undefined || e.data.executionId === executionId);
+}
+
+/** The process id of a worker kernel, asked of Python itself (not counted in its history). */
+async function workerPid(k) {
+  const r = await k.execute('import os\nos.getpid()', { storeHistory: false });
+  assert.equal(r.status, 'ok', JSON.stringify(r.error));
+  return Number(r.result.data['text/plain']);
+}
+
+/** True while process `pid` exists and has not exited (a zombie has exited). */
+function pidAlive(pid) {
+  let stat;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch (err) {
+    if (err.code === 'ENOENT' || err.code === 'ESRCH') return false;
+    throw err;
+  }
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
+}
+
+/**
+ * Waits until process `pid` has exited. Linux has no exit notification that Node can wait on
+ * for a process it did not spawn (no pidfd, and fs.watch does not work on /proc), so between
+ * checks it awaits `tick()`, a real round trip (an execute on some kernel), at most `max` times.
+ */
+async function waitPidGone(pid, tick, max = 20000) {
+  for (let i = 0; i < max; i++) {
+    if (!pidAlive(pid)) return;
+    await tick();
+  }
+  assert.fail(`process ${pid} is still alive`);
+}
+
 module.exports = {
   kernelhost, MODE, opts, manager, closeAll, kernel, nextEvent, busy, rejects, pythonHas,
-  outputsOf, quiet, assert,
+  outputsOf, quiet, assert, streamText, kernelInfo, recorder, isStatus, workerPid, pidAlive,
+  waitPidGone,
 };
