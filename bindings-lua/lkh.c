@@ -752,6 +752,28 @@ static int lkh_manager_list_kernels(lua_State *L) {
   return 1;
 }
 
+/* manager:kernel_info(id) -> {id, mode, namespace, status, created, execution_count, options,
+ * pid?, pooled?, sandbox?} | nil, msg, "KH_ENOTFOUND" */
+static int lkh_manager_kernel_info(lua_State *L) {
+  lkh_manager_t *lm = lkh_manager_get(L, 1);
+  const char *id = luaL_checkstring(L, 2);
+  char *s;
+  json_t *j, *c;
+  if (lm == NULL) return lkh_fail_closed(L);
+  s = kh_kernel_info(lm->m, id);
+  if (s == NULL) return lkh_fail(L, KH_ENOTFOUND, NULL);
+  j = json_loads(s, 0, NULL);
+  kh_free(s);
+  if (j == NULL) return lkh_fail(L, KH_EPROTO, "the kernel info is not JSON");
+  if ((c = json_object_get(j, "executionCount")) != NULL) {
+    json_object_set(j, "execution_count", c);
+    json_object_del(j, "executionCount");
+  }
+  lkh_json_push(L, j);
+  json_decref(j);
+  return 1;
+}
+
 /* manager:destroy_kernel(id) -> true | nil, msg, code. Inside a callback it only starts. */
 static int lkh_manager_destroy_kernel(lua_State *L) {
   lkh_manager_t *lm = lkh_manager_get(L, 1);
@@ -1154,6 +1176,7 @@ static void lkh_pin_module(void) {
 static const luaL_Reg lkh_manager_methods[] = {{"create_kernel", lkh_manager_create_kernel},
                                                {"get_kernel", lkh_manager_get_kernel},
                                                {"list_kernels", lkh_manager_list_kernels},
+                                               {"kernel_info", lkh_manager_kernel_info},
                                                {"destroy_kernel", lkh_manager_destroy_kernel},
                                                {"destroy_all", lkh_manager_destroy_all},
                                                {"on_kernel_event", lkh_manager_on_kernel_event},

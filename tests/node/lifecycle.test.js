@@ -181,6 +181,13 @@ describe('lifecycle', function () {
     assert.equal(info.namespace, 'b');
     assert.equal(typeof info.executionCount, 'number');
     assert.throws(() => m.listKernels(3), TypeError);
+    // one kernel's details, with its options
+    const one = m.getKernelInfo(b1);
+    assert.equal(one.id, b1);
+    assert.equal(one.options.namespace, 'b');
+    assert.equal(one.mode, MODE);
+    assert.equal(m.getKernelInfo('nope'), undefined);
+    assert.throws(() => m.getKernelInfo(3), TypeError);
   });
 
   it('manager_destroy_all', async function () {
