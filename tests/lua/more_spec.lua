@@ -106,6 +106,21 @@ describe("more", function()
     assert.are.equal("KH_ENOTFOUND", select(3, f.m:get_kernel(id)))
   end)
 
+  it("kernel_inactivity_dead_is_final", function()
+    local id, k = H.create(f, { inactivityTimeout = 50 })
+    local tried
+    -- from the listener of the "dead" status, the kernel is already on its way out
+    f.m:on_kernel_event(id, "status", function(d)
+      if d.execution_state == "dead" then
+        tried = { k:submit("1", function() error("never called") end) }
+      end
+    end)
+    H.wait(f, function() return tried ~= nil end, "the dead status")
+    assert.is_nil(tried[1])
+    assert.are.equal("KH_ECLOSED", tried[3])
+    assert.is_nil(f.m:kernel_info(id))
+  end)
+
   it("kernel_destroy_callback_sees_it_gone", function()
     -- The C test runs execute inside the destroy's completion callback. Lua has no such
     -- callback: destroy_kernel blocks until the destroy completed, and then the kernel is gone.
