@@ -2,10 +2,8 @@
 # (_repr_mimebundle_, _repr_html_, ..., text/plain always present) and provides display(),
 # update_display() and clear_output(), which emit Jupyter events for the current kernel.
 
-import base64
 import json
 import sys
-import traceback
 
 import _kh_streams
 
@@ -31,11 +29,12 @@ def _new_id():
 def _report_formatter_error(obj, where):
     """A formatter that raises is contained: its traceback goes to the cell's stderr."""
     sys.stderr.write("kernelhost: %s of %s object raised:\n%s" % (
-        where, type(obj).__name__, traceback.format_exc()))
+        where, type(obj).__name__, __import__("traceback").format_exc()))
 
 
 def _encode_value(mime, value):
     if isinstance(value, (bytes, bytearray, memoryview)):
+        import base64
         return base64.b64encode(bytes(value)).decode("ascii")
     if mime == "application/json" or mime.endswith("+json"):
         return _jsonable(value)
@@ -205,6 +204,7 @@ class _Rich:
     def _repr_mimebundle_(self, include=None, exclude=None):
         value = self.data
         if self._binary and isinstance(value, (bytes, bytearray)):
+            import base64
             value = base64.b64encode(bytes(value)).decode("ascii")
         bundle = {self._mime: value, "text/plain": "<%s object>" % type(self).__name__}
         return bundle, ({self._mime: self.metadata} if self.metadata else {})

@@ -3,14 +3,14 @@
 # captures output, turns exceptions into execute_error events, and talks to the C core only
 # through the builtin module _kernelhost (emit, async_raise, clear_async_exc).
 
-import ast
+# _ast, not ast: the compiler's node classes and flags without ast.py's import cost.
+import _ast as ast
 import builtins
 import json
 import linecache
 import sys
 import threading
 import time
-import traceback
 import types
 
 import _kernelhost
@@ -393,6 +393,7 @@ class Kernel:
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(_CELL_PREFIX):
             tb = tb.tb_next
         try:
+            import traceback
             if tb is None:
                 text = "".join(traceback.format_exception_only(type(exc), exc))
                 if not isinstance(exc, SyntaxError):
@@ -476,6 +477,7 @@ class Kernel:
                 import _kh_mpl
                 _kh_mpl.flush_figures(self)
         except Exception:
+            import traceback
             sys.stderr.write("kernelhost: showing figures failed:\n" + traceback.format_exc())
         self.out.flush()
         return _dumps(reply)
