@@ -143,7 +143,10 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *d) {
 
 static const char *opts_for(const char *mode) {
   static char buf[128];
-  snprintf(buf, sizeof(buf), "{\"mode\":\"%s\"}", mode);
+  if (strcmp(mode, "host") == 0) /* main_thread, cells on this thread (thread "host") */
+    snprintf(buf, sizeof(buf), "{\"mode\":\"main_thread\",\"thread\":\"host\"}");
+  else
+    snprintf(buf, sizeof(buf), "{\"mode\":\"%s\"}", mode);
   return buf;
 }
 

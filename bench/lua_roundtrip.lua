@@ -1,12 +1,14 @@
 -- lua_roundtrip.lua: execute("1+1") round trip from Lua, p50/p99 over <runs> (default 10000).
--- Usage (bench/run.py calls it): lua5.4 bench/lua_roundtrip.lua [main_thread|worker] [runs]
+-- Usage (bench/run.py calls it): lua5.4 bench/lua_roundtrip.lua [main_thread|worker|host] [runs]
+-- ("host": a main_thread kernel whose cells run on this thread, kernel option thread = "host")
 -- with LUA_CPATH pointing at <build>/lua/?.so. Prints one JSON line.
 local kernelhost = require("kernelhost")
 
 local mode = arg[1] or "main_thread"
 local runs = tonumber(arg[2] or "10000")
 local manager = assert(kernelhost.KernelManager.new())
-local id, msg, code = manager:create_kernel{ mode = mode }
+local opts = mode == "host" and { mode = "main_thread", thread = "host" } or { mode = mode }
+local id, msg, code = manager:create_kernel(opts)
 if not id then
   io.stderr:write(("create_kernel: %s: %s\n"):format(code, msg))
   os.exit(1)

@@ -223,6 +223,12 @@ def rows():
                  lambda: script_roundtrip("lua", "main_thread", n(10000, 1000)), "execute"))
     R.append(Row("exec.node.main", "execute 1+1, main_thread, Node", "p50 ≤ 25 µs", 25,
                  lambda: script_roundtrip("node", "main_thread", n(10000, 1000)), "execute"))
+    R.append(Row("exec.c.host", "execute 1+1, main_thread thread=host, C", "p50 ≤ 25 µs", 25,
+                 lambda: kh("execute", "host", n(10000, 1000)), "execute"))
+    R.append(Row("exec.lua.host", "execute 1+1, main_thread thread=host, Lua", "p50 ≤ 25 µs",
+                 25, lambda: script_roundtrip("lua", "host", n(10000, 1000)), "execute"))
+    R.append(Row("exec.node.host", "execute 1+1, main_thread thread=host, Node", "p50 ≤ 25 µs",
+                 25, lambda: script_roundtrip("node", "host", n(10000, 1000)), "execute"))
     R.append(Row("exec.c.worker", "execute 1+1, worker, C", "p50 ≤ 100 µs", 100,
                  lambda: kh("execute", "worker", n(5000, 500)), "execute"))
     R.append(Row("exec.c.worker.x", "execute 1+1, worker, C (c_worker_roundtrip)",

@@ -108,6 +108,9 @@ export interface KernelOptions {
   id?: string;
   namespace?: string;
   maxExecutionTime?: number;
+  /** main_thread only: "host" runs cells on the calling (JS) thread itself: the lowest latency,
+   * but the event loop waits for each cell and nothing can interrupt it; "kernel" (default). */
+  thread?: "kernel" | "host";
   inactivityTimeout?: number;
   filesystem?: { enabled?: boolean; root?: string; mountPoint?: string; readOnly?: boolean };
   env?: Record<string, string>;

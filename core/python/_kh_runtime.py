@@ -215,9 +215,11 @@ def init(signals_work=False):
 class Kernel:
     """One kernel's Python side: namespace, counter, output routing, interrupt state."""
 
-    def __init__(self, sink, kernel_id, signals_work=False):
+    def __init__(self, sink, kernel_id, signals_work=False, host_thread=False):
         self.sink = sink
         self.kernel_id = kernel_id
+        # On the host's own thread nothing can answer an input request while the cell runs.
+        self.host_thread = host_thread
         self.signals_work = signals_work  # True in a worker: SIGINT interrupts directly
         self.out = _kh_streams.new_out_buffer(self.emit)
         self.thread_ident = threading.get_ident()
@@ -298,6 +300,9 @@ class Kernel:
     # -- input --------------------------------------------------------------------------------
 
     def raw_input(self, prompt, password):
+        if self.host_thread:
+            raise RuntimeError("input() is not available in a kernel that runs its cells on the "
+                               "host thread (kernel option thread = \"host\")")
         ctx = _kh_streams.current()
         self.out.flush()
         with self._input_cond:

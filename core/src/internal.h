@@ -50,6 +50,7 @@ typedef struct {
   char *namespace_;         /* owned, never NULL ("default") */
   uint64_t max_execution_ms;
   uint64_t inactivity_ms;
+  int host_thread;          /* thread: "host": main_thread cells run on the loop thread */
   json_t *all;              /* owned: the normalised options object (for workers and info) */
 } kh__kernel_opts_t;
 
@@ -243,6 +244,7 @@ void kh__bus_free_all(kh_manager_t *m);
 /* --- backends ----------------------------------------------------------------------------- */
 
 extern const kh__backend_ops_t kh__inproc_ops;
+extern const kh__backend_ops_t kh__inproc_host_ops; /* thread: "host" (backend-inproc.c) */
 #ifdef KH_HAVE_WORKER
 extern const kh__backend_ops_t kh__worker_ops; /* backend-worker.c */
 #endif
@@ -255,7 +257,8 @@ typedef struct kh__pyk_s kh__pyk_t;
 
 /* Thread: kernel. Starts CPython once per process (blocking this thread until it is up), then
  * gives this thread a Python thread state and a runtime Kernel object. */
-int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, char *errmsg);
+int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, int host_thread,
+                       char *errmsg);
 /* Thread: kernel. Runs one cell; returns the reply JSON (owned, malloc) and its length. */
 char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
                             int silent, int store_history, size_t *out_len);

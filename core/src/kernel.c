@@ -28,7 +28,7 @@ const char *kh__kstate_name(kh__kstate_t s) {
 }
 
 static const kh__backend_ops_t *backend_for(kh__mode_t mode) {
-  if (mode == KH__MODE_MAIN_THREAD) return &kh__inproc_ops;
+  if (mode == KH__MODE_MAIN_THREAD) return &kh__inproc_ops;  /* see kh_kernel_create */
 #ifdef KH_HAVE_WORKER
   return &kh__worker_ops;
 #else
@@ -327,7 +327,7 @@ int kh_kernel_create(kh_manager_t *m, const char *options_json, char *id_out, si
     return KH_ECLOSED;
   }
   if ((rc = kh__kernel_opts_parse(&opts, options_json, m->errmsg)) != 0) return rc;
-  ops = backend_for(opts.mode);
+  ops = opts.host_thread ? &kh__inproc_host_ops : backend_for(opts.mode);
   if (ops == NULL) {
     kh__set_err(m->errmsg, "mode \"%s\" is not available in this build", kh__mode_name(opts.mode));
     kh__kernel_opts_free(&opts);
@@ -463,6 +463,11 @@ int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, 
     return KH_EKERNELDEAD;
   }
   if ((rc = kh__check_code(code, len, m->opts.max_code_bytes, m->errmsg)) != 0) return rc;
+  if (opts != NULL && opts->timeout_ms > 0 && k->opts.host_thread) {
+    kh__set_err(m->errmsg, "execute option 'timeout' needs a kernel thread: kernel \"%s\" runs its "
+                "cells on the host thread (option 'thread' = \"host\")", kernel_id);
+    return KH_ENOTSUP;
+  }
   r = calloc(1, sizeof(*r));
   if (r == NULL || (r->code = kh__memdup(code, len)) == NULL) {
     free(r);

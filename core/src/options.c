@@ -264,6 +264,15 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
           }
         }
         json_object_set(o->all, "env", e);
+      } else if (strcmp(nk, "thread") == 0) {
+        if (!json_is_string(e) || (strcmp(json_string_value(e), "kernel") != 0 &&
+                                   strcmp(json_string_value(e), "host") != 0)) {
+          kh__set_err(errmsg, "option '%s' must be \"kernel\" or \"host\"", k);
+          rc = KH_EOPTION;
+          goto fail;
+        }
+        o->host_thread = strcmp(json_string_value(e), "host") == 0;
+        json_object_set(o->all, "thread", e);
       } else if (strcmp(nk, "cwd") == 0) {
         if ((rc = check_string(e, k, 4096, errmsg))) goto fail;
         json_object_set(o->all, "cwd", e);
@@ -290,6 +299,19 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
   json_object_set_new(o->all, "mode", json_string(kh__mode_name(o->mode)));
   json_object_set_new(o->all, "namespace", json_string(o->namespace_));
 
+  if (o->host_thread && o->mode != KH__MODE_MAIN_THREAD) {
+    kh__set_err(errmsg, "option 'thread' = \"host\" is supported in mode \"main_thread\" only "
+                "(a worker runs its cells on its own main thread)");
+    rc = KH_ENOTSUP;
+    goto fail;
+  }
+  if (o->host_thread && o->max_execution_ms > 0) {
+    /* The host thread is busy running the cell: no timer can fire to interrupt it. */
+    kh__set_err(errmsg, "option 'maxExecutionTime' needs a kernel thread: it is not supported "
+                "with option 'thread' = \"host\"");
+    rc = KH_ENOTSUP;
+    goto fail;
+  }
   if (o->mode == KH__MODE_MAIN_THREAD) {
     static const char *const worker_only[] = {"env",         "cwd",     "permissions", "limits",
                                               "autoRestart", "sandbox", NULL};

@@ -167,7 +167,8 @@ static void capsule_free(PyObject *cap) {
   if (s != NULL) kh__sink_unref(s);
 }
 
-int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, char *errmsg) {
+int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, int host_thread,
+                       char *errmsg) {
   kh__pyk_t *p;
   PyObject *mod = NULL, *cap = NULL;
   int rc;
@@ -192,7 +193,8 @@ int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id,
   }
   mod = PyImport_ImportModule("_kh_runtime");
   if (mod == NULL) goto fail;
-  p->rt = PyObject_CallMethod(mod, "Kernel", "Os", cap, kernel_id);
+  p->rt = PyObject_CallMethod(mod, "Kernel", "OsOO", cap, kernel_id, Py_False,
+                              host_thread ? Py_True : Py_False);
   if (p->rt == NULL) goto fail;
   Py_DECREF(mod);
   Py_DECREF(cap);

@@ -391,3 +391,64 @@ TEST(kernel_inactivity_dead_is_final) {
   ASSERT_INT(kh_kernel_exists(t.m, id, NULL), ==, 0);
   th_fini(&t);
 }
+
+TEST(kernel_host_thread) {
+  th_t t;
+  char id[64], got[256];
+  th_result_t r;
+  kh_execute_options_t o;
+  int i, done[2] = {0, 0};
+  th_event_t *e;
+  th_init(&t, NULL);
+  /* thread "host": the cell runs on the loop thread, inside the call that starts it */
+  th_create(&t, "{\"mode\": \"main_thread\", \"thread\": \"host\"}", id);
+  th_exec(&t, id, "import threading\nprint('a')\nx = 2\nx * 21", &r);
+  ASSERT_STR(th_s(r.json, "status"), "ok");
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "42");
+  ASSERT_STR(th_s(r.json, "outputs[0].data.execution_state"), "busy");
+  ASSERT_STR(th_s(r.json, "outputs[1].type"), "stream");
+  ASSERT_STR(th_s(r.json, "outputs[-1].data.execution_state"), "idle");
+  /* events reach subscribers too, in order, with the request's id */
+  got[0] = '\0';
+  for (i = 0; (e = th_find(&t, KH_EVENT_STREAM, r.id, i)) != NULL; i++)
+    strncat(got, th_s(e->data, "text"), sizeof(got) - strlen(got) - 1);
+  ASSERT_STR(got, "a\n");
+  th_result_free(&r);
+  th_exec(&t, id, "x + 1", &r); /* state persists */
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "3");
+  th_result_free(&r);
+  /* nothing can answer input() while the host thread runs the cell */
+  th_exec(&t, id, "input('? ')", &r);
+  ASSERT_STR(th_s(r.json, "error.ename"), "RuntimeError");
+  th_result_free(&r);
+  /* what needs a kernel thread is refused, naming the option */
+  kh_execute_options_init(&o);
+  o.timeout_ms = 100;
+  ASSERT_ERR(th_submit(&t, id, "1", &o, &r), KH_ENOTSUP);
+  ASSERT_CONTAINS(kh_manager_errmsg(t.m), "timeout");
+  ASSERT_INT(kh_kernel_interrupt(t.m, id), ==, 0); /* between cells: a no-op */
+  ASSERT_ERR(kh_kernel_create(t.m, "{\"mode\": \"worker\", \"thread\": \"host\"}", NULL, 0, NULL,
+                              NULL),
+             KH_ENOTSUP);
+  ASSERT_CONTAINS(kh_manager_errmsg(t.m), "thread");
+  ASSERT_ERR(kh_kernel_create(t.m,
+                              "{\"mode\": \"main_thread\", \"thread\": \"host\", "
+                              "\"maxExecutionTime\": 100}",
+                              NULL, 0, NULL, NULL),
+             KH_ENOTSUP);
+  ASSERT_CONTAINS(kh_manager_errmsg(t.m), "maxExecutionTime");
+  ASSERT_ERR(kh_kernel_create(t.m, "{\"mode\": \"main_thread\", \"thread\": \"fast\"}", NULL, 0,
+                              NULL, NULL),
+             KH_EOPTION);
+  /* restart gives a fresh namespace; destroy completes */
+  ASSERT_INT(kh_kernel_restart(t.m, id, on_done, done), ==, 0);
+  th_run_until(&t, &done[0]);
+  ASSERT_INT(done[1], ==, 0);
+  th_exec(&t, id, "'x' in globals()", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "False");
+  ASSERT_INT(th_i(r.json, "execution_count"), ==, 1);
+  th_result_free(&r);
+  th_destroy(&t, id);
+  ASSERT_INT(kh_kernel_exists(t.m, id, NULL), ==, 0);
+  th_fini(&t);
+}

@@ -28,6 +28,38 @@ describe("more", function()
   before_each(function() f = H.fixture() end)
   after_each(function() H.close(f) end)
 
+  it("kernel_host_thread", function()
+    -- thread "host": the cell runs on the host's thread, inside the blocking call
+    local id, k = H.create(f, { mode = "main_thread", thread = "host" })
+    local r = H.exec(k, "print('a')\nx = 2\nx * 21")
+    assert.are.equal("ok", r.status)
+    assert.are.equal("42", r.result.data["text/plain"])
+    assert.are.equal("busy", r.outputs[1].data.execution_state)
+    assert.are.equal("stream", r.outputs[2].type)
+    assert.are.equal("a\n", H.stream_text(f, r.outputs[2].data.execution_id, "stdout"))
+    assert.are.equal("3", H.exec(k, "x + 1").result.data["text/plain"])
+    -- nothing can answer input() while the host thread runs the cell
+    assert.are.equal("RuntimeError", H.exec(k, "input('? ')").error.ename)
+    -- what needs a kernel thread is refused
+    local none, msg, code = k:execute("1", { timeout = 100 })
+    assert.is_nil(none)
+    assert.are.equal("KH_ENOTSUP", code)
+    none, msg, code = f.m:create_kernel{ mode = "worker", thread = "host" }
+    assert.is_nil(none)
+    assert.are.equal("KH_ENOTSUP", code)
+    none, msg, code = f.m:create_kernel{ mode = "main_thread", thread = "host",
+                                         max_execution_time = 100 }
+    assert.are.equal("KH_ENOTSUP", code)
+    none, msg, code = f.m:create_kernel{ mode = "main_thread", thread = "fast" }
+    assert.are.equal("KH_EOPTION", code)
+    -- restart gives a fresh namespace
+    assert.is_true(k:restart())
+    r = H.exec(k, "'x' in globals()")
+    assert.are.equal("False", r.result.data["text/plain"])
+    assert.are.equal(1, r.execution_count)
+    assert.is_true(f.m:destroy_kernel(id))
+  end)
+
   it("manager_bad_options", function()
     -- a known option of the wrong type: refused, and the message names it
     local m, msg, code = kernelhost.KernelManager.new({ maxCodeBytes = "big" })

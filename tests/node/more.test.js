@@ -168,3 +168,44 @@ describe('more (inactivity)', function () {
     }
   });
 });
+
+describe('more (host thread)', function () {
+  it('kernel_host_thread', async function () {
+    const assert = require('node:assert');
+    const kh = require('../..');
+    const m = new kh.KernelManager();
+    try {
+      // thread "host": the cell runs on the JS thread, inside the call that starts it
+      const id = await m.createKernel({ mode: 'main_thread', thread: 'host' });
+      const k = m.getKernel(id);
+      const texts = [];
+      m.onKernelEvent(id, kh.KernelEvents.STREAM, (d) => texts.push(d.text));
+      let r = await k.execute("print('a')\nx = 2\nx * 21");
+      assert.equal(r.status, 'ok');
+      assert.equal(r.result.data['text/plain'], '42');
+      assert.equal(r.outputs[0].data.execution_state, 'busy');
+      assert.equal(r.outputs[1].type, 'stream');
+      assert.deepEqual(texts, ['a\n']);
+      assert.equal((await k.execute('x + 1')).result.data['text/plain'], '3');
+      // nothing can answer input() while the host thread runs the cell
+      assert.equal((await k.execute("input('? ')")).error.ename, 'RuntimeError');
+      // what needs a kernel thread is refused
+      await assert.rejects(k.execute('1', { timeout: 100 }), { code: 'KH_ENOTSUP' });
+      await assert.rejects(m.createKernel({ mode: 'worker', thread: 'host' }),
+        { code: 'KH_ENOTSUP' });
+      await assert.rejects(
+        m.createKernel({ mode: 'main_thread', thread: 'host', maxExecutionTime: 100 }),
+        { code: 'KH_ENOTSUP' });
+      await assert.rejects(m.createKernel({ mode: 'main_thread', thread: 'fast' }),
+        { code: 'KH_EOPTION' });
+      // restart gives a fresh namespace
+      await k.restart();
+      r = await k.execute("'x' in globals()");
+      assert.equal(r.result.data['text/plain'], 'False');
+      assert.equal(r.executionCount, 1);
+      await m.destroyKernel(id);
+    } finally {
+      await m.close();
+    }
+  });
+});
