@@ -2,7 +2,6 @@
 # (_repr_mimebundle_, _repr_html_, ..., text/plain always present) and provides display(),
 # update_display() and clear_output(), which emit Jupyter events for the current kernel.
 
-import json
 import sys
 
 import _kh_streams
@@ -44,6 +43,7 @@ def _encode_value(mime, value):
 
 
 def _jsonable(value):
+    import json
     try:
         json.dumps(value, allow_nan=False)
         return value

@@ -6,8 +6,6 @@
 # _ast, not ast: the compiler's node classes and flags without ast.py's import cost.
 import _ast as ast
 import builtins
-import json
-import linecache
 import sys
 import threading
 import time
@@ -18,6 +16,20 @@ import _kh_display
 import _kh_streams
 
 _CELL_PREFIX = "<cell-"
+# Cell sources, for tracebacks and inspect: handed to linecache once something imports it
+# (traceback, inspect), so a kernel does not pay for linecache/tokenize/re at start.
+_cell_sources = {}
+_cell_synced = 0
+
+
+def _sync_linecache():
+    global _cell_synced
+    lc = sys.modules.get("linecache")
+    if lc is None or _cell_synced == len(_cell_sources):
+        return
+    for name, entry in _cell_sources.items():
+        lc.cache.setdefault(name, entry)
+    _cell_synced = len(_cell_sources)
 # inspect.CO_COROUTINE, without importing inspect (and asyncio only when a cell awaits): both
 # are slow to import, and every worker pays for the runtime's imports at start.
 _CO_COROUTINE = 0x80
@@ -27,15 +39,20 @@ _orig_sleep = time.sleep
 _orig_input = builtins.input
 
 
+def _encode_default(obj):
+    raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+
 def _make_encoder():
-    """One C encoder, made once: json.dumps builds a new one for every call (~2.5 us)."""
-    base = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    """One C encoder from _json, made once (json.dumps builds a new one for every call, ~2.5 us,
+    and importing json costs every worker its import time and memory)."""
     try:
-        from _json import make_encoder
-        from json.encoder import encode_basestring
+        from _json import make_encoder, encode_basestring
     except ImportError:
-        return base.encode
-    it = make_encoder({}, base.default, encode_basestring, None, ":", ",", False, False, False)
+        import json
+        return json.JSONEncoder(ensure_ascii=False, allow_nan=False,
+                                separators=(",", ":")).encode
+    it = make_encoder({}, _encode_default, encode_basestring, None, ":", ",", False, False, False)
     return lambda obj: "".join(it(obj, 0))
 
 
@@ -60,6 +77,7 @@ def _dumps(obj):
     except (TypeError, ValueError, RecursionError):
         # The encoder's circular-reference markers may be left dirty: start a fresh one.
         _encode = _make_encoder()
+        import json
         try:
             s = json.dumps(_finite(_kh_display._jsonable(obj)), ensure_ascii=False,
                            allow_nan=False, separators=(",", ":"))
@@ -160,39 +178,58 @@ def _patch_threading():
     threading.Thread._bootstrap_inner = _bootstrap_inner
 
 
-def _install_matplotlib_hook():
-    """Selects kernelhost's matplotlib backend when matplotlib is first imported."""
+def _patch_getpass(module):
+    global _orig_getpass
+    _orig_getpass = module.getpass
+    module.getpass = _getpass
+
+
+def _use_kernelhost_backend(module):
+    try:
+        module.use("module://_kh_mpl")
+    except Exception:
+        pass
+
+
+# Modules kernelhost adjusts right after their first import, without importing them eagerly.
+_POST_IMPORT = {"matplotlib": _use_kernelhost_backend, "getpass": _patch_getpass}
+
+
+def _install_post_import_hooks():
+    """Runs _POST_IMPORT's function on a module as soon as it is first imported."""
     import importlib.machinery
 
     class _Loader:
-        def __init__(self, inner):
+        def __init__(self, inner, after):
             self.inner = inner
+            self.after = after
 
         def create_module(self, spec):
             return self.inner.create_module(spec)
 
         def exec_module(self, module):
             self.inner.exec_module(module)
-            try:
-                module.use("module://_kh_mpl")
-            except Exception:
-                pass
+            self.after(module)
 
     class _Finder:
         def find_spec(self, fullname, path, target=None):
-            if fullname != "matplotlib":
+            after = _POST_IMPORT.get(fullname)
+            if after is None:
                 return None
             spec = importlib.machinery.PathFinder.find_spec(fullname, path)
             if spec is not None and spec.loader is not None:
-                spec.loader = _Loader(spec.loader)
+                spec.loader = _Loader(spec.loader, after)
             return spec
 
     sys.meta_path.insert(0, _Finder())
+    for name, after in _POST_IMPORT.items():  # already imported (by site, by the host)
+        if name in sys.modules:
+            after(sys.modules[name])
 
 
 def init(signals_work=False):
     """Process-wide set-up, once: routed streams, input, sleep, threads, display hooks."""
-    global _initialized, _orig_getpass
+    global _initialized
     if _initialized:
         return
     _initialized = True
@@ -200,13 +237,10 @@ def init(signals_work=False):
     sys.stderr = _kh_streams.RoutedStream("stderr", sys.__stderr__)
     sys.stdin = _RoutedStdin(sys.__stdin__)
     builtins.input = _input
-    import getpass
-    _orig_getpass = getpass.getpass
-    getpass.getpass = _getpass
     if not signals_work:
         time.sleep = _sleep
     _patch_threading()
-    _install_matplotlib_hook()
+    _install_post_import_hooks()
     _kh_display.install_ipython_hooks()
     if "" not in sys.path:
         sys.path.insert(0, "")
@@ -399,6 +433,7 @@ class Kernel:
             tb = tb.tb_next
         try:
             import traceback
+            _sync_linecache()
             if tb is None:
                 text = "".join(traceback.format_exception_only(type(exc), exc))
                 if not isinstance(exc, SyntaxError):
@@ -428,7 +463,12 @@ class Kernel:
         self._serial += 1
         filename = ("%s%d>" % (_CELL_PREFIX, count) if store_history
                     else "%sx%d>" % (_CELL_PREFIX, self._serial))
-        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        entry = (len(code), None, code.splitlines(True), filename)
+        _cell_sources[filename] = entry
+        lc = sys.modules.get("linecache")
+        if lc is not None:
+            _sync_linecache()
+            lc.cache[filename] = entry
 
         error = None
         has_value, value = False, None

@@ -447,8 +447,11 @@ static json_t *next_command(void) {
 /* Python's part of opening a kernel in this process: the options that apply inside it. */
 static const char open_src[] =
     "def _kh_open(kernel_id, env_json, cwd, max_output):\n"
-    "    import json, os, sys, _kh_runtime\n"
-    "    env = json.loads(env_json) if env_json else {}\n"
+    "    import os, sys, _kh_runtime\n"
+    "    env = {}\n"
+    "    if env_json:  # json only when needed: every idle worker would pay for it\n"
+    "        import json\n"
+    "        env = json.loads(env_json)\n"
     "    if env:\n"
     "        os.environ.update(env)\n"
     "        # The interpreter is isolated from the host's PYTHON* variables; a kernel's own\n"

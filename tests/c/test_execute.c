@@ -331,6 +331,16 @@ TEST(kernel_input_request) {
   ASSERT_INT(r.status, ==, 0);
   ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'hello ada'");
   th_result_free(&r);
+  /* getpass asks with password: true */
+  ASSERT_INT(th_submit(&t, id, "import getpass\nlen(getpass.getpass('pw: '))", NULL, &r), ==, 0);
+  th_wait_events(&t, KH_EVENT_INPUT_REQUEST, r.id, 1);
+  e = th_find(&t, KH_EVENT_INPUT_REQUEST, r.id, 0);
+  ASSERT_STR(th_s(e->data, "prompt"), "pw: ");
+  ASSERT(json_is_true(th_get(e->data, "password")));
+  ASSERT_INT(kh_kernel_input_reply(t.m, id, "secret"), ==, 0);
+  th_run_until(&t, &r.done);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "6");
+  th_result_free(&r);
   th_fini(&t);
 }
 
