@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -52,7 +53,11 @@ typedef struct cmd_s {
   json_t *msg;
 } cmd_t;
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
+/* Commands are read by whichever thread gets to the pipe first: the command thread always
+ * waits on it, and so does the main thread while it is idle, so a cell arriving at an idle
+ * worker runs without a hand-off between threads (one wake-up fewer per request). */
+static pthread_mutex_t rd_mu = PTHREAD_MUTEX_INITIALIZER; /* guards cmd_dec after start */
+static int q_efd = -1; /* eventfd: the command thread queued a command for the main thread */
 static cmd_t *q_head, *q_tail; /* guarded by q_mu */
 
 static PyObject *rt;      /* guarded by the GIL: the runtime's Kernel, once opened */
@@ -358,57 +363,74 @@ static int interrupt_retry(int fired) {
   return timeout;
 }
 
-/* Reads frames from the host. EOF means the host closed the kernel or died: exit at once. */
-static void *command_thread(void *arg) {
+/* Reads what the command pipe holds now (it is non-blocking once the threads run) and handles
+ * every whole frame: interrupts and input replies at once, the rest queued for the main thread
+ * (woken through q_efd unless it is the caller). EOF means the host closed the kernel or died:
+ * exit at once. */
+static void pump_commands(int from_main) {
   kh__frame_dec_t *d = &cmd_dec;
-  static char buf[65536];
-  (void)arg;
+  static char buf[65536]; /* guarded by rd_mu */
+  json_t *msg;
+  int rc, queued = 0;
+  pthread_mutex_lock(&rd_mu);
   for (;;) {
-    json_t *msg;
-    int rc;
-    ssize_t n;
-    struct pollfd pfd;
-    int timeout;
-    /* Frames already decoded (the main thread may have read past "open") come first. */
-    while ((rc = kh__frame_dec_next(d, &msg)) == 1) {
-      const char *t = json_string_value(json_object_get(msg, "t"));
-      if (strcmp(t, "input") == 0 || strcmp(t, "interrupt") == 0) {
-        if (strcmp(t, "input") == 0)
-          input_reply(msg);
-        else
-          interrupt(json_string_value(json_object_get(msg, "id")));
-        json_decref(msg);
-        continue;
-      }
-      {
-        cmd_t *c = calloc(1, sizeof(*c));
-        if (c == NULL) fatal("out of memory");
-        c->msg = msg;
-        pthread_mutex_lock(&q_mu);
-        if (q_tail)
-          q_tail->next = c;
-        else
-          q_head = c;
-        q_tail = c;
-        pthread_cond_signal(&q_cv);
-        pthread_mutex_unlock(&q_mu);
-      }
-    }
-    if (rc < 0) fatal("command pipe: %s", d->err);
-    timeout = interrupt_retry(0);
-    pfd.fd = in_fd;
-    pfd.events = POLLIN;
-    if (timeout >= 0) {
-      rc = poll(&pfd, 1, timeout);
-      if (rc == 0) {
-        interrupt_retry(1);
-        continue;
-      }
-    }
-    n = read(in_fd, buf, sizeof(buf));
+    ssize_t n = read(in_fd, buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (n <= 0) _exit(0);
     if (kh__frame_dec_feed(d, buf, (size_t)n) != 0) fatal("command pipe: %s", d->err);
+    if ((size_t)n < sizeof(buf)) break;
+  }
+  while ((rc = kh__frame_dec_next(d, &msg)) == 1) {
+    const char *t = json_string_value(json_object_get(msg, "t"));
+    if (strcmp(t, "input") == 0 || strcmp(t, "interrupt") == 0) {
+      if (strcmp(t, "input") == 0)
+        input_reply(msg);
+      else
+        interrupt(json_string_value(json_object_get(msg, "id")));
+      json_decref(msg);
+      continue;
+    }
+    {
+      cmd_t *c = calloc(1, sizeof(*c));
+      if (c == NULL) fatal("out of memory");
+      c->msg = msg;
+      pthread_mutex_lock(&q_mu);
+      if (q_tail)
+        q_tail->next = c;
+      else
+        q_head = c;
+      q_tail = c;
+      pthread_mutex_unlock(&q_mu);
+      queued = 1;
+    }
+  }
+  if (rc < 0) fatal("command pipe: %s", d->err);
+  pthread_mutex_unlock(&rd_mu);
+  if (queued && !from_main) {
+    uint64_t one = 1;
+    if (write(q_efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+      fatal("eventfd: %s", strerror(errno));
+  }
+}
+
+/* Waits on the command pipe for the life of the process; during a cell it is the only reader,
+ * so interrupts and input replies land while Python runs. */
+static void *command_thread(void *arg) {
+  (void)arg;
+  pump_commands(0); /* frames the main thread read past "open" */
+  for (;;) {
+    struct pollfd pfd;
+    int rc, timeout = interrupt_retry(0);
+    pfd.fd = in_fd;
+    pfd.events = POLLIN;
+    rc = poll(&pfd, 1, timeout);
+    if (rc == 0) {
+      interrupt_retry(1);
+      continue;
+    }
+    if (rc < 0) continue; /* EINTR */
+    pump_commands(0);
   }
   return NULL;
 }
@@ -431,14 +453,31 @@ static json_t *read_first_frame(void) {
 }
 
 static json_t *next_command(void) {
-  cmd_t *c;
+  cmd_t *c = NULL;
   json_t *msg;
-  Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&q_mu);
-  while (q_head == NULL) pthread_cond_wait(&q_cv, &q_mu);
-  c = q_head;
-  q_head = c->next;
-  if (q_head == NULL) q_tail = NULL;
-  pthread_mutex_unlock(&q_mu);
+  Py_BEGIN_ALLOW_THREADS for (;;) {
+    struct pollfd pfd[2];
+    pthread_mutex_lock(&q_mu);
+    c = q_head;
+    if (c != NULL) {
+      q_head = c->next;
+      if (q_head == NULL) q_tail = NULL;
+    }
+    pthread_mutex_unlock(&q_mu);
+    if (c != NULL) break;
+    pfd[0].fd = in_fd;
+    pfd[0].events = POLLIN;
+    pfd[1].fd = q_efd;
+    pfd[1].events = POLLIN;
+    if (poll(pfd, 2, -1) < 0) continue; /* EINTR */
+    if (pfd[1].revents & POLLIN) {
+      uint64_t n;
+      if (read(q_efd, &n, sizeof(n)) < 0) {
+        /* EAGAIN: drained already */
+      }
+    }
+    if (pfd[0].revents) pump_commands(1);
+  }
   Py_END_ALLOW_THREADS msg = c->msg;
   free(c);
   return msg;
@@ -768,6 +807,11 @@ int main(int argc, char **argv) {
   if (t == NULL || strcmp(t, "open") != 0) fatal("expected \"open\", got \"%s\"", t ? t : "?");
   if (json_is_object(json_object_get(first, "sandbox")))
     apply_sandbox(json_object_get(first, "sandbox"), &report);
+  /* From here both the main thread (while idle) and the command thread read the pipe. */
+  q_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (q_efd < 0) fatal("eventfd: %s", strerror(errno));
+  if (fcntl(in_fd, F_SETFL, fcntl(in_fd, F_GETFL) | O_NONBLOCK) < 0)
+    fatal("command pipe: %s", strerror(errno));
   start_thread(command_thread);
   start_thread(capture_thread);
   do_open(first, report);
