@@ -26,11 +26,13 @@ build = {
   build_command = [[
     cmake -S . -B build.luarocks -DCMAKE_BUILD_TYPE=Release -DKH_ASAN_TESTS=OFF \
       -DLUA_INCDIR="$(LUA_INCDIR)" &&
-    cmake --build build.luarocks --target lua_kernelhost -j2
+    cmake --build build.luarocks --target lua_kernelhost kernelhost-worker -j2
   ]],
   install = {
     lib = {
       kernelhost = "build.luarocks/lua/kernelhost.so",
+      -- Worker mode: the core looks for kernelhost-worker next to the module that holds it.
+      ["kernelhost-worker"] = "build.luarocks/kernelhost-worker",
     },
   },
   copy_directories = {},

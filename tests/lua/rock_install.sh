@@ -16,13 +16,18 @@ if unshare -n true 2>/dev/null; then run=(unshare -n); fi
   { cat "$work/log"; exit 1; }
 so=$(find "$work/tree" -name kernelhost.so | head -n1)
 [[ -n "$so" ]] || { echo "kernelhost.so was not installed"; exit 1; }
+[[ -x "$(dirname "$so")/kernelhost-worker" ]] || { echo "kernelhost-worker was not installed"; exit 1; }
 cd /
+# Both modes, and worker mode through the default lookup (next to the module): no override.
+unset KH_WORKER_PATH
 out=$(LUA_CPATH="$(dirname "$so")/?.so;;" lua5.4 -e '
   local kh = require("kernelhost")
   local m = kh.KernelManager.new()
-  local id = assert(m:create_kernel{ mode = kh.KernelMode.MAIN_THREAD })
-  local r = m:get_kernel(id):execute("6 * 7")
-  io.write(r.result.data["text/plain"])
+  for _, mode in ipairs{ kh.KernelMode.MAIN_THREAD, kh.KernelMode.WORKER } do
+    local id = assert(m:create_kernel{ mode = mode })
+    local r = m:get_kernel(id):execute("6 * 7")
+    io.write(r.result.data["text/plain"], " ")
+  end
   m:close()')
-[[ "$out" == "42" ]] || { echo "unexpected output: $out"; exit 1; }
-echo "rock installed offline and ran a cell"
+[[ "$out" == "42 42 " ]] || { echo "unexpected output: $out"; exit 1; }
+echo "rock installed offline and ran a cell in both modes"
