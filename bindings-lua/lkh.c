@@ -726,6 +726,15 @@ static int lkh_manager_get_kernel(lua_State *L) {
   return lkh_kernel_push(L, lm, 1, id);
 }
 
+/* The core describes kernels with camelCase keys; Lua callers get snake_case. */
+static void lkh_summary_keys(json_t *o) {
+  json_t *c = json_object_get(o, "executionCount");
+  if (c != NULL) {
+    json_object_set(o, "execution_count", c);
+    json_object_del(o, "executionCount");
+  }
+}
+
 /* manager:list_kernels([namespace]) -> {{id, mode, namespace, status, created,
  * execution_count}, ...} */
 static int lkh_manager_list_kernels(lua_State *L) {
@@ -740,13 +749,7 @@ static int lkh_manager_list_kernels(lua_State *L) {
   j = json_loads(s, 0, NULL);
   kh_free(s);
   if (j == NULL) return lkh_fail(L, KH_EPROTO, "the kernel list is not JSON");
-  json_array_foreach(j, i, o) {
-    json_t *c = json_object_get(o, "executionCount");
-    if (c != NULL) {
-      json_object_set(o, "execution_count", c);
-      json_object_del(o, "executionCount");
-    }
-  }
+  json_array_foreach(j, i, o) lkh_summary_keys(o);
   lkh_json_push(L, j);
   json_decref(j);
   return 1;
@@ -758,17 +761,14 @@ static int lkh_manager_kernel_info(lua_State *L) {
   lkh_manager_t *lm = lkh_manager_get(L, 1);
   const char *id = luaL_checkstring(L, 2);
   char *s;
-  json_t *j, *c;
+  json_t *j;
   if (lm == NULL) return lkh_fail_closed(L);
   s = kh_kernel_info(lm->m, id);
   if (s == NULL) return lkh_fail(L, KH_ENOTFOUND, NULL);
   j = json_loads(s, 0, NULL);
   kh_free(s);
   if (j == NULL) return lkh_fail(L, KH_EPROTO, "the kernel info is not JSON");
-  if ((c = json_object_get(j, "executionCount")) != NULL) {
-    json_object_set(j, "execution_count", c);
-    json_object_del(j, "executionCount");
-  }
+  lkh_summary_keys(j);
   lkh_json_push(L, j);
   json_decref(j);
   return 1;

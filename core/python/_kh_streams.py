@@ -6,6 +6,8 @@ import io
 import threading
 import time
 
+import _kernelhost
+
 # Flush when a batch reaches this many characters, or this long after its first write.
 FLUSH_CHARS = 64 * 1024
 FLUSH_INTERVAL = 0.02
@@ -77,87 +79,15 @@ class _Flusher:
 flusher = _Flusher()
 
 
-class OutBuffer:
-    """A kernel's pending stream output: one batch of one stream for one request."""
-
-    def __init__(self, emit):
-        self._emit = emit
-        self._lock = threading.Lock()
-        self._parts = []
-        self._size = 0
-        self._name = None
-        self._exec_id = None
-        self.limit = None      # maxOutputBytes per cell, or None
-        self.written = 0       # characters delivered for the current cell
-        self.truncated = False
-        self._scheduled = False  # a timed flush is pending
-
-    def write(self, name, exec_id, text):
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._parts and (name != self._name or exec_id != self._exec_id):
-                self._flush_locked()
-            self._name = name
-            self._exec_id = exec_id
-            self._parts.append(text)
-            self._size += len(text)
-            if self._size >= FLUSH_CHARS:
-                self._flush_locked()
-                return
-            if self._scheduled:
-                return
-            self._scheduled = True
-        finally:
-            lock.release()
-        flusher.schedule(self, time.monotonic() + FLUSH_INTERVAL)
-
-    def flush(self):
-        with self._lock:
-            self._flush_locked()
-
-    def _flush_locked(self):
-        self._scheduled = False
-        if not self._parts:
-            return
-        text = "".join(self._parts)
-        self._parts = []
-        self._size = 0
-        if self.limit is not None:
-            if self.truncated:
-                return
-            room = self.limit - self.written
-            if len(text) > room:
-                text = text[:max(room, 0)] + (
-                    "\n[kernelhost: output truncated after %d characters (maxOutputBytes)]\n"
-                    % self.limit)
-                self.truncated = True
-        self.written += len(text)
-        self._emit(self._exec_id, "stream", {"name": self._name, "text": text})
-
-    def start_cell(self):
-        with self._lock:
-            self.written = 0
-            self.truncated = False
-
-
-try:
-    import _kernelhost
-    _COutBuffer = _kernelhost.OutBuffer
-    _CWriter = _kernelhost.Writer
-except (ImportError, AttributeError):
-    _COutBuffer = _CWriter = None
-
-
 def _schedule(buf):
     flusher.schedule(buf, time.monotonic() + FLUSH_INTERVAL)
 
 
 def new_out_buffer(emit):
-    """A kernel's OutBuffer: the C one (py-stream.c) when built in, else the Python one."""
-    if _COutBuffer is not None:
-        return _COutBuffer(emit, _schedule)
-    return OutBuffer(emit)
+    """A kernel's pending stream output (_kernelhost.OutBuffer, core/src/py-stream.c): one batch
+    of one stream for one request, flushed on size, by the timer, before displays and at the end
+    of a cell, cut at its `limit` (maxOutputBytes)."""
+    return _kernelhost.OutBuffer(emit, _schedule)
 
 
 class RoutedStream(io.TextIOBase):
@@ -168,9 +98,9 @@ class RoutedStream(io.TextIOBase):
         super().__init__()
         self.name = name
         self._fallback = fallback
-        if _CWriter is not None:
-            # The same routing as write() below, in C: print() is the hot path of a kernel.
-            self.write = _CWriter(name, fallback, _tls)
+        # write() is _kernelhost.Writer (C): print() is the hot path of a kernel. It routes each
+        # write to the kernel that owns the thread, or to `fallback` outside every kernel.
+        self.write = _kernelhost.Writer(name, fallback, _tls)
 
     @property
     def encoding(self):
@@ -185,19 +115,6 @@ class RoutedStream(io.TextIOBase):
 
     def isatty(self):
         return False
-
-    def write(self, s):
-        if not isinstance(s, str):
-            raise TypeError("write() argument must be str, not %s" % type(s).__name__)
-        ctx = getattr(_tls, "ctx", None)
-        if ctx is None:
-            fb = self._fallback
-            if fb is not None:
-                return fb.write(s)
-            return len(s)
-        if s:
-            ctx.out.write(self.name, ctx.exec_id, s)
-        return len(s)
 
     def writelines(self, lines):
         for line in lines:

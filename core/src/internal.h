@@ -179,7 +179,6 @@ struct kh_kernel_s {
   uv_timer_t idle_timer;   /* inactivityTimeout */
   int handles_open;
   int restart_pending;     /* restart waits for the running cell to end */
-  int interrupts_sent;
   kh_kernel_create_cb create_cb;
   void *create_data;
   kh__done_t *restart_waiters;

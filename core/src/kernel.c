@@ -27,8 +27,9 @@ const char *kh__kstate_name(kh__kstate_t s) {
   return "unknown";
 }
 
-static const kh__backend_ops_t *backend_for(kh__mode_t mode) {
-  if (mode == KH__MODE_MAIN_THREAD) return &kh__inproc_ops;  /* see kh_kernel_create */
+static const kh__backend_ops_t *backend_for(const kh__kernel_opts_t *o) {
+  if (o->mode == KH__MODE_MAIN_THREAD)
+    return o->host_thread ? &kh__inproc_host_ops : &kh__inproc_ops;
 #ifdef KH_HAVE_WORKER
   return &kh__worker_ops;
 #else
@@ -130,7 +131,6 @@ static void on_exec_timer(uv_timer_t *t) {
   if (k->running == NULL) return;
   /* Over the time limit (or a restart/destroy waits): interrupt now, and again after each
    * grace period while the cell keeps running. */
-  k->interrupts_sent++;
   k->ops->interrupt(k);
   uv_timer_start(&k->exec_timer, on_exec_timer, k->m->opts.interrupt_grace_ms, 0);
 }
@@ -161,7 +161,6 @@ static void pump(kh_kernel_t *k) {
     r->next = NULL;
     k->running = r;
     k->state = KH__K_BUSY;
-    k->interrupts_sent = 0;
     uv_timer_stop(&k->idle_timer);
     emit_status(k, "busy", r->exec_id, NULL);
     if (k->running != r || k->state != KH__K_BUSY) return; /* a subscriber intervened */
@@ -327,7 +326,7 @@ int kh_kernel_create(kh_manager_t *m, const char *options_json, char *id_out, si
     return KH_ECLOSED;
   }
   if ((rc = kh__kernel_opts_parse(&opts, options_json, m->errmsg)) != 0) return rc;
-  ops = opts.host_thread ? &kh__inproc_host_ops : backend_for(opts.mode);
+  ops = backend_for(&opts);
   if (ops == NULL) {
     kh__set_err(m->errmsg, "mode \"%s\" is not available in this build", kh__mode_name(opts.mode));
     kh__kernel_opts_free(&opts);
@@ -464,8 +463,10 @@ int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, 
   }
   if ((rc = kh__check_code(code, len, m->opts.max_code_bytes, m->errmsg)) != 0) return rc;
   if (opts != NULL && opts->timeout_ms > 0 && k->opts.host_thread) {
-    kh__set_err(m->errmsg, "execute option 'timeout' needs a kernel thread: kernel \"%s\" runs its "
-                "cells on the host thread (option 'thread' = \"host\")", kernel_id);
+    kh__set_err(m->errmsg,
+                "execute option 'timeout' needs a kernel thread: kernel \"%s\" runs its "
+                "cells on the host thread (option 'thread' = \"host\")",
+                kernel_id);
     return KH_ENOTSUP;
   }
   r = calloc(1, sizeof(*r));
@@ -501,7 +502,6 @@ int kh_kernel_interrupt(kh_manager_t *m, const char *kernel_id) {
   if ((k = lookup(m, kernel_id, &rc)) == NULL) return rc;
   if (k->state == KH__K_DEAD) return KH_EKERNELDEAD;
   if (k->running == NULL) return 0; /* nothing runs: as in Jupyter, a no-op */
-  k->interrupts_sent++;
   return k->ops->interrupt(k);
 }
 
@@ -546,7 +546,6 @@ int kh_kernel_restart(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb 
     request_fail(k, k->running, KH_ECANCELED, "canceled by restart");
     k->restart_pending = 1;
     k->state = KH__K_RESTARTING;
-    k->interrupts_sent++;
     k->ops->interrupt(k);
     uv_timer_start(&k->exec_timer, on_exec_timer, m->opts.interrupt_grace_ms, 0);
     return 0;

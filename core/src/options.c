@@ -185,7 +185,6 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
   const char *k;
   char nk[64];
   int rc = 0;
-  int have_mode = 0;
 
   memset(o, 0, sizeof(*o));
   o->all = json_object();
@@ -217,7 +216,6 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
           rc = KH_EOPTION;
           goto fail;
         }
-        have_mode = 1;
       } else if (strcmp(nk, "id") == 0) {
         if ((rc = check_string(e, k, KH__ID_MAX - 1, errmsg))) goto fail;
         if (!id_ok(json_string_value(e))) {
@@ -294,7 +292,6 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
       }
     }
   }
-  (void)have_mode;
   if (o->namespace_ == NULL) o->namespace_ = kh__strdup("default");
   json_object_set_new(o->all, "mode", json_string(kh__mode_name(o->mode)));
   json_object_set_new(o->all, "namespace", json_string(o->namespace_));

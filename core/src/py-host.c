@@ -177,7 +177,6 @@ int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id,
   p = calloc(1, sizeof(*p));
   if (p == NULL) return KH_ENOMEM;
   atomic_init(&p->refs, 1);
-  p->sink = sink;
   p->ts = PyThreadState_New(interp);
   if (p->ts == NULL) {
     free(p);

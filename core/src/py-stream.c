@@ -1,7 +1,6 @@
 /* py-stream.c: the hot path of stdout/stderr capture, in C: _kernelhost.OutBuffer (a kernel's
- * pending stream batch) and _kernelhost.Writer (the write() of the routed sys.stdout/stderr).
- * Semantics are those of the Python classes in core/python/_kh_streams.py, which stay as the
- * reference and the fallback: one batch of one stream for one request, flushed on size, by the
+ * pending stream batch) and _kernelhost.Writer (the write() of the routed sys.stdout/stderr,
+ * core/python/_kh_streams.py): one batch of one stream for one request, flushed on size, by the
  * timer, before displays and at cell end, never reordered, cut at maxOutputBytes. */
 #include "py-internal.h"
 
