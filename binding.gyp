@@ -7,10 +7,8 @@
 # live. Commands (<!(...)) run in the including file's directory: kh_rel is the repository
 # seen from there ("." or ".."), used for sources; action inputs/outputs use absolute paths.
 #
-# The core's sources and defines are read from CMake (KH_CORE_SOURCES / KH_CORE_DEFS in
-# CMakeLists.txt and core/worker/sources.cmake) by bindings-node/tools/core-sources.js, so worker
-# mode joins the addon as soon as it joins the CMake build. The worker executable itself: see
-# the kernelhost-worker target at the end.
+# The core's sources come from core/sources.txt, the one list CMake reads too, through
+# bindings-node/tools/core-sources.js. The worker executable: the kernelhost-worker target.
 {
   "variables": {
     "variables": {
@@ -18,18 +16,16 @@
     },
     "kh_rel%": "<(kh_rel)",
     "kh_root": "<!(node -p \"require('path').resolve('<(kh_rel)')\")",
-    # KH_PY_SOURCES from CMakeLists.txt, in its order.
+    # The [py] section of core/sources.txt, in its order.
     "kh_py_sources": ["<!@(node <(kh_root)/bindings-node/tools/core-sources.js pysources)"],
     "kh_python_executable":
       "<!(pkg-config --variable=prefix python3-embed)/bin/python<!(pkg-config --modversion python3-embed)",
-    "kh_has_worker": "<!(test -f <(kh_root)/core/worker/main.c && echo 1 || echo 0)",
   },
   "target_defaults": {
     "include_dirs": ["<(kh_rel)/core/include", "<(kh_rel)/core/src"],
     "defines": [
       "_GNU_SOURCE",
       "KH_PYTHON_EXECUTABLE=\"<(kh_python_executable)\"",
-      "<!@(node <(kh_root)/bindings-node/tools/core-sources.js defines)",
     ],
     "cflags": ["<!@(pkg-config --cflags python3-embed jansson yajl libseccomp)"],
     "cflags_c": [
@@ -68,26 +64,19 @@
       # No libuv here, ever: Node exports its own.
       "libraries": ["<!@(pkg-config --libs python3-embed jansson yajl libseccomp)", "-ldl", "-lm", "-lpthread"],
     },
-  ],
-  "conditions": [
-    ["kh_has_worker==1", {
-      "targets": [
-        {
-          # The worker executable, built next to the addon (bindings-node/build/Release/).
-          # It is a standalone program: it links the system libuv and the core like CMake's
-          # core/worker/CMakeLists.txt does; keep its sources in step with that file.
-          "target_name": "kernelhost-worker",
-          "type": "executable",
-          "dependencies": ["kh_runtime_sources"],
-          "sources": [
-            "<(kh_rel)/core/worker/main.c",
-            "<!@(node <(kh_root)/bindings-node/tools/core-sources.js sources <(kh_rel))",
-            "<(SHARED_INTERMEDIATE_DIR)/kernelhost/runtime_sources.c",
-          ],
-          "libraries": ["<!@(pkg-config --libs python3-embed jansson yajl libseccomp libuv)", "-ldl", "-lm",
-                        "-lpthread"],
-        },
+    {
+      # The worker executable, built next to the addon (bindings-node/build/Release/). It is a
+      # standalone program: it links the system libuv (it is no Node addon) and the core.
+      "target_name": "kernelhost-worker",
+      "type": "executable",
+      "dependencies": ["kh_runtime_sources"],
+      "sources": [
+        "<!@(node <(kh_root)/bindings-node/tools/core-sources.js worker <(kh_rel))",
+        "<!@(node <(kh_root)/bindings-node/tools/core-sources.js sources <(kh_rel))",
+        "<(SHARED_INTERMEDIATE_DIR)/kernelhost/runtime_sources.c",
       ],
-    }],
+      "libraries": ["<!@(pkg-config --libs python3-embed jansson yajl libseccomp libuv)", "-ldl", "-lm",
+                    "-lpthread"],
+    },
   ],
 }

@@ -244,9 +244,7 @@ void kh__bus_free_all(kh_manager_t *m);
 
 extern const kh__backend_ops_t kh__inproc_ops;
 extern const kh__backend_ops_t kh__inproc_host_ops; /* thread: "host" (backend-inproc.c) */
-#ifdef KH_HAVE_WORKER
 extern const kh__backend_ops_t kh__worker_ops; /* backend-worker.c */
-#endif
 /* The in-process kernel thread has exited: join it, then kh__kernel_on_stopped(). */
 void kh__inproc_exited(kh_kernel_t *k);
 
@@ -322,13 +320,11 @@ void kh__frame_put_len(char *hdr, size_t n); /* writes the 4-byte length prefix 
 /* kernel.c, for backends that restart a process on their own (see kernel.c). */
 void kh__kernel_on_restarting(kh_kernel_t *k, const char *reason_json);
 
-#ifdef KH_HAVE_WORKER
 /* The manager's warm pool of worker processes (m->worker_pool). Thread: loop. */
 void kh__worker_manager_open(kh_manager_t *m);  /* kh_manager_new: starts the pool */
 void kh__worker_manager_close(kh_manager_t *m); /* kh_manager_close: kills pooled workers */
 /* Adds worker facts (pid, pooled) to a kernel's info object. */
 void kh__worker_info(kh_kernel_t *k, json_t *info);
-#endif
 
 /* --- sandbox: OS-enforced permissions, mounts and limits for workers (sandbox.c) ---------- */
 

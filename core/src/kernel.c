@@ -30,11 +30,7 @@ const char *kh__kstate_name(kh__kstate_t s) {
 static const kh__backend_ops_t *backend_for(const kh__kernel_opts_t *o) {
   if (o->mode == KH__MODE_MAIN_THREAD)
     return o->host_thread ? &kh__inproc_host_ops : &kh__inproc_ops;
-#ifdef KH_HAVE_WORKER
   return &kh__worker_ops;
-#else
-  return NULL; /* built without worker processes */
-#endif
 }
 
 /* --- events ------------------------------------------------------------------------------- */

@@ -35,9 +35,7 @@ int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *options_json
   m->async.data = m;
   m->inbox.async = &m->async;
   uv_unref((uv_handle_t *)&m->async);
-#ifdef KH_HAVE_WORKER
   kh__worker_manager_open(m);
-#endif
   *out = m;
   return 0;
 fail_mutex:
@@ -158,9 +156,7 @@ int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data) {
   m->closing = 1;
   m->close_cb = cb;
   m->close_data = data;
-#ifdef KH_HAVE_WORKER
   kh__worker_manager_close(m);
-#endif
   if (m->kernels == NULL) {
     finish_close(m);
     return 0;
@@ -204,9 +200,7 @@ char *kh_kernel_info(kh_manager_t *m, const char *kernel_id) {
     return NULL;
   o = kernel_summary(k);
   json_object_set(o, "options", k->opts.all);
-#ifdef KH_HAVE_WORKER
   kh__worker_info(k, o);
-#endif
   s = json_dumps(o, JSON_COMPACT);
   json_decref(o);
   return s;

@@ -21,9 +21,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#ifdef KH_HAVE_LIBSECCOMP
 #include <seccomp.h>
-#endif
 
 #include "internal.h"
 
@@ -183,9 +181,7 @@ static void probe_run(void) {
   pid_t pid;
   int st = 0;
   p->landlock_abi = abi > 0 ? (int)abi : 0;
-#ifdef KH_HAVE_LIBSECCOMP
   p->seccomp = prctl(PR_GET_SECCOMP, 0, 0, 0, 0) >= 0;
-#endif
   pid = fork();
   if (pid == 0) probe_ns_child(getuid(), getgid());
   if (pid < 0) {
@@ -949,7 +945,6 @@ fail:
 /* run=false: no execve/execveat (memfd and fexecve included). net not true: no new Unix
  * socket (socketpair stays: asyncio and multiprocessing use it; it reaches nobody). */
 static int apply_seccomp(apply_t *a, int deny_exec, int deny_unix) {
-#ifdef KH_HAVE_LIBSECCOMP
   /* Other architectures' system calls (i386, x32) kill the process: libseccomp's default. */
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   int rc = 0;
@@ -967,9 +962,6 @@ out:
   if (rc != 0) return layer_failed(a, "seccomp", "seccomp filter: %s", strerror(-rc));
   json_object_set_new(a->layers, "seccomp", json_true());
   return 0;
-#else
-  return layer_failed(a, "seccomp", "built without libseccomp");
-#endif
 }
 
 /* Threads in this process (from /proc/self/status), or -1 when unknown. */
