@@ -3,7 +3,7 @@
 BUILD ?= cmake-build
 JOBS ?= 2
 
-.PHONY: all setup build demo test bench clean
+.PHONY: all setup build demo test bench fuzz-long clean
 
 all: build
 
@@ -22,6 +22,13 @@ test: setup build
 
 bench: setup build
 	@KH_BUILD=$(BUILD) bash bench/run.sh
+
+# Not part of `make test`: the frame decoder's fuzzer for 10 million executions (FUZZ_RUNS=n to
+# change), its figure printed at the end; builds only the fuzzer. CI keeps its short session.
+FUZZ_RUNS ?= 10000000
+fuzz-long:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKH_FUZZ_RUNS=$(FUZZ_RUNS) >/dev/null
+	@nice cmake --build $(BUILD) --target fuzz-long
 
 clean:
 	rm -rf $(BUILD)

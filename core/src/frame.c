@@ -61,16 +61,46 @@ int kh__frame_dec_feed(kh__frame_dec_t *d, const void *p, size_t n) {
   return 0;
 }
 
-/* Whether body[0..n) is exactly one JSON object, by yajl (which also checks UTF-8). */
+/* yajl tracks the nesting for valid_object(): `closed` is set when the top level closes. */
+typedef struct {
+  size_t depth;
+  int closed;
+} vstate_t;
+
+/* Deeper than jansson goes (JSON_PARSER_MAX_DEPTH) is refused as jansson refuses it, so both
+ * paths agree; Python's json module cannot nest even half as deep, so no real payload does. */
+static int v_open(void *ctx) {
+  return ++((vstate_t *)ctx)->depth <= JSON_PARSER_MAX_DEPTH;
+}
+
+static int v_close(void *ctx) {
+  vstate_t *v = ctx;
+  if (--v->depth == 0) v->closed = 1;
+  return 1;
+}
+
+/* Whether body[0..n) is exactly one JSON object and nothing else, by yajl (which also checks
+ * UTF-8). yajl alone is not enough: once the top-level value is complete, it swallows an
+ * unfinished token after it without complaint, even at yajl_complete_parse() (`{}"` passes,
+ * the trailing quote being the start of a string it is still waiting for). So the last byte
+ * must be the object's closing brace, and it is fed on its own: the object must still be open
+ * after everything before it, and closed by it. Numbers are not converted (no callbacks for
+ * them), so any RFC 8259 number passes, as it would for JSON.parse; jansson could not hold
+ * some of what passes (integers beyond 64 bits, a NUL in a key, a lone surrogate escape), and
+ * consumers that parse with it say so (kernel.c, the Lua binding), but it is one valid JSON
+ * value all the same. */
 static int valid_object(const char *body, size_t n) {
+  /* null, boolean, integer, double, number, string, start_map, map_key, end_map, arrays */
+  static const yajl_callbacks cb = {NULL,   NULL, NULL,    NULL,   NULL,   NULL,
+                                    v_open, NULL, v_close, v_open, v_close};
+  vstate_t v = {0, 0};
   yajl_handle h;
-  size_t i = 0;
   int ok;
-  while (i < n && (body[i] == ' ' || body[i] == '\t' || body[i] == '\n' || body[i] == '\r')) i++;
-  if (i == n || body[i] != '{') return 0;
-  h = yajl_alloc(NULL, NULL, NULL);
+  if (n < 2 || body[0] != '{' || body[n - 1] != '}') return 0;
+  h = yajl_alloc(&cb, NULL, &v);
   if (h == NULL) return 0;
-  ok = yajl_parse(h, (const unsigned char *)body, n) == yajl_status_ok &&
+  ok = yajl_parse(h, (const unsigned char *)body, n - 1) == yajl_status_ok && !v.closed &&
+       yajl_parse(h, (const unsigned char *)body + n - 1, 1) == yajl_status_ok && v.closed &&
        yajl_complete_parse(h) == yajl_status_ok;
   yajl_free(h);
   return ok;
@@ -112,6 +142,7 @@ static json_t *split_payload(kh__frame_dec_t *d, const char *body, size_t n) {
     }
   }
   p += sizeof(key) - 1;
+  while (p < body + n - 1 && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
   if (!valid_object(p, (size_t)(body + n - 1 - p))) {
     /* Not this shape after all (or invalid): the full parse decides, with its own error. */
     json_decref(j);

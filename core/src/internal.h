@@ -11,9 +11,13 @@
 #include <uv.h>
 
 #include "kernelhost.h"
+#include "protocol.h"
 
 #define KH__ID_MAX 64       /* kernel id, including the NUL */
 #define KH__EXEC_ID_MAX 40  /* execution id, including the NUL */
+/* The worker protocol checks ids against these sizes (protocol.h): no id is ever cut short. */
+_Static_assert(KH__ID_MAX == KH__P_KERNEL_ID_MAX + 1, "kernel id sizes");
+_Static_assert(KH__EXEC_ID_MAX == KH__P_EXEC_ID_MAX + 1, "execution id sizes");
 #define KH__ERRMSG_MAX 1024
 
 /* --- small utilities (util.c) ------------------------------------------------------------ */

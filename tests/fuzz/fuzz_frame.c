@@ -1,6 +1,8 @@
-/* fuzz_frame.c: libFuzzer target for the worker protocol's frame decoder (core/src/frame.c).
- * Feeds the input whole and in small pieces; every decoded frame must re-encode to an equal
- * frame; malformed, truncated and oversized input must end in KH_EPROTO with a message. */
+/* fuzz_frame.c: libFuzzer target for the worker protocol's frame decoder (core/src/frame.c) and
+ * message check (core/src/protocol.c). Feeds the input whole and in small pieces; every decoded
+ * frame must re-encode to an equal frame, and a payload handed over unparsed must be exactly
+ * the JSON object a full parse finds; malformed, truncated and oversized input must end in
+ * KH_EPROTO with a message. Single-threaded, like every libFuzzer target. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,23 @@
 
 static void check(int cond) {
   if (!cond) abort();
+}
+
+/* The protocol's shape check (protocol.c) on every decoded frame, both ways: a message it
+ * accepts is one the tables name, travelling that way. */
+static void protocol_check(json_t *msg, int split) {
+  char why[200];
+  int dir;
+  for (dir = KH__P_TO_WORKER; dir <= KH__P_TO_HOST; dir++) {
+    kh__pmsg_t kind = kh__proto_check(msg, (kh__pdir_t)dir, split, why, sizeof(why));
+    const char *t = json_string_value(json_object_get(msg, "t"));
+    if (kind != KH__P_NONE) {
+      check(strcmp(kh__proto_name(kind), t) == 0);
+      check(kh__proto_kind(t) == kind);
+    } else {
+      check(why[0] != '\0');
+    }
+  }
 }
 
 /* Decodes everything in d; returns the number of frames, checking each round trip. */
@@ -24,18 +43,32 @@ static int drain(kh__frame_dec_t *d) {
     json_t *back = NULL;
     check(json_is_string(json_object_get(msg, "t")));
     {
-      /* A payload handed over unparsed (validated by yajl) must be one JSON object for
-       * jansson too; the two differ only on lone UTF-16 surrogate escapes, which JSON's grammar
-       * allows and jansson refuses. */
-      size_t dlen;
+      /* A payload handed over unparsed (validated by yajl) must be exactly one JSON object for
+       * jansson too. The two differ only where JSON's grammar allows what jansson cannot hold:
+       * lone UTF-16 surrogate escapes, a NUL in a key, numbers beyond its ranges. */
+      size_t dlen, rlen;
       const char *dp = kh__frame_dec_data(d, &dlen);
+      const char *raw = kh__frame_dec_raw(d, &rlen);
       if (dp != NULL) {
         json_error_t err;
-        json_t *x = json_loadb(dp, dlen, JSON_ALLOW_NUL, &err);
-        check(json_is_object(x) || (x == NULL && strstr(err.text, "nicode") != NULL));
+        json_t *x = json_loadb(dp, dlen, JSON_ALLOW_NUL, &err), *whole;
+        check(json_is_object(x) ||
+              (x == NULL && (strstr(err.text, "nicode") != NULL ||
+                             json_error_code(&err) == json_error_null_byte_in_key ||
+                             json_error_code(&err) == json_error_numeric_overflow)));
         check(json_object_get(msg, "data") == NULL);
+        /* Split or not, a frame means the same: where jansson reads the whole frame, its
+         * "data" is the payload and the rest is the header. */
+        whole = json_loadb(raw, rlen, JSON_ALLOW_NUL, NULL);
+        if (whole != NULL) {
+          check(x != NULL && json_equal(json_object_get(whole, "data"), x));
+          json_object_del(whole, "data");
+          check(json_equal(whole, msg));
+        }
+        json_decref(whole);
         json_decref(x);
       }
+      protocol_check(msg, dp != NULL);
     }
     if (buf != NULL) {
       kh__frame_dec_init(&again, 0);

@@ -1,0 +1,100 @@
+/* protocol.h: the worker protocol, written down once: every message the host and a
+ * kernelhost-worker exchange, its fields and the order they may come in. Both ends (the host's
+ * worker backend, core/worker/main.c) and the fuzzer (tests/fuzz/) use these names. Internal
+ * declarations live in internal.h (STYLE.md); this header is the one exception, because it is
+ * the contract between two programs rather than part of the library, and internal.h includes
+ * it. The tables behind it are in protocol.c. Thread: any (the tables are constant).
+ *
+ * Framing (frame.c): a 4-byte big-endian length, then that many bytes of one JSON object (UTF-8)
+ * whose member "t" names the message. Host -> worker frames travel on the worker's fd 3 (which
+ * it moves above 10 at start), worker -> host frames on its fd 4; fds 1 and 2 belong to user
+ * code and are captured as "stream" events. The payload of "ev" and "reply" is the member
+ * "data", written last, so that the host can take it as the validated text it arrived as
+ * instead of building it (a 1 MB image costs 16 ms to build with jansson, 0.8 ms to validate).
+ *
+ * The order, for one worker process:
+ *
+ *     host                                                 worker
+ *      |  spawn: fds 3 and 4 are the protocol pipes          |
+ *      |<--------------------------------------------- hello |  once, Python is up; a pooled
+ *      |                                                     |  worker now waits, unconfined,
+ *      | open ---------------------------------------------->|  single-threaded, for "open"
+ *      |<----------------------------------- ev (id "") ...  |  fd 1/2 output while opening
+ *      |<--------------------------------------------- ready |  once; with "error" it exits
+ *      | exec (id) ----------------------------------------->|  one at a time: the next one
+ *      |   interrupt (id), input ------------------------->  |  only after reply (id)
+ *      |<---------------------------------- ev (id) ...      |  the running cell's events
+ *      |<--------------------------------------- reply (id)  |
+ *      |<------------------- ev (id "" or an earlier id) ... |  threads a cell started go on
+ *      |<--------------------------------------------- fatal |  at any time; then it exits
+ *
+ * The host treats every worker frame as hostile: a cell can write to any descriptor of its own
+ * process, the protocol pipe included. A frame the table below does not allow (unknown member,
+ * wrong type, out of phase, a reply for a request that is not running, an event naming an id
+ * the host never gave this process) is a protocol error: the host kills that worker and
+ * reports it dead with the reason; nothing else is affected (worker-proc.c). The worker in
+ * turn checks the host's frames and exits on anything else ("fatal").
+ *
+ * The messages and their members ("?": optional; protocol.c holds the same as a table):
+ *   HELLO     worker -> host  pid: int, python: string (its version)
+ *   OPEN      host -> worker  id: string (the kernel id), env?: {string: string},
+ *                             cwd?: string, sandbox?: object (sandbox.c's plan)
+ *   READY     worker -> host  sandbox?: object ({layers, missing}, what was applied), or
+ *                             error: string and code?: int (KH_ENOTSUP: cannot confine)
+ *   EXEC      host -> worker  id: string (the execution id), code: string, silent: bool,
+ *                             store_history: bool
+ *   EV        worker -> host  type: string (an event name other than "status", which only the
+ *                             host reports), id: string ("" for no request), data: object
+ *   REPLY     worker -> host  id: string (the running request's), data: object (the reply)
+ *   INTERRUPT host -> worker  id: string (the cell to interrupt, if it still runs)
+ *   INPUT     host -> worker  value: string (the answer to the last input_request)
+ *   FATAL     worker -> host  message: string (why it is about to exit) */
+#ifndef KH_PROTOCOL_H
+#define KH_PROTOCOL_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#define KH__PROTO_MESSAGES(X)                \
+  X(HELLO, "hello", KH__P_TO_HOST)           \
+  X(OPEN, "open", KH__P_TO_WORKER)           \
+  X(READY, "ready", KH__P_TO_HOST)           \
+  X(EXEC, "exec", KH__P_TO_WORKER)           \
+  X(EV, "ev", KH__P_TO_HOST)                 \
+  X(REPLY, "reply", KH__P_TO_HOST)           \
+  X(INTERRUPT, "interrupt", KH__P_TO_WORKER) \
+  X(INPUT, "input", KH__P_TO_WORKER)         \
+  X(FATAL, "fatal", KH__P_TO_HOST)
+
+/* Which way a message travels. */
+typedef enum { KH__P_TO_WORKER = 1, KH__P_TO_HOST = 2 } kh__pdir_t;
+
+/* A message kind; 0 is no message (an unknown "t"). */
+typedef enum {
+  KH__P_NONE = 0,
+#define KH__P_ENUM_(name, t, dir) KH__P_##name,
+  KH__PROTO_MESSAGES(KH__P_ENUM_)
+#undef KH__P_ENUM_
+      KH__P_COUNT_
+} kh__pmsg_t;
+
+/* The longest string the protocol's ids may hold (without the NUL): the sizes of the host's
+ * buffers for them (internal.h's KH__ID_MAX and KH__EXEC_ID_MAX), checked here so that no id
+ * is ever cut short, which could make two different ids compare equal. */
+#define KH__P_KERNEL_ID_MAX 63
+#define KH__P_EXEC_ID_MAX 39
+
+/* The wire name of a kind ("hello"), or NULL. */
+const char *kh__proto_name(kh__pmsg_t kind);
+/* The kind a wire name stands for, or KH__P_NONE. */
+kh__pmsg_t kh__proto_kind(const char *name);
+/* Checks a decoded frame (frame.c) against the table: "t" names a message that travels in
+ * direction `dir`, every member is one the message has, with its type, and every required one
+ * is there. `data_split`: the frame's "data" payload was taken apart by the decoder (it is
+ * then validated as an object already, and absent from msg). Returns the kind, or KH__P_NONE
+ * with a reason in why (n bytes). This is shape only: which message may come when is the
+ * reader's business (worker-proc.c on the host, main.c in the worker). */
+kh__pmsg_t kh__proto_check(const json_t *msg, kh__pdir_t dir, int data_split, char *why, size_t n);
+
+#endif /* KH_PROTOCOL_H */
