@@ -5,7 +5,10 @@
  * Frames that carry a payload (events and replies: string members, then "data" last) are
  * decoded in two parts: the small header with jansson, the payload only validated, with yajl,
  * and handed on as the text it arrived as. jansson builds every string it parses: 16 ms for a
- * 1.4 MB base64 image here, against 0.8 ms for yajl to validate the same bytes. */
+ * 1.4 MB base64 image here, against 0.8 ms for yajl to validate the same bytes.
+ *
+ * Used by the host (worker-proc.c), the worker (core/worker/main.c) and the fuzzer; which
+ * messages a frame may carry is protocol.c's business. Thread: any, one user per decoder. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,8 @@ void kh__frame_dec_free(kh__frame_dec_t *d) {
   d->len = d->pos = d->cap = 0;
 }
 
+/* A failed decoder stays failed: after a bad frame nothing that follows can be trusted to start
+ * on a frame boundary, so there is no resynchronising. */
 static int fail(kh__frame_dec_t *d, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -164,6 +169,8 @@ int kh__frame_dec_next(kh__frame_dec_t *d, json_t **out) {
   if (avail < 4) return 0;
   p = (const unsigned char *)d->buf + d->pos;
   n = frame_len(p);
+  /* The length is checked before any payload is buffered: a hostile prefix never makes the
+   * buffer grow beyond what actually arrives, nor past d->max. */
   if (n == 0) return fail(d, "malformed frame: empty payload");
   if (n > d->max)
     return fail(d, "oversized frame: %zu bytes declared, the limit is %zu", n, d->max);
@@ -209,6 +216,7 @@ int kh__frame_dec_finish(kh__frame_dec_t *d) {
               frame_len((const unsigned char *)d->buf + d->pos));
 }
 
+/* One allocation for the length and the body, so that a frame goes out in one write. */
 char *kh__frame_encode(const json_t *obj, size_t *len_out) {
   size_t n = json_dumpb(obj, NULL, 0, JSON_COMPACT);
   char *buf;

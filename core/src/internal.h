@@ -234,7 +234,7 @@ struct kh_manager_s {
   size_t destroying;
   kh_manager_close_cb close_cb;
   void *close_data;
-  void *worker_pool; /* backend-worker.c: warm worker processes, or NULL */
+  void *worker_pool; /* worker-pool.c: warm worker processes, or NULL */
   char errmsg[KH__ERRMSG_MAX];
 };
 
@@ -282,7 +282,7 @@ typedef struct {
 } kh__source_t;
 extern const kh__source_t kh__runtime_sources[];
 
-/* --- frames: the worker protocol (frame.c) and worker-mode hooks (backend-worker.c) ------- */
+/* --- frames: the worker protocol's framing (frame.c; the messages: protocol.h) ------------ */
 
 /* Largest frame either side accepts (a frame carries one message: code, an event, a reply). */
 #define KH__FRAME_MAX (256u << 20)
@@ -327,9 +327,85 @@ void kh__frame_put_len(char *hdr, size_t n); /* writes the 4-byte length prefix 
 /* kernel.c, for backends that restart a process on their own (see kernel.c). */
 void kh__kernel_on_restarting(kh_kernel_t *k, const char *reason_json);
 
-/* The manager's warm pool of worker processes (m->worker_pool). Thread: loop. */
+/* --- worker mode: processes (worker-proc.c), the pool (worker-pool.c), the backend
+ * (backend-worker.c). Thread: loop, all of it. ------------------------------------------- */
+
+typedef struct kh__wproc_s kh__wproc_t;
+
+/* What a worker process tells whoever holds it: the pool while it is warm, then the kernel that
+ * claimed it (the claim changes cbs and holder). */
+typedef struct {
+  /* A frame that passed every check (worker-proc.c). data/len: the JSON text of the payload of
+   * "ev" and "reply" (borrowed, NUL-terminated), else NULL. The callee may kill w. */
+  void (*frame)(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg, const char *data,
+                size_t len);
+  /* The process was reaped, after its last frames were read; never after kh__wproc_kill(). */
+  void (*exited)(void *holder, kh__wproc_t *w);
+  /* Its last handle closed: the process record is freed (before this is called). */
+  void (*closed)(void *holder);
+} kh__wproc_cbs_t;
+
+/* Where a process is in the protocol (protocol.h's diagram), as far as the host has seen. */
+typedef enum {
+  KH__WP_SPAWNED = 0, /* waiting for "hello" */
+  KH__WP_HELLO,       /* Python is up: waiting for "open" (a warm pooled worker) */
+  KH__WP_OPENING,     /* "open" sent: waiting for "ready" */
+  KH__WP_READY        /* serving requests */
+} kh__wphase_t;
+
+/* The execution ids a process remembers having been given (see was_given in worker-proc.c). */
+#define KH__WPROC_RECENT 32
+
+struct kh__wproc_s {
+  kh__wproc_t *next; /* the holder's list (the pool's) */
+  const kh__wproc_cbs_t *cbs;
+  void *holder;
+  int pid;
+  kh__wphase_t phase;
+  int exited;         /* reaped: exit_status and term_signal are set */
+  int killed;         /* kh__wproc_kill(): its exit is no news */
+  int failed;         /* a protocol error or "fatal": nothing more is read from it */
+  int protocol_error; /* the death report's cause is "protocol_error" */
+  int64_t exit_status;
+  int term_signal;
+  char why[300]; /* the "fatal" message or the protocol error, for the death report */
+  json_t *plan;  /* owned: the sandbox plan it was opened with (cgroup cleanup), or NULL */
+  /* worker-proc.c's own: handles, the decoder and the request bookkeeping. */
+  uv_process_t proc;
+  uv_pipe_t to;   /* host -> worker (its fd 3) */
+  uv_pipe_t from; /* worker -> host (its fd 4) */
+  int handles;    /* open handles of the three: freed at 0 */
+  kh__frame_dec_t dec;
+  char inflight[KH__EXEC_ID_MAX]; /* the request sent and not yet replied to, or "" */
+  char recent[KH__WPROC_RECENT][KH__EXEC_ID_MAX]; /* ids sent, a ring */
+  unsigned nsent;                                 /* "exec" frames sent, ever */
+  char rbuf[65536];
+};
+
+/* Finds the worker executable (workerPath, KH_WORKER_PATH, next to the library); fills errmsg. */
+int kh__wproc_path(kh_manager_t *m, char *out, size_t n, char *errmsg);
+/* Spawns a worker with the host's environment plus `env` (an object of strings, may be NULL).
+ * Returns 0 and *out, or KH_ENOMEM / KH_EWORKER with errmsg. */
+int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
+                    const kh__wproc_cbs_t *cbs, void *holder, kh__wproc_t **out, char *errmsg);
+/* Sends one message (a host -> worker one, in its phase: "open" once after "hello", the rest
+ * once ready, one "exec" at a time). Returns 0, KH_EKERNELDEAD, KH_EINVAL, KH_ENOMEM. */
+int kh__wproc_send(kh__wproc_t *w, const json_t *msg);
+/* Kills the process (and its process group) on purpose: its exit is not reported. */
+void kh__wproc_kill(kh__wproc_t *w);
+/* A protocol error: kills the process, and reports its exit as a death for this reason. */
+void kh__wproc_fail(kh__wproc_t *w, const char *fmt, ...);
+/* The death report of a reaped process: reason JSON (for status "dead") and text. */
+void kh__wproc_describe_exit(const kh__wproc_t *w, char *json, size_t n, char *text, size_t tn);
+
+/* The manager's warm pool (worker-pool.c). The pool is worker-backend state; these are the
+ * worker backend's per-manager open and close. */
 void kh__worker_manager_open(kh_manager_t *m);  /* kh_manager_new: starts the pool */
 void kh__worker_manager_close(kh_manager_t *m); /* kh_manager_close: kills pooled workers */
+/* A warm process for a kernel with these options, now held through cbs/holder; or NULL (no
+ * pool, none left, or options only a fresh process can honour). Refills the pool. */
+kh__wproc_t *kh__wpool_claim(kh_manager_t *m, const json_t *opts, const kh__wproc_cbs_t *cbs,
+                             void *holder);
 /* Adds worker facts (pid, pooled) to a kernel's info object. */
 void kh__worker_info(kh_kernel_t *k, json_t *info);
 

@@ -28,6 +28,9 @@ static const struct {
 
 /* The members of each message besides "t", as protocol.h lists them. "data" (ev, reply) is
  * written last by the worker and usually arrives split from the rest (frame.c). */
+/* A message's members are exactly these: an unknown member is refused rather than ignored, so
+ * that a forged frame cannot carry a field some later reader might trust (a kernel id, a
+ * second request id), and so that both ends change together when the protocol does. */
 static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
     [KH__P_HELLO] = {{"pid", F_INT, 1, 0}, {"python", F_STR, 1, 64}},
     [KH__P_OPEN] = {{"id", F_STR, 1, KH__P_KERNEL_ID_MAX},
@@ -91,6 +94,8 @@ static int type_ok(const json_t *v, const field_t *f) {
   return 0;
 }
 
+/* Fills why (for the death report or the worker's fatal message) and refuses the frame. The
+ * frame's own strings are cut short in it: they come from the other side. */
 static kh__pmsg_t refuse(char *why, size_t n, const char *fmt, const char *a, const char *b) {
   snprintf(why, n, fmt, a, b);
   return KH__P_NONE;
@@ -104,6 +109,7 @@ kh__pmsg_t kh__proto_check(const json_t *msg, kh__pdir_t dir, int data_split, ch
   int i;
   if (kind == KH__P_NONE)
     return refuse(why, n, "unknown message \"%.40s\"%s", t ? t : "(no \"t\")", "");
+  /* A worker that sends "exec" or "open" is confused or hostile, never merely new. */
   if (messages[kind].dir != dir)
     return refuse(why, n, "message \"%s\" travels the other way%s", t, "");
   fs = fields[kind];
@@ -120,6 +126,7 @@ kh__pmsg_t kh__proto_check(const json_t *msg, kh__pdir_t dir, int data_split, ch
     if (fs[i].required && !split && json_object_get(msg, fs[i].name) == NULL)
       return refuse(why, n, "\"%s\" without its member \"%s\"", t, fs[i].name);
   }
+  /* Only events and replies carry a payload worth splitting; any other "data" is a stray. */
   if (data_split && !(kind == KH__P_EV || kind == KH__P_REPLY))
     return refuse(why, n, "\"%s\" carries no payload%s", t, "");
   return kind;

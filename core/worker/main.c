@@ -149,7 +149,8 @@ static void fatal(const char *fmt, ...) {
   vsnprintf(buf, sizeof(buf), fmt, ap);
   va_end(ap);
   diag("kernelhost-worker: %s", buf);
-  if (out_fd >= 0 && (o = json_pack("{s:s, s:s}", "t", "fatal", "message", buf)) != NULL) {
+  if (out_fd >= 0 &&
+      (o = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_FATAL), "message", buf)) != NULL) {
     write_json(o);
     json_decref(o);
   }
@@ -160,8 +161,8 @@ static void fatal(const char *fmt, ...) {
 
 static int worker_emit(PyObject *sink, const char *exec_id, int type, const char *data,
                        size_t len) {
-  json_t *head =
-      json_pack("{s:s, s:s, s:s}", "t", "ev", "type", kh_event_type_name(type), "id", exec_id);
+  json_t *head = json_pack("{s:s, s:s, s:s}", "t", kh__proto_name(KH__P_EV), "type",
+                           kh_event_type_name(type), "id", exec_id);
   (void)sink;
   if (head == NULL) return KH_EINVAL; /* exec_id was not UTF-8 */
   write_with_data(head, data, len);
@@ -244,8 +245,9 @@ static void emit_capture(int which, const unsigned char *buf, size_t n, int fina
     cap_written += sb.len;
   }
   if (sb.len > 0 && !sb.oom) {
-    o = json_pack("{s:s, s:s, s:s, s:{s:s, s:s%}}", "t", "ev", "type", "stream", "id", running_id,
-                  "data", "name", which ? "stderr" : "stdout", "text", sb.buf, sb.len);
+    o = json_pack("{s:s, s:s, s:s, s:{s:s, s:s%}}", "t", kh__proto_name(KH__P_EV), "type", "stream",
+                  "id", running_id, "data", "name", which ? "stderr" : "stdout", "text", sb.buf,
+                  sb.len);
     if (o != NULL) {
       write_json(o);
       json_decref(o);
@@ -382,9 +384,11 @@ static void pump_commands(int from_main) {
     if ((size_t)n < sizeof(buf)) break;
   }
   while ((rc = kh__frame_dec_next(d, &msg)) == 1) {
-    const char *t = json_string_value(json_object_get(msg, "t"));
-    if (strcmp(t, "input") == 0 || strcmp(t, "interrupt") == 0) {
-      if (strcmp(t, "input") == 0)
+    char why[200];
+    kh__pmsg_t kind = kh__proto_check(msg, KH__P_TO_WORKER, 0, why, sizeof(why));
+    if (kind == KH__P_NONE) fatal("command pipe: %s", why);
+    if (kind == KH__P_INPUT || kind == KH__P_INTERRUPT) {
+      if (kind == KH__P_INPUT)
         input_reply(msg);
       else
         interrupt(json_string_value(json_object_get(msg, "id")));
@@ -521,7 +525,7 @@ static void do_open(json_t *msg, json_t *applied) {
   free(env_s);
   if (r != NULL) {
     rt = r;
-    reply = json_pack("{s:s}", "t", "ready");
+    reply = json_pack("{s:s}", "t", kh__proto_name(KH__P_READY));
     if (reply != NULL && applied != NULL) json_object_set(reply, "sandbox", applied);
   } else {
     char buf[KH__ERRMSG_MAX - 64];
@@ -529,7 +533,7 @@ static void do_open(json_t *msg, json_t *applied) {
       kh__py_describe_error(buf, sizeof(buf));
     else
       snprintf(buf, sizeof(buf), "bad open command");
-    reply = json_pack("{s:s, s:s}", "t", "ready", "error", buf);
+    reply = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_READY), "error", buf);
   }
   if (reply) write_json(reply);
   json_decref(reply);
@@ -613,7 +617,7 @@ static void do_exec(json_t *msg) {
     }
     data = fallback;
   }
-  head = json_pack("{s:s, s:s}", "t", "reply", "id", id);
+  head = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_REPLY), "id", id);
   if (head != NULL && data != NULL) write_with_data(head, data, len);
   json_decref(head);
   free(fallback);
@@ -769,7 +773,8 @@ static void apply_sandbox(const json_t *plan, json_t **report) {
     free(s);
   }
   if (rc != 0) {
-    json_t *o = json_pack("{s:s, s:s, s:i}", "t", "ready", "error", err, "code", rc);
+    json_t *o =
+        json_pack("{s:s, s:s, s:i}", "t", kh__proto_name(KH__P_READY), "error", err, "code", rc);
     diag("kernelhost-worker: %s", err);
     if (o != NULL) write_json(o);
     json_decref(o);
@@ -780,7 +785,7 @@ static void apply_sandbox(const json_t *plan, json_t **report) {
 int main(int argc, char **argv) {
   char err[KH__ERRMSG_MAX];
   json_t *hello, *first, *report = NULL;
-  const char *t;
+  kh__pmsg_t kind;
   main_tid = pthread_self();
   if (argc < 3 || strcmp(argv[1], "--kernelhost-worker") != 0) {
     fprintf(stderr,
@@ -797,14 +802,15 @@ int main(int argc, char **argv) {
   setup_fds();
   kh__frame_dec_init(&cmd_dec, 0);
   if (start_python(err, sizeof(err)) != 0) fatal("%s", err);
-  hello = json_pack("{s:s, s:i, s:s}", "t", "hello", "pid", (int)getpid(), "python", PY_VERSION);
+  hello = json_pack("{s:s, s:i, s:s}", "t", kh__proto_name(KH__P_HELLO), "pid", (int)getpid(),
+                    "python", PY_VERSION);
   write_json(hello);
   json_decref(hello);
   /* Still one thread: the sandbox (namespaces, Landlock, seccomp) binds only the calling
    * thread and what it starts later, so the command and capture threads start after it. */
   first = read_first_frame();
-  t = json_string_value(json_object_get(first, "t"));
-  if (t == NULL || strcmp(t, "open") != 0) fatal("expected \"open\", got \"%s\"", t ? t : "?");
+  kind = kh__proto_check(first, KH__P_TO_WORKER, 0, err, sizeof(err));
+  if (kind != KH__P_OPEN) fatal("expected \"open\", got %s", kind ? kh__proto_name(kind) : err);
   if (json_is_object(json_object_get(first, "sandbox")))
     apply_sandbox(json_object_get(first, "sandbox"), &report);
   /* From here both the main thread (while idle) and the command thread read the pipe. */
@@ -819,13 +825,12 @@ int main(int argc, char **argv) {
   json_decref(first);
   for (;;) {
     json_t *msg = next_command();
-    const char *t = json_string_value(json_object_get(msg, "t"));
-    if (strcmp(t, "open") == 0)
-      do_open(msg, NULL);
-    else if (strcmp(t, "exec") == 0)
+    /* pump_commands() checked its shape; "open" came once, before this loop (protocol.h). */
+    kh__pmsg_t kind = kh__proto_kind(json_string_value(json_object_get(msg, "t")));
+    if (kind == KH__P_EXEC)
       do_exec(msg);
     else
-      fatal("unknown command \"%s\"", t);
+      fatal("unexpected command \"%s\"", kh__proto_name(kind));
     json_decref(msg);
   }
 }

@@ -59,7 +59,8 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
   e->type = ev->type;
   snprintf(e->kernel_id, sizeof(e->kernel_id), "%s", ev->kernel_id);
   snprintf(e->exec_id, sizeof(e->exec_id), "%s", ev->execution_id);
-  e->data = json_loadb(ev->json, ev->json_len, 0, &err);
+  /* Output may hold NUL characters (print("\0"), binary bytes on fd 1): valid JSON ("\u0000"). */
+  e->data = json_loadb(ev->json, ev->json_len, JSON_ALLOW_NUL, &err);
   if (e->data == NULL)
     FAIL("event %s has invalid JSON (%s): %.*s", ev->type_name, err.text, (int)ev->json_len,
          ev->json);

@@ -136,36 +136,40 @@ TEST(worker_interrupt_sleep) {
   th_fini(&t);
 }
 
-TEST(worker_kill_escalation) {
-  th_t t;
-  char id[64];
+/* Runs `code` (which prints, then blocks), interrupts it once it has printed, and expects the
+ * escalation: the request fails, the worker is killed and restarted for "interrupt_timeout",
+ * and a fresh process serves the next cell. */
+static void expect_interrupt_restart(th_t *t, const char *id, const char *code) {
   th_result_t r;
   th_event_t *e;
-  int pid;
-  th_init(&t, "{\"interruptGraceMs\": 300}");
-  th_create(&t, wopts(""), id);
-  pid = kernel_pid(&t, id);
-  ASSERT_INT(th_submit(&t, id,
-                       "import signal, sys\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                       "print('ignoring', flush=True)\nwhile True:\n    pass",
-                       NULL, &r),
-             ==, 0);
-  /* interrupt once the cell ignores SIGINT */
-  th_wait_events(&t, KH_EVENT_STREAM, r.id, 1);
-  ASSERT_INT(kh_kernel_interrupt(t.m, id), ==, 0);
-  th_run_until(&t, &r.done);
+  int pid = kernel_pid(t, id);
+  ASSERT_INT(th_submit(t, id, code, NULL, &r), ==, 0);
+  th_wait_events(t, KH_EVENT_STREAM, r.id, 1); /* inside the cell */
+  ASSERT_INT(kh_kernel_interrupt(t->m, id), ==, 0);
+  th_run_until(t, &r.done);
   ASSERT_ERR(r.status, KH_EKERNELDEAD);
-  e = find_status(&t, "restarting", 0);
+  e = find_status(t, "restarting", 0);
   ASSERT(e != NULL);
   ASSERT_STR(e->exec_id, r.id);
   ASSERT_STR(th_s(e->data, "reason.cause"), "interrupt_timeout");
-  wait_status_n(&t, "idle", 2); /* created, restarted */
-  th_exec(&t, id, "1 + 1", &r);
+  wait_status_n(t, "idle", 2); /* created, restarted */
+  th_exec(t, id, "1 + 1", &r);
   ASSERT_STR(th_s(r.json, "result.data.text/plain"), "2");
   ASSERT_INT(th_i(r.json, "execution_count"), ==, 1);
-  ASSERT(kernel_pid(&t, id) != pid);
+  ASSERT(kernel_pid(t, id) != pid);
   th_result_free(&r);
-  wait_worker_exit(&t, pid);
+  wait_worker_exit(t, pid);
+}
+
+TEST(worker_kill_escalation) {
+  th_t t;
+  char id[64];
+  th_init(&t, "{\"interruptGraceMs\": 300}");
+  th_create(&t, wopts(""), id);
+  /* the cell ignores SIGINT */
+  expect_interrupt_restart(&t, id,
+                           "import signal, sys\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                           "print('ignoring', flush=True)\nwhile True:\n    pass");
   th_fini(&t);
 }
 
@@ -609,4 +613,136 @@ TEST(worker_missing_executable) {
       unsetenv("KH_WORKER_PATH");
     free(old);
   }
+}
+
+/* With interruptGraceMs 0 an interrupt that has not landed at once kills and restarts the
+ * worker: the escalation timer fires once, it never spins (the watchdog would catch a host
+ * stuck in its loop). */
+TEST(worker_interrupt_grace_zero) {
+  th_t t;
+  char id[64];
+  th_result_t r;
+  th_init(&t, "{\"interruptGraceMs\": 0}");
+  th_create(&t, wopts(""), id);
+  /* a cell that would take the interrupt, given any time at all */
+  expect_interrupt_restart(&t, id, "import time\nprint('sleeping', flush=True)\ntime.sleep(100)");
+  /* an idle kernel's interrupt is nothing to escalate */
+  ASSERT_INT(kh_kernel_interrupt(t.m, id), ==, 0);
+  th_exec(&t, id, "'same'", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'same'");
+  th_result_free(&r);
+  th_fini(&t);
+}
+
+/* What a hostile cell writes to every descriptor it has (protocol.h: the host treats every
+ * frame as hostile). Variant V of `blobs`; B and BX are the neighbour kernel's id and its
+ * running request's id, which the attacker is assumed to know. */
+static const char forge_src[] =
+    "import os, json, struct\n"
+    "B, BX, V = '%s', '%s', %d\n"
+    "def fr(o):\n"
+    "    b = json.dumps(o).encode()\n"
+    "    return struct.pack('>I', len(b)) + b\n"
+    "out = {'name': 'stdout', 'text': 'forged'}\n"
+    "blobs = [\n"
+    "    fr({'t': 'ev', 'type': 'stream', 'id': BX, 'data': out}),\n"
+    "    fr({'t': 'reply', 'id': BX, 'data': {'status': 'ok', 'execution_count': 99}}),\n"
+    "    fr({'t': 'ev', 'type': 'stream', 'id': 'f0rged-id', 'data': out}),\n"
+    "    fr({'t': 'ev', 'type': 'stream', 'id': '', 'kernel_id': B, 'data': out}),\n"
+    "    fr({'t': 'ev', 'type': 'status', 'id': '', 'data': {'execution_state': 'dead'}}),\n"
+    "    fr({'t': 'ev', 'type': 'stream', 'id': '', 'data': [1]}),\n"
+    "    fr({'t': 'ready'}),\n"
+    "    fr({'t': 'hello', 'pid': 1, 'python': '3'}),\n"
+    "    fr({'t': 'exec', 'id': BX, 'code': '1', 'silent': False, 'store_history': True}),\n"
+    "    fr({'t': 'fatal', 'message': 'forged'}),\n"
+    "    b'\\0\\0\\0K{\"t\":\"ev\",\"type\":\"stam\",\"id\":\"e1\",\"data\":{\"name\":\"stdout\","
+    "\"text\":\"hi\\\\n\"}\"}}',\n"
+    "    b'\\xff\\xff\\xff\\xff' + b'x' * 64,\n"
+    "    struct.pack('>I', 12) + b'not json at!',\n"
+    "    b'\\xde\\xad\\xbe\\xef' + os.urandom(4092),\n"
+    "]\n"
+    "for fd in sorted(int(f) for f in os.listdir('/proc/self/fd')):\n"
+    "    try:\n"
+    "        os.write(fd, blobs[V])\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "len(blobs)\n";
+#define FORGE_VARIANTS 14
+
+/* A cell writes forged and garbage frames to every fd it can see while a second kernel runs
+ * beside it: each attempt ends the attacker's worker with a protocol error (or leaves it
+ * unaffected); the neighbour, its request and its output are untouched; nothing leaks. */
+TEST(worker_forged_frames_contained) {
+  th_t t;
+  char a[64], b[64], code[4096], out[256] = "";
+  th_result_t ra, rb;
+  int i, v, fds, children, bpid, dead = 0;
+  th_init(&t, NULL);
+  th_create(&t, wopts(""), a); /* lazily created state (libuv's signal pipe) goes first */
+  th_destroy(&t, a);
+  fds = count_dir("/proc/self/fd");
+  children = count_children();
+  th_create(&t, wopts(""), a); /* the attacker */
+  th_create(&t, wopts(""), b); /* its neighbour, busy in a cell across every attack */
+  bpid = kernel_pid(&t, b);
+  ASSERT_INT(th_submit(&t, b,
+                       "print('b-before', flush=True)\nv = input('go? ')\nprint('b-after', v)"
+                       "\n'b-done'",
+                       NULL, &rb),
+             ==, 0);
+  th_wait_events(&t, KH_EVENT_INPUT_REQUEST, rb.id, 1);
+  for (v = 0; v < FORGE_VARIANTS; v++) {
+    snprintf(code, sizeof(code), forge_src, b, rb.id, v);
+    ASSERT_INT(th_submit(&t, a, code, NULL, &ra), ==, 0);
+    th_run_until(&t, &ra.done);
+    if (ra.status == 0) {
+      /* Unaffected: the cell ran to its end (a frame no fd of it reached the host with). */
+      ASSERT_INT(th_i(ra.json, "result.data.text/plain"), ==, FORGE_VARIANTS);
+    } else {
+      th_event_t *e;
+      int done = 0;
+      ASSERT_ERR(ra.status, KH_EKERNELDEAD);
+      e = find_status(&t, "dead", dead++);
+      ASSERT(e != NULL);
+      ASSERT_STR(e->kernel_id, a);
+      /* a forged "fatal" is the worker's own word for its end, not a protocol error */
+      if (v != 9) ASSERT_STR(th_s(e->data, "reason.cause"), "protocol_error");
+      ASSERT_INT(kh_kernel_restart(t.m, a, on_restarted, &done), ==, 0);
+      th_run_until(&t, &done);
+    }
+    th_result_free(&ra);
+  }
+  ASSERT_INT(dead, ==, FORGE_VARIANTS); /* every variant reached the host through some fd */
+  /* The neighbour: same process, its request completes with its own output only. */
+  ASSERT_INT(kernel_pid(&t, b), ==, bpid);
+  ASSERT(!rb.done);
+  ASSERT_INT(kh_kernel_input_reply(t.m, b, "go"), ==, 0);
+  th_run_until(&t, &rb.done);
+  ASSERT_INT(rb.status, ==, 0);
+  ASSERT_STR(th_s(rb.json, "result.data.text/plain"), "'b-done'");
+  for (i = 0; i < th_count(&t, KH_EVENT_STREAM, rb.id); i++)
+    strncat(out, th_s(th_find(&t, KH_EVENT_STREAM, rb.id, i)->data, "text"), 200 - strlen(out));
+  ASSERT_STR(out, "b-before\nb-after go\n");
+  for (i = 0; i < t.nevents; i++) {
+    th_event_t *e = &t.events[i];
+    /* nothing the attacker wrote is attributed to the neighbour or its request */
+    if (strcmp(e->exec_id, rb.id) == 0) ASSERT_STR(e->kernel_id, b);
+    if (strcmp(e->kernel_id, b) == 0) {
+      ASSERT(strcmp(e->exec_id, rb.id) == 0 || e->exec_id[0] == '\0');
+      if (e->type == KH_EVENT_STATUS) {
+        ASSERT(strcmp(th_s(e->data, "execution_state"), "dead") != 0);
+        ASSERT(strcmp(th_s(e->data, "execution_state"), "restarting") != 0);
+      }
+    }
+  }
+  th_result_free(&rb);
+  /* The attacker's kernel works again after its last restart. */
+  th_exec(&t, a, "1 + 1", &ra);
+  ASSERT_STR(th_s(ra.json, "result.data.text/plain"), "2");
+  th_result_free(&ra);
+  th_destroy(&t, a);
+  th_destroy(&t, b);
+  ASSERT_INT(count_dir("/proc/self/fd"), ==, fds);
+  ASSERT_INT(count_children(), ==, children);
+  th_fini(&t);
 }

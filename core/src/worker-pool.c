@@ -1,0 +1,130 @@
+/* worker-pool.c: the manager's warm pool of worker processes (manager option pool.size):
+ * spawned ahead of need, Python already up, claimed by kernels at creation and refilled. A
+ * warm worker serves any option set, because permissions, mounts, env and cwd are applied when
+ * it is claimed (the "open" message). Worker-backend state, per manager. Thread: loop. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define POOL_MAX_FAILURES 3 /* pool workers dying before "hello": stop refilling */
+
+typedef struct {
+  uv_loop_t *loop;
+  kh_manager_t *m; /* NULL once the manager closed: the pool then drains and frees itself */
+  kh__wproc_t *procs;
+  int count;    /* processes in procs */
+  int failures; /* in a row, before "hello": a broken worker is not respawned forever */
+  int live;     /* processes held by the pool and not yet closed: the pool is freed at 0 */
+} pool_t;
+
+/* The one place the pool hangs off its manager (until the manager holds per-backend state). */
+static pool_t *pool_of(kh_manager_t *m) {
+  return m->worker_pool;
+}
+
+static void pool_fill(pool_t *p);
+
+/* A pooled process may say "hello" and nothing else until it is claimed (worker-proc.c refuses
+ * every other message before "open"). */
+static void pool_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg, const char *data,
+                       size_t len) {
+  pool_t *p = holder;
+  (void)w;
+  (void)msg;
+  (void)data;
+  (void)len;
+  if (kind == KH__P_HELLO) p->failures = 0;
+}
+
+static void pool_exited(void *holder, kh__wproc_t *w) {
+  pool_t *p = holder;
+  kh__wproc_t **pp;
+  for (pp = &p->procs; *pp; pp = &(*pp)->next) {
+    if (*pp == w) {
+      *pp = w->next;
+      p->count--;
+      if (w->phase == KH__WP_SPAWNED) p->failures++;
+      break;
+    }
+  }
+  if (p->m != NULL) pool_fill(p);
+}
+
+static void pool_closed(void *holder) {
+  pool_t *p = holder;
+  if (--p->live == 0 && p->m == NULL) free(p);
+}
+
+static const kh__wproc_cbs_t pool_cbs = {pool_frame, pool_exited, pool_closed};
+
+static void pool_fill(pool_t *p) {
+  char path[4096], err[KH__ERRMSG_MAX];
+  while (p->m != NULL && p->count < p->m->opts.pool_size && p->failures < POOL_MAX_FAILURES) {
+    kh__wproc_t *w;
+    if (kh__wproc_path(p->m, path, sizeof(path), err) != 0 ||
+        kh__wproc_spawn(p->loop, path, NULL, &pool_cbs, p, &w, err) != 0)
+      return; /* kernels will get the error at creation */
+    w->next = p->procs;
+    p->procs = w;
+    p->count++;
+    p->live++;
+  }
+}
+
+void kh__worker_manager_open(kh_manager_t *m) {
+  pool_t *p;
+  if (m->opts.pool_size <= 0) return;
+  p = calloc(1, sizeof(*p));
+  if (p == NULL) return; /* no pool: kernels start cold */
+  p->loop = m->loop;
+  p->m = m;
+  m->worker_pool = p;
+  pool_fill(p);
+}
+
+void kh__worker_manager_close(kh_manager_t *m) {
+  pool_t *p = pool_of(m);
+  kh__wproc_t *w;
+  if (p == NULL) return;
+  m->worker_pool = NULL;
+  p->m = NULL;
+  while ((w = p->procs) != NULL) {
+    p->procs = w->next;
+    p->count--;
+    kh__wproc_kill(w);
+  }
+  if (p->live == 0) free(p);
+}
+
+/* Options that only a process's start can apply: variables read by the dynamic loader and the
+ * C library before main() (LD_PRELOAD, LD_LIBRARY_PATH, MALLOC_*, GLIBC_TUNABLES). */
+static int needs_fresh_process(const json_t *opts) {
+  json_t *env = json_object_get(opts, "env"), *v;
+  const char *key;
+  json_object_foreach(env, key, v) {
+    if (strncmp(key, "LD_", 3) == 0 || strncmp(key, "MALLOC_", 7) == 0 ||
+        strcmp(key, "GLIBC_TUNABLES") == 0)
+      return 1;
+  }
+  return 0;
+}
+
+kh__wproc_t *kh__wpool_claim(kh_manager_t *m, const json_t *opts, const kh__wproc_cbs_t *cbs,
+                             void *holder) {
+  pool_t *p = pool_of(m);
+  kh__wproc_t *w, **pp, **best = NULL;
+  if (p == NULL || p->procs == NULL || needs_fresh_process(opts)) return NULL;
+  /* Prefer a warm worker; one still starting is still ahead of a cold spawn. */
+  for (pp = &p->procs; *pp; pp = &(*pp)->next)
+    if (best == NULL || (*pp)->phase == KH__WP_HELLO) best = pp;
+  w = *best;
+  *best = w->next;
+  w->next = NULL;
+  p->count--;
+  p->live--; /* the new holder counts it from now on */
+  w->cbs = cbs;
+  w->holder = holder;
+  pool_fill(p);
+  return w;
+}

@@ -1,0 +1,506 @@
+/* worker-proc.c: one kernelhost-worker process seen from the host: finding the executable,
+ * spawning it with its two protocol pipes and its environment, reading and checking every frame
+ * it writes against the protocol (protocol.h), sending frames, killing and reaping it.
+ * Everything here runs on the loop thread. Whoever holds a process (the pool, worker-pool.c,
+ * then a kernel, backend-worker.c) hears of it through its callbacks.
+ *
+ * A worker is the sandbox's boundary and a cell can write to any descriptor of its own process,
+ * the protocol pipe included: every frame is hostile until it has passed the decoder (frame.c:
+ * exactly one JSON object), the message table (protocol.c: members and their types) and the
+ * phase checks below (which message may come now, and which request it may name). Anything
+ * else is a protocol error: that process is killed and its exit reported with the reason. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+extern char **environ;
+
+static void proc_feed(kh__wproc_t *w, size_t n);
+
+/* --- the worker executable ---------------------------------------------------------------- */
+
+int kh__wproc_path(kh_manager_t *m, char *out, size_t n, char *errmsg) {
+  const char *p = m->opts.worker_path;
+  const char *how = "manager option workerPath";
+  if (p == NULL || !*p) {
+    p = getenv("KH_WORKER_PATH");
+    how = "environment variable KH_WORKER_PATH";
+  }
+  if (p != NULL && *p) {
+    snprintf(out, n, "%s", p);
+  } else {
+    /* Next to the library, or to the program or addon it is linked into: the build tree and
+     * every package (rock, npm) put kernelhost-worker there. */
+    Dl_info info;
+    char dir[4096];
+    how = "the default location next to libkernelhost";
+    if (!dladdr((void *)&kh_manager_new, &info) || info.dli_fname == NULL) {
+      kh__set_err(errmsg,
+                  "cannot locate kernelhost-worker: set the manager option workerPath "
+                  "or KH_WORKER_PATH");
+      return KH_EWORKER;
+    }
+    snprintf(dir, sizeof(dir), "%s", info.dli_fname);
+    snprintf(out, n, "%s/kernelhost-worker", dirname(dir));
+  }
+  if (access(out, X_OK) != 0) {
+    kh__set_err(errmsg,
+                "worker executable \"%s\" (from the %s) is not usable: %s; build "
+                "kernelhost-worker or set workerPath / KH_WORKER_PATH",
+                out, how, strerror(errno));
+    return KH_EWORKER;
+  }
+  return 0;
+}
+
+/* --- handles ------------------------------------------------------------------------------ */
+
+/* w->handles counts the process handle and the two pipes: w is freed when the last one has
+ * closed, after telling its holder (which counts its live processes the same way). */
+static void on_handle_closed(uv_handle_t *h) {
+  kh__wproc_t *w = h->data;
+  const kh__wproc_cbs_t *cbs = w->cbs;
+  void *holder = w->holder;
+  if (--w->handles > 0) return;
+  kh__frame_dec_free(&w->dec);
+  json_decref(w->plan);
+  free(w);
+  if (cbs != NULL) cbs->closed(holder);
+}
+
+/* Closes the pipes now, and the process handle only once the process has been reaped (closing
+ * it earlier would leave a zombie). */
+static void close_pipes(kh__wproc_t *w) {
+  if (!uv_is_closing((uv_handle_t *)&w->to)) uv_close((uv_handle_t *)&w->to, on_handle_closed);
+  if (!uv_is_closing((uv_handle_t *)&w->from)) uv_close((uv_handle_t *)&w->from, on_handle_closed);
+}
+
+/* SIGKILL to the whole process group: the worker leads its own, and takes whatever its cells
+ * started (subprocesses, a fork bomb) down with it. */
+static void kill_group(kh__wproc_t *w) {
+  if (w->exited) return;
+  if (w->pid > 0) kill(-w->pid, SIGKILL);
+  uv_process_kill(&w->proc, SIGKILL);
+}
+
+void kh__wproc_kill(kh__wproc_t *w) {
+  w->killed = 1;
+  close_pipes(w);
+  if (!w->exited) {
+    kill_group(w);
+    uv_ref((uv_handle_t *)&w->proc); /* keep the loop running until it is reaped */
+  }
+}
+
+/* Ends a process that broke the protocol. Nothing more is read: the next frame could be the
+ * attacker's too. The exit, when it is reaped, goes to the holder as a death with this reason;
+ * `cause` marks it "protocol_error" (not for a frame cut short at EOF: a worker that crashed
+ * while writing looks the same, and its signal tells more). */
+static void fail_v(kh__wproc_t *w, int cause, const char *fmt, va_list ap) {
+  char what[256];
+  if (w->failed || w->killed) return;
+  vsnprintf(what, sizeof(what), fmt, ap);
+  snprintf(w->why, sizeof(w->why), "protocol error: %s", what);
+  w->failed = 1;
+  w->protocol_error = cause;
+  kill_group(w);
+  if (!uv_is_closing((uv_handle_t *)&w->from)) uv_read_stop((uv_stream_t *)&w->from);
+}
+
+void kh__wproc_fail(kh__wproc_t *w, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fail_v(w, 1, fmt, ap);
+  va_end(ap);
+}
+
+static void fail_at_eof(kh__wproc_t *w, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fail_v(w, 0, fmt, ap);
+  va_end(ap);
+}
+
+static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
+  kh__wproc_t *w = p->data;
+  w->exited = 1;
+  w->exit_status = status;
+  w->term_signal = sig;
+  /* Reaped: its pids cgroup (root with limits.maxProcesses) can go. */
+  if (w->plan != NULL) kh__sandbox_cleanup(w->plan, w->pid);
+  /* The exit can be seen before the last frames are (a "fatal" message, the events of a cell
+   * that called os._exit): read what is left in the pipe first. */
+  if (!w->killed && !w->failed && !uv_is_closing((uv_handle_t *)&w->from)) {
+    int fd;
+    ssize_t n;
+    if (uv_fileno((uv_handle_t *)&w->from, &fd) == 0) {
+      while (!w->killed && !w->failed && (n = read(fd, w->rbuf, sizeof(w->rbuf))) > 0)
+        proc_feed(w, (size_t)n);
+    }
+  }
+  close_pipes(w);
+  uv_close((uv_handle_t *)&w->proc, on_handle_closed);
+  /* A process killed on purpose is no news to its holder. */
+  if (!w->killed && w->cbs != NULL) w->cbs->exited(w->holder, w);
+}
+
+/* --- sending ------------------------------------------------------------------------------ */
+
+typedef struct {
+  uv_write_t req;
+  char *buf;
+} wreq_t;
+
+static void on_written(uv_write_t *req, int status) {
+  wreq_t *r = (wreq_t *)req;
+  (void)status; /* a failed write shows up as the worker's death */
+  free(r->buf);
+  free(r);
+}
+
+/* Remembers an execution id given to this process: events may name it from then on. */
+static void remember(kh__wproc_t *w, const char *id) {
+  snprintf(w->recent[w->nsent % KH__WPROC_RECENT], KH__EXEC_ID_MAX, "%s", id);
+  w->nsent++;
+}
+
+int kh__wproc_send(kh__wproc_t *w, const json_t *msg) {
+  char why[160];
+  kh__pmsg_t kind = kh__proto_check(msg, KH__P_TO_WORKER, 0, why, sizeof(why));
+  const char *id = json_string_value(json_object_get(msg, "id"));
+  wreq_t *r;
+  uv_buf_t b;
+  size_t n;
+  int rc;
+  if (w->killed || w->exited || w->failed || uv_is_closing((uv_handle_t *)&w->to))
+    return KH_EKERNELDEAD;
+  /* The host keeps to the protocol's order as it expects the worker to (protocol.h). */
+  if (kind == KH__P_NONE) return KH_EINVAL;
+  if (kind == KH__P_OPEN && w->phase != KH__WP_HELLO) return KH_EINVAL;
+  if (kind != KH__P_OPEN && w->phase != KH__WP_READY) return KH_EKERNELDEAD;
+  if (kind == KH__P_EXEC && w->inflight[0]) return KH_EINVAL; /* one request at a time */
+  r = calloc(1, sizeof(*r));
+  if (r == NULL) return KH_ENOMEM;
+  r->buf = kh__frame_encode(msg, &n);
+  if (r->buf == NULL) {
+    free(r);
+    return KH_ETOOBIG;
+  }
+  b = uv_buf_init(r->buf, (unsigned)n);
+  rc = uv_write(&r->req, (uv_stream_t *)&w->to, &b, 1, on_written);
+  if (rc != 0) {
+    free(r->buf);
+    free(r);
+    return rc;
+  }
+  if (kind == KH__P_OPEN) w->phase = KH__WP_OPENING;
+  if (kind == KH__P_EXEC) {
+    snprintf(w->inflight, sizeof(w->inflight), "%s", id);
+    remember(w, id);
+  }
+  return 0;
+}
+
+/* --- receiving ---------------------------------------------------------------------------- */
+
+/* Whether id was given to this process in an "exec": 1 yes, 0 no, -1 cannot tell (it was given
+ * more ids than it remembers). Threads a cell started write under its id after its reply, so
+ * every id it was given stays valid; the last KH__WPROC_RECENT are remembered exactly. */
+static int was_given(const kh__wproc_t *w, const char *id) {
+  unsigned i, n = w->nsent < KH__WPROC_RECENT ? w->nsent : KH__WPROC_RECENT;
+  for (i = 0; i < n; i++)
+    if (strcmp(w->recent[i], id) == 0) return 1;
+  return w->nsent > KH__WPROC_RECENT ? -1 : 0;
+}
+
+/* The phase checks (protocol.h's diagram) for a frame that has the right shape. Returns NULL
+ * when it may come now, else what is wrong. May rewrite the frame's "id" (see "ev"). */
+static const char *check_phase(kh__wproc_t *w, kh__pmsg_t kind, json_t *msg) {
+  const char *id = json_string_value(json_object_get(msg, "id"));
+  int type, given;
+  switch (kind) {
+    case KH__P_HELLO:
+      if (w->phase != KH__WP_SPAWNED) return "a second \"hello\"";
+      w->phase = KH__WP_HELLO;
+      return NULL;
+    case KH__P_READY:
+      if (w->phase != KH__WP_OPENING) return "\"ready\" without \"open\"";
+      w->phase = KH__WP_READY;
+      return NULL;
+    case KH__P_EV:
+      /* Output of fds 1 and 2 may come while the kernel opens, under no request. */
+      if (w->phase < KH__WP_OPENING) return "an event before \"open\"";
+      type = kh_event_type_from_name(json_string_value(json_object_get(msg, "type")));
+      if (type <= 0) return "an event of an unknown type";
+      if (type == KH_EVENT_STATUS) return "a status event (only the host reports status)";
+      if (id[0] == '\0' || strcmp(id, w->inflight) == 0) return NULL;
+      given = was_given(w, id);
+      if (given == 0) return "an event for a request this worker was never given";
+      /* An id older than memory may be a real one or a forgery: it is delivered as output of
+       * no request, so it can never be attributed to a request it does not belong to. */
+      if (given < 0) json_object_set_new(msg, "id", json_string(""));
+      return NULL;
+    case KH__P_REPLY:
+      if (w->phase != KH__WP_READY || strcmp(id, w->inflight) != 0)
+        return "a reply for a request that is not running";
+      w->inflight[0] = '\0';
+      return NULL;
+    case KH__P_FATAL:
+      return NULL;
+    default:
+      return "a message that travels the other way";
+  }
+}
+
+/* The JSON text of a frame's "data" object. The decoder hands payloads over as the validated
+ * text they arrived as (frame.c): it is NUL-terminated in place, over the frame's closing
+ * brace. A frame of another shape (which the worker never writes) is encoded again (owned:
+ * *owned is set). */
+static char *data_text(kh__wproc_t *w, json_t *msg, size_t *len, int *owned) {
+  char *p = kh__frame_dec_data(&w->dec, len), *s;
+  *owned = 0;
+  if (p != NULL) {
+    p[*len] = '\0';
+    return p;
+  }
+  s = json_dumps(json_object_get(msg, "data"), JSON_COMPACT);
+  *len = s ? strlen(s) : 0;
+  *owned = s != NULL;
+  return s;
+}
+
+/* One decoded frame: checked, then handed to the holder. */
+static void proc_frame(kh__wproc_t *w, json_t *msg) {
+  char why[200];
+  int split = kh__frame_dec_data(&w->dec, &(size_t){0}) != NULL, owned = 0;
+  kh__pmsg_t kind = kh__proto_check(msg, KH__P_TO_HOST, split, why, sizeof(why));
+  const char *bad;
+  char *data = NULL;
+  size_t len = 0;
+  if (kind == KH__P_NONE) {
+    kh__wproc_fail(w, "%s", why);
+    return;
+  }
+  if ((bad = check_phase(w, kind, msg)) != NULL) {
+    kh__wproc_fail(w, "%s", bad);
+    return;
+  }
+  if (kind == KH__P_FATAL) {
+    /* The worker is about to exit and says why. It is killed all the same, so that a cell
+     * that merely wrote such a frame cannot leave its kernel deaf to its own replies. */
+    snprintf(w->why, sizeof(w->why), "%s", json_string_value(json_object_get(msg, "message")));
+    w->failed = 1;
+    kill_group(w);
+    if (!uv_is_closing((uv_handle_t *)&w->from)) uv_read_stop((uv_stream_t *)&w->from);
+    return;
+  }
+  if (kind == KH__P_EV || kind == KH__P_REPLY) {
+    data = data_text(w, msg, &len, &owned);
+    if (data == NULL) {
+      kh__wproc_fail(w, "out of memory re-encoding a payload");
+      return;
+    }
+  }
+  if (w->cbs != NULL) w->cbs->frame(w->holder, w, kind, msg, data, len);
+  if (owned) free(data);
+}
+
+/* Decodes n bytes of w->rbuf and handles the frames, stopping once w is killed or failed (a
+ * frame's callbacks may destroy the kernel; a bad frame ends the process). */
+static void proc_feed(kh__wproc_t *w, size_t n) {
+  json_t *msg;
+  int rc = 0;
+  if (kh__frame_dec_feed(&w->dec, w->rbuf, n) != 0) {
+    kh__wproc_fail(w, "%s", w->dec.err);
+    return;
+  }
+  while (!w->killed && !w->failed && (rc = kh__frame_dec_next(&w->dec, &msg)) == 1) {
+    proc_frame(w, msg);
+    json_decref(msg);
+  }
+  if (!w->killed && !w->failed && rc < 0) kh__wproc_fail(w, "%s", w->dec.err);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  kh__wproc_t *w = h->data;
+  (void)hint;
+  *buf = uv_buf_init(w->rbuf, sizeof(w->rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  kh__wproc_t *w = s->data;
+  (void)buf;
+  if (n > 0) {
+    proc_feed(w, (size_t)n);
+    return;
+  }
+  if (n == 0) return;
+  /* The worker closed its end: it is exiting (the exit callback reports how), or user code
+   * closed the protocol fd, which leaves the worker unusable. */
+  uv_read_stop(s);
+  if (n == UV_EOF && kh__frame_dec_finish(&w->dec) != 0) {
+    fail_at_eof(w, "%s", w->dec.err);
+  } else if (!w->exited) {
+    if (!w->why[0]) snprintf(w->why, sizeof(w->why), "the worker closed its protocol pipe");
+    kill_group(w);
+  }
+}
+
+/* --- spawning ----------------------------------------------------------------------------- */
+
+/* Host environment plus the kernel's `env` (validated strings: options.c), for a process
+ * started for one kernel. Entries from environ are borrowed; the kernel's own are owned. */
+static char **build_env(const json_t *env) {
+  size_t n = 0, i = 0, extra = json_object_size(env);
+  char **out, **e;
+  const char *key;
+  json_t *v;
+  for (e = environ; *e; e++) n++;
+  out = calloc(n + extra + 1, sizeof(*out));
+  if (out == NULL) return NULL;
+  for (e = environ; *e; e++) {
+    const char *eq = strchr(*e, '=');
+    if (eq && json_object_getn(env, *e, (size_t)(eq - *e)) != NULL) continue; /* overridden */
+    out[i++] = *e;
+  }
+  json_object_foreach((json_t *)env, key, v) {
+    size_t len = strlen(key) + json_string_length(v) + 2;
+    char *s = malloc(len);
+    if (s == NULL) break;
+    snprintf(s, len, "%s=%s", key, json_string_value(v));
+    out[i++] = s;
+  }
+  out[i] = NULL;
+  return out;
+}
+
+static void free_env(char **env) {
+  size_t i;
+  char **e;
+  if (env == NULL) return;
+  for (i = 0; env[i]; i++) {
+    int borrowed = 0;
+    for (e = environ; *e && !borrowed; e++) borrowed = env[i] == *e;
+    if (!borrowed) free(env[i]);
+  }
+  free(env);
+}
+
+int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
+                    const kh__wproc_cbs_t *cbs, void *holder, kh__wproc_t **out, char *errmsg) {
+  kh__wproc_t *w = calloc(1, sizeof(*w));
+  uv_process_options_t o;
+  uv_stdio_container_t stdio[5];
+  char ppid[32];
+  char *args[4];
+  char **envp = NULL;
+  int rc;
+  if (w == NULL) return KH_ENOMEM;
+  if (json_object_size(env) > 0 && (envp = build_env(env)) == NULL) {
+    free(w);
+    return KH_ENOMEM;
+  }
+  kh__frame_dec_init(&w->dec, 0);
+  uv_pipe_init(loop, &w->to, 0);
+  uv_pipe_init(loop, &w->from, 0);
+  w->to.data = w->from.data = w->proc.data = w;
+  w->handles = 3;
+  /* The worker checks that this is still its parent: a host that died before the worker's
+   * prctl(PR_SET_PDEATHSIG) ran would leave it orphaned otherwise. */
+  snprintf(ppid, sizeof(ppid), "%ld", (long)getpid());
+  args[0] = (char *)path;
+  args[1] = "--kernelhost-worker";
+  args[2] = ppid;
+  args[3] = NULL;
+  memset(&o, 0, sizeof(o));
+  memset(stdio, 0, sizeof(stdio));
+  stdio[0].flags = UV_IGNORE;
+  stdio[1].flags = UV_IGNORE;
+  stdio[2].flags = UV_INHERIT_FD; /* the worker's own fatal messages reach the host's stderr */
+  stdio[2].data.fd = 2;
+  stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+  stdio[3].data.stream = (uv_stream_t *)&w->to;
+  stdio[4].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+  stdio[4].data.stream = (uv_stream_t *)&w->from;
+  o.file = path;
+  o.args = args;
+  o.env = envp;
+  o.stdio = stdio;
+  o.stdio_count = 5;
+  o.exit_cb = on_proc_exit;
+  /* Its own session and process group: the host's terminal Ctrl-C is the host's business,
+   * and killing the group takes a cell's subprocesses along. */
+  o.flags = UV_PROCESS_DETACHED;
+  rc = uv_spawn(loop, &w->proc, &o);
+  free_env(envp);
+  if (rc != 0) {
+    kh__set_err(errmsg, "cannot start the worker \"%s\": %s", path, uv_strerror(rc));
+    uv_close((uv_handle_t *)&w->to, on_handle_closed);
+    uv_close((uv_handle_t *)&w->from, on_handle_closed);
+    uv_close((uv_handle_t *)&w->proc, on_handle_closed);
+    return KH_EWORKER;
+  }
+  w->pid = w->proc.pid;
+  w->cbs = cbs;
+  w->holder = holder;
+  /* Workers never keep the host alive by themselves (the manager's requests do). */
+  uv_unref((uv_handle_t *)&w->proc);
+  uv_unref((uv_handle_t *)&w->to);
+  uv_unref((uv_handle_t *)&w->from);
+  uv_read_start((uv_stream_t *)&w->from, on_alloc, on_read);
+  *out = w;
+  return 0;
+}
+
+/* --- death reports ------------------------------------------------------------------------ */
+
+void kh__wproc_describe_exit(const kh__wproc_t *w, char *json, size_t n, char *text, size_t tn) {
+  char signame[32] = "";
+  json_t *o;
+  char *s;
+  if (w->term_signal) {
+    /* Names, not numbers, travel: SIGSEGV reads the same on every platform. */
+    static const struct {
+      int n;
+      const char *name;
+    } names[] = {{SIGSEGV, "SIGSEGV"}, {SIGKILL, "SIGKILL"}, {SIGABRT, "SIGABRT"},
+                 {SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},   {SIGILL, "SIGILL"},
+                 {SIGTERM, "SIGTERM"}, {SIGINT, "SIGINT"},   {SIGPIPE, "SIGPIPE"},
+                 {SIGHUP, "SIGHUP"},   {SIGQUIT, "SIGQUIT"}, {SIGXCPU, "SIGXCPU"}};
+    size_t i;
+    snprintf(signame, sizeof(signame), "SIG%d", w->term_signal);
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+      if (names[i].n == w->term_signal) snprintf(signame, sizeof(signame), "%s", names[i].name);
+    /* A SIGKILL the host sent for a protocol error is not the OOM killer's. */
+    snprintf(
+        text, tn, "the worker process was killed by %s%s%s%s", signame,
+        w->term_signal == SIGKILL && !w->failed ? " (out of memory, or killed from outside)" : "",
+        w->why[0] ? ": " : "", w->why);
+  } else {
+    snprintf(text, tn, "the worker process exited with code %lld%s%s", (long long)w->exit_status,
+             w->why[0] ? ": " : "", w->why);
+  }
+  o = w->term_signal ? json_pack("{s:n, s:s, s:i, s:i, s:s}", "exit_code", "signal", signame,
+                                 "signal_number", w->term_signal, "pid", w->pid, "message", text)
+                     : json_pack("{s:I, s:n, s:i, s:s}", "exit_code", (json_int_t)w->exit_status,
+                                 "signal", "pid", w->pid, "message", text);
+  if (o != NULL && w->protocol_error)
+    json_object_set_new(o, "cause", json_string("protocol_error"));
+  s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+  /* kernel.c quotes the reason inside a status event of bounded size: keep it short. */
+  if (s != NULL && strlen(s) < 240)
+    snprintf(json, n, "%s", s);
+  else
+    snprintf(json, n, "{\"exit_code\":null,\"signal\":%s%s%s%s}", signame[0] ? "\"" : "",
+             signame[0] ? signame : "null", signame[0] ? "\"" : "",
+             w->protocol_error ? ",\"cause\":\"protocol_error\"" : "");
+  free(s);
+  json_decref(o);
+}
