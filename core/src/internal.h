@@ -389,12 +389,14 @@ int kh__wproc_path(kh_manager_t *m, char *out, size_t n, char *errmsg);
 int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
                     const kh__wproc_cbs_t *cbs, void *holder, kh__wproc_t **out, char *errmsg);
 /* Sends one message (a host -> worker one, in its phase: "open" once after "hello", the rest
- * once ready, one "exec" at a time). Returns 0, KH_EKERNELDEAD, KH_EINVAL, KH_ENOMEM. */
+ * once ready, one "exec" at a time). Returns 0, KH_EKERNELDEAD (gone, or not ready yet),
+ * KH_EINVAL (out of the protocol's order or shape: a host bug), KH_ENOMEM, KH_ETOOBIG, or a
+ * libuv error from the write. */
 int kh__wproc_send(kh__wproc_t *w, const json_t *msg);
 /* Kills the process (and its process group) on purpose: its exit is not reported. */
 void kh__wproc_kill(kh__wproc_t *w);
 /* A protocol error: kills the process, and reports its exit as a death for this reason. */
-void kh__wproc_fail(kh__wproc_t *w, const char *fmt, ...);
+void kh__wproc_fail(kh__wproc_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The death report of a reaped process: reason JSON (for status "dead") and text. */
 void kh__wproc_describe_exit(const kh__wproc_t *w, char *json, size_t n, char *text, size_t tn);
 

@@ -826,7 +826,7 @@ int main(int argc, char **argv) {
   for (;;) {
     json_t *msg = next_command();
     /* pump_commands() checked its shape; "open" came once, before this loop (protocol.h). */
-    kh__pmsg_t kind = kh__proto_kind(json_string_value(json_object_get(msg, "t")));
+    kind = kh__proto_kind(json_string_value(json_object_get(msg, "t")));
     if (kind == KH__P_EXEC)
       do_exec(msg);
     else
