@@ -95,7 +95,7 @@ function executeOptions(options) {
 // nothing, so the addon's strong reference to it keeps no manager alive.
 function onNativeEvent(kernelId, executionId, type, json) {
   const owner = this[OWNER];
-  if (owner !== undefined) owner._onEvent(kernelId, executionId, type, json);
+  if (owner !== undefined) owner._dispatch(kernelId, executionId, type, json);
 }
 
 function reportListenerError(err) {
@@ -213,8 +213,6 @@ class KernelManager extends EventEmitter {
     this._listeners = new Map(); // kernelId -> Map(type -> [{fn, removed}])
     this._streams = new Map(); // executionId -> EventStream
     this._kernels = new Map(); // kernelId -> Kernel
-    this._submitting = 0;
-    this._held = [];
     this._closePromise = null;
   }
 
@@ -250,41 +248,16 @@ class KernelManager extends EventEmitter {
     const opts = executeOptions(options);
     return new Promise((resolve, reject) => {
       this._checkOpen();
-      let executionId = '';
-      const done = (errCode, message, json) => {
-        if (stream !== null) this._streams.delete(executionId);
-        if (errCode) reject(khError(errCode, message));
-        else resolve(toResult(kernelId, executionId, json));
-      };
-      // Events that the core emits during the call (the request's "busy") are held until the
-      // execution id is known, so executeStream() sees every event of its request.
-      this._submitting++;
-      try {
-        executionId = this._native.execute(kernelId, code, opts[0], opts[1], opts[2], opts[3],
-          done);
-        if (stream !== null) this._streams.set(executionId, stream);
-      } finally {
-        this._release();
-      }
+      // The core delivers every event and the reply from the loop, never inside this call, so
+      // the stream is registered before the request's first event ("busy") can arrive.
+      const executionId = this._native.execute(kernelId, code, opts[0], opts[1], opts[2], opts[3],
+        (errCode, message, json) => {
+          if (stream !== null) this._streams.delete(executionId);
+          if (errCode) reject(khError(errCode, message));
+          else resolve(toResult(kernelId, executionId, json));
+        });
+      if (stream !== null) this._streams.set(executionId, stream);
     });
-  }
-
-  _release() {
-    if (this._submitting === 1) {
-      // Still counted while flushing: events from listeners' own requests queue behind.
-      for (let i = 0; i < this._held.length; i++) {
-        const ev = this._held[i];
-        this._held[i] = undefined;
-        this._dispatch(ev[0], ev[1], ev[2], ev[3]);
-      }
-      this._held.length = 0;
-    }
-    this._submitting--;
-  }
-
-  _onEvent(kernelId, executionId, type, json) {
-    if (this._submitting > 0) this._held.push([kernelId, executionId, type, json]);
-    else this._dispatch(kernelId, executionId, type, json);
   }
 
   _dispatch(kernelId, executionId, type, json) {
@@ -344,7 +317,7 @@ class KernelManager extends EventEmitter {
 
   /** [{id, mode, namespace, status, created, executionCount}], optionally for one namespace. */
   listKernels(namespace) {
-    return JSON.parse(this._native.list(checkOptionalNamespace(namespace)));
+    return camelKeys(JSON.parse(this._native.list(checkOptionalNamespace(namespace))));
   }
 
   /** The kernel's details (id, mode, namespace, status, options, and in worker mode pid,
@@ -352,7 +325,7 @@ class KernelManager extends EventEmitter {
   getKernelInfo(id) {
     checkId(id);
     const json = this._native.info(id);
-    return json === null || json === undefined ? undefined : JSON.parse(json);
+    return json === null ? undefined : camelKeys(JSON.parse(json));
   }
 
   /** Destroys a kernel: its pending requests reject with KH_ECANCELED. */
@@ -441,19 +414,34 @@ class KernelManager extends EventEmitter {
   }
 }
 
+// The core hands out snake_case JSON (Jupyter's style); the API shapes of this module are
+// camelCase. camelKeys() is the one place that converts. The values of these keys keep the shape
+// they came in: `env` holds the user's own variable names; `data` and `metadata` are MIME bundles;
+// an execute reply's `result` and `error` are Jupyter content and its `outputs` are event records,
+// which stay snake_case as every event payload does (`execution_state`, `reason.exit_code`).
+const AS_IS = new Set(['env', 'data', 'metadata', 'result', 'error', 'outputs']);
+
+function camelKeys(value) {
+  if (Array.isArray(value)) return value.map(camelKeys);
+  if (value === null || typeof value !== 'object') return value;
+  const out = {};
+  for (const [key, v] of Object.entries(value)) {
+    out[key.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase())] = AS_IS.has(key) ? v : camelKeys(v);
+  }
+  return out;
+}
+
+// {status, executionCount, result?, error?, outputs}; each output's data is tagged as the same
+// event was when listeners saw it.
 function toResult(kernelId, executionId, json) {
-  const reply = JSON.parse(json);
-  const outputs = reply.outputs || [];
-  for (const o of outputs) {
+  const r = camelKeys(JSON.parse(json));
+  if (r.outputs === undefined) r.outputs = []; // replies for requests that never ran
+  for (const o of r.outputs) {
     if (o.data !== null && typeof o.data === 'object') {
       o.data.kernelId = kernelId;
       o.data.executionId = executionId;
     }
   }
-  const r = { status: reply.status, executionCount: reply.execution_count };
-  if (reply.result !== undefined) r.result = reply.result;
-  if (reply.error !== undefined) r.error = reply.error;
-  r.outputs = outputs;
   return r;
 }
 
