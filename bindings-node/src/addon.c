@@ -5,8 +5,9 @@
  * API's validation; the type checks here only keep a wrong call from reaching the core.
  *
  * The core never runs a callback inside the call that caused it: events, replies, cancellations
- * and completions all arrive from the loop, in order. So a request is registered (and its
- * wrapper held) after the core accepted it, and nothing here guards against re-entrancy. */
+ * and completions all arrive from the loop, in order, so nothing here guards against
+ * re-entrancy. Each request holds the wrapper from its creation until it is freed, which stays
+ * right whichever way the core delivers. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,34 +266,6 @@ fail:
 
 /* --- requests -------------------------------------------------------------------------------- */
 
-static nkh_req_t *nkh_req_new(nkh_manager_t *w, napi_value cb) {
-  nkh_req_t *r = NULL;
-  if (nkh_expect(w->env, cb, napi_function, "callback") != 0) return NULL;
-  if ((r = calloc(1, sizeof(*r))) == NULL) {
-    nkh_throw_kh(w->env, NULL, KH_ENOMEM);
-    return NULL;
-  }
-  r->w = w;
-  NAPI_CALL(w->env, napi_create_reference(w->env, cb, 1, &r->cb));
-  return r;
-fail:
-  free(r);
-  return NULL;
-}
-
-/* The core accepted the request and will run its callback, from the loop: until then the
- * wrapper is held strongly, so that a manager nobody references any more still settles the
- * Promise somebody awaits. Once finalized (environment teardown) there is nothing to hold. */
-static void nkh_req_hold(nkh_req_t *r) {
-  uint32_t n;
-  nkh_manager_t *w = r->w;
-  if (w->js_gone || w->self == NULL) return;
-  NAPI_CALL(w->env, napi_reference_ref(w->env, w->self, &n));
-  r->held = 1;
-fail:
-  return;
-}
-
 /* Frees a request: the core refused it, or its callback has run. */
 static void nkh_req_free(nkh_req_t *r) {
   uint32_t n;
@@ -301,6 +274,31 @@ static void nkh_req_free(nkh_req_t *r) {
   if (r->held && !w->js_gone) NAPI_CALL(w->env, napi_reference_unref(w->env, w->self, &n));
 fail:
   free(r);
+}
+
+/* A request for JS function `cb` (NULL: a close nobody awaits, from the finalizer or the
+ * teardown, where nothing may be thrown). From its creation until it is freed it holds the
+ * wrapper strongly, so that a manager nobody references any more still settles the Promise
+ * somebody awaits; once the wrapper is finalized (environment teardown) there is nothing left
+ * to hold. */
+static nkh_req_t *nkh_req_new(nkh_manager_t *w, napi_value cb) {
+  uint32_t n;
+  nkh_req_t *r;
+  if (cb != NULL && nkh_expect(w->env, cb, napi_function, "callback") != 0) return NULL;
+  if ((r = calloc(1, sizeof(*r))) == NULL) {
+    if (cb != NULL) nkh_throw_kh(w->env, NULL, KH_ENOMEM);
+    return NULL;
+  }
+  r->w = w;
+  if (cb != NULL) NAPI_CALL(w->env, napi_create_reference(w->env, cb, 1, &r->cb));
+  if (!w->js_gone && w->self != NULL) {
+    NAPI_CALL(w->env, napi_reference_ref(w->env, w->self, &n));
+    r->held = 1;
+  }
+  return r;
+fail:
+  nkh_req_free(r);
+  return NULL;
 }
 
 /* Calls the request's JS function with (code | null, message | null, value), value being `str`
@@ -403,14 +401,12 @@ static void nkh_manager_on_closed(kh_manager_t *m, void *data) {
  * (the finalizer, the environment's teardown, a failed constructor). */
 static int nkh_manager_close_start(nkh_manager_t *w, nkh_req_t *r) {
   int rc;
-  if (r == NULL && (r = calloc(1, sizeof(*r))) == NULL) return KH_ENOMEM;
-  r->w = w;
+  if (r == NULL && (r = nkh_req_new(w, NULL)) == NULL) return KH_ENOMEM;
   w->closing = 1;
   if ((rc = kh_manager_close(w->m, nkh_manager_on_closed, r)) != 0) {
     nkh_req_free(r);
     return rc;
   }
-  nkh_req_hold(r);
   return 0;
 }
 
@@ -489,7 +485,6 @@ static napi_value nkh_manager_new(napi_env env, napi_callback_info info) {
   nkh_manager_t *w = NULL;
   char *opts = NULL;
   uv_loop_t *loop = NULL;
-  int64_t sub;
   int rc;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL));
   NAPI_CALL(env, napi_get_new_target(env, info, &target));
@@ -506,12 +501,14 @@ static napi_value nkh_manager_new(napi_env env, napi_callback_info info) {
   }
   w->env = env;
   if ((rc = kh_manager_new(&w->m, loop, opts)) != 0) {
-    nkh_throw(env, NKH_ERROR, kh_err_name(rc),
-              *kh_last_error() ? kh_last_error() : kh_strerror(rc));
+    const char *detail = kh_manager_errmsg(NULL);
+    nkh_throw(env, NKH_ERROR, kh_err_name(rc), *detail ? detail : kh_strerror(rc));
     goto fail;
   }
-  if ((sub = kh_subscribe(w->m, NULL, KH_EVENT_ALL, nkh_manager_on_event, w)) <= 0) {
-    nkh_throw_kh(env, w, sub < 0 ? (int)sub : KH_ENOMEM);
+  /* One subscription for every event of the manager; it ends with the manager, so its id is
+   * never needed. */
+  if ((rc = kh_subscribe(w->m, NULL, KH_EVENT_ALL, nkh_manager_on_event, w, NULL)) != 0) {
+    nkh_throw_kh(env, w, rc);
     goto fail;
   }
   NAPI_CALL(env, napi_create_string_utf8(env, "kernelhost", NAPI_AUTO_LENGTH, &name));
@@ -545,7 +542,6 @@ static napi_value nkh_kernel_create(napi_env env, napi_callback_info info) {
     nkh_throw_kh(env, w, rc);
     goto fail;
   }
-  nkh_req_hold(r);
   NAPI_CALL(env, napi_create_string_utf8(env, id, NAPI_AUTO_LENGTH, &out));
 fail:
   free(opts);
@@ -594,7 +590,6 @@ static napi_value nkh_kernel_execute(napi_env env, napi_callback_info info) {
     nkh_throw_kh(env, w, rc);
     goto fail;
   }
-  nkh_req_hold(r);
   NAPI_CALL(env, napi_create_string_utf8(env, exec_id, NAPI_AUTO_LENGTH, &out));
 fail:
   free(code);
@@ -646,7 +641,6 @@ static napi_value nkh_kernel_done_op(napi_env env, napi_callback_info info, int 
     nkh_throw_kh(env, w, rc);
     return NULL;
   }
-  nkh_req_hold(r);
   return NULL;
 }
 
@@ -667,13 +661,10 @@ static napi_value nkh_manager_destroy_all(napi_env env, napi_callback_info info)
   int rc;
   if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
   if (nkh_optstr_get(env, argv[0], "namespace", &ns) != 0) return NULL;
-  if ((r = nkh_req_new(w, argv[1])) != NULL) {
-    if ((rc = kh_manager_destroy_all(w->m, ns, nkh_kernel_on_done, r)) != 0) {
-      nkh_req_free(r);
-      nkh_throw_kh(env, w, rc);
-    } else {
-      nkh_req_hold(r);
-    }
+  if ((r = nkh_req_new(w, argv[1])) != NULL &&
+      (rc = kh_manager_destroy_all(w->m, ns, nkh_kernel_on_done, r)) != 0) {
+    nkh_req_free(r);
+    nkh_throw_kh(env, w, rc);
   }
   free(ns);
   return NULL;
