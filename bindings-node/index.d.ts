@@ -99,8 +99,7 @@ export interface ManagerEvent {
 export interface ExecuteResult {
   status: 'ok' | 'error' | 'aborted';
   executionCount: number;
-  /** Jupyter's execute_result content, as the event carries it. */
-  result?: { execution_count: number; data: MimeBundle; metadata: Record<string, any> };
+  result?: { data: MimeBundle; metadata: Record<string, any> };
   error?: { ename: string; evalue: string; traceback: string[] };
   /** Every event of the request, in order. */
   outputs: KernelEventRecord[];

@@ -1,10 +1,16 @@
 // index.js: the JS facade over the native addon: KernelManager (an EventEmitter), Kernel,
-// Promises for every request and the event dispatch to per-kernel listeners.
+// Promises for every request, the event dispatch to per-kernel listeners and the one conversion
+// of the core's snake_case JSON into this module's camelCase shapes (camelKeys). Everything runs
+// on the JS thread of the environment that loaded the addon. The core delivers every event,
+// reply and cancellation from the loop, never inside the call that caused it, so a listener or
+// a promise continuation always finds the API call that caused it finished.
 'use strict';
 
 const { EventEmitter } = require('node:events');
 const path = require('node:path');
 
+// node-gyp builds into build/Release (build/Debug with --debug); a missing addon is reported
+// with what to run, since a bare MODULE_NOT_FOUND for a .node path tells a user nothing.
 function loadAddon() {
   const root = path.join(__dirname, '..', 'build');
   const tried = [];
@@ -44,6 +50,7 @@ const ErrorCodes = Object.freeze({ ...native.errorCodes });
 
 const EVENT_NAMES = new Set(Object.values(KernelEvents));
 const EXECUTE_OPTIONS = new Set(['silent', 'storeHistory', 'stopOnError', 'timeout']);
+// Where a NativeManager keeps its KernelManager (see onNativeEvent).
 const OWNER = Symbol('kernelhost.owner');
 
 function khError(code, message) {
@@ -71,6 +78,8 @@ function optionsJson(options, what) {
   return JSON.stringify(options);
 }
 
+// Execute options as the native call takes them, positionally (no property reads in C on the
+// hot path): [silent, storeHistory, stopOnError, timeout], defaults as kh_execute_options_init.
 function executeOptions(options) {
   if (options === undefined || options === null) return [false, true, true, 0];
   if (typeof options !== 'object' || Array.isArray(options)) {
@@ -92,12 +101,15 @@ function executeOptions(options) {
 }
 
 // Called by the addon for every event of the manager; `this` is the NativeManager. It captures
-// nothing, so the addon's strong reference to it keeps no manager alive.
+// nothing, so the addon's strong reference to it keeps no manager alive: an unreferenced
+// manager can be collected, and its finalizer closes it.
 function onNativeEvent(kernelId, executionId, type, json) {
   const owner = this[OWNER];
   if (owner !== undefined) owner._dispatch(kernelId, executionId, type, json);
 }
 
+// A throwing listener must stop neither the other listeners nor this event's dispatch: its error
+// is rethrown on the next tick, where it reaches 'uncaughtException' as any callback's would.
 function reportListenerError(err) {
   process.nextTick(() => { throw err; });
 }
@@ -162,6 +174,8 @@ class EventStream {
   }
 }
 
+// A Kernel is a handle (id and mode) and nothing more: the kernel's state lives in the core, so
+// a handle kept after a destroy just gets KH_ENOTFOUND. Frozen, as it can never change.
 class Kernel {
   constructor(manager, id, mode) {
     this.id = id;
@@ -232,7 +246,8 @@ class KernelManager extends EventEmitter {
     }
   }
 
-  // A native call that completes through a callback (code, message, value).
+  // A native call that completes through a callback (code, message, value). Run inside the
+  // executor, so that a closed manager or a refused call rejects rather than throws.
   _request(fn) {
     return new Promise((resolve, reject) => {
       this._checkOpen();
@@ -260,6 +275,9 @@ class KernelManager extends EventEmitter {
     });
   }
 
+  // One event to its stream (if its request has one), then to the kernel's listeners, then to
+  // 'kernelEvent'. The payload keeps Jupyter's keys; the two tags are this module's, in its
+  // style. Listeners run synchronously, in the core's order.
   _dispatch(kernelId, executionId, type, json) {
     const data = JSON.parse(json);
     data.kernelId = kernelId;
@@ -307,6 +325,7 @@ class KernelManager extends EventEmitter {
       this._kernels.delete(id);
       return undefined;
     }
+    // One handle per kernel; an id destroyed and created again in the other mode gets a new one.
     let k = this._kernels.get(id);
     if (k === undefined || k.mode !== mode) {
       k = new Kernel(this, id, mode);
@@ -331,6 +350,7 @@ class KernelManager extends EventEmitter {
   /** Destroys a kernel: its pending requests reject with KH_ECANCELED. */
   destroyKernel(id) {
     checkId(id);
+    // A later kernel may take the same id: it must not inherit this one's listeners.
     return this._request((n, done) => n.destroy(id, done)).then(() => {
       this._kernels.delete(id);
       this._listeners.delete(id);
@@ -398,6 +418,8 @@ class KernelManager extends EventEmitter {
 
   /** Destroys every kernel (pending requests reject KH_ECANCELED) and releases the manager. */
   close() {
+    // Idempotent: every later call (and every other method, through _checkOpen) sees this
+    // promise, so a second close waits for the same completion.
     if (this._closePromise === null) {
       this._closePromise = new Promise((resolve, reject) => {
         try {
