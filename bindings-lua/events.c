@@ -221,9 +221,8 @@ static int lkh_events_subscribe(lua_State *L) {
   s->lm = lm;
   s->all = type == KH_EVENT_ALL && !is_error;
   if (!is_error) {
-    s->core_id = kh_subscribe(lm->m, id, type, lkh_events_on_event, s);
-    if (s->core_id < 0) {
-      int rc = (int)s->core_id;
+    int rc = kh_subscribe(lm->m, id, type, lkh_events_on_event, s, &s->core_id);
+    if (rc != 0) {
       free(s->kernel_id);
       free(s);
       return lkh_fail(L, rc, NULL);

@@ -231,13 +231,13 @@ static int lkh_manager_new(lua_State *L) {
   if (rc != 0) {
     uv_loop_close(&lm->loop);
     free(lm);
-    return lkh_fail(L, rc, kh_last_error());
+    return lkh_fail(L, rc, kh_manager_errmsg(NULL));
   }
   uv_async_init(&lm->loop, &lm->keepalive, lkh_manager_on_keepalive);
   uv_timer_init(&lm->loop, &lm->poll_timer);
   lm->poll_timer.data = lm;
   lm->L = L;
-  lm->count_sub = kh_subscribe(lm->m, NULL, KH_EVENT_ALL, lkh_manager_on_count, lm);
+  kh_subscribe(lm->m, NULL, KH_EVENT_ALL, lkh_manager_on_count, lm, &lm->count_sub);
   *slot = lm;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &lkh_managers_key); /* ud, managers */
   lua_pushvalue(L, -2);                                 /* ud, managers, ud */
@@ -310,27 +310,13 @@ static int lkh_manager_get_kernel(lua_State *L) {
   return lkh_kernel_push(L, lm, 1, id);
 }
 
-/* The core describes kernels with camelCase keys; Lua callers get snake_case. */
-static void lkh_manager_summary_keys(json_t *o) {
-  json_t *c = json_object_get(o, "executionCount");
-  if (c != NULL) {
-    json_object_set(o, "execution_count", c);
-    json_object_del(o, "executionCount");
-  }
-}
-
 /* Pushes the kernel description (an object) or list (an array of them) in text, which the core
- * allocated: it is freed here. Returns 1, or 3 (nil, msg, code) when text is not JSON. */
+ * allocated: it is freed here. The core's keys are snake_case already, Lua's style, so the value
+ * passes through as it is. Returns 1, or 3 (nil, msg, code) when text is not JSON. */
 static int lkh_manager_push_description(lua_State *L, char *text, const char *what) {
-  json_t *j = json_loads(text, 0, NULL), *o;
-  size_t i;
+  json_t *j = json_loads(text, 0, NULL);
   kh_free(text);
   if (j == NULL) return lkh_fail(L, KH_EPROTO, what);
-  if (json_is_array(j)) {
-    json_array_foreach(j, i, o) lkh_manager_summary_keys(o);
-  } else {
-    lkh_manager_summary_keys(j);
-  }
   lkh_values_push(L, j);
   json_decref(j);
   return 1;

@@ -35,7 +35,6 @@ extern "C" {
   X(ECANCELED, -30004, "request canceled")                   \
   X(EKERNELDEAD, -30005, "kernel died")                      \
   X(ENOTSUP, -30006, "not supported")                        \
-  X(ETIMEDOUT, -30007, "timed out")                          \
   X(EEXIST, -30008, "kernel id already in use")              \
   X(ENOMEM, -30009, "out of memory")                         \
   X(EPYTHON, -30010, "Python runtime failure")               \
@@ -80,7 +79,6 @@ KH_EXTERN const char *kh_event_type_name(int type);
 KH_EXTERN int kh_event_type_from_name(const char *name);
 
 typedef struct kh_manager_s kh_manager_t;
-typedef struct kh_kernel_s kh_kernel_t;
 
 /* An event, as delivered to subscribers. Every field is borrowed for the callback. */
 typedef struct {
@@ -124,7 +122,7 @@ typedef void (*kh_event_cb)(kh_manager_t *m, const kh_event_t *ev, void *data);
  * or a JSON object (keys accept camelCase or snake_case):
  *   maxCodeBytes (int, default 4 MiB), interruptGraceMs (int, default 3000),
  *   workerPath (string), pool ({size}).
- * Returns 0 and sets *out, or KH_EOPTION / KH_EINVAL (see kh_last_error()). Thread: loop. */
+ * Returns 0 and sets *out, or KH_EOPTION / KH_EINVAL (text: kh_manager_errmsg(NULL)). Thread: loop. */
 KH_EXTERN int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *options_json);
 
 /* Closes the manager: stops accepting work, destroys every kernel (pending requests complete
@@ -132,11 +130,11 @@ KH_EXTERN int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *op
  * after `cb` returns. Returns KH_ECLOSED when already closing. Thread: loop. */
 KH_EXTERN int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data);
 
-/* Detail of the last failure of a call on this manager, borrowed until the next call. */
+/* The one way to read an error's text: the detail of the last failure of a call on manager
+ * `m`, or with `m` NULL, of the last failed kh_manager_new() on the calling thread. Borrowed
+ * until the next call on `m` (on this thread). Never NULL; "" when there is nothing to say.
+ * Thread: loop (with m NULL: any). */
 KH_EXTERN const char *kh_manager_errmsg(const kh_manager_t *m);
-
-/* Detail of the last failure of kh_manager_new() on this thread. Thread: any. */
-KH_EXTERN const char *kh_last_error(void);
 
 /* Makes the manager's handles keep the loop alive only while requests or creations are in
  * flight (unref, the default) or always while kernels exist (ref). Thread: loop. */
@@ -222,10 +220,11 @@ KH_EXTERN char *kh_kernel_info(kh_manager_t *m, const char *kernel_id);
 
 /* Subscribes `cb` to events of `type` (a kh_event_type_t or KH_EVENT_ALL) of kernel
  * `kernel_id` (copied; NULL = every kernel of this manager). The subscription stays until
- * kh_unsubscribe() or manager close. Returns a subscription id (> 0), or a negative KH_EINVAL
- * when `type` is invalid / KH_ENOMEM. Thread: loop. */
-KH_EXTERN int64_t kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_cb cb,
-                               void *data);
+ * kh_unsubscribe() or manager close. Returns 0 and the subscription's id (> 0, never reused by
+ * this manager) in *sub_id_out (may be NULL), KH_EINVAL when `type` or `cb` is invalid,
+ * KH_ECLOSED when the manager is closing, or KH_ENOMEM. Thread: loop. */
+KH_EXTERN int kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_cb cb,
+                           void *data, int64_t *sub_id_out);
 
 /* Removes a subscription; its callback is not called again, even later in the dispatch that is
  * running. Safe inside a callback. Returns KH_ENOTFOUND when the id is unknown or was removed

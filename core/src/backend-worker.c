@@ -571,16 +571,16 @@ static void describe_exit(wproc_t *w, char *json, size_t n, char *text, size_t t
     snprintf(text, tn, "the worker process exited with code %lld%s%s", (long long)w->exit_status,
              w->why[0] ? ": " : "", w->why);
   }
-  o = w->term_signal ? json_pack("{s:n, s:s, s:i, s:i, s:s}", "exitCode", "signal", signame,
-                                 "signalNumber", w->term_signal, "pid", w->pid, "message", text)
-                     : json_pack("{s:I, s:n, s:i, s:s}", "exitCode", (json_int_t)w->exit_status,
+  o = w->term_signal ? json_pack("{s:n, s:s, s:i, s:i, s:s}", "exit_code", "signal", signame,
+                                 "signal_number", w->term_signal, "pid", w->pid, "message", text)
+                     : json_pack("{s:I, s:n, s:i, s:s}", "exit_code", (json_int_t)w->exit_status,
                                  "signal", "pid", w->pid, "message", text);
   s = o ? json_dumps(o, JSON_COMPACT) : NULL;
   /* kernel.c quotes the reason inside a status event of bounded size: keep it short. */
   if (s != NULL && strlen(s) < 240)
     snprintf(json, n, "%s", s);
   else
-    snprintf(json, n, "{\"exitCode\":null,\"signal\":%s%s%s}", signame[0] ? "\"" : "",
+    snprintf(json, n, "{\"exit_code\":null,\"signal\":%s%s%s}", signame[0] ? "\"" : "",
              signame[0] ? signame : "null", signame[0] ? "\"" : "");
   free(s);
   json_decref(o);

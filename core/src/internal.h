@@ -12,8 +12,11 @@
 
 #include "kernelhost.h"
 
-#define KH__ID_MAX 64       /* kernel id, including the NUL */
-#define KH__EXEC_ID_MAX 40  /* execution id, including the NUL */
+/* A kernel is internal: the public API names kernels by their string id. */
+typedef struct kh_kernel_s kh_kernel_t;
+
+#define KH__ID_MAX 64      /* kernel id, including the NUL */
+#define KH__EXEC_ID_MAX 40 /* execution id, including the NUL */
 #define KH__ERRMSG_MAX 1024
 
 /* --- small utilities (util.c) ------------------------------------------------------------ */
@@ -46,18 +49,18 @@ typedef enum { KH__MODE_WORKER = 0, KH__MODE_MAIN_THREAD = 1 } kh__mode_t;
 
 typedef struct {
   kh__mode_t mode;
-  char id[KH__ID_MAX];      /* "" when not given */
-  char *namespace_;         /* owned, never NULL ("default") */
+  char id[KH__ID_MAX]; /* "" when not given */
+  char *namespace_;    /* owned, never NULL ("default") */
   uint64_t max_execution_ms;
   uint64_t inactivity_ms;
-  int host_thread;          /* thread: "host": main_thread cells run on the loop thread */
-  json_t *all;              /* owned: the normalised options object (for workers and info) */
+  int host_thread; /* thread: "host": main_thread cells run on the loop thread */
+  json_t *all;     /* owned: the normalised options object (for workers and info) */
 } kh__kernel_opts_t;
 
 typedef struct {
   size_t max_code_bytes;
   uint64_t interrupt_grace_ms;
-  char *worker_path;        /* owned or NULL */
+  char *worker_path; /* owned or NULL */
   int pool_size;
 } kh__manager_opts_t;
 
@@ -100,8 +103,8 @@ typedef struct kh__inbox_s {
 typedef struct kh__sink_s {
   atomic_int refs;
   uv_mutex_t mu;
-  int closed;          /* guarded by mu */
-  kh__inbox_t *inbox;  /* guarded by mu: valid while !closed */
+  int closed;         /* guarded by mu */
+  kh__inbox_t *inbox; /* guarded by mu: valid while !closed */
   uint64_t serial;
 } kh__sink_t;
 
@@ -175,10 +178,10 @@ struct kh_kernel_s {
   kh__sink_t *sink;
   const kh__backend_ops_t *ops;
   void *backend;
-  uv_timer_t exec_timer;   /* maxExecutionTime / per-request timeout / interrupt re-tries */
-  uv_timer_t idle_timer;   /* inactivityTimeout */
+  uv_timer_t exec_timer; /* maxExecutionTime / per-request timeout / interrupt re-tries */
+  uv_timer_t idle_timer; /* inactivityTimeout */
   int handles_open;
-  int restart_pending;     /* restart waits for the running cell to end */
+  int restart_pending; /* restart waits for the running cell to end */
   kh_kernel_create_cb create_cb;
   void *create_data;
   kh__done_t *restart_waiters;
@@ -244,7 +247,7 @@ void kh__bus_free_all(kh_manager_t *m);
 
 extern const kh__backend_ops_t kh__inproc_ops;
 extern const kh__backend_ops_t kh__inproc_host_ops; /* thread: "host" (backend-inproc.c) */
-extern const kh__backend_ops_t kh__worker_ops; /* backend-worker.c */
+extern const kh__backend_ops_t kh__worker_ops;      /* backend-worker.c */
 /* The in-process kernel thread has exited: join it, then kh__kernel_on_stopped(). */
 void kh__inproc_exited(kh_kernel_t *k);
 

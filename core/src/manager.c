@@ -6,11 +6,8 @@
 
 #include "internal.h"
 
+/* kh_manager_new() has no manager to hold its error text: it lives here, per thread. */
 static _Thread_local char last_error[KH__ERRMSG_MAX];
-
-const char *kh_last_error(void) {
-  return last_error;
-}
 
 static void on_async(uv_async_t *h);
 
@@ -172,7 +169,7 @@ int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data) {
 static json_t *kernel_summary(kh_kernel_t *k) {
   return json_pack("{s:s, s:s, s:s, s:s, s:f, s:i}", "id", k->id, "mode",
                    kh__mode_name(k->opts.mode), "namespace", k->opts.namespace_, "status",
-                   kh__kstate_name(k->state), "created", k->created_ms, "executionCount",
+                   kh__kstate_name(k->state), "created", k->created_ms, "execution_count",
                    k->execution_count);
 }
 

@@ -384,7 +384,7 @@ TEST(kernel_inactivity_dead_is_final) {
   th_init(&t, NULL);
   d.t = &t;
   th_create(&t, th_opts("\"inactivityTimeout\": 50"), id);
-  ASSERT(kh_subscribe(t.m, id, KH_EVENT_STATUS, on_dead_try_execute, &d) > 0);
+  ASSERT_INT(kh_subscribe(t.m, id, KH_EVENT_STATUS, on_dead_try_execute, &d, NULL), ==, 0);
   th_run_until(&t, &d.dead);
   /* the kernel was already on its way out when it said so: no cell runs on it again */
   ASSERT_ERR(d.rc, KH_ECLOSED);

@@ -195,7 +195,7 @@ TEST(worker_crash_reports_dead) {
   th_create(&t, wopts(""), id);
   e = expect_death(&t, id, "import ctypes\nctypes.string_at(0)");
   ASSERT_STR(th_s(e->data, "reason.signal"), "SIGSEGV");
-  ASSERT(json_is_null(th_get(e->data, "reason.exitCode")));
+  ASSERT(json_is_null(th_get(e->data, "reason.exit_code")));
   th_fini(&t);
 }
 
@@ -206,7 +206,7 @@ TEST(worker_exit_reports_dead) {
   th_init(&t, NULL);
   th_create(&t, wopts(""), id);
   e = expect_death(&t, id, "import os\nos._exit(3)");
-  ASSERT_INT(th_i(e->data, "reason.exitCode"), ==, 3);
+  ASSERT_INT(th_i(e->data, "reason.exit_code"), ==, 3);
   ASSERT(json_is_null(th_get(e->data, "reason.signal")));
   th_fini(&t);
 }
