@@ -56,6 +56,29 @@ local function assert_retry_ran(st)
   assert.are.equal("2", r.result.result.data["text/plain"])
 end
 
+-- Starts a running and a queued request on k, then stop(cb): a restart or destroy whose
+-- callback runs once it is done. Checks that both requests were canceled exactly once, after
+-- stop() returned, before the completion; returns their states.
+local function cancel_two(f, k, stop)
+  local flag, done = {}, nil
+  local running = start_then_retry(f, k, "while True: pass", flag)
+  local queued = submit_then_retry(k, "1", flag)
+  assert.is_true(stop(function(ok, msg, code)
+    done = { ok = ok, msg = msg, code = code, cancels_seen = running.calls + queued.calls }
+  end))
+  flag.returned = true
+  H.wait(f, function() return done ~= nil end, "the completion")
+  assert.is_true(done.ok, done.msg)
+  assert.are.equal(2, done.cancels_seen) -- in the order they happened
+  for _, st in ipairs({ running, queued }) do
+    assert.are.equal(1, st.calls)
+    assert.is_true(st.after_return)
+    assert.is_nil(st.result)
+    assert.are.equal("KH_ECANCELED", st.code)
+  end
+  return running, queued
+end
+
 describe("delivery", function()
   local f
   before_each(function() f = H.fixture() end)
@@ -100,46 +123,17 @@ describe("delivery", function()
 
   it("delivery_retry_after_restart", function()
     local _, k = H.create(f)
-    local flag, restarted = {}, nil
-    local running = start_then_retry(f, k, "while True: pass", flag)
-    local queued = submit_then_retry(k, "1", flag)
-    assert.is_true(k:restart(function(ok, msg, code)
-      restarted = { ok = ok, msg = msg, code = code, cancels_seen = running.calls + queued.calls }
-    end))
-    flag.returned = true
-    H.wait(f, function()
-      return restarted ~= nil and running.retry ~= nil and running.retry.done
-          and queued.retry ~= nil and queued.retry.done
-    end, "the restart and both retries")
-    assert.is_true(restarted.ok, restarted.msg)
-    -- the cancellations came first, in the order they happened, and after restart() returned
-    assert.are.equal(2, restarted.cancels_seen)
+    local running, queued = cancel_two(f, k, function(cb) return k:restart(cb) end)
     for _, st in ipairs({ running, queued }) do
-      assert.are.equal(1, st.calls)
-      assert.is_true(st.after_return)
-      assert.is_nil(st.result)
-      assert.are.equal("KH_ECANCELED", st.code)
+      wait_retry(f, st)
       assert_retry_ran(st)
     end
   end)
 
   it("delivery_callbacks_after_destroy", function()
     local id, k = H.create(f)
-    local flag, destroyed = {}, nil
-    local running = start_then_retry(f, k, "while True: pass", flag)
-    local queued = submit_then_retry(k, "1", flag)
-    assert.is_true(f.m:destroy_kernel(id, function(ok, msg, code)
-      destroyed = { ok = ok, msg = msg, code = code, cancels_seen = running.calls + queued.calls }
-    end))
-    flag.returned = true
-    H.wait(f, function() return destroyed ~= nil end, "the destroy")
-    assert.is_true(destroyed.ok, destroyed.msg)
-    assert.are.equal(2, destroyed.cancels_seen)
+    local running, queued = cancel_two(f, k, function(cb) return f.m:destroy_kernel(id, cb) end)
     for _, st in ipairs({ running, queued }) do
-      assert.are.equal(1, st.calls)
-      assert.is_true(st.after_return)
-      assert.is_nil(st.result)
-      assert.are.equal("KH_ECANCELED", st.code)
       -- a retry on a kernel being destroyed is refused by submit itself, callback never runs
       assert.is_true(st.retry.refused)
       assert.is_true(st.retry.code == "KH_ECLOSED" or st.retry.code == "KH_ENOTFOUND",
