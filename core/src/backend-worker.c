@@ -433,22 +433,22 @@ static void pool_fill(pool_t *p) {
   }
 }
 
-void kh__worker_manager_open(kh_manager_t *m) {
+static void worker_manager_open(kh_manager_t *m) {
   pool_t *p;
   if (m->opts.pool_size <= 0) return;
   p = calloc(1, sizeof(*p));
   if (p == NULL) return; /* no pool: kernels start cold */
   p->loop = m->loop;
   p->m = m;
-  m->worker_pool = p;
+  m->backend_state[KH__BACKEND_WORKER] = p;
   pool_fill(p);
 }
 
-void kh__worker_manager_close(kh_manager_t *m) {
-  pool_t *p = m->worker_pool;
+static void worker_manager_close(kh_manager_t *m) {
+  pool_t *p = m->backend_state[KH__BACKEND_WORKER];
   wproc_t *w;
   if (p == NULL) return;
-  m->worker_pool = NULL;
+  m->backend_state[KH__BACKEND_WORKER] = NULL;
   p->m = NULL;
   while ((w = p->procs) != NULL) {
     p->procs = w->next;
@@ -460,8 +460,8 @@ void kh__worker_manager_close(kh_manager_t *m) {
 
 /* Options that only a process's start can apply: variables read by the dynamic loader and the
  * C library before main() (LD_PRELOAD, LD_LIBRARY_PATH, MALLOC_*, GLIBC_TUNABLES). */
-static int needs_fresh_process(json_t *opts) {
-  json_t *env = json_object_get(opts, "env"), *v;
+static int needs_fresh_process(json_t *env) {
+  json_t *v;
   const char *key;
   json_object_foreach(env, key, v) {
     if (strncmp(key, "LD_", 3) == 0 || strncmp(key, "MALLOC_", 7) == 0 ||
@@ -472,9 +472,9 @@ static int needs_fresh_process(json_t *opts) {
 }
 
 static wproc_t *pool_claim(kh_manager_t *m, worker_t *wk) {
-  pool_t *p = m->worker_pool;
+  pool_t *p = m->backend_state[KH__BACKEND_WORKER];
   wproc_t *w, **pp, **best = NULL;
-  if (p == NULL || p->procs == NULL || needs_fresh_process(wk->k->opts.all)) return NULL;
+  if (p == NULL || p->procs == NULL || needs_fresh_process(wk->k->opts.env)) return NULL;
   /* Prefer a warm worker; one still starting is still ahead of a cold spawn. */
   for (pp = &p->procs; *pp; pp = &(*pp)->next)
     if (best == NULL || (*pp)->hello) best = pp;
@@ -495,12 +495,10 @@ static wproc_t *pool_claim(kh_manager_t *m, worker_t *wk) {
 static int send_open(worker_t *wk) {
   kh_kernel_t *k = wk->k;
   json_t *msg = json_pack("{s:s, s:s}", "t", "open", "id", k->id);
-  json_t *env = json_object_get(k->opts.all, "env");
-  json_t *cwd = json_object_get(k->opts.all, "cwd");
   int rc;
   if (msg == NULL) return KH_ENOMEM;
-  if (env) json_object_set(msg, "env", env);
-  if (cwd) json_object_set(msg, "cwd", cwd);
+  if (k->opts.env) json_object_set(msg, "env", k->opts.env);
+  if (k->opts.cwd) json_object_set_new(msg, "cwd", json_string(k->opts.cwd));
   if (wk->sandbox != NULL) {
     /* The worker applies it before it starts a thread or runs user code (core/worker/main.c).
      * A pooled worker is still single-threaded, blocked reading this very message. */
@@ -539,7 +537,7 @@ static void get_process(worker_t *wk, phase_t phase) {
     return;
   }
   rc = resolve_path(k->m, path, sizeof(path), err);
-  if (rc == 0) rc = spawn(wk, NULL, path, json_object_get(k->opts.all, "env"), &wk->w, err);
+  if (rc == 0) rc = spawn(wk, NULL, path, k->opts.env, &wk->w, err);
   if (rc != 0) {
     wk->w = NULL;
     kh__sink_post(k->sink, phase == PH_START ? KH__MSG_READY : KH__MSG_RESET, 0, rc, NULL, err,
@@ -589,7 +587,7 @@ static void describe_exit(wproc_t *w, char *json, size_t n, char *text, size_t t
 static int auto_restart_allowed(worker_t *wk) {
   uint64_t now = uv_now(wk->k->m->loop);
   int i, recent = 0;
-  if (!json_is_true(json_object_get(wk->k->opts.all, "autoRestart"))) return 0;
+  if (!wk->k->opts.auto_restart) return 0;
   for (i = 0; i < wk->nrestarts; i++)
     if (now - wk->restarts[i] < AUTO_RESTART_WINDOW_MS) recent++;
   if (recent >= AUTO_RESTART_LIMIT) return 0;
@@ -761,7 +759,6 @@ static void on_grace_closed(uv_handle_t *h) {
 static int worker_start(kh_kernel_t *k) {
   worker_t *wk;
   kh__sandbox_t *sb = NULL;
-  json_t *max_out;
   /* Decided before any process is spawned or claimed: a system that cannot enforce what the
    * options ask fails createKernel here, naming what is missing (KH_ENOTSUP). */
   int rc = kh__sandbox_new(&sb, k->opts.all, k->m->errmsg);
@@ -773,9 +770,8 @@ static int worker_start(kh_kernel_t *k) {
   }
   wk->k = k;
   wk->sandbox = sb;
-  max_out = json_object_get(json_object_get(k->opts.all, "limits"), "maxOutputBytes");
-  if (json_is_integer(max_out) && json_integer_value(max_out) >= 0)
-    wk->out_cap = 4 * (uint64_t)json_integer_value(max_out) + 65536;
+  if (k->opts.max_output_bytes != KH__NO_LIMIT)
+    wk->out_cap = 4 * k->opts.max_output_bytes + 65536;
   uv_timer_init(k->m->loop, &wk->grace);
   uv_unref((uv_handle_t *)&wk->grace);
   wk->grace.data = wk;
@@ -844,9 +840,9 @@ static void worker_stop(kh_kernel_t *k) {
   uv_close((uv_handle_t *)&wk->grace, on_grace_closed);
 }
 
-void kh__worker_info(kh_kernel_t *k, json_t *info) {
+static void worker_info(kh_kernel_t *k, json_t *info) {
   worker_t *wk = k->backend;
-  if (k->ops != &kh__worker_ops || wk == NULL) return;
+  if (wk == NULL) return;
   if (wk->w != NULL) json_object_set_new(info, "pid", json_integer(wk->w->pid));
   json_object_set_new(info, "pooled", json_boolean(wk->pooled));
   if (wk->sandbox != NULL) {
@@ -868,5 +864,16 @@ void kh__worker_info(kh_kernel_t *k, json_t *info) {
   }
 }
 
-const kh__backend_ops_t kh__worker_ops = {worker_start,       worker_execute, worker_interrupt,
-                                          worker_input_reply, worker_reset,   worker_stop};
+const kh__backend_t kh__worker_backend = {
+    .name = "worker",
+    .manager_open = worker_manager_open,
+    .manager_close = worker_manager_close,
+    .start = worker_start,
+    .execute = worker_execute,
+    .interrupt = worker_interrupt,
+    .input_reply = worker_input_reply,
+    .reset = worker_reset,
+    .stop = worker_stop,
+    .info = worker_info,
+    .index = KH__BACKEND_WORKER,
+};
