@@ -33,19 +33,22 @@ typedef struct lkh_sub_s lkh_sub_t; /* events.c */
 typedef struct lkh_manager_s {
   uv_loop_t loop;
   kh_manager_t *m;       /* NULL once the close callback ran */
-  lua_State *L;          /* the Lua thread that runs the loop now, and so the callbacks */
+  lua_State *L;          /* the Lua thread running the loop, callbacks run on it; else NULL */
   uv_async_t keepalive;  /* ref'd: keeps the loop alive, so fd()/timeout() stay meaningful */
   uv_timer_t poll_timer; /* poll(timeout_ms) */
   int poll_expired;
   int64_t count_sub; /* the core subscription that counts every event for poll() */
   size_t dispatched; /* events and completions delivered, ever (poll()'s return value) */
-  int depth;         /* > 0 while the loop runs: uv_run is not re-entrant, blocking is refused */
-  int cb_depth;      /* > 0 while Lua callbacks run: removed subscriptions stay linked */
-  int closing;       /* kh_manager_close() was called */
-  int closed;        /* its callback ran */
-  int loop_closed;   /* uv_loop_close() succeeded: the struct may be freed */
-  int quiet;         /* closing from __gc: no Lua callback runs any more */
-  lkh_sub_t *subs;   /* in subscription order; events.c owns the list */
+  /* The two guards below are Lua's own, not the core's: the core never calls back inside an
+   * API call, but a Lua callback runs inside uv_run and may call the binding again. */
+  int depth;       /* > 0 while the loop runs: uv_run is not re-entrant, so blocking is refused */
+  int cb_depth;    /* > 0 while Lua callbacks run: a callback may unsubscribe while the error
+                    * report walks the list, so removed subscriptions stay linked until then */
+  int closing;     /* kh_manager_close() was called */
+  int closed;      /* its callback ran */
+  int loop_closed; /* uv_loop_close() succeeded: the struct may be freed */
+  int quiet;       /* closing from __gc: no Lua callback runs any more */
+  lkh_sub_t *subs; /* in subscription order; events.c owns the list */
   lua_Integer next_sub;
   int next_ref; /* keys of the callback table (the manager's uservalue 2) */
 } lkh_manager_t;

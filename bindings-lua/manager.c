@@ -75,14 +75,16 @@ static void lkh_manager_on_poll_timer(uv_timer_t *t) {
 }
 
 /* Runs the loop once on L's behalf: the callbacks it runs are called on L, and blocking calls
- * from them are refused (depth), since uv_run must not be entered again from inside. */
+ * from them are refused (depth), since uv_run must not be entered again from inside. The core
+ * calls back only from the loop, never inside an API call (kernelhost.h's delivery rule), so
+ * this is the one place that says which Lua thread callbacks run on: lm->L is set exactly
+ * while the loop runs. */
 static void lkh_manager_step(lkh_manager_t *lm, lua_State *L, uv_run_mode mode) {
-  lua_State *prev = lm->L;
   lm->L = L;
   lm->depth++;
   uv_run(&lm->loop, mode);
   lm->depth--;
-  lm->L = prev;
+  lm->L = NULL;
 }
 
 /* Runs the loop on L's behalf until *flag is set. */
@@ -110,7 +112,7 @@ static void lkh_manager_shutdown(lkh_manager_t *lm, lua_State *L) {
   lm->m = NULL;
   uv_close((uv_handle_t *)&lm->keepalive, NULL);
   uv_close((uv_handle_t *)&lm->poll_timer, NULL);
-  uv_run(&lm->loop, UV_RUN_DEFAULT);
+  lkh_manager_step(lm, L, UV_RUN_DEFAULT); /* the close callbacks of those two */
   lkh_events_free(lm, L);
   if (uv_loop_close(&lm->loop) == 0) {
     lm->loop_closed = 1;
@@ -159,7 +161,6 @@ static void lkh_wait_on_done(kh_manager_t *m, const char *id, int status, const 
 static int lkh_manager_done_call(lua_State *L, lkh_manager_t *lm, lkh_done_op_t op, const char *arg,
                                  int fn, const char *where, int count) {
   lkh_wait_t bw, *w = &bw;
-  lua_State *prev;
   int rc;
   if (fn == 0 && lm->depth > 0) return lkh_fail_busy(L, where);
   if (fn != 0 && (w = calloc(1, sizeof(*w))) == NULL) return luaL_error(L, "out of memory");
@@ -168,10 +169,7 @@ static int lkh_manager_done_call(lua_State *L, lkh_manager_t *lm, lkh_done_op_t 
   w->where = where;
   w->fnref = fn != 0 ? lkh_events_ref(L, lm, fn) : LUA_NOREF;
   snprintf(w->kernel_id, sizeof(w->kernel_id), "%s", arg ? arg : "");
-  prev = lm->L;
-  lm->L = L;
   rc = op(lm->m, arg, lkh_wait_on_done, w);
-  lm->L = prev;
   if (rc != 0) {
     if (fn != 0) {
       lkh_events_unref(L, lm, w->fnref);
@@ -236,7 +234,6 @@ static int lkh_manager_new(lua_State *L) {
   uv_async_init(&lm->loop, &lm->keepalive, lkh_manager_on_keepalive);
   uv_timer_init(&lm->loop, &lm->poll_timer);
   lm->poll_timer.data = lm;
-  lm->L = L;
   kh_subscribe(lm->m, NULL, KH_EVENT_ALL, lkh_manager_on_count, lm, &lm->count_sub);
   *slot = lm;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &lkh_managers_key); /* ud, managers */
@@ -281,7 +278,6 @@ static int lkh_manager_create_kernel(lua_State *L) {
   lkh_manager_t *lm = lkh_manager_get(L, 1);
   char *opts = lkh_values_encode_opts(L, 2);
   lkh_wait_t w;
-  lua_State *prev;
   int rc;
   if (lm == NULL || lm->depth > 0) {
     free(opts);
@@ -290,10 +286,7 @@ static int lkh_manager_create_kernel(lua_State *L) {
   memset(&w, 0, sizeof(w));
   w.lm = lm;
   w.fnref = LUA_NOREF;
-  prev = lm->L;
-  lm->L = L;
   rc = kh_kernel_create(lm->m, opts, w.kernel_id, sizeof(w.kernel_id), lkh_wait_on_done, &w);
-  lm->L = prev;
   free(opts);
   if (rc != 0) return lkh_fail(L, rc, kh_manager_errmsg(lm->m));
   lkh_manager_wait(lm, L, &w.done);

@@ -186,10 +186,11 @@ describe("delivery", function()
     -- From inside a reply callback too, where the kernel is idle and starts the request at
     -- once: its busy status waits until the callback's submit() returned.
     local inner = {}
-    assert(k:submit("2", function()
+    local eid2 = assert(k:submit("2", function()
       inner.id = assert(k:submit("3", function() inner.done = true end))
       returned[inner.id] = true
     end))
+    returned[eid2] = true
     H.wait(f, function() return inner.done end, "the request submitted from a callback")
     assert.are.equal(3, #busy)
     assert.are.equal(inner.id, busy[3].id)
