@@ -1,7 +1,7 @@
 /* backend-worker.c: worker-mode kernels, the ops table kernel.c drives: one kernelhost-worker
  * process per kernel (worker-proc.c), claimed from the warm pool (worker-pool.c) or spawned;
  * the kernel's phases (starting, restarting, ready), interrupts by the worker's SIGINT with
- * kill-and-restart escalation, death reports and autoRestart, the host's own bound on a cell's
+ * kill-and-restart escalation, death reports and auto_restart, the host's own bound on a cell's
  * output, and the sandbox plan (sandbox.c) each process receives with its "open" message.
  * Thread: loop (every op, timer and process callback). */
 #include <stdio.h>
@@ -30,7 +30,7 @@ typedef struct {
   int nrestarts;
   kh__sandbox_t *sandbox; /* owned: what every process of this kernel enforces, or NULL */
   json_t *applied;        /* owned: the worker's report ({layers, missing}) of the last open */
-  /* The host's own bound on a cell's output (limits.maxOutputBytes): the worker cuts output
+  /* The host's own bound on a cell's output (limits.max_output_bytes): the worker cuts output
    * itself; this holds even when it does not (user code can reach the protocol pipe). */
   uint64_t out_cap;   /* bytes of output events per cell, 0 for no bound */
   uint64_t out_bytes; /* delivered since the last "exec", whatever id they name */
@@ -44,12 +44,10 @@ static const kh__wproc_cbs_t kernel_cbs;
 static int send_open(worker_t *wk) {
   kh_kernel_t *k = wk->k;
   json_t *msg = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_OPEN), "id", k->id);
-  json_t *env = json_object_get(k->opts.all, "env");
-  json_t *cwd = json_object_get(k->opts.all, "cwd");
   int rc;
   if (msg == NULL) return KH_ENOMEM;
-  if (env) json_object_set(msg, "env", env);
-  if (cwd) json_object_set(msg, "cwd", cwd);
+  if (k->opts.env) json_object_set(msg, "env", k->opts.env);
+  if (k->opts.cwd) json_object_set_new(msg, "cwd", json_string(k->opts.cwd));
   if (wk->sandbox != NULL) {
     /* The worker applies it before it starts a thread or runs user code (core/worker/main.c).
      * A pooled worker is still single-threaded, blocked reading this very message. */
@@ -103,7 +101,7 @@ static void get_process(worker_t *wk, phase_t phase) {
   char path[4096], err[KH__ERRMSG_MAX] = "";
   int rc;
   wk->phase = phase;
-  wk->w = kh__wpool_claim(k->m, k->opts.all, &kernel_cbs, wk);
+  wk->w = kh__wpool_claim(k->m, k->opts.env, &kernel_cbs, wk);
   wk->pooled = wk->w != NULL;
   if (wk->w != NULL) {
     wk->live++;
@@ -111,9 +109,7 @@ static void get_process(worker_t *wk, phase_t phase) {
     return;
   }
   rc = kh__wproc_path(k->m, path, sizeof(path), err);
-  if (rc == 0)
-    rc = kh__wproc_spawn(k->m->loop, path, json_object_get(k->opts.all, "env"), &kernel_cbs, wk,
-                         &wk->w, err);
+  if (rc == 0) rc = kh__wproc_spawn(k->m->loop, path, k->opts.env, &kernel_cbs, wk, &wk->w, err);
   if (rc != 0) {
     wk->w = NULL;
     phase_failed_later(wk, rc, err);
@@ -125,7 +121,7 @@ static void get_process(worker_t *wk, phase_t phase) {
 static int auto_restart_allowed(worker_t *wk) {
   uint64_t now = uv_now(wk->k->m->loop);
   int i, recent = 0;
-  if (!json_is_true(json_object_get(wk->k->opts.all, "autoRestart"))) return 0;
+  if (!wk->k->opts.auto_restart) return 0;
   for (i = 0; i < wk->nrestarts; i++)
     if (now - wk->restarts[i] < AUTO_RESTART_WINDOW_MS) recent++;
   if (recent >= AUTO_RESTART_LIMIT) return 0;
@@ -150,7 +146,7 @@ static void replace_process(worker_t *wk, phase_t phase) {
 /* --- what the process says ---------------------------------------------------------------- */
 
 /* Whether an output event may reach the kernel (and the reply's outputs) under the host's
- * bound. The worker cuts a cell's output at maxOutputBytes (characters of print(), bytes of
+ * bound. The worker cuts a cell's output at max_output_bytes (characters of print(), bytes of
  * fd 1/2) with a marker; past 4x that plus 64 KiB of event JSON the host drops the rest of the
  * cell's output itself, with one marker of its own. Everything the process writes between two
  * "exec" frames counts, whatever request it names: an id that changes cannot reset the bound.
@@ -166,7 +162,7 @@ static int output_allowed(worker_t *wk, int type, const char *id, size_t len) {
   wk->out_cut = 1;
   snprintf(marker, sizeof(marker),
            "{\"name\":\"stderr\",\"text\":\"\\n[kernelhost: output cut by the host after "
-           "%llu bytes (limits.maxOutputBytes)]\\n\"}",
+           "%llu bytes (limits.max_output_bytes)]\\n\"}",
            (unsigned long long)(wk->out_bytes - len));
   kh__kernel_on_event(wk->k, KH_EVENT_STREAM, id, marker, strlen(marker));
   return 0;
@@ -292,7 +288,6 @@ static void on_grace_closed(uv_handle_t *h) {
 static int worker_start(kh_kernel_t *k) {
   worker_t *wk;
   kh__sandbox_t *sb = NULL;
-  json_t *max_out;
   /* Decided before any process is spawned or claimed: a system that cannot enforce what the
    * options ask fails createKernel here, naming what is missing (KH_ENOTSUP). */
   int rc = kh__sandbox_new(&sb, k->opts.all, k->m->errmsg);
@@ -304,9 +299,7 @@ static int worker_start(kh_kernel_t *k) {
   }
   wk->k = k;
   wk->sandbox = sb;
-  max_out = json_object_get(json_object_get(k->opts.all, "limits"), "maxOutputBytes");
-  if (json_is_integer(max_out) && json_integer_value(max_out) >= 0)
-    wk->out_cap = 4 * (uint64_t)json_integer_value(max_out) + 65536;
+  if (k->opts.max_output_bytes != KH__NO_LIMIT) wk->out_cap = 4 * k->opts.max_output_bytes + 65536;
   uv_timer_init(k->m->loop, &wk->grace);
   uv_unref((uv_handle_t *)&wk->grace);
   wk->grace.data = wk;
@@ -381,9 +374,9 @@ static void worker_stop(kh_kernel_t *k) {
   uv_close((uv_handle_t *)&wk->grace, on_grace_closed);
 }
 
-void kh__worker_info(kh_kernel_t *k, json_t *info) {
+static void worker_info(kh_kernel_t *k, json_t *info) {
   worker_t *wk = k->backend;
-  if (k->ops != &kh__worker_ops || wk == NULL) return;
+  if (wk == NULL) return;
   if (wk->w != NULL) json_object_set_new(info, "pid", json_integer(wk->w->pid));
   json_object_set_new(info, "pooled", json_boolean(wk->pooled));
   if (wk->sandbox != NULL) {
@@ -405,5 +398,17 @@ void kh__worker_info(kh_kernel_t *k, json_t *info) {
   }
 }
 
-const kh__backend_ops_t kh__worker_ops = {worker_start,       worker_execute, worker_interrupt,
-                                          worker_input_reply, worker_reset,   worker_stop};
+/* The pool (worker-pool.c) is this backend's per-manager state. */
+const kh__backend_t kh__worker_backend = {
+    .name = "worker",
+    .manager_open = kh__wpool_open,
+    .manager_close = kh__wpool_close,
+    .start = worker_start,
+    .execute = worker_execute,
+    .interrupt = worker_interrupt,
+    .input_reply = worker_input_reply,
+    .reset = worker_reset,
+    .stop = worker_stop,
+    .info = worker_info,
+    .index = KH__BACKEND_WORKER,
+};

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 #include <uv.h>
@@ -47,18 +48,27 @@ void kh__set_err(char *buf, const char *fmt, ...);
 /* Validates code for execution: UTF-8, no NUL, at most max bytes. Fills errmsg. */
 int kh__check_code(const char *code, size_t len, size_t max, char *errmsg);
 
-/* --- options (options.c) ------------------------------------------------------------------ */
+/* --- options (options.c) ------------------------------------------------------------------
+ * Parsed from one table of option specs per kind (the names, types, ranges and modes are listed
+ * there). Keys are accepted in snake_case or camelCase; the normalised object `all` uses
+ * snake_case, as every JSON the core hands out does. Thread: loop. */
 
 typedef enum { KH__MODE_WORKER = 0, KH__MODE_MAIN_THREAD = 1 } kh__mode_t;
 
+#define KH__NO_LIMIT UINT64_MAX /* an unsigned limit that was not given */
+
 typedef struct {
   kh__mode_t mode;
-  char id[KH__ID_MAX]; /* "" when not given */
-  char *namespace_;    /* owned, never NULL ("default") */
-  uint64_t max_execution_ms;
-  uint64_t inactivity_ms;
-  int host_thread; /* thread: "host": main_thread cells run on the loop thread */
-  json_t *all;     /* owned: the normalised options object (for workers and info) */
+  char id[KH__ID_MAX];       /* "" when not given */
+  char *namespace_;          /* owned, never NULL ("default") */
+  uint64_t max_execution_ms; /* 0: no limit */
+  uint64_t inactivity_ms;    /* 0: no limit */
+  int host_thread;           /* thread: "host": main_thread cells run on the loop thread */
+  int auto_restart;          /* worker: a crashed worker is replaced by a new process */
+  uint64_t max_output_bytes; /* limits.max_output_bytes per cell, or KH__NO_LIMIT */
+  json_t *env;               /* borrowed from all: {name: value} to set, or NULL */
+  const char *cwd;           /* borrowed from all: the worker's directory, or NULL */
+  json_t *all;               /* owned: the normalised options object (for workers and info) */
 } kh__kernel_opts_t;
 
 typedef struct {
@@ -68,31 +78,72 @@ typedef struct {
   int pool_size;
 } kh__manager_opts_t;
 
+/* Both return 0, KH_EOPTION (a bad value, an unknown key: errmsg names the option's path as
+ * the caller spelled it) or KH_ENOTSUP (an option the mode cannot honour), or KH_ENOMEM. On
+ * failure nothing needs freeing. */
 int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *json, char *errmsg);
 void kh__kernel_opts_free(kh__kernel_opts_t *o);
 int kh__manager_opts_parse(kh__manager_opts_t *o, const char *json, char *errmsg);
 void kh__manager_opts_free(kh__manager_opts_t *o);
 const char *kh__mode_name(kh__mode_t mode);
+/* Splits one permissions.net entry: "host", "host:port", "[v6]" or "[v6]:port". Returns 0
+ * (*port 0 when none is given) or -1 when it is malformed or the port is not 1..65535. */
+int kh__net_grant_parse(const char *s, char *host, size_t hn, int *port);
 
-/* --- sinks: where kernel threads post messages for the loop (sink.c) ---------------------- */
+/* --- references: "free when the last handle closes" (util.c) ------------------------------ */
+
+/* What keeps an object's memory alive: its open libuv handles, and anything else that says so
+ * with kh__refs_get(). The last kh__refs_put() calls `release`, which frees the object. One
+ * scheme for every object that owns handles (kernels, worker processes, the pool, ...), so
+ * the rule "handle memory stays valid until its close callback has run" is kept in one place.
+ * Thread: loop. */
+typedef struct kh__refs_s {
+  int n; /* open handles + explicit references; the object is freed when it reaches 0 */
+  void (*release)(struct kh__refs_s *r);
+} kh__refs_t;
+
+void kh__refs_init(kh__refs_t *r, void (*release)(kh__refs_t *r)); /* n = 0 */
+void kh__refs_get(kh__refs_t *r);
+void kh__refs_put(kh__refs_t *r);
+/* Counts an initialised handle: call once per handle after its uv_*_init() succeeded. */
+#define kh__refs_handle(r, h) kh__refs_get(r)
+/* Closes `h` and drops one reference of `r` once its close callback has run. It takes over
+ * h->data (no other callback of a closing handle runs, so nothing reads it any more). */
+void kh__refs_close(kh__refs_t *r, uv_handle_t *h);
+
+/* --- the inbox: the manager's one FIFO of work for the loop (inbox.c) ---------------------- */
+
+/* Everything that reaches a user callback passes through the manager's inbox, a mutex-guarded
+ * FIFO drained by one uv_async_t on the loop: events and replies that kernel threads post
+ * (through their sink), and the deliveries the core itself defers (status events, replies,
+ * cancellations, completions). Hence libuv's rule holds by construction: no user callback
+ * runs inside the API call that caused it, and callbacks run in the order their causes
+ * happened, whichever thread saw them. */
+
+typedef void (*kh__call_fn)(kh_manager_t *m, void *arg);
+typedef void (*kh__kernel_call_fn)(kh_kernel_t *k, void *arg);
 
 typedef enum {
-  KH__MSG_EVENT = 1, /* type, exec_id, data = payload JSON */
-  KH__MSG_READY,     /* status, data = error message */
-  KH__MSG_REPLY,     /* exec_id, data = reply JSON */
-  KH__MSG_RESET,     /* status, data = error message */
-  KH__MSG_EXITED
+  KH__MSG_EVENT = 1, /* a kernel's event: type, exec_id, data = payload JSON */
+  KH__MSG_READY,     /* the backend started: status, data = error message */
+  KH__MSG_REPLY,     /* a request's reply: exec_id, data = reply JSON */
+  KH__MSG_RESET,     /* a restart finished: status, data = error message */
+  KH__MSG_KCALL,     /* kcall(kernel, arg) if the kernel still exists (backend-private news) */
+  KH__MSG_CALL       /* call(manager, arg): a delivery the loop deferred (serial 0) */
 } kh__msg_kind_t;
 
 typedef struct kh__msg_s {
   struct kh__msg_s *next;
-  uint64_t serial; /* kernel serial */
+  uint64_t serial; /* the kernel's serial; 0 for KH__MSG_CALL */
   int kind;
   int type;
   int status;
   char exec_id[KH__EXEC_ID_MAX];
   size_t len;
   char *data; /* owned, NUL-terminated, may be NULL */
+  kh__call_fn call;
+  kh__kernel_call_fn kcall;
+  void *arg;
 } kh__msg_t;
 
 typedef struct kh__inbox_s {
@@ -105,7 +156,7 @@ typedef struct kh__inbox_s {
 /* A refcounted handle a kernel's threads (and Python objects) post through. Once closed it
  * drops everything, so threads a cell started may outlive their kernel safely. */
 typedef struct kh__sink_s {
-  atomic_int refs;
+  atomic_int refs; /* the kernel's own reference + one per thread or Python object holding it */
   uv_mutex_t mu;
   int closed;         /* guarded by mu */
   kh__inbox_t *inbox; /* guarded by mu: valid while !closed */
@@ -119,11 +170,28 @@ void kh__sink_close(kh__sink_t *s); /* Thread: loop */
 /* Posts a message; copies exec_id and data. Returns 0, or KH_ECLOSED when dropped. Thread: any */
 int kh__sink_post(kh__sink_t *s, int kind, int type, int status, const char *exec_id,
                   const char *data, size_t len);
-/* Takes every queued message (a list, oldest first). Thread: loop. */
-kh__msg_t *kh__inbox_take(kh__inbox_t *in);
-void kh__msg_free(kh__msg_t *msg);
+/* Posts fn(kernel, arg), run from the loop if the kernel still exists then (else dropped: arg
+ * must not need freeing). Thread: any. Returns 0, KH_ECLOSED or KH_ENOMEM. */
+int kh__sink_post_call(kh__sink_t *s, kh__kernel_call_fn fn, void *arg);
+/* Queues fn(m, arg) behind everything already in the inbox. fn always runs exactly once: from
+ * the drain, or when the manager's inbox is discarded at close (then it must free arg and
+ * call nothing; it can tell by m->inbox_discarding). Returns 0 or KH_ENOMEM. Thread: loop. */
+int kh__defer(kh_manager_t *m, kh__call_fn fn, void *arg);
+/* Between hold and release, deliveries queued by the loop thread do not wake the loop; the
+ * release does, once. For a wake-up that can wait until after a hand-off to another thread
+ * (the busy status, queued before the cell is given to a kernel thread). Thread: loop. */
+void kh__inbox_hold(kh_manager_t *m);
+void kh__inbox_release(kh_manager_t *m);
+/* The inbox's uv_async_t callback: runs every queued message, oldest first, including those
+ * queued while it runs. Thread: loop. */
+void kh__inbox_drain(kh_manager_t *m);
+/* Whether nothing is queued: an upcall from a loop callback may then deliver at once and
+ * still keep the order (nothing that happened before it waits in the queue). Thread: loop. */
+int kh__inbox_empty(kh_manager_t *m);
+/* Drops every queued message (manager close, after the last delivery). Thread: loop. */
+void kh__inbox_discard(kh_manager_t *m);
 
-/* --- requests and kernels (kernel.c) ------------------------------------------------------ */
+/* --- requests and kernels (kernel.c, request.c) ------------------------------------------- */
 
 typedef struct kh__request_s {
   struct kh__request_s *next;
@@ -134,7 +202,7 @@ typedef struct kh__request_s {
   int store_history;
   int stop_on_error;
   uint64_t timeout_ms;
-  kh_execute_cb cb;
+  kh_execute_cb cb; /* NULL once its completion is queued: a "zombie" still running */
   void *data;
   kh__strbuf_t outputs; /* ",{"type":..,"data":..}" pieces */
 } kh__request_t;
@@ -145,6 +213,7 @@ typedef struct kh__done_s {
   void *data;
 } kh__done_t;
 
+/* The kernel's states; the diagram and the rules are at the top of kernel.c. */
 typedef enum {
   KH__K_STARTING = 0,
   KH__K_IDLE,
@@ -154,38 +223,61 @@ typedef enum {
   KH__K_CLOSING
 } kh__kstate_t;
 
-typedef struct kh__backend_ops_s {
-  /* Starts the kernel; the backend later calls kh__kernel_on_ready(). */
+/* One backend: what runs a kernel's Python (a kernel thread, the host thread, a worker
+ * process; next a remote gateway, a fork server). kernel.c and manager.c know kernels,
+ * requests and the queue and reach a backend only through this table, so a new kernel kind
+ * is one new file that fills it in and one line in backend.c.
+ *
+ * The rule for backends: an op never calls a kh__kernel_on_*() upcall before it returns (post
+ * through the kernel's sink or wait for a loop callback). Upcalls run on the loop thread. */
+typedef struct kh__backend_s {
+  const char *name;
+  /* Per-manager state (the worker pool): opened by kh_manager_new, closed first thing by
+   * kh_manager_close. May be NULL. The state lives in m->backend_state[index]. */
+  void (*manager_open)(kh_manager_t *m);
+  void (*manager_close)(kh_manager_t *m);
+  /* Checks the kernel's options for this backend, then starts it; later the backend calls
+   * kh__kernel_on_ready() (never from inside start). An error return means nothing started
+   * (errmsg may be in m->errmsg). */
   int (*start)(kh_kernel_t *k);
-  /* Runs r (the kernel is idle); the backend later calls kh__kernel_on_reply(). */
+  /* Runs r (the kernel is idle); later kh__kernel_on_reply(). An error becomes the cell's
+   * KernelError reply. */
   int (*execute)(kh_kernel_t *k, kh__request_t *r);
+  /* Interrupts the running cell (k->running), escalating as the backend can. */
   int (*interrupt)(kh_kernel_t *k);
   int (*input_reply)(kh_kernel_t *k, const char *value);
   /* Fresh namespace and counter; later kh__kernel_on_reset(). */
   int (*reset)(kh_kernel_t *k);
   /* Stops for good; later kh__kernel_on_stopped() once nothing refers to k any more. */
   void (*stop)(kh_kernel_t *k);
-} kh__backend_ops_t;
+  /* Adds backend facts (pid, pooled, sandbox) to a kernel's info object. May be NULL. */
+  void (*info)(kh_kernel_t *k, json_t *info);
+  int index; /* position in backend.c's table (m->backend_state[index]) */
+} kh__backend_t;
+
+/* Every backend's slot in backend.c's table and in m->backend_state[]. */
+enum { KH__BACKEND_INPROC = 0, KH__BACKEND_HOST, KH__BACKEND_WORKER, KH__BACKEND_MAX };
 
 struct kh_kernel_s {
   kh_manager_t *m;
   kh_kernel_t *next; /* in m->kernels */
   char id[KH__ID_MAX];
-  uint64_t serial;
+  uint64_t serial; /* unique per manager: messages of a kernel that left find nobody */
   kh__kernel_opts_t opts;
   kh__kstate_t state;
   double created_ms;
   int execution_count;
-  kh__request_t *queue_head;
+  kh__request_t *queue_head; /* accepted, not yet given to the backend */
   kh__request_t *queue_tail;
-  kh__request_t *running;
-  kh__sink_t *sink;
-  const kh__backend_ops_t *ops;
+  kh__request_t *running; /* given to the backend and not yet replied (maybe a zombie) */
+  kh__sink_t *sink;       /* owned reference; NULL once released */
+  const kh__backend_t *ops;
   void *backend;
   uv_timer_t exec_timer; /* maxExecutionTime / per-request timeout / interrupt re-tries */
   uv_timer_t idle_timer; /* inactivityTimeout */
-  int handles_open;
-  int restart_pending; /* restart waits for the running cell to end */
+  kh__refs_t refs;       /* the two timers: k is freed when both have closed */
+  int restart_pending;   /* restart waits for the running cell to end */
+  int create_pending;    /* kh_kernel_create's callback is owed (counted in m->pending) */
   kh_kernel_create_cb create_cb;
   void *create_data;
   kh__done_t *restart_waiters;
@@ -194,7 +286,8 @@ struct kh_kernel_s {
 };
 
 const char *kh__kstate_name(kh__kstate_t s);
-/* Called by backends, on the loop thread. */
+
+/* Upcalls from backends, on the loop thread (never from inside a backend op). */
 void kh__kernel_on_ready(kh_kernel_t *k, int status, const char *errmsg);
 void kh__kernel_on_event(kh_kernel_t *k, int type, const char *exec_id, const char *json,
                          size_t len);
@@ -202,7 +295,23 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
 void kh__kernel_on_reset(kh_kernel_t *k, int status, const char *errmsg);
 void kh__kernel_on_stopped(kh_kernel_t *k);
 void kh__kernel_on_dead(kh_kernel_t *k, const char *reason_json);
+/* The backend replaces the kernel's process on its own (an interrupt that did not land, or
+ * autoRestart after a death): requests in flight fail with KH_EKERNELDEAD, new ones queue
+ * until kh__kernel_on_reset() reports the fresh process. */
+void kh__kernel_on_restarting(kh_kernel_t *k, const char *reason_json);
+/* Runs one inbox message of kernel k. Thread: loop. */
 void kh__kernel_dispatch_msg(kh_kernel_t *k, kh__msg_t *msg);
+
+/* Between kernel.c (the lifecycle) and request.c (the queue). */
+void kh__kernel_emit_status(kh_kernel_t *k, const char *state, const char *exec_id,
+                            const char *extra);
+void kh__kernel_pump(kh_kernel_t *k);   /* starts the next request if the kernel is idle */
+void kh__kernel_settle(kh_kernel_t *k); /* after a request ended: reset, pump or idle timer */
+void kh__kernel_arm_exec_timer(kh_kernel_t *k, uint64_t ms);
+void kh__request_fail(kh_kernel_t *k, kh__request_t *r, int status, const char *msg);
+void kh__request_fail_queue(kh_kernel_t *k, int status, const char *msg);
+void kh__request_free(kh__request_t *r);
+kh_kernel_t *kh__kernel_lookup(kh_manager_t *m, const char *kernel_id, int *rc);
 
 /* --- manager and bus (manager.c, bus.c) --------------------------------------------------- */
 
@@ -218,27 +327,35 @@ typedef struct kh__sub_s {
 
 struct kh_manager_s {
   uv_loop_t *loop;
-  uv_async_t async;
+  uv_async_t async; /* drains the inbox */
   kh__inbox_t inbox;
   kh__manager_opts_t opts;
   kh_kernel_t *kernels;
   kh__sub_t *subs;
   int64_t next_sub_id;
   uint64_t next_serial;
-  int dispatch_depth;
+  int dispatch_depth; /* bus dispatches running: removed subscriptions are swept at 0 */
   int subs_dirty;
   int closing;
-  int close_started; /* finish_close ran: the async handle is closing */
+  int close_started; /* the close delivery is queued: the async handle closes after it */
+  int inbox_discarding;
+  int draining; /* kh__inbox_drain is running: loop-thread posts need no wake-up */
+  int held;     /* kh__inbox_hold() depth: loop-thread posts wait for the release to wake */
   int ref_mode;
+  /* Callbacks promised and not yet run: requests (queued, running, or their completion
+   * queued), creations, restarts, destroys, destroy-alls. While > 0 the loop stays alive. */
   size_t pending;
+  /* Kernels destroyed whose backend has not reported stopped: they still own threads or
+   * processes, so the loop stays alive until they are released. */
   size_t destroying;
   kh_manager_close_cb close_cb;
   void *close_data;
-  void *worker_pool; /* worker-pool.c: warm worker processes, or NULL */
+  void *backend_state[KH__BACKEND_MAX]; /* per backend (kh__backend_t.index), e.g. the pool */
   char errmsg[KH__ERRMSG_MAX];
 };
 
 kh_kernel_t *kh__manager_find(kh_manager_t *m, const char *id);
+kh_kernel_t *kh__manager_find_serial(kh_manager_t *m, uint64_t serial);
 void kh__manager_update_ref(kh_manager_t *m);
 /* Takes k out of the manager's list (before its destroy callbacks run, so they see it gone). */
 void kh__manager_unlink(kh_manager_t *m, kh_kernel_t *k);
@@ -247,13 +364,30 @@ void kh__manager_kernel_gone(kh_manager_t *m);
 void kh__bus_dispatch(kh_manager_t *m, const kh_event_t *ev);
 void kh__bus_free_all(kh_manager_t *m);
 
-/* --- backends ----------------------------------------------------------------------------- */
+/* Deliveries (delivery.c): each copies what it needs, queues itself with kh__defer() and runs
+ * the user's callback from the drain. `counted`: the callback was counted in m->pending,
+ * which drops just before it runs. Out of memory: the callback is lost (said in errmsg of
+ * nothing: there is no one to tell), the count is still released. */
+void kh__deliver_event(kh_manager_t *m, const char *kernel_id, int type, const char *exec_id,
+                       const char *json, size_t len);
+/* owned_json: rep->json's buffer, taken (freed after the callback); NULL copies rep->json. */
+void kh__deliver_reply(kh_manager_t *m, kh_execute_cb cb, void *data, const kh_reply_t *rep,
+                       int status, char *owned_json);
+void kh__deliver_done(kh_manager_t *m, kh_kernel_done_cb cb, void *data, const char *kernel_id,
+                      int status, const char *errmsg);
+void kh__deliver_create(kh_manager_t *m, kh_kernel_create_cb cb, void *data, const char *kernel_id,
+                        int status, const char *errmsg);
 
-extern const kh__backend_ops_t kh__inproc_ops;
-extern const kh__backend_ops_t kh__inproc_host_ops; /* thread: "host" (backend-inproc.c) */
-extern const kh__backend_ops_t kh__worker_ops;      /* backend-worker.c */
-/* The in-process kernel thread has exited: join it, then kh__kernel_on_stopped(). */
-void kh__inproc_exited(kh_kernel_t *k);
+/* --- backends (backend.c) ----------------------------------------------------------------- */
+
+/* Which backend runs a kernel with these options: the one place that decides. */
+const kh__backend_t *kh__backend_for(const kh__kernel_opts_t *o);
+void kh__backends_manager_open(kh_manager_t *m);
+void kh__backends_manager_close(kh_manager_t *m);
+
+extern const kh__backend_t kh__inproc_backend; /* main_thread (backend-inproc.c) */
+extern const kh__backend_t kh__host_backend;   /* main_thread, thread: "host" (backend-host.c) */
+extern const kh__backend_t kh__worker_backend; /* worker (backend-worker.c) */
 
 /* --- Python, in-process (py-host.c); the only interface to files that include Python.h --- */
 
@@ -323,9 +457,6 @@ int kh__frame_dec_finish(kh__frame_dec_t *d);
 /* Encodes obj as one frame (owned, malloc); NULL when out of memory or over KH__FRAME_MAX. */
 char *kh__frame_encode(const json_t *obj, size_t *len_out);
 void kh__frame_put_len(char *hdr, size_t n); /* writes the 4-byte length prefix */
-
-/* kernel.c, for backends that restart a process on their own (see kernel.c). */
-void kh__kernel_on_restarting(kh_kernel_t *k, const char *reason_json);
 
 /* --- worker mode: processes (worker-proc.c), the pool (worker-pool.c), the backend
  * (backend-worker.c). Thread: loop, all of it. ------------------------------------------- */
@@ -400,34 +531,43 @@ void kh__wproc_fail(kh__wproc_t *w, const char *fmt, ...) __attribute__((format(
 /* The death report of a reaped process: reason JSON (for status "dead") and text. */
 void kh__wproc_describe_exit(const kh__wproc_t *w, char *json, size_t n, char *text, size_t tn);
 
-/* The manager's warm pool (worker-pool.c). The pool is worker-backend state; these are the
- * worker backend's per-manager open and close. */
-void kh__worker_manager_open(kh_manager_t *m);  /* kh_manager_new: starts the pool */
-void kh__worker_manager_close(kh_manager_t *m); /* kh_manager_close: kills pooled workers */
-/* A warm process for a kernel with these options, now held through cbs/holder; or NULL (no
- * pool, none left, or options only a fresh process can honour). Refills the pool. */
-kh__wproc_t *kh__wpool_claim(kh_manager_t *m, const json_t *opts, const kh__wproc_cbs_t *cbs,
+/* The manager's warm pool (worker-pool.c): worker-backend state in
+ * m->backend_state[KH__BACKEND_WORKER], opened and closed by the worker backend's
+ * manager_open and manager_close. */
+void kh__wpool_open(kh_manager_t *m);  /* kh_manager_new: starts the pool */
+void kh__wpool_close(kh_manager_t *m); /* kh_manager_close: kills pooled workers */
+/* A warm process for a kernel with this `env` (may be NULL), now held through cbs/holder; or
+ * NULL (no pool, none left, or variables only a fresh process can honour). Refills the pool. */
+kh__wproc_t *kh__wpool_claim(kh_manager_t *m, const json_t *env, const kh__wproc_cbs_t *cbs,
                              void *holder);
-/* Adds worker facts (pid, pooled) to a kernel's info object. */
-void kh__worker_info(kh_kernel_t *k, json_t *info);
 
-/* --- sandbox: OS-enforced permissions, mounts and limits for workers (sandbox.c) ---------- */
+/* --- sandbox: OS-enforced permissions, mounts and limits for workers ---------------------
+ * Three files, one concept each: sandbox-plan.c decides on the host what a kernel's options
+ * ask and whether this system can enforce it (the plan's fields are listed at its top);
+ * sandbox-apply.c is the worker confining itself to a plan; landlock.c holds Landlock's
+ * system calls and rights. The Python layer (core/python/_kh_sandbox.py) reads the same plan. */
 
 /* A kernel's sandbox plan: what to enforce, decided on the host from its options. */
 typedef struct kh__sandbox_s kh__sandbox_t;
 
 /* Host side, Thread: loop (createKernel, before spawning or claiming a worker). Turns the
- * normalised kernel options (k->opts.all) into a plan and checks this system can enforce it
- * (Landlock ABI, user/mount/net namespaces, seccomp and a pids cgroup are probed once per
- * process). Returns 0 with *out = NULL when nothing is asked, 0 with *out (owned), KH_EOPTION
- * for a bad value, or KH_ENOTSUP with errmsg naming what is missing (sandbox "strict", the
- * default; "best-effort" records missing layers instead). A mount is never faked. */
+ * normalised kernel options (k->opts.all, snake_case keys) into a plan and checks this system
+ * can enforce it (Landlock ABI, user/mount/net namespaces, seccomp and a pids cgroup are probed
+ * once per process). Returns 0 with *out = NULL when nothing is asked, 0 with *out (owned),
+ * KH_EOPTION for a bad value, or KH_ENOTSUP with errmsg naming what is missing (sandbox
+ * "strict", the default; "best-effort" records missing layers instead). A mount is never
+ * faked: without a private mount namespace it fails in both modes. */
 int kh__sandbox_new(kh__sandbox_t **out, const json_t *opts, char *errmsg);
 void kh__sandbox_free(kh__sandbox_t *sb);
 /* The plan (borrowed): send it to the worker as is; also the policy for _kh_sandbox.install. */
 const json_t *kh__sandbox_plan(const kh__sandbox_t *sb);
-/* Adds "sandbox": {mode, layers, missing, runtimeRead, runtimeReadWrite} to a kernel's info. */
+/* Adds "sandbox": {mode, layers, missing, runtime_read, runtime_read_write} to a kernel's
+ * info: what the host planned (backend-worker.c replaces the layers by what the worker
+ * reports once it runs). */
 void kh__sandbox_info(const kh__sandbox_t *sb, json_t *info);
+/* Host side, after the worker `pid` was reaped: removes its pids cgroup, if it had one. */
+void kh__sandbox_cleanup(const json_t *plan, int pid);
+
 /* Worker side: applies the plan to the calling process. It must be single-threaded (user
  * namespaces, Landlock and seccomp bind one thread and its future children only): call it
  * after Python is initialised and before any thread starts or user code runs. Then run
@@ -435,7 +575,43 @@ void kh__sandbox_info(const kh__sandbox_t *sb, json_t *info);
  * NULL to skip), or KH_ENOTSUP / KH_ENOMEM (KH_EINVAL when threads run) with errmsg: the
  * worker must then exit, never run the kernel unconfined. */
 int kh__sandbox_apply(const json_t *plan, json_t **report, char *errmsg);
-/* Host side, after the worker `pid` was reaped: removes its pids cgroup, if it had one. */
-void kh__sandbox_cleanup(const json_t *plan, int pid);
+
+/* Shared by the host's probe (which tries, in a child, what a worker will do) and the worker
+ * (sandbox-apply.c). Both return 0 or -errno. Thread: any, but they act on the process. */
+int kh__sandbox_write_file(const char *path, const char *text); /* one write(2): /proc, /sys */
+int kh__sandbox_map_ids(uid_t uid, gid_t gid); /* in a new user namespace: map us to ourselves */
+
+/* Landlock (landlock.c). Grants a path rule may carry, combined with |. */
+enum {
+  KH__LL_READ = 1 << 0,       /* read files, list directories */
+  KH__LL_WRITE = 1 << 1,      /* create, write, truncate, remove and rename beneath */
+  KH__LL_WRITE_FILE = 1 << 2, /* write to and truncate existing files only (/dev/null) */
+  KH__LL_EXEC = 1 << 3        /* execute */
+};
+
+/* A ruleset being built: open, allow paths and ports, restrict (which also closes it). */
+typedef struct {
+  int fd;              /* the ruleset, -1 once closed */
+  int abi;             /* the ABI it was made for */
+  uint64_t handled_fs; /* the file rights it denies unless granted */
+  int net;             /* it handles TCP bind/connect (ABI >= 4 and asked for) */
+  int scoped;          /* abstract Unix sockets and signals are scoped (ABI >= 6, asked for) */
+} kh__landlock_t;
+
+/* The Landlock ABI this kernel offers, 0 when none (disabled or too old). Thread: any. */
+int kh__landlock_abi(void);
+/* Opens a ruleset for `abi` (at most what the kernel has) that denies every file right the
+ * ABI knows, TCP bind/connect when tcp (ABI 4), and other domains' abstract Unix sockets and
+ * signals when scope (ABI 6). Returns 0 or -errno (-EOPNOTSUPP when abi < 1). */
+int kh__landlock_open(kh__landlock_t *ll, int abi, int tcp, int scope);
+/* Grants `grant` (KH__LL_*) beneath path (a file gets only the rights files have). A path
+ * that does not exist is skipped: nothing there to grant. Returns 0 or -errno. */
+int kh__landlock_allow_path(kh__landlock_t *ll, const char *path, unsigned grant);
+/* Allows TCP bind and connect on one port (a no-op when the ruleset does not handle TCP). */
+int kh__landlock_allow_port(kh__landlock_t *ll, uint64_t port);
+/* Confines the calling thread and its future children to the ruleset, then closes it.
+ * Needs no_new_privs (or CAP_SYS_ADMIN). Returns 0 or -errno. */
+int kh__landlock_restrict(kh__landlock_t *ll);
+void kh__landlock_close(kh__landlock_t *ll);
 
 #endif /* KH_INTERNAL_H */

@@ -1,4 +1,9 @@
-/* util.c: string buffers, ids, clocks and input checks used across the core. */
+/* util.c: string buffers, ids, clocks, input checks and the reference counts of handle-owned
+ * objects, used across the core. Thread: any, except the references (loop).
+ *
+ * The string buffer remembers an allocation failure instead of reporting each append: a reply
+ * is built from dozens of pieces, and checking once at the end (kh__sb_take returns NULL) is
+ * the only way that code stays readable and still never hands out a truncated JSON text. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +64,8 @@ void *kh__memdup(const void *p, size_t n) {
   return q;
 }
 
+/* Execution ids and kernel ids are UUID-4 strings, as Jupyter's msg_ids are: unique across
+ * managers and processes, so an event can never be credited to another host's request. */
 void kh__uuid(char *out) {
   unsigned char b[16];
   static const char hex[] = "0123456789abcdef";
@@ -92,6 +99,9 @@ void kh__set_err(char *buf, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* Code is checked on the host, before it is queued: a worker must never be the first to see
+ * invalid UTF-8 (its frames would not encode), and a NUL byte would cut the cell short in
+ * CPython's compile() without a word. */
 int kh__check_code(const char *code, size_t len, size_t max, char *errmsg) {
   json_t *s;
   const char *nul;
@@ -119,4 +129,29 @@ int kh__check_code(const char *code, size_t len, size_t max, char *errmsg) {
   }
   json_decref(s);
   return 0;
+}
+
+/* --- references --------------------------------------------------------------------------- */
+
+void kh__refs_init(kh__refs_t *r, void (*release)(kh__refs_t *r)) {
+  r->n = 0;
+  r->release = release;
+}
+
+void kh__refs_get(kh__refs_t *r) {
+  r->n++;
+}
+
+void kh__refs_put(kh__refs_t *r) {
+  if (--r->n == 0) r->release(r);
+}
+
+static void on_refs_handle_closed(uv_handle_t *h) {
+  kh__refs_put(h->data);
+}
+
+void kh__refs_close(kh__refs_t *r, uv_handle_t *h) {
+  if (uv_is_closing(h)) return; /* closed already: its reference is on its way back */
+  h->data = r;
+  uv_close(h, on_refs_handle_closed);
 }

@@ -18,9 +18,9 @@ typedef struct {
   int live;     /* processes held by the pool and not yet closed: the pool is freed at 0 */
 } pool_t;
 
-/* The one place the pool hangs off its manager (until the manager holds per-backend state). */
+/* The pool hangs off its manager only as the worker backend's per-manager state. */
 static pool_t *pool_of(kh_manager_t *m) {
-  return m->worker_pool;
+  return m->backend_state[KH__BACKEND_WORKER];
 }
 
 static void pool_fill(pool_t *p);
@@ -72,22 +72,22 @@ static void pool_fill(pool_t *p) {
   }
 }
 
-void kh__worker_manager_open(kh_manager_t *m) {
+void kh__wpool_open(kh_manager_t *m) {
   pool_t *p;
   if (m->opts.pool_size <= 0) return;
   p = calloc(1, sizeof(*p));
   if (p == NULL) return; /* no pool: kernels start cold */
   p->loop = m->loop;
   p->m = m;
-  m->worker_pool = p;
+  m->backend_state[KH__BACKEND_WORKER] = p;
   pool_fill(p);
 }
 
-void kh__worker_manager_close(kh_manager_t *m) {
+void kh__wpool_close(kh_manager_t *m) {
   pool_t *p = pool_of(m);
   kh__wproc_t *w;
   if (p == NULL) return;
-  m->worker_pool = NULL;
+  m->backend_state[KH__BACKEND_WORKER] = NULL;
   p->m = NULL;
   while ((w = p->procs) != NULL) {
     p->procs = w->next;
@@ -99,10 +99,10 @@ void kh__worker_manager_close(kh_manager_t *m) {
 
 /* Options that only a process's start can apply: variables read by the dynamic loader and the
  * C library before main() (LD_PRELOAD, LD_LIBRARY_PATH, MALLOC_*, GLIBC_TUNABLES). */
-static int needs_fresh_process(const json_t *opts) {
-  json_t *env = json_object_get(opts, "env"), *v;
+static int needs_fresh_process(const json_t *env) {
+  json_t *v;
   const char *key;
-  json_object_foreach(env, key, v) {
+  json_object_foreach((json_t *)env, key, v) {
     if (strncmp(key, "LD_", 3) == 0 || strncmp(key, "MALLOC_", 7) == 0 ||
         strcmp(key, "GLIBC_TUNABLES") == 0)
       return 1;
@@ -110,11 +110,11 @@ static int needs_fresh_process(const json_t *opts) {
   return 0;
 }
 
-kh__wproc_t *kh__wpool_claim(kh_manager_t *m, const json_t *opts, const kh__wproc_cbs_t *cbs,
+kh__wproc_t *kh__wpool_claim(kh_manager_t *m, const json_t *env, const kh__wproc_cbs_t *cbs,
                              void *holder) {
   pool_t *p = pool_of(m);
   kh__wproc_t *w, **pp, **best = NULL;
-  if (p == NULL || p->procs == NULL || needs_fresh_process(opts)) return NULL;
+  if (p == NULL || p->procs == NULL || needs_fresh_process(env)) return NULL;
   /* Prefer a warm worker; one still starting is still ahead of a cold spawn. */
   for (pp = &p->procs; *pp; pp = &(*pp)->next)
     if (best == NULL || (*pp)->phase == KH__WP_HELLO) best = pp;

@@ -49,10 +49,29 @@ TEST(kernel_bad_options) {
   expect_create_error(&t, "[1, 2]", KH_EOPTION, "object");
   expect_create_error(&t, "{not json", KH_EOPTION, "JSON");
   expect_create_error(&t, th_opts("\"id\": \"has space\""), KH_EOPTION, "id");
+  /* nested options: unknown keys, types and ranges name the path as it was spelled */
+  expect_create_error(&t, th_opts("\"limits\": {\"memoryBytes\": -1}"), KH_EOPTION,
+                      "limits.memoryBytes");
+  expect_create_error(&t, th_opts("\"limits\": {\"max_processes\": 1.5}"), KH_EOPTION,
+                      "limits.max_processes");
+  expect_create_error(&t, th_opts("\"filesystem\": {\"colour\": null}"), KH_EOPTION,
+                      "filesystem.colour");
+  expect_create_error(&t, th_opts("\"maxExecutionTime\": 1, \"max_execution_time\": 2"), KH_EOPTION,
+                      "max_execution_time");
   /* none of these left a kernel behind, and the manager still works */
   ASSERT_INT(kh_manager_kernel_count(t.m), ==, 0);
-  th_create(&t, th_opts("\"max_execution_time\": 1000"), id);
+  th_create(&t, th_opts("\"max_execution_time\": 1e3"), id);
   ASSERT_INT(kh_manager_kernel_count(t.m), ==, 1);
+  {
+    /* the kernel's info shows the options normalised: snake_case keys, integers */
+    char *s = kh_kernel_info(t.m, id);
+    json_t *j = json_loads(s, 0, NULL);
+    ASSERT(json_is_integer(th_get(j, "options.max_execution_time")));
+    ASSERT_INT(th_i(j, "options.max_execution_time"), ==, 1000);
+    ASSERT(json_object_get(json_object_get(j, "options"), "maxExecutionTime") == NULL);
+    json_decref(j);
+    kh_free(s);
+  }
   th_fini(&t);
 }
 

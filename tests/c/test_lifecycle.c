@@ -182,7 +182,7 @@ TEST(kernel_restart) {
 TEST(kernel_destroy_cancels) {
   th_t t;
   char id[64];
-  th_result_t a, b;
+  th_result_t a, b, c;
   int done[2] = {0, 0};
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
@@ -190,11 +190,13 @@ TEST(kernel_destroy_cancels) {
   ASSERT_INT(th_submit(&t, id, "1", NULL, &b), ==, 0);
   th_wait_status(&t, a.id, "busy");
   ASSERT_INT(kh_kernel_destroy(t.m, id, on_done, done), ==, 0);
+  /* Canceled at once, told from the loop: never inside the call. */
+  ASSERT(!a.done && !b.done && !done[0]);
+  ASSERT_ERR(th_submit(&t, id, "1", NULL, &c), KH_ECLOSED);
+  th_run_until(&t, &done[0]);
   ASSERT(a.done && b.done);
   ASSERT_INT(a.status, ==, KH_ECANCELED);
   ASSERT_INT(b.status, ==, KH_ECANCELED);
-  ASSERT_ERR(th_submit(&t, id, "1", NULL, &b), KH_ECLOSED);
-  th_run_until(&t, &done[0]);
   ASSERT_INT(done[1], ==, 0);
   ASSERT_INT(kh_kernel_exists(t.m, id, NULL), ==, 0);
   th_fini(&t);
@@ -427,9 +429,9 @@ TEST(kernel_host_thread) {
   ASSERT_ERR(th_submit(&t, id, "1", &o, &r), KH_ENOTSUP);
   ASSERT_CONTAINS(kh_manager_errmsg(t.m), "timeout");
   ASSERT_INT(kh_kernel_interrupt(t.m, id), ==, 0); /* between cells: a no-op */
-  ASSERT_ERR(kh_kernel_create(t.m, "{\"mode\": \"worker\", \"thread\": \"host\"}", NULL, 0, NULL,
-                              NULL),
-             KH_ENOTSUP);
+  ASSERT_ERR(
+      kh_kernel_create(t.m, "{\"mode\": \"worker\", \"thread\": \"host\"}", NULL, 0, NULL, NULL),
+      KH_ENOTSUP);
   ASSERT_CONTAINS(kh_manager_errmsg(t.m), "thread");
   ASSERT_ERR(kh_kernel_create(t.m,
                               "{\"mode\": \"main_thread\", \"thread\": \"host\", "

@@ -44,12 +44,13 @@ describe("errors", function()
   end)
 
   it("kernel_mode_option_unsupported", function()
-    -- options only a worker can honour fail in main_thread, naming the option
+    -- options only a worker can honour fail in main_thread, naming the option as spelled
     local cases = {
       { "env", { env = { KEY = "v" } } },
       { "permissions", { permissions = { read = { "/tmp" } } } },
       { "cwd", { cwd = "/tmp" } },
-      { "mountPoint", { filesystem = { enabled = true, root = "/tmp", mount_point = "/home" } } },
+      { "filesystem.mount_point",
+        { filesystem = { enabled = true, root = "/tmp", mount_point = "/home" } } },
     }
     for _, c in ipairs(cases) do
       local o = c[2]

@@ -113,7 +113,8 @@ describe('sandbox', function () {
     const m = manager();
     const k = await kernelOf(m, { permissions: { read: [t.r] } });
     await readDeniedIn(m, k, t);
-    // The kernel's info names the mode and the layers in force.
+    // The kernel's info names the mode and the layers in force (camelCase, as every API shape
+    // of the Node module: the facade converts the core's snake_case).
     const info = kernelInfo(m, k.id);
     assert.equal(info.sandbox.mode, 'strict');
     assert.equal(info.sandbox.layers.landlock, true);
