@@ -23,11 +23,14 @@ test: setup build
 bench: setup build
 	@KH_BUILD=$(BUILD) bash bench/run.sh
 
-# Not part of `make test`: the frame decoder's fuzzer for 10 million executions (FUZZ_RUNS=n to
-# change), its figure printed at the end; builds only the fuzzer. CI keeps its short session.
+# Not part of `make test`: the frame decoder's fuzzer for 10 million executions in FUZZ_JOBS
+# niced processes (FUZZ_RUNS, FUZZ_JOBS to change), its figure printed at the end; builds only
+# the fuzzer. CI keeps its short session.
 FUZZ_RUNS ?= 10000000
+FUZZ_JOBS ?= 2
 fuzz-long:
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKH_FUZZ_RUNS=$(FUZZ_RUNS) >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKH_FUZZ_RUNS=$(FUZZ_RUNS) \
+	  -DKH_FUZZ_JOBS=$(FUZZ_JOBS) >/dev/null
 	@nice cmake --build $(BUILD) --target fuzz-long
 
 clean:

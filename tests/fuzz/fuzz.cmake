@@ -38,14 +38,17 @@ if(KH_CLANG)
                    -dict=${KH_FUZZ_DIR}/frame.dict ${CMAKE_BINARY_DIR}/fuzz-scratch
                    ${KH_FUZZ_DIR}/corpus)
   set_tests_properties(fuzz/frame_libfuzzer_short PROPERTIES TIMEOUT 120)
-  # The long session, outside CI (`make fuzz-long`): 10 million executions (10-30 minutes on
-  # one core here), with the protocol's tokens as a dictionary; libFuzzer prints the figure
-  # (executions, time, coverage) at the end and stops at the first crash.
+  # The long session, outside CI (`make fuzz-long`): 10 million executions in all, shared by
+  # KH_FUZZ_JOBS processes (libFuzzer's fork mode, which also survives and counts crashes,
+  # OOMs and timeouts: its last line gives the figure), with the protocol's tokens as a
+  # dictionary. The corpus it grows is kept in the build tree, apart from the seed corpus.
   set(KH_FUZZ_RUNS 10000000 CACHE STRING "executions for the fuzz-long target")
+  set(KH_FUZZ_JOBS 2 CACHE STRING "processes for the fuzz-long target")
   file(MAKE_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz-long/corpus)
   add_custom_target(fuzz-long
-    COMMAND ${KH_FUZZ_BIN} -runs=${KH_FUZZ_RUNS} -max_len=8192 -dict=${KH_FUZZ_DIR}/frame.dict
-            -print_final_stats=1 -artifact_prefix=${CMAKE_BINARY_DIR}/fuzz-long/
+    COMMAND ${KH_FUZZ_BIN} -fork=${KH_FUZZ_JOBS} -runs=${KH_FUZZ_RUNS} -max_len=8192
+            -dict=${KH_FUZZ_DIR}/frame.dict -print_final_stats=1
+            -artifact_prefix=${CMAKE_BINARY_DIR}/fuzz-long/
             ${CMAKE_BINARY_DIR}/fuzz-long/corpus ${KH_FUZZ_DIR}/corpus
     DEPENDS kh_fuzz_frame USES_TERMINAL VERBATIM
     COMMENT "Fuzzing the frame decoder for ${KH_FUZZ_RUNS} executions")
