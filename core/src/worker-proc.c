@@ -133,7 +133,7 @@ static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
   w->exited = 1;
   w->exit_status = status;
   w->term_signal = sig;
-  /* Reaped: its pids cgroup (root with limits.maxProcesses) can go. */
+  /* Reaped: its pids cgroup (root with limits.max_processes) can go. */
   if (w->plan != NULL) kh__sandbox_cleanup(w->plan, w->pid);
   /* The exit can be seen before the last frames are (a "fatal" message, the events of a cell
    * that called os._exit): read what is left in the pipe first. */
