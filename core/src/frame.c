@@ -84,10 +84,57 @@ static int v_close(void *ctx) {
   return 1;
 }
 
-/* Whether body[0..n) is exactly one JSON object and nothing else, by yajl (which also checks
- * UTF-8). yajl alone is not enough: once the top-level value is complete, it swallows an
- * unfinished token after it without complaint, even at yajl_complete_parse() (`{}"` passes,
- * the trailing quote being the start of a string it is still waiting for). So the last byte
+/* Whether p[0..n) holds only what JSON text may: well-formed UTF-8 (Unicode's table 3-7: no
+ * overlong forms, no surrogates, nothing past U+10FFFF: jansson's rules) and no control byte
+ * but tab, LF and CR. yajl is laxer on both: it takes 0xC1 0x95 for a character and \f, \v
+ * for whitespace, so a consumer that decodes strictly would read other text than was checked.
+ * Eight bytes at a time while they are printable ASCII, which is the bulk of every payload (a
+ * base64 image). */
+static int plain_text(const unsigned char *p, size_t n) {
+  const uint64_t high = 0x8080808080808080ull, space = 0x2020202020202020ull;
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = p[i], lo = 0x80, hi = 0xBF;
+    size_t len, k;
+    uint64_t w;
+    if (i + 8 <= n) {
+      memcpy(&w, p + i, 8);
+      /* no byte with the high bit set, and none below 0x20 */
+      if (((w | ((w - space) & ~w)) & high) == 0) {
+        i += 8;
+        continue;
+      }
+    }
+    if (c < 0x80) {
+      if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') return 0;
+      i++;
+      continue;
+    }
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0; /* overlong below U+0800 */
+      if (c == 0xED) hi = 0x9F; /* UTF-16 surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90; /* overlong below U+10000 */
+      if (c == 0xF4) hi = 0x8F; /* past U+10FFFF */
+    } else {
+      return 0;
+    }
+    if (n - i < len || p[i + 1] < lo || p[i + 1] > hi) return 0;
+    for (k = 2; k < len; k++)
+      if ((p[i + k] & 0xC0) != 0x80) return 0;
+    i += len;
+  }
+  return 1;
+}
+
+/* Whether body[0..n) is exactly one JSON object and nothing else, by yajl, once plain_text()
+ * has vouched for its bytes. yajl alone is not enough: once the top-level value is complete, it
+ * swallows an unfinished token after it without complaint, even at yajl_complete_parse() (`{}"`
+ * passes, the trailing quote being the start of a string it is still waiting for). So the last byte
  * must be the object's closing brace, and it is fed on its own: the object must still be open
  * after everything before it, and closed by it. Numbers are not converted (no callbacks for
  * them), so any RFC 8259 number passes, as it would for JSON.parse; jansson could not hold
@@ -102,6 +149,7 @@ static int valid_object(const char *body, size_t n) {
   yajl_handle h;
   int ok;
   if (n < 2 || body[0] != '{' || body[n - 1] != '}') return 0;
+  if (!plain_text((const unsigned char *)body, n)) return 0;
   h = yajl_alloc(&cb, NULL, &v);
   if (h == NULL) return 0;
   ok = yajl_parse(h, (const unsigned char *)body, n - 1) == yajl_status_ok && !v.closed &&
