@@ -13,6 +13,9 @@
 
 typedef void (*th_fn)(void);
 void th_register(const char *name, th_fn fn);
+/* Runs the case of tests/cases/<concept>.json with this name (cases.c); returns 0 when there is
+ * none. Sets *mode_out to the mode it ran in. */
+int th_case_run(const char *name, const char **mode_out);
 
 #define TEST(name)                                                 \
   static void test_##name(void);                                   \

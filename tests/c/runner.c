@@ -1,4 +1,5 @@
-/* runner.c: runs one named C test per process (ctest registers each name), and the fixture
+/* runner.c: runs one named C test per process (ctest registers each name): a TEST() of
+ * tests/c/test_<concept>.c, or else a case of tests/cases/<concept>.json (cases.c); and the fixture
  * helpers from kh_test.h. */
 #include "kh_test.h"
 
@@ -19,6 +20,7 @@ void th_register(const char *name, th_fn fn) {
 }
 
 int main(int argc, char **argv) {
+  const char *mode;
   int i;
   if (argc < 2) {
     for (i = 0; i < ntests; i++) printf("%s\n", tests[i].name);
@@ -31,7 +33,11 @@ int main(int argc, char **argv) {
       return 0;
     }
   }
-  fprintf(stderr, "no test named %s\n", argv[1]);
+  if (th_case_run(argv[1], &mode)) {
+    printf("ok %s (case, %s)\n", argv[1], mode);
+    return 0;
+  }
+  fprintf(stderr, "no test or case named %s\n", argv[1]);
   return 2;
 }
 

@@ -1,6 +1,8 @@
-/* test_worker.c: worker-only behaviour: interrupts that land, kill escalation, crash reports,
- * no orphans, fd-level output, create/destroy hygiene, limits, env/cwd, restart, the pool and a
- * missing worker. These tests choose worker mode themselves, whatever KH_TEST_MODE says. */
+/* test_worker.c: worker-only behaviour that needs code (process ids, descriptors, children,
+ * memory): interrupts that land in the same process, kill escalation, auto restart, no orphans,
+ * create/destroy hygiene, limits, env/cwd, restart, the pool and a missing worker. Deaths and
+ * fd-level output are data: tests/cases/worker.json. These tests choose worker mode themselves,
+ * whatever KH_TEST_MODE says. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -169,66 +171,6 @@ TEST(worker_kill_escalation) {
   th_fini(&t);
 }
 
-/* Runs code that kills the worker; checks the request, a queued one, and the dead event. */
-static th_event_t *expect_death(th_t *t, const char *id, const char *code) {
-  th_result_t r, q;
-  th_event_t *e;
-  ASSERT_INT(th_submit(t, id, code, NULL, &r), ==, 0);
-  ASSERT_INT(th_submit(t, id, "'queued'", NULL, &q), ==, 0);
-  th_run_until(t, &q.done);
-  ASSERT(r.done);
-  ASSERT_ERR(r.status, KH_EKERNELDEAD);
-  ASSERT_ERR(q.status, KH_EKERNELDEAD);
-  e = find_status(t, "dead", 0);
-  ASSERT(e != NULL);
-  ASSERT_STR(e->exec_id, r.id);
-  /* a dead kernel refuses work until restarted */
-  ASSERT_ERR(th_submit(t, id, "1", NULL, &q), KH_EKERNELDEAD);
-  return e;
-}
-
-TEST(worker_crash_reports_dead) {
-  th_t t;
-  char id[64];
-  th_event_t *e;
-  th_init(&t, NULL);
-  th_create(&t, wopts(""), id);
-  e = expect_death(&t, id, "import ctypes\nctypes.string_at(0)");
-  ASSERT_STR(th_s(e->data, "reason.signal"), "SIGSEGV");
-  ASSERT(json_is_null(th_get(e->data, "reason.exitCode")));
-  th_fini(&t);
-}
-
-TEST(worker_exit_reports_dead) {
-  th_t t;
-  char id[64];
-  th_event_t *e;
-  th_init(&t, NULL);
-  th_create(&t, wopts(""), id);
-  e = expect_death(&t, id, "import os\nos._exit(3)");
-  ASSERT_INT(th_i(e->data, "reason.exitCode"), ==, 3);
-  ASSERT(json_is_null(th_get(e->data, "reason.signal")));
-  th_fini(&t);
-}
-
-TEST(worker_killed_reports_dead) {
-  th_t t;
-  char id[64];
-  th_event_t *e;
-  th_result_t r;
-  th_init(&t, NULL);
-  th_create(&t, wopts(""), id);
-  e = expect_death(&t, id, "import os\nos.kill(os.getpid(), 9)");
-  ASSERT_STR(th_s(e->data, "reason.signal"), "SIGKILL");
-  /* restart brings a dead kernel back */
-  ASSERT_INT(kh_kernel_restart(t.m, id, NULL, NULL), ==, 0);
-  while (count_status(&t, "", "idle") < 2) th_step(&t);
-  th_exec(&t, id, "6 * 7", &r);
-  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "42");
-  th_result_free(&r);
-  th_fini(&t);
-}
-
 TEST(worker_auto_restart) {
   th_t t;
   char id[64];
@@ -247,23 +189,6 @@ TEST(worker_auto_restart) {
   ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'yes'");
   ASSERT(kernel_pid(&t, id) != pid);
   th_result_free(&r);
-  th_fini(&t);
-}
-
-TEST(worker_other_kernels_survive) {
-  th_t t;
-  char a[64], b[64];
-  th_result_t r;
-  th_init(&t, NULL);
-  th_create(&t, wopts(""), a);
-  th_create(&t, wopts(""), b);
-  th_exec(&t, a, "x = 41", &r);
-  th_result_free(&r);
-  expect_death(&t, b, "import ctypes\nctypes.string_at(0)");
-  th_exec(&t, a, "x + 1", &r);
-  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "42");
-  th_result_free(&r);
-  th_destroy(&t, b);
   th_fini(&t);
 }
 
@@ -293,41 +218,6 @@ TEST(worker_no_orphan_after_host_sigkill) {
   ASSERT_INT(waitpid(host, &status, 0), ==, host);
   ASSERT(WIFSIGNALED(status));
   wait_pid_gone(pidfd);
-}
-
-TEST(worker_fd_output_captured) {
-  th_t t;
-  char id[64];
-  th_result_t r;
-  char out[4096] = "", err[4096] = "";
-  int i;
-  th_init(&t, NULL);
-  th_create(&t, wopts(""), id);
-  th_exec(&t, id,
-          "import os, sys\n"
-          "os.write(1, b'\\xff junk\\n')\n"
-          "os.write(2, b'to fd 2 \\xe2\\x82\\n')\n"
-          "os.system('echo hi')\n"
-          "print('from print')",
-          &r);
-  ASSERT_STR(th_s(r.json, "status"), "ok");
-  for (i = 0; i < th_count(&t, KH_EVENT_STREAM, r.id); i++) {
-    th_event_t *e = th_find(&t, KH_EVENT_STREAM, r.id, i);
-    char *dst = strcmp(th_s(e->data, "name"), "stdout") == 0 ? out : err;
-    strncat(dst, th_s(e->data, "text"), 4095 - strlen(dst));
-  }
-  ASSERT_CONTAINS(out, "\xEF\xBF\xBD junk\n"); /* invalid UTF-8 becomes U+FFFD */
-  ASSERT_CONTAINS(out, "hi\n");
-  ASSERT_CONTAINS(out, "from print\n");
-  ASSERT_CONTAINS(err, "to fd 2 \xEF\xBF\xBD\n");
-  /* every stream event of the cell came before its reply */
-  assert_json_contains(th_get(r.json, "outputs"), "hi\\n");
-  th_result_free(&r);
-  /* the protocol survived */
-  th_exec(&t, id, "1 + 1", &r);
-  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "2");
-  th_result_free(&r);
-  th_fini(&t);
 }
 
 static int count_dir(const char *path) {
