@@ -464,11 +464,11 @@ int main(int argc, char **argv) {
   if (rc != 0) {
     char why[600];
     snprintf(why, sizeof(why), "kh_manager_new(%s): %s: %s", mopts, kh_err_name(rc),
-             kh_last_error());
+             kh_manager_errmsg(NULL));
     skip(metric, mode, why);
     return 0;
   }
-  kh_subscribe(mgr, NULL, KH_EVENT_ALL, on_event, NULL);
+  kh_subscribe(mgr, NULL, KH_EVENT_ALL, on_event, NULL, NULL);
   if (strcmp(metric, "create") == 0)
     m_create(mode, runs);
   else if (strcmp(metric, "pool") == 0)

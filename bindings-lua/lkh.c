@@ -620,13 +620,13 @@ static int lkh_manager_new(lua_State *L) {
   if (rc != 0) {
     uv_loop_close(&lm->loop);
     free(lm);
-    return lkh_fail(L, rc, kh_last_error());
+    return lkh_fail(L, rc, kh_manager_errmsg(NULL));
   }
   uv_async_init(&lm->loop, &lm->keepalive, lkh_on_keepalive);
   uv_timer_init(&lm->loop, &lm->poll_timer);
   lm->poll_timer.data = lm;
   lm->L = L;
-  lm->count_sub = kh_subscribe(lm->m, NULL, KH_EVENT_ALL, lkh_on_count, lm);
+  kh_subscribe(lm->m, NULL, KH_EVENT_ALL, lkh_on_count, lm, &lm->count_sub);
   *slot = lm;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &lkh_managers_key); /* ud, managers */
   lua_pushvalue(L, -2);                                 /* ud, managers, ud */
@@ -841,9 +841,8 @@ static int lkh_manager_on_kernel_event(lua_State *L) {
   s->lm = lm;
   s->all = type == KH_EVENT_ALL && strcmp(event, "error") != 0;
   if (strcmp(event, "error") != 0) {
-    s->core_id = kh_subscribe(lm->m, id, type, lkh_on_event, s);
-    if (s->core_id < 0) {
-      int rc = (int)s->core_id;
+    int rc = kh_subscribe(lm->m, id, type, lkh_on_event, s, &s->core_id);
+    if (rc != 0) {
       free(s->kernel_id);
       free(s);
       return lkh_fail(L, rc, NULL);

@@ -22,7 +22,7 @@ export type KernelEventType = Exclude<KernelEventName, '*'>;
 export declare const ErrorCodes: Readonly<Record<KernelErrorCode, number>>;
 export type KernelErrorCode =
   | 'KH_EINVAL' | 'KH_ENOTFOUND' | 'KH_ECLOSED' | 'KH_ECANCELED' | 'KH_EKERNELDEAD'
-  | 'KH_ENOTSUP' | 'KH_ETIMEDOUT' | 'KH_EEXIST' | 'KH_ENOMEM' | 'KH_EPYTHON' | 'KH_EENCODING'
+  | 'KH_ENOTSUP' | 'KH_EEXIST' | 'KH_ENOMEM' | 'KH_EPYTHON' | 'KH_EENCODING'
   | 'KH_ETOOBIG' | 'KH_EOPTION' | 'KH_EBUSY' | 'KH_EPROTO' | 'KH_EWORKER';
 
 /** The Error that API failures reject (or throw) with. */

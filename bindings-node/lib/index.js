@@ -98,6 +98,15 @@ function onNativeEvent(kernelId, executionId, type, json) {
   if (owner !== undefined) owner._onEvent(kernelId, executionId, type, json);
 }
 
+// The core describes kernels in snake_case (as every JSON it hands out); JS gets camelCase.
+function summaryKeys(o) {
+  if ('execution_count' in o) {
+    o.executionCount = o.execution_count;
+    delete o.execution_count;
+  }
+  return o;
+}
+
 function reportListenerError(err) {
   process.nextTick(() => { throw err; });
 }
@@ -344,7 +353,7 @@ class KernelManager extends EventEmitter {
 
   /** [{id, mode, namespace, status, created, executionCount}], optionally for one namespace. */
   listKernels(namespace) {
-    return JSON.parse(this._native.list(checkOptionalNamespace(namespace)));
+    return JSON.parse(this._native.list(checkOptionalNamespace(namespace))).map(summaryKeys);
   }
 
   /** The kernel's details (id, mode, namespace, status, options, and in worker mode pid,
@@ -352,7 +361,7 @@ class KernelManager extends EventEmitter {
   getKernelInfo(id) {
     checkId(id);
     const json = this._native.info(id);
-    return json === null || json === undefined ? undefined : JSON.parse(json);
+    return json === null || json === undefined ? undefined : summaryKeys(JSON.parse(json));
   }
 
   /** Destroys a kernel: its pending requests reject with KH_ECANCELED. */

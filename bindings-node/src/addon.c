@@ -478,11 +478,12 @@ static napi_value nkh_manager_new(napi_env env, napi_callback_info info) {
   w->addon = addon;
   rc = kh_manager_new(&w->m, loop, opts);
   if (rc != 0) {
-    napi_throw_error(env, kh_err_name(rc), *kh_last_error() ? kh_last_error() : kh_strerror(rc));
+    napi_throw_error(env, kh_err_name(rc),
+                     *kh_manager_errmsg(NULL) ? kh_manager_errmsg(NULL) : kh_strerror(rc));
     goto fail;
   }
   addon->managers++;
-  if (kh_subscribe(w->m, NULL, KH_EVENT_ALL, nkh_manager_on_event, w) <= 0) {
+  if (kh_subscribe(w->m, NULL, KH_EVENT_ALL, nkh_manager_on_event, w, NULL) != 0) {
     napi_throw_error(env, "KH_ENOMEM", "cannot subscribe to the manager's events");
     goto fail_close;
   }

@@ -1,5 +1,17 @@
 /* kernelhost.h: the public C API of libkernelhost, Jupyter-grade Python kernels for any
  * libuv host. One header, opaque handles, int status codes, callbacks on the loop thread.
+ *
+ * The rules every function keeps (libuv's):
+ * - Thread: every function is called on the loop thread of the manager's loop unless its
+ *   comment says "Thread: any".
+ * - A function that takes a callback either returns an error, and the callback never runs, or
+ *   returns 0, and the callback runs exactly once, from the loop, after the function returned:
+ *   no user callback (event, reply, cancellation, completion) ever runs inside the API call
+ *   that caused it. Callbacks run in the order their causes happened.
+ * - Errors are 0 or a negative code (KH_E* below, or libuv's UV_E* passed through); the text
+ *   of the last failure is kh_manager_errmsg(m).
+ * - Inputs are borrowed for the call (the core copies what it keeps); callback arguments are
+ *   borrowed for the callback; "owned" results are freed with kh_free().
  */
 #ifndef KERNELHOST_H
 #define KERNELHOST_H
@@ -35,7 +47,6 @@ extern "C" {
   X(ECANCELED, -30004, "request canceled")                   \
   X(EKERNELDEAD, -30005, "kernel died")                      \
   X(ENOTSUP, -30006, "not supported")                        \
-  X(ETIMEDOUT, -30007, "timed out")                          \
   X(EEXIST, -30008, "kernel id already in use")              \
   X(ENOMEM, -30009, "out of memory")                         \
   X(EPYTHON, -30010, "Python runtime failure")               \
@@ -80,7 +91,6 @@ KH_EXTERN const char *kh_event_type_name(int type);
 KH_EXTERN int kh_event_type_from_name(const char *name);
 
 typedef struct kh_manager_s kh_manager_t;
-typedef struct kh_kernel_s kh_kernel_t;
 
 /* An event, as delivered to subscribers. Every field is borrowed for the callback. */
 typedef struct {
@@ -124,31 +134,34 @@ typedef void (*kh_event_cb)(kh_manager_t *m, const kh_event_t *ev, void *data);
  * or a JSON object (keys accept camelCase or snake_case):
  *   maxCodeBytes (int, default 4 MiB), interruptGraceMs (int, default 3000),
  *   workerPath (string), pool ({size}).
- * Returns 0 and sets *out, or KH_EOPTION / KH_EINVAL (see kh_last_error()). Thread: loop. */
+ * Returns 0 and sets *out, or KH_EOPTION / KH_EINVAL (text: kh_manager_errmsg(NULL)). Thread: loop.
+ */
 KH_EXTERN int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *options_json);
 
 /* Closes the manager: stops accepting work, destroys every kernel (pending requests complete
- * with KH_ECANCELED), closes its handles, then runs `cb` (may be NULL). The memory is freed
- * after `cb` returns. Returns KH_ECLOSED when already closing. Thread: loop. */
+ * with KH_ECANCELED, from the loop), closes its handles, then runs `cb` (may be NULL) after
+ * every other callback. The memory is freed after `cb` returns. Returns 0, KH_EINVAL (m NULL)
+ * or KH_ECLOSED (already closing). Thread: loop. */
 KH_EXTERN int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data);
 
-/* Detail of the last failure of a call on this manager, borrowed until the next call. */
+/* The one way to read an error's text: the detail of the last failure of a call on manager
+ * `m`, or with `m` NULL, of the last failed kh_manager_new() on the calling thread. Borrowed
+ * until the next call on `m` (on this thread). Never NULL; "" when there is nothing to say.
+ * Thread: loop (with m NULL: any). */
 KH_EXTERN const char *kh_manager_errmsg(const kh_manager_t *m);
 
-/* Detail of the last failure of kh_manager_new() on this thread. Thread: any. */
-KH_EXTERN const char *kh_last_error(void);
-
 /* Makes the manager's handles keep the loop alive only while requests or creations are in
- * flight (unref, the default) or always while kernels exist (ref). Thread: loop. */
+ * flight (unref, the default) or always while kernels exist (ref). Cannot fail. */
 KH_EXTERN void kh_manager_ref(kh_manager_t *m, int ref);
 
-/* Number of kernels, and requests in flight (queued, running, creating, destroying). */
+/* Number of kernels, and of callbacks promised and not yet run (requests queued or running,
+ * creations, restarts, destroys) plus kernels still being torn down. Cannot fail. */
 KH_EXTERN size_t kh_manager_kernel_count(const kh_manager_t *m);
 KH_EXTERN size_t kh_manager_pending_count(const kh_manager_t *m);
 
-/* Lists kernels as a JSON array of {id, mode, namespace, status, created, executionCount},
- * filtered by `namespace` unless it is NULL. Returns an owned string (free with kh_free()) or
- * NULL on allocation failure. */
+/* Lists kernels as a JSON array of {id, mode, namespace, status, created, execution_count},
+ * filtered by `namespace` unless it is NULL. Returns an owned string (free with kh_free()), or
+ * NULL when m is NULL or out of memory. */
 KH_EXTERN char *kh_manager_list(kh_manager_t *m, const char *namespace_);
 
 /* Frees memory returned by kernelhost. Thread: any. */
@@ -159,10 +172,13 @@ KH_EXTERN void kh_free(void *p);
 /* Creates a kernel. `options_json` is NULL or a JSON object (camelCase or snake_case keys):
  *   mode ("worker" | "main_thread", default "worker"), id (string), namespace (string),
  *   maxExecutionTime (ms), inactivityTimeout (ms), filesystem ({enabled, root, mountPoint,
- *   readOnly}), env ({name: value}), cwd, permissions, limits, autoRestart.
- * An option the mode cannot honour fails with KH_ENOTSUP naming the option. On success the id
- * is copied to `id_out` (if not NULL, at least 64 bytes) at once, and `cb` runs when the
- * kernel is ready (status 0) or failed to start. Thread: loop. */
+ *   readOnly}), env ({name: value}), cwd, permissions, limits, autoRestart, sandbox, thread.
+ * On success the id is copied to `id_out` (if not NULL, at least 64 bytes) at once, and `cb`
+ * (may be NULL) runs when the kernel is ready (status 0), failed to start (KH_EWORKER,
+ * KH_EPYTHON, KH_ENOTSUP: the system cannot enforce the sandbox) or was destroyed while
+ * starting (KH_ECANCELED). Returns 0, KH_EINVAL, KH_ECLOSED (manager closing), KH_EOPTION (a
+ * bad option, named in kh_manager_errmsg), KH_ENOTSUP (an option this mode or system cannot
+ * honour), KH_EEXIST (id in use), KH_EWORKER (no usable worker executable) or KH_ENOMEM. */
 KH_EXTERN int kh_kernel_create(kh_manager_t *m, const char *options_json, char *id_out,
                                size_t id_out_size, kh_kernel_create_cb cb, void *data);
 
@@ -179,57 +195,71 @@ KH_EXTERN void kh_execute_options_init(kh_execute_options_t *opts);
 
 /* Queues `code` (UTF-8, `len` bytes) on kernel `kernel_id`. Requests on one kernel run one at a
  * time in FIFO order. `opts` may be NULL. On success the execution id is copied to `exec_id_out`
- * (if not NULL, at least 40 bytes). Errors: KH_ENOTFOUND, KH_ECLOSED (kernel being destroyed),
- * KH_EKERNELDEAD, KH_EENCODING, KH_ETOOBIG. `cb` gets status 0 and a reply whenever the code
- * ran (even if Python raised: reply->status is "error"), or KH_ECANCELED / KH_EKERNELDEAD.
- * Thread: loop. */
+ * (if not NULL, at least 40 bytes). Returns 0, KH_EINVAL (cb NULL), KH_ENOTFOUND, KH_ECLOSED
+ * (kernel being destroyed), KH_EKERNELDEAD, KH_EENCODING (invalid UTF-8 or a NUL byte),
+ * KH_ETOOBIG (over maxCodeBytes), KH_ENOTSUP (a timeout on a thread: "host" kernel) or
+ * KH_ENOMEM. `cb` gets status 0 and a reply whenever the code ran (even if Python raised:
+ * reply->status is "error"; "aborted" when an earlier error stopped it), or KH_ECANCELED
+ * (restart, destroy, close), KH_EKERNELDEAD (the kernel died or its process was replaced) or
+ * KH_ENOMEM. */
 KH_EXTERN int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code,
                                 size_t len, const kh_execute_options_t *opts, char *exec_id_out,
                                 size_t exec_id_out_size, kh_execute_cb cb, void *data);
 
-/* Raises KeyboardInterrupt in the running cell, if any (also inside time.sleep). Thread: loop. */
+/* Raises KeyboardInterrupt in the running cell, if any (also inside time.sleep); a no-op
+ * when nothing runs. A worker that does not answer within interruptGraceMs is killed and
+ * restarted. Returns 0, KH_EINVAL, KH_ENOTFOUND, KH_ECLOSED or KH_EKERNELDEAD. */
 KH_EXTERN int kh_kernel_interrupt(kh_manager_t *m, const char *kernel_id);
 
-/* Answers the kernel's pending input_request. Thread: loop. */
+/* Answers the kernel's pending input_request with `value` (UTF-8, copied). Returns 0,
+ * KH_EINVAL (value NULL, or no cell is running), KH_ENOTFOUND, KH_ECLOSED, KH_EKERNELDEAD
+ * (the worker is gone), KH_ENOTSUP (a thread: "host" kernel, which refuses input()) or
+ * KH_EENCODING. */
 KH_EXTERN int kh_kernel_input_reply(kh_manager_t *m, const char *kernel_id, const char *value);
 
-/* Restarts the kernel: interrupts the running cell, cancels queued requests (KH_ECANCELED),
- * and gives a fresh namespace and counter with the same id and options. `cb` runs when it is
- * ready again. Thread: loop. */
+/* Restarts the kernel: interrupts the running cell, cancels it and the queued requests
+ * (KH_ECANCELED), and gives a fresh namespace and counter (a fresh process in worker mode)
+ * with the same id and options. `cb` (may be NULL) runs when it is ready again (status 0), when
+ * the restart failed (the kernel is then dead), or with KH_ECANCELED when the kernel is
+ * destroyed first. A restart asked while one is under way joins it. Returns 0, KH_EINVAL,
+ * KH_ENOTFOUND, KH_ECLOSED, KH_EBUSY (the kernel is still starting) or KH_ENOMEM. */
 KH_EXTERN int kh_kernel_restart(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb cb,
                                 void *data);
 
-/* Destroys the kernel: pending requests complete with KH_ECANCELED, then `cb` runs. A second
- * destroy of the same id returns KH_ENOTFOUND (or KH_ECLOSED while the first is under way).
- * Thread: loop. */
+/* Destroys the kernel: pending requests complete with KH_ECANCELED, then `cb` (may be NULL)
+ * runs with status 0 once the kernel's thread or process is gone and the id is free. Returns 0,
+ * KH_EINVAL, KH_ENOTFOUND, KH_ECLOSED (a destroy is under way already) or KH_ENOMEM. */
 KH_EXTERN int kh_kernel_destroy(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb cb,
                                 void *data);
 
-/* Destroys every kernel in `namespace_` (every kernel when NULL); `cb` runs once all are gone,
- * with the count in `status` when >= 0. Thread: loop. */
+/* Destroys every kernel in `namespace_` (every kernel when NULL); `cb` (may be NULL) runs once
+ * all are gone (also when there were none), with their count in `status` and kernel_id NULL.
+ * Returns 0, KH_EINVAL, KH_ECLOSED (manager closing) or KH_ENOMEM. */
 KH_EXTERN int kh_manager_destroy_all(kh_manager_t *m, const char *namespace_, kh_kernel_done_cb cb,
                                      void *data);
 
 /* Returns 1 if the kernel exists (and is not being destroyed), else 0. Fills `mode_out` with
- * "worker"/"main_thread" when not NULL (borrowed, static). */
+ * "worker"/"main_thread" when not NULL (static). Cannot fail. */
 KH_EXTERN int kh_kernel_exists(kh_manager_t *m, const char *kernel_id, const char **mode_out);
 
 /* Returns an owned JSON object describing the kernel ({id, mode, namespace, status, created,
- * executionCount, pid?, options}), or NULL if there is no such kernel. */
+ * execution_count, options, and from its backend pid?, pooled?, sandbox?}; snake_case keys like
+ * every JSON the core hands out), or NULL if there is no such kernel (or out of memory). */
 KH_EXTERN char *kh_kernel_info(kh_manager_t *m, const char *kernel_id);
 
 /* --- events ----------------------------------------------------------------------------- */
 
 /* Subscribes `cb` to events of `type` (a kh_event_type_t or KH_EVENT_ALL) of kernel
  * `kernel_id` (copied; NULL = every kernel of this manager). The subscription stays until
- * kh_unsubscribe() or manager close. Returns a subscription id (> 0), or a negative KH_EINVAL
- * when `type` is invalid / KH_ENOMEM. Thread: loop. */
-KH_EXTERN int64_t kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_cb cb,
-                               void *data);
+ * kh_unsubscribe() or manager close. Returns 0 and the subscription's id (> 0, never reused by
+ * this manager) in *sub_id_out (may be NULL), KH_EINVAL when `type` or `cb` is invalid,
+ * KH_ECLOSED when the manager is closing, or KH_ENOMEM. Thread: loop. */
+KH_EXTERN int kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_cb cb,
+                           void *data, int64_t *sub_id_out);
 
 /* Removes a subscription; its callback is not called again, even later in the dispatch that is
- * running. Safe inside a callback. Returns KH_ENOTFOUND when the id is unknown or was removed
- * already. Thread: loop. */
+ * running. Safe inside a callback. Returns 0, KH_EINVAL (m NULL) or KH_ENOTFOUND (the id is
+ * unknown or was removed already). */
 KH_EXTERN int kh_unsubscribe(kh_manager_t *m, int64_t sub_id);
 
 #ifdef __cplusplus

@@ -1,5 +1,7 @@
-/* backend-inproc.c: main_thread kernels: one kernel thread per kernel runs its Python; the
- * loop hands it work through a one-slot mailbox, and it answers through the kernel's sink. */
+/* backend-inproc.c: main_thread kernels on kernel threads: one thread per kernel runs its
+ * Python (py-host.c); the loop hands it commands through a mutex-guarded list, and it answers
+ * through the kernel's sink (events, replies, readiness), so everything it says reaches the
+ * loop through the inbox in the order it said it. Thread: loop, except kernel_thread(). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,8 +27,7 @@ typedef struct {
   cmd_t *tail;        /* guarded by mu */
   kh__pyk_t *py;      /* guarded by mu: set by the kernel thread while it has Python state */
   int exit_requested; /* guarded by mu */
-  int host;           /* thread: "host": no kernel thread, cells run on the loop thread */
-  kh__sink_t *sink;
+  kh__sink_t *sink;   /* a reference of the thread's own: the kernel may release its one */
   char id[KH__ID_MAX];
 } inproc_t;
 
@@ -40,6 +41,8 @@ static void post_cmd(inproc_t *ip, cmd_t *c) {
   uv_cond_signal(&ip->cv);
   uv_mutex_unlock(&ip->mu);
 }
+
+static void inproc_exited(kh_kernel_t *k, void *arg);
 
 static void kernel_thread(void *arg) {
   inproc_t *ip = arg;
@@ -90,7 +93,8 @@ static void kernel_thread(void *arg) {
     free(c);
   }
   if (py) kh__py_kernel_close(py);
-  kh__sink_post(ip->sink, KH__MSG_EXITED, 0, 0, NULL, NULL, 0);
+  /* The loop joins the thread when this arrives, so its last words are this message. */
+  kh__sink_post_call(ip->sink, inproc_exited, NULL);
 }
 
 static int inproc_start(kh_kernel_t *k) {
@@ -175,10 +179,12 @@ static void inproc_stop(kh_kernel_t *k) {
   uv_mutex_unlock(&ip->mu);
 }
 
-void kh__inproc_exited(kh_kernel_t *k) {
+/* The kernel thread posted its last message: join it, then the kernel may go. */
+static void inproc_exited(kh_kernel_t *k, void *arg) {
   inproc_t *ip = k->backend;
+  (void)arg;
   if (ip == NULL) return;
-  if (!ip->host) uv_thread_join(&ip->tid);
+  uv_thread_join(&ip->tid);
   while (ip->head) {
     cmd_t *c = ip->head;
     ip->head = c->next;
@@ -193,89 +199,13 @@ void kh__inproc_exited(kh_kernel_t *k) {
   kh__kernel_on_stopped(k);
 }
 
-const kh__backend_ops_t kh__inproc_ops = {inproc_start,       inproc_execute, inproc_interrupt,
-                                          inproc_input_reply, inproc_reset,   inproc_stop};
-
-/* --- thread: "host" ----------------------------------------------------------------------- */
-
-/* DESIGN.md section 3's fast path for hosts that only make blocking calls (C, Lua game loops):
- * the cell runs on the loop thread itself, inside the call that starts it, so no thread has to
- * be woken twice per request. Its events and reply still travel through the sink, so callbacks
- * run from the loop as usual, never inside the call. While a cell runs the loop is blocked:
- * nothing can interrupt it (interrupt is a no-op between cells), and maxExecutionTime, execute
- * timeouts and input() are refused for such kernels. One kernel's cells always run on this one
- * thread. */
-
-static int host_post_status(kh_kernel_t *k, int kind, int rc, const char *errmsg) {
-  return kh__sink_post(k->sink, kind, 0, rc, NULL, errmsg, errmsg ? strlen(errmsg) : 0);
-}
-
-static int host_start(kh_kernel_t *k) {
-  inproc_t *ip = calloc(1, sizeof(*ip));
-  char errmsg[KH__ERRMSG_MAX] = "";
-  int rc;
-  if (ip == NULL) return KH_ENOMEM;
-  if (uv_mutex_init(&ip->mu) != 0) {
-    free(ip);
-    return KH_ENOMEM;
-  }
-  if (uv_cond_init(&ip->cv) != 0) {
-    uv_mutex_destroy(&ip->mu);
-    free(ip);
-    return KH_ENOMEM;
-  }
-  ip->host = 1;
-  ip->sink = k->sink;
-  kh__sink_ref(ip->sink);
-  memcpy(ip->id, k->id, sizeof(ip->id));
-  k->backend = ip;
-  /* The first kernel of the process waits here for CPython to start (tens of ms, once). */
-  rc = kh__py_kernel_open(&ip->py, ip->sink, ip->id, 1, errmsg);
-  host_post_status(k, KH__MSG_READY, rc, errmsg);
-  return 0;
-}
-
-static int host_execute(kh_kernel_t *k, kh__request_t *r) {
-  inproc_t *ip = k->backend;
-  size_t n = 0;
-  char *reply;
-  if (ip->py == NULL) return KH_ECLOSED;
-  reply = kh__py_kernel_execute(ip->py, r->exec_id, r->code, r->len, r->silent,
-                                r->store_history, &n);
-  if (reply == NULL) return KH_ENOMEM;
-  kh__sink_post(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, reply, n);
-  free(reply);
-  return 0;
-}
-
-static int host_interrupt(kh_kernel_t *k) {
-  (void)k; /* the loop can only call this between cells */
-  return 0;
-}
-
-static int host_input_reply(kh_kernel_t *k, const char *value) {
-  (void)k;
-  (void)value;
-  return KH_ENOTSUP;
-}
-
-static int host_reset(kh_kernel_t *k) {
-  inproc_t *ip = k->backend;
-  char errmsg[KH__ERRMSG_MAX] = "";
-  int rc = ip->py ? kh__py_kernel_reset(ip->py, errmsg) : KH_EPYTHON;
-  host_post_status(k, KH__MSG_RESET, rc, errmsg);
-  return 0;
-}
-
-static void host_stop(kh_kernel_t *k) {
-  inproc_t *ip = k->backend;
-  if (ip->py != NULL) {
-    kh__py_kernel_close(ip->py);
-    ip->py = NULL;
-  }
-  kh__sink_post(k->sink, KH__MSG_EXITED, 0, 0, NULL, NULL, 0);
-}
-
-const kh__backend_ops_t kh__inproc_host_ops = {host_start,       host_execute, host_interrupt,
-                                               host_input_reply, host_reset,   host_stop};
-
+const kh__backend_t kh__inproc_backend = {
+    .name = "inproc",
+    .start = inproc_start,
+    .execute = inproc_execute,
+    .interrupt = inproc_interrupt,
+    .input_reply = inproc_input_reply,
+    .reset = inproc_reset,
+    .stop = inproc_stop,
+    .index = KH__BACKEND_INPROC,
+};

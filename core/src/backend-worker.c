@@ -433,22 +433,22 @@ static void pool_fill(pool_t *p) {
   }
 }
 
-void kh__worker_manager_open(kh_manager_t *m) {
+static void worker_manager_open(kh_manager_t *m) {
   pool_t *p;
   if (m->opts.pool_size <= 0) return;
   p = calloc(1, sizeof(*p));
   if (p == NULL) return; /* no pool: kernels start cold */
   p->loop = m->loop;
   p->m = m;
-  m->worker_pool = p;
+  m->backend_state[KH__BACKEND_WORKER] = p;
   pool_fill(p);
 }
 
-void kh__worker_manager_close(kh_manager_t *m) {
-  pool_t *p = m->worker_pool;
+static void worker_manager_close(kh_manager_t *m) {
+  pool_t *p = m->backend_state[KH__BACKEND_WORKER];
   wproc_t *w;
   if (p == NULL) return;
-  m->worker_pool = NULL;
+  m->backend_state[KH__BACKEND_WORKER] = NULL;
   p->m = NULL;
   while ((w = p->procs) != NULL) {
     p->procs = w->next;
@@ -472,7 +472,7 @@ static int needs_fresh_process(json_t *opts) {
 }
 
 static wproc_t *pool_claim(kh_manager_t *m, worker_t *wk) {
-  pool_t *p = m->worker_pool;
+  pool_t *p = m->backend_state[KH__BACKEND_WORKER];
   wproc_t *w, **pp, **best = NULL;
   if (p == NULL || p->procs == NULL || needs_fresh_process(wk->k->opts.all)) return NULL;
   /* Prefer a warm worker; one still starting is still ahead of a cold spawn. */
@@ -571,16 +571,16 @@ static void describe_exit(wproc_t *w, char *json, size_t n, char *text, size_t t
     snprintf(text, tn, "the worker process exited with code %lld%s%s", (long long)w->exit_status,
              w->why[0] ? ": " : "", w->why);
   }
-  o = w->term_signal ? json_pack("{s:n, s:s, s:i, s:i, s:s}", "exitCode", "signal", signame,
-                                 "signalNumber", w->term_signal, "pid", w->pid, "message", text)
-                     : json_pack("{s:I, s:n, s:i, s:s}", "exitCode", (json_int_t)w->exit_status,
+  o = w->term_signal ? json_pack("{s:n, s:s, s:i, s:i, s:s}", "exit_code", "signal", signame,
+                                 "signal_number", w->term_signal, "pid", w->pid, "message", text)
+                     : json_pack("{s:I, s:n, s:i, s:s}", "exit_code", (json_int_t)w->exit_status,
                                  "signal", "pid", w->pid, "message", text);
   s = o ? json_dumps(o, JSON_COMPACT) : NULL;
   /* kernel.c quotes the reason inside a status event of bounded size: keep it short. */
   if (s != NULL && strlen(s) < 240)
     snprintf(json, n, "%s", s);
   else
-    snprintf(json, n, "{\"exitCode\":null,\"signal\":%s%s%s}", signame[0] ? "\"" : "",
+    snprintf(json, n, "{\"exit_code\":null,\"signal\":%s%s%s}", signame[0] ? "\"" : "",
              signame[0] ? signame : "null", signame[0] ? "\"" : "");
   free(s);
   json_decref(o);
@@ -844,9 +844,9 @@ static void worker_stop(kh_kernel_t *k) {
   uv_close((uv_handle_t *)&wk->grace, on_grace_closed);
 }
 
-void kh__worker_info(kh_kernel_t *k, json_t *info) {
+static void worker_info(kh_kernel_t *k, json_t *info) {
   worker_t *wk = k->backend;
-  if (k->ops != &kh__worker_ops || wk == NULL) return;
+  if (wk == NULL) return;
   if (wk->w != NULL) json_object_set_new(info, "pid", json_integer(wk->w->pid));
   json_object_set_new(info, "pooled", json_boolean(wk->pooled));
   if (wk->sandbox != NULL) {
@@ -868,5 +868,16 @@ void kh__worker_info(kh_kernel_t *k, json_t *info) {
   }
 }
 
-const kh__backend_ops_t kh__worker_ops = {worker_start,       worker_execute, worker_interrupt,
-                                          worker_input_reply, worker_reset,   worker_stop};
+const kh__backend_t kh__worker_backend = {
+    .name = "worker",
+    .manager_open = worker_manager_open,
+    .manager_close = worker_manager_close,
+    .start = worker_start,
+    .execute = worker_execute,
+    .interrupt = worker_interrupt,
+    .input_reply = worker_input_reply,
+    .reset = worker_reset,
+    .stop = worker_stop,
+    .info = worker_info,
+    .index = KH__BACKEND_WORKER,
+};

@@ -5,8 +5,10 @@
 
 #include "internal.h"
 
-int64_t kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_cb cb, void *data) {
+int kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_cb cb, void *data,
+                 int64_t *sub_id_out) {
   kh__sub_t *s, **tail;
+  if (sub_id_out != NULL) *sub_id_out = 0;
   if (m == NULL || cb == NULL || type < 0 || type >= KH_EVENT_TYPE_MAX_) return KH_EINVAL;
   if (m->closing) return KH_ECLOSED;
   s = calloc(1, sizeof(*s));
@@ -23,7 +25,8 @@ int64_t kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_
   for (tail = &m->subs; *tail; tail = &(*tail)->next) {
   }
   *tail = s;
-  return s->id;
+  if (sub_id_out != NULL) *sub_id_out = s->id;
+  return 0;
 }
 
 static void sweep(kh_manager_t *m) {

@@ -12,8 +12,11 @@
 
 #include "kernelhost.h"
 
-#define KH__ID_MAX 64       /* kernel id, including the NUL */
-#define KH__EXEC_ID_MAX 40  /* execution id, including the NUL */
+/* A kernel is internal: the public API names kernels by their string id. */
+typedef struct kh_kernel_s kh_kernel_t;
+
+#define KH__ID_MAX 64      /* kernel id, including the NUL */
+#define KH__EXEC_ID_MAX 40 /* execution id, including the NUL */
 #define KH__ERRMSG_MAX 1024
 
 /* --- small utilities (util.c) ------------------------------------------------------------ */
@@ -46,18 +49,18 @@ typedef enum { KH__MODE_WORKER = 0, KH__MODE_MAIN_THREAD = 1 } kh__mode_t;
 
 typedef struct {
   kh__mode_t mode;
-  char id[KH__ID_MAX];      /* "" when not given */
-  char *namespace_;         /* owned, never NULL ("default") */
+  char id[KH__ID_MAX]; /* "" when not given */
+  char *namespace_;    /* owned, never NULL ("default") */
   uint64_t max_execution_ms;
   uint64_t inactivity_ms;
-  int host_thread;          /* thread: "host": main_thread cells run on the loop thread */
-  json_t *all;              /* owned: the normalised options object (for workers and info) */
+  int host_thread; /* thread: "host": main_thread cells run on the loop thread */
+  json_t *all;     /* owned: the normalised options object (for workers and info) */
 } kh__kernel_opts_t;
 
 typedef struct {
   size_t max_code_bytes;
   uint64_t interrupt_grace_ms;
-  char *worker_path;        /* owned or NULL */
+  char *worker_path; /* owned or NULL */
   int pool_size;
 } kh__manager_opts_t;
 
@@ -67,25 +70,60 @@ int kh__manager_opts_parse(kh__manager_opts_t *o, const char *json, char *errmsg
 void kh__manager_opts_free(kh__manager_opts_t *o);
 const char *kh__mode_name(kh__mode_t mode);
 
-/* --- sinks: where kernel threads post messages for the loop (sink.c) ---------------------- */
+/* --- references: "free when the last handle closes" (util.c) ------------------------------ */
+
+/* What keeps an object's memory alive: its open libuv handles, and anything else that says so
+ * with kh__refs_get(). The last kh__refs_put() calls `release`, which frees the object. One
+ * scheme for every object that owns handles (kernels, worker processes, the pool, ...), so
+ * the rule "handle memory stays valid until its close callback has run" is kept in one place.
+ * Thread: loop. */
+typedef struct kh__refs_s {
+  int n; /* open handles + explicit references; the object is freed when it reaches 0 */
+  void (*release)(struct kh__refs_s *r);
+} kh__refs_t;
+
+void kh__refs_init(kh__refs_t *r, void (*release)(kh__refs_t *r)); /* n = 0 */
+void kh__refs_get(kh__refs_t *r);
+void kh__refs_put(kh__refs_t *r);
+/* Counts an initialised handle: call once per handle after its uv_*_init() succeeded. */
+#define kh__refs_handle(r, h) kh__refs_get(r)
+/* Closes `h` and drops one reference of `r` once its close callback has run. It takes over
+ * h->data (no other callback of a closing handle runs, so nothing reads it any more). */
+void kh__refs_close(kh__refs_t *r, uv_handle_t *h);
+
+/* --- the inbox: the manager's one FIFO of work for the loop (inbox.c) ---------------------- */
+
+/* Everything that reaches a user callback passes through the manager's inbox, a mutex-guarded
+ * FIFO drained by one uv_async_t on the loop: events and replies that kernel threads post
+ * (through their sink), and the deliveries the core itself defers (status events, replies,
+ * cancellations, completions). Hence libuv's rule holds by construction: no user callback
+ * runs inside the API call that caused it, and callbacks run in the order their causes
+ * happened, whichever thread saw them. */
+
+typedef void (*kh__call_fn)(kh_manager_t *m, void *arg);
+typedef void (*kh__kernel_call_fn)(kh_kernel_t *k, void *arg);
 
 typedef enum {
-  KH__MSG_EVENT = 1, /* type, exec_id, data = payload JSON */
-  KH__MSG_READY,     /* status, data = error message */
-  KH__MSG_REPLY,     /* exec_id, data = reply JSON */
-  KH__MSG_RESET,     /* status, data = error message */
-  KH__MSG_EXITED
+  KH__MSG_EVENT = 1, /* a kernel's event: type, exec_id, data = payload JSON */
+  KH__MSG_READY,     /* the backend started: status, data = error message */
+  KH__MSG_REPLY,     /* a request's reply: exec_id, data = reply JSON */
+  KH__MSG_RESET,     /* a restart finished: status, data = error message */
+  KH__MSG_KCALL,     /* kcall(kernel, arg) if the kernel still exists (backend-private news) */
+  KH__MSG_CALL       /* call(manager, arg): a delivery the loop deferred (serial 0) */
 } kh__msg_kind_t;
 
 typedef struct kh__msg_s {
   struct kh__msg_s *next;
-  uint64_t serial; /* kernel serial */
+  uint64_t serial; /* the kernel's serial; 0 for KH__MSG_CALL */
   int kind;
   int type;
   int status;
   char exec_id[KH__EXEC_ID_MAX];
   size_t len;
   char *data; /* owned, NUL-terminated, may be NULL */
+  kh__call_fn call;
+  kh__kernel_call_fn kcall;
+  void *arg;
 } kh__msg_t;
 
 typedef struct kh__inbox_s {
@@ -98,10 +136,10 @@ typedef struct kh__inbox_s {
 /* A refcounted handle a kernel's threads (and Python objects) post through. Once closed it
  * drops everything, so threads a cell started may outlive their kernel safely. */
 typedef struct kh__sink_s {
-  atomic_int refs;
+  atomic_int refs; /* the kernel's own reference + one per thread or Python object holding it */
   uv_mutex_t mu;
-  int closed;          /* guarded by mu */
-  kh__inbox_t *inbox;  /* guarded by mu: valid while !closed */
+  int closed;         /* guarded by mu */
+  kh__inbox_t *inbox; /* guarded by mu: valid while !closed */
   uint64_t serial;
 } kh__sink_t;
 
@@ -112,11 +150,23 @@ void kh__sink_close(kh__sink_t *s); /* Thread: loop */
 /* Posts a message; copies exec_id and data. Returns 0, or KH_ECLOSED when dropped. Thread: any */
 int kh__sink_post(kh__sink_t *s, int kind, int type, int status, const char *exec_id,
                   const char *data, size_t len);
-/* Takes every queued message (a list, oldest first). Thread: loop. */
-kh__msg_t *kh__inbox_take(kh__inbox_t *in);
-void kh__msg_free(kh__msg_t *msg);
+/* Posts fn(kernel, arg), run from the loop if the kernel still exists then (else dropped: arg
+ * must not need freeing). Thread: any. Returns 0, KH_ECLOSED or KH_ENOMEM. */
+int kh__sink_post_call(kh__sink_t *s, kh__kernel_call_fn fn, void *arg);
+/* Queues fn(m, arg) behind everything already in the inbox. fn always runs exactly once: from
+ * the drain, or when the manager's inbox is discarded at close (then it must free arg and
+ * call nothing; it can tell by m->inbox_discarding). Returns 0 or KH_ENOMEM. Thread: loop. */
+int kh__defer(kh_manager_t *m, kh__call_fn fn, void *arg);
+/* The inbox's uv_async_t callback: runs every queued message, oldest first, including those
+ * queued while it runs. Thread: loop. */
+void kh__inbox_drain(kh_manager_t *m);
+/* Whether nothing is queued: an upcall from a loop callback may then deliver at once and
+ * still keep the order (nothing that happened before it waits in the queue). Thread: loop. */
+int kh__inbox_empty(kh_manager_t *m);
+/* Drops every queued message (manager close, after the last delivery). Thread: loop. */
+void kh__inbox_discard(kh_manager_t *m);
 
-/* --- requests and kernels (kernel.c) ------------------------------------------------------ */
+/* --- requests and kernels (kernel.c, request.c) ------------------------------------------- */
 
 typedef struct kh__request_s {
   struct kh__request_s *next;
@@ -127,7 +177,7 @@ typedef struct kh__request_s {
   int store_history;
   int stop_on_error;
   uint64_t timeout_ms;
-  kh_execute_cb cb;
+  kh_execute_cb cb; /* NULL once its completion is queued: a "zombie" still running */
   void *data;
   kh__strbuf_t outputs; /* ",{"type":..,"data":..}" pieces */
 } kh__request_t;
@@ -138,6 +188,7 @@ typedef struct kh__done_s {
   void *data;
 } kh__done_t;
 
+/* The kernel's states; the diagram and the rules are at the top of kernel.c. */
 typedef enum {
   KH__K_STARTING = 0,
   KH__K_IDLE,
@@ -147,38 +198,61 @@ typedef enum {
   KH__K_CLOSING
 } kh__kstate_t;
 
-typedef struct kh__backend_ops_s {
-  /* Starts the kernel; the backend later calls kh__kernel_on_ready(). */
+/* One backend: what runs a kernel's Python (a kernel thread, the host thread, a worker
+ * process; next a remote gateway, a fork server). kernel.c and manager.c know kernels,
+ * requests and the queue and reach a backend only through this table, so a new kernel kind
+ * is one new file that fills it in and one line in backend.c.
+ *
+ * The rule for backends: an op never calls a kh__kernel_on_*() upcall before it returns (post
+ * through the kernel's sink or wait for a loop callback). Upcalls run on the loop thread. */
+typedef struct kh__backend_s {
+  const char *name;
+  /* Per-manager state (the worker pool): opened by kh_manager_new, closed first thing by
+   * kh_manager_close. May be NULL. The state lives in m->backend_state[index]. */
+  void (*manager_open)(kh_manager_t *m);
+  void (*manager_close)(kh_manager_t *m);
+  /* Checks the kernel's options for this backend, then starts it; later the backend calls
+   * kh__kernel_on_ready() (never from inside start). An error return means nothing started
+   * (errmsg may be in m->errmsg). */
   int (*start)(kh_kernel_t *k);
-  /* Runs r (the kernel is idle); the backend later calls kh__kernel_on_reply(). */
+  /* Runs r (the kernel is idle); later kh__kernel_on_reply(). An error becomes the cell's
+   * KernelError reply. */
   int (*execute)(kh_kernel_t *k, kh__request_t *r);
+  /* Interrupts the running cell (k->running), escalating as the backend can. */
   int (*interrupt)(kh_kernel_t *k);
   int (*input_reply)(kh_kernel_t *k, const char *value);
   /* Fresh namespace and counter; later kh__kernel_on_reset(). */
   int (*reset)(kh_kernel_t *k);
   /* Stops for good; later kh__kernel_on_stopped() once nothing refers to k any more. */
   void (*stop)(kh_kernel_t *k);
-} kh__backend_ops_t;
+  /* Adds backend facts (pid, pooled, sandbox) to a kernel's info object. May be NULL. */
+  void (*info)(kh_kernel_t *k, json_t *info);
+  int index; /* position in backend.c's table (m->backend_state[index]) */
+} kh__backend_t;
+
+/* Every backend's slot in backend.c's table and in m->backend_state[]. */
+enum { KH__BACKEND_INPROC = 0, KH__BACKEND_HOST, KH__BACKEND_WORKER, KH__BACKEND_MAX };
 
 struct kh_kernel_s {
   kh_manager_t *m;
   kh_kernel_t *next; /* in m->kernels */
   char id[KH__ID_MAX];
-  uint64_t serial;
+  uint64_t serial; /* unique per manager: messages of a kernel that left find nobody */
   kh__kernel_opts_t opts;
   kh__kstate_t state;
   double created_ms;
   int execution_count;
-  kh__request_t *queue_head;
+  kh__request_t *queue_head; /* accepted, not yet given to the backend */
   kh__request_t *queue_tail;
-  kh__request_t *running;
-  kh__sink_t *sink;
-  const kh__backend_ops_t *ops;
+  kh__request_t *running; /* given to the backend and not yet replied (maybe a zombie) */
+  kh__sink_t *sink;       /* owned reference; NULL once released */
+  const kh__backend_t *ops;
   void *backend;
-  uv_timer_t exec_timer;   /* maxExecutionTime / per-request timeout / interrupt re-tries */
-  uv_timer_t idle_timer;   /* inactivityTimeout */
-  int handles_open;
-  int restart_pending;     /* restart waits for the running cell to end */
+  uv_timer_t exec_timer; /* maxExecutionTime / per-request timeout / interrupt re-tries */
+  uv_timer_t idle_timer; /* inactivityTimeout */
+  kh__refs_t refs;       /* the two timers: k is freed when both have closed */
+  int restart_pending;   /* restart waits for the running cell to end */
+  int create_pending;    /* kh_kernel_create's callback is owed (counted in m->pending) */
   kh_kernel_create_cb create_cb;
   void *create_data;
   kh__done_t *restart_waiters;
@@ -187,7 +261,8 @@ struct kh_kernel_s {
 };
 
 const char *kh__kstate_name(kh__kstate_t s);
-/* Called by backends, on the loop thread. */
+
+/* Upcalls from backends, on the loop thread (never from inside a backend op). */
 void kh__kernel_on_ready(kh_kernel_t *k, int status, const char *errmsg);
 void kh__kernel_on_event(kh_kernel_t *k, int type, const char *exec_id, const char *json,
                          size_t len);
@@ -195,7 +270,23 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
 void kh__kernel_on_reset(kh_kernel_t *k, int status, const char *errmsg);
 void kh__kernel_on_stopped(kh_kernel_t *k);
 void kh__kernel_on_dead(kh_kernel_t *k, const char *reason_json);
+/* The backend replaces the kernel's process on its own (an interrupt that did not land, or
+ * autoRestart after a death): requests in flight fail with KH_EKERNELDEAD, new ones queue
+ * until kh__kernel_on_reset() reports the fresh process. */
+void kh__kernel_on_restarting(kh_kernel_t *k, const char *reason_json);
+/* Runs one inbox message of kernel k. Thread: loop. */
 void kh__kernel_dispatch_msg(kh_kernel_t *k, kh__msg_t *msg);
+
+/* Between kernel.c (the lifecycle) and request.c (the queue). */
+void kh__kernel_emit_status(kh_kernel_t *k, const char *state, const char *exec_id,
+                            const char *extra);
+void kh__kernel_pump(kh_kernel_t *k);   /* starts the next request if the kernel is idle */
+void kh__kernel_settle(kh_kernel_t *k); /* after a request ended: reset, pump or idle timer */
+void kh__kernel_arm_exec_timer(kh_kernel_t *k, uint64_t ms);
+void kh__request_fail(kh_kernel_t *k, kh__request_t *r, int status, const char *msg);
+void kh__request_fail_queue(kh_kernel_t *k, int status, const char *msg);
+void kh__request_free(kh__request_t *r);
+kh_kernel_t *kh__kernel_lookup(kh_manager_t *m, const char *kernel_id, int *rc);
 
 /* --- manager and bus (manager.c, bus.c) --------------------------------------------------- */
 
@@ -211,27 +302,33 @@ typedef struct kh__sub_s {
 
 struct kh_manager_s {
   uv_loop_t *loop;
-  uv_async_t async;
+  uv_async_t async; /* drains the inbox */
   kh__inbox_t inbox;
   kh__manager_opts_t opts;
   kh_kernel_t *kernels;
   kh__sub_t *subs;
   int64_t next_sub_id;
   uint64_t next_serial;
-  int dispatch_depth;
+  int dispatch_depth; /* bus dispatches running: removed subscriptions are swept at 0 */
   int subs_dirty;
   int closing;
-  int close_started; /* finish_close ran: the async handle is closing */
+  int close_started; /* the close delivery is queued: the async handle closes after it */
+  int inbox_discarding;
   int ref_mode;
+  /* Callbacks promised and not yet run: requests (queued, running, or their completion
+   * queued), creations, restarts, destroys, destroy-alls. While > 0 the loop stays alive. */
   size_t pending;
+  /* Kernels destroyed whose backend has not reported stopped: they still own threads or
+   * processes, so the loop stays alive until they are released. */
   size_t destroying;
   kh_manager_close_cb close_cb;
   void *close_data;
-  void *worker_pool; /* backend-worker.c: warm worker processes, or NULL */
+  void *backend_state[KH__BACKEND_MAX]; /* per backend (kh__backend_t.index), e.g. the pool */
   char errmsg[KH__ERRMSG_MAX];
 };
 
 kh_kernel_t *kh__manager_find(kh_manager_t *m, const char *id);
+kh_kernel_t *kh__manager_find_serial(kh_manager_t *m, uint64_t serial);
 void kh__manager_update_ref(kh_manager_t *m);
 /* Takes k out of the manager's list (before its destroy callbacks run, so they see it gone). */
 void kh__manager_unlink(kh_manager_t *m, kh_kernel_t *k);
@@ -240,13 +337,30 @@ void kh__manager_kernel_gone(kh_manager_t *m);
 void kh__bus_dispatch(kh_manager_t *m, const kh_event_t *ev);
 void kh__bus_free_all(kh_manager_t *m);
 
-/* --- backends ----------------------------------------------------------------------------- */
+/* Deliveries (delivery.c): each copies what it needs, queues itself with kh__defer() and runs
+ * the user's callback from the drain. `counted`: the callback was counted in m->pending,
+ * which drops just before it runs. Out of memory: the callback is lost (said in errmsg of
+ * nothing: there is no one to tell), the count is still released. */
+void kh__deliver_event(kh_manager_t *m, const char *kernel_id, int type, const char *exec_id,
+                       const char *json, size_t len);
+/* owned_json: rep->json's buffer, taken (freed after the callback); NULL copies rep->json. */
+void kh__deliver_reply(kh_manager_t *m, kh_execute_cb cb, void *data, const kh_reply_t *rep,
+                       int status, char *owned_json);
+void kh__deliver_done(kh_manager_t *m, kh_kernel_done_cb cb, void *data, const char *kernel_id,
+                      int status, const char *errmsg);
+void kh__deliver_create(kh_manager_t *m, kh_kernel_create_cb cb, void *data, const char *kernel_id,
+                        int status, const char *errmsg);
 
-extern const kh__backend_ops_t kh__inproc_ops;
-extern const kh__backend_ops_t kh__inproc_host_ops; /* thread: "host" (backend-inproc.c) */
-extern const kh__backend_ops_t kh__worker_ops; /* backend-worker.c */
-/* The in-process kernel thread has exited: join it, then kh__kernel_on_stopped(). */
-void kh__inproc_exited(kh_kernel_t *k);
+/* --- backends (backend.c) ----------------------------------------------------------------- */
+
+/* Which backend runs a kernel with these options: the one place that decides. */
+const kh__backend_t *kh__backend_for(const kh__kernel_opts_t *o);
+void kh__backends_manager_open(kh_manager_t *m);
+void kh__backends_manager_close(kh_manager_t *m);
+
+extern const kh__backend_t kh__inproc_backend; /* main_thread (backend-inproc.c) */
+extern const kh__backend_t kh__host_backend;   /* main_thread, thread: "host" (backend-host.c) */
+extern const kh__backend_t kh__worker_backend; /* worker (backend-worker.c) */
 
 /* --- Python, in-process (py-host.c); the only interface to files that include Python.h --- */
 
@@ -316,15 +430,6 @@ int kh__frame_dec_finish(kh__frame_dec_t *d);
 /* Encodes obj as one frame (owned, malloc); NULL when out of memory or over KH__FRAME_MAX. */
 char *kh__frame_encode(const json_t *obj, size_t *len_out);
 void kh__frame_put_len(char *hdr, size_t n); /* writes the 4-byte length prefix */
-
-/* kernel.c, for backends that restart a process on their own (see kernel.c). */
-void kh__kernel_on_restarting(kh_kernel_t *k, const char *reason_json);
-
-/* The manager's warm pool of worker processes (m->worker_pool). Thread: loop. */
-void kh__worker_manager_open(kh_manager_t *m);  /* kh_manager_new: starts the pool */
-void kh__worker_manager_close(kh_manager_t *m); /* kh_manager_close: kills pooled workers */
-/* Adds worker facts (pid, pooled) to a kernel's info object. */
-void kh__worker_info(kh_kernel_t *k, json_t *info);
 
 /* --- sandbox: OS-enforced permissions, mounts and limits for workers (sandbox.c) ---------- */
 

@@ -1,18 +1,24 @@
-/* manager.c: the manager handle: the loop it lives on, its kernels, its inbox from kernel
- * threads, reference counting of the loop, listing, and orderly close. */
+/* manager.c: the manager handle: the loop it lives on, its kernels, its inbox (inbox.c),
+ * whether it keeps the loop alive, listing, destroy-all and the orderly close. Thread: loop.
+ *
+ * Close runs in one order (STYLE.md): stop accepting work (m->closing: every API call that
+ * would start something returns KH_ECLOSED), let each backend drop its per-manager state (the
+ * worker pool), destroy every kernel (their requests complete with KH_ECANCELED from the
+ * loop), and once the last kernel is released queue the close itself behind every delivery
+ * still waiting; when that runs, the async handle closes and then the close callback runs and
+ * the memory goes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
+/* kh_manager_new() has no manager to hold its error text: it lives here, per thread. */
 static _Thread_local char last_error[KH__ERRMSG_MAX];
 
-const char *kh_last_error(void) {
-  return last_error;
+static void on_async(uv_async_t *h) {
+  kh__inbox_drain(h->data);
 }
-
-static void on_async(uv_async_t *h);
 
 int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *options_json) {
   kh_manager_t *m;
@@ -35,7 +41,7 @@ int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *options_json
   m->async.data = m;
   m->inbox.async = &m->async;
   uv_unref((uv_handle_t *)&m->async);
-  kh__worker_manager_open(m);
+  kh__backends_manager_open(m);
   *out = m;
   return 0;
 fail_mutex:
@@ -55,23 +61,11 @@ void kh_free(void *p) {
   free(p);
 }
 
-static kh_kernel_t *find_serial(kh_manager_t *m, uint64_t serial) {
+kh_kernel_t *kh__manager_find_serial(kh_manager_t *m, uint64_t serial) {
   kh_kernel_t *k;
   for (k = m->kernels; k; k = k->next)
     if (k->serial == serial) return k;
   return NULL;
-}
-
-static void on_async(uv_async_t *h) {
-  kh_manager_t *m = h->data;
-  kh__msg_t *msg = kh__inbox_take(&m->inbox);
-  while (msg) {
-    kh__msg_t *next = msg->next;
-    kh_kernel_t *k = find_serial(m, msg->serial);
-    if (k != NULL) kh__kernel_dispatch_msg(k, msg);
-    kh__msg_free(msg);
-    msg = next;
-  }
 }
 
 kh_kernel_t *kh__manager_find(kh_manager_t *m, const char *id) {
@@ -83,8 +77,10 @@ kh_kernel_t *kh__manager_find(kh_manager_t *m, const char *id) {
 }
 
 void kh__manager_update_ref(kh_manager_t *m) {
-  int want = m->pending > 0 || m->destroying > 0 || (m->closing && m->kernels != NULL) ||
-             (m->ref_mode && m->kernels != NULL);
+  /* A closing manager keeps the loop until its close callback ran: the close itself is a
+   * queued delivery that uv_run() must not return before. */
+  int want =
+      m->pending > 0 || m->destroying > 0 || m->closing || (m->ref_mode && m->kernels != NULL);
   if (uv_is_closing((uv_handle_t *)&m->async)) return;
   if (want)
     uv_ref((uv_handle_t *)&m->async);
@@ -113,23 +109,26 @@ size_t kh_manager_pending_count(const kh_manager_t *m) {
 
 static void on_async_closed(uv_handle_t *h) {
   kh_manager_t *m = h->data;
-  kh__msg_t *msg = kh__inbox_take(&m->inbox);
-  while (msg) {
-    kh__msg_t *next = msg->next;
-    kh__msg_free(msg);
-    msg = next;
-  }
+  /* Only events can be left (every callback was delivered before the close was): drop them. */
+  kh__inbox_discard(m);
   if (m->close_cb) m->close_cb(m, m->close_data);
   uv_mutex_destroy(&m->inbox.mu);
   kh__manager_opts_free(&m->opts);
   free(m);
 }
 
+/* The close's own delivery: it runs after every delivery queued before it. */
+static void close_now(kh_manager_t *m, void *arg) {
+  (void)arg;
+  if (m->inbox_discarding) return;
+  kh__bus_free_all(m);
+  uv_close((uv_handle_t *)&m->async, on_async_closed);
+}
+
 static void finish_close(kh_manager_t *m) {
   if (m->close_started) return;
   m->close_started = 1;
-  kh__bus_free_all(m);
-  uv_close((uv_handle_t *)&m->async, on_async_closed);
+  if (kh__defer(m, close_now, NULL) != 0) close_now(m, NULL);
 }
 
 void kh__manager_unlink(kh_manager_t *m, kh_kernel_t *k) {
@@ -156,12 +155,12 @@ int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data) {
   m->closing = 1;
   m->close_cb = cb;
   m->close_data = data;
-  kh__worker_manager_close(m);
+  kh__backends_manager_close(m);
+  kh__manager_update_ref(m);
   if (m->kernels == NULL) {
     finish_close(m);
     return 0;
   }
-  kh__manager_update_ref(m);
   for (k = m->kernels; k; k = next) {
     next = k->next;
     if (k->state != KH__K_CLOSING) kh_kernel_destroy(m, k->id, NULL, NULL);
@@ -172,7 +171,7 @@ int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data) {
 static json_t *kernel_summary(kh_kernel_t *k) {
   return json_pack("{s:s, s:s, s:s, s:s, s:f, s:i}", "id", k->id, "mode",
                    kh__mode_name(k->opts.mode), "namespace", k->opts.namespace_, "status",
-                   kh__kstate_name(k->state), "created", k->created_ms, "executionCount",
+                   kh__kstate_name(k->state), "created", k->created_ms, "execution_count",
                    k->execution_count);
 }
 
@@ -200,20 +199,15 @@ char *kh_kernel_info(kh_manager_t *m, const char *kernel_id) {
     return NULL;
   o = kernel_summary(k);
   json_object_set(o, "options", k->opts.all);
-  kh__worker_info(k, o);
+  if (k->ops->info != NULL) k->ops->info(k, o);
   s = json_dumps(o, JSON_COMPACT);
   json_decref(o);
   return s;
 }
 
-void kh_execute_options_init(kh_execute_options_t *opts) {
-  if (opts == NULL) return;
-  memset(opts, 0, sizeof(*opts));
-  opts->store_history = 1;
-  opts->stop_on_error = 1;
-}
-
-/* destroy_all: one countdown shared by the kernels it destroys. */
+/* destroy_all: one countdown shared by the kernels it destroys, plus one count that the call
+ * itself holds until its walk is over (released from the loop, so that with nothing to
+ * destroy the callback still runs after the call returned). */
 typedef struct {
   kh_kernel_done_cb cb;
   void *data;
@@ -228,9 +222,13 @@ static void on_one_destroyed(kh_manager_t *m, const char *id, int status, const 
   (void)status;
   (void)errmsg;
   if (--d->left == 0) {
-    if (d->cb) d->cb(m, NULL, d->count, NULL, d->data);
+    kh__deliver_done(m, d->cb, d->data, NULL, d->count, NULL);
     free(d);
   }
+}
+
+static void release_walk(kh_manager_t *m, void *arg) {
+  on_one_destroyed(m, NULL, 0, NULL, arg);
 }
 
 int kh_manager_destroy_all(kh_manager_t *m, const char *namespace_, kh_kernel_done_cb cb,
@@ -251,12 +249,14 @@ int kh_manager_destroy_all(kh_manager_t *m, const char *namespace_, kh_kernel_do
   d->count = n;
   /* One extra count, released below, so the callback cannot run before the walk ends. */
   d->left = n + 1;
+  m->pending++; /* the destroy-all's own callback */
   for (k = m->kernels; k; k = next) {
     next = k->next;
     if (k->state == KH__K_CLOSING) continue;
     if (namespace_ != NULL && strcmp(namespace_, k->opts.namespace_) != 0) continue;
     if (kh_kernel_destroy(m, k->id, on_one_destroyed, d) != 0) d->left--;
   }
-  on_one_destroyed(m, NULL, 0, NULL, d);
+  if (kh__defer(m, release_walk, d) != 0) on_one_destroyed(m, NULL, 0, NULL, d);
+  kh__manager_update_ref(m);
   return 0;
 }

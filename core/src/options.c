@@ -297,14 +297,16 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
   json_object_set_new(o->all, "namespace", json_string(o->namespace_));
 
   if (o->host_thread && o->mode != KH__MODE_MAIN_THREAD) {
-    kh__set_err(errmsg, "option 'thread' = \"host\" is supported in mode \"main_thread\" only "
+    kh__set_err(errmsg,
+                "option 'thread' = \"host\" is supported in mode \"main_thread\" only "
                 "(a worker runs its cells on its own main thread)");
     rc = KH_ENOTSUP;
     goto fail;
   }
   if (o->host_thread && o->max_execution_ms > 0) {
     /* The host thread is busy running the cell: no timer can fire to interrupt it. */
-    kh__set_err(errmsg, "option 'maxExecutionTime' needs a kernel thread: it is not supported "
+    kh__set_err(errmsg,
+                "option 'maxExecutionTime' needs a kernel thread: it is not supported "
                 "with option 'thread' = \"host\"");
     rc = KH_ENOTSUP;
     goto fail;

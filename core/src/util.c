@@ -120,3 +120,28 @@ int kh__check_code(const char *code, size_t len, size_t max, char *errmsg) {
   json_decref(s);
   return 0;
 }
+
+/* --- references --------------------------------------------------------------------------- */
+
+void kh__refs_init(kh__refs_t *r, void (*release)(kh__refs_t *r)) {
+  r->n = 0;
+  r->release = release;
+}
+
+void kh__refs_get(kh__refs_t *r) {
+  r->n++;
+}
+
+void kh__refs_put(kh__refs_t *r) {
+  if (--r->n == 0) r->release(r);
+}
+
+static void on_refs_handle_closed(uv_handle_t *h) {
+  kh__refs_put(h->data);
+}
+
+void kh__refs_close(kh__refs_t *r, uv_handle_t *h) {
+  if (uv_is_closing(h)) return; /* closed already: its reference is on its way back */
+  h->data = r;
+  uv_close(h, on_refs_handle_closed);
+}

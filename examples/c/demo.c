@@ -127,10 +127,10 @@ int main(int argc, char **argv) {
   uv_loop_init(&loop);
   d.loop = &loop;
   if (kh_manager_new(&d.m, &loop, NULL) != 0) {
-    fprintf(stderr, "kh_manager_new: %s\n", kh_last_error());
+    fprintf(stderr, "kh_manager_new: %s\n", kh_manager_errmsg(NULL));
     return 1;
   }
-  kh_subscribe(d.m, NULL, KH_EVENT_ALL, on_event, &d);
+  kh_subscribe(d.m, NULL, KH_EVENT_ALL, on_event, &d, NULL);
 
   printf("== creating two main_thread kernels\n");
   t0 = uv_hrtime();

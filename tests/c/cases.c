@@ -678,7 +678,7 @@ static void step_manager(run_t *r, json_t *opts, json_t *exp) {
   char *json = json_dumps(opts, JSON_COMPACT);
   int rc = kh_manager_new(&m, &r->t.loop, json);
   free(json);
-  expect_outcome(r, exp, rc, rc != 0 ? kh_last_error() : "", "manager");
+  expect_outcome(r, exp, rc, rc != 0 ? kh_manager_errmsg(NULL) : "", "manager");
   if (rc == 0) {
     int closed = 0;
     ASSERT_INT(kh_manager_close(m, on_closed, &closed), ==, 0);

@@ -81,8 +81,8 @@ void th_init(th_t *t, const char *manager_opts) {
   memset(t, 0, sizeof(*t));
   ASSERT_INT(uv_loop_init(&t->loop), ==, 0);
   if (kh_manager_new(&t->m, &t->loop, manager_opts) != 0)
-    FAIL("kh_manager_new: %s", kh_last_error());
-  t->sub = kh_subscribe(t->m, NULL, KH_EVENT_ALL, on_event, t);
+    FAIL("kh_manager_new: %s", kh_manager_errmsg(NULL));
+  ASSERT_INT(kh_subscribe(t->m, NULL, KH_EVENT_ALL, on_event, t, &t->sub), ==, 0);
   ASSERT(t->sub > 0);
   uv_timer_init(&t->loop, &t->watchdog);
 }

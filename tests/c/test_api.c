@@ -200,11 +200,12 @@ TEST(bus_subscribe_filters) {
   th_init(&t, NULL);
   th_create(&t, th_opts(""), a);
   th_create(&t, th_opts(""), b);
-  s1 = kh_subscribe(t.m, a, KH_EVENT_EXECUTE_RESULT, count_cb, &only_a_results);
-  s2 = kh_subscribe(t.m, b, KH_EVENT_ALL, count_cb, &all_b);
-  s3 = kh_subscribe(t.m, NULL, KH_EVENT_STREAM, count_cb, &every);
-  ASSERT(s1 > 0 && s2 > 0 && s3 > 0);
-  ASSERT_ERR((int)kh_subscribe(t.m, a, 99, count_cb, NULL), KH_EINVAL);
+  ASSERT_INT(kh_subscribe(t.m, a, KH_EVENT_EXECUTE_RESULT, count_cb, &only_a_results, &s1), ==, 0);
+  ASSERT_INT(kh_subscribe(t.m, b, KH_EVENT_ALL, count_cb, &all_b, &s2), ==, 0);
+  ASSERT_INT(kh_subscribe(t.m, NULL, KH_EVENT_STREAM, count_cb, &every, &s3), ==, 0);
+  ASSERT(s1 > 0 && s2 > 0 && s3 > 0 && s1 != s2 && s2 != s3);
+  ASSERT_ERR(kh_subscribe(t.m, a, 99, count_cb, NULL, &s1), KH_EINVAL);
+  ASSERT_INT(s1, ==, 0);
   th_exec(&t, a, "print('x'); 1", &r);
   th_result_free(&r);
   th_exec(&t, b, "print('y'); 2", &r);
@@ -228,8 +229,8 @@ TEST(bus_unsubscribe_in_callback) {
   counter_t c = {0}, later = {0};
   th_init(&t, NULL);
   th_create(&t, th_opts(""), a);
-  c.self = kh_subscribe(t.m, a, KH_EVENT_ALL, unsub_self_cb, &c);
-  kh_subscribe(t.m, a, KH_EVENT_ALL, count_cb, &later);
+  ASSERT_INT(kh_subscribe(t.m, a, KH_EVENT_ALL, unsub_self_cb, &c, &c.self), ==, 0);
+  ASSERT_INT(kh_subscribe(t.m, a, KH_EVENT_ALL, count_cb, &later, NULL), ==, 0);
   th_exec(&t, a, "1", &r);
   th_result_free(&r);
   ASSERT_INT(c.calls, ==, 1);     /* removed itself on the first event */

@@ -15,7 +15,7 @@ static void on_done(kh_manager_t *m, const char *id, int status, const char *err
 TEST(kernel_destroy_cancels) {
   th_t t;
   char id[64];
-  th_result_t a, b;
+  th_result_t a, b, c;
   int done[2] = {0, 0};
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
@@ -23,11 +23,13 @@ TEST(kernel_destroy_cancels) {
   ASSERT_INT(th_submit(&t, id, "1", NULL, &b), ==, 0);
   th_wait_status(&t, a.id, "busy");
   ASSERT_INT(kh_kernel_destroy(t.m, id, on_done, done), ==, 0);
+  /* Canceled at once, told from the loop: never inside the call. */
+  ASSERT(!a.done && !b.done && !done[0]);
+  ASSERT_ERR(th_submit(&t, id, "1", NULL, &c), KH_ECLOSED);
+  th_run_until(&t, &done[0]);
   ASSERT(a.done && b.done);
   ASSERT_INT(a.status, ==, KH_ECANCELED);
   ASSERT_INT(b.status, ==, KH_ECANCELED);
-  ASSERT_ERR(th_submit(&t, id, "1", NULL, &b), KH_ECLOSED);
-  th_run_until(&t, &done[0]);
   ASSERT_INT(done[1], ==, 0);
   ASSERT_INT(kh_kernel_exists(t.m, id, NULL), ==, 0);
   th_fini(&t);
@@ -172,7 +174,7 @@ TEST(kernel_inactivity_dead_is_final) {
   th_init(&t, NULL);
   d.t = &t;
   th_create(&t, th_opts("\"inactivityTimeout\": 50"), id);
-  ASSERT(kh_subscribe(t.m, id, KH_EVENT_STATUS, on_dead_try_execute, &d) > 0);
+  ASSERT_INT(kh_subscribe(t.m, id, KH_EVENT_STATUS, on_dead_try_execute, &d, NULL), ==, 0);
   th_run_until(&t, &d.dead);
   /* the kernel was already on its way out when it said so: no cell runs on it again */
   ASSERT_ERR(d.rc, KH_ECLOSED);

@@ -129,14 +129,14 @@ describe('worker', function () {
     const { m, rec, id } = await wkernel();
     const dead = await expectDeath(m, rec, id, 'import ctypes\nctypes.string_at(0)');
     assert.equal(dead.reason.signal, 'SIGSEGV');
-    assert.equal(dead.reason.exitCode, null);
+    assert.equal(dead.reason.exit_code, null);
     assert.equal(typeof dead.reason.message, 'string');
   });
 
   it('worker_exit_reports_dead', async function () {
     const { m, rec, id } = await wkernel();
     const dead = await expectDeath(m, rec, id, 'import os\nos._exit(3)');
-    assert.equal(dead.reason.exitCode, 3);
+    assert.equal(dead.reason.exit_code, 3);
     assert.equal(dead.reason.signal, null);
   });
 
