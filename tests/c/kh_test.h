@@ -116,6 +116,10 @@ int th_submit(th_t *t, const char *id, const char *code, const kh_execute_option
 /* Executes and waits; fails the test unless the API call and callback succeed. */
 json_t *th_exec(th_t *t, const char *id, const char *code, th_result_t *res);
 void th_result_free(th_result_t *res);
+/* An execute callback for calls that must fail: it fails the test if it ever runs. */
+void th_never_cb(kh_manager_t *m, const kh_reply_t *r, int status, void *data);
+/* Asserts kh_kernel_create(opts) returns `code` at once, with a detail text naming `mention`. */
+void th_create_error(th_t *t, const char *opts, int code, const char *mention);
 void th_destroy(th_t *t, const char *id);
 
 /* Small JSON accessors: th_s(j, "result.data.text/plain") follows dotted keys; "outputs[2]"

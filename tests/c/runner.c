@@ -208,6 +208,23 @@ void th_result_free(th_result_t *res) {
   res->json = NULL;
 }
 
+void th_never_cb(kh_manager_t *m, const kh_reply_t *r, int status, void *data) {
+  (void)m;
+  (void)r;
+  (void)status;
+  (void)data;
+  FAIL("a callback ran for a call that returned an error");
+}
+
+void th_create_error(th_t *t, const char *opts, int code, const char *mention) {
+  char id[64];
+  int rc = kh_kernel_create(t->m, opts, id, sizeof(id), NULL, NULL);
+  if (rc != code)
+    FAIL("create(%s): expected %s, got %s (%s)", opts, kh_err_name(code), kh_err_name(rc),
+         kh_manager_errmsg(t->m));
+  ASSERT_CONTAINS(kh_manager_errmsg(t->m), mention);
+}
+
 static void on_destroyed(kh_manager_t *m, const char *id, int status, const char *errmsg,
                          void *data) {
   (void)m;

@@ -1,6 +1,7 @@
-/* test_lifecycle.c: what needs code about a kernel's life: calls made while a destroy is under
- * way or from inside callbacks, inactivity timeouts, and closing with work in flight. The rest
- * (restart, interrupts, the queue) is data: tests/cases/. */
+/* test_lifecycle.c: what needs code about a kernel's life: unknown ids, ids, listing and
+ * destroy-all, calls made while a destroy is under way or from inside callbacks, inactivity
+ * timeouts, and closing with work in flight. Restart, interrupts and the request queue are
+ * data: tests/cases/. */
 #include "kh_test.h"
 
 static void on_done(kh_manager_t *m, const char *id, int status, const char *errmsg, void *data) {
@@ -10,6 +11,95 @@ static void on_done(kh_manager_t *m, const char *id, int status, const char *err
   (void)errmsg;
   d[0] = 1;
   d[1] = status;
+}
+
+TEST(kernel_unknown_id) {
+  th_t t;
+  th_result_t r;
+  th_init(&t, NULL);
+  ASSERT_ERR(th_submit(&t, "nope", "1", NULL, &r), KH_ENOTFOUND);
+  ASSERT_CONTAINS(kh_manager_errmsg(t.m), "nope");
+  ASSERT_ERR(kh_kernel_interrupt(t.m, "nope"), KH_ENOTFOUND);
+  ASSERT_ERR(kh_kernel_restart(t.m, "nope", NULL, NULL), KH_ENOTFOUND);
+  ASSERT_ERR(kh_kernel_destroy(t.m, "nope", NULL, NULL), KH_ENOTFOUND);
+  ASSERT_ERR(kh_kernel_input_reply(t.m, "nope", "x"), KH_ENOTFOUND);
+  ASSERT(kh_kernel_info(t.m, "nope") == NULL);
+  ASSERT_ERR(kh_kernel_execute(t.m, NULL, "1", 1, NULL, NULL, 0, th_never_cb, NULL), KH_EINVAL);
+  ASSERT_ERR(kh_kernel_execute(NULL, "x", "1", 1, NULL, NULL, 0, th_never_cb, NULL), KH_EINVAL);
+  th_fini(&t);
+}
+
+TEST(kernel_ids) {
+  th_t t;
+  char a[64], b[64], c[64];
+  th_init(&t, NULL);
+  th_create(&t, th_opts("\"id\": \"my-kernel\""), a);
+  ASSERT_STR(a, "my-kernel");
+  th_create_error(&t, th_opts("\"id\": \"my-kernel\""), KH_EEXIST, "my-kernel");
+  th_create(&t, th_opts(""), b);
+  th_create(&t, th_opts(""), c);
+  ASSERT_INT(strlen(b), ==, 36); /* a UUID */
+  ASSERT(strcmp(b, c) != 0);
+  ASSERT_INT(kh_kernel_exists(t.m, "my-kernel", NULL), ==, 1);
+  th_fini(&t);
+}
+
+TEST(manager_list_namespace) {
+  th_t t;
+  char a[64], b[64], c[64];
+  char *s;
+  json_t *j;
+  th_init(&t, NULL);
+  th_create(&t, th_opts("\"namespace\": \"ws1\""), a);
+  th_create(&t, th_opts("\"namespace\": \"ws1\""), b);
+  th_create(&t, th_opts("\"namespace\": \"ws2\""), c);
+  s = kh_manager_list(t.m, "ws1");
+  j = json_loads(s, 0, NULL);
+  ASSERT_INT(json_array_size(j), ==, 2);
+  ASSERT_STR(th_s(j, "[0].namespace"), "ws1");
+  ASSERT_STR(th_s(j, "[0].mode"), th_mode());
+  ASSERT_STR(th_s(j, "[0].status"), "idle");
+  ASSERT(json_is_number(th_get(j, "[0].created")));
+  json_decref(j);
+  kh_free(s);
+  s = kh_manager_list(t.m, NULL);
+  j = json_loads(s, 0, NULL);
+  ASSERT_INT(json_array_size(j), ==, 3);
+  json_decref(j);
+  kh_free(s);
+  s = kh_kernel_info(t.m, c);
+  j = json_loads(s, 0, NULL);
+  ASSERT_STR(th_s(j, "id"), c);
+  ASSERT_STR(th_s(j, "options.namespace"), "ws2");
+  json_decref(j);
+  kh_free(s);
+  th_fini(&t);
+}
+
+TEST(manager_destroy_all) {
+  th_t t;
+  char a[64], b[64], c[64];
+  int done[2] = {0, -1};
+  th_init(&t, NULL);
+  th_create(&t, th_opts("\"namespace\": \"ws1\""), a);
+  th_create(&t, th_opts("\"namespace\": \"ws1\""), b);
+  th_create(&t, th_opts("\"namespace\": \"ws2\""), c);
+  ASSERT_INT(kh_manager_destroy_all(t.m, "ws1", on_done, done), ==, 0);
+  th_run_until(&t, &done[0]);
+  ASSERT_INT(done[1], ==, 2);
+  ASSERT_INT(kh_kernel_exists(t.m, a, NULL), ==, 0);
+  ASSERT_INT(kh_kernel_exists(t.m, b, NULL), ==, 0);
+  ASSERT_INT(kh_kernel_exists(t.m, c, NULL), ==, 1);
+  done[0] = 0;
+  ASSERT_INT(kh_manager_destroy_all(t.m, "empty", on_done, done), ==, 0);
+  th_run_until(&t, &done[0]); /* runs even when nothing matched */
+  ASSERT_INT(done[1], ==, 0);
+  done[0] = 0;
+  ASSERT_INT(kh_manager_destroy_all(t.m, NULL, on_done, done), ==, 0);
+  th_run_until(&t, &done[0]);
+  ASSERT_INT(done[1], ==, 1);
+  ASSERT_INT(kh_manager_kernel_count(t.m), ==, 0);
+  th_fini(&t);
 }
 
 TEST(kernel_destroy_cancels) {

@@ -5,13 +5,7 @@
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const { spawnSync } = require('node:child_process');
 const kernelhost = require('../..');
-
-// The addon itself, for the Python executable the core was built against.
-function nativeAddon() {
-  return require('../../bindings-node/build/Release/kernelhost.node');
-}
 
 const MODE = process.env.KH_TEST_MODE || kernelhost.KernelMode.MAIN_THREAD;
 
@@ -65,12 +59,6 @@ async function rejects(promise, code) {
     assert.ok(codes.includes(err.code), `expected ${codes.join('|')}, got ${err.code}: ${err.message}`);
     return true;
   });
-}
-
-/** True when the kernels' Python can import `mod` (numpy, matplotlib, IPython). */
-function pythonHas(mod) {
-  const py = process.env.KH_TEST_PYTHON || nativeAddon().pythonExecutable;
-  return spawnSync(py, ['-c', `import ${mod}`], { stdio: 'ignore' }).status === 0;
 }
 
 /** Marks a promise whose rejection the test awaits later (no unhandled-rejection noise). */
@@ -169,7 +157,7 @@ async function waitPidGone(pid, tick, max = 20000) {
 }
 
 module.exports = {
-  kernelhost, MODE, opts, manager, closeAll, kernel, nextEvent, busy, rejects, pythonHas,
+  kernelhost, MODE, opts, manager, closeAll, kernel, nextEvent, busy, rejects,
   outputsOf, quiet, assert, streamText, kernelInfo, recorder, isStatus, workerPid, pidAlive,
   waitPidGone,
 };
