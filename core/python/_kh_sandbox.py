@@ -1,6 +1,6 @@
 # _kh_sandbox: the Python layer of a worker kernel's sandbox. Audit hooks turn what the
 # permissions deny into clean PermissionErrors naming the path or host:port. The operating system
-# (Landlock, namespaces, seccomp: sandbox.c) is what enforces; this layer only explains, and
+# (Landlock, namespaces, seccomp: sandbox-apply.c) is what enforces; this layer only explains, and
 # checks host names, which the OS cannot.
 
 import errno
@@ -43,13 +43,13 @@ def _under(path, prefixes):
 class Policy:
     def __init__(self, plan):
         real = lambda ps: tuple(os.path.realpath(p) for p in ps)
-        self.read = real(list(plan.get("read", ())) + list(plan.get("runtimeRead", ()))
-                         + list(plan.get("runtimeReadWrite", ())))
-        self.write = real(list(plan.get("write", ())) + list(plan.get("runtimeReadWrite", ())))
+        self.read = real(list(plan.get("read", ())) + list(plan.get("runtime_read", ()))
+                         + list(plan.get("runtime_read_write", ())))
+        self.write = real(list(plan.get("write", ())) + list(plan.get("runtime_read_write", ())))
         self.read += self.write  # a write grant includes reading
         self.run = bool(plan.get("run", False))
         if self.run:
-            self.read += real(plan.get("runtimeExec", ()))
+            self.read += real(plan.get("runtime_exec", ()))
         net = plan.get("net", False)
         self.net_all = net is True
         self.net = []  # (host, port or None)
@@ -266,7 +266,7 @@ def _sync_environ(plan):
         keep = set(grant or ())
         for k in [k for k in os.environ if k not in keep]:
             del os.environ[k]
-    os.environ.update(plan.get("setEnv") or {})
+    os.environ.update(plan.get("set_env") or {})
 
 
 def install(plan):

@@ -44,6 +44,10 @@ static void post_cmd(inproc_t *ip, cmd_t *c) {
 
 static void inproc_exited(kh_kernel_t *k, void *arg);
 
+/* The kernel thread: opens its Python state (the first one waits for CPython to start), then
+ * runs commands until told to exit. It never touches the kernel (loop-thread data): it has its
+ * own copies of what it needs and talks back only through the sink, which outlives the kernel
+ * if need be (threads a cell started may still print after a destroy). */
 static void kernel_thread(void *arg) {
   inproc_t *ip = arg;
   kh__pyk_t *py = NULL;
@@ -145,6 +149,9 @@ static int inproc_execute(kh_kernel_t *k, kh__request_t *r) {
   return 0;
 }
 
+/* Interrupts go through the Python service thread (py-host.c), not this kernel's thread, which
+ * is busy running the cell; they name the cell, so one that arrives after the cell ended (or
+ * before it began on the thread) cannot hit the next one. */
 static int inproc_interrupt(kh_kernel_t *k) {
   inproc_t *ip = k->backend;
   uv_mutex_lock(&ip->mu);
@@ -170,6 +177,8 @@ static int inproc_reset(kh_kernel_t *k) {
   return 0;
 }
 
+/* The thread is never killed (a thread holding the GIL cannot be): the running cell was
+ * interrupted by destroy, and the kernel's exec timer re-interrupts a cell that swallows it. */
 static void inproc_stop(kh_kernel_t *k) {
   inproc_t *ip = k->backend;
   /* The thread finishes what it was given (the running cell was interrupted), then exits. */

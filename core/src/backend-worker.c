@@ -460,8 +460,8 @@ static void worker_manager_close(kh_manager_t *m) {
 
 /* Options that only a process's start can apply: variables read by the dynamic loader and the
  * C library before main() (LD_PRELOAD, LD_LIBRARY_PATH, MALLOC_*, GLIBC_TUNABLES). */
-static int needs_fresh_process(json_t *opts) {
-  json_t *env = json_object_get(opts, "env"), *v;
+static int needs_fresh_process(json_t *env) {
+  json_t *v;
   const char *key;
   json_object_foreach(env, key, v) {
     if (strncmp(key, "LD_", 3) == 0 || strncmp(key, "MALLOC_", 7) == 0 ||
@@ -474,7 +474,7 @@ static int needs_fresh_process(json_t *opts) {
 static wproc_t *pool_claim(kh_manager_t *m, worker_t *wk) {
   pool_t *p = m->backend_state[KH__BACKEND_WORKER];
   wproc_t *w, **pp, **best = NULL;
-  if (p == NULL || p->procs == NULL || needs_fresh_process(wk->k->opts.all)) return NULL;
+  if (p == NULL || p->procs == NULL || needs_fresh_process(wk->k->opts.env)) return NULL;
   /* Prefer a warm worker; one still starting is still ahead of a cold spawn. */
   for (pp = &p->procs; *pp; pp = &(*pp)->next)
     if (best == NULL || (*pp)->hello) best = pp;
@@ -495,12 +495,10 @@ static wproc_t *pool_claim(kh_manager_t *m, worker_t *wk) {
 static int send_open(worker_t *wk) {
   kh_kernel_t *k = wk->k;
   json_t *msg = json_pack("{s:s, s:s}", "t", "open", "id", k->id);
-  json_t *env = json_object_get(k->opts.all, "env");
-  json_t *cwd = json_object_get(k->opts.all, "cwd");
   int rc;
   if (msg == NULL) return KH_ENOMEM;
-  if (env) json_object_set(msg, "env", env);
-  if (cwd) json_object_set(msg, "cwd", cwd);
+  if (k->opts.env) json_object_set(msg, "env", k->opts.env);
+  if (k->opts.cwd) json_object_set_new(msg, "cwd", json_string(k->opts.cwd));
   if (wk->sandbox != NULL) {
     /* The worker applies it before it starts a thread or runs user code (core/worker/main.c).
      * A pooled worker is still single-threaded, blocked reading this very message. */
@@ -539,7 +537,7 @@ static void get_process(worker_t *wk, phase_t phase) {
     return;
   }
   rc = resolve_path(k->m, path, sizeof(path), err);
-  if (rc == 0) rc = spawn(wk, NULL, path, json_object_get(k->opts.all, "env"), &wk->w, err);
+  if (rc == 0) rc = spawn(wk, NULL, path, k->opts.env, &wk->w, err);
   if (rc != 0) {
     wk->w = NULL;
     kh__sink_post(k->sink, phase == PH_START ? KH__MSG_READY : KH__MSG_RESET, 0, rc, NULL, err,
@@ -589,7 +587,7 @@ static void describe_exit(wproc_t *w, char *json, size_t n, char *text, size_t t
 static int auto_restart_allowed(worker_t *wk) {
   uint64_t now = uv_now(wk->k->m->loop);
   int i, recent = 0;
-  if (!json_is_true(json_object_get(wk->k->opts.all, "autoRestart"))) return 0;
+  if (!wk->k->opts.auto_restart) return 0;
   for (i = 0; i < wk->nrestarts; i++)
     if (now - wk->restarts[i] < AUTO_RESTART_WINDOW_MS) recent++;
   if (recent >= AUTO_RESTART_LIMIT) return 0;
@@ -761,7 +759,6 @@ static void on_grace_closed(uv_handle_t *h) {
 static int worker_start(kh_kernel_t *k) {
   worker_t *wk;
   kh__sandbox_t *sb = NULL;
-  json_t *max_out;
   /* Decided before any process is spawned or claimed: a system that cannot enforce what the
    * options ask fails createKernel here, naming what is missing (KH_ENOTSUP). */
   int rc = kh__sandbox_new(&sb, k->opts.all, k->m->errmsg);
@@ -773,9 +770,8 @@ static int worker_start(kh_kernel_t *k) {
   }
   wk->k = k;
   wk->sandbox = sb;
-  max_out = json_object_get(json_object_get(k->opts.all, "limits"), "maxOutputBytes");
-  if (json_is_integer(max_out) && json_integer_value(max_out) >= 0)
-    wk->out_cap = 4 * (uint64_t)json_integer_value(max_out) + 65536;
+  if (k->opts.max_output_bytes != KH__NO_LIMIT)
+    wk->out_cap = 4 * k->opts.max_output_bytes + 65536;
   uv_timer_init(k->m->loop, &wk->grace);
   uv_unref((uv_handle_t *)&wk->grace);
   wk->grace.data = wk;

@@ -1,5 +1,12 @@
-/* bus.c: event subscriptions (per kernel, per type, or everything) and their dispatch. A
- * subscription removed during a dispatch is unlinked only when no dispatch is running. */
+/* bus.c: event subscriptions (per kernel, per type, or everything) and their dispatch to
+ * subscribers. Thread: loop. Dispatch only ever runs from the inbox's drain (delivery.c or a
+ * kernel thread's event), never inside an API call.
+ *
+ * A subscriber may subscribe or unsubscribe from inside its callback (a "wait for this one
+ * event" helper removes itself). So removal only marks a subscription; it is unlinked when no
+ * dispatch is running (dispatch_depth is 0), which keeps the list that a running dispatch
+ * walks intact. Subscriptions made during a dispatch do not see the event being dispatched:
+ * they subscribed after it happened. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +24,7 @@ int kh_subscribe(kh_manager_t *m, const char *kernel_id, int type, kh_event_cb c
     free(s);
     return KH_ENOMEM;
   }
+  /* Ids only grow, never reused: an old id unsubscribes nothing by accident. */
   s->id = ++m->next_sub_id;
   s->type = type;
   s->cb = cb;

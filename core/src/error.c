@@ -1,4 +1,10 @@
-/* error.c: kernelhost's error codes, their names and descriptions (libuv's pass through). */
+/* error.c: kernelhost's error codes, their names and descriptions, and the names of event
+ * types. Thread: any (everything here is static data).
+ *
+ * The codes come from one X-macro table in kernelhost.h, so the enum, the names and the texts
+ * cannot drift apart. libuv's own codes pass through unchanged (a failed uv_spawn reaches the
+ * caller as UV_ENOENT): kernelhost's live below -30000, far from libuv's (all above -4100),
+ * so one int says which library spoke. */
 #include <string.h>
 
 #include "internal.h"
@@ -17,6 +23,8 @@ const char *kh_strerror(int err) {
   }
 }
 
+/* Names are what the bindings hand to users ("KH_ENOTFOUND" as a Lua third return value, as a
+ * JS Error's code): stable strings that tests assert on, unlike the texts. */
 const char *kh_err_name(int err) {
   switch (err) {
 #define KH_ERRNAME_CASE_(name, code, msg) \
@@ -40,6 +48,8 @@ const char *kh_err_name(int err) {
   }
 }
 
+/* Jupyter's message types, indexed by kh_event_type_t; index 0 is the "every event" name the
+ * bindings use for subscriptions ("*"). */
 static const char *const event_names[KH_EVENT_TYPE_MAX_] = {"*",
                                                             "stream",
                                                             "display_data",

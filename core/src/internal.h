@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 #include <uv.h>
@@ -43,18 +44,27 @@ void kh__set_err(char *buf, const char *fmt, ...);
 /* Validates code for execution: UTF-8, no NUL, at most max bytes. Fills errmsg. */
 int kh__check_code(const char *code, size_t len, size_t max, char *errmsg);
 
-/* --- options (options.c) ------------------------------------------------------------------ */
+/* --- options (options.c) ------------------------------------------------------------------
+ * Parsed from one table of option specs per kind (the names, types, ranges and modes are listed
+ * there). Keys are accepted in snake_case or camelCase; the normalised object `all` uses
+ * snake_case, as every JSON the core hands out does. Thread: loop. */
 
 typedef enum { KH__MODE_WORKER = 0, KH__MODE_MAIN_THREAD = 1 } kh__mode_t;
 
+#define KH__NO_LIMIT UINT64_MAX /* an unsigned limit that was not given */
+
 typedef struct {
   kh__mode_t mode;
-  char id[KH__ID_MAX]; /* "" when not given */
-  char *namespace_;    /* owned, never NULL ("default") */
-  uint64_t max_execution_ms;
-  uint64_t inactivity_ms;
-  int host_thread; /* thread: "host": main_thread cells run on the loop thread */
-  json_t *all;     /* owned: the normalised options object (for workers and info) */
+  char id[KH__ID_MAX];       /* "" when not given */
+  char *namespace_;          /* owned, never NULL ("default") */
+  uint64_t max_execution_ms; /* 0: no limit */
+  uint64_t inactivity_ms;    /* 0: no limit */
+  int host_thread;           /* thread: "host": main_thread cells run on the loop thread */
+  int auto_restart;          /* worker: a crashed worker is replaced by a new process */
+  uint64_t max_output_bytes; /* limits.max_output_bytes per cell, or KH__NO_LIMIT */
+  json_t *env;               /* borrowed from all: {name: value} to set, or NULL */
+  const char *cwd;           /* borrowed from all: the worker's directory, or NULL */
+  json_t *all;               /* owned: the normalised options object (for workers and info) */
 } kh__kernel_opts_t;
 
 typedef struct {
@@ -64,11 +74,17 @@ typedef struct {
   int pool_size;
 } kh__manager_opts_t;
 
+/* Both return 0, KH_EOPTION (a bad value, an unknown key: errmsg names the option's path as
+ * the caller spelled it) or KH_ENOTSUP (an option the mode cannot honour), or KH_ENOMEM. On
+ * failure nothing needs freeing. */
 int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *json, char *errmsg);
 void kh__kernel_opts_free(kh__kernel_opts_t *o);
 int kh__manager_opts_parse(kh__manager_opts_t *o, const char *json, char *errmsg);
 void kh__manager_opts_free(kh__manager_opts_t *o);
 const char *kh__mode_name(kh__mode_t mode);
+/* Splits one permissions.net entry: "host", "host:port", "[v6]" or "[v6]:port". Returns 0
+ * (*port 0 when none is given) or -1 when it is malformed or the port is not 1..65535. */
+int kh__net_grant_parse(const char *s, char *host, size_t hn, int *port);
 
 /* --- references: "free when the last handle closes" (util.c) ------------------------------ */
 
@@ -431,23 +447,33 @@ int kh__frame_dec_finish(kh__frame_dec_t *d);
 char *kh__frame_encode(const json_t *obj, size_t *len_out);
 void kh__frame_put_len(char *hdr, size_t n); /* writes the 4-byte length prefix */
 
-/* --- sandbox: OS-enforced permissions, mounts and limits for workers (sandbox.c) ---------- */
+/* --- sandbox: OS-enforced permissions, mounts and limits for workers ---------------------
+ * Three files, one concept each: sandbox-plan.c decides on the host what a kernel's options
+ * ask and whether this system can enforce it (the plan's fields are listed at its top);
+ * sandbox-apply.c is the worker confining itself to a plan; landlock.c holds Landlock's
+ * system calls and rights. The Python layer (core/python/_kh_sandbox.py) reads the same plan. */
 
 /* A kernel's sandbox plan: what to enforce, decided on the host from its options. */
 typedef struct kh__sandbox_s kh__sandbox_t;
 
 /* Host side, Thread: loop (createKernel, before spawning or claiming a worker). Turns the
- * normalised kernel options (k->opts.all) into a plan and checks this system can enforce it
- * (Landlock ABI, user/mount/net namespaces, seccomp and a pids cgroup are probed once per
- * process). Returns 0 with *out = NULL when nothing is asked, 0 with *out (owned), KH_EOPTION
- * for a bad value, or KH_ENOTSUP with errmsg naming what is missing (sandbox "strict", the
- * default; "best-effort" records missing layers instead). A mount is never faked. */
+ * normalised kernel options (k->opts.all, snake_case keys) into a plan and checks this system
+ * can enforce it (Landlock ABI, user/mount/net namespaces, seccomp and a pids cgroup are probed
+ * once per process). Returns 0 with *out = NULL when nothing is asked, 0 with *out (owned),
+ * KH_EOPTION for a bad value, or KH_ENOTSUP with errmsg naming what is missing (sandbox
+ * "strict", the default; "best-effort" records missing layers instead). A mount is never
+ * faked: without a private mount namespace it fails in both modes. */
 int kh__sandbox_new(kh__sandbox_t **out, const json_t *opts, char *errmsg);
 void kh__sandbox_free(kh__sandbox_t *sb);
 /* The plan (borrowed): send it to the worker as is; also the policy for _kh_sandbox.install. */
 const json_t *kh__sandbox_plan(const kh__sandbox_t *sb);
-/* Adds "sandbox": {mode, layers, missing, runtimeRead, runtimeReadWrite} to a kernel's info. */
+/* Adds "sandbox": {mode, layers, missing, runtime_read, runtime_read_write} to a kernel's
+ * info: what the host planned (backend-worker.c replaces the layers by what the worker
+ * reports once it runs). */
 void kh__sandbox_info(const kh__sandbox_t *sb, json_t *info);
+/* Host side, after the worker `pid` was reaped: removes its pids cgroup, if it had one. */
+void kh__sandbox_cleanup(const json_t *plan, int pid);
+
 /* Worker side: applies the plan to the calling process. It must be single-threaded (user
  * namespaces, Landlock and seccomp bind one thread and its future children only): call it
  * after Python is initialised and before any thread starts or user code runs. Then run
@@ -455,7 +481,43 @@ void kh__sandbox_info(const kh__sandbox_t *sb, json_t *info);
  * NULL to skip), or KH_ENOTSUP / KH_ENOMEM (KH_EINVAL when threads run) with errmsg: the
  * worker must then exit, never run the kernel unconfined. */
 int kh__sandbox_apply(const json_t *plan, json_t **report, char *errmsg);
-/* Host side, after the worker `pid` was reaped: removes its pids cgroup, if it had one. */
-void kh__sandbox_cleanup(const json_t *plan, int pid);
+
+/* Shared by the host's probe (which tries, in a child, what a worker will do) and the worker
+ * (sandbox-apply.c). Both return 0 or -errno. Thread: any, but they act on the process. */
+int kh__sandbox_write_file(const char *path, const char *text); /* one write(2): /proc, /sys */
+int kh__sandbox_map_ids(uid_t uid, gid_t gid); /* in a new user namespace: map us to ourselves */
+
+/* Landlock (landlock.c). Grants a path rule may carry, combined with |. */
+enum {
+  KH__LL_READ = 1 << 0,       /* read files, list directories */
+  KH__LL_WRITE = 1 << 1,      /* create, write, truncate, remove and rename beneath */
+  KH__LL_WRITE_FILE = 1 << 2, /* write to and truncate existing files only (/dev/null) */
+  KH__LL_EXEC = 1 << 3        /* execute */
+};
+
+/* A ruleset being built: open, allow paths and ports, restrict (which also closes it). */
+typedef struct {
+  int fd;              /* the ruleset, -1 once closed */
+  int abi;             /* the ABI it was made for */
+  uint64_t handled_fs; /* the file rights it denies unless granted */
+  int net;             /* it handles TCP bind/connect (ABI >= 4 and asked for) */
+  int scoped;          /* abstract Unix sockets and signals are scoped (ABI >= 6, asked for) */
+} kh__landlock_t;
+
+/* The Landlock ABI this kernel offers, 0 when none (disabled or too old). Thread: any. */
+int kh__landlock_abi(void);
+/* Opens a ruleset for `abi` (at most what the kernel has) that denies every file right the
+ * ABI knows, TCP bind/connect when tcp (ABI 4), and other domains' abstract Unix sockets and
+ * signals when scope (ABI 6). Returns 0 or -errno (-EOPNOTSUPP when abi < 1). */
+int kh__landlock_open(kh__landlock_t *ll, int abi, int tcp, int scope);
+/* Grants `grant` (KH__LL_*) beneath path (a file gets only the rights files have). A path
+ * that does not exist is skipped: nothing there to grant. Returns 0 or -errno. */
+int kh__landlock_allow_path(kh__landlock_t *ll, const char *path, unsigned grant);
+/* Allows TCP bind and connect on one port (a no-op when the ruleset does not handle TCP). */
+int kh__landlock_allow_port(kh__landlock_t *ll, uint64_t port);
+/* Confines the calling thread and its future children to the ruleset, then closes it.
+ * Needs no_new_privs (or CAP_SYS_ADMIN). Returns 0 or -errno. */
+int kh__landlock_restrict(kh__landlock_t *ll);
+void kh__landlock_close(kh__landlock_t *ll);
 
 #endif /* KH_INTERNAL_H */

@@ -68,6 +68,8 @@ kh_kernel_t *kh__manager_find_serial(kh_manager_t *m, uint64_t serial) {
   return NULL;
 }
 
+/* A list, walked: managers hold a handful of kernels (tens at most, each a thread or a
+ * process), where a hash table would only add code. */
 kh_kernel_t *kh__manager_find(kh_manager_t *m, const char *id) {
   kh_kernel_t *k;
   if (id == NULL) return NULL;
@@ -76,6 +78,9 @@ kh_kernel_t *kh__manager_find(kh_manager_t *m, const char *id) {
   return NULL;
 }
 
+/* The manager keeps the host's loop alive through its one async handle, by reference: ref'd
+ * while any callback is owed, unref'd otherwise, as a libuv handle with nothing to do would
+ * be. Kernel timers, worker pipes and processes are all unref'd; only this decides. */
 void kh__manager_update_ref(kh_manager_t *m) {
   /* A closing manager keeps the loop until its close callback ran: the close itself is a
    * queued delivery that uv_run() must not return before. */
@@ -168,6 +173,8 @@ int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data) {
   return 0;
 }
 
+/* Kernels as the API describes them: snake_case keys like every JSON the core hands out; the
+ * bindings convert in one place each (Node to camelCase, Lua keeps them). */
 static json_t *kernel_summary(kh_kernel_t *k) {
   return json_pack("{s:s, s:s, s:s, s:s, s:f, s:i}", "id", k->id, "mode",
                    kh__mode_name(k->opts.mode), "namespace", k->opts.namespace_, "status",

@@ -1,20 +1,87 @@
-/* options.c: validation of kernel and manager options given as JSON. Keys are accepted in
- * camelCase or snake_case (so Lua and JS callers both use their own style); every error names
- * the option as the caller spelled it. */
+/* options.c: kernel and manager options, parsed from JSON by one table of option specs each.
+ * Thread: loop (kh_kernel_create, kh_manager_new); tests/security's runner calls it too.
+ *
+ * A spec names an option in snake_case and camelCase (the caller may use either: Lua and C
+ * write snake_case, JavaScript camelCase), gives its type and range, the modes that honour it,
+ * a nested table for an object option, and the checks its type cannot express. Parsing makes
+ * two passes over the caller's object:
+ *   1. validate: every key known, every value of its type and in range, each check passed;
+ *      typed fields are filled and the normalised object (snake_case keys, integers as
+ *      integers) is built. Failures are KH_EOPTION.
+ *   2. honour: with every value known good and the mode known, whether the mode can do what
+ *      is asked. Failures are KH_ENOTSUP, naming the option and the mode that supports it.
+ * A bad value thus always wins over an unsupported one, whatever the keys' order, and messages
+ * name each option by its path as the caller spelled it ("limits.memoryBytes"). JSON null
+ * stands for an option not given (JS undefined, Lua nil); an unknown name fails all the same. */
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
-/* "max_execution_time" and "maxExecutionTime" both become "maxexecutiontime". */
-static void norm_key(const char *in, char *out, size_t n) {
-  size_t j = 0;
-  for (; *in && j + 1 < n; in++)
-    if (*in != '_' && *in != '-') out[j++] = (char)tolower((unsigned char)*in);
-  out[j] = '\0';
-}
+typedef enum {
+  OPT_BOOL,   /* true or false */
+  OPT_UINT,   /* an integer from 0 to max (an integral JSON real counts: 1e6) */
+  OPT_STRING, /* 1 to max characters, no NUL */
+  OPT_CHOICE, /* one of choices[] */
+  OPT_PATHS,  /* an array of absolute paths */
+  OPT_GRANT,  /* true, false, or an array of strings: a Deno-style permission */
+  OPT_ENV,    /* an object of strings: environment variables to set */
+  OPT_OBJECT  /* an object whose keys are the nested table sub[] */
+} opt_type_t;
+
+/* Where a valid value is kept besides the normalised object: a field at `off` of the struct
+ * being filled (kh__kernel_opts_t or kh__manager_opts_t). */
+typedef enum {
+  TO_NONE,
+  TO_U64,  /* uint64_t: OPT_UINT */
+  TO_SIZE, /* size_t: OPT_UINT */
+  TO_INT,  /* int: OPT_BOOL (0/1), OPT_UINT within int, OPT_CHOICE (the index in choices) */
+  TO_STR,  /* char *, owned copy: OPT_STRING */
+  TO_CSTR, /* const char *, borrowed from the normalised object: OPT_STRING */
+  TO_JSON  /* json_t *, borrowed from the normalised object */
+} opt_store_t;
+
+/* Modes that honour an option: bit (1 << kh__mode_t). */
+#define M_WORKER (1u << KH__MODE_WORKER)
+#define M_MAIN (1u << KH__MODE_MAIN_THREAD)
+#define M_ANY (M_WORKER | M_MAIN)
+
+typedef struct parse_s parse_t;
+typedef struct opt_spec_s opt_spec_t;
+
+struct opt_spec_s {
+  const char *name;  /* snake_case: the key of the normalised object */
+  const char *camel; /* camelCase, also accepted (the same as name for one word) */
+  opt_type_t type;
+  uint64_t max;               /* OPT_UINT: largest value; OPT_STRING: longest length */
+  const char *const *choices; /* OPT_CHOICE: NULL-terminated */
+  const opt_spec_t *sub;      /* OPT_OBJECT: the nested table, ended by a NULL name */
+  unsigned modes;             /* M_*: the modes that accept it at all */
+  opt_store_t store;
+  size_t off;
+  /* Pass 1, after the type check: what the type cannot say. 0 or KH_EOPTION. */
+  int (*check)(parse_t *p, const json_t *v, const char *path);
+  /* Pass 2, for a mode in `modes`: whether this value can be honoured there. v is the
+   * normalised value, parent the normalised object it sits in. 0 or KH_ENOTSUP. */
+  int (*honour)(parse_t *p, const json_t *v, const json_t *parent, const char *path);
+  int hidden; /* kept out of the normalised object (id: the kernel's info shows it anyway) */
+};
+
+struct parse_s {
+  void *base;       /* the struct being filled */
+  const char *what; /* "option" or "manager option", for messages */
+  int mode;         /* kh__mode_t (set by pass 1's check_mode), or -1: manager, no pass 2 */
+  char *errmsg;
+  char got[64]; /* got()'s text */
+};
+
+#define PATH_MAX_LEN 256
+#define U53 9007199254740992ULL /* 2^53: the largest integer a JavaScript number keeps exact */
 
 const char *kh__mode_name(kh__mode_t mode) {
   return mode == KH__MODE_MAIN_THREAD ? "main_thread" : "worker";
@@ -40,321 +107,521 @@ static const char *json_type_name(const json_t *v) {
   }
 }
 
-/* A non-negative integral number of milliseconds or bytes. */
-static int get_uint(const json_t *v, const char *key, uint64_t *out, char *errmsg) {
-  double d;
-  if (json_is_integer(v)) {
-    json_int_t i = json_integer_value(v);
-    if (i >= 0) {
-      *out = (uint64_t)i;
-      return 0;
-    }
-  } else if (json_is_real(v)) {
-    d = json_real_value(v);
-    if (d >= 0 && d <= 9007199254740992.0 && floor(d) == d) {
-      *out = (uint64_t)d;
-      return 0;
-    }
-  }
-  kh__set_err(errmsg, "option '%s' must be a non-negative integer, got %s", key, json_type_name(v));
-  return KH_EOPTION;
+/* What a value was, for "got ..." in messages: a string (quoted, cut short), a number, or the
+ * kind of value. Valid until the next call. */
+static const char *got(parse_t *p, const json_t *v) {
+  if (json_is_string(v))
+    snprintf(p->got, sizeof(p->got), "\"%.40s\"", json_string_value(v));
+  else if (json_is_integer(v))
+    snprintf(p->got, sizeof(p->got), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+  else if (json_is_real(v))
+    snprintf(p->got, sizeof(p->got), "%g", json_real_value(v));
+  else
+    return json_type_name(v);
+  return p->got;
 }
 
-static int check_string(const json_t *v, const char *key, size_t max, char *errmsg) {
-  if (!json_is_string(v)) {
-    kh__set_err(errmsg, "option '%s' must be a string, got %s", key, json_type_name(v));
-    return KH_EOPTION;
+/* Sets the message and returns code: KH_EOPTION for a bad value, KH_ENOTSUP for one the mode
+ * cannot honour. */
+static int fail(parse_t *p, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(parse_t *p, int code, const char *fmt, ...) {
+  va_list ap;
+  if (p->errmsg != NULL) {
+    va_start(ap, fmt);
+    vsnprintf(p->errmsg, KH__ERRMSG_MAX, fmt, ap);
+    va_end(ap);
   }
-  if (json_string_length(v) == 0 || json_string_length(v) > max) {
-    kh__set_err(errmsg, "option '%s' must be 1 to %zu characters long", key, max);
-    return KH_EOPTION;
+  return code;
+}
+
+/* --- the "host:port" grammar of permissions.net (also read by sandbox-plan.c) ------------- */
+
+int kh__net_grant_parse(const char *s, char *host, size_t hn, int *port) {
+  const char *colon = NULL, *end;
+  char *ep;
+  long v;
+  *port = 0;
+  if (*s == '[') {
+    end = strchr(s, ']');
+    if (end == NULL || end == s + 1) return -1;
+    snprintf(host, hn, "%.*s", (int)(end - s - 1), s + 1);
+    if (end[1] == '\0') return 0;
+    if (end[1] != ':') return -1;
+    colon = end + 1;
+  } else {
+    colon = strrchr(s, ':');
+    /* Two colons or more: a bare IPv6 address, which cannot carry a port without brackets. */
+    if (colon != NULL && strchr(s, ':') != colon) colon = NULL;
+    snprintf(host, hn, "%.*s", (int)(colon ? (size_t)(colon - s) : strlen(s)), s);
+    if (colon == NULL) return host[0] ? 0 : -1;
+    if (host[0] == '\0') return -1;
   }
-  if (strlen(json_string_value(v)) != json_string_length(v)) {
-    kh__set_err(errmsg, "option '%s' must not contain NUL", key);
-    return KH_EOPTION;
-  }
+  if (colon[1] == '\0') return -1;
+  errno = 0;
+  v = strtol(colon + 1, &ep, 10);
+  if (errno || *ep || v < 1 || v > 65535) return -1;
+  *port = (int)v;
   return 0;
 }
 
-static int check_bool(const json_t *v, const char *key, char *errmsg) {
-  if (json_is_boolean(v)) return 0;
-  kh__set_err(errmsg, "option '%s' must be a boolean, got %s", key, json_type_name(v));
-  return KH_EOPTION;
+/* --- per-option checks (pass 1) ----------------------------------------------------------- */
+
+static int check_id(parse_t *p, const json_t *v, const char *path) {
+  const char *s;
+  kh__kernel_opts_t *o = p->base;
+  /* A small alphabet keeps ids safe wherever a host puts them (paths, URLs, logs) unquoted. */
+  for (s = json_string_value(v); *s; s++)
+    if (!isalnum((unsigned char)*s) && !strchr("._:-", *s))
+      return fail(p, KH_EOPTION, "option '%s' may hold only letters, digits and . _ : -", path);
+  snprintf(o->id, sizeof(o->id), "%s", json_string_value(v));
+  return 0;
 }
 
-static int check_string_array(const json_t *v, const char *key, char *errmsg) {
+static int check_mode(parse_t *p, const json_t *v, const char *path) {
+  kh__kernel_opts_t *o = p->base;
+  (void)path;
+  o->mode =
+      strcmp(json_string_value(v), "main_thread") == 0 ? KH__MODE_MAIN_THREAD : KH__MODE_WORKER;
+  p->mode = (int)o->mode; /* what pass 2 judges the other options by */
+  return 0;
+}
+
+static int check_abs(parse_t *p, const json_t *v, const char *path) {
+  if (json_string_value(v)[0] != '/')
+    return fail(p, KH_EOPTION, "option '%s' must be an absolute path", path);
+  return 0;
+}
+
+static int check_mount_point(parse_t *p, const json_t *v, const char *path) {
+  if (check_abs(p, v, path) != 0) return KH_EOPTION;
+  /* Over "/" the bind mount would hide the whole system, the runtime included. */
+  if (strcmp(json_string_value(v), "/") == 0)
+    return fail(p, KH_EOPTION, "option '%s' must not be \"/\"", path);
+  return 0;
+}
+
+/* Caught here rather than when the sandbox is planned, so that the message names the entry
+ * by the caller's path, and a bad value is reported before any question of mode. */
+static int check_net(parse_t *p, const json_t *v, const char *path) {
   size_t i;
   json_t *e;
-  if (!json_is_array(v)) {
-    kh__set_err(errmsg, "option '%s' must be an array of strings, got %s", key, json_type_name(v));
-    return KH_EOPTION;
-  }
+  char host[256];
+  int port;
   json_array_foreach(v, i, e) {
-    if (!json_is_string(e)) {
-      kh__set_err(errmsg, "option '%s[%zu]' must be a string, got %s", key, i, json_type_name(e));
-      return KH_EOPTION;
-    }
+    if (kh__net_grant_parse(json_string_value(e), host, sizeof(host), &port) != 0)
+      return fail(p, KH_EOPTION,
+                  "option '%s[%zu]' must be \"host\", \"host:port\" or \"[ipv6]:port\" with a "
+                  "port from 1 to 65535, got \"%s\"",
+                  path, i, json_string_value(e));
   }
   return 0;
 }
 
-/* Copies a sub-object with normalised keys, validating each against `spec`: a list of
- * "canonicalName:type" with type one of s (string), b (bool), u (uint), a (string array),
- * n (bool or string array). */
-static int norm_object(const json_t *v, const char *key, const char *const *spec, json_t **out,
-                       char *errmsg) {
+/* --- what a mode can honour (pass 2) ------------------------------------------------------ */
+
+/* The mode(s) a set of M_* bits names, for "use mode ..." */
+static const char *supporting_mode(unsigned modes) {
+  return kh__mode_name((modes & M_WORKER) ? KH__MODE_WORKER : KH__MODE_MAIN_THREAD);
+}
+
+/* The standard refusal: the option, the mode that cannot honour it, and one that can. */
+static int not_in_mode(parse_t *p, const char *path, unsigned modes) {
+  return fail(p, KH_ENOTSUP, "option '%s' is not supported in mode \"%s\"%s; use mode \"%s\"", path,
+              kh__mode_name(p->mode),
+              p->mode == KH__MODE_MAIN_THREAD ? " (kernels share the host process)" : "",
+              supporting_mode(modes));
+}
+
+/* main_thread kernels live in the host process: no private mounts there. */
+static int honour_mount_point(parse_t *p, const json_t *v, const json_t *fs, const char *path) {
+  const char *root = json_string_value(json_object_get(fs, "root"));
+  if (p->mode == KH__MODE_MAIN_THREAD && (root == NULL || strcmp(json_string_value(v), root)))
+    return fail(p, KH_ENOTSUP,
+                "option '%s' must equal 'filesystem.root' in mode \"main_thread\" (no "
+                "private mounts in the host process); use mode \"worker\"",
+                path);
+  return 0;
+}
+
+/* Read-only needs a bind mount too (of root over itself). */
+static int honour_read_only(parse_t *p, const json_t *v, const json_t *fs, const char *path) {
+  (void)fs;
+  if (p->mode == KH__MODE_MAIN_THREAD && json_is_true(v)) return not_in_mode(p, path, M_WORKER);
+  return 0;
+}
+
+static int honour_thread(parse_t *p, const json_t *v, const json_t *all, const char *path) {
+  (void)all;
+  if (p->mode != KH__MODE_MAIN_THREAD && strcmp(json_string_value(v), "host") == 0)
+    return fail(p, KH_ENOTSUP,
+                "option '%s' = \"host\" is supported in mode \"main_thread\" only (a "
+                "worker runs its cells on its own main thread)",
+                path);
+  return 0;
+}
+
+static int honour_max_execution(parse_t *p, const json_t *v, const json_t *all, const char *path) {
+  const char *t = json_string_value(json_object_get(all, "thread"));
+  /* The host thread is busy running the cell: no timer can fire to interrupt it. */
+  if (json_integer_value(v) > 0 && t != NULL && strcmp(t, "host") == 0)
+    return fail(p, KH_ENOTSUP,
+                "option '%s' needs a kernel thread: it is not supported with option "
+                "'thread' = \"host\"",
+                path);
+  return 0;
+}
+
+/* --- the tables --------------------------------------------------------------------------- */
+
+/* One row per option; nested tables end with a NULL name. To add an option, add its row (both
+ * spellings, type, range, modes); when C code needs its value, add a typed field to the options
+ * struct in internal.h and name it in .store/.off, so that no reader looks it up as JSON. A
+ * check that needs another option's value belongs in .honour (pass 2), where every value is
+ * known: pass 1 sees the keys in the caller's order. Worker-only options need no code at all:
+ * `.modes = M_WORKER` makes main_thread refuse them with the standard message. */
+
+#define K(f) offsetof(kh__kernel_opts_t, f)
+#define MG(f) offsetof(kh__manager_opts_t, f)
+
+static const char *const mode_choices[] = {"worker", "main_thread", NULL};
+static const char *const thread_choices[] = {"kernel", "host", NULL};
+static const char *const sandbox_choices[] = {"strict", "best-effort", NULL};
+
+/* filesystem: a directory of the host as the kernel's workspace (DESIGN.md §7). */
+static const opt_spec_t filesystem_spec[] = {
+    {"enabled", "enabled", OPT_BOOL, .modes = M_ANY},
+    {"root", "root", OPT_STRING, 4096, .modes = M_ANY, .check = check_abs},
+    {"mount_point", "mountPoint", OPT_STRING, 4096, .modes = M_ANY, .check = check_mount_point,
+     .honour = honour_mount_point},
+    {"read_only", "readOnly", OPT_BOOL, .modes = M_ANY, .honour = honour_read_only},
+    {NULL}};
+
+/* permissions: Deno's model; once given, anything not granted is denied. */
+static const opt_spec_t permissions_spec[] = {
+    {"read", "read", OPT_PATHS, .modes = M_WORKER},
+    {"write", "write", OPT_PATHS, .modes = M_WORKER},
+    {"net", "net", OPT_GRANT, .modes = M_WORKER, .check = check_net},
+    {"env", "env", OPT_GRANT, .modes = M_WORKER},
+    {"run", "run", OPT_BOOL, .modes = M_WORKER},
+    {NULL}};
+
+static const opt_spec_t limits_spec[] = {
+    {"memory_bytes", "memoryBytes", OPT_UINT, U53, .modes = M_WORKER},
+    {"cpu_seconds", "cpuSeconds", OPT_UINT, U53, .modes = M_WORKER},
+    {"max_output_bytes", "maxOutputBytes", OPT_UINT, U53, .modes = M_WORKER, .store = TO_U64,
+     .off = K(max_output_bytes)},
+    {"max_processes", "maxProcesses", OPT_UINT, U53, .modes = M_WORKER},
+    {NULL}};
+
+static const opt_spec_t kernel_spec[] = {
+    {"mode", "mode", OPT_CHOICE, .choices = mode_choices, .modes = M_ANY, .check = check_mode},
+    {"id", "id", OPT_STRING, KH__ID_MAX - 1, .modes = M_ANY, .check = check_id, .hidden = 1},
+    {"namespace", "namespace", OPT_STRING, 255, .modes = M_ANY, .store = TO_STR,
+     .off = K(namespace_)},
+    {"max_execution_time", "maxExecutionTime", OPT_UINT, U53, .modes = M_ANY, .store = TO_U64,
+     .off = K(max_execution_ms), .honour = honour_max_execution},
+    {"inactivity_timeout", "inactivityTimeout", OPT_UINT, U53, .modes = M_ANY, .store = TO_U64,
+     .off = K(inactivity_ms)},
+    {"filesystem", "filesystem", OPT_OBJECT, .sub = filesystem_spec, .modes = M_ANY},
+    {"thread", "thread", OPT_CHOICE, .choices = thread_choices, .modes = M_ANY, .store = TO_INT,
+     .off = K(host_thread), .honour = honour_thread},
+    {"permissions", "permissions", OPT_OBJECT, .sub = permissions_spec, .modes = M_WORKER},
+    {"limits", "limits", OPT_OBJECT, .sub = limits_spec, .modes = M_WORKER},
+    {"env", "env", OPT_ENV, .modes = M_WORKER, .store = TO_JSON, .off = K(env)},
+    {"cwd", "cwd", OPT_STRING, 4096, .modes = M_WORKER, .store = TO_CSTR, .off = K(cwd)},
+    {"auto_restart", "autoRestart", OPT_BOOL, .modes = M_WORKER, .store = TO_INT,
+     .off = K(auto_restart)},
+    {"sandbox", "sandbox", OPT_CHOICE, .choices = sandbox_choices, .modes = M_WORKER},
+    {NULL}};
+
+static const opt_spec_t pool_spec[] = {
+    /* Each warm worker is a whole process with its own CPython: the cap keeps a typo from
+     * forking hundreds of them. */
+    {"size", "size", OPT_UINT, 64, .store = TO_INT, .off = MG(pool_size)},
+    {NULL}};
+
+/* A manager serves every mode: its options have no `modes` and skip pass 2. */
+static const opt_spec_t manager_spec[] = {
+    {"max_code_bytes", "maxCodeBytes", OPT_UINT, U53, .store = TO_SIZE, .off = MG(max_code_bytes)},
+    {"interrupt_grace_ms", "interruptGraceMs", OPT_UINT, U53, .store = TO_U64,
+     .off = MG(interrupt_grace_ms)},
+    {"worker_path", "workerPath", OPT_STRING, 4096, .store = TO_STR, .off = MG(worker_path)},
+    {"pool", "pool", OPT_OBJECT, .sub = pool_spec},
+    {NULL}};
+
+/* --- the walker --------------------------------------------------------------------------- */
+
+/* Exact names only: "maxExecutionTime" or "max_execution_time", never "MAXEXECUTIONTIME", so
+ * that the header's promise (camelCase or snake_case) is the whole rule. Tables are a dozen
+ * rows: a linear scan costs less than building anything faster. */
+static const opt_spec_t *find_spec(const opt_spec_t *table, const char *key) {
+  for (; table->name != NULL; table++)
+    if (strcmp(key, table->name) == 0 || strcmp(key, table->camel) == 0) return table;
+  return NULL;
+}
+
+/* "limits" + "memoryBytes" -> "limits.memoryBytes": paths as the caller spelled each key. A
+ * key too long for the buffer is cut; the message still says which option it was. */
+static void join_path(char *out, const char *prefix, const char *key) {
+  if (prefix == NULL)
+    snprintf(out, PATH_MAX_LEN, "%s", key);
+  else
+    snprintf(out, PATH_MAX_LEN, "%s.%s", prefix, key);
+}
+
+static int check_string(parse_t *p, const json_t *v, const char *path, size_t max) {
+  if (!json_is_string(v))
+    return fail(p, KH_EOPTION, "option '%s' must be a string, got %s", path, got(p, v));
+  if (json_string_length(v) == 0 || json_string_length(v) > max)
+    return fail(p, KH_EOPTION, "option '%s' must be 1 to %zu characters long", path, max);
+  /* Strings go on into C APIs (paths, setenv): an embedded NUL would cut them silently. */
+  if (strlen(json_string_value(v)) != json_string_length(v))
+    return fail(p, KH_EOPTION, "option '%s' must not contain NUL", path);
+  return 0;
+}
+
+static int check_strings(parse_t *p, const json_t *v, const char *path, int absolute) {
+  size_t i;
+  json_t *e;
+  if (!json_is_array(v))
+    return fail(p, KH_EOPTION, "option '%s' must be an array of strings, got %s", path, got(p, v));
+  json_array_foreach(v, i, e) {
+    if (!json_is_string(e))
+      return fail(p, KH_EOPTION, "option '%s[%zu]' must be a string, got %s", path, i, got(p, e));
+    if (absolute && json_string_value(e)[0] != '/')
+      return fail(p, KH_EOPTION, "option '%s[%zu]' must be an absolute path, got \"%s\"", path, i,
+                  json_string_value(e));
+  }
+  return 0;
+}
+
+/* A JSON integer, or a real with no fraction, from 0 to max. JSON has one number type, and a
+ * Lua float such as 1e9 arrives as a real. */
+static int get_uint(parse_t *p, const json_t *v, const char *path, uint64_t max, uint64_t *out) {
+  if (json_is_integer(v) && json_integer_value(v) >= 0) {
+    *out = (uint64_t)json_integer_value(v);
+  } else if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) <= (double)U53 &&
+             floor(json_real_value(v)) == json_real_value(v)) {
+    *out = (uint64_t)json_real_value(v);
+  } else {
+    return fail(p, KH_EOPTION, "option '%s' must be a non-negative integer, got %s", path,
+                got(p, v));
+  }
+  if (*out > max)
+    return fail(p, KH_EOPTION, "option '%s' must be at most %llu", path, (unsigned long long)max);
+  return 0;
+}
+
+static int check_choice(parse_t *p, const opt_spec_t *s, const json_t *v, const char *path,
+                        int *index) {
+  char list[200] = "";
+  size_t n = 0;
+  int i;
+  for (i = 0; json_is_string(v) && s->choices[i] != NULL; i++)
+    if (strcmp(json_string_value(v), s->choices[i]) == 0) {
+      *index = i;
+      return 0;
+    }
+  /* '"a", "b" or "c"' from the table itself, so the message can never fall behind it. */
+  for (i = 0; s->choices[i] != NULL && n < sizeof(list); i++)
+    n += (size_t)snprintf(list + n, sizeof(list) - n, "%s\"%s\"",
+                          i == 0              ? ""
+                          : s->choices[i + 1] ? ", "
+                                              : " or ",
+                          s->choices[i]);
+  return fail(p, KH_EOPTION, "option '%s' must be %s, got %s", path, list, got(p, v));
+}
+
+static int check_env(parse_t *p, const json_t *v, const char *path) {
   const char *k;
   json_t *e;
-  json_t *o;
-  char nk[64], ns[64], path[160];
-  if (!json_is_object(v)) {
-    kh__set_err(errmsg, "option '%s' must be an object, got %s", key, json_type_name(v));
-    return KH_EOPTION;
-  }
-  o = json_object();
+  if (!json_is_object(v))
+    return fail(p, KH_EOPTION, "option '%s' must be an object of strings, got %s", path, got(p, v));
   json_object_foreach((json_t *)v, k, e) {
-    const char *const *s;
-    const char *canon = NULL;
-    char type = 0;
-    int rc = 0;
-    uint64_t u;
-    norm_key(k, nk, sizeof(nk));
-    for (s = spec; *s; s++) {
-      const char *colon = strchr(*s, ':');
-      char name[64];
-      snprintf(name, sizeof(name), "%.*s", (int)(colon - *s), *s);
-      norm_key(name, ns, sizeof(ns));
-      if (strcmp(ns, nk) == 0) {
-        canon = *s;
-        type = colon[1];
-        break;
-      }
-    }
-    snprintf(path, sizeof(path), "%s.%s", key, k);
-    if (canon == NULL) {
-      kh__set_err(errmsg, "unknown option '%s'", path);
-      json_decref(o);
-      return KH_EOPTION;
-    }
-    switch (type) {
-      case 's':
-        rc = check_string(e, path, 4096, errmsg);
-        break;
-      case 'b':
-        rc = check_bool(e, path, errmsg);
-        break;
-      case 'u':
-        rc = get_uint(e, path, &u, errmsg);
-        break;
-      case 'a':
-        rc = check_string_array(e, path, errmsg);
-        break;
-      case 'n':
-        rc = json_is_boolean(e) ? 0 : check_string_array(e, path, errmsg);
-        if (rc) kh__set_err(errmsg, "option '%s' must be a boolean or an array of strings", path);
-        break;
-    }
-    if (rc) {
-      json_decref(o);
-      return rc;
-    }
-    {
-      char name[64];
-      snprintf(name, sizeof(name), "%.*s", (int)(strchr(canon, ':') - canon), canon);
-      json_object_set(o, name, e);
-    }
+    /* setenv() refuses an empty name or one with '=', and NUL would cut the value. */
+    if (!json_is_string(e) || !*k || strchr(k, '=') ||
+        strlen(json_string_value(e)) != json_string_length(e))
+      return fail(p, KH_EOPTION,
+                  "option '%s.%s' must be a string (and the name non-empty, without '=')", path, k);
   }
-  *out = o;
   return 0;
 }
 
-static const char *const fs_spec[] = {"enabled:b", "root:s", "mountPoint:s", "readOnly:b", NULL};
-static const char *const perm_spec[] = {"read:a", "write:a", "net:n", "env:n", "run:b", NULL};
-static const char *const limit_spec[] = {"memoryBytes:u", "cpuSeconds:u", "maxOutputBytes:u",
-                                         "maxProcesses:u", NULL};
+/* Puts a valid value into its typed field. TO_CSTR and TO_JSON point into the normalised
+ * object, which lives exactly as long as the options struct (freed together in
+ * kh__kernel_opts_free), so the borrow needs no reference of its own. */
+static void store(parse_t *p, const opt_spec_t *s, const json_t *norm, uint64_t u, int index) {
+  char *field = (char *)p->base + s->off;
+  switch (s->store) {
+    case TO_NONE:
+      break;
+    case TO_U64:
+      *(uint64_t *)field = u;
+      break;
+    case TO_SIZE:
+      *(size_t *)field = (size_t)u;
+      break;
+    case TO_INT:
+      *(int *)field = s->type == OPT_BOOL     ? json_is_true(norm)
+                      : s->type == OPT_CHOICE ? index
+                                              : (int)u;
+      break;
+    case TO_STR:
+      free(*(char **)field);
+      *(char **)field = kh__strdup(json_string_value(norm));
+      break;
+    case TO_CSTR:
+      *(const char **)field = json_string_value(norm);
+      break;
+    case TO_JSON:
+      *(json_t **)field = (json_t *)norm;
+      break;
+  }
+}
 
-static int id_ok(const char *s) {
-  for (; *s; s++)
-    if (!isalnum((unsigned char)*s) && !strchr("._:-", *s)) return 0;
-  return 1;
+static int validate(parse_t *p, const opt_spec_t *table, const json_t *in, const char *prefix,
+                    json_t *out);
+
+/* Pass 1 for one value: its type, its range, its check; then its normalised form into out.
+ * Every value is copied (or rebuilt, for numbers and objects): the caller's document is freed
+ * when parsing ends, and the normalised object must not share anything with it. */
+static int validate_one(parse_t *p, const opt_spec_t *s, const json_t *v, const char *path,
+                        json_t *out) {
+  json_t *norm = NULL;
+  uint64_t u = 0;
+  int index = 0, rc = 0;
+  switch (s->type) {
+    case OPT_BOOL:
+      if (!json_is_boolean(v))
+        return fail(p, KH_EOPTION, "option '%s' must be a boolean, got %s", path, got(p, v));
+      break;
+    case OPT_UINT:
+      if ((rc = get_uint(p, v, path, s->max, &u)) != 0) return rc;
+      norm = json_integer((json_int_t)u); /* 1e6 is kept as 1000000: readers want integers */
+      break;
+    case OPT_STRING:
+      rc = check_string(p, v, path, (size_t)s->max);
+      break;
+    case OPT_CHOICE:
+      rc = check_choice(p, s, v, path, &index);
+      break;
+    case OPT_PATHS:
+      rc = check_strings(p, v, path, 1);
+      break;
+    case OPT_GRANT:
+      if (!json_is_boolean(v) && check_strings(p, v, path, 0) != 0)
+        return fail(p, KH_EOPTION, "option '%s' must be a boolean or an array of strings", path);
+      break;
+    case OPT_ENV:
+      rc = check_env(p, v, path);
+      break;
+    case OPT_OBJECT:
+      if (!json_is_object(v))
+        return fail(p, KH_EOPTION, "option '%s' must be an object, got %s", path, got(p, v));
+      norm = json_object();
+      if ((rc = validate(p, s->sub, v, path, norm)) != 0) {
+        json_decref(norm);
+        return rc;
+      }
+      break;
+  }
+  /* A grant's check (permissions.net's syntax) applies to its array form only. */
+  if (rc == 0 && s->check != NULL && !(s->type == OPT_GRANT && json_is_boolean(v)))
+    rc = s->check(p, v, path);
+  if (rc != 0) {
+    json_decref(norm);
+    return rc;
+  }
+  if (norm == NULL) norm = json_deep_copy(v);
+  if (norm == NULL) return fail(p, KH_ENOMEM, "out of memory while parsing option '%s'", path);
+  store(p, s, norm, u, index);
+  if (s->hidden)
+    json_decref(norm);
+  else
+    json_object_set_new(out, s->name, norm);
+  return 0;
+}
+
+/* Pass 1 over one object: unknown keys, values, and one spelling of each option. */
+static int validate(parse_t *p, const opt_spec_t *table, const json_t *in, const char *prefix,
+                    json_t *out) {
+  const char *k;
+  json_t *v;
+  char path[PATH_MAX_LEN];
+  json_object_foreach((json_t *)in, k, v) {
+    const opt_spec_t *s = find_spec(table, k);
+    int rc;
+    join_path(path, prefix, k);
+    /* Unknown before null: {"colour": null} is still a typo worth reporting. */
+    if (s == NULL) return fail(p, KH_EOPTION, "unknown %s '%s'", p->what, path);
+    if (json_is_null(v)) continue;
+    /* Both spellings of one option in one object: which one was meant is anyone's guess. */
+    if (json_object_get(out, s->name) != NULL)
+      return fail(p, KH_EOPTION, "option '%s' is given twice (as '%s' and '%s')", path, s->name,
+                  s->camel);
+    if ((rc = validate_one(p, s, v, path, out)) != 0) return rc;
+  }
+  return 0;
+}
+
+/* Pass 2 over one object (in: the caller's, norm: its normalised form). It walks the caller's
+ * object again, not the normalised one, so that messages keep the caller's spelling. The mode
+ * was fixed in pass 1 (check_mode), wherever "mode" stood among the keys. */
+static int honour(parse_t *p, const opt_spec_t *table, const json_t *in, const char *prefix,
+                  const json_t *norm) {
+  const char *k;
+  json_t *v;
+  char path[PATH_MAX_LEN];
+  json_object_foreach((json_t *)in, k, v) {
+    const opt_spec_t *s = find_spec(table, k);
+    const json_t *nv = json_object_get(norm, s->name);
+    int rc;
+    if (json_is_null(v)) continue;
+    join_path(path, prefix, k);
+    if (!(s->modes & (1u << p->mode))) return not_in_mode(p, path, s->modes);
+    if (s->honour != NULL && nv != NULL && (rc = s->honour(p, nv, norm, path)) != 0) return rc;
+    if (s->type == OPT_OBJECT && (rc = honour(p, s->sub, v, path, nv)) != 0) return rc;
+  }
+  return 0;
+}
+
+/* Both kinds of options: the text is one JSON object (or NULL/empty: all defaults). */
+static int parse(parse_t *p, const opt_spec_t *table, const char *text, const char *kind,
+                 json_t *all) {
+  json_error_t jerr;
+  json_t *root;
+  int rc;
+  if (text == NULL || *text == '\0') return 0;
+  /* Duplicate keys would let the last one win unseen. */
+  root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+  if (root == NULL)
+    return fail(p, KH_EOPTION, "%s options are not valid JSON: %s", kind, jerr.text);
+  if (!json_is_object(root)) {
+    rc = fail(p, KH_EOPTION, "%s options must be an object, got %s", kind, got(p, root));
+  } else {
+    rc = validate(p, table, root, NULL, all);
+    if (rc == 0 && p->mode >= 0) rc = honour(p, table, root, NULL, all);
+  }
+  json_decref(root);
+  return rc;
 }
 
 int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) {
-  json_t *root = NULL, *e, *sub;
-  json_error_t jerr;
-  const char *k;
-  char nk[64];
-  int rc = 0;
-
+  parse_t p = {o, "option", KH__MODE_WORKER, errmsg}; /* worker: the default mode */
+  int rc;
   memset(o, 0, sizeof(*o));
+  o->max_output_bytes = KH__NO_LIMIT; /* 0 is a real limit (no output at all), not "none" */
   o->all = json_object();
-  if (text != NULL && *text) {
-    root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-      kh__set_err(errmsg, "kernel options are not valid JSON: %s", jerr.text);
-      rc = KH_EOPTION;
-      goto fail;
-    }
-    if (!json_is_object(root)) {
-      kh__set_err(errmsg, "kernel options must be an object, got %s", json_type_name(root));
-      rc = KH_EOPTION;
-      goto fail;
-    }
-    json_object_foreach(root, k, e) {
-      if (json_is_null(e)) continue; /* an absent option: JS undefined / Lua nil */
-      norm_key(k, nk, sizeof(nk));
-      if (strcmp(nk, "mode") == 0) {
-        if (json_is_string(e) && strcmp(json_string_value(e), "worker") == 0) {
-          o->mode = KH__MODE_WORKER;
-        } else if (json_is_string(e) && strcmp(json_string_value(e), "main_thread") == 0) {
-          o->mode = KH__MODE_MAIN_THREAD;
-        } else {
-          kh__set_err(errmsg, "option '%s' must be \"worker\" or \"main_thread\", got %s%s%s", k,
-                      json_is_string(e) ? "\"" : "",
-                      json_is_string(e) ? json_string_value(e) : json_type_name(e),
-                      json_is_string(e) ? "\"" : "");
-          rc = KH_EOPTION;
-          goto fail;
-        }
-      } else if (strcmp(nk, "id") == 0) {
-        if ((rc = check_string(e, k, KH__ID_MAX - 1, errmsg))) goto fail;
-        if (!id_ok(json_string_value(e))) {
-          kh__set_err(errmsg, "option '%s' may hold only letters, digits and . _ : -", k);
-          rc = KH_EOPTION;
-          goto fail;
-        }
-        snprintf(o->id, sizeof(o->id), "%s", json_string_value(e));
-      } else if (strcmp(nk, "namespace") == 0) {
-        if ((rc = check_string(e, k, 255, errmsg))) goto fail;
-        o->namespace_ = kh__strdup(json_string_value(e));
-      } else if (strcmp(nk, "maxexecutiontime") == 0) {
-        if ((rc = get_uint(e, k, &o->max_execution_ms, errmsg))) goto fail;
-        json_object_set(o->all, "maxExecutionTime", e);
-      } else if (strcmp(nk, "inactivitytimeout") == 0) {
-        if ((rc = get_uint(e, k, &o->inactivity_ms, errmsg))) goto fail;
-        json_object_set(o->all, "inactivityTimeout", e);
-      } else if (strcmp(nk, "filesystem") == 0) {
-        if ((rc = norm_object(e, k, fs_spec, &sub, errmsg))) goto fail;
-        json_object_set_new(o->all, "filesystem", sub);
-      } else if (strcmp(nk, "permissions") == 0) {
-        if ((rc = norm_object(e, k, perm_spec, &sub, errmsg))) goto fail;
-        json_object_set_new(o->all, "permissions", sub);
-      } else if (strcmp(nk, "limits") == 0) {
-        if ((rc = norm_object(e, k, limit_spec, &sub, errmsg))) goto fail;
-        json_object_set_new(o->all, "limits", sub);
-      } else if (strcmp(nk, "env") == 0) {
-        const char *ek;
-        json_t *ev;
-        if (!json_is_object(e)) {
-          kh__set_err(errmsg, "option '%s' must be an object of strings, got %s", k,
-                      json_type_name(e));
-          rc = KH_EOPTION;
-          goto fail;
-        }
-        json_object_foreach(e, ek, ev) {
-          if (!json_is_string(ev) || !*ek || strchr(ek, '=')) {
-            kh__set_err(errmsg,
-                        "option '%s.%s' must be a string (and the name non-empty, "
-                        "without '=')",
-                        k, ek);
-            rc = KH_EOPTION;
-            goto fail;
-          }
-        }
-        json_object_set(o->all, "env", e);
-      } else if (strcmp(nk, "thread") == 0) {
-        if (!json_is_string(e) || (strcmp(json_string_value(e), "kernel") != 0 &&
-                                   strcmp(json_string_value(e), "host") != 0)) {
-          kh__set_err(errmsg, "option '%s' must be \"kernel\" or \"host\"", k);
-          rc = KH_EOPTION;
-          goto fail;
-        }
-        o->host_thread = strcmp(json_string_value(e), "host") == 0;
-        json_object_set(o->all, "thread", e);
-      } else if (strcmp(nk, "cwd") == 0) {
-        if ((rc = check_string(e, k, 4096, errmsg))) goto fail;
-        json_object_set(o->all, "cwd", e);
-      } else if (strcmp(nk, "autorestart") == 0) {
-        if ((rc = check_bool(e, k, errmsg))) goto fail;
-        json_object_set(o->all, "autoRestart", e);
-      } else if (strcmp(nk, "sandbox") == 0) {
-        if (!json_is_string(e) || (strcmp(json_string_value(e), "strict") != 0 &&
-                                   strcmp(json_string_value(e), "best-effort") != 0)) {
-          kh__set_err(errmsg, "option '%s' must be \"strict\" or \"best-effort\"", k);
-          rc = KH_EOPTION;
-          goto fail;
-        }
-        json_object_set(o->all, "sandbox", e);
-      } else {
-        kh__set_err(errmsg, "unknown option '%s'", k);
-        rc = KH_EOPTION;
-        goto fail;
-      }
-    }
+  if (o->all == NULL) return KH_ENOMEM;
+  if ((rc = parse(&p, kernel_spec, text, "kernel", o->all)) != 0) {
+    kh__kernel_opts_free(o);
+    return rc;
   }
   if (o->namespace_ == NULL) o->namespace_ = kh__strdup("default");
+  /* The kernel's info always shows its mode and namespace, defaults included. */
   json_object_set_new(o->all, "mode", json_string(kh__mode_name(o->mode)));
   json_object_set_new(o->all, "namespace", json_string(o->namespace_));
-
-  if (o->host_thread && o->mode != KH__MODE_MAIN_THREAD) {
-    kh__set_err(errmsg,
-                "option 'thread' = \"host\" is supported in mode \"main_thread\" only "
-                "(a worker runs its cells on its own main thread)");
-    rc = KH_ENOTSUP;
-    goto fail;
-  }
-  if (o->host_thread && o->max_execution_ms > 0) {
-    /* The host thread is busy running the cell: no timer can fire to interrupt it. */
-    kh__set_err(errmsg,
-                "option 'maxExecutionTime' needs a kernel thread: it is not supported "
-                "with option 'thread' = \"host\"");
-    rc = KH_ENOTSUP;
-    goto fail;
-  }
-  if (o->mode == KH__MODE_MAIN_THREAD) {
-    static const char *const worker_only[] = {"env",         "cwd",     "permissions", "limits",
-                                              "autoRestart", "sandbox", NULL};
-    const char *const *w;
-    json_t *fs;
-    for (w = worker_only; *w; w++) {
-      if (json_object_get(o->all, *w) != NULL) {
-        kh__set_err(errmsg,
-                    "option '%s' is not supported in mode \"main_thread\" (kernels "
-                    "share the host process); use mode \"worker\"",
-                    *w);
-        rc = KH_ENOTSUP;
-        goto fail;
-      }
-    }
-    fs = json_object_get(o->all, "filesystem");
-    if (fs != NULL) {
-      json_t *root_v = json_object_get(fs, "root");
-      json_t *mp = json_object_get(fs, "mountPoint");
-      if (mp != NULL &&
-          (root_v == NULL || strcmp(json_string_value(mp), json_string_value(root_v)) != 0)) {
-        kh__set_err(errmsg,
-                    "option 'filesystem.mountPoint' must equal 'filesystem.root' in "
-                    "mode \"main_thread\" (no private mounts in the host process); use mode "
-                    "\"worker\"");
-        rc = KH_ENOTSUP;
-        goto fail;
-      }
-      if (json_is_true(json_object_get(fs, "readOnly"))) {
-        kh__set_err(errmsg,
-                    "option 'filesystem.readOnly' is not supported in mode "
-                    "\"main_thread\"; use mode \"worker\"");
-        rc = KH_ENOTSUP;
-        goto fail;
-      }
-    }
-  }
-  json_decref(root);
   return 0;
-
-fail:
-  json_decref(root);
-  kh__kernel_opts_free(o);
-  return rc;
 }
 
 void kh__kernel_opts_free(kh__kernel_opts_t *o) {
@@ -362,66 +629,21 @@ void kh__kernel_opts_free(kh__kernel_opts_t *o) {
   o->namespace_ = NULL;
   json_decref(o->all);
   o->all = NULL;
+  o->env = NULL;
+  o->cwd = NULL;
 }
 
 int kh__manager_opts_parse(kh__manager_opts_t *o, const char *text, char *errmsg) {
-  json_t *root = NULL, *e;
-  json_error_t jerr;
-  const char *k;
-  char nk[64];
-  uint64_t u;
-  int rc = 0;
-
+  parse_t p = {o, "manager option", -1, errmsg};
+  json_t *all = json_object();
+  int rc;
   memset(o, 0, sizeof(*o));
   o->max_code_bytes = 4u << 20;
   o->interrupt_grace_ms = 3000;
-  if (text == NULL || !*text) return 0;
-  root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
-  if (root == NULL || !json_is_object(root)) {
-    kh__set_err(errmsg, "manager options must be a JSON object%s%s", root ? "" : ": ",
-                root ? "" : jerr.text);
-    rc = KH_EOPTION;
-    goto fail;
-  }
-  json_object_foreach(root, k, e) {
-    if (json_is_null(e)) continue;
-    norm_key(k, nk, sizeof(nk));
-    if (strcmp(nk, "maxcodebytes") == 0) {
-      if ((rc = get_uint(e, k, &u, errmsg))) goto fail;
-      o->max_code_bytes = (size_t)u;
-    } else if (strcmp(nk, "interruptgracems") == 0) {
-      if ((rc = get_uint(e, k, &o->interrupt_grace_ms, errmsg))) goto fail;
-    } else if (strcmp(nk, "workerpath") == 0) {
-      if ((rc = check_string(e, k, 4096, errmsg))) goto fail;
-      o->worker_path = kh__strdup(json_string_value(e));
-    } else if (strcmp(nk, "pool") == 0) {
-      json_t *size;
-      if (!json_is_object(e)) {
-        kh__set_err(errmsg, "option '%s' must be an object like {\"size\": 2}", k);
-        rc = KH_EOPTION;
-        goto fail;
-      }
-      size = json_object_get(e, "size");
-      if (size != NULL) {
-        if ((rc = get_uint(size, "pool.size", &u, errmsg))) goto fail;
-        if (u > 64) {
-          kh__set_err(errmsg, "option 'pool.size' must be at most 64");
-          rc = KH_EOPTION;
-          goto fail;
-        }
-        o->pool_size = (int)u;
-      }
-    } else {
-      kh__set_err(errmsg, "unknown manager option '%s'", k);
-      rc = KH_EOPTION;
-      goto fail;
-    }
-  }
-  json_decref(root);
-  return 0;
-fail:
-  json_decref(root);
-  kh__manager_opts_free(o);
+  if (all == NULL) return KH_ENOMEM;
+  rc = parse(&p, manager_spec, text, "manager", all);
+  json_decref(all); /* nothing shows a manager's options yet: the typed fields are all */
+  if (rc != 0) kh__manager_opts_free(o);
   return rc;
 }
 

@@ -81,6 +81,8 @@ void kh__request_free(kh__request_t *r) {
   free(r);
 }
 
+/* Completes r with an API failure (canceled, dead): the caller is answered now (queued), and
+ * r itself is freed by whoever holds it (the queue walker, or the reply/stop of a zombie). */
 void kh__request_fail(kh_kernel_t *k, kh__request_t *r, int status, const char *msg) {
   kh_reply_t rep;
   if (r->cb == NULL) return; /* answered already */
@@ -109,6 +111,8 @@ static void request_abort(kh_kernel_t *k, kh__request_t *r) {
   r->cb = NULL;
 }
 
+/* The queue is taken out of k first: nothing here calls out, but the invariant "a request is
+ * in exactly one place" then holds at every step. */
 void kh__request_fail_queue(kh_kernel_t *k, int status, const char *msg) {
   kh__request_t *r = k->queue_head, *next;
   k->queue_head = k->queue_tail = NULL;
@@ -121,6 +125,10 @@ void kh__request_fail_queue(kh_kernel_t *k, int status, const char *msg) {
 
 /* --- the queue ---------------------------------------------------------------------------- */
 
+/* Hands the next request to the backend. The time limit is the smaller of the kernel's
+ * maxExecutionTime and the request's own timeout, armed here rather than by the backend so that
+ * every backend interrupts the same way; the busy status is queued before the backend sees the
+ * request, so it precedes every event the cell can produce. */
 void kh__kernel_pump(kh_kernel_t *k) {
   while (k->state == KH__K_IDLE && k->running == NULL && k->queue_head != NULL) {
     kh__request_t *r = k->queue_head;
@@ -161,6 +169,9 @@ static void build_reply(kh__strbuf_t *full, const char *json, size_t len, int pa
   kh__sb_puts(full, "]}");
 }
 
+/* The backend's reply for the running request. The runtime's JSON is trusted for its shape
+ * only after parsing (a worker's frames are hostile by assumption): status is "ok" or "error"
+ * and nothing else, the counter comes from the reply when it is an integer. */
 void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, size_t len) {
   kh__request_t *r = k->running;
   json_t *doc;
@@ -254,6 +265,8 @@ void kh_execute_options_init(kh_execute_options_t *opts) {
   opts->stop_on_error = 1;
 }
 
+/* Everything that can be refused is refused before the request exists, so a failed call has
+ * no side effect: no id handed out, no event, no callback (STYLE.md's rule for callbacks). */
 int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, size_t len,
                       const kh_execute_options_t *opts, char *exec_id_out, size_t exec_id_out_size,
                       kh_execute_cb cb, void *data) {
@@ -284,6 +297,7 @@ int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, 
   r->silent = opts ? opts->silent != 0 : 0;
   r->store_history = (opts == NULL || opts->store_history < 0) ? 1 : opts->store_history != 0;
   r->stop_on_error = (opts == NULL || opts->stop_on_error < 0) ? 1 : opts->stop_on_error != 0;
+  /* Jupyter's rule: a silent cell never touches history (nor the counter, nor `_`). */
   if (r->silent) r->store_history = 0;
   r->timeout_ms = opts ? opts->timeout_ms : 0;
   r->cb = cb;
@@ -322,6 +336,8 @@ int kh_kernel_input_reply(kh_manager_t *m, const char *kernel_id, const char *va
   return k->ops->input_reply(k, value);
 }
 
+/* A message a backend posted through the kernel's sink (a kernel thread, or the loop itself
+ * for news that must wait for the queue), run from the inbox's drain. */
 void kh__kernel_dispatch_msg(kh_kernel_t *k, kh__msg_t *msg) {
   switch (msg->kind) {
     case KH__MSG_EVENT:

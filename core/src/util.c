@@ -1,4 +1,9 @@
-/* util.c: string buffers, ids, clocks and input checks used across the core. */
+/* util.c: string buffers, ids, clocks, input checks and the reference counts of handle-owned
+ * objects, used across the core. Thread: any, except the references (loop).
+ *
+ * The string buffer remembers an allocation failure instead of reporting each append: a reply
+ * is built from dozens of pieces, and checking once at the end (kh__sb_take returns NULL) is
+ * the only way that code stays readable and still never hands out a truncated JSON text. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +64,8 @@ void *kh__memdup(const void *p, size_t n) {
   return q;
 }
 
+/* Execution ids and kernel ids are UUID-4 strings, as Jupyter's msg_ids are: unique across
+ * managers and processes, so an event can never be credited to another host's request. */
 void kh__uuid(char *out) {
   unsigned char b[16];
   static const char hex[] = "0123456789abcdef";
@@ -92,6 +99,9 @@ void kh__set_err(char *buf, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* Code is checked on the host, before it is queued: a worker must never be the first to see
+ * invalid UTF-8 (its frames would not encode), and a NUL byte would cut the cell short in
+ * CPython's compile() without a word. */
 int kh__check_code(const char *code, size_t len, size_t max, char *errmsg) {
   json_t *s;
   const char *nul;

@@ -741,7 +741,7 @@ pyerr : {
 static void apply_sandbox(const json_t *plan, json_t **report) {
   char err[KH__ERRMSG_MAX] = "";
   json_t *limits = json_object_get(plan, "limits");
-  json_t *mo = json_object_get(limits, "maxOutputBytes");
+  json_t *mo = json_object_get(limits, "max_output_bytes");
   PyObject *mod = NULL, *json = NULL, *d = NULL, *r = NULL;
   char *s = NULL;
   int rc;

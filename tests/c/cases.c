@@ -151,9 +151,10 @@ static int match_op(run_t *r, const char *op, json_t *arg, json_t *act, const ch
   if (strcmp(op, "$eq") == 0) {
     return json_equal(arg, act) ? 1 : mismatch(arg, act, path, why, n, "$eq");
   } else if (strcmp(op, "$type") == 0) {
-    return strcmp(json_string_value(arg), type_name(act)) == 0
-               ? 1
-               : mismatch(arg, act, path, why, n, "$type");
+    const char *want = json_string_value(arg);
+    int ok = strcmp(want, "integer") == 0 ? json_is_integer(act)
+                                          : strcmp(want, type_name(act)) == 0;
+    return ok ? 1 : mismatch(arg, act, path, why, n, "$type");
   } else if (strcmp(op, "$contains") == 0 || strcmp(op, "$not_contains") == 0 ||
              strcmp(op, "$prefix") == 0) {
     const char *s = json_string_value(act), *needle = json_string_value(arg);
@@ -719,6 +720,15 @@ static void step_list(run_t *r, json_t *ns, json_t *exp) {
   json_decref(j);
 }
 
+static void step_info(run_t *r, const char *name, json_t *exp) {
+  char *s = kh_kernel_info(r->t.m, r->ids[kernel_index(r, name, 1)]);
+  json_t *j = s ? json_loads(s, 0, NULL) : NULL;
+  if (s != NULL && j == NULL) case_fail(r, "kh_kernel_info gave no JSON");
+  kh_free(s);
+  expect_match(r, exp, j, "info");
+  json_decref(j);
+}
+
 /* restart / destroy / interrupt / input_reply on an idle kernel. */
 static void step_kernel_call(run_t *r, const char *verb, json_t *step) {
   json_t *exp = json_object_get(step, "expect");
@@ -775,6 +785,8 @@ static void run_step(run_t *r, json_t *step) {
     step_kernel_events(r, json_string_value(v), json_object_get(step, "expect"));
   } else if ((v = json_object_get(step, "list")) != NULL) {
     step_list(r, v, json_object_get(step, "expect"));
+  } else if ((v = json_object_get(step, "info")) != NULL) {
+    step_info(r, json_string_value(v), json_object_get(step, "expect"));
   } else {
     for (i = 0; i < sizeof(calls) / sizeof(calls[0]); i++)
       if (json_object_get(step, calls[i]) != NULL) {

@@ -147,9 +147,9 @@ TEST(sandbox_read_denied) {
   info = info_of(&t, id);
   ASSERT_STR(th_s(info, "sandbox.mode"), "strict");
   ASSERT(json_is_true(th_get(info, "sandbox.layers.landlock")));
-  ASSERT(json_is_true(th_get(info, "sandbox.layers.noNewPrivs")));
+  ASSERT(json_is_true(th_get(info, "sandbox.layers.no_new_privs")));
   ASSERT_INT(json_array_size(th_get(info, "sandbox.missing")), ==, 0);
-  ASSERT(json_array_size(th_get(info, "sandbox.runtimeRead")) > 0);
+  ASSERT(json_array_size(th_get(info, "sandbox.runtime_read")) > 0);
   json_decref(info);
   th_fini(&t);
   tree_free(&tr);

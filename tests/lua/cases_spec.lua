@@ -108,6 +108,7 @@ end
 ops["$type"] = function(arg, act, path)
   local t = type_name(act)
   if t == arg or (t == "empty" and (arg == "object" or arg == "array")) then return true end
+  if arg == "integer" and math.type(act) == "integer" then return true end
   return fail(path, "$type", arg, act)
 end
 
@@ -539,6 +540,8 @@ function Run:run_step(step)
     if m then assert(m:close()) end
   elseif step.kernel_events ~= nil then
     self:kernel_events(step.kernel_events, step.expect)
+  elseif step.info ~= nil then
+    self:expect(step.expect, self.f.m:kernel_info(self:kernel(step.info).id), "info")
   elseif step.list ~= nil then
     self:expect(step.expect, assert(self.f.m:list_kernels(step.list ~= NULL and step.list or nil)),
                 "list")

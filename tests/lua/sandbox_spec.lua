@@ -5,7 +5,7 @@
 -- are refused before any worker starts are data: tests/cases/options.json.
 --
 -- The C tests also read kh_kernel_info (sandbox.mode, sandbox.layers.*, sandbox.missing,
--- sandbox.runtimeRead, pooled). The Lua binding has no kernel:info(), so those facts are
+-- sandbox.runtime_read, pooled). The Lua binding has no kernel:info(), so those facts are
 -- checked through their effects instead: libc calls refused (Landlock, seccomp), NoNewPrivs
 -- in /proc/self/status, and whether the worker was a child of this host before the claim.
 local H = require("helpers")

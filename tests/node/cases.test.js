@@ -58,7 +58,8 @@ const OPS = {
     if (!deepEqual(act, arg)) fail(where, '$eq', arg, act);
   },
   $type(arg, act, where) {
-    if (typeName(act) !== arg) fail(where, '$type', arg, act);
+    const ok = arg === 'integer' ? Number.isInteger(act) : typeName(act) === arg;
+    if (!ok) fail(where, '$type', arg, act);
   },
   $contains(arg, act, where) {
     if (typeof act !== 'string' || !act.includes(arg)) fail(where, '$contains', arg, act);
@@ -151,10 +152,19 @@ function execOptions(o) {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [names[k] || k, v]));
 }
 
-// The facade's camelCase at the top of a kernel list entry, back to the core's snake_case.
-function snakeKeys(o) {
-  return Object.fromEntries(Object.entries(o).map(
-    ([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), v]));
+const snake = (k) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/**
+ * A kernel list entry or info object in the core's snake_case: the facade's camelCase undone
+ * where it applies it (top-level keys, and inside options and sandbox, but never inside env).
+ */
+function toCore(o, deep = false) {
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) return o;
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => {
+    const key = snake(k);
+    if (key === 'env') return [key, v];
+    return [key, deep || key === 'options' || key === 'sandbox' ? toCore(v, true) : v];
+  }));
 }
 
 /** The reply in the core's shape (the facade renames executionCount). */
@@ -503,7 +513,10 @@ class Run {
       await this.kernelEvents(step.kernel_events, step.expect);
     } else if (step.list !== undefined) {
       const list = this.m.listKernels(step.list === null ? undefined : step.list);
-      this.expect(step.expect, list.map(snakeKeys), 'list');
+      this.expect(step.expect, list.map((o) => toCore(o)), 'list');
+    } else if (step.info !== undefined) {
+      const info = this.m.getKernelInfo(this.kernel(step.info).id);
+      this.expect(step.expect, info === undefined ? undefined : toCore(info), 'info');
     } else {
       const verb = ['restart', 'destroy', 'interrupt', 'input_reply']
         .find((v) => step[v] !== undefined);

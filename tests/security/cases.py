@@ -539,9 +539,9 @@ def sandbox_hooks_alone_name_what_is_denied(t):
     # host:port, and allowed operations pass.
     import json
     port = t.listener()
-    plan = {"confine": True, "read": [t.rdir], "write": [t.wdir], "runtimeRead": ["/usr/lib"],
-            "runtimeReadWrite": ["/dev/null"], "runtimeExec": [], "run": False,
-            "net": ["127.0.0.1:1"], "env": ["KEEP"], "setEnv": {"SET": "1"}}
+    plan = {"confine": True, "read": [t.rdir], "write": [t.wdir], "runtime_read": ["/usr/lib"],
+            "runtime_read_write": ["/dev/null"], "runtime_exec": [], "run": False,
+            "net": ["127.0.0.1:1"], "env": ["KEEP"], "set_env": {"SET": "1"}}
     code = PRELUDE + f'''
 import json, socket, subprocess, _kh_sandbox
 _kh_sandbox.install(json.loads({json.dumps(plan)!r}))
@@ -591,7 +591,7 @@ import socket
 denied(socket.create_connection, ("127.0.0.1", {port}))   # the hook still says no
 denied(open, {t.secret!r})                                # Landlock files still on
 ''', env=env)
-    assert '"landlockNet":false' in err and '"landlock":true' in err, err
+    assert '"landlock_net":false' in err and '"landlock":true' in err, err
 
 
 def sandbox_apply_refuses_threads(t):
@@ -604,10 +604,14 @@ def sandbox_apply_refuses_threads(t):
 
 
 def sandbox_bad_options_rejected(t):
+    # The options parser refuses these (the runner's exit 3) before any plan is made; a root
+    # that is not a directory is the plan's to refuse (exit 4), since only the system knows.
     for perms in ({"read": ["relative/path"]}, {"net": ["host:99999"]}):
-        out, err = t.run({"permissions": perms}, "pass", expect=4)
+        out, err = t.run({"permissions": perms}, "pass", expect=3)
         assert "KH_EOPTION" in err, err
-    out, err = t.run({"filesystem": {"root": t.root, "mountPoint": "/"}}, "pass", expect=4)
+    out, err = t.run({"filesystem": {"root": t.root, "mountPoint": "/"}}, "pass", expect=3)
+    assert "KH_EOPTION" in err, err
+    out, err = t.run({"filesystem": {"root": t.root + "/nonexistent"}}, "pass", expect=4)
     assert "KH_EOPTION" in err, err
 
 
