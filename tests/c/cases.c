@@ -152,8 +152,8 @@ static int match_op(run_t *r, const char *op, json_t *arg, json_t *act, const ch
     return json_equal(arg, act) ? 1 : mismatch(arg, act, path, why, n, "$eq");
   } else if (strcmp(op, "$type") == 0) {
     const char *want = json_string_value(arg);
-    int ok = strcmp(want, "integer") == 0 ? json_is_integer(act)
-                                          : strcmp(want, type_name(act)) == 0;
+    int ok =
+        strcmp(want, "integer") == 0 ? json_is_integer(act) : strcmp(want, type_name(act)) == 0;
     return ok ? 1 : mismatch(arg, act, path, why, n, "$type");
   } else if (strcmp(op, "$contains") == 0 || strcmp(op, "$not_contains") == 0 ||
              strcmp(op, "$prefix") == 0) {
