@@ -56,9 +56,22 @@ export interface ExecuteErrorData extends EventTags {
 }
 export interface ClearOutputData extends EventTags { wait: boolean }
 export interface InputRequestData extends EventTags { prompt: string; password: boolean }
+/** Why a worker kernel died or is being restarted. Like every event payload field it keeps
+ * Jupyter's snake_case; fields that do not apply are null or absent. */
+export interface StatusReason {
+  exit_code?: number | null;
+  /** "SIGSEGV", ... */
+  signal?: string | null;
+  signal_number?: number;
+  pid?: number;
+  message?: string;
+  /** "interrupt_timeout" when an interrupt did not land within interruptGraceMs. */
+  cause?: string;
+}
 export interface StatusData extends EventTags {
   execution_state: 'starting' | 'busy' | 'idle' | 'restarting' | 'dead';
-  reason?: any;
+  /** On "dead" and "restarting". */
+  reason?: StatusReason;
 }
 
 export interface EventDataMap {
@@ -139,6 +152,23 @@ export interface KernelInfo {
   executionCount: number;
 }
 
+/** getKernelInfo(): camelCase throughout, but `options.env` keeps the variable names given. */
+export interface KernelDetails extends KernelInfo {
+  /** The kernel's options as the core normalised them. */
+  options: KernelOptions;
+  /** Worker mode: the process id, and whether it was claimed from the warm pool. */
+  pid?: number;
+  pooled?: boolean;
+  /** Worker mode, sandboxed kernels: the layers the running worker reports as active. */
+  sandbox?: {
+    mode: 'strict' | 'best-effort';
+    layers: Record<string, boolean>;
+    missing: string[];
+    runtimeRead: string[];
+    runtimeReadWrite: string[];
+  };
+}
+
 export declare class Kernel {
   readonly id: string;
   readonly mode: KernelModeValue;
@@ -157,8 +187,7 @@ export declare class KernelManager extends EventEmitter {
   getKernel(id: string): Kernel | undefined;
   listKernels(namespace?: string): KernelInfo[];
   /** Details of one kernel (options; in worker mode pid, pooled, sandbox), or undefined. */
-  getKernelInfo(id: string): (KernelInfo & { options: Record<string, unknown>; pid?: number;
-    pooled?: boolean; sandbox?: Record<string, unknown> }) | undefined;
+  getKernelInfo(id: string): KernelDetails | undefined;
   /** Pending requests reject with KH_ECANCELED; the kernel's listeners are removed. */
   destroyKernel(id: string): Promise<void>;
   /** Resolves with the number of kernels destroyed. */

@@ -1,10 +1,16 @@
 // index.js: the JS facade over the native addon: KernelManager (an EventEmitter), Kernel,
-// Promises for every request and the event dispatch to per-kernel listeners.
+// Promises for every request, the event dispatch to per-kernel listeners and the one conversion
+// of the core's snake_case JSON into this module's camelCase shapes (camelKeys). Everything runs
+// on the JS thread of the environment that loaded the addon. The core delivers every event,
+// reply and cancellation from the loop, never inside the call that caused it, so a listener or
+// a promise continuation always finds the API call that caused it finished.
 'use strict';
 
 const { EventEmitter } = require('node:events');
 const path = require('node:path');
 
+// node-gyp builds into build/Release (build/Debug with --debug); a missing addon is reported
+// with what to run, since a bare MODULE_NOT_FOUND for a .node path tells a user nothing.
 function loadAddon() {
   const root = path.join(__dirname, '..', 'build');
   const tried = [];
@@ -44,6 +50,7 @@ const ErrorCodes = Object.freeze({ ...native.errorCodes });
 
 const EVENT_NAMES = new Set(Object.values(KernelEvents));
 const EXECUTE_OPTIONS = new Set(['silent', 'storeHistory', 'stopOnError', 'timeout']);
+// Where a NativeManager keeps its KernelManager (see onNativeEvent).
 const OWNER = Symbol('kernelhost.owner');
 
 function khError(code, message) {
@@ -71,6 +78,8 @@ function optionsJson(options, what) {
   return JSON.stringify(options);
 }
 
+// Execute options as the native call takes them, positionally (no property reads in C on the
+// hot path): [silent, storeHistory, stopOnError, timeout], defaults as kh_execute_options_init.
 function executeOptions(options) {
   if (options === undefined || options === null) return [false, true, true, 0];
   if (typeof options !== 'object' || Array.isArray(options)) {
@@ -92,21 +101,15 @@ function executeOptions(options) {
 }
 
 // Called by the addon for every event of the manager; `this` is the NativeManager. It captures
-// nothing, so the addon's strong reference to it keeps no manager alive.
+// nothing, so the addon's strong reference to it keeps no manager alive: an unreferenced
+// manager can be collected, and its finalizer closes it.
 function onNativeEvent(kernelId, executionId, type, json) {
   const owner = this[OWNER];
-  if (owner !== undefined) owner._onEvent(kernelId, executionId, type, json);
+  if (owner !== undefined) owner._dispatch(kernelId, executionId, type, json);
 }
 
-// The core describes kernels in snake_case (as every JSON it hands out); JS gets camelCase.
-function summaryKeys(o) {
-  if ('execution_count' in o) {
-    o.executionCount = o.execution_count;
-    delete o.execution_count;
-  }
-  return o;
-}
-
+// A throwing listener must stop neither the other listeners nor this event's dispatch: its error
+// is rethrown on the next tick, where it reaches 'uncaughtException' as any callback's would.
 function reportListenerError(err) {
   process.nextTick(() => { throw err; });
 }
@@ -171,6 +174,8 @@ class EventStream {
   }
 }
 
+// A Kernel is a handle (id and mode) and nothing more: the kernel's state lives in the core, so
+// a handle kept after a destroy just gets KH_ENOTFOUND. Frozen, as it can never change.
 class Kernel {
   constructor(manager, id, mode) {
     this.id = id;
@@ -222,8 +227,6 @@ class KernelManager extends EventEmitter {
     this._listeners = new Map(); // kernelId -> Map(type -> [{fn, removed}])
     this._streams = new Map(); // executionId -> EventStream
     this._kernels = new Map(); // kernelId -> Kernel
-    this._submitting = 0;
-    this._held = [];
     this._closePromise = null;
   }
 
@@ -243,7 +246,8 @@ class KernelManager extends EventEmitter {
     }
   }
 
-  // A native call that completes through a callback (code, message, value).
+  // A native call that completes through a callback (code, message, value). Run inside the
+  // executor, so that a closed manager or a refused call rejects rather than throws.
   _request(fn) {
     return new Promise((resolve, reject) => {
       this._checkOpen();
@@ -259,43 +263,21 @@ class KernelManager extends EventEmitter {
     const opts = executeOptions(options);
     return new Promise((resolve, reject) => {
       this._checkOpen();
-      let executionId = '';
-      const done = (errCode, message, json) => {
-        if (stream !== null) this._streams.delete(executionId);
-        if (errCode) reject(khError(errCode, message));
-        else resolve(toResult(kernelId, executionId, json));
-      };
-      // Events that the core emits during the call (the request's "busy") are held until the
-      // execution id is known, so executeStream() sees every event of its request.
-      this._submitting++;
-      try {
-        executionId = this._native.execute(kernelId, code, opts[0], opts[1], opts[2], opts[3],
-          done);
-        if (stream !== null) this._streams.set(executionId, stream);
-      } finally {
-        this._release();
-      }
+      // The core delivers every event and the reply from the loop, never inside this call, so
+      // the stream is registered before the request's first event ("busy") can arrive.
+      const executionId = this._native.execute(kernelId, code, opts[0], opts[1], opts[2], opts[3],
+        (errCode, message, json) => {
+          if (stream !== null) this._streams.delete(executionId);
+          if (errCode) reject(khError(errCode, message));
+          else resolve(toResult(kernelId, executionId, json));
+        });
+      if (stream !== null) this._streams.set(executionId, stream);
     });
   }
 
-  _release() {
-    if (this._submitting === 1) {
-      // Still counted while flushing: events from listeners' own requests queue behind.
-      for (let i = 0; i < this._held.length; i++) {
-        const ev = this._held[i];
-        this._held[i] = undefined;
-        this._dispatch(ev[0], ev[1], ev[2], ev[3]);
-      }
-      this._held.length = 0;
-    }
-    this._submitting--;
-  }
-
-  _onEvent(kernelId, executionId, type, json) {
-    if (this._submitting > 0) this._held.push([kernelId, executionId, type, json]);
-    else this._dispatch(kernelId, executionId, type, json);
-  }
-
+  // One event to its stream (if its request has one), then to the kernel's listeners, then to
+  // 'kernelEvent'. The payload keeps Jupyter's keys; the two tags are this module's, in its
+  // style. Listeners run synchronously, in the core's order.
   _dispatch(kernelId, executionId, type, json) {
     const data = JSON.parse(json);
     data.kernelId = kernelId;
@@ -343,6 +325,7 @@ class KernelManager extends EventEmitter {
       this._kernels.delete(id);
       return undefined;
     }
+    // One handle per kernel; an id destroyed and created again in the other mode gets a new one.
     let k = this._kernels.get(id);
     if (k === undefined || k.mode !== mode) {
       k = new Kernel(this, id, mode);
@@ -353,7 +336,7 @@ class KernelManager extends EventEmitter {
 
   /** [{id, mode, namespace, status, created, executionCount}], optionally for one namespace. */
   listKernels(namespace) {
-    return JSON.parse(this._native.list(checkOptionalNamespace(namespace))).map(summaryKeys);
+    return camelKeys(JSON.parse(this._native.list(checkOptionalNamespace(namespace))));
   }
 
   /** The kernel's details (id, mode, namespace, status, options, and in worker mode pid,
@@ -361,12 +344,13 @@ class KernelManager extends EventEmitter {
   getKernelInfo(id) {
     checkId(id);
     const json = this._native.info(id);
-    return json === null || json === undefined ? undefined : summaryKeys(JSON.parse(json));
+    return json === null ? undefined : camelKeys(JSON.parse(json));
   }
 
   /** Destroys a kernel: its pending requests reject with KH_ECANCELED. */
   destroyKernel(id) {
     checkId(id);
+    // A later kernel may take the same id: it must not inherit this one's listeners.
     return this._request((n, done) => n.destroy(id, done)).then(() => {
       this._kernels.delete(id);
       this._listeners.delete(id);
@@ -434,6 +418,8 @@ class KernelManager extends EventEmitter {
 
   /** Destroys every kernel (pending requests reject KH_ECANCELED) and releases the manager. */
   close() {
+    // Idempotent: every later call (and every other method, through _checkOpen) sees this
+    // promise, so a second close waits for the same completion.
     if (this._closePromise === null) {
       this._closePromise = new Promise((resolve, reject) => {
         try {
@@ -450,19 +436,34 @@ class KernelManager extends EventEmitter {
   }
 }
 
+// The core hands out snake_case JSON (Jupyter's style); the API shapes of this module are
+// camelCase. camelKeys() is the one place that converts. The values of these keys keep the shape
+// they came in: `env` holds the user's own variable names; `data` and `metadata` are MIME bundles;
+// an execute reply's `result` and `error` are Jupyter content and its `outputs` are event records,
+// which stay snake_case as every event payload does (`execution_state`, `reason.exit_code`).
+const AS_IS = new Set(['env', 'data', 'metadata', 'result', 'error', 'outputs']);
+
+function camelKeys(value) {
+  if (Array.isArray(value)) return value.map(camelKeys);
+  if (value === null || typeof value !== 'object') return value;
+  const out = {};
+  for (const [key, v] of Object.entries(value)) {
+    out[key.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase())] = AS_IS.has(key) ? v : camelKeys(v);
+  }
+  return out;
+}
+
+// {status, executionCount, result?, error?, outputs}; each output's data is tagged as the same
+// event was when listeners saw it.
 function toResult(kernelId, executionId, json) {
-  const reply = JSON.parse(json);
-  const outputs = reply.outputs || [];
-  for (const o of outputs) {
+  const r = camelKeys(JSON.parse(json));
+  if (r.outputs === undefined) r.outputs = []; // replies for requests that never ran
+  for (const o of r.outputs) {
     if (o.data !== null && typeof o.data === 'object') {
       o.data.kernelId = kernelId;
       o.data.executionId = executionId;
     }
   }
-  const r = { status: reply.status, executionCount: reply.execution_count };
-  if (reply.result !== undefined) r.result = reply.result;
-  if (reply.error !== undefined) r.error = reply.error;
-  r.outputs = outputs;
   return r;
 }
 

@@ -1,11 +1,21 @@
 // node.test.js: behaviour specific to Node: the loop never waits for Python, the process exits
-// when idle, worker_threads, and executeStream as an async iterator.
+// when idle, worker_threads, executeStream as an async iterator, and camelCase API shapes over
+// the core's snake_case JSON.
 'use strict';
 
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { Worker } = require('node:worker_threads');
 const { assert, MODE, kernel, closeAll, busy, quiet } = require('./helpers');
+
+/** Paths of the object keys in `v` that are not camelCase, except below `env` (user names). */
+function nonCamelKeys(v, at = '') {
+  if (v === null || typeof v !== 'object') return [];
+  return Object.entries(v).flatMap(([key, x]) => [
+    ...(/_/.test(key) ? [`${at}${key}`] : []),
+    ...(key === 'env' ? [] : nonCamelKeys(x, `${at}${key}.`)),
+  ]);
+}
 
 function runChild(args) {
   return new Promise((resolve, reject) => {
@@ -105,5 +115,35 @@ describe('node', function () {
     await assert.rejects(async () => {
       for await (const item of k.executeStream('1')) assert.fail(`got ${item.type}`);
     }, (e) => ['KH_ENOTFOUND', 'KH_ECLOSED'].includes(e.code));
+  });
+
+  it('node_api_keys_camel_case', async function () {
+    // Worker-only options where the mode allows them: the sandbox info and `env` come with them.
+    const worker = MODE === 'worker';
+    const env = { my_var: 'x', OTHER_VAR: 'y' };
+    const { m, id, k } = await kernel({
+      namespace: 'keys', maxExecutionTime: 60000, inactivityTimeout: 600000,
+      ...(worker ? { env, limits: { maxOutputBytes: 100000 }, sandbox: 'best-effort' } : {}),
+    });
+    const r = await k.execute('1');
+    assert.deepEqual(Object.keys(r).sort(), ['executionCount', 'outputs', 'result', 'status']);
+    assert.equal(r.executionCount, 1);
+    // Event payloads keep Jupyter's keys, in `outputs` as in listeners.
+    assert.equal(r.outputs.find((o) => o.type === 'execute_result').data.execution_count, 1);
+    assert.equal(r.outputs[0].data.execution_state, 'busy');
+    const listed = m.listKernels('keys');
+    assert.equal(listed[0].executionCount, 1);
+    assert.deepEqual(nonCamelKeys(listed), []);
+    const info = m.getKernelInfo(id);
+    assert.equal(info.executionCount, 1);
+    assert.equal(info.options.maxExecutionTime, 60000);
+    assert.equal(info.options.inactivityTimeout, 600000);
+    assert.deepEqual(nonCamelKeys(info), []);
+    if (worker) {
+      assert.deepEqual(info.options.env, env);
+      assert.equal(info.options.limits.maxOutputBytes, 100000);
+      assert.ok(Array.isArray(info.sandbox.runtimeRead));
+      assert.equal(typeof info.sandbox.layers.noNewPrivs, 'boolean');
+    }
   });
 });

@@ -114,14 +114,14 @@ describe('sandbox', function () {
     const m = manager();
     const k = await kernelOf(m, { permissions: { read: [t.r] } });
     await readDeniedIn(m, k, t);
-    // The kernel's info names the mode and the layers in force. (The core's snake_case keys,
-    // as the addon passes them through; camelCase once the facade converts kernel info.)
+    // The kernel's info names the mode and the layers in force (camelCase, as every API shape
+    // of the Node module: the facade converts the core's snake_case).
     const info = kernelInfo(m, k.id);
     assert.equal(info.sandbox.mode, 'strict');
     assert.equal(info.sandbox.layers.landlock, true);
-    assert.equal(info.sandbox.layers.no_new_privs, true);
+    assert.equal(info.sandbox.layers.noNewPrivs, true);
     assert.deepEqual(info.sandbox.missing, []);
-    assert.ok(info.sandbox.runtime_read.length > 0);
+    assert.ok(info.sandbox.runtimeRead.length > 0);
   });
 
   it('sandbox_write_denied', async function () {
