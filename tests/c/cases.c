@@ -463,15 +463,6 @@ static int during_due(run_t *r, req_t *q, json_t *when) {
   case_fail(r, "unknown \"when\" in during");
 }
 
-static void on_done(kh_manager_t *m, const char *id, int status, const char *errmsg, void *data) {
-  int *d = data;
-  (void)m;
-  (void)id;
-  (void)errmsg;
-  d[0] = 1;
-  d[1] = status;
-}
-
 /* Makes a `during` call on the request's kernel; returns a flag to wait for (NULL: none). */
 static int *during_do(run_t *r, req_t *q, const char *what, int *done) {
   const char *id = r->ids[q->kernel];
@@ -481,9 +472,9 @@ static int *during_do(run_t *r, req_t *q, const char *what, int *done) {
     return NULL;
   }
   if (strcmp(what, "restart") == 0)
-    rc = kh_kernel_restart(r->t.m, id, on_done, done);
+    rc = kh_kernel_restart(r->t.m, id, th_done_cb, done);
   else if (strcmp(what, "destroy") == 0)
-    rc = kh_kernel_destroy(r->t.m, id, on_done, done);
+    rc = kh_kernel_destroy(r->t.m, id, th_done_cb, done);
   else
     case_fail(r, "unknown \"do\" in during: %s", what);
   if (rc != 0) case_fail(r, "during %s: %s", what, kh_err_name(rc));
@@ -738,10 +729,10 @@ static void step_kernel_call(run_t *r, const char *verb, json_t *step) {
                          : json_string_value(json_object_get(step, verb));
   const char *id = r->ids[kernel_index(r, name ? name : "k", 1)];
   if (strcmp(verb, "restart") == 0) {
-    rc = kh_kernel_restart(r->t.m, id, on_done, done);
+    rc = kh_kernel_restart(r->t.m, id, th_done_cb, done);
     waits = 1;
   } else if (strcmp(verb, "destroy") == 0) {
-    rc = kh_kernel_destroy(r->t.m, id, on_done, done);
+    rc = kh_kernel_destroy(r->t.m, id, th_done_cb, done);
     waits = 1;
   } else if (strcmp(verb, "interrupt") == 0) {
     rc = kh_kernel_interrupt(r->t.m, id);

@@ -116,6 +116,9 @@ int th_submit(th_t *t, const char *id, const char *code, const kh_execute_option
 /* Executes and waits; fails the test unless the API call and callback succeed. */
 json_t *th_exec(th_t *t, const char *id, const char *code, th_result_t *res);
 void th_result_free(th_result_t *res);
+/* A kh_kernel_done_cb / kh_kernel_create_cb that stores 1 in d[0] and the status in d[1]
+ * (data: int d[2]). */
+void th_done_cb(kh_manager_t *m, const char *id, int status, const char *errmsg, void *data);
 /* An execute callback for calls that must fail: it fails the test if it ever runs. */
 void th_never_cb(kh_manager_t *m, const kh_reply_t *r, int status, void *data);
 /* Asserts kh_kernel_create(opts) returns `code` at once, with a detail text naming `mention`. */

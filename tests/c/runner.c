@@ -208,6 +208,15 @@ void th_result_free(th_result_t *res) {
   res->json = NULL;
 }
 
+void th_done_cb(kh_manager_t *m, const char *id, int status, const char *errmsg, void *data) {
+  int *d = data;
+  (void)m;
+  (void)id;
+  (void)errmsg;
+  d[0] = 1;
+  d[1] = status;
+}
+
 void th_never_cb(kh_manager_t *m, const kh_reply_t *r, int status, void *data) {
   (void)m;
   (void)r;

@@ -4,15 +4,6 @@
  * data: tests/cases/. */
 #include "kh_test.h"
 
-static void on_done(kh_manager_t *m, const char *id, int status, const char *errmsg, void *data) {
-  int *d = data;
-  (void)m;
-  (void)id;
-  (void)errmsg;
-  d[0] = 1;
-  d[1] = status;
-}
-
 TEST(kernel_unknown_id) {
   th_t t;
   th_result_t r;
@@ -84,18 +75,18 @@ TEST(manager_destroy_all) {
   th_create(&t, th_opts("\"namespace\": \"ws1\""), a);
   th_create(&t, th_opts("\"namespace\": \"ws1\""), b);
   th_create(&t, th_opts("\"namespace\": \"ws2\""), c);
-  ASSERT_INT(kh_manager_destroy_all(t.m, "ws1", on_done, done), ==, 0);
+  ASSERT_INT(kh_manager_destroy_all(t.m, "ws1", th_done_cb, done), ==, 0);
   th_run_until(&t, &done[0]);
   ASSERT_INT(done[1], ==, 2);
   ASSERT_INT(kh_kernel_exists(t.m, a, NULL), ==, 0);
   ASSERT_INT(kh_kernel_exists(t.m, b, NULL), ==, 0);
   ASSERT_INT(kh_kernel_exists(t.m, c, NULL), ==, 1);
   done[0] = 0;
-  ASSERT_INT(kh_manager_destroy_all(t.m, "empty", on_done, done), ==, 0);
+  ASSERT_INT(kh_manager_destroy_all(t.m, "empty", th_done_cb, done), ==, 0);
   th_run_until(&t, &done[0]); /* runs even when nothing matched */
   ASSERT_INT(done[1], ==, 0);
   done[0] = 0;
-  ASSERT_INT(kh_manager_destroy_all(t.m, NULL, on_done, done), ==, 0);
+  ASSERT_INT(kh_manager_destroy_all(t.m, NULL, th_done_cb, done), ==, 0);
   th_run_until(&t, &done[0]);
   ASSERT_INT(done[1], ==, 1);
   ASSERT_INT(kh_manager_kernel_count(t.m), ==, 0);
@@ -112,7 +103,7 @@ TEST(kernel_destroy_cancels) {
   ASSERT_INT(th_submit(&t, id, "import time\ntime.sleep(100)", NULL, &a), ==, 0);
   ASSERT_INT(th_submit(&t, id, "1", NULL, &b), ==, 0);
   th_wait_status(&t, a.id, "busy");
-  ASSERT_INT(kh_kernel_destroy(t.m, id, on_done, done), ==, 0);
+  ASSERT_INT(kh_kernel_destroy(t.m, id, th_done_cb, done), ==, 0);
   /* Canceled at once, told from the loop: never inside the call. */
   ASSERT(!a.done && !b.done && !done[0]);
   ASSERT_ERR(th_submit(&t, id, "1", NULL, &c), KH_ECLOSED);
@@ -131,7 +122,7 @@ TEST(kernel_destroy_twice) {
   int done[2] = {0, 0};
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
-  ASSERT_INT(kh_kernel_destroy(t.m, id, on_done, done), ==, 0);
+  ASSERT_INT(kh_kernel_destroy(t.m, id, th_done_cb, done), ==, 0);
   ASSERT_ERR(kh_kernel_destroy(t.m, id, NULL, NULL), KH_ECLOSED);
   th_run_until(&t, &done[0]);
   ASSERT_ERR(kh_kernel_destroy(t.m, id, NULL, NULL), KH_ENOTFOUND);
@@ -215,7 +206,7 @@ static void restart_in_reply_cb(kh_manager_t *m, const kh_reply_t *rep, int stat
   /* Re-enter from inside the reply callback, as Node's promise continuations do: start a new
    * cell, then restart while it runs. */
   ASSERT_INT(th_submit(x->t, x->id, "while True: pass", NULL, &x->b), ==, 0);
-  ASSERT_INT(kh_kernel_restart(m, x->id, on_done, x->restarted), ==, 0);
+  ASSERT_INT(kh_kernel_restart(m, x->id, th_done_cb, x->restarted), ==, 0);
   x->done = 1;
 }
 

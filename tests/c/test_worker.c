@@ -264,15 +264,6 @@ static long rss_kb(void) {
   return kb;
 }
 
-static void on_created_any(kh_manager_t *m, const char *id, int status, const char *errmsg,
-                           void *data) {
-  (void)m;
-  (void)id;
-  (void)errmsg;
-  ((int *)data)[0] = 1;
-  ((int *)data)[1] = status;
-}
-
 TEST(worker_create_destroy_cycles) {
   th_t t;
   char id[64];
@@ -294,7 +285,7 @@ TEST(worker_create_destroy_cycles) {
     } else {
       /* Destroyed while starting: the create callback gets KH_ECANCELED. */
       int created[2] = {0, 0};
-      ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), on_created_any, created), ==, 0);
+      ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), th_done_cb, created), ==, 0);
       th_destroy(&t, id);
       th_run_until(&t, &created[0]);
       ASSERT_ERR(created[1], KH_ECANCELED);
@@ -400,7 +391,7 @@ TEST(worker_env_and_cwd) {
   {
     int created[2] = {0, 0};
     ASSERT_INT(kh_kernel_create(t.m, wopts("\"cwd\": \"/nonexistent/kh\""), id, sizeof(id),
-                                on_created_any, created),
+                                th_done_cb, created),
                ==, 0);
     th_run_until(&t, &created[0]);
     ASSERT_ERR(created[1], KH_EWORKER);
@@ -477,7 +468,7 @@ TEST(worker_missing_executable) {
     memset(created, 0, sizeof(created));
     memset(&res, 0, sizeof(res));
     th_init(&t, paths[i]);
-    ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), on_created_any, created), ==, 0);
+    ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), th_done_cb, created), ==, 0);
     th_run_until(&t, &created[0]);
     ASSERT_ERR(created[1], KH_EWORKER);
     ASSERT_INT(kh_manager_kernel_count(t.m), ==, 0);
@@ -489,7 +480,7 @@ TEST(worker_missing_executable) {
     setenv("KH_WORKER_PATH", "/nonexistent/kh-worker-env", 1);
     memset(created, 0, sizeof(created));
     th_init(&t, NULL);
-    ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), on_created_any, created), ==, 0);
+    ASSERT_INT(kh_kernel_create(t.m, wopts(""), id, sizeof(id), th_done_cb, created), ==, 0);
     th_run_until(&t, &created[0]);
     ASSERT_ERR(created[1], KH_EWORKER);
     th_fini(&t);

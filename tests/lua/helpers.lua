@@ -75,6 +75,16 @@ function H.create(f, extra)
   return id, f.m:get_kernel(id)
 end
 
+-- Worker kernel options plus `extra`, whatever KH_TEST_MODE says (worker and sandbox specs).
+function H.worker_opts(extra)
+  local o = { mode = "worker" }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+-- Creates a worker kernel; fails the spec on error.
+function H.create_worker(f, extra) return H.create(f, H.worker_opts(extra)) end
+
 -- Executes and returns the result; fails the spec unless the call succeeds.
 function H.exec(kernel, code, opts)
   local r, msg, err = kernel:execute(code, opts)

@@ -11,17 +11,7 @@
 local H = require("helpers")
 local P = require("proc")
 
-local function sopts(extra)
-  local o = { mode = "worker" }
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return o
-end
-
-local function screate(f, extra)
-  local id, msg, code = f.m:create_kernel(sopts(extra))
-  assert(id, ("create_kernel: %s: %s"):format(tostring(code), tostring(msg)))
-  return id, f.m:get_kernel(id)
-end
+local sopts, screate = H.worker_opts, H.create_worker
 
 -- A scratch tree: secret.txt, r/data.txt (readable), w/ (writable), root/ (a filesystem root
 -- holding hello.txt); mnt/ws is where the sandbox mounts root.

@@ -12,17 +12,7 @@ local kernelhost = require("kernelhost")
 local H = require("helpers")
 local P = require("proc")
 
-local function wopts(extra)
-  local o = { mode = "worker" }
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return o
-end
-
-local function wcreate(f, extra)
-  local id, msg, code = f.m:create_kernel(wopts(extra))
-  assert(id, ("create_kernel: %s: %s"):format(tostring(code), tostring(msg)))
-  return id, f.m:get_kernel(id)
-end
+local wopts, wcreate = H.worker_opts, H.create_worker
 
 -- The worker's pid, asked of the kernel; the cell leaves no name and no history behind.
 local function kernel_pid(k)
