@@ -173,6 +173,11 @@ int kh__sink_post_call(kh__sink_t *s, kh__kernel_call_fn fn, void *arg);
  * the drain, or when the manager's inbox is discarded at close (then it must free arg and
  * call nothing; it can tell by m->inbox_discarding). Returns 0 or KH_ENOMEM. Thread: loop. */
 int kh__defer(kh_manager_t *m, kh__call_fn fn, void *arg);
+/* Between hold and release, deliveries queued by the loop thread do not wake the loop; the
+ * release does, once. For a wake-up that can wait until after a hand-off to another thread
+ * (the busy status, queued before the cell is given to a kernel thread). Thread: loop. */
+void kh__inbox_hold(kh_manager_t *m);
+void kh__inbox_release(kh_manager_t *m);
 /* The inbox's uv_async_t callback: runs every queued message, oldest first, including those
  * queued while it runs. Thread: loop. */
 void kh__inbox_drain(kh_manager_t *m);
@@ -330,6 +335,8 @@ struct kh_manager_s {
   int closing;
   int close_started; /* the close delivery is queued: the async handle closes after it */
   int inbox_discarding;
+  int draining; /* kh__inbox_drain is running: loop-thread posts need no wake-up */
+  int held;     /* kh__inbox_hold() depth: loop-thread posts wait for the release to wake */
   int ref_mode;
   /* Callbacks promised and not yet run: requests (queued, running, or their completion
    * queued), creations, restarts, destroys, destroy-alls. While > 0 the loop stays alive. */

@@ -72,8 +72,15 @@ function outputsOf(r, type) {
 }
 
 /** Every stream text of a result, in order, as "name:text" pieces joined (C's stream_text). */
+// tagged: each run of one stream's text is prefixed with its name once. Where batching splits
+// a run into events depends on timing (a 20 ms flush), so runs, not events, are what is tagged.
 function streamText(r, tagged = false) {
-  return outputsOf(r, 'stream').map((s) => (tagged ? `${s.name}:${s.text}` : s.text)).join('');
+  let last = null;
+  return outputsOf(r, 'stream').map((s) => {
+    const tag = tagged && s.name !== last ? `${s.name}:` : '';
+    last = s.name;
+    return tag + s.text;
+  }).join('');
 }
 
 /** The core's kernel info object (pid, pooled, sandbox, ...), or null for no such kernel. */

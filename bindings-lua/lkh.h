@@ -1,0 +1,93 @@
+/* lkh.h: what the files of the Lua binding share: the manager's state and each file's entry
+ * points. Everything here runs on the thread that runs the Lua state, which is also the loop
+ * thread: the binding runs its private loop itself, inside blocking calls and manager:poll()
+ * (DESIGN.md, section 3).
+ *
+ * The files, by concept (as luv splits its sources):
+ *   lkh.c      the module: luaopen_kernelhost, the results convention, module functions
+ *   manager.c  kernelhost.Manager: the private loop, blocking calls, close and __gc
+ *   kernel.c   kernelhost.Kernel: execute, submit, interrupt, input_reply, restart, destroy
+ *   events.c   subscriptions, and calling Lua back (pcall + traceback, "error" handlers)
+ *   values.c   JSON <-> Lua values (kernelhost.null, kernelhost.empty_array) */
+#ifndef LKH_H
+#define LKH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "kernelhost.h"
+
+#define LKH_MANAGER_MT "kernelhost.Manager"
+#define LKH_KERNEL_MT "kernelhost.Kernel"
+#define LKH_ID_MAX 64
+
+typedef struct lkh_sub_s lkh_sub_t; /* events.c */
+
+/* One KernelManager. The Lua userdata holds only a pointer to it: the struct must outlive the
+ * userdata when __gc finds the loop still busy (then it is leaked on purpose, see manager.c). */
+typedef struct lkh_manager_s {
+  uv_loop_t loop;
+  kh_manager_t *m;       /* NULL once the close callback ran */
+  lua_State *L;          /* the Lua thread running the loop, callbacks run on it; else NULL */
+  uv_async_t keepalive;  /* ref'd: keeps the loop alive, so fd()/timeout() stay meaningful */
+  uv_timer_t poll_timer; /* poll(timeout_ms) */
+  int poll_expired;
+  int64_t count_sub; /* the core subscription that counts every event for poll() */
+  size_t dispatched; /* events and completions delivered, ever (poll()'s return value) */
+  /* The two guards below are Lua's own, not the core's: the core never calls back inside an
+   * API call, but a Lua callback runs inside uv_run and may call the binding again. */
+  int depth;       /* > 0 while the loop runs: uv_run is not re-entrant, so blocking is refused */
+  int cb_depth;    /* > 0 while Lua callbacks run: a callback may unsubscribe while the error
+                    * report walks the list, so removed subscriptions stay linked until then */
+  int closing;     /* kh_manager_close() was called */
+  int closed;      /* its callback ran */
+  int loop_closed; /* uv_loop_close() succeeded: the struct may be freed */
+  int quiet;       /* closing from __gc: no Lua callback runs any more */
+  lkh_sub_t *subs; /* in subscription order; events.c owns the list */
+  lua_Integer next_sub;
+  int next_ref; /* keys of the callback table (the manager's uservalue 2) */
+} lkh_manager_t;
+
+/* lkh.c: results. Runtime failures push nil, message, "KH_E..." (luv's convention). */
+int lkh_fail(lua_State *L, int rc, const char *msg);
+int lkh_fail_busy(lua_State *L, const char *what);
+int lkh_fail_closed(lua_State *L);
+int lkh_result(lua_State *L, lkh_manager_t *lm, int rc);
+
+/* manager.c */
+void lkh_manager_open(lua_State *L);
+lkh_manager_t *lkh_manager_get(lua_State *L, int idx);
+int lkh_manager_push(lua_State *L, lkh_manager_t *lm);
+void lkh_manager_wait(lkh_manager_t *lm, lua_State *L, int *flag);
+int lkh_manager_destroy_kernel(lua_State *L);
+int lkh_manager_restart(lua_State *L, lkh_manager_t *lm, const char *id, int fn);
+int lkh_manager_opt_fn(lua_State *L, int idx);
+
+/* kernel.c */
+void lkh_kernel_open(lua_State *L);
+int lkh_kernel_push(lua_State *L, lkh_manager_t *lm, int mgr, const char *id);
+
+/* events.c */
+extern const luaL_Reg lkh_events_methods[];
+void lkh_events_open(lua_State *L);
+int lkh_events_ref(lua_State *L, lkh_manager_t *lm, int idx);
+void lkh_events_push(lua_State *L, lkh_manager_t *lm, int ref);
+void lkh_events_unref(lua_State *L, lkh_manager_t *lm, int ref);
+void lkh_events_call(lkh_manager_t *lm, lua_State *L, int nargs, const char *kernel_id,
+                     const char *exec_id, const char *where);
+void lkh_events_free(lkh_manager_t *lm, lua_State *L);
+
+/* values.c */
+void lkh_values_open(lua_State *L);
+void lkh_values_push(lua_State *L, json_t *j);
+char *lkh_values_encode_opts(lua_State *L, int arg);
+void lkh_values_tag(json_t *o, const char *kernel_id, const char *exec_id);
+int lkh_values_push_reply(lua_State *L, const char *json, size_t len, const char *kernel_id,
+                          const char *exec_id);
+
+#endif
