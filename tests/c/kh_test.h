@@ -114,6 +114,9 @@ int th_submit(th_t *t, const char *id, const char *code, const kh_execute_option
 json_t *th_exec(th_t *t, const char *id, const char *code, th_result_t *res);
 void th_result_free(th_result_t *res);
 void th_destroy(th_t *t, const char *id);
+/* Runs a cell that prints and then sleeps for 100 s, interrupts it once the print has arrived
+ * (the cell is inside, on its way into sleep), and asserts the reply is a KeyboardInterrupt. */
+void th_interrupt_sleep(th_t *t, const char *id);
 
 /* Small JSON accessors: th_s(j, "result.data.text/plain") follows dotted keys; "outputs[2]"
  * indexes arrays. */
