@@ -124,6 +124,9 @@ void th_never_cb(kh_manager_t *m, const kh_reply_t *r, int status, void *data);
 /* Asserts kh_kernel_create(opts) returns `code` at once, with a detail text naming `mention`. */
 void th_create_error(th_t *t, const char *opts, int code, const char *mention);
 void th_destroy(th_t *t, const char *id);
+/* Runs a cell that prints and then sleeps for 100 s, interrupts it once the print has arrived
+ * (the cell is inside, on its way into sleep), and asserts the reply is a KeyboardInterrupt. */
+void th_interrupt_sleep(th_t *t, const char *id);
 
 /* Small JSON accessors: th_s(j, "result.data.text/plain") follows dotted keys; "outputs[2]"
  * indexes arrays. */

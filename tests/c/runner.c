@@ -249,6 +249,19 @@ void th_destroy(th_t *t, const char *id) {
   th_run_until(t, &done);
 }
 
+void th_interrupt_sleep(th_t *t, const char *id) {
+  th_result_t r;
+  ASSERT_INT(
+      th_submit(t, id, "import time\nprint('sleeping', flush=True)\ntime.sleep(100)", NULL, &r), ==,
+      0);
+  th_wait_events(t, KH_EVENT_STREAM, r.id, 1); /* inside the cell, on its way into sleep */
+  ASSERT_INT(kh_kernel_interrupt(t->m, id), ==, 0);
+  th_run_until(t, &r.done);
+  ASSERT_INT(r.status, ==, 0);
+  ASSERT_STR(th_s(r.json, "error.ename"), "KeyboardInterrupt");
+  th_result_free(&r);
+}
+
 json_t *th_get(json_t *j, const char *path) {
   char key[256];
   const char *p = path;
