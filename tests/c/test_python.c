@@ -30,23 +30,6 @@ TEST(python_ignores_host_environment) {
   unsetenv("PYTHONHOME");
 }
 
-/* The one variable a kernel may set on purpose, through its own env option. */
-TEST(worker_env_pythonpath) {
-  th_t t;
-  char id[64];
-  th_result_t r;
-  th_init(&t, NULL);
-  th_create(
-      &t, "{\"mode\":\"worker\",\"env\":{\"PYTHONPATH\":\"/nonexistent/kh-a:/nonexistent/kh-b\"}}",
-      id);
-  th_exec(&t, id, "import sys\nsys.path[1:3]", &r);
-  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "['/nonexistent/kh-a', '/nonexistent/kh-b']");
-  th_result_free(&r);
-  th_fini(&t);
-  /* the host's own environment is untouched */
-  ASSERT(getenv("PYTHONPATH") == NULL);
-}
-
 static void host_sigint(int sig) {
   (void)sig;
 }
