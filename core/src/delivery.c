@@ -140,34 +140,32 @@ void kh__deliver_reply(kh_manager_t *m, kh_execute_cb cb, void *data, const kh_r
   queue(m, d, 1);
 }
 
-void kh__deliver_done(kh_manager_t *m, kh_kernel_done_cb cb, void *data, const char *kernel_id,
-                      int status, const char *errmsg) {
+/* A completion (done or create): both carry a kernel id, a status and an error text. */
+static void deliver_completion(kh_manager_t *m, dkind_t kind, void (*cb)(void), void *data,
+                               const char *kernel_id, int status, const char *errmsg) {
   delivery_t *d;
   if (cb == NULL) { /* counted all the same: the call that took it promised to end */
     m->pending--;
     return;
   }
-  d = delivery_new(D_DONE, kernel_id, NULL, NULL, 0, errmsg);
+  d = delivery_new(kind, kernel_id, NULL, NULL, 0, errmsg);
   if (d != NULL) {
-    d->cb.done = cb;
+    if (kind == D_DONE)
+      d->cb.done = (kh_kernel_done_cb)cb;
+    else
+      d->cb.create = (kh_kernel_create_cb)cb;
     d->data = data;
     d->status = status;
   }
   queue(m, d, 1);
 }
 
+void kh__deliver_done(kh_manager_t *m, kh_kernel_done_cb cb, void *data, const char *kernel_id,
+                      int status, const char *errmsg) {
+  deliver_completion(m, D_DONE, (void (*)(void))cb, data, kernel_id, status, errmsg);
+}
+
 void kh__deliver_create(kh_manager_t *m, kh_kernel_create_cb cb, void *data, const char *kernel_id,
                         int status, const char *errmsg) {
-  delivery_t *d;
-  if (cb == NULL) {
-    m->pending--;
-    return;
-  }
-  d = delivery_new(D_CREATE, kernel_id, NULL, NULL, 0, errmsg);
-  if (d != NULL) {
-    d->cb.create = cb;
-    d->data = data;
-    d->status = status;
-  }
-  queue(m, d, 1);
+  deliver_completion(m, D_CREATE, (void (*)(void))cb, data, kernel_id, status, errmsg);
 }

@@ -408,6 +408,30 @@ void kh__py_kernel_interrupt(kh__pyk_t *p, const char *exec_id);
 void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value);
 void kh__pyk_unref(kh__pyk_t *p);
 
+/* --- starting the embedded interpreter (py-start.c), for the host and the worker alike ------ */
+
+/* Who starts Python. The host library (main_thread kernels) starts it on a service thread and
+ * keeps its process's signals; kernelhost-worker starts it on its main thread, to be interrupted
+ * by SIGINT. Everything else (isolated config, site, allocator, libpython) is the same. */
+typedef enum { KH__PY_HOST, KH__PY_WORKER } kh__py_role_t;
+
+/* How _kernelhost.emit() delivers a runtime event: to the kernel's sink in the host (sink is the
+ * one the runtime Kernel was given), to the protocol pipe in a worker (sink NULL). Called with
+ * the GIL held; must not wait for anything that may need it. Returns 0 or a KH_E* code. */
+typedef int (*kh__py_emit_fn)(kh__sink_t *sink, const char *exec_id, int type, const char *data,
+                              size_t len);
+
+typedef struct {
+  kh__py_role_t role;
+  kh__py_emit_fn emit;
+  void (*interrupt_landed)(void); /* worker: its SIGINT handler ran (GIL held); host: NULL */
+} kh__py_start_t;
+
+/* Starts CPython and the embedded runtime (_kh_runtime.init; in a worker also its SIGINT
+ * handler). Once per process, on the thread that will own the main thread state. Returns 0 with
+ * the GIL held by the caller, or KH_EPYTHON with errmsg (KH__ERRMSG_MAX) saying why. */
+int kh__py_start(const kh__py_start_t *how, char *errmsg);
+
 /* The embedded runtime sources (generated at build time: runtime_sources.c). */
 typedef struct {
   const char *name;

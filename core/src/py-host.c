@@ -1,25 +1,19 @@
 /* py-host.c: CPython inside the host process (main_thread kernels). One service thread starts
  * the interpreter, once per process, and then performs interrupts and input replies with the
  * GIL; each kernel thread has its own thread state and runtime Kernel object. The loop thread
- * never touches Python. */
+ * never touches Python: it only queues service requests (post_service), under `mu`. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "py-internal.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define KH_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define KH_ASAN 1
-#endif
-#endif
-
+/* One kernel's Python side. Freed when refs reaches 0: one reference belongs to the kernel
+ * thread (dropped by kh__py_kernel_close) and one to each queued service request, so a request
+ * that outlives the kernel finds rt NULL instead of freed memory. */
 struct kh__pyk_s {
   atomic_int refs;
   PyThreadState *ts; /* kernel thread only */
   PyObject *rt;      /* guarded by the GIL; NULL once closed */
-  kh__sink_t *sink;
 };
 
 typedef enum { SVC_INTERRUPT = 1, SVC_INPUT } svc_kind_t;
@@ -38,65 +32,32 @@ static int state;                       /* guarded by mu: 0 starting, 1 up, -1 f
 static char init_error[KH__ERRMSG_MAX]; /* written before state leaves 0 */
 static svc_t *svc_head, *svc_tail;      /* guarded by mu */
 static uv_thread_t service_tid;
-static PyInterpreterState *interp;
+static PyInterpreterState *interp; /* written before state becomes 1, read-only after */
 
-static int host_emit(PyObject *sink_obj, const char *exec_id, int type, const char *data,
+static int host_emit(kh__sink_t *sink, const char *exec_id, int type, const char *data,
                      size_t len) {
-  kh__sink_t *sink = PyCapsule_GetPointer(sink_obj, "kernelhost.sink");
-  if (sink == NULL) {
-    PyErr_Clear();
-    return KH_EINVAL;
-  }
+  if (sink == NULL) return KH_EINVAL;
   /* The sink's locks are never held by a thread that waits for the GIL, so taking them with
    * the GIL held cannot deadlock. */
   return kh__sink_post(sink, KH__MSG_EVENT, type, 0, exec_id, data, len);
 }
 
+/* The interpreter is started here, on the service thread, rather than on the host's thread:
+ * the host thread must never hold the GIL (DESIGN.md section 3), and this thread lives as long
+ * as the process, so the main thread state it owns stays valid. */
 static int start_python(void) {
-  PyPreConfig pre;
-  PyConfig config;
-  PyStatus st;
-  kh__py_promote_libpython();
-  PyPreConfig_InitIsolatedConfig(&pre);
-  pre.utf8_mode = 1;
-#ifdef KH_ASAN
-  /* Python's own allocator hides errors from AddressSanitizer. */
-  pre.allocator = PYMEM_ALLOCATOR_MALLOC;
-#endif
-  st = Py_PreInitialize(&pre);
-  if (PyStatus_Exception(st)) {
-    snprintf(init_error, sizeof(init_error), "Python pre-initialisation failed: %s",
-             st.err_msg ? st.err_msg : "?");
-    return KH_EPYTHON;
-  }
-  if (PyImport_AppendInittab("_kernelhost", kh__py_init_module) < 0) {
-    snprintf(init_error, sizeof(init_error), "cannot register the _kernelhost module");
-    return KH_EPYTHON;
-  }
-  st = kh__py_config(&config);
-  if (!PyStatus_Exception(st)) st = Py_InitializeFromConfig(&config);
-  PyConfig_Clear(&config);
-  if (PyStatus_Exception(st)) {
-    snprintf(init_error, sizeof(init_error), "Python initialisation failed: %s",
-             st.err_msg ? st.err_msg : "?");
-    return KH_EPYTHON;
-  }
-  kh__py_emit_hook = host_emit;
-  if (kh__py_load_runtime(0) < 0) {
-    char buf[KH__ERRMSG_MAX - 64];
-    kh__py_describe_error(buf, sizeof(buf));
-    snprintf(init_error, sizeof(init_error), "loading the kernelhost runtime failed: %s", buf);
-    PyEval_SaveThread();
-    return KH_EPYTHON;
-  }
-  interp = PyInterpreterState_Main();
-  return 0;
+  static const kh__py_start_t how = {KH__PY_HOST, host_emit, NULL};
+  int rc = kh__py_start(&how, init_error);
+  if (rc == 0) interp = PyInterpreterState_Main();
+  return rc;
 }
 
 static void service_thread(void *arg) {
   PyThreadState *main_ts;
   int rc = start_python();
   (void)arg;
+  /* kh__py_start() returns holding the GIL: give it up, or no kernel thread could ever run.
+   * This thread keeps the main thread state and takes the GIL only to serve a request. */
   main_ts = rc == 0 ? PyEval_SaveThread() : NULL;
   uv_mutex_lock(&mu);
   state = rc == 0 ? 1 : -1;
@@ -136,10 +97,14 @@ static void service_thread(void *arg) {
   }
 }
 
+/* Runs once (uv_once) on the first main_thread kernel's thread: a host that only uses worker
+ * kernels never pays for an interpreter. */
 static void start_service(void) {
   uv_thread_options_t to;
   uv_mutex_init(&mu);
   uv_cond_init(&cv);
+  /* This thread is Python's main thread (it runs site and the runtime's imports): give it the
+   * stack a process's main thread has, which CPython's recursion limit assumes. */
   to.flags = UV_THREAD_HAS_STACK_SIZE;
   to.stack_size = 8u << 20;
   if (uv_thread_create_ex(&service_tid, &to, service_thread, NULL) != 0) {
@@ -162,6 +127,9 @@ static int wait_python(char *errmsg) {
   return 0;
 }
 
+/* The runtime Kernel holds its sink as a capsule with a sink reference of its own: events its
+ * threads emit after the C side closed (a thread a cell left running) still find a live sink,
+ * which drops them once closed. */
 static void capsule_free(PyObject *cap) {
   kh__sink_t *s = PyCapsule_GetPointer(cap, "kernelhost.sink");
   if (s != NULL) kh__sink_unref(s);
@@ -174,6 +142,8 @@ int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id,
   int rc;
   *out = NULL;
   if ((rc = wait_python(errmsg)) != 0) return rc;
+  /* A thread state of this kernel thread's own, in the one shared interpreter: numpy cannot
+   * run in sub-interpreters, so kernels are separated by namespace, not by interpreter. */
   p = calloc(1, sizeof(*p));
   if (p == NULL) return KH_ENOMEM;
   atomic_init(&p->refs, 1);
@@ -218,11 +188,15 @@ char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code,
   PyObject *text, *r = NULL;
   char *out = NULL;
   PyEval_RestoreThread(p->ts);
+  /* The core has checked the code is UTF-8 without NULs (KH_EENCODING), so this cannot fail
+   * on the text; if it fails at all (memory), the reply says so like any runtime failure. */
   text = PyUnicode_DecodeUTF8(code, (Py_ssize_t)len, "strict");
   if (text != NULL) {
     r = PyObject_CallMethod(p->rt, "execute", "sOii", exec_id, text, silent, store_history);
     Py_DECREF(text);
   }
+  /* The reply is JSON the runtime already encoded (bytes): copied out while the GIL is held,
+   * since the loop thread that parses it must never touch a Python object. */
   if (r != NULL && PyBytes_Check(r)) {
     *out_len = (size_t)PyBytes_GET_SIZE(r);
     out = kh__memdup(PyBytes_AS_STRING(r), *out_len);
@@ -275,6 +249,10 @@ void kh__pyk_unref(kh__pyk_t *p) {
   if (atomic_fetch_sub(&p->refs, 1) == 1) free(p);
 }
 
+/* Thread: loop. The loop thread must never wait for the GIL (a cell may hold it for as long as
+ * it likes), so interrupts and input replies go to the service thread, which may. A request
+ * that cannot be allocated (out of memory) is dropped; a time limit interrupts again after each
+ * grace period (kernel.c). */
 static void post_service(kh__pyk_t *p, svc_kind_t kind, const char *value) {
   svc_t *s = calloc(1, sizeof(*s));
   if (s == NULL) return;

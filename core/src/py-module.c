@@ -1,7 +1,6 @@
-/* py-module.c: the builtin module _kernelhost through which the Python runtime reaches C
- * (emit, async_raise, clear_async_exc), the loader of the embedded runtime sources, and the
- * interpreter configuration shared by the host library and the worker. */
-#include <dlfcn.h>
+/* py-module.c: the builtin module _kernelhost through which the Python runtime reaches C (emit,
+ * async_raise, clear_async_exc, note_interrupt, and the embedded sources that _kh_importer
+ * serves), and the error helpers the py-*.c files share. Thread: any thread holding the GIL. */
 #include <string.h>
 
 #include "py-internal.h"
@@ -9,30 +8,45 @@
 kh__py_emit_fn kh__py_emit_hook;
 void (*kh__py_interrupt_hook)(void);
 
+/* The runtime names events by their Jupyter message type; the C side carries the number. */
 static int type_from_name(const char *name) {
   int t = kh_event_type_from_name(name);
   return t > 0 ? t : -1;
 }
 
+/* emit(sink, exec_id, type, payload): payload is the event's JSON, already encoded by the runtime
+ * (bytes), so it crosses into C without a second encoding. Returns False when the event was not
+ * delivered (the kernel's sink has closed: a thread the cell left running outlived its kernel);
+ * raises MemoryError when memory ran out. */
 static PyObject *py_emit(PyObject *self, PyObject *args) {
-  PyObject *sink;
+  PyObject *sink_obj;
+  kh__sink_t *sink = NULL;
   const char *exec_id, *kind;
   Py_buffer payload;
   int type, rc;
   (void)self;
-  if (!PyArg_ParseTuple(args, "Ossy*:emit", &sink, &exec_id, &kind, &payload)) return NULL;
+  if (!PyArg_ParseTuple(args, "Ossy*:emit", &sink_obj, &exec_id, &kind, &payload)) return NULL;
   type = type_from_name(kind);
   if (type < 0) {
     PyBuffer_Release(&payload);
     return PyErr_Format(PyExc_ValueError, "unknown event type %s", kind);
   }
-  rc = kh__py_emit_hook ? kh__py_emit_hook(sink, exec_id, type, payload.buf, (size_t)payload.len)
-                        : 0;
+  /* A host kernel's sink travels as a capsule made by py-host.c; a worker's Kernel has None. */
+  if (sink_obj != Py_None && (sink = PyCapsule_GetPointer(sink_obj, "kernelhost.sink")) == NULL) {
+    PyErr_Clear();
+    rc = KH_EINVAL;
+  } else {
+    rc = kh__py_emit_hook ? kh__py_emit_hook(sink, exec_id, type, payload.buf, (size_t)payload.len)
+                          : 0;
+  }
   PyBuffer_Release(&payload);
   if (rc == KH_ENOMEM) return PyErr_NoMemory();
   return PyBool_FromLong(rc == 0);
 }
 
+/* For main_thread interrupts (the runtime's Kernel.interrupt, from py-host.c's service thread):
+ * CPython's signal handlers run only on the main thread, so a kernel thread is interrupted by an
+ * asynchronous exception instead, which lands at the next bytecode boundary. */
 static PyObject *py_async_raise(PyObject *self, PyObject *args) {
   unsigned long ident;
   PyObject *exc;
@@ -41,6 +55,7 @@ static PyObject *py_async_raise(PyObject *self, PyObject *args) {
   return PyLong_FromLong(PyThreadState_SetAsyncExc(ident, exc));
 }
 
+/* An interrupt that arrives as a cell ends must not hit the next cell on the same thread. */
 static PyObject *py_clear_async_exc(PyObject *self, PyObject *noargs) {
   (void)self;
   (void)noargs;
@@ -62,6 +77,8 @@ static PyMethodDef methods[] = {
     {"clear_async_exc", py_clear_async_exc, METH_NOARGS, "drop this thread's pending async exc"},
     {NULL, NULL, 0, NULL}};
 
+/* Single-phase initialisation (m_size -1): the module lives as long as the one interpreter,
+ * which is never finalised, and it is never loaded into a sub-interpreter. */
 static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT,
                                         "_kernelhost",
                                         "kernelhost's bridge between the runtime and C.",
@@ -77,6 +94,8 @@ PyObject *kh__py_init_module(void) {
   PyObject *sources = NULL;
   const kh__source_t *s;
   if (m == NULL) return NULL;
+  /* The embedded runtime as {module name: source text}, for _kh_importer: decoded once here
+   * (about 50 KB in all) so that the finder stays plain Python. */
   sources = PyDict_New();
   if (sources == NULL) goto fail;
   for (s = kh__runtime_sources; s->name; s++) {
@@ -97,46 +116,8 @@ fail:
   return NULL;
 }
 
-/* A meta-path finder serving the embedded runtime modules, so no loose files are needed. */
-static const char bootstrap[] =
-    "import sys, importlib.machinery, _kernelhost\n"
-    "class _KhEmbedded:\n"
-    "    def find_spec(self, name, path, target=None):\n"
-    "        if name in _kernelhost.sources:\n"
-    "            return importlib.machinery.ModuleSpec(name, self,\n"
-    "                origin='<kernelhost>/' + name + '.py')\n"
-    "        return None\n"
-    "    def create_module(self, spec):\n"
-    "        return None\n"
-    "    def exec_module(self, module):\n"
-    "        name = module.__spec__.name\n"
-    "        code = compile(_kernelhost.sources[name], module.__spec__.origin, 'exec')\n"
-    "        exec(code, module.__dict__)\n"
-    "    def get_source(self, name):\n"
-    "        return _kernelhost.sources.get(name)\n"
-    "sys.meta_path.insert(0, _KhEmbedded())\n";
-
-int kh__py_load_runtime(int signals_work) {
-  PyObject *globals, *r, *mod;
-  globals = PyDict_New();
-  if (globals == NULL) return -1;
-  if (PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0) {
-    Py_DECREF(globals);
-    return -1;
-  }
-  r = PyRun_String(bootstrap, Py_file_input, globals, globals);
-  Py_DECREF(globals);
-  if (r == NULL) return -1;
-  Py_DECREF(r);
-  mod = PyImport_ImportModule("_kh_runtime");
-  if (mod == NULL) return -1;
-  r = PyObject_CallMethod(mod, "init", "O", signals_work ? Py_True : Py_False);
-  Py_DECREF(mod);
-  if (r == NULL) return -1;
-  Py_DECREF(r);
-  return 0;
-}
-
+/* "Type: message", for error texts that end up in KH_EPYTHON messages and fallback replies,
+ * which have no room for a traceback. */
 void kh__py_describe_error(char *buf, size_t n) {
   PyObject *type, *value, *tb, *s = NULL;
   const char *text = NULL;
@@ -153,6 +134,8 @@ void kh__py_describe_error(char *buf, size_t n) {
   Py_XDECREF(tb);
 }
 
+/* The same reply shape the runtime gives a failed cell, for failures outside it (the runtime
+ * itself raised, or returned no reply), so hosts need no second case. */
 char *kh__py_error_reply(const char *ename, const char *evalue, size_t *out_len) {
   json_t *o = json_pack("{s:s, s:i, s:{s:s, s:s, s:[s]}}", "status", "error", "execution_count", 0,
                         "error", "ename", ename, "evalue", evalue, "traceback", evalue);
@@ -160,31 +143,4 @@ char *kh__py_error_reply(const char *ename, const char *evalue, size_t *out_len)
   json_decref(o);
   if (s && out_len) *out_len = strlen(s);
   return s;
-}
-
-void kh__py_promote_libpython(void) {
-  Dl_info info;
-  if (dladdr((void *)&Py_InitializeFromConfig, &info) && info.dli_fname != NULL) {
-    /* The handle is deliberately kept: libpython stays global for the process's life. */
-    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
-  }
-}
-
-PyStatus kh__py_config(PyConfig *config) {
-  PyStatus st;
-  /* Isolated: PYTHONPATH, PYTHONHOME, PYTHONSTARTUP... of the host do not leak in, no signal
-   * handlers are installed in the host, and user site-packages are off. `site` still runs, so
-   * Debian's dist-packages (numpy, matplotlib, pandas) are found. */
-  PyConfig_InitIsolatedConfig(config);
-  config->site_import = 1;
-  config->install_signal_handlers = 0;
-  config->write_bytecode = 0;
-  config->parse_argv = 0;
-  config->buffered_stdio = 1;
-#ifdef KH_PYTHON_EXECUTABLE
-  st = PyConfig_SetBytesString(config, &config->program_name, KH_PYTHON_EXECUTABLE);
-  if (PyStatus_Exception(st)) return st;
-#endif
-  st = PyStatus_Ok();
-  return st;
 }

@@ -1,25 +1,32 @@
 /* py-stream.c: the hot path of stdout/stderr capture, in C: _kernelhost.OutBuffer (a kernel's
  * pending stream batch) and _kernelhost.Writer (the write() of the routed sys.stdout/stderr,
  * core/python/_kh_streams.py): one batch of one stream for one request, flushed on size, by the
- * timer, before displays and at cell end, never reordered, cut at maxOutputBytes. */
+ * timer, before displays and at cell end, never reordered, cut at maxOutputBytes.
+ * Thread: any thread that holds the GIL: kernel threads, threads a cell starts, and
+ * _kh_streams' flusher thread; each OutBuffer's own lock orders them. */
 #include "py-internal.h"
 
 #include <structmember.h>
 
+/* Flush a batch once it holds this many characters (the same figure as
+ * _kh_streams.FLUSH_CHARS); smaller batches wait for the timer (FLUSH_INTERVAL there). Batching
+ * is what made 100,000 printed lines cost ~55 ms instead of ~180 ms (bench/README.md). */
 #define FLUSH_CHARS (64 * 1024)
 
 typedef struct {
   PyObject_HEAD PyObject *emit; /* callable(exec_id, "stream", {"name", "text"}) */
   PyObject *schedule;           /* callable(buffer): arm the timed flush */
+  /* Guards every field below. Held across the emit of a batch, so that a flush by the timer
+   * thread and a write by the kernel thread can never swap two batches' order. */
   PyThread_type_lock lock;
   PyObject *parts; /* list of str */
   Py_ssize_t size;
   PyObject *name;    /* str or NULL */
   PyObject *exec_id; /* str or NULL */
   int scheduled;
-  PyObject *limit; /* None or int: maxOutputBytes (characters) per cell */
-  Py_ssize_t written;
-  int truncated;
+  PyObject *limit;    /* None or int: maxOutputBytes (characters) per cell */
+  Py_ssize_t written; /* characters emitted this cell; reset by start_cell() */
+  int truncated;      /* this cell hit the limit: its marker is out, the rest is dropped */
 } outbuf_t;
 
 static PyTypeObject outbuf_type;
@@ -45,6 +52,7 @@ static int outbuf_flush_locked(outbuf_t *b) {
   int rc = -1;
   b->scheduled = 0;
   if (PyList_GET_SIZE(b->parts) == 0) return 0;
+  /* Parts are joined only at flush: one allocation per batch instead of one per write. */
   empty = PyUnicode_New(0, 0);
   if (empty == NULL) return -1;
   text = PyUnicode_Join(empty, b->parts);
@@ -91,6 +99,8 @@ done:
 static int outbuf_write(outbuf_t *b, PyObject *name, PyObject *exec_id, PyObject *text) {
   int schedule = 0, rc = 0;
   outbuf_lock(b);
+  /* A batch holds one stream of one request: a write to the other stream, or for another
+   * request, flushes first, which keeps stdout/stderr interleaving and attribution exact. */
   if (PyList_GET_SIZE(b->parts) > 0 && (!same_str(name, b->name) || !same_str(exec_id, b->exec_id)))
     rc = outbuf_flush_locked(b);
   if (rc == 0) {
@@ -111,6 +121,8 @@ static int outbuf_write(outbuf_t *b, PyObject *name, PyObject *exec_id, PyObject
     }
   }
   PyThread_release_lock(b->lock);
+  /* The timer is armed after the lock is released: the flusher's own lock is then never taken
+   * inside this one, so the two locks have no order to get wrong. */
   if (rc == 0 && schedule && b->schedule != NULL && b->schedule != Py_None) {
     PyObject *r = PyObject_CallOneArg(b->schedule, (PyObject *)b);
     if (r == NULL) return -1;
@@ -224,8 +236,12 @@ typedef struct {
   PyObject *tls;                /* _kh_streams._tls (a threading.local) */
 } writer_t;
 
+/* Interned once: writer_call looks these up on every write. */
 static PyObject *str_ctx, *str_out, *str_exec_id, *str_write;
 
+/* write(s): the thread's kernel context lives in a threading.local (_kh_streams._tls), so output
+ * follows the thread that wrote it, whatever sys.stdout a cell sees. A thread outside every
+ * kernel (the service thread, one a C extension started) writes to the fallback stream. */
 static PyObject *writer_call(writer_t *w, PyObject *args, PyObject *kw) {
   PyObject *s, *ctx, *out = NULL, *exec_id = NULL, *r = NULL;
   Py_ssize_t n;
@@ -248,7 +264,7 @@ static PyObject *writer_call(writer_t *w, PyObject *args, PyObject *kw) {
     if (w->fallback == Py_None) return PyLong_FromSsize_t(n);
     return PyObject_CallMethodOneArg(w->fallback, str_write, s);
   }
-  if (n == 0) {
+  if (n == 0) { /* print() writes "" for end=""; it must not arm a timer or split a batch */
     Py_DECREF(ctx);
     return PyLong_FromSsize_t(0);
   }
@@ -256,6 +272,8 @@ static PyObject *writer_call(writer_t *w, PyObject *args, PyObject *kw) {
   exec_id = out ? PyObject_GetAttr(ctx, str_exec_id) : NULL;
   Py_DECREF(ctx);
   if (out == NULL || exec_id == NULL) goto done;
+  /* The C OutBuffer is called directly; any other object with write(name, exec_id, text) works
+   * too, through Python (the runtime always makes an OutBuffer today). */
   if (Py_IS_TYPE(out, &outbuf_type)) {
     if (outbuf_write((outbuf_t *)out, w->name, exec_id, s) == 0) r = PyLong_FromSsize_t(n);
   } else {

@@ -159,7 +159,7 @@ static void fatal(const char *fmt, ...) {
 
 /* --- events from the runtime (_kernelhost.emit) ------------------------------------------- */
 
-static int worker_emit(PyObject *sink, const char *exec_id, int type, const char *data,
+static int worker_emit(kh__sink_t *sink, const char *exec_id, int type, const char *data,
                        size_t len) {
   json_t *head = json_pack("{s:s, s:s, s:s}", "t", kh__proto_name(KH__P_EV), "type",
                            kh_event_type_name(type), "id", exec_id);
@@ -487,26 +487,6 @@ static json_t *next_command(void) {
   return msg;
 }
 
-/* Python's part of opening a kernel in this process: the options that apply inside it. */
-static const char open_src[] =
-    "def _kh_open(kernel_id, env_json, cwd, max_output):\n"
-    "    import os, sys, _kh_runtime\n"
-    "    env = {}\n"
-    "    if env_json:  # json only when needed: every idle worker would pay for it\n"
-    "        import json\n"
-    "        env = json.loads(env_json)\n"
-    "    if env:\n"
-    "        os.environ.update(env)\n"
-    "        # The interpreter is isolated from the host's PYTHON* variables; a kernel's own\n"
-    "        # PYTHONPATH is honoured deliberately, as the documentation says.\n"
-    "        extra = [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]\n"
-    "        sys.path[1:1] = [p for p in extra if p not in sys.path]\n"
-    "    if cwd:\n"
-    "        os.chdir(cwd)\n"
-    "    k = _kh_runtime.Kernel(None, kernel_id, True)\n"
-    "    k.out.limit = max_output\n"
-    "    return k\n";
-
 /* Opens the kernel; `applied` (borrowed, may be NULL) is the sandbox's report for "ready". */
 static void do_open(json_t *msg, json_t *applied) {
   const char *id = json_string_value(json_object_get(msg, "id"));
@@ -672,71 +652,22 @@ static void setup_fds(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
 }
 
-static void setup_signals(void) {
-  struct sigaction sa;
-  sigset_t none;
-  /* Whatever was inherited (a background job ignores SIGINT; CI has no terminal), SIGINT is
-   * reset so that CPython installs its KeyboardInterrupt handler. */
-  memset(&sa, 0, sizeof(sa));
-  sa.sa_handler = SIG_DFL;
-  sigaction(SIGINT, &sa, NULL);
-  sa.sa_handler = SIG_IGN;
-  sigaction(SIGPIPE, &sa, NULL);
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
-}
-
-static int start_python(char *err, size_t errn) {
-  PyPreConfig pre;
-  PyConfig config;
-  PyStatus st;
-  PyObject *g, *r;
-  PyPreConfig_InitIsolatedConfig(&pre);
-  pre.utf8_mode = 1;
-  st = Py_PreInitialize(&pre);
-  if (PyStatus_Exception(st)) goto status;
-  if (PyImport_AppendInittab("_kernelhost", kh__py_init_module) < 0) {
-    snprintf(err, errn, "cannot register the _kernelhost module");
+/* Python on this (main) thread, where SIGINT raises KeyboardInterrupt; the runtime's part of
+ * opening a kernel is _kh_worker.open_kernel, looked up once here. */
+static int start_python(char *err) {
+  static const kh__py_start_t how = {KH__PY_WORKER, worker_emit, interrupt_landed};
+  PyObject *mod;
+  if (kh__py_start(&how, err) != 0) return -1;
+  mod = PyImport_ImportModule("_kh_worker");
+  open_fn = mod ? PyObject_GetAttrString(mod, "open_kernel") : NULL;
+  Py_XDECREF(mod);
+  if (open_fn == NULL) {
+    char buf[KH__ERRMSG_MAX - 64];
+    kh__py_describe_error(buf, sizeof(buf));
+    snprintf(err, KH__ERRMSG_MAX, "loading the kernelhost runtime failed: %s", buf);
     return -1;
   }
-  st = kh__py_config(&config);
-  if (!PyStatus_Exception(st)) {
-    config.install_signal_handlers = 1; /* the point of a worker: SIGINT interrupts */
-    config.buffered_stdio = 0;
-    st = Py_InitializeFromConfig(&config);
-  }
-  PyConfig_Clear(&config);
-  if (PyStatus_Exception(st)) goto status;
-  kh__py_emit_hook = worker_emit;
-  if (kh__py_load_runtime(1) < 0) goto pyerr;
-  g = PyDict_New();
-  if (g == NULL || PyDict_SetItemString(g, "__builtins__", PyEval_GetBuiltins()) < 0) goto pyerr;
-  kh__py_interrupt_hook = interrupt_landed;
-  r = PyRun_String(
-      "import signal, _kernelhost\n"
-      "def _kh_sigint(signum, frame):\n"
-      "    _kernelhost.note_interrupt()\n"
-      "    raise KeyboardInterrupt\n"
-      "signal.signal(signal.SIGINT, _kh_sigint)\n",
-      Py_file_input, g, g);
-  if (r == NULL) goto pyerr;
-  Py_DECREF(r);
-  r = PyRun_String(open_src, Py_file_input, g, g);
-  if (r == NULL) goto pyerr;
-  Py_DECREF(r);
-  open_fn = PyDict_GetItemString(g, "_kh_open"); /* borrowed from g, which lives on */
-  Py_XINCREF(open_fn);
-  if (open_fn == NULL) goto pyerr;
   return 0;
-status:
-  snprintf(err, errn, "Python initialisation failed: %s", st.err_msg ? st.err_msg : "?");
-  return -1;
-pyerr : {
-  char buf[KH__ERRMSG_MAX - 64];
-  kh__py_describe_error(buf, sizeof(buf));
-  snprintf(err, errn, "loading the kernelhost runtime failed: %s", buf);
-  return -1;
-}
 }
 
 /* The open message's "sandbox" plan: confines this process (still single-threaded), then
@@ -798,10 +729,9 @@ int main(int argc, char **argv) {
    * with a host that died before prctl ran. EOF on the command pipe is the second net. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != (pid_t)atol(argv[2])) _exit(0);
-  setup_signals();
   setup_fds();
   kh__frame_dec_init(&cmd_dec, 0);
-  if (start_python(err, sizeof(err)) != 0) fatal("%s", err);
+  if (start_python(err) != 0) fatal("%s", err);
   hello = json_pack("{s:s, s:i, s:s}", "t", kh__proto_name(KH__P_HELLO), "pid", (int)getpid(),
                     "python", PY_VERSION);
   write_json(hello);

@@ -13,6 +13,9 @@
 
 typedef void (*th_fn)(void);
 void th_register(const char *name, th_fn fn);
+/* Runs the case of tests/cases/<concept>.json with this name (cases.c); returns 0 when there is
+ * none. Sets *mode_out to the mode it ran in. */
+int th_case_run(const char *name, const char **mode_out);
 
 #define TEST(name)                                                 \
   static void test_##name(void);                                   \
@@ -113,7 +116,17 @@ int th_submit(th_t *t, const char *id, const char *code, const kh_execute_option
 /* Executes and waits; fails the test unless the API call and callback succeed. */
 json_t *th_exec(th_t *t, const char *id, const char *code, th_result_t *res);
 void th_result_free(th_result_t *res);
+/* A kh_kernel_done_cb / kh_kernel_create_cb that stores 1 in d[0] and the status in d[1]
+ * (data: int d[2]). */
+void th_done_cb(kh_manager_t *m, const char *id, int status, const char *errmsg, void *data);
+/* An execute callback for calls that must fail: it fails the test if it ever runs. */
+void th_never_cb(kh_manager_t *m, const kh_reply_t *r, int status, void *data);
+/* Asserts kh_kernel_create(opts) returns `code` at once, with a detail text naming `mention`. */
+void th_create_error(th_t *t, const char *opts, int code, const char *mention);
 void th_destroy(th_t *t, const char *id);
+/* Runs a cell that prints and then sleeps for 100 s, interrupts it once the print has arrived
+ * (the cell is inside, on its way into sleep), and asserts the reply is a KeyboardInterrupt. */
+void th_interrupt_sleep(th_t *t, const char *id);
 
 /* Small JSON accessors: th_s(j, "result.data.text/plain") follows dotted keys; "outputs[2]"
  * indexes arrays. */

@@ -1,4 +1,5 @@
-/* runner.c: runs one named C test per process (ctest registers each name), and the fixture
+/* runner.c: runs one named C test per process (ctest registers each name): a TEST() of
+ * tests/c/test_<concept>.c, or else a case of tests/cases/<concept>.json (cases.c); and the fixture
  * helpers from kh_test.h. */
 #include "kh_test.h"
 
@@ -19,6 +20,7 @@ void th_register(const char *name, th_fn fn) {
 }
 
 int main(int argc, char **argv) {
+  const char *mode;
   int i;
   if (argc < 2) {
     for (i = 0; i < ntests; i++) printf("%s\n", tests[i].name);
@@ -31,7 +33,11 @@ int main(int argc, char **argv) {
       return 0;
     }
   }
-  fprintf(stderr, "no test named %s\n", argv[1]);
+  if (th_case_run(argv[1], &mode)) {
+    printf("ok %s (case, %s)\n", argv[1], mode);
+    return 0;
+  }
+  fprintf(stderr, "no test or case named %s\n", argv[1]);
   return 2;
 }
 
@@ -203,6 +209,32 @@ void th_result_free(th_result_t *res) {
   res->json = NULL;
 }
 
+void th_done_cb(kh_manager_t *m, const char *id, int status, const char *errmsg, void *data) {
+  int *d = data;
+  (void)m;
+  (void)id;
+  (void)errmsg;
+  d[0] = 1;
+  d[1] = status;
+}
+
+void th_never_cb(kh_manager_t *m, const kh_reply_t *r, int status, void *data) {
+  (void)m;
+  (void)r;
+  (void)status;
+  (void)data;
+  FAIL("a callback ran for a call that returned an error");
+}
+
+void th_create_error(th_t *t, const char *opts, int code, const char *mention) {
+  char id[64];
+  int rc = kh_kernel_create(t->m, opts, id, sizeof(id), NULL, NULL);
+  if (rc != code)
+    FAIL("create(%s): expected %s, got %s (%s)", opts, kh_err_name(code), kh_err_name(rc),
+         kh_manager_errmsg(t->m));
+  ASSERT_CONTAINS(kh_manager_errmsg(t->m), mention);
+}
+
 static void on_destroyed(kh_manager_t *m, const char *id, int status, const char *errmsg,
                          void *data) {
   (void)m;
@@ -216,6 +248,19 @@ void th_destroy(th_t *t, const char *id) {
   int done = 0;
   ASSERT_INT(kh_kernel_destroy(t->m, id, on_destroyed, &done), ==, 0);
   th_run_until(t, &done);
+}
+
+void th_interrupt_sleep(th_t *t, const char *id) {
+  th_result_t r;
+  ASSERT_INT(
+      th_submit(t, id, "import time\nprint('sleeping', flush=True)\ntime.sleep(100)", NULL, &r), ==,
+      0);
+  th_wait_events(t, KH_EVENT_STREAM, r.id, 1); /* inside the cell, on its way into sleep */
+  ASSERT_INT(kh_kernel_interrupt(t->m, id), ==, 0);
+  th_run_until(t, &r.done);
+  ASSERT_INT(r.status, ==, 0);
+  ASSERT_STR(th_s(r.json, "error.ename"), "KeyboardInterrupt");
+  th_result_free(&r);
 }
 
 json_t *th_get(json_t *j, const char *path) {

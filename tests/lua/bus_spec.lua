@@ -1,5 +1,5 @@
 -- bus_spec.lua: subscriptions from Lua: filters by kernel and type, unsubscribing inside a
--- callback, busy/idle bracketing.
+-- callback. (Busy/idle bracketing is data: tests/cases/status.json.)
 local kernelhost = require("kernelhost")
 local H = require("helpers")
 local E = kernelhost.KernelEvents
@@ -55,21 +55,4 @@ describe("bus", function()
     assert.are.equal("KH_ENOTFOUND", code)
   end)
 
-  it("status_busy_idle", function()
-    local _, k = H.create(f)
-    local ids = {}
-    for i = 1, 3 do ids[i] = H.exec(k, "x = " .. i).execution_id end
-    local r = H.exec(k, "1/0")
-    ids[#ids + 1] = r.execution_id
-    for _, eid in ipairs(ids) do
-      local st = H.events(f, "status", eid)
-      assert.are.equal(2, #st)
-      assert.are.equal("busy", st[1].data.execution_state)
-      assert.are.equal("idle", st[2].data.execution_state)
-      -- busy comes first and idle last among this request's events
-      local all = H.events(f, "*", eid)
-      assert.are.equal(st[1], all[1])
-      assert.are.equal(st[2], all[#all])
-    end
-  end)
 end)

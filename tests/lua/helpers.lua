@@ -44,6 +44,15 @@ end
 
 function H.count(f, type, exec_id) return #H.events(f, type, exec_id) end
 
+-- Status events with this execution_state, of exec_id (nil: any; "": the kernel's own).
+function H.statuses(f, state, exec_id)
+  local out = {}
+  for _, e in ipairs(H.events(f, "status", exec_id)) do
+    if e.data.execution_state == state then out[#out + 1] = e end
+  end
+  return out
+end
+
 -- Runs the manager's loop until cond() holds. The watchdog fails the spec after a minute
 -- without a single event, like the C harness; it is a guard, not a wait.
 function H.wait(f, cond, what)
@@ -66,6 +75,16 @@ function H.create(f, extra)
   return id, f.m:get_kernel(id)
 end
 
+-- Worker kernel options plus `extra`, whatever KH_TEST_MODE says (worker and sandbox specs).
+function H.worker_opts(extra)
+  local o = { mode = "worker" }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+-- Creates a worker kernel; fails the spec on error.
+function H.create_worker(f, extra) return H.create(f, H.worker_opts(extra)) end
+
 -- Executes and returns the result; fails the spec unless the call succeeds.
 function H.exec(kernel, code, opts)
   local r, msg, err = kernel:execute(code, opts)
@@ -85,8 +104,10 @@ function H.submit(kernel, code, opts)
   return eid, st
 end
 
--- Submits code and waits until it is running: its first statement prints a marker. (Waiting
--- for the busy status is not enough in main_thread mode: see the note in interrupt_spec.lua.)
+-- Submits code and waits until it is running: its first statement prints a marker, so the
+-- cell is inside its own code, not merely started. (An interrupt that arrives between busy and
+-- the cell's first statement is held by the runtime until the cell begins: tests/cases
+-- interrupt on busy.)
 function H.start(f, kernel, code)
   local eid, st = H.submit(kernel, "print('<started>', flush=True)\n" .. code)
   H.wait(f, function()

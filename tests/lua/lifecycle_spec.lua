@@ -1,73 +1,14 @@
--- lifecycle_spec.lua: the request queue, stop_on_error, restart, destroy, ids, listing,
--- namespaces and manager close, from Lua.
+-- lifecycle_spec.lua: what needs code about a kernel's life, from Lua: destroy and close with
+-- work in flight, ids, listing, namespaces, inactivity timeouts, and calls made from inside
+-- callbacks. Restart, interrupts and the request queue are data: tests/cases/.
+local kernelhost = require("kernelhost")
 local H = require("helpers")
+local statuses = H.statuses
 
 describe("lifecycle", function()
   local f
   before_each(function() f = H.fixture() end)
   after_each(function() H.close(f) end)
-
-  it("kernel_queue_fifo", function()
-    local _, k = H.create(f)
-    local order, results = {}, {}
-    for i = 1, 5 do
-      assert(k:submit("seen = globals().get('seen', []) + [" .. i .. "]\nseen", function(r)
-        order[#order + 1] = i
-        results[i] = r
-      end))
-    end
-    assert.are.same({}, order) -- submit never completes synchronously
-    H.wait(f, function() return #order == 5 end, "five completions")
-    assert.are.same({ 1, 2, 3, 4, 5 }, order)
-    for i = 1, 5 do
-      assert.are.equal(i, results[i].execution_count)
-      local seen = {}
-      for j = 1, i do seen[j] = tostring(j) end
-      assert.are.equal("[" .. table.concat(seen, ", ") .. "]", results[i].result.data["text/plain"])
-    end
-  end)
-
-  it("kernel_stop_on_error", function()
-    local _, k = H.create(f)
-    local _, s1 = H.submit(k, "raise ValueError('boom')")
-    local _, s2 = H.submit(k, "ran = True")
-    local _, s3 = H.submit(k, "ran = True")
-    H.wait(f, function() return s3.done end, "third request")
-    assert.are.equal("error", s1.result.status)
-    assert.are.equal("ValueError", s1.result.error.ename)
-    assert.are.equal("aborted", s2.result.status)
-    assert.are.equal("aborted", s3.result.status)
-    assert.are.equal("NameError", H.exec(k, "ran").error.ename)
-    -- with stop_on_error = false the queue goes on
-    _, s1 = H.submit(k, "raise ValueError('boom')", { stop_on_error = false })
-    _, s2 = H.submit(k, "ran = True\nran")
-    H.wait(f, function() return s2.done end, "second request")
-    assert.are.equal("error", s1.result.status)
-    assert.are.equal("ok", s2.result.status)
-    assert.are.equal("True", s2.result.result.data["text/plain"])
-  end)
-
-  it("kernel_restart", function()
-    local id, k = H.create(f)
-    H.exec(k, "x = 1")
-    assert.are.equal(2, H.exec(k, "x").execution_count)
-    local _, queued = H.submit(k, "import time\nwhile True:\n    time.sleep(0.01)")
-    local _, after = H.submit(k, "1")
-    assert.is_true(k:restart())
-    assert.is_true(queued.done and after.done)
-    assert.is_nil(queued.result)
-    assert.are.equal("KH_ECANCELED", queued.code)
-    assert.are.equal("KH_ECANCELED", after.code)
-    local r = H.exec(k, "x")
-    assert.are.equal("NameError", r.error.ename) -- a fresh namespace
-    assert.are.equal(1, r.execution_count)       -- and counter
-    assert.are.equal(id, k.id)                   -- the same id
-    local states = {}
-    for _, e in ipairs(H.events(f, "status", "")) do
-      states[#states + 1] = e.data.execution_state
-    end
-    assert.are.same({ "starting", "idle", "restarting", "starting", "idle" }, states)
-  end)
 
   it("kernel_destroy_cancels", function()
     local id, k = H.create(f)
@@ -185,5 +126,97 @@ describe("lifecycle", function()
     assert.are.equal("KH_ECLOSED", select(3, f.m:create_kernel(H.opts())))
     assert.are.equal("KH_ECLOSED", select(3, k:execute("1")))
     assert.is_true(f.m:close()) -- closing twice is harmless
+  end)
+  it("kernel_inactivity_timeout", function()
+    local id, k = H.create(f, { inactivityTimeout = 50 })
+    assert.are.equal("ok", H.exec(k, "1").status)
+    -- an idle kernel is destroyed: it reports dead with the reason, then disappears
+    H.wait(f, function() return #statuses(f, "dead", "") > 0 end, "the dead status")
+    local dead = statuses(f, "dead", "")
+    assert.are.equal(1, #dead)
+    assert.are.equal(id, dead[1].kernel_id)
+    assert.are.equal("inactivityTimeout", dead[1].data.reason.message)
+    H.wait(f, function() return #f.m:list_kernels() == 0 end, "the kernel to go")
+    f.m:run() -- nothing pending is left either
+    local eid, msg, code = k:submit("1", function() error("never called") end)
+    assert.is_nil(eid)
+    assert.are.equal("string", type(msg))
+    assert.are.equal("KH_ENOTFOUND", code)
+    assert.are.equal("KH_ENOTFOUND", select(3, f.m:get_kernel(id)))
+  end)
+
+  it("kernel_inactivity_dead_is_final", function()
+    local id, k = H.create(f, { inactivityTimeout = 50 })
+    local tried
+    -- from the listener of the "dead" status, the kernel is already on its way out
+    f.m:on_kernel_event(id, "status", function(d)
+      if d.execution_state == "dead" then
+        tried = { k:submit("1", function() error("never called") end) }
+      end
+    end)
+    H.wait(f, function() return tried ~= nil end, "the dead status")
+    assert.is_nil(tried[1])
+    assert.are.equal("KH_ECLOSED", tried[3])
+    assert.is_nil(f.m:kernel_info(id))
+  end)
+
+  it("kernel_destroy_callback_sees_it_gone", function()
+    -- The C test runs execute inside the destroy's completion callback. Lua has no such
+    -- callback: destroy_kernel blocks until the destroy completed, and then the kernel is gone.
+    local id, k = H.create(f)
+    assert.is_true(f.m:destroy_kernel(id))
+    local r, msg, code = k:execute("1")
+    assert.is_nil(r)
+    assert.are.equal("string", type(msg))
+    assert.are.equal("KH_ENOTFOUND", code)
+    assert.are.equal("KH_ENOTFOUND", select(3, k:interrupt()))
+    assert.are.equal("KH_ENOTFOUND", select(3, f.m:get_kernel(id)))
+    -- a destroy started inside a callback (where it cannot block) completes by the time the
+    -- loop has nothing pending, and the kernel is gone the same way
+    local id2, k2 = H.create(f)
+    local inner
+    local _, st = H.submit(k2, "1")
+    f.m:on_kernel_event(id2, kernelhost.KernelEvents.EXECUTE_RESULT, function()
+      inner = { f.m:destroy_kernel(id2) }
+    end)
+    H.wait(f, function() return st.done end, "the reply")
+    assert.are.same({ true }, inner)
+    f.m:run()
+    assert.are.same({}, f.m:list_kernels())
+    assert.are.equal("KH_ENOTFOUND", select(3, k2:execute("1")))
+  end)
+
+  it("kernel_restart_from_callback", function()
+    local _, k = H.create(f)
+    H.exec(k, "y = 1")
+    -- Re-enter from inside a reply callback: start a new cell, then ask for a restart. Lua's
+    -- restart blocks, and blocking calls are refused inside callbacks (KH_EBUSY); there is no
+    -- non-blocking restart in the Lua API. So the callback submits, the restart is refused,
+    -- and the host restarts right after the callback returned.
+    local inner, first, b = {}, nil, nil
+    assert(k:submit("2", function(r, msg, code)
+      first = { result = r, msg = msg, code = code }
+      local _, bst = H.submit(k, "while True: pass")
+      b = bst
+      inner.submit = bst.id
+      inner.restart = { k:restart() }
+    end))
+    H.wait(f, function() return first ~= nil end, "the first reply")
+    assert.are.equal("2", first.result.result.data["text/plain"])
+    assert.are.equal("string", type(inner.submit))
+    assert.is_nil(inner.restart[1])
+    assert.are.equal("string", type(inner.restart[2]))
+    assert.are.equal("KH_EBUSY", inner.restart[3])
+    -- the cell submitted from the callback is queued or running; the restart cancels it and
+    -- returns only once the kernel is back
+    assert.is_false(b.done)
+    H.wait(f, function() return H.count(f, "status", b.id) > 0 end, "the new cell to be busy")
+    assert.are.equal("busy", H.events(f, "status", b.id)[1].data.execution_state)
+    assert.is_true(k:restart())
+    assert.is_true(b.done)
+    assert.is_nil(b.result)
+    assert.are.equal("KH_ECANCELED", b.code)
+    -- the kernel is fresh and runs cells again
+    assert.are.equal("False", H.exec(k, "'y' in globals()").result.data["text/plain"])
   end)
 end)

@@ -1,7 +1,8 @@
 -- sandbox_spec.lua: the worker sandbox end to end from Lua (tests/c/test_sandbox.c): kernels
 -- created with permissions / filesystem / limits / sandbox, then real attempts to break each
 -- grant from inside the kernel, through Python and through ctypes calling libc directly (which
--- only the OS layers can stop). Worker mode always, whatever KH_TEST_MODE says.
+-- only the OS layers can stop). Worker mode always, whatever KH_TEST_MODE says. Options that
+-- are refused before any worker starts are data: tests/cases/options.json.
 --
 -- The C tests also read kh_kernel_info (sandbox.mode, sandbox.layers.*, sandbox.missing,
 -- sandbox.runtime_read, pooled). The Lua binding has no kernel:info(), so those facts are
@@ -10,17 +11,7 @@
 local H = require("helpers")
 local P = require("proc")
 
-local function sopts(extra)
-  local o = { mode = "worker" }
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return o
-end
-
-local function screate(f, extra)
-  local id, msg, code = f.m:create_kernel(sopts(extra))
-  assert(id, ("create_kernel: %s: %s"):format(tostring(code), tostring(msg)))
-  return id, f.m:get_kernel(id)
-end
+local sopts, screate = H.worker_opts, H.create_worker
 
 -- A scratch tree: secret.txt, r/data.txt (readable), w/ (writable), root/ (a filesystem root
 -- holding hello.txt); mnt/ws is where the sandbox mounts root.
@@ -355,35 +346,4 @@ describe("sandbox", function()
     assert.are.equal("True", kv.be_libc, out)
   end)
 
-  it("sandbox_main_thread_refuses", function()
-    local cases = {
-      { permissions = { read = { "/tmp" } } },
-      { limits = { memoryBytes = 1000000000 } },
-      { sandbox = "best-effort" },
-      { filesystem = { root = "/tmp", mountPoint = "/mnt/x" } },
-    }
-    for _, o in ipairs(cases) do
-      o.mode = "main_thread"
-      local id, msg, code = f.m:create_kernel(o)
-      assert.is_nil(id)
-      assert.are.equal("KH_ENOTSUP", code)
-      assert.is_truthy(msg:find("main_thread", 1, true), msg)
-    end
-    assert.are.same({}, f.m:list_kernels())
-  end)
-
-  it("sandbox_bad_options", function()
-    local cases = {
-      { permissions = { read = { "relative/path" } } },
-      { permissions = { net = { "host:99999" } } },
-      { filesystem = { root = "/nonexistent-kh" } },
-    }
-    for _, o in ipairs(cases) do
-      local id, msg, code = f.m:create_kernel(sopts(o))
-      assert.is_nil(id)
-      assert.are.equal("string", type(msg))
-      assert.are.equal("KH_EOPTION", code)
-    end
-    assert.are.same({}, f.m:list_kernels())
-  end)
 end)

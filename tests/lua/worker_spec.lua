@@ -1,7 +1,8 @@
--- worker_spec.lua: worker-only behaviour from Lua (tests/c/test_worker.c): interrupts that
--- land, kill escalation, crash reports, no orphans, fd-level output, create/destroy hygiene,
--- limits, env/cwd, restart, the pool and a missing worker. These specs choose worker mode
--- themselves, whatever KH_TEST_MODE says.
+-- worker_spec.lua: worker-only behaviour from Lua that needs code (tests/c/test_worker.c):
+-- interrupts that land in the same process, kill escalation, auto restart, no orphans,
+-- create/destroy hygiene, limits, env/cwd, restart, the pool and a missing worker. Deaths and
+-- fd-level output are data: tests/cases/worker.json. These specs choose worker mode themselves,
+-- whatever KH_TEST_MODE says.
 --
 -- The Lua binding has no kernel:info() (the C tests read pid and pooled from kh_kernel_info;
 -- Node has kernel.info()). Here the worker's pid comes from the kernel itself (os.getpid()
@@ -11,17 +12,7 @@ local kernelhost = require("kernelhost")
 local H = require("helpers")
 local P = require("proc")
 
-local function wopts(extra)
-  local o = { mode = "worker" }
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return o
-end
-
-local function wcreate(f, extra)
-  local id, msg, code = f.m:create_kernel(wopts(extra))
-  assert(id, ("create_kernel: %s: %s"):format(tostring(code), tostring(msg)))
-  return id, f.m:get_kernel(id)
-end
+local wopts, wcreate = H.worker_opts, H.create_worker
 
 -- The worker's pid, asked of the kernel; the cell leaves no name and no history behind.
 local function kernel_pid(k)
@@ -32,42 +23,13 @@ local function kernel_pid(k)
   return pid
 end
 
--- Status events with this state (exec_id nil: any).
-local function status_events(f, state, exec_id)
-  local out = {}
-  for _, e in ipairs(H.events(f, "status", exec_id)) do
-    if e.data.execution_state == state then out[#out + 1] = e end
-  end
-  return out
-end
+local status_events = H.statuses
 
 local function count_status(f, state, exec_id) return #status_events(f, state, exec_id) end
 
 local function wait_status_n(f, state, n)
   H.wait(f, function() return count_status(f, state) >= n end,
          ("%d %s statuses"):format(n, state))
-end
-
--- Runs code that kills the worker; checks the request, a queued one, and the dead event.
-local function expect_death(f, k, code)
-  local _, r = H.submit(k, code)
-  local _, q = H.submit(k, "'queued'")
-  H.wait(f, function() return q.done end, "the queued request")
-  assert.is_true(r.done)
-  assert.is_nil(r.result)
-  assert.are.equal("KH_EKERNELDEAD", r.code)
-  assert.are.equal("string", type(r.msg))
-  assert.is_nil(q.result)
-  assert.are.equal("KH_EKERNELDEAD", q.code)
-  local e = status_events(f, "dead")[1]
-  assert.is_not_nil(e)
-  assert.are.equal(r.id, e.execution_id)
-  assert.are.equal(k.id, e.kernel_id)
-  -- a dead kernel refuses work until restarted
-  local eid, _, err = k:submit("1", function() error("never called") end)
-  assert.is_nil(eid)
-  assert.are.equal("KH_EKERNELDEAD", err)
-  return e
 end
 
 describe("worker", function()
@@ -139,30 +101,6 @@ describe("worker", function()
     H.close(g)
   end)
 
-  it("worker_crash_reports_dead", function()
-    local _, k = wcreate(f)
-    local e = expect_death(f, k, "import ctypes\nctypes.string_at(0)")
-    assert.are.equal("SIGSEGV", e.data.reason.signal)
-    assert.are.equal(kernelhost.null, e.data.reason.exit_code)
-  end)
-
-  it("worker_exit_reports_dead", function()
-    local _, k = wcreate(f)
-    local e = expect_death(f, k, "import os\nos._exit(3)")
-    assert.are.equal(3, e.data.reason.exit_code)
-    assert.are.equal(kernelhost.null, e.data.reason.signal)
-  end)
-
-  it("worker_killed_reports_dead", function()
-    local _, k = wcreate(f)
-    local e = expect_death(f, k, "import os\nos.kill(os.getpid(), 9)")
-    assert.are.equal("SIGKILL", e.data.reason.signal)
-    -- restart brings a dead kernel back
-    assert.is_true(k:restart())
-    H.wait(f, function() return count_status(f, "idle", "") >= 2 end, "the restarted kernel")
-    assert.are.equal("42", H.exec(k, "6 * 7").result.data["text/plain"])
-  end)
-
   it("worker_auto_restart", function()
     local _, k = wcreate(f, { autoRestart = true, env = { KH_AUTO = "yes" } })
     local pid = kernel_pid(k)
@@ -176,16 +114,6 @@ describe("worker", function()
     local r = H.exec(k, "import os\nos.environ['KH_AUTO']")
     assert.are.equal("'yes'", r.result.data["text/plain"])
     assert.are_not.equal(pid, kernel_pid(k))
-  end)
-
-  it("worker_other_kernels_survive", function()
-    local _, a = wcreate(f)
-    local b, kb = wcreate(f)
-    H.exec(a, "x = 41")
-    expect_death(f, kb, "import ctypes\nctypes.string_at(0)")
-    assert.are.equal("42", H.exec(a, "x + 1").result.data["text/plain"])
-    assert.is_true(f.m:destroy_kernel(b))
-    assert.are.equal(1, #f.m:list_kernels())
   end)
 
   -- A child host runs a kernel and is SIGKILLed: its worker must exit too.
@@ -213,32 +141,6 @@ describe("worker", function()
     assert.are.equal("signal", how)
     assert.are.equal(9, sig)
     P.wait_pid_gone(f, worker, "the orphaned worker")
-  end)
-
-  it("worker_fd_output_captured", function()
-    local _, k = wcreate(f)
-    local r = H.exec(k, table.concat({
-      "import os, sys",
-      "os.write(1, b'\\xff junk\\n')",
-      "os.write(2, b'to fd 2 \\xe2\\x82\\n')",
-      "os.system('echo hi')",
-      "print('from print')",
-    }, "\n"))
-    assert.are.equal("ok", r.status)
-    local out = H.stream_text(f, r.execution_id, "stdout")
-    local err = H.stream_text(f, r.execution_id, "stderr")
-    assert.is_truthy(out:find("\u{FFFD} junk\n", 1, true), out) -- invalid UTF-8 becomes U+FFFD
-    assert.is_truthy(out:find("hi\n", 1, true), out)
-    assert.is_truthy(out:find("from print\n", 1, true), out)
-    assert.is_truthy(err:find("to fd 2 \u{FFFD}\n", 1, true), err)
-    -- every stream event of the cell came before its reply: the reply's outputs hold them
-    local in_reply = {}
-    for _, o in ipairs(r.outputs) do
-      if o.type == "stream" then in_reply[#in_reply + 1] = o.data.text end
-    end
-    assert.is_truthy(table.concat(in_reply):find("hi\n", 1, true))
-    -- the protocol survived
-    assert.are.equal("2", H.exec(k, "1 + 1").result.data["text/plain"])
   end)
 
   it("worker_create_destroy_cycles", function()

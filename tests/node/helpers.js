@@ -5,13 +5,7 @@
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const { spawnSync } = require('node:child_process');
 const kernelhost = require('../..');
-
-// The addon itself, for the Python executable the core was built against.
-function nativeAddon() {
-  return require('../../bindings-node/build/Release/kernelhost.node');
-}
 
 const MODE = process.env.KH_TEST_MODE || kernelhost.KernelMode.MAIN_THREAD;
 
@@ -67,12 +61,6 @@ async function rejects(promise, code) {
   });
 }
 
-/** True when the kernels' Python can import `mod` (numpy, matplotlib, IPython). */
-function pythonHas(mod) {
-  const py = process.env.KH_TEST_PYTHON || nativeAddon().pythonExecutable;
-  return spawnSync(py, ['-c', `import ${mod}`], { stdio: 'ignore' }).status === 0;
-}
-
 /** Marks a promise whose rejection the test awaits later (no unhandled-rejection noise). */
 function quiet(promise) {
   promise.catch(() => {});
@@ -84,8 +72,15 @@ function outputsOf(r, type) {
 }
 
 /** Every stream text of a result, in order, as "name:text" pieces joined (C's stream_text). */
+// tagged: each run of one stream's text is prefixed with its name once. Where batching splits
+// a run into events depends on timing (a 20 ms flush), so runs, not events, are what is tagged.
 function streamText(r, tagged = false) {
-  return outputsOf(r, 'stream').map((s) => (tagged ? `${s.name}:${s.text}` : s.text)).join('');
+  let last = null;
+  return outputsOf(r, 'stream').map((s) => {
+    const tag = tagged && s.name !== last ? `${s.name}:` : '';
+    last = s.name;
+    return tag + s.text;
+  }).join('');
 }
 
 /** The core's kernel info object (pid, pooled, sandbox, ...), or null for no such kernel. */
@@ -169,7 +164,7 @@ async function waitPidGone(pid, tick, max = 20000) {
 }
 
 module.exports = {
-  kernelhost, MODE, opts, manager, closeAll, kernel, nextEvent, busy, rejects, pythonHas,
+  kernelhost, MODE, opts, manager, closeAll, kernel, nextEvent, busy, rejects,
   outputsOf, quiet, assert, streamText, kernelInfo, recorder, isStatus, workerPid, pidAlive,
   waitPidGone,
 };

@@ -1,7 +1,8 @@
 // sandbox.test.js: the worker sandbox end to end through the Node binding (tests/c/test_sandbox.c):
 // createKernel with permissions / filesystem / limits / sandbox, then real attempts to break each
 // grant from inside the kernel, through Python and through ctypes calling libc directly. Worker
-// mode always, whatever KH_TEST_MODE says.
+// mode always, whatever KH_TEST_MODE says. Options refused before any worker starts are data:
+// tests/cases/options.json.
 'use strict';
 
 const fs = require('node:fs');
@@ -10,7 +11,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const {
-  assert, kernelhost, manager, closeAll, rejects, nextEvent, outputsOf, streamText, kernelInfo,
+  assert, kernelhost, manager, closeAll, nextEvent, outputsOf, streamText, kernelInfo,
 } = require('./helpers');
 
 const WORKER = kernelhost.KernelMode.WORKER;
@@ -355,27 +356,4 @@ describe('sandbox', function () {
     assert.equal(got.result, '2');
   });
 
-  it('sandbox_main_thread_refuses', async function () {
-    const m = manager();
-    const MT = kernelhost.KernelMode.MAIN_THREAD;
-    for (const extra of [{ permissions: { read: ['/tmp'] } }, { limits: { memoryBytes: 1e9 } },
-      { sandbox: 'best-effort' }, { filesystem: { root: '/tmp', mountPoint: '/mnt/x' } }]) {
-      await assert.rejects(m.createKernel({ mode: MT, ...extra }), (e) => {
-        assert.equal(e.code, 'KH_ENOTSUP', JSON.stringify(extra));
-        assert.match(e.message, /main_thread/);
-        return true;
-      });
-    }
-    assert.deepEqual(m.listKernels(), []);
-  });
-
-  it('sandbox_bad_options', async function () {
-    const m = manager();
-    await rejects(m.createKernel(sopts({ permissions: { read: ['relative/path'] } })),
-      'KH_EOPTION');
-    await rejects(m.createKernel(sopts({ permissions: { net: ['host:99999'] } })), 'KH_EOPTION');
-    await rejects(m.createKernel(sopts({ filesystem: { root: '/nonexistent-kh' } })),
-      'KH_EOPTION');
-    assert.deepEqual(m.listKernels(), []);
-  });
 });

@@ -1,4 +1,4 @@
--- host_spec.lua: what only the Lua binding does: event order during blocking calls, errors in
+-- lua_spec.lua: what only the Lua binding does: event order during blocking calls, errors in
 -- callbacks, fd/timeout embedding, submit completing in poll(), callback wrapper, __gc and
 -- __close, misuse raising.
 local kernelhost = require("kernelhost")

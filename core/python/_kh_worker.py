@@ -1,0 +1,49 @@
+# _kh_worker: the Python side of the kernelhost-worker process (core/worker/main.c), never
+# imported in the host: its SIGINT handler and the opening of its one kernel. Everything here
+# runs on the worker's main thread, where CPython runs signal handlers.
+
+# _signal, not signal: the same functions without signal.py's enum classes, which cost every
+# worker ~1.5 ms and the memory of the enum module at start (measured with -X importtime).
+import _signal
+import os
+import sys
+
+import _kernelhost
+import _kh_runtime
+
+
+def _kh_sigint(signum, frame):
+    # Tells main.c that the interrupt landed (it re-sends SIGINT until this runs: a signal that
+    # arrives just before a blocking call starts is otherwise only seen when the call returns).
+    _kernelhost.note_interrupt()
+    raise KeyboardInterrupt
+
+
+def install_sigint():
+    """Installs the handler whatever SIGINT's inherited disposition was. CPython installs its own
+    handler only when SIGINT is not ignored at start-up, and a worker spawned from a background
+    job inherits it ignored; py-start.c has reset it to the default before this runs."""
+    _signal.signal(_signal.SIGINT, _kh_sigint)
+
+
+def open_kernel(kernel_id, env_json, cwd, max_output):
+    """Applies the kernel's options that live inside this process and returns its runtime Kernel.
+    Called when the host opens the kernel, which for a pooled worker is long after start-up, so
+    nothing here may be needed before then."""
+    env = {}
+    if env_json:  # json only when needed: every idle worker would pay for it
+        import json
+
+        env = json.loads(env_json)
+    if env:
+        os.environ.update(env)
+        # The interpreter ignores the host's PYTHON* variables (py-start.c); a kernel's own
+        # PYTHONPATH is honoured deliberately, as the documentation says. It can only be applied
+        # here: the interpreter was started before the kernel's options were known.
+        extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        sys.path[1:1] = [p for p in extra if p not in sys.path]
+    if cwd:
+        os.chdir(cwd)
+    k = _kh_runtime.Kernel(None, kernel_id, True)
+    k.out.limit = max_output
+    return k

@@ -1,0 +1,826 @@
+/* cases.c: the C harness of tests/cases/<concept>.json. kh_tests runs a case by name when no TEST()
+ * has that name; the format, the matching rules and the checks made for every request are written
+ * once in tests/cases/README.md, and tests/lua/cases_spec.lua and tests/node/cases.test.js
+ * implement the same rules. Everything here runs on the test's loop thread. */
+#include <dirent.h>
+#include <stdarg.h>
+
+#include "kh_test.h"
+
+#ifndef KH_CASES_DIR
+#error "KH_CASES_DIR (the tests/cases directory) must be defined by the build"
+#endif
+
+#define MAX_KERNELS 16
+#define MAX_REQUESTS 256
+
+typedef struct run_s run_t;
+
+/* One request of a case: what was asked, and what came back. */
+typedef struct {
+  run_t *run;
+  json_t *spec; /* the EXECUTE step (borrowed from the case) */
+  int kernel;   /* index into run->ids */
+  int rc;       /* what kh_kernel_execute returned */
+  int calls;    /* completions seen (must end at 1 when rc == 0, 0 otherwise) */
+  int status;   /* the completion's status */
+  int order;    /* 1 + how many requests of the case completed before this one */
+  char id[64];  /* execution id */
+  char errmsg[512];
+  json_t *reply;   /* owned; NULL unless status == 0 */
+  size_t answered; /* input requests answered so far */
+} req_t;
+
+struct run_s {
+  th_t t;
+  const char *name;
+  const char *mode; /* the mode under test */
+  int step;         /* 1-based, for messages */
+  int in_call;      /* 1 while a public API call made by the harness runs */
+  int completed;    /* completions so far, for req_t.order */
+  int nkernels;
+  char names[MAX_KERNELS][32];
+  char ids[MAX_KERNELS][64];
+  req_t reqs[MAX_REQUESTS];
+  int nreqs;
+};
+
+static void case_fail(run_t *r, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 2, 3)));
+
+static void case_fail(run_t *r, const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "case %s, step %d (%s mode): ", r->name, r->step, r->mode);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\n");
+  exit(1);
+}
+
+/* --- finding the case ---------------------------------------------------------------------- */
+
+/* Reads every tests/cases/<concept>.json and returns the case named `name` (a new reference), or
+ * NULL. JSON_ALLOW_NUL: a case may send code with a NUL byte in it, to see it refused. */
+static json_t *case_find(const char *name) {
+  DIR *d = opendir(KH_CASES_DIR);
+  struct dirent *e;
+  json_t *found = NULL;
+  if (d == NULL) FAIL("cannot open %s", KH_CASES_DIR);
+  while (found == NULL && (e = readdir(d)) != NULL) {
+    char path[1024];
+    json_error_t err;
+    json_t *file, *c;
+    size_t i, n = strlen(e->d_name);
+    if (n < 6 || strcmp(e->d_name + n - 5, ".json") != 0) continue;
+    snprintf(path, sizeof(path), "%s/%s", KH_CASES_DIR, e->d_name);
+    file = json_load_file(path, JSON_ALLOW_NUL, &err);
+    if (file == NULL) FAIL("%s:%d: %s", path, err.line, err.text);
+    json_array_foreach(json_object_get(file, "cases"), i, c) {
+      const char *cn = json_string_value(json_object_get(c, "name"));
+      if (cn != NULL && strcmp(cn, name) == 0) {
+        found = json_incref(c);
+        break;
+      }
+    }
+    json_decref(file);
+  }
+  closedir(d);
+  return found;
+}
+
+/* --- matchers (tests/cases/README.md, "Matchers") -------------------------------------------- */
+
+static const char *type_name(const json_t *v) {
+  switch (json_typeof(v)) {
+    case JSON_OBJECT:
+      return "object";
+    case JSON_ARRAY:
+      return "array";
+    case JSON_STRING:
+      return "string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+      return "number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+      return "boolean";
+    default:
+      return "null";
+  }
+}
+
+/* 1 when every key of the object starts with '$' (an operator object), 0 when none does. */
+static int is_ops(run_t *r, const json_t *exp) {
+  const char *k;
+  json_t *v;
+  int ops = 0, plain = 0;
+  if (!json_is_object(exp)) return 0;
+  json_object_foreach((json_t *)exp, k, v) {
+    if (k[0] == '$')
+      ops++;
+    else
+      plain++;
+  }
+  if (ops && plain) case_fail(r, "a matcher mixes $ operators and keys");
+  return ops > 0;
+}
+
+static int match(run_t *r, json_t *exp, json_t *act, const char *path, char *why, size_t n);
+
+/* Describes a mismatch: where, what was expected, what was there. */
+static int mismatch(json_t *exp, json_t *act, const char *path, char *why, size_t n,
+                    const char *what) {
+  char *e = json_dumps(exp, JSON_ENCODE_ANY | JSON_COMPACT);
+  char *a = act ? json_dumps(act, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+  snprintf(why, n, "%s: %s: expected %s, got %.400s", path[0] ? path : "(value)", what, e ? e : "?",
+           act ? (a ? a : "?") : "(missing)");
+  free(e);
+  free(a);
+  return 0;
+}
+
+static int match_op(run_t *r, const char *op, json_t *arg, json_t *act, const char *path, char *why,
+                    size_t n) {
+  char sub[512];
+  if (strcmp(op, "$absent") == 0) {
+    if (json_is_true(arg) ? act == NULL : act != NULL) return 1;
+    return mismatch(arg, act, path, why, n, "$absent");
+  }
+  if (act == NULL) return mismatch(arg, act, path, why, n, op);
+  if (strcmp(op, "$eq") == 0) {
+    return json_equal(arg, act) ? 1 : mismatch(arg, act, path, why, n, "$eq");
+  } else if (strcmp(op, "$type") == 0) {
+    const char *want = json_string_value(arg);
+    int ok =
+        strcmp(want, "integer") == 0 ? json_is_integer(act) : strcmp(want, type_name(act)) == 0;
+    return ok ? 1 : mismatch(arg, act, path, why, n, "$type");
+  } else if (strcmp(op, "$contains") == 0 || strcmp(op, "$not_contains") == 0 ||
+             strcmp(op, "$prefix") == 0) {
+    const char *s = json_string_value(act), *needle = json_string_value(arg);
+    int ok;
+    if (s == NULL) return mismatch(arg, act, path, why, n, op);
+    if (op[1] == 'p')
+      ok = strncmp(s, needle, strlen(needle)) == 0;
+    else
+      ok = (strstr(s, needle) != NULL) == (op[1] == 'c');
+    return ok ? 1 : mismatch(arg, act, path, why, n, op);
+  } else if (strcmp(op, "$min") == 0 || strcmp(op, "$max") == 0) {
+    double a = json_number_value(act), b = json_number_value(arg);
+    if (!json_is_number(act) || (op[2] == 'i' ? a < b : a > b))
+      return mismatch(arg, act, path, why, n, op);
+    return 1;
+  } else if (strcmp(op, "$len") == 0) {
+    json_t *len;
+    int ok;
+    if (!json_is_array(act)) return mismatch(arg, act, path, why, n, "$len of an array");
+    len = json_integer((json_int_t)json_array_size(act));
+    snprintf(sub, sizeof(sub), "%s.length", path);
+    ok = match(r, arg, len, sub, why, n);
+    json_decref(len);
+    return ok;
+  } else if (strcmp(op, "$each") == 0 || strcmp(op, "$some") == 0) {
+    size_t i;
+    json_t *v;
+    int some = op[1] == 's';
+    if (!json_is_array(act)) return mismatch(arg, act, path, why, n, op);
+    json_array_foreach(act, i, v) {
+      snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+      if (match(r, arg, v, sub, why, n) == some) return some ? 1 : 0;
+    }
+    return some ? mismatch(arg, act, path, why, n, "$some") : 1;
+  } else if (strcmp(op, "$all") == 0) {
+    size_t i;
+    json_t *m;
+    json_array_foreach(arg, i, m) {
+      if (!match(r, m, act, path, why, n)) return 0;
+    }
+    return 1;
+  } else if (strcmp(op, "$item") == 0) {
+    const char *k;
+    json_t *m;
+    if (!json_is_array(act)) return mismatch(arg, act, path, why, n, "$item");
+    json_object_foreach(arg, k, m) {
+      long idx = strtol(k, NULL, 10);
+      if (idx < 0) idx += (long)json_array_size(act);
+      snprintf(sub, sizeof(sub), "%s[%s]", path, k);
+      if (idx < 0 || !match(r, m, json_array_get(act, (size_t)idx), sub, why, n)) {
+        if (idx < 0) mismatch(m, NULL, sub, why, n, "$item");
+        return 0;
+      }
+    }
+    return 1;
+  }
+  case_fail(r, "unknown matcher operator %s", op);
+}
+
+/* Returns 1 when `act` (NULL: missing) matches `exp`; otherwise 0, with why filled in. */
+static int match(run_t *r, json_t *exp, json_t *act, const char *path, char *why, size_t n) {
+  char sub[512];
+  if (is_ops(r, exp)) {
+    const char *op;
+    json_t *arg;
+    json_object_foreach(exp, op, arg) {
+      if (!match_op(r, op, arg, act, path, why, n)) return 0;
+    }
+    return 1;
+  }
+  if (act == NULL) return mismatch(exp, act, path, why, n, "missing");
+  switch (json_typeof(exp)) {
+    case JSON_OBJECT: {
+      const char *k;
+      json_t *v;
+      if (!json_is_object(act)) return mismatch(exp, act, path, why, n, "not an object");
+      json_object_foreach(exp, k, v) {
+        snprintf(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", k);
+        if (!match(r, v, json_object_get(act, k), sub, why, n)) return 0;
+      }
+      return 1;
+    }
+    case JSON_ARRAY: {
+      size_t i;
+      json_t *v;
+      if (!json_is_array(act) || json_array_size(act) != json_array_size(exp))
+        return mismatch(exp, act, path, why, n, "not an array of that length");
+      json_array_foreach(exp, i, v) {
+        snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+        if (!match(r, v, json_array_get(act, i), sub, why, n)) return 0;
+      }
+      return 1;
+    }
+    case JSON_INTEGER:
+    case JSON_REAL:
+      if (json_is_number(act) && json_number_value(act) == json_number_value(exp)) return 1;
+      return mismatch(exp, act, path, why, n, "not equal");
+    default: /* strings, booleans, null */
+      return json_equal(exp, act) ? 1 : mismatch(exp, act, path, why, n, "not equal");
+  }
+}
+
+static void expect_match(run_t *r, json_t *exp, json_t *act, const char *what) {
+  char why[2048];
+  if (!match(r, exp, act, "", why, sizeof(why))) case_fail(r, "%s: %s", what, why);
+}
+
+/* --- kernels, code, options ------------------------------------------------------------------ */
+
+static int kernel_index(run_t *r, const char *name, int must_exist) {
+  int i;
+  for (i = 0; i < r->nkernels; i++)
+    if (strcmp(r->names[i], name) == 0) return i;
+  if (must_exist) case_fail(r, "no kernel named \"%s\" in this case", name);
+  return -1;
+}
+
+/* A kernel options object as JSON text (owned): `opts` plus the mode under test. */
+static char *kernel_options(run_t *r, json_t *opts) {
+  json_t *o = json_is_object(opts) ? json_deep_copy(opts) : json_object();
+  char *s;
+  if (json_object_get(o, "mode") == NULL) json_object_set_new(o, "mode", json_string(r->mode));
+  s = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  return s;
+}
+
+/* Code: a string, or an array of lines joined with "\n". Owned; *len set (NUL bytes allowed). */
+static char *code_of(json_t *code, size_t *len) {
+  char *out;
+  if (json_is_string(code)) {
+    *len = json_string_length(code);
+    out = malloc(*len + 1);
+    memcpy(out, json_string_value(code), *len + 1);
+  } else {
+    size_t i, at = 0;
+    json_t *line;
+    *len = 0;
+    json_array_foreach(code, i, line) *len += json_string_length(line) + (i > 0);
+    out = malloc(*len + 1);
+    json_array_foreach(code, i, line) {
+      if (i > 0) out[at++] = '\n';
+      memcpy(out + at, json_string_value(line), json_string_length(line));
+      at += json_string_length(line);
+    }
+    out[at] = '\0';
+  }
+  return out;
+}
+
+static void execute_options(json_t *o, kh_execute_options_t *out) {
+  json_t *v;
+  kh_execute_options_init(out);
+  if ((v = json_object_get(o, "silent")) != NULL) out->silent = json_is_true(v);
+  if ((v = json_object_get(o, "store_history")) != NULL) out->store_history = json_is_true(v);
+  if ((v = json_object_get(o, "stop_on_error")) != NULL) out->stop_on_error = json_is_true(v);
+  if ((v = json_object_get(o, "timeout")) != NULL)
+    out->timeout_ms = (uint64_t)json_integer_value(v);
+}
+
+/* --- events ---------------------------------------------------------------------------------- */
+
+/* The request's events as [{type, data}], adjacent streams of one name merged (owned). */
+static json_t *request_events(run_t *r, const char *exec_id, int merge) {
+  json_t *out = json_array(), *last = NULL;
+  int i;
+  for (i = 0; i < r->t.nevents; i++) {
+    th_event_t *e = &r->t.events[i];
+    const char *name;
+    if (strcmp(e->exec_id, exec_id) != 0) continue;
+    name = json_string_value(json_object_get(e->data, "name"));
+    if (merge && last != NULL && e->type == KH_EVENT_STREAM &&
+        strcmp(json_string_value(json_object_get(last, "type")), "stream") == 0 &&
+        strcmp(json_string_value(json_object_get(json_object_get(last, "data"), "name")), name) ==
+            0) {
+      json_t *d = json_object_get(last, "data");
+      const char *a = json_string_value(json_object_get(d, "text"));
+      const char *b = json_string_value(json_object_get(e->data, "text"));
+      char *cat = malloc(strlen(a) + strlen(b) + 1);
+      strcpy(cat, a);
+      strcat(cat, b);
+      json_object_set_new(d, "text", json_string(cat));
+      free(cat);
+      continue;
+    }
+    last = json_pack("{s:s, s:o}", "type", kh_event_type_name(e->type), "data",
+                     json_deep_copy(e->data));
+    json_array_append_new(out, last);
+  }
+  return out;
+}
+
+/* The text of every stream event of the request with this name, concatenated (owned). */
+static json_t *stream_text(run_t *r, const char *exec_id, const char *name) {
+  size_t len = 0;
+  char *buf = calloc(1, 1);
+  json_t *s;
+  int i;
+  for (i = 0; i < r->t.nevents; i++) {
+    th_event_t *e = &r->t.events[i];
+    const char *text;
+    if (e->type != KH_EVENT_STREAM || strcmp(e->exec_id, exec_id) != 0) continue;
+    if (strcmp(json_string_value(json_object_get(e->data, "name")), name) != 0) continue;
+    text = json_string_value(json_object_get(e->data, "text"));
+    buf = realloc(buf, len + strlen(text) + 1);
+    memcpy(buf + len, text, strlen(text) + 1);
+    len += strlen(text);
+  }
+  s = json_string(buf);
+  free(buf);
+  return s;
+}
+
+static void run_once(run_t *r) {
+  th_step(&r->t);
+}
+
+static void watchdog_off(run_t *r) {
+  uv_timer_stop(&r->t.watchdog);
+}
+
+/* --- requests -------------------------------------------------------------------------------- */
+
+static void on_executed(kh_manager_t *m, const kh_reply_t *rep, int status, void *data) {
+  req_t *q = data;
+  json_error_t err;
+  (void)m;
+  if (q->run->in_call) case_fail(q->run, "a completion ran inside the call that caused it");
+  q->calls++;
+  if (q->calls > 1) case_fail(q->run, "request %s completed twice", q->id);
+  q->status = status;
+  q->order = ++q->run->completed;
+  snprintf(q->errmsg, sizeof(q->errmsg), "%s", rep->errmsg ? rep->errmsg : "");
+  if (status == 0) {
+    q->reply = json_loadb(rep->json, rep->json_len, 0, &err);
+    if (q->reply == NULL) case_fail(q->run, "the reply is not JSON (%s)", err.text);
+  }
+}
+
+static req_t *submit(run_t *r, json_t *spec) {
+  req_t *q;
+  kh_execute_options_t o;
+  size_t len;
+  char *code;
+  int i;
+  if (r->nreqs >= MAX_REQUESTS) case_fail(r, "too many requests in one case");
+  q = &r->reqs[r->nreqs++];
+  memset(q, 0, sizeof(*q));
+  q->run = r;
+  q->spec = spec;
+  q->kernel = kernel_index(r,
+                           json_string_value(json_object_get(spec, "kernel"))
+                               ? json_string_value(json_object_get(spec, "kernel"))
+                               : "k",
+                           1);
+  code = code_of(json_object_get(spec, "execute"), &len);
+  execute_options(json_object_get(spec, "options"), &o);
+  r->in_call = 1;
+  q->rc = kh_kernel_execute(r->t.m, r->ids[q->kernel], code, len, &o, q->id, sizeof(q->id),
+                            on_executed, q);
+  r->in_call = 0;
+  free(code);
+  if (q->rc != 0) {
+    snprintf(q->errmsg, sizeof(q->errmsg), "%s", kh_manager_errmsg(r->t.m));
+    q->id[0] = '\0';
+    return q;
+  }
+  if (q->id[0] == '\0') case_fail(r, "an execution id is empty");
+  for (i = 0; i < r->nreqs - 1; i++)
+    if (strcmp(r->reqs[i].id, q->id) == 0) case_fail(r, "execution id %s given twice", q->id);
+  return q;
+}
+
+/* Answers the request's input requests that have arrived, with the next scripted inputs. */
+static void answer_inputs(run_t *r, req_t *q) {
+  json_t *inputs = json_object_get(q->spec, "inputs");
+  int seen;
+  if (inputs == NULL || q->rc != 0) return;
+  seen = th_count(&r->t, KH_EVENT_INPUT_REQUEST, q->id);
+  while ((int)q->answered < seen) {
+    const char *v = json_string_value(json_array_get(inputs, q->answered));
+    if (v == NULL) case_fail(r, "more input requests than inputs");
+    q->answered++;
+    ASSERT_INT(kh_kernel_input_reply(r->t.m, r->ids[q->kernel], v), ==, 0);
+  }
+}
+
+/* 1 when the `when` of a `during` holds for request q. */
+static int during_due(run_t *r, req_t *q, json_t *when) {
+  if (json_is_string(when) && strcmp(json_string_value(when), "busy") == 0) {
+    int i;
+    for (i = 0; i < r->t.nevents; i++) {
+      th_event_t *e = &r->t.events[i];
+      if (e->type == KH_EVENT_STATUS && strcmp(e->exec_id, q->id) == 0 &&
+          strcmp(th_s(e->data, "execution_state"), "busy") == 0)
+        return 1;
+    }
+    return 0;
+  } else if (json_is_object(when) && json_object_get(when, "stdout")) {
+    json_t *s = stream_text(r, q->id, "stdout");
+    int due =
+        strstr(json_string_value(s), json_string_value(json_object_get(when, "stdout"))) != NULL;
+    json_decref(s);
+    return due;
+  }
+  case_fail(r, "unknown \"when\" in during");
+}
+
+/* Makes a `during` call on the request's kernel; returns a flag to wait for (NULL: none). */
+static int *during_do(run_t *r, req_t *q, const char *what, int *done) {
+  const char *id = r->ids[q->kernel];
+  int rc;
+  if (strcmp(what, "interrupt") == 0) {
+    ASSERT_ERR(kh_kernel_interrupt(r->t.m, id), 0);
+    return NULL;
+  }
+  if (strcmp(what, "restart") == 0)
+    rc = kh_kernel_restart(r->t.m, id, th_done_cb, done);
+  else if (strcmp(what, "destroy") == 0)
+    rc = kh_kernel_destroy(r->t.m, id, th_done_cb, done);
+  else
+    case_fail(r, "unknown \"do\" in during: %s", what);
+  if (rc != 0) case_fail(r, "during %s: %s", what, kh_err_name(rc));
+  return done;
+}
+
+/* Waits for every request of reqs[first..] to complete, answering inputs and making the
+ * `during` call on the first once it is due. */
+static void wait_requests(run_t *r, int first, json_t *during) {
+  int i, pending = 1, done_flag[2] = {0, 0}, *wait_flag = NULL, due = during == NULL;
+  while (pending || (wait_flag != NULL && !wait_flag[0])) {
+    pending = 0;
+    for (i = first; i < r->nreqs; i++) {
+      answer_inputs(r, &r->reqs[i]);
+      if (r->reqs[i].rc == 0 && r->reqs[i].calls == 0) pending = 1;
+    }
+    if (!due && r->reqs[first].rc == 0 &&
+        during_due(r, &r->reqs[first], json_object_get(during, "when"))) {
+      due = 1;
+      wait_flag = during_do(r, &r->reqs[first], json_string_value(json_object_get(during, "do")),
+                            done_flag);
+    }
+    if (!due && !pending) case_fail(r, "the request completed before its \"during\" was due");
+    if (pending || (wait_flag != NULL && !wait_flag[0])) run_once(r);
+  }
+  watchdog_off(r);
+  if (wait_flag != NULL && wait_flag[1] != 0)
+    case_fail(r, "during %s completed with %s", json_string_value(json_object_get(during, "do")),
+              kh_err_name(wait_flag[1]));
+}
+
+static const char *err_name_or_ok(int rc) {
+  return rc == 0 ? "success" : kh_err_name(rc);
+}
+
+/* Checks one request against its `expect` and the rules every request obeys. */
+static void check_request(run_t *r, req_t *q) {
+  json_t *exp = json_object_get(q->spec, "expect"), *v, *events;
+  const char *refused = json_string_value(json_object_get(exp, "refused"));
+  const char *failed = json_string_value(json_object_get(exp, "failed"));
+  const char *k;
+  int i;
+  if (refused != NULL) {
+    if (q->rc == 0 || strcmp(kh_err_name(q->rc), refused) != 0)
+      case_fail(r, "expected the call to be refused with %s, got %s", refused,
+                err_name_or_ok(q->rc));
+  } else if (q->rc != 0) {
+    case_fail(r, "the call was refused: %s: %s", kh_err_name(q->rc), q->errmsg);
+  } else if (failed != NULL) {
+    if (q->status == 0 || strcmp(kh_err_name(q->status), failed) != 0)
+      case_fail(r, "expected the request to fail with %s, got %s", failed,
+                err_name_or_ok(q->status));
+  } else if (q->status != 0) {
+    case_fail(r, "the request failed: %s: %s", kh_err_name(q->status), q->errmsg);
+  }
+  if ((v = json_object_get(exp, "message")) != NULL) {
+    json_t *m = json_string(q->errmsg);
+    expect_match(r, v, m, "message");
+    json_decref(m);
+  }
+  if (q->rc != 0) return;
+  /* Every event of the request carries the kernel's id and, with a reply, is its outputs. */
+  events = request_events(r, q->id, 0);
+  for (i = 0; i < r->t.nevents; i++)
+    if (strcmp(r->t.events[i].exec_id, q->id) == 0 &&
+        strcmp(r->t.events[i].kernel_id, r->ids[q->kernel]) != 0)
+      case_fail(r, "an event of %s names kernel %s", q->id, r->t.events[i].kernel_id);
+  if (q->reply != NULL && !json_equal(events, json_object_get(q->reply, "outputs"))) {
+    char *a = json_dumps(events, JSON_COMPACT), *b = json_dumps(q->reply, JSON_COMPACT);
+    case_fail(r, "the subscriber's events are not the reply's outputs:\n%.2000s\n%.2000s", a, b);
+  }
+  json_decref(events);
+  json_object_foreach(exp, k, v) {
+    char what[128];
+    snprintf(what, sizeof(what), "expect.%s", k);
+    if (strcmp(k, "status") == 0 || strcmp(k, "execution_count") == 0 || strcmp(k, "result") == 0 ||
+        strcmp(k, "error") == 0) {
+      if (q->reply == NULL) case_fail(r, "%s: the request got no reply", what);
+      expect_match(r, v, json_object_get(q->reply, k), what);
+    } else if (strcmp(k, "events") == 0) {
+      json_t *merged = request_events(r, q->id, 1);
+      expect_match(r, v, merged, what);
+      json_decref(merged);
+    } else if (strcmp(k, "streams") == 0) {
+      const char *name;
+      json_t *m;
+      json_object_foreach(v, name, m) {
+        json_t *s = stream_text(r, q->id, name);
+        snprintf(what, sizeof(what), "expect.streams.%s", name);
+        expect_match(r, m, s, what);
+        json_decref(s);
+      }
+    } else if (strcmp(k, "counts") == 0) {
+      const char *type;
+      json_t *m;
+      json_object_foreach(v, type, m) {
+        int t = kh_event_type_from_name(type);
+        json_t *c;
+        if (t <= 0) case_fail(r, "unknown event type %s", type);
+        c = json_integer(th_count(&r->t, t, q->id));
+        snprintf(what, sizeof(what), "expect.counts.%s", type);
+        expect_match(r, m, c, what);
+        json_decref(c);
+      }
+    } else if (strcmp(k, "refused") != 0 && strcmp(k, "failed") != 0 && strcmp(k, "message") != 0) {
+      case_fail(r, "unknown expect key %s", k);
+    }
+  }
+}
+
+/* Requests of one batch that ran complete in order, and no two requests' events interleave.
+ * (Cancellations and failures may complete in another order: a queued request is canceled at
+ * once, the running one only when it has stopped.) */
+static void check_batch_order(run_t *r, int first) {
+  int i, j, last_prev = -1;
+  for (i = first; i < r->nreqs; i++) {
+    req_t *q = &r->reqs[i];
+    int lo = -1, hi = -1;
+    if (q->rc != 0) continue;
+    for (j = first; j < i; j++)
+      if (q->reply != NULL && r->reqs[j].reply != NULL && r->reqs[j].order > q->order)
+        case_fail(r, "request %d of the batch completed before request %d", i - first + 1,
+                  j - first + 1);
+    for (j = 0; j < r->t.nevents; j++)
+      if (strcmp(r->t.events[j].exec_id, q->id) == 0) {
+        if (lo < 0) lo = j;
+        hi = j;
+      }
+    if (lo >= 0 && lo < last_prev)
+      case_fail(r, "events of request %d came before the end of the previous one", i - first + 1);
+    if (hi >= 0) last_prev = hi;
+  }
+}
+
+/* --- steps ----------------------------------------------------------------------------------- */
+
+/* Checks a call's outcome against {"code", "message"} (absent: it must succeed). */
+static void expect_outcome(run_t *r, json_t *exp, int rc, const char *msg, const char *what) {
+  const char *code = json_string_value(json_object_get(exp, "code"));
+  json_t *m = json_object_get(exp, "message");
+  if (code == NULL && rc != 0) case_fail(r, "%s failed: %s: %s", what, kh_err_name(rc), msg);
+  if (code != NULL && (rc == 0 || strcmp(kh_err_name(rc), code) != 0))
+    case_fail(r, "%s: expected %s, got %s", what, code, err_name_or_ok(rc));
+  if (m != NULL) {
+    json_t *s = json_string(msg ? msg : "");
+    expect_match(r, m, s, "message");
+    json_decref(s);
+  }
+}
+
+typedef struct {
+  int done, status;
+  char errmsg[512];
+} create_t;
+
+static void on_created(kh_manager_t *m, const char *id, int status, const char *errmsg,
+                       void *data) {
+  create_t *c = data;
+  (void)m;
+  (void)id;
+  c->done = 1;
+  c->status = status;
+  snprintf(c->errmsg, sizeof(c->errmsg), "%s", errmsg ? errmsg : "");
+}
+
+static void step_create(run_t *r, const char *name, json_t *opts, json_t *exp) {
+  char *json = kernel_options(r, opts), id[64];
+  create_t c = {0, 0, ""};
+  int rc;
+  if (kernel_index(r, name, 0) >= 0) case_fail(r, "kernel %s created twice", name);
+  rc = kh_kernel_create(r->t.m, json, id, sizeof(id), on_created, &c);
+  free(json);
+  if (rc != 0) {
+    expect_outcome(r, exp, rc, kh_manager_errmsg(r->t.m), "create");
+    return;
+  }
+  th_run_until(&r->t, &c.done);
+  expect_outcome(r, exp, c.status, c.errmsg, "create");
+  if (c.status != 0) return;
+  if (r->nkernels >= MAX_KERNELS) case_fail(r, "too many kernels");
+  snprintf(r->names[r->nkernels], sizeof(r->names[0]), "%s", name);
+  snprintf(r->ids[r->nkernels], sizeof(r->ids[0]), "%s", id);
+  r->nkernels++;
+}
+
+static void on_closed(kh_manager_t *m, void *data) {
+  (void)m;
+  *(int *)data = 1;
+}
+
+static void step_manager(run_t *r, json_t *opts, json_t *exp) {
+  kh_manager_t *m = NULL;
+  char *json = json_dumps(opts, JSON_COMPACT);
+  int rc = kh_manager_new(&m, &r->t.loop, json);
+  free(json);
+  expect_outcome(r, exp, rc, rc != 0 ? kh_manager_errmsg(NULL) : "", "manager");
+  if (rc == 0) {
+    int closed = 0;
+    ASSERT_INT(kh_manager_close(m, on_closed, &closed), ==, 0);
+    th_run_until(&r->t, &closed);
+  } else if (m != NULL) {
+    case_fail(r, "a failed kh_manager_new set its out-parameter");
+  }
+}
+
+static void step_kernel_events(run_t *r, const char *name, json_t *exp) {
+  const char *id = r->ids[kernel_index(r, name, 1)];
+  json_t *got;
+  int i, n;
+  for (;;) {
+    for (n = 0, i = 0; i < r->t.nevents; i++)
+      n += r->t.events[i].exec_id[0] == '\0' && strcmp(r->t.events[i].kernel_id, id) == 0;
+    if (n >= (int)json_array_size(exp)) break;
+    run_once(r);
+  }
+  watchdog_off(r);
+  got = json_array();
+  for (i = 0; i < r->t.nevents; i++) {
+    th_event_t *e = &r->t.events[i];
+    if (e->exec_id[0] != '\0' || strcmp(e->kernel_id, id) != 0) continue;
+    json_array_append_new(
+        got, json_pack("{s:s, s:O}", "type", kh_event_type_name(e->type), "data", e->data));
+  }
+  expect_match(r, exp, got, "kernel_events");
+  json_decref(got);
+}
+
+static void step_list(run_t *r, json_t *ns, json_t *exp) {
+  char *s = kh_manager_list(r->t.m, json_string_value(ns));
+  json_t *j = s ? json_loads(s, 0, NULL) : NULL;
+  if (j == NULL) case_fail(r, "kh_manager_list gave no JSON");
+  kh_free(s);
+  expect_match(r, exp, j, "list");
+  json_decref(j);
+}
+
+static void step_info(run_t *r, const char *name, json_t *exp) {
+  char *s = kh_kernel_info(r->t.m, r->ids[kernel_index(r, name, 1)]);
+  json_t *j = s ? json_loads(s, 0, NULL) : NULL;
+  if (s != NULL && j == NULL) case_fail(r, "kh_kernel_info gave no JSON");
+  kh_free(s);
+  expect_match(r, exp, j, "info");
+  json_decref(j);
+}
+
+/* restart / destroy / interrupt / input_reply on an idle kernel. */
+static void step_kernel_call(run_t *r, const char *verb, json_t *step) {
+  json_t *exp = json_object_get(step, "expect");
+  int done[2] = {0, 0}, rc, waits = 0;
+  const char *name = strcmp(verb, "input_reply") == 0
+                         ? json_string_value(json_object_get(step, "kernel"))
+                         : json_string_value(json_object_get(step, verb));
+  const char *id = r->ids[kernel_index(r, name ? name : "k", 1)];
+  if (strcmp(verb, "restart") == 0) {
+    rc = kh_kernel_restart(r->t.m, id, th_done_cb, done);
+    waits = 1;
+  } else if (strcmp(verb, "destroy") == 0) {
+    rc = kh_kernel_destroy(r->t.m, id, th_done_cb, done);
+    waits = 1;
+  } else if (strcmp(verb, "interrupt") == 0) {
+    rc = kh_kernel_interrupt(r->t.m, id);
+  } else {
+    rc = kh_kernel_input_reply(r->t.m, id, json_string_value(json_object_get(step, verb)));
+  }
+  if (rc == 0 && waits) {
+    th_run_until(&r->t, &done[0]);
+    rc = done[1];
+  }
+  expect_outcome(r, exp, rc, rc != 0 ? kh_manager_errmsg(r->t.m) : "", verb);
+}
+
+static void run_step(run_t *r, json_t *step) {
+  static const char *const calls[] = {"restart", "destroy", "interrupt", "input_reply"};
+  size_t i;
+  json_t *v;
+  if ((v = json_object_get(step, "execute")) != NULL) {
+    int first = r->nreqs;
+    submit(r, step);
+    if (r->reqs[first].calls != 0) case_fail(r, "a completion ran inside kh_kernel_execute");
+    wait_requests(r, first, json_object_get(step, "during"));
+    check_request(r, &r->reqs[first]);
+  } else if ((v = json_object_get(step, "batch")) != NULL) {
+    int first = r->nreqs;
+    json_t *item;
+    json_array_foreach(v, i, item) {
+      submit(r, item);
+      if (r->reqs[r->nreqs - 1].calls != 0)
+        case_fail(r, "a completion ran inside kh_kernel_execute");
+    }
+    wait_requests(r, first, json_object_get(step, "during"));
+    for (i = (size_t)first; i < (size_t)r->nreqs; i++) check_request(r, &r->reqs[i]);
+    check_batch_order(r, first);
+  } else if ((v = json_object_get(step, "create")) != NULL) {
+    step_create(r, json_string_value(v), json_object_get(step, "options"),
+                json_object_get(step, "expect"));
+  } else if ((v = json_object_get(step, "manager")) != NULL) {
+    step_manager(r, v, json_object_get(step, "expect"));
+  } else if ((v = json_object_get(step, "kernel_events")) != NULL) {
+    step_kernel_events(r, json_string_value(v), json_object_get(step, "expect"));
+  } else if ((v = json_object_get(step, "list")) != NULL) {
+    step_list(r, v, json_object_get(step, "expect"));
+  } else if ((v = json_object_get(step, "info")) != NULL) {
+    step_info(r, json_string_value(v), json_object_get(step, "expect"));
+  } else {
+    for (i = 0; i < sizeof(calls) / sizeof(calls[0]); i++)
+      if (json_object_get(step, calls[i]) != NULL) {
+        step_kernel_call(r, calls[i], step);
+        return;
+      }
+    case_fail(r, "a step with no known verb");
+  }
+}
+
+int th_case_run(const char *name, const char **mode_out) {
+  json_t *c = case_find(name), *steps, *step, *kopts;
+  run_t *r;
+  char *mopts = NULL;
+  size_t i;
+  if (c == NULL) return 0;
+  r = calloc(1, sizeof(*r));
+  r->name = name;
+  r->mode = json_string_value(json_object_get(c, "only"));
+  if (r->mode == NULL) r->mode = th_mode();
+  /* The case's strings die with it; the caller prints the mode after that. */
+  *mode_out = strcmp(r->mode, "worker") == 0 ? "worker" : "main_thread";
+  if (json_object_get(c, "manager") != NULL)
+    mopts = json_dumps(json_object_get(c, "manager"), JSON_COMPACT);
+  th_init(&r->t, mopts);
+  free(mopts);
+  kopts = json_object_get(c, "kernel");
+  if (!json_is_null(kopts)) step_create(r, "k", kopts, NULL);
+  steps = json_object_get(c, "steps");
+  json_array_foreach(steps, i, step) {
+    r->step = (int)i + 1;
+    run_step(r, step);
+  }
+  r->step = 0;
+  th_fini(&r->t);
+  /* A refused request's callback never runs, not even when the manager closes. */
+  for (i = 0; i < (size_t)r->nreqs; i++) {
+    if (r->reqs[i].rc != 0 && r->reqs[i].calls != 0)
+      case_fail(r, "the callback of a refused call ran");
+    if (r->reqs[i].rc == 0 && r->reqs[i].calls != 1) case_fail(r, "a request never completed");
+    json_decref(r->reqs[i].reply);
+  }
+  free(r);
+  json_decref(c);
+  return 1;
+}
