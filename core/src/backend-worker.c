@@ -16,14 +16,15 @@
 /* What the kernel is getting a process for; READY once one serves it. */
 typedef enum { PH_NONE = 0, PH_START, PH_RESET, PH_AUTO, PH_READY } phase_t;
 
-/* A kernel's backend state (k->backend). Freed when wk->live drops to 0 after stop. */
+/* A kernel's backend state (k->backend). Freed when its last reference (wk->refs) goes after
+ * stop. */
 typedef struct {
   kh_kernel_t *k;
   kh__wproc_t *w; /* the current process, or NULL */
   phase_t phase;
   int pooled;
   int stopping;
-  int live;         /* processes held and not yet closed, plus the grace timer while open */
+  kh__refs_t refs;  /* processes held and not yet closed, plus the grace timer while open */
   uv_timer_t grace; /* an interrupt that does not land within grace: kill and restart */
   char grace_id[KH__EXEC_ID_MAX];
   uint64_t restarts[AUTO_RESTART_LIMIT];
@@ -104,7 +105,7 @@ static void get_process(worker_t *wk, phase_t phase) {
   wk->w = kh__wpool_claim(k->m, k->opts.env, &kernel_cbs, wk);
   wk->pooled = wk->w != NULL;
   if (wk->w != NULL) {
-    wk->live++;
+    kh__refs_get(&wk->refs);
     if (wk->w->phase == KH__WP_HELLO && (rc = send_open(wk)) != 0) open_failed(wk, rc, 1);
     return;
   }
@@ -115,7 +116,7 @@ static void get_process(worker_t *wk, phase_t phase) {
     phase_failed_later(wk, rc, err);
     return;
   }
-  wk->live++;
+  kh__refs_get(&wk->refs);
 }
 
 static int auto_restart_allowed(worker_t *wk) {
@@ -243,7 +244,8 @@ static void on_exited(void *holder, kh__wproc_t *w) {
   }
 }
 
-static void worker_release(worker_t *wk) {
+static void worker_release(kh__refs_t *r) {
+  worker_t *wk = (worker_t *)((char *)r - offsetof(worker_t, refs));
   kh_kernel_t *k = wk->k;
   k->backend = NULL;
   kh__sandbox_free(wk->sandbox);
@@ -252,10 +254,10 @@ static void worker_release(worker_t *wk) {
   kh__kernel_on_stopped(k);
 }
 
-/* wk->live counts the processes this kernel held (each closes once) and the grace timer. */
+/* One of the processes this kernel held has closed (util.c's scheme: each counted once). */
 static void on_closed(void *holder) {
   worker_t *wk = holder;
-  if (--wk->live == 0) worker_release(wk);
+  kh__refs_put(&wk->refs);
 }
 
 static const kh__wproc_cbs_t kernel_cbs = {on_frame, on_exited, on_closed};
@@ -279,10 +281,6 @@ static void on_grace(uv_timer_t *t) {
   if (!wk->stopping && k->state == KH__K_RESTARTING) replace_process(wk, PH_AUTO);
 }
 
-static void on_grace_closed(uv_handle_t *h) {
-  on_closed(h->data);
-}
-
 /* --- backend ops -------------------------------------------------------------------------- */
 
 static int worker_start(kh_kernel_t *k) {
@@ -303,7 +301,8 @@ static int worker_start(kh_kernel_t *k) {
   uv_timer_init(k->m->loop, &wk->grace);
   uv_unref((uv_handle_t *)&wk->grace);
   wk->grace.data = wk;
-  wk->live = 1; /* the timer */
+  kh__refs_init(&wk->refs, worker_release);
+  kh__refs_handle(&wk->refs, &wk->grace);
   k->backend = wk;
   get_process(wk, PH_START);
   return 0;
@@ -371,7 +370,7 @@ static void worker_stop(kh_kernel_t *k) {
     kh__wproc_kill(wk->w);
     wk->w = NULL;
   }
-  uv_close((uv_handle_t *)&wk->grace, on_grace_closed);
+  kh__refs_close(&wk->refs, (uv_handle_t *)&wk->grace);
 }
 
 static void worker_info(kh_kernel_t *k, json_t *info) {

@@ -527,9 +527,9 @@ struct kh__wproc_s {
   json_t *plan;  /* owned: the sandbox plan it was opened with (cgroup cleanup), or NULL */
   /* worker-proc.c's own: handles, the decoder and the request bookkeeping. */
   uv_process_t proc;
-  uv_pipe_t to;   /* host -> worker (its fd 3) */
-  uv_pipe_t from; /* worker -> host (its fd 4) */
-  int handles;    /* open handles of the three: freed at 0 */
+  uv_pipe_t to;    /* host -> worker (its fd 3) */
+  uv_pipe_t from;  /* worker -> host (its fd 4) */
+  kh__refs_t refs; /* the three handles: w is freed when the last has closed */
   kh__frame_dec_t dec;
   char inflight[KH__EXEC_ID_MAX]; /* the request sent and not yet replied to, or "" */
   char recent[KH__WPROC_RECENT][KH__EXEC_ID_MAX]; /* ids sent, a ring */

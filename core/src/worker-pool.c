@@ -15,8 +15,15 @@ typedef struct {
   kh__wproc_t *procs;
   int count;    /* processes in procs */
   int failures; /* in a row, before "hello": a broken worker is not respawned forever */
-  int live;     /* processes held by the pool and not yet closed: the pool is freed at 0 */
+  /* The manager's reference (until kh__wpool_close) plus one per process the pool holds that
+   * has not closed yet (util.c's scheme): the pool outlives the manager until its last
+   * killed worker is reaped. */
+  kh__refs_t refs;
 } pool_t;
+
+static void pool_free(kh__refs_t *r) {
+  free((char *)r - offsetof(pool_t, refs));
+}
 
 /* The pool hangs off its manager only as the worker backend's per-manager state. */
 static pool_t *pool_of(kh_manager_t *m) {
@@ -53,7 +60,7 @@ static void pool_exited(void *holder, kh__wproc_t *w) {
 
 static void pool_closed(void *holder) {
   pool_t *p = holder;
-  if (--p->live == 0 && p->m == NULL) free(p);
+  kh__refs_put(&p->refs);
 }
 
 static const kh__wproc_cbs_t pool_cbs = {pool_frame, pool_exited, pool_closed};
@@ -68,7 +75,7 @@ static void pool_fill(pool_t *p) {
     w->next = p->procs;
     p->procs = w;
     p->count++;
-    p->live++;
+    kh__refs_get(&p->refs);
   }
 }
 
@@ -79,6 +86,8 @@ void kh__wpool_open(kh_manager_t *m) {
   if (p == NULL) return; /* no pool: kernels start cold */
   p->loop = m->loop;
   p->m = m;
+  kh__refs_init(&p->refs, pool_free);
+  kh__refs_get(&p->refs); /* the manager's */
   m->backend_state[KH__BACKEND_WORKER] = p;
   pool_fill(p);
 }
@@ -94,7 +103,7 @@ void kh__wpool_close(kh_manager_t *m) {
     p->count--;
     kh__wproc_kill(w);
   }
-  if (p->live == 0) free(p);
+  kh__refs_put(&p->refs); /* the manager's */
 }
 
 /* Options that only a process's start can apply: variables read by the dynamic loader and the
@@ -122,7 +131,7 @@ kh__wproc_t *kh__wpool_claim(kh_manager_t *m, const json_t *env, const kh__wproc
   *best = w->next;
   w->next = NULL;
   p->count--;
-  p->live--; /* the new holder counts it from now on */
+  kh__refs_put(&p->refs); /* the new holder counts it from now on (the manager's ref stays) */
   w->cbs = cbs;
   w->holder = holder;
   pool_fill(p);

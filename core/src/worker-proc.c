@@ -62,13 +62,13 @@ int kh__wproc_path(kh_manager_t *m, char *out, size_t n, char *errmsg) {
 
 /* --- handles ------------------------------------------------------------------------------ */
 
-/* w->handles counts the process handle and the two pipes: w is freed when the last one has
- * closed, after telling its holder (which counts its live processes the same way). */
-static void on_handle_closed(uv_handle_t *h) {
-  kh__wproc_t *w = h->data;
+/* w->refs counts the process handle and the two pipes (util.c's one scheme): w is freed when
+ * the last one has closed, after which its holder hears of it (and counts its live processes
+ * the same way). */
+static void wproc_release(kh__refs_t *r) {
+  kh__wproc_t *w = (kh__wproc_t *)((char *)r - offsetof(kh__wproc_t, refs));
   const kh__wproc_cbs_t *cbs = w->cbs;
   void *holder = w->holder;
-  if (--w->handles > 0) return;
   kh__frame_dec_free(&w->dec);
   json_decref(w->plan);
   free(w);
@@ -78,8 +78,8 @@ static void on_handle_closed(uv_handle_t *h) {
 /* Closes the pipes now, and the process handle only once the process has been reaped (closing
  * it earlier would leave a zombie). */
 static void close_pipes(kh__wproc_t *w) {
-  if (!uv_is_closing((uv_handle_t *)&w->to)) uv_close((uv_handle_t *)&w->to, on_handle_closed);
-  if (!uv_is_closing((uv_handle_t *)&w->from)) uv_close((uv_handle_t *)&w->from, on_handle_closed);
+  kh__refs_close(&w->refs, (uv_handle_t *)&w->to);
+  kh__refs_close(&w->refs, (uv_handle_t *)&w->from);
 }
 
 /* SIGKILL to the whole process group: the worker leads its own, and takes whatever its cells
@@ -146,7 +146,7 @@ static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
     }
   }
   close_pipes(w);
-  uv_close((uv_handle_t *)&w->proc, on_handle_closed);
+  kh__refs_close(&w->refs, (uv_handle_t *)&w->proc);
   /* A process killed on purpose is no news to its holder. */
   if (!w->killed && w->cbs != NULL) w->cbs->exited(w->holder, w);
 }
@@ -411,7 +411,10 @@ int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
   uv_pipe_init(loop, &w->to, 0);
   uv_pipe_init(loop, &w->from, 0);
   w->to.data = w->from.data = w->proc.data = w;
-  w->handles = 3;
+  kh__refs_init(&w->refs, wproc_release);
+  kh__refs_handle(&w->refs, &w->to);
+  kh__refs_handle(&w->refs, &w->from);
+  kh__refs_handle(&w->refs, &w->proc);
   /* The worker checks that this is still its parent: a host that died before the worker's
    * prctl(PR_SET_PDEATHSIG) ran would leave it orphaned otherwise. */
   snprintf(ppid, sizeof(ppid), "%ld", (long)getpid());
@@ -442,9 +445,9 @@ int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
   free_env(envp);
   if (rc != 0) {
     kh__set_err(errmsg, "cannot start the worker \"%s\": %s", path, uv_strerror(rc));
-    uv_close((uv_handle_t *)&w->to, on_handle_closed);
-    uv_close((uv_handle_t *)&w->from, on_handle_closed);
-    uv_close((uv_handle_t *)&w->proc, on_handle_closed);
+    kh__refs_close(&w->refs, (uv_handle_t *)&w->to);
+    kh__refs_close(&w->refs, (uv_handle_t *)&w->from);
+    kh__refs_close(&w->refs, (uv_handle_t *)&w->proc);
     return KH_EWORKER;
   }
   w->pid = w->proc.pid;
