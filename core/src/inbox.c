@@ -104,7 +104,11 @@ int kh__sink_post(kh__sink_t *s, int kind, int type, int status, const char *exe
   msg->kind = kind;
   msg->type = type;
   msg->status = status;
-  if (exec_id != NULL) snprintf(msg->exec_id, sizeof(msg->exec_id), "%s", exec_id);
+  if (exec_id != NULL) { /* cut to fit, as snprintf would, without its formatting cost */
+    size_t n = strnlen(exec_id, sizeof(msg->exec_id) - 1);
+    memcpy(msg->exec_id, exec_id, n);
+    msg->exec_id[n] = '\0';
+  }
   if (data != NULL) {
     msg->data = malloc(len + 1);
     if (msg->data == NULL) {
