@@ -95,9 +95,20 @@ static int plain_text(const unsigned char *p, size_t n) {
   const uint64_t high = 0x8080808080808080ull, space = 0x2020202020202020ull;
   size_t i = 0;
   while (i < n) {
-    unsigned c = p[i], lo = 0x80, hi = 0xBF;
+    unsigned c, lo = 0x80, hi = 0xBF;
     size_t len, k;
     uint64_t w;
+    while (i + 32 <= n) {
+      /* Four words at a time, one branch: the per-word loop alone cost ~2 instructions a
+       * byte, +19% on the host's side of a 1 MB display (callgrind, kh_bench display). */
+      uint64_t w4[4], bad;
+      memcpy(w4, p + i, 32);
+      bad = (w4[0] | ((w4[0] - space) & ~w4[0])) | (w4[1] | ((w4[1] - space) & ~w4[1])) |
+            (w4[2] | ((w4[2] - space) & ~w4[2])) | (w4[3] | ((w4[3] - space) & ~w4[3]));
+      if ((bad & high) != 0) break;
+      i += 32;
+    }
+    if (i >= n) break;
     if (i + 8 <= n) {
       memcpy(&w, p + i, 8);
       /* no byte with the high bit set, and none below 0x20 */
@@ -106,6 +117,7 @@ static int plain_text(const unsigned char *p, size_t n) {
         continue;
       }
     }
+    c = p[i];
     if (c < 0x80) {
       if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') return 0;
       i++;
