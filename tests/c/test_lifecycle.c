@@ -254,8 +254,11 @@ TEST(kernel_inactivity_dead_is_final) {
   dead_listener_t d = {0, 0, NULL};
   th_init(&t, NULL);
   d.t = &t;
-  th_create(&t, th_opts("\"inactivityTimeout\": 50"), id);
-  ASSERT_INT(kh_subscribe(t.m, id, KH_EVENT_STATUS, on_dead_try_execute, &d, NULL), ==, 0);
+  /* Subscribed before the kernel exists: its 50 ms may run out before th_create returns. */
+  ASSERT_INT(kh_subscribe(t.m, "inactivity-dead-final", KH_EVENT_STATUS, on_dead_try_execute, &d,
+                          NULL),
+             ==, 0);
+  th_create(&t, th_opts("\"id\": \"inactivity-dead-final\", \"inactivityTimeout\": 50"), id);
   th_run_until(&t, &d.dead);
   /* the kernel was already on its way out when it said so: no cell runs on it again */
   ASSERT_ERR(d.rc, KH_ECLOSED);

@@ -146,7 +146,8 @@ describe("lifecycle", function()
   end)
 
   it("kernel_inactivity_dead_is_final", function()
-    local id, k = H.create(f, { inactivityTimeout = 50 })
+    -- the listener is there before the kernel: its 50 ms may run out before create returns
+    local id, k = "inactivity-dead-final", nil
     local tried
     -- from the listener of the "dead" status, the kernel is already on its way out
     f.m:on_kernel_event(id, "status", function(d)
@@ -154,6 +155,8 @@ describe("lifecycle", function()
         tried = { k:submit("1", function() error("never called") end) }
       end
     end)
+    assert.are.equal(id, H.create(f, { id = id, inactivityTimeout = 50 }))
+    k = f.m:get_kernel(id)
     H.wait(f, function() return tried ~= nil end, "the dead status")
     assert.is_nil(tried[1])
     assert.are.equal("KH_ECLOSED", tried[3])

@@ -188,15 +188,20 @@ describe('lifecycle', function () {
   });
 
   it('kernel_inactivity_dead_is_final', async function () {
-    const { m, id, k } = await kernel({ inactivityTimeout: 50 });
-    // From the listener of the "dead" status, the kernel is already on its way out.
-    const code = await new Promise((resolve) => {
+    // The listener is there before the kernel: its 50 ms may run out before create resolves.
+    const m = manager();
+    const id = 'inactivity-dead-final';
+    let k; // set when create resolves, in the same turn of the loop: before any timer fires
+    const code = new Promise((resolve) => {
       m.onKernelEvent(id, KernelEvents.STATUS, (d) => {
         if (d.execution_state !== 'dead') return;
+        // From the listener of the "dead" status, the kernel is already on its way out.
         k.execute('1').then(() => resolve('ran'), (e) => resolve(e.code));
       });
     });
-    assert.equal(code, 'KH_ECLOSED');
+    assert.equal(await m.createKernel(opts({ id, inactivityTimeout: 50 })), id);
+    k = m.getKernel(id);
+    assert.equal(await code, 'KH_ECLOSED');
     assert.equal(m.getKernelInfo(id), undefined);
   });
 });
