@@ -196,6 +196,14 @@ static void retry_submit(retry_t *x, const char *code, const kh_execute_options_
              ==, 0);
 }
 
+/* A manager and a kernel with `kernel_extra` options, ready for retry_submit(). */
+static void retry_init(th_t *t, retry_t *x, const char *manager_opts, const char *kernel_extra) {
+  memset(x, 0, sizeof(*x));
+  th_init(t, manager_opts);
+  x->t = t;
+  th_create(t, th_opts(kernel_extra), x->id);
+}
+
 /* The retry ran and gave 2. */
 static void retry_check_ok(retry_t *x) {
   th_run_until(x->t, &x->fired);
@@ -211,11 +219,8 @@ TEST(delivery_retry_after_timeout) {
   th_t t;
   retry_t x;
   kh_execute_options_t o;
-  memset(&x, 0, sizeof(x));
-  th_init(&t, "{\"interruptGraceMs\": 100}");
-  x.t = &t;
+  retry_init(&t, &x, "{\"interruptGraceMs\": 100}", "");
   x.returned = 1;
-  th_create(&t, th_opts(""), x.id);
   kh_execute_options_init(&o);
   o.timeout_ms = 100;
   /* A worker cell that swallows the interrupt is killed and its process replaced; a kernel
@@ -234,11 +239,8 @@ TEST(delivery_retry_after_crash_autorestart) {
   th_t t;
   retry_t x;
   if (!worker_mode()) return; /* a crash in main_thread mode is the host's own */
-  memset(&x, 0, sizeof(x));
-  th_init(&t, NULL);
-  x.t = &t;
+  retry_init(&t, &x, NULL, "\"autoRestart\": true");
   x.returned = 1;
-  th_create(&t, th_opts("\"autoRestart\": true"), x.id);
   retry_submit(&x, "import os\nos._exit(3)", NULL);
   retry_check_ok(&x);
   ASSERT_ERR(x.status, KH_EKERNELDEAD);
@@ -258,10 +260,7 @@ TEST(delivery_retry_after_restart) {
   th_t t;
   retry_t x;
   int restarted = 0;
-  memset(&x, 0, sizeof(x));
-  th_init(&t, NULL);
-  x.t = &t;
-  th_create(&t, th_opts(""), x.id);
+  retry_init(&t, &x, NULL, "");
   retry_submit(&x, "import time\ntime.sleep(30)", NULL);
   th_wait_events(&t, KH_EVENT_STATUS, NULL, 1); /* busy */
   ASSERT_INT(kh_kernel_restart(t.m, x.id, on_done_flag, &restarted), ==, 0);
@@ -277,10 +276,7 @@ TEST(delivery_callbacks_after_destroy) {
   th_t t;
   retry_t x;
   int destroyed = 0;
-  memset(&x, 0, sizeof(x));
-  th_init(&t, NULL);
-  x.t = &t;
-  th_create(&t, th_opts(""), x.id);
+  retry_init(&t, &x, NULL, "");
   retry_submit(&x, "import time\ntime.sleep(30)", NULL);
   ASSERT_INT(kh_kernel_destroy(t.m, x.id, on_done_flag, &destroyed), ==, 0);
   x.returned = 1;
