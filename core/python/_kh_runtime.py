@@ -33,6 +33,9 @@ def _sync_linecache():
 # inspect.CO_COROUTINE, without importing inspect (and asyncio only when a cell awaits): both
 # are slow to import, and every worker pays for the runtime's imports at start.
 _CO_COROUTINE = 0x80
+# Every CO_FUTURE_* flag (__future__'s compiler_flag values): the future features a cell turned
+# on stay on for the kernel's later cells, as IPython's compiler keeps them.
+_CO_FUTURE_MASK = 0x1FE0000
 _code_cache = {}
 _initialized = False
 _orig_sleep = time.sleep
@@ -165,7 +168,8 @@ def _patch_threading():
     orig_bootstrap = threading.Thread._bootstrap_inner
 
     def start(self):
-        self._kh_ctx = _kh_streams.current()
+        ctx = _kh_streams.current()
+        self._kh_ctx = _kh_streams.ThreadContext(ctx.kernel) if ctx is not None else None
         return orig_start(self)
 
     def _bootstrap_inner(self):
@@ -191,8 +195,40 @@ def _use_kernelhost_backend(module):
         pass
 
 
+def _linecache_imported(module):
+    # A cell's source reaches linecache only once something imports it (a warning being shown,
+    # traceback, inspect): without this the first cell's warnings would lack their source line.
+    global _cell_synced
+    _cell_synced = 0
+    _sync_linecache()
+
+
+def _asyncio_imported(module):
+    """Gives each kernel thread an event loop of its own, as a Jupyter kernel's thread has one:
+    asyncio.get_event_loop() in a cell returns the kernel's loop (the one top-level await runs
+    on) instead of raising "There is no current event loop in thread" on a main_thread kernel's
+    thread. Threads outside every kernel keep asyncio's default policy."""
+    base = type(module.get_event_loop_policy())
+
+    class _KernelPolicy(base):
+        def get_event_loop(self):
+            k = _kernel_of_this_thread()
+            if k is not None:
+                return k.event_loop()
+            return super().get_event_loop()
+
+        def set_event_loop(self, loop):
+            k = _kernel_of_this_thread()
+            if k is not None:
+                k.loop = loop
+            super().set_event_loop(loop)
+
+    module.set_event_loop_policy(_KernelPolicy())
+
+
 # Modules kernelhost adjusts right after their first import, without importing them eagerly.
-_POST_IMPORT = {"matplotlib": _use_kernelhost_backend, "getpass": _patch_getpass}
+_POST_IMPORT = {"matplotlib": _use_kernelhost_backend, "getpass": _patch_getpass,
+                "linecache": _linecache_imported, "asyncio": _asyncio_imported}
 
 
 def _install_post_import_hooks():
@@ -237,6 +273,9 @@ def init(signals_work=False):
     sys.stderr = _kh_streams.RoutedStream("stderr", sys.__stderr__)
     sys.stdin = _RoutedStdin(sys.__stdin__)
     builtins.input = _input
+    # IPython keeps display() in builtins, so it survives globals().clear() and reaches code
+    # that runs outside the cell's namespace.
+    builtins.display = _kh_display.display
     if not signals_work:
         time.sleep = _sleep
     _patch_threading()
@@ -267,6 +306,20 @@ class Kernel:
         self._current_exec = None   # the cell this kernel's thread is running or last began
         self._done_exec = None      # the last cell that ended
         self._pending_interrupt = None
+        self.active_exec = ""       # the request whose cell is running now, "" between cells
+        self.future_flags = 0       # __future__ features turned on by earlier cells
+        # A worker holds one kernel: its namespace is the process's own __main__, so pickle and
+        # multiprocessing find cell-defined classes and functions. Kernels sharing one
+        # interpreter each get a module named __main__ of their own, which is sys.modules's
+        # __main__ while one of their cells runs (execute()).
+        if signals_work:
+            self.module = sys.modules["__main__"]
+            self.cell_suffix = ">"
+        else:
+            self.module = types.ModuleType("__main__")
+            # Kernels sharing one interpreter share linecache: their cells' names must differ.
+            self.cell_suffix = ":%s>" % kernel_id
+        self._host_main = sys.modules.get("__main__")
         self.reset()
         _kh_streams.set_current(_kh_streams.Context(self, ""))
 
@@ -277,14 +330,20 @@ class Kernel:
 
     def reset(self):
         self.execution_count = 0
-        self.ns = {
+        self.future_flags = 0
+        self.ns = self.module.__dict__
+        self.ns.clear()
+        self.ns.update({
             "__name__": "__main__",
             "__builtins__": builtins,
             "__doc__": None,
+            "__loader__": None,
+            "__spec__": None,
+            "__package__": None,
             "display": _kh_display.display,
             "update_display": _kh_display.update_display,
             "clear_output": _kh_display.clear_output,
-        }
+        })
         if "matplotlib.pyplot" in sys.modules:
             try:
                 import _kh_mpl
@@ -302,6 +361,8 @@ class Kernel:
         self.out.flush()
         _kh_streams.flusher.cancel(self.out)
         self.reset()
+        if sys.modules.get("__main__") is self.module and self.module is not self._host_main:
+            sys.modules["__main__"] = self._host_main
 
     # -- calls from other threads (with the GIL) --------------------------------------------
 
@@ -357,14 +418,17 @@ class Kernel:
 
     # -- execution ----------------------------------------------------------------------------
 
+    def event_loop(self):
+        """The kernel's asyncio loop (top-level await runs on it), made when first needed."""
+        if self.loop is None or self.loop.is_closed():
+            import asyncio
+            self.loop = asyncio.new_event_loop()
+        return self.loop
+
     def _run_code(self, code):
         value = eval(code, self.ns)
         if code.co_flags & _CO_COROUTINE:
-            import asyncio
-            if self.loop is None:
-                self.loop = asyncio.new_event_loop()
-                asyncio.set_event_loop(self.loop)
-            value = self.loop.run_until_complete(value)
+            value = self.event_loop().run_until_complete(value)
         return value
 
     @staticmethod
@@ -383,10 +447,10 @@ class Kernel:
             return s.startswith(";")
         return False
 
-    @staticmethod
-    def _compile(code, filename, want_value):
-        """Returns (body code or None, last-expression code or None)."""
-        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    def _compile(self, code, filename, want_value):
+        """Returns (tuple of body code objects, last-expression code or None), compiled with
+        the future features earlier cells turned on (and adds the ones this cell turns on)."""
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT | self.future_flags
         tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST | flags, dont_inherit=True)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -394,38 +458,64 @@ class Kernel:
             if not want_value or Kernel._suppressed(code, last):
                 tree.body.append(last)
                 last = None
-        body = compile(tree, filename, "exec", flags, dont_inherit=True) if tree.body else None
+        body = ()
+        if tree.body:
+            try:
+                body = (compile(tree, filename, "exec", flags, dont_inherit=True),)
+            except SyntaxError as exc:
+                # IPython runs a cell statement by statement, so `from __future__ import ...`
+                # after other statements is accepted there: do the same when, and only when, the
+                # whole cell is refused for that reason.
+                if "from __future__" not in str(exc.msg):
+                    raise
+                body = []
+                for node in tree.body:
+                    co = compile(ast.Module([node], []), filename, "exec", flags,
+                                 dont_inherit=True)
+                    flags |= co.co_flags & _CO_FUTURE_MASK
+                    body.append(co)
+                body = tuple(body)
+            flags |= body[-1].co_flags & _CO_FUTURE_MASK
         expr = None
         if last is not None:
             expr = compile(ast.Expression(last.value), filename, "eval", flags,
                            dont_inherit=True)
+        self.future_flags = flags & _CO_FUTURE_MASK
         return body, expr
 
     def _run_cell(self, code, filename, want_value):
         # Hosts often send the same small cell again and again: reuse its code objects,
         # renamed to this cell's filename (only when they hold no nested code objects, whose
         # filenames would still name the old cell).
-        key = (code, want_value)
+        key = (code, want_value, self.future_flags)
         hit = _code_cache.get(key)
         if hit is not None:
-            body, expr = hit
-            if body is not None:
-                body = body.replace(co_filename=filename)
+            body, expr, self.future_flags = hit
+            body = tuple(co.replace(co_filename=filename) for co in body)
             if expr is not None:
                 expr = expr.replace(co_filename=filename)
         else:
             body, expr = self._compile(code, filename, want_value)
             if len(code) <= 512 and not any(
                     isinstance(c, types.CodeType)
-                    for co in (body, expr) if co is not None for c in co.co_consts):
+                    for co in body + (expr,) if co is not None for c in co.co_consts):
                 if len(_code_cache) >= 256:
                     _code_cache.clear()
-                _code_cache[key] = (body, expr)
-        if body is not None:
-            self._run_code(body)
+                _code_cache[key] = (body, expr, self.future_flags)
+        awaited = False
+        for co in body:
+            awaited |= bool(co.co_flags & _CO_COROUTINE)
+            self._run_code(co)
         if expr is not None:
+            if awaited and not expr.co_flags & _CO_COROUTINE:
+                # IPython runs a cell that awaits as one coroutine: its last expression, too,
+                # sees the running loop.
+                return True, self.event_loop().run_until_complete(self._eval_async(expr))
             return True, self._run_code(expr)
         return False, None
+
+    async def _eval_async(self, code):
+        return eval(code, self.ns)
 
     def _format_error(self, exc):
         tb = exc.__traceback__
@@ -457,12 +547,18 @@ class Kernel:
         ctx = _kh_streams.Context(self, exec_id)
         _kh_streams.set_current(ctx)
         self.out.start_cell()
-        if store_history:
+        self.active_exec = exec_id
+        if sys.modules.get("__main__") is not self.module:
+            sys.modules["__main__"] = self.module
+        # An empty or blank cell does not count, as in IPython (its reply carries the count
+        # of the last cell that did).
+        counted = store_history and code and not code.isspace()
+        if counted:
             self.execution_count += 1
         count = self.execution_count
         self._serial += 1
-        filename = ("%s%d>" % (_CELL_PREFIX, count) if store_history
-                    else "%sx%d>" % (_CELL_PREFIX, self._serial))
+        filename = ("%s%d%s" % (_CELL_PREFIX, count, self.cell_suffix) if counted
+                    else "%sx%d%s" % (_CELL_PREFIX, self._serial, self.cell_suffix))
         entry = (len(code), None, code.splitlines(True), filename)
         _cell_sources[filename] = entry
         lc = sys.modules.get("linecache")
@@ -525,4 +621,5 @@ class Kernel:
             import traceback
             sys.stderr.write("kernelhost: showing figures failed:\n" + traceback.format_exc())
         self.out.flush()
+        self.active_exec = ""
         return _dumps(reply)

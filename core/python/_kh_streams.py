@@ -33,6 +33,21 @@ class Context:
         self.out = kernel.out
 
 
+class ThreadContext:
+    """The context of a thread a cell started: its output goes to the request its kernel runs
+    when it writes (between cells, to the kernel's own events), the rule ipykernel 6 follows and
+    the only one fd-level output (a worker's os.write(1, ...)) can follow too."""
+    __slots__ = ("kernel", "out")
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.out = kernel.out
+
+    @property
+    def exec_id(self):
+        return self.kernel.active_exec
+
+
 class _Flusher:
     """One daemon thread that flushes batches whose timer ran out."""
 
