@@ -40,7 +40,7 @@ int kh__wproc_path(kh_manager_t *m, char *out, size_t n, char *errmsg) {
      * every package (rock, npm) put kernelhost-worker there. */
     Dl_info info;
     char dir[4096];
-    how = "the default location next to libkernelhost";
+    how = "default location next to libkernelhost";
     if (!dladdr((void *)&kh_manager_new, &info) || info.dli_fname == NULL) {
       kh__set_err(errmsg,
                   "cannot locate kernelhost-worker: set the manager option workerPath "
