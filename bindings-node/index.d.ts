@@ -132,6 +132,9 @@ export interface KernelOptions {
     run?: string[] };
   limits?: Record<string, number>;
   autoRestart?: boolean;
+  /** The formats matplotlib figures are sent in, as Jupyter's InlineBackend.figure_formats
+   * (default ["png"]; "retina"/"png2x": PNG at twice the dpi, with width/height metadata). */
+  figureFormats?: Array<"png" | "png2x" | "retina" | "jpg" | "jpeg" | "svg" | "pdf">;
   [option: string]: unknown;
 }
 

@@ -76,6 +76,12 @@ def format(obj, include=None, exclude=None):
     """Returns (data, metadata) for obj, following IPython's display formatter."""
     if type(obj) in _PLAIN_TYPES and include is None:
         return {"text/plain": _text_plain(obj)}, {}
+    # [_kh_mpl] A matplotlib Figure is rendered as Jupyter's inline backend renders it. The
+    # sys.modules lookup keeps matplotlib out of kernels that never import it.
+    mfig = sys.modules.get("matplotlib.figure")
+    if mfig is not None and isinstance(obj, mfig.Figure):
+        import _kh_mpl
+        return _kh_mpl.figure_bundle(obj, include=include, exclude=exclude)
     data = {}
     metadata = {}
     method = getattr(type(obj), "_repr_mimebundle_", None)

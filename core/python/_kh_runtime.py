@@ -344,6 +344,10 @@ class Kernel:
             "update_display": _kh_display.update_display,
             "clear_output": _kh_display.clear_output,
         })
+        # [_kh_mpl] What _kh_mpl.configure() chose (%config InlineBackend...) ends with the
+        # session: the kernel option figure_formats (figure_formats_option) applies again.
+        self.figure_formats = None
+        self.print_figure_kwargs = None
         if "matplotlib.pyplot" in sys.modules:
             try:
                 import _kh_mpl

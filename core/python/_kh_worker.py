@@ -26,7 +26,7 @@ def install_sigint():
     _signal.signal(_signal.SIGINT, _kh_sigint)
 
 
-def open_kernel(kernel_id, env_json, cwd, max_output):
+def open_kernel(kernel_id, env_json, cwd, max_output, figure_formats=None):
     """Applies the kernel's options that live inside this process and returns its runtime Kernel.
     Called when the host opens the kernel, which for a pooled worker is long after start-up, so
     nothing here may be needed before then."""
@@ -46,4 +46,5 @@ def open_kernel(kernel_id, env_json, cwd, max_output):
         os.chdir(cwd)
     k = _kh_runtime.Kernel(None, kernel_id, True)
     k.out.limit = max_output
+    k.figure_formats_option = figure_formats  # read by _kh_mpl, as in main_thread (py-host.c)
     return k

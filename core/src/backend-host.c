@@ -29,7 +29,7 @@ static int host_start(kh_kernel_t *k) {
   k->backend = h;
   /* The first kernel of the process waits here for CPython to start (tens of ms, once). The
    * outcome is posted, so the create callback still runs from the loop. */
-  rc = kh__py_kernel_open(&h->py, k->sink, k->id, 1, errmsg);
+  rc = kh__py_kernel_open(&h->py, k->sink, k->id, 1, k->opts.figure_formats, errmsg);
   post_status(k, KH__MSG_READY, rc, errmsg);
   return 0;
 }

@@ -29,6 +29,7 @@ typedef struct {
   int exit_requested; /* guarded by mu */
   kh__sink_t *sink;   /* a reference of the thread's own: the kernel may release its one */
   char id[KH__ID_MAX];
+  json_t *figure_formats; /* owned by the thread until it opened Python: the option's copy */
 } inproc_t;
 
 static void post_cmd(inproc_t *ip, cmd_t *c) {
@@ -52,7 +53,9 @@ static void kernel_thread(void *arg) {
   inproc_t *ip = arg;
   kh__pyk_t *py = NULL;
   char errmsg[KH__ERRMSG_MAX] = "";
-  int rc = kh__py_kernel_open(&py, ip->sink, ip->id, 0, errmsg);
+  int rc = kh__py_kernel_open(&py, ip->sink, ip->id, 0, ip->figure_formats, errmsg);
+  json_decref(ip->figure_formats);
+  ip->figure_formats = NULL;
   if (rc == 0) {
     uv_mutex_lock(&ip->mu);
     ip->py = py;
@@ -118,11 +121,15 @@ static int inproc_start(kh_kernel_t *k) {
   ip->sink = k->sink;
   kh__sink_ref(ip->sink);
   memcpy(ip->id, k->id, sizeof(ip->id));
+  /* A copy of the thread's own: the loop may read the kernel's options meanwhile (info). */
+  ip->figure_formats = json_deep_copy(k->opts.figure_formats); /* NULL stays NULL */
+  rc = k->opts.figure_formats != NULL && ip->figure_formats == NULL ? KH_ENOMEM : 0;
   /* Python code recurses deeply (pandas, matplotlib): give the thread a full-size stack. */
   to.flags = UV_THREAD_HAS_STACK_SIZE;
   to.stack_size = 16u << 20;
-  rc = uv_thread_create_ex(&ip->tid, &to, kernel_thread, ip);
+  if (rc == 0) rc = uv_thread_create_ex(&ip->tid, &to, kernel_thread, ip);
   if (rc != 0) {
+    json_decref(ip->figure_formats);
     kh__sink_unref(ip->sink);
     uv_cond_destroy(&ip->cv);
     uv_mutex_destroy(&ip->mu);

@@ -49,6 +49,7 @@ static int send_open(worker_t *wk) {
   if (msg == NULL) return KH_ENOMEM;
   if (k->opts.env) json_object_set(msg, "env", k->opts.env);
   if (k->opts.cwd) json_object_set_new(msg, "cwd", json_string(k->opts.cwd));
+  if (k->opts.figure_formats) json_object_set(msg, "figure_formats", k->opts.figure_formats);
   if (wk->sandbox != NULL) {
     /* The worker applies it before it starts a thread or runs user code (core/worker/main.c).
      * A pooled worker is still single-threaded, blocked reading this very message. */

@@ -68,6 +68,7 @@ typedef struct {
   uint64_t max_output_bytes; /* limits.max_output_bytes per cell, or KH__NO_LIMIT */
   json_t *env;               /* borrowed from all: {name: value} to set, or NULL */
   const char *cwd;           /* borrowed from all: the worker's directory, or NULL */
+  json_t *figure_formats;    /* borrowed from all: an array of figure format names, or NULL */
   json_t *all;               /* owned: the normalised options object (for workers and info) */
 } kh__kernel_opts_t;
 
@@ -394,9 +395,11 @@ extern const kh__backend_t kh__worker_backend; /* worker (backend-worker.c) */
 typedef struct kh__pyk_s kh__pyk_t;
 
 /* Thread: kernel. Starts CPython once per process (blocking this thread until it is up), then
- * gives this thread a Python thread state and a runtime Kernel object. */
+ * gives this thread a Python thread state and a runtime Kernel object. figure_formats
+ * (borrowed, may be NULL) is the kernel option, an array of strings: a copy of this thread's
+ * own, since the runtime reads it while the loop may read the kernel's options. */
 int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, int host_thread,
-                       char *errmsg);
+                       const json_t *figure_formats, char *errmsg);
 /* Thread: kernel. Runs one cell; returns the reply JSON (owned, malloc) and its length. */
 char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
                             int silent, int store_history, size_t *out_len);

@@ -24,14 +24,15 @@
 #include "internal.h"
 
 typedef enum {
-  OPT_BOOL,   /* true or false */
-  OPT_UINT,   /* an integer from 0 to max (an integral JSON real counts: 1e6) */
-  OPT_STRING, /* 1 to max characters, no NUL */
-  OPT_CHOICE, /* one of choices[] */
-  OPT_PATHS,  /* an array of absolute paths */
-  OPT_GRANT,  /* true, false, or an array of strings: a Deno-style permission */
-  OPT_ENV,    /* an object of strings: environment variables to set */
-  OPT_OBJECT  /* an object whose keys are the nested table sub[] */
+  OPT_BOOL,    /* true or false */
+  OPT_UINT,    /* an integer from 0 to max (an integral JSON real counts: 1e6) */
+  OPT_STRING,  /* 1 to max characters, no NUL */
+  OPT_CHOICE,  /* one of choices[] */
+  OPT_CHOICES, /* an array of choices[], each any number of times */
+  OPT_PATHS,   /* an array of absolute paths */
+  OPT_GRANT,   /* true, false, or an array of strings: a Deno-style permission */
+  OPT_ENV,     /* an object of strings: environment variables to set */
+  OPT_OBJECT   /* an object whose keys are the nested table sub[] */
 } opt_type_t;
 
 /* Where a valid value is kept besides the normalised object: a field at `off` of the struct
@@ -286,6 +287,10 @@ static int honour_max_execution(parse_t *p, const json_t *v, const json_t *all, 
 static const char *const mode_choices[] = {"worker", "main_thread", NULL};
 static const char *const thread_choices[] = {"kernel", "host", NULL};
 static const char *const sandbox_choices[] = {"strict", "best-effort", NULL};
+/* IPython's select_figure_formats' names ("png2x" is "retina", "jpg" "jpeg"); _kh_mpl.FORMATS
+ * is the same list on the runtime's side. */
+static const char *const figure_format_choices[] = {"png",  "png2x", "retina", "jpg",
+                                                    "jpeg", "svg",   "pdf",    NULL};
 
 /* filesystem: a directory of the host as the kernel's workspace (DESIGN.md §7). */
 static const opt_spec_t filesystem_spec[] = {
@@ -332,6 +337,9 @@ static const opt_spec_t kernel_spec[] = {
     {"auto_restart", "autoRestart", OPT_BOOL, .modes = M_WORKER, .store = TO_INT,
      .off = K(auto_restart)},
     {"sandbox", "sandbox", OPT_CHOICE, .choices = sandbox_choices, .modes = M_WORKER},
+    /* The formats matplotlib figures are sent in (Jupyter's InlineBackend.figure_formats). */
+    {"figure_formats", "figureFormats", OPT_CHOICES, .choices = figure_format_choices,
+     .modes = M_ANY, .store = TO_JSON, .off = K(figure_formats)},
     {NULL}};
 
 static const opt_spec_t pool_spec[] = {
@@ -432,6 +440,20 @@ static int check_choice(parse_t *p, const opt_spec_t *s, const json_t *v, const 
   return fail(p, KH_EOPTION, "option '%s' must be %s, got %s", path, list, got(p, v));
 }
 
+/* Each element is checked as an OPT_CHOICE is, and named by its index in messages. */
+static int check_choices(parse_t *p, const opt_spec_t *s, const json_t *v, const char *path) {
+  char epath[PATH_MAX_LEN + 24]; /* path, "[", an index, "]" */
+  size_t i;
+  json_t *e;
+  int index, rc;
+  if ((rc = check_strings(p, v, path, 0)) != 0) return rc;
+  json_array_foreach(v, i, e) {
+    snprintf(epath, sizeof(epath), "%s[%zu]", path, i);
+    if ((rc = check_choice(p, s, e, epath, &index)) != 0) return rc;
+  }
+  return 0;
+}
+
 static int check_env(parse_t *p, const json_t *v, const char *path) {
   const char *k;
   json_t *e;
@@ -504,6 +526,9 @@ static int validate_one(parse_t *p, const opt_spec_t *s, const json_t *v, const 
       break;
     case OPT_CHOICE:
       rc = check_choice(p, s, v, path, &index);
+      break;
+    case OPT_CHOICES:
+      rc = check_choices(p, s, v, path);
       break;
     case OPT_PATHS:
       rc = check_strings(p, v, path, 1);
@@ -631,6 +656,7 @@ void kh__kernel_opts_free(kh__kernel_opts_t *o) {
   o->all = NULL;
   o->env = NULL;
   o->cwd = NULL;
+  o->figure_formats = NULL;
 }
 
 int kh__manager_opts_parse(kh__manager_opts_t *o, const char *text, char *errmsg) {

@@ -6,7 +6,7 @@
 
 #include "protocol.h"
 
-typedef enum { F_STR = 1, F_INT, F_BOOL, F_OBJ, F_STRMAP } ftype_t;
+typedef enum { F_STR = 1, F_INT, F_BOOL, F_OBJ, F_STRMAP, F_STRS } ftype_t;
 
 typedef struct {
   const char *name;
@@ -15,7 +15,7 @@ typedef struct {
   size_t max; /* strings: the longest allowed, 0 for any */
 } field_t;
 
-#define MAX_FIELDS 4
+#define MAX_FIELDS 5
 
 static const struct {
   const char *name;
@@ -36,7 +36,8 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
     [KH__P_OPEN] = {{"id", F_STR, 1, KH__P_KERNEL_ID_MAX},
                     {"env", F_STRMAP, 0, 0},
                     {"cwd", F_STR, 0, 0},
-                    {"sandbox", F_OBJ, 0, 0}},
+                    {"sandbox", F_OBJ, 0, 0},
+                    {"figure_formats", F_STRS, 0, 0}},
     [KH__P_READY] = {{"sandbox", F_OBJ, 0, 0}, {"error", F_STR, 0, 0}, {"code", F_INT, 0, 0}},
     [KH__P_EXEC] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX},
                     {"code", F_STR, 1, 0},
@@ -74,6 +75,7 @@ static int plain_string(const json_t *v, size_t max) {
 
 static int type_ok(const json_t *v, const field_t *f) {
   const char *k;
+  size_t i;
   json_t *x;
   switch (f->type) {
     case F_STR:
@@ -88,6 +90,12 @@ static int type_ok(const json_t *v, const field_t *f) {
       if (!json_is_object(v)) return 0;
       json_object_foreach((json_t *)v, k, x) {
         if (!plain_string(x, 0) || strlen(k) == 0) return 0;
+      }
+      return 1;
+    case F_STRS:
+      if (!json_is_array(v)) return 0;
+      json_array_foreach(v, i, x) {
+        if (!plain_string(x, 0)) return 0;
       }
       return 1;
   }

@@ -38,7 +38,8 @@
  * The messages and their members ("?": optional; protocol.c holds the same as a table):
  *   HELLO     worker -> host  pid: int, python: string (its version)
  *   OPEN      host -> worker  id: string (the kernel id), env?: {string: string},
- *                             cwd?: string, sandbox?: object (sandbox.c's plan)
+ *                             cwd?: string, sandbox?: object (sandbox.c's plan),
+ *                             figure_formats?: [string] (the kernel option, for _kh_mpl)
  *   READY     worker -> host  sandbox?: object ({layers, missing}, what was applied), or
  *                             error: string and code?: int (KH_ENOTSUP: cannot confine)
  *   EXEC      host -> worker  id: string (the execution id), code: string, silent: bool,

@@ -136,9 +136,9 @@ static void capsule_free(PyObject *cap) {
 }
 
 int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, int host_thread,
-                       char *errmsg) {
+                       const json_t *figure_formats, char *errmsg) {
   kh__pyk_t *p;
-  PyObject *mod = NULL, *cap = NULL;
+  PyObject *mod = NULL, *cap = NULL, *ff = NULL;
   int rc;
   *out = NULL;
   if ((rc = wait_python(errmsg)) != 0) return rc;
@@ -165,6 +165,11 @@ int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id,
   p->rt = PyObject_CallMethod(mod, "Kernel", "OsOO", cap, kernel_id, Py_False,
                               host_thread ? Py_True : Py_False);
   if (p->rt == NULL) goto fail;
+  /* Options the runtime applies itself are attributes of its Kernel (as _kh_worker sets them
+   * in a worker): _kh_mpl reads figure_formats_option when it renders a figure. */
+  ff = kh__py_strings(figure_formats);
+  if (ff == NULL || PyObject_SetAttrString(p->rt, "figure_formats_option", ff) != 0) goto fail;
+  Py_DECREF(ff);
   Py_DECREF(mod);
   Py_DECREF(cap);
   PyEval_SaveThread();
@@ -174,6 +179,8 @@ fail : {
   char buf[KH__ERRMSG_MAX - 64];
   kh__py_describe_error(buf, sizeof(buf));
   kh__set_err(errmsg, "creating the kernel's Python runtime failed: %s", buf);
+  Py_XDECREF(ff);
+  Py_CLEAR(p->rt);
   Py_XDECREF(mod);
   Py_XDECREF(cap);
   PyThreadState_Clear(p->ts);

@@ -21,6 +21,10 @@ int kh__py_stream_add_types(PyObject *module);
 /* Describes the current Python exception into buf (and clears it). Needs the GIL. */
 void kh__py_describe_error(char *buf, size_t n);
 
+/* A tuple of the strings of a JSON array (new reference), None for NULL, or NULL with a Python
+ * exception set. Needs the GIL. */
+PyObject *kh__py_strings(const json_t *array);
+
 /* A reply for a runtime failure, as JSON (owned). */
 char *kh__py_error_reply(const char *ename, const char *evalue, size_t *out_len);
 

@@ -134,6 +134,25 @@ void kh__py_describe_error(char *buf, size_t n) {
   Py_XDECREF(tb);
 }
 
+PyObject *kh__py_strings(const json_t *array) {
+  PyObject *t;
+  size_t i;
+  if (array == NULL) return Py_NewRef(Py_None);
+  t = PyTuple_New((Py_ssize_t)json_array_size(array));
+  for (i = 0; t != NULL && i < json_array_size(array); i++) {
+    const json_t *e = json_array_get(array, i);
+    PyObject *s = json_is_string(e)
+                      ? PyUnicode_DecodeUTF8(json_string_value(e),
+                                             (Py_ssize_t)json_string_length(e), "strict")
+                      : PyErr_Format(PyExc_TypeError, "not a string");
+    if (s == NULL)
+      Py_CLEAR(t);
+    else
+      PyTuple_SET_ITEM(t, (Py_ssize_t)i, s);
+  }
+  return t;
+}
+
 /* The same reply shape the runtime gives a failed cell, for failures outside it (the runtime
  * itself raised, or returned no reply), so hosts need no second case. */
 char *kh__py_error_reply(const char *ename, const char *evalue, size_t *out_len) {

@@ -494,13 +494,15 @@ static void do_open(json_t *msg, json_t *applied) {
   json_t *env = json_object_get(msg, "env");
   char *env_s = json_is_object(env) ? json_dumps(env, JSON_COMPACT) : NULL;
   json_t *reply;
-  PyObject *r = NULL, *max_out = NULL;
+  PyObject *r = NULL, *max_out = NULL, *ff;
   if (cap_limited)
     max_out = PyLong_FromUnsignedLongLong((unsigned long long)cap_limit);
   else
     max_out = Py_NewRef(Py_None);
-  if (rt == NULL && id != NULL && max_out != NULL)
-    r = PyObject_CallFunction(open_fn, "szzO", id, env_s, cwd, max_out);
+  ff = kh__py_strings(json_object_get(msg, "figure_formats"));
+  if (rt == NULL && id != NULL && max_out != NULL && ff != NULL)
+    r = PyObject_CallFunction(open_fn, "szzOO", id, env_s, cwd, max_out, ff);
+  Py_XDECREF(ff);
   Py_XDECREF(max_out);
   free(env_s);
   if (r != NULL) {
