@@ -29,7 +29,7 @@ bench: setup build
 # (npm install), so the figures are those of the code in the tree.
 NBCOMPARE_ARGS ?=
 nbcompare: setup
-	@npm install --prefer-offline --no-audit --no-fund >/dev/null
+	@npm install --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null
 	@/usr/bin/python3 tests/notebooks/compare.py $(NBCOMPARE_ARGS)
 
 # Not part of `make test`: the frame decoder's fuzzer for 10 million executions in FUZZ_JOBS
