@@ -3,7 +3,7 @@
 BUILD ?= cmake-build
 JOBS ?= 2
 
-.PHONY: all setup build demo test bench fuzz-long clean
+.PHONY: all setup build demo test bench nbcompare fuzz-long clean
 
 all: build
 
@@ -22,6 +22,15 @@ test: setup build
 
 bench: setup build
 	@KH_BUILD=$(BUILD) bash bench/run.sh
+
+# Not part of `make test`: real notebooks (tests/notebooks) cell by cell in ipykernel and in
+# kernelhost (both modes), a Markdown table of matched cells on stdout (NBCOMPARE_ARGS to pass
+# options, e.g. `--modes worker` or a notebook path). It rebuilds the Node addon it drives
+# (npm install), so the figures are those of the code in the tree.
+NBCOMPARE_ARGS ?=
+nbcompare: setup
+	@npm install --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null
+	@/usr/bin/python3 tests/notebooks/compare.py $(NBCOMPARE_ARGS)
 
 # Not part of `make test`: the frame decoder's fuzzer for 10 million executions in FUZZ_JOBS
 # niced processes (FUZZ_RUNS, FUZZ_JOBS to change), its figure printed at the end; builds only
