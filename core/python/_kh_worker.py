@@ -12,10 +12,17 @@ import _kernelhost
 import _kh_runtime
 
 
+_kernel = None  # this process's one kernel, once opened
+
+
 def _kh_sigint(signum, frame):
     # Tells main.c that the interrupt landed (it re-sends SIGINT until this runs: a signal that
     # arrives just before a blocking call starts is otherwise only seen when the call returns).
     _kernelhost.note_interrupt()
+    # Between the phases of a request (the runtime's bookkeeping) the interrupt is owed to the
+    # next phase instead of raised where it would escape the runtime (py-gate.c).
+    if _kernel is not None and not _kernel.gate.signal():
+        return
     raise KeyboardInterrupt
 
 
@@ -44,6 +51,8 @@ def open_kernel(kernel_id, env_json, cwd, max_output):
         sys.path[1:1] = [p for p in extra if p not in sys.path]
     if cwd:
         os.chdir(cwd)
+    global _kernel
     k = _kh_runtime.Kernel(None, kernel_id, True)
     k.out.limit = max_output
+    _kernel = k
     return k

@@ -250,6 +250,11 @@ typedef struct kh__backend_s {
   int (*reset)(kh_kernel_t *k);
   /* Stops for good; later kh__kernel_on_stopped() once nothing refers to k any more. */
   void (*stop)(kh_kernel_t *k);
+  /* After stop: the running cell did not end within interruptGraceMs of the destroy's
+   * interrupt (kernel.c's exec timer). Lets go of what still runs it, so the destroy
+   * completes; later kh__kernel_on_stopped(). NULL for backends whose stop never waits for a
+   * cell (a worker is killed at once). */
+  void (*abandon)(kh_kernel_t *k);
   /* Adds backend facts (pid, pooled, sandbox) to a kernel's info object. May be NULL. */
   void (*info)(kh_kernel_t *k, json_t *info);
   int index; /* position in backend.c's table (m->backend_state[index]) */

@@ -1,6 +1,7 @@
 /* py-module.c: the builtin module _kernelhost through which the Python runtime reaches C (emit,
- * async_raise, clear_async_exc, note_interrupt, and the embedded sources that _kh_importer
- * serves), and the error helpers the py-*.c files share. Thread: any thread holding the GIL. */
+ * note_interrupt, the Gate of interrupts (py-gate.c), the stream types (py-stream.c) and the
+ * embedded sources that _kh_importer serves), and the error helpers the py-*.c files share.
+ * Thread: any thread holding the GIL. */
 #include <string.h>
 
 #include "py-internal.h"
@@ -44,25 +45,6 @@ static PyObject *py_emit(PyObject *self, PyObject *args) {
   return PyBool_FromLong(rc == 0);
 }
 
-/* For main_thread interrupts (the runtime's Kernel.interrupt, from py-host.c's service thread):
- * CPython's signal handlers run only on the main thread, so a kernel thread is interrupted by an
- * asynchronous exception instead, which lands at the next bytecode boundary. */
-static PyObject *py_async_raise(PyObject *self, PyObject *args) {
-  unsigned long ident;
-  PyObject *exc;
-  (void)self;
-  if (!PyArg_ParseTuple(args, "kO:async_raise", &ident, &exc)) return NULL;
-  return PyLong_FromLong(PyThreadState_SetAsyncExc(ident, exc));
-}
-
-/* An interrupt that arrives as a cell ends must not hit the next cell on the same thread. */
-static PyObject *py_clear_async_exc(PyObject *self, PyObject *noargs) {
-  (void)self;
-  (void)noargs;
-  PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
-  Py_RETURN_NONE;
-}
-
 static PyObject *py_note_interrupt(PyObject *self, PyObject *noargs) {
   (void)self;
   (void)noargs;
@@ -73,8 +55,6 @@ static PyObject *py_note_interrupt(PyObject *self, PyObject *noargs) {
 static PyMethodDef methods[] = {
     {"note_interrupt", py_note_interrupt, METH_NOARGS, "the SIGINT handler ran (workers)"},
     {"emit", py_emit, METH_VARARGS, "emit(sink, exec_id, type, payload_json_bytes)"},
-    {"async_raise", py_async_raise, METH_VARARGS, "async_raise(thread_ident, exc_type)"},
-    {"clear_async_exc", py_clear_async_exc, METH_NOARGS, "drop this thread's pending async exc"},
     {NULL, NULL, 0, NULL}};
 
 /* Single-phase initialisation (m_size -1): the module lives as long as the one interpreter,
@@ -108,7 +88,7 @@ PyObject *kh__py_init_module(void) {
   }
   if (PyModule_AddObject(m, "sources", sources) < 0) goto fail;
   sources = NULL; /* the module owns it now */
-  if (kh__py_stream_add_types(m) < 0) goto fail;
+  if (kh__py_stream_add_types(m) < 0 || kh__py_gate_add_type(m) < 0) goto fail;
   return m;
 fail:
   Py_XDECREF(sources);
