@@ -33,6 +33,32 @@ def install_sigint():
     _signal.signal(_signal.SIGINT, _kh_sigint)
 
 
+def _after_fork_in_child():
+    """In a child that a cell forked with os.fork(): main.c has closed the protocol in it
+    (see the top of core/worker/main.c). What it prints goes straight to fds 1 and 2, which
+    the worker captures, so the child's output reaches the host as the running cell's streams;
+    its kernel gets a fresh output buffer and flusher, since the worker's threads (and any lock
+    they held at the fork) did not come along."""
+    import io
+    import _kh_streams
+
+    def fd_stream(fd):
+        return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+                                errors="replace", line_buffering=True)
+
+    sys.stdout = fd_stream(1)
+    sys.stderr = fd_stream(2)
+    _kh_streams.flusher = _kh_streams._Flusher()
+    k = _kernel
+    if k is not None:
+        out = _kh_streams.new_out_buffer(k.emit)
+        out.limit = k.out.limit
+        k.out = out
+        ctx = _kh_streams.current()
+        if ctx is not None and ctx.kernel is k:
+            ctx.out = out
+
+
 def open_kernel(kernel_id, env_json, cwd, max_output):
     """Applies the kernel's options that live inside this process and returns its runtime Kernel.
     Called when the host opens the kernel, which for a pooled worker is long after start-up, so
@@ -55,4 +81,5 @@ def open_kernel(kernel_id, env_json, cwd, max_output):
     k = _kh_runtime.Kernel(None, kernel_id, True)
     k.out.limit = max_output
     _kernel = k
+    os.register_at_fork(after_in_child=_after_fork_in_child)
     return k
