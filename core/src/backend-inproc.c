@@ -195,10 +195,10 @@ static int inproc_interrupt(kh_kernel_t *k) {
   return 0;
 }
 
-static int inproc_input_reply(kh_kernel_t *k, const char *value) {
+static int inproc_input_reply(kh_kernel_t *k, const char *value, size_t len) {
   inproc_t *ip = k->backend;
   uv_mutex_lock(&ip->mu);
-  if (ip->py != NULL) kh__py_kernel_input_reply(ip->py, value);
+  if (ip->py != NULL) kh__py_kernel_input_reply(ip->py, value, len);
   uv_mutex_unlock(&ip->mu);
   return 0;
 }

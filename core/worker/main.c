@@ -371,10 +371,13 @@ static void set_running(const char *id) {
 /* --- commands ----------------------------------------------------------------------------- */
 
 static void input_reply(json_t *msg) {
-  const char *v = json_string_value(json_object_get(msg, "value"));
+  json_t *value = json_object_get(msg, "value");
+  const char *v = json_string_value(value);
   PyGILState_STATE g = PyGILState_Ensure();
   if (rt != NULL && v != NULL) {
-    PyObject *r = PyObject_CallMethod(rt, "input_reply", "s", v);
+    /* With its length: a reply may hold NUL bytes (\u0000 in the frame). */
+    PyObject *r =
+        PyObject_CallMethod(rt, "input_reply", "s#", v, (Py_ssize_t)json_string_length(value));
     if (r == NULL) PyErr_Clear();
     Py_XDECREF(r);
   }
