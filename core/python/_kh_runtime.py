@@ -75,6 +75,9 @@ def _finite(v):
 
 
 def _dumps(obj):
+    """obj as UTF-8 JSON bytes; ValueError when it has no JSON form even after _jsonable (a
+    payload nested deeper than Python's recursion limit lets the encoder go): the event that
+    carries it then fails as the cell's error instead of reaching the host as something else."""
     global _encode
     try:
         s = _encode(obj)
@@ -85,8 +88,8 @@ def _dumps(obj):
         try:
             s = json.dumps(_finite(_kh_display._jsonable(obj)), ensure_ascii=False,
                            allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError, RecursionError):
-            s = json.dumps({"error": "unencodable payload"})
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError("the output cannot be encoded as JSON: %s" % exc) from None
     # Lone surrogates (from surrogateescape'd bytes) would make invalid UTF-8: replace them.
     return s.encode("utf-8", "replace")
 
@@ -544,5 +547,10 @@ class Kernel:
                     reply["status"] = "error"
                     reply["error"] = self._report_error(exec_id, exc)
         self.out.flush()
+        try:
+            out = _dumps(reply)
+        except ValueError:  # a result its event could carry and the reply, one level deeper, not
+            reply.pop("result", None)
+            out = _dumps(reply)
         # The last step: after end() nothing can be interrupted (it drops what is still owed).
-        return gate.end(_dumps(reply))
+        return gate.end(out)

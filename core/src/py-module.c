@@ -9,6 +9,39 @@
 kh__py_emit_fn kh__py_emit_hook;
 void (*kh__py_interrupt_hook)(void);
 
+/* The deepest nesting an event payload may have: the host parses events and replies with
+ * jansson (and checks worker frames against the same JSON_PARSER_MAX_DEPTH, frame.c), and a
+ * reply or a worker's frame wraps the payload in up to three more levels. Python nests that deep
+ * only when a cell raised sys.setrecursionlimit; past it, the host could not read the event
+ * (a worker would be killed for a bad frame), so emit() refuses it with a ValueError instead,
+ * which the cell reports as its error. */
+#define PAYLOAD_MAX_DEPTH (JSON_PARSER_MAX_DEPTH - 8)
+
+/* 1 when the JSON text p[0..n) nests deeper than max. Strings are skipped with memchr (a
+ * base64 image is one long string), so the scan costs little beside the encoding. */
+static int nests_deeper(const char *p, size_t n, size_t max) {
+  const char *end = p + n;
+  size_t depth = 0;
+  while (p < end) {
+    char c = *p++;
+    if (c == '"') {
+      for (;;) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        const char *b = q;
+        if (q == NULL) return 0;
+        while (b > p && b[-1] == '\\') b--; /* an even run of backslashes ends the string */
+        p = q + 1;
+        if (((q - b) & 1) == 0) break;
+      }
+    } else if (c == '[' || c == '{') {
+      if (++depth > max) return 1;
+    } else if (c == ']' || c == '}') {
+      depth--;
+    }
+  }
+  return 0;
+}
+
 /* The runtime names events by their Jupyter message type; the C side carries the number. */
 static int type_from_name(const char *name) {
   int t = kh_event_type_from_name(name);
@@ -18,7 +51,8 @@ static int type_from_name(const char *name) {
 /* emit(sink, exec_id, type, payload): payload is the event's JSON, already encoded by the runtime
  * (bytes), so it crosses into C without a second encoding. Returns False when the event was not
  * delivered (the kernel's sink has closed: a thread the cell left running outlived its kernel);
- * raises MemoryError when memory ran out. */
+ * raises ValueError for a payload nested too deeply (PAYLOAD_MAX_DEPTH), MemoryError when
+ * memory ran out. */
 static PyObject *py_emit(PyObject *self, PyObject *args) {
   PyObject *sink_obj;
   kh__sink_t *sink = NULL;
@@ -31,6 +65,12 @@ static PyObject *py_emit(PyObject *self, PyObject *args) {
   if (type < 0) {
     PyBuffer_Release(&payload);
     return PyErr_Format(PyExc_ValueError, "unknown event type %s", kind);
+  }
+  if (nests_deeper(payload.buf, (size_t)payload.len, PAYLOAD_MAX_DEPTH)) {
+    PyBuffer_Release(&payload);
+    return PyErr_Format(PyExc_ValueError,
+                        "%s payload nests deeper than %d levels, the most kernelhost carries", kind,
+                        PAYLOAD_MAX_DEPTH);
   }
   /* A host kernel's sink travels as a capsule made by py-host.c; a worker's Kernel has None. */
   if (sink_obj != Py_None && (sink = PyCapsule_GetPointer(sink_obj, "kernelhost.sink")) == NULL) {
