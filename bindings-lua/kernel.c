@@ -236,9 +236,10 @@ static int lkh_kernel_interrupt(lua_State *L) {
 static int lkh_kernel_input_reply(lua_State *L) {
   lkh_manager_t *lm;
   lkh_kernel_t *k = lkh_kernel_get(L, 1, &lm);
-  const char *value = luaL_checkstring(L, 2);
+  size_t len;
+  const char *value = luaL_checklstring(L, 2, &len);
   if (lm == NULL) return lkh_fail_closed(L);
-  return lkh_result(L, lm, kh_kernel_input_reply(lm->m, k->id, value));
+  return lkh_result(L, lm, kh_kernel_input_reply(lm->m, k->id, value, len));
 }
 
 /* kernel:restart([fn]) -> true | nil, msg, code. Blocks until the kernel is ready again,

@@ -86,6 +86,9 @@ void lkh_events_free(lkh_manager_t *lm, lua_State *L);
 void lkh_values_open(lua_State *L);
 void lkh_values_push(lua_State *L, json_t *j);
 char *lkh_values_encode_opts(lua_State *L, int arg);
+/* 1 (and the message in msg) when the options table at arg holds a NaN or infinity, which the
+ * caller reports as KH_EOPTION (a bad value, not misuse); call before encoding. */
+int lkh_values_check_opts(lua_State *L, int arg, char *msg, size_t n);
 void lkh_values_tag(json_t *o, const char *kernel_id, const char *exec_id);
 int lkh_values_push_reply(lua_State *L, const char *json, size_t len, const char *kernel_id,
                           const char *exec_id);

@@ -201,8 +201,10 @@ int lkh_manager_opt_fn(lua_State *L, int idx) {
 /* KernelManager.new([opts]) -> manager | nil, msg, code */
 static int lkh_manager_new(lua_State *L) {
   lkh_manager_t **slot, *lm;
-  char *opts = lkh_values_encode_opts(L, 1);
+  char *opts, bad[320];
   int rc;
+  if (lkh_values_check_opts(L, 1, bad, sizeof(bad))) return lkh_fail(L, KH_EOPTION, bad);
+  opts = lkh_values_encode_opts(L, 1);
   slot = lua_newuserdatauv(L, sizeof(*slot), 2); /* ud */
   *slot = NULL;
   luaL_setmetatable(L, LKH_MANAGER_MT);
@@ -276,9 +278,11 @@ static int lkh_manager_tostring(lua_State *L) {
 /* manager:create_kernel([opts]) -> id | nil, msg, code. Blocks until the kernel is ready. */
 static int lkh_manager_create_kernel(lua_State *L) {
   lkh_manager_t *lm = lkh_manager_get(L, 1);
-  char *opts = lkh_values_encode_opts(L, 2);
+  char *opts, bad[320];
   lkh_wait_t w;
   int rc;
+  if (lkh_values_check_opts(L, 2, bad, sizeof(bad))) return lkh_fail(L, KH_EOPTION, bad);
+  opts = lkh_values_encode_opts(L, 2);
   if (lm == NULL || lm->depth > 0) {
     free(opts);
     return lm == NULL ? lkh_fail_closed(L) : lkh_fail_busy(L, "manager:create_kernel");

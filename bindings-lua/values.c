@@ -152,6 +152,47 @@ static json_t *lkh_values_from_lua(lua_State *L, int idx, int depth, const char 
   return NULL;
 }
 
+/* The path of a NaN or infinite number in the options value at idx, written into msg as the
+ * core words a bad option ("option 'limits.memoryBytes' must be ..."); returns 1 when there is
+ * one. JSON has no such numbers, so encoding one would fail as misuse, and a binding that wrote
+ * null instead (as JSON.stringify does) would make it "not given": maxExecutionTime = 1/0 would
+ * mean no limit. Keys that cannot be JSON are left to the encoder to report. */
+static int lkh_values_nonfinite(lua_State *L, int idx, const char *path, int depth, char *msg,
+                                size_t n) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TNUMBER && !lua_isinteger(L, idx)) {
+    lua_Number x = lua_tonumber(L, idx);
+    if (isfinite(x)) return 0;
+    snprintf(msg, n, "option '%s' must be a finite number, got %s", path,
+             isnan(x) ? "nan"
+             : x > 0  ? "inf"
+                      : "-inf");
+    return 1;
+  }
+  if (lua_type(L, idx) != LUA_TTABLE || depth >= LKH_JSON_DEPTH) return 0;
+  luaL_checkstack(L, 3, "table nested too deeply");
+  lua_pushnil(L);                 /* ..., nil */
+  while (lua_next(L, idx) != 0) { /* ..., k, v */
+    char sub[256];
+    if (lua_type(L, -2) == LUA_TSTRING)
+      snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", lua_tostring(L, -2));
+    else if (lua_isinteger(L, -2))
+      snprintf(sub, sizeof(sub), "%s[%lld]", path, (long long)lua_tointeger(L, -2) - 1);
+    else
+      sub[0] = '\0';
+    if (sub[0] && lkh_values_nonfinite(L, -1, sub, depth + 1, msg, n)) {
+      lua_pop(L, 2); /* ... */
+      return 1;
+    }
+    lua_pop(L, 1); /* ..., k */
+  }
+  return 0;
+}
+
+int lkh_values_check_opts(lua_State *L, int arg, char *msg, size_t n) {
+  return lua_type(L, arg) == LUA_TTABLE && lkh_values_nonfinite(L, arg, "", 0, msg, n);
+}
+
 /* Encodes the optional options table at arg as JSON text (owned, free()), or NULL when nil.
  * Values that cannot be JSON are misuse: they raise. The types of known options are the core's
  * to check (KH_EOPTION with a message), so that every binding reports them alike. */

@@ -70,6 +70,21 @@ function checkOptionalNamespace(ns) {
   return ns === undefined ? null : ns;
 }
 
+// JSON.stringify turns NaN and the infinities into null, which the core reads as "not given":
+// maxExecutionTime: NaN would silently mean no limit. So they are found first and refused as
+// the core refuses any other bad value (KH_EOPTION, naming the option by its path).
+function nonFiniteOption(v, path = '') {
+  if (typeof v === 'number') {
+    return Number.isFinite(v) ? null : `option '${path}' must be a finite number, got ${v}`;
+  }
+  if (v === null || typeof v !== 'object') return null;
+  for (const [k, x] of Object.entries(v)) {
+    const bad = nonFiniteOption(x, Array.isArray(v) ? `${path}[${k}]` : path ? `${path}.${k}` : k);
+    if (bad) return bad;
+  }
+  return null;
+}
+
 function optionsJson(options, what) {
   if (options === undefined || options === null) return null;
   if (typeof options !== 'object' || Array.isArray(options)) {
@@ -222,6 +237,8 @@ class KernelManager extends EventEmitter {
   constructor(options) {
     super();
     const json = optionsJson(options, 'manager options');
+    const bad = nonFiniteOption(options);
+    if (bad) throw khError('KH_EOPTION', bad);
     this._native = new native.NativeManager(json, onNativeEvent);
     this._native[OWNER] = this;
     this._listeners = new Map(); // kernelId -> Map(type -> [{fn, removed}])
@@ -314,6 +331,8 @@ class KernelManager extends EventEmitter {
   /** Creates a kernel; resolves with its id once it is ready. */
   createKernel(options) {
     const json = optionsJson(options, 'kernel options');
+    const bad = nonFiniteOption(options);
+    if (bad) return Promise.reject(khError('KH_EOPTION', bad));
     return this._request((n, done) => n.createKernel(json, done));
   }
 

@@ -134,7 +134,7 @@ fail:
 }
 
 /* Reads a string argument into a malloc'd UTF-8 buffer (V8 turns lone surrogates into U+FFFD,
- * which is right for ids and input but not for code: see nkh_code_get). NULL: thrown. */
+ * which is right for ids but not for code or input: see nkh_text_get). NULL: thrown. */
 static char *nkh_str_get(napi_env env, napi_value v, const char *what, size_t *len_out) {
   size_t n = 0;
   char *s = NULL;
@@ -180,17 +180,17 @@ fail:
   return -1;
 }
 
-/* Cell code. A JS string is UTF-16, and V8's own UTF-8 conversion silently replaces lone
- * surrogates with U+FFFD; code must arrive exactly as written, so this converts it and rejects
- * a lone surrogate with KH_EENCODING (as the core rejects invalid UTF-8). Returns 0, or -1 with
- * an exception thrown. */
-static int nkh_code_get(napi_env env, napi_value v, char **out, size_t *out_len) {
+/* Cell code and input replies (`what`). A JS string is UTF-16, and V8's own UTF-8 conversion
+ * silently replaces lone surrogates with U+FFFD; text must arrive exactly as written, so this
+ * converts it (NUL characters included: *out_len counts them) and rejects a lone surrogate with
+ * KH_EENCODING (as the core rejects invalid UTF-8). Returns 0, or -1 with an exception thrown. */
+static int nkh_text_get(napi_env env, napi_value v, const char *what, char **out, size_t *out_len) {
   size_t n = 0, i, o = 0;
   char16_t *u = NULL;
   unsigned char *s = NULL;
   char msg[160];
   *out = NULL;
-  if (nkh_expect(env, v, napi_string, "code") != 0) return -1;
+  if (nkh_expect(env, v, napi_string, what) != 0) return -1;
   NAPI_CALL(env, napi_get_value_string_utf16(env, v, NULL, 0, &n));
   u = malloc((n + 1) * sizeof(*u));
   s = malloc(n * 3 + 1); /* each UTF-16 unit becomes at most 3 bytes (a pair: 4 for 2 units) */
@@ -209,7 +209,7 @@ static int nkh_code_get(napi_env env, napi_value v, char **out, size_t *out_len)
     } else if (c >= 0xD800 && c <= 0xDFFF) {
       uint32_t lo = i + 1 < n ? u[i + 1] : 0;
       if (c > 0xDBFF || lo < 0xDC00 || lo > 0xDFFF) {
-        snprintf(msg, sizeof(msg), "code is not valid Unicode: lone surrogate at index %zu", i);
+        snprintf(msg, sizeof(msg), "%s is not valid Unicode: lone surrogate at index %zu", what, i);
         nkh_throw(env, NKH_ERROR, "KH_EENCODING", msg);
         goto fail;
       }
@@ -576,7 +576,7 @@ static napi_value nkh_kernel_execute(napi_env env, napi_callback_info info) {
     nkh_throw(env, NKH_RANGE_ERROR, NULL, "timeout must be a number of milliseconds >= 0");
     return NULL;
   }
-  if (nkh_code_get(env, argv[1], &code, &len) != 0) return NULL;
+  if (nkh_text_get(env, argv[1], "code", &code, &len) != 0) return NULL;
   if ((r = nkh_req_new(w, argv[6])) == NULL) goto fail;
   kh_execute_options_init(&o);
   o.silent = silent;
@@ -613,12 +613,13 @@ static napi_value nkh_kernel_input_reply(napi_env env, napi_callback_info info) 
   napi_value argv[2];
   char id[NKH_ID_MAX];
   char *value;
+  size_t len;
   nkh_manager_t *w = nkh_this(env, info, 2, argv);
   int rc;
   if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
   if (nkh_id_get(env, argv[0], id, sizeof(id)) != 0) return NULL;
-  if ((value = nkh_str_get(env, argv[1], "value", NULL)) == NULL) return NULL;
-  rc = kh_kernel_input_reply(w->m, id, value);
+  if (nkh_text_get(env, argv[1], "value", &value, &len) != 0) return NULL;
+  rc = kh_kernel_input_reply(w->m, id, value, len); /* all of it: "ab\0cd" is 5 bytes */
   free(value);
   if (rc != 0) nkh_throw_kh(env, w, rc);
   return NULL;

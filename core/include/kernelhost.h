@@ -211,11 +211,13 @@ KH_EXTERN int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const ch
  * restarted. Returns 0, KH_EINVAL, KH_ENOTFOUND, KH_ECLOSED or KH_EKERNELDEAD. */
 KH_EXTERN int kh_kernel_interrupt(kh_manager_t *m, const char *kernel_id);
 
-/* Answers the kernel's pending input_request with `value` (UTF-8, copied). Returns 0,
- * KH_EINVAL (value NULL, or no cell is running), KH_ENOTFOUND, KH_ECLOSED, KH_EKERNELDEAD
- * (the worker is gone), KH_ENOTSUP (a thread: "host" kernel, which refuses input()) or
- * KH_EENCODING. */
-KH_EXTERN int kh_kernel_input_reply(kh_manager_t *m, const char *kernel_id, const char *value);
+/* Answers the kernel's pending input_request with the `len` bytes at `value` (UTF-8, copied;
+ * NUL bytes are part of the reply, which input() returns whole). Returns 0, KH_EINVAL (value
+ * NULL, or no cell is running), KH_ENOTFOUND, KH_ECLOSED, KH_EKERNELDEAD (the worker is gone),
+ * KH_ENOTSUP (a thread: "host" kernel, which refuses input()) or KH_EENCODING (not valid
+ * UTF-8, in every mode). */
+KH_EXTERN int kh_kernel_input_reply(kh_manager_t *m, const char *kernel_id, const char *value,
+                                    size_t len);
 
 /* Restarts the kernel: interrupts the running cell, cancels it and the queued requests
  * (KH_ECANCELED), and gives a fresh namespace and counter (a fresh process in worker mode)

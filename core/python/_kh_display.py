@@ -98,7 +98,10 @@ def format(obj, include=None, exclude=None):
         if isinstance(bundle, dict):
             for mime, value in bundle.items():
                 if _wanted(mime, include, exclude):
-                    data[mime] = _encode_value(mime, value)
+                    try:
+                        data[mime] = _encode_value(mime, value)
+                    except Exception:  # no JSON form (nested too deeply): contained
+                        _report_formatter_error(obj, "_repr_mimebundle_")
     if not isinstance(obj, type):
         for mime, name, _binary in _REPR_METHODS:
             if mime in data or not _wanted(mime, include, exclude):
@@ -117,7 +120,11 @@ def format(obj, include=None, exclude=None):
                 value, md = value
                 if isinstance(md, dict):
                     metadata[mime] = md
-            data[mime] = _encode_value(mime, value)
+            try:
+                data[mime] = _encode_value(mime, value)
+            except Exception:  # no JSON form (nested too deeply): contained like a raise
+                _report_formatter_error(obj, name)
+                metadata.pop(mime, None)
     if "text/plain" not in data:
         data["text/plain"] = _text_plain(obj)
     return data, metadata

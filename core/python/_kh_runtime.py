@@ -1,7 +1,7 @@
 # _kh_runtime: the code that runs inside every kernel, main_thread and worker alike. It runs
 # cells with IPython's semantics (last expression displayed, `_`, `;`, top-level await),
 # captures output, turns exceptions into execute_error events, and talks to the C core only
-# through the builtin module _kernelhost (emit, async_raise, clear_async_exc).
+# through the builtin module _kernelhost (emit, Gate).
 
 # _ast, not ast: the compiler's node classes and flags without ast.py's import cost.
 import _ast as ast
@@ -42,6 +42,10 @@ _orig_sleep = time.sleep
 _orig_input = builtins.input
 
 
+def _noop():
+    pass
+
+
 def _encode_default(obj):
     raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
 
@@ -74,6 +78,9 @@ def _finite(v):
 
 
 def _dumps(obj):
+    """obj as UTF-8 JSON bytes; ValueError when it has no JSON form even after _jsonable (a
+    payload nested deeper than Python's recursion limit lets the encoder go): the event that
+    carries it then fails as the cell's error instead of reaching the host as something else."""
     global _encode
     try:
         s = _encode(obj)
@@ -84,8 +91,8 @@ def _dumps(obj):
         try:
             s = json.dumps(_finite(_kh_display._jsonable(obj)), ensure_ascii=False,
                            allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError, RecursionError):
-            s = json.dumps({"error": "unencodable payload"})
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError("the output cannot be encoded as JSON: %s" % exc) from None
     # Lone surrogates (from surrogateescape'd bytes) would make invalid UTF-8: replace them.
     return s.encode("utf-8", "replace")
 
@@ -297,15 +304,14 @@ class Kernel:
         self.out = _kh_streams.new_out_buffer(self.emit)
         self.thread_ident = threading.get_ident()
         self.wake = threading.Event()
-        self.running = False
+        # When interrupts may land in this thread: only inside gate.call(), which runs every
+        # phase of a request that runs user code (py-gate.c), so none lands in bookkeeping.
+        self.gate = _kernelhost.Gate()
         self.loop = None
         self._input_cond = threading.Condition()
         self._input_value = None
         self._input_waiting = False
         self._serial = 0
-        self._current_exec = None   # the cell this kernel's thread is running or last began
-        self._done_exec = None      # the last cell that ended
-        self._pending_interrupt = None
         self.active_exec = ""       # the request whose cell is running now, "" between cells
         self.future_flags = 0       # __future__ features turned on by earlier cells
         # A worker holds one kernel: its namespace is the process's own __main__, so pickle and
@@ -371,21 +377,24 @@ class Kernel:
     # -- calls from other threads (with the GIL) --------------------------------------------
 
     def interrupt(self, exec_id=None):
-        """Raises KeyboardInterrupt in cell exec_id (the running one when None) and wakes a
-        sleep or input wait. A cell that the host started but this thread has not begun yet
-        is interrupted as soon as it begins; a cell that already ended is left alone."""
-        if exec_id is not None and exec_id != self._current_exec:
-            if exec_id != self._done_exec:
-                self._pending_interrupt = exec_id
-            return False
-        if not self.running:
-            if exec_id is not None and exec_id != self._done_exec:
-                self._pending_interrupt = exec_id
+        """Raises KeyboardInterrupt in cell exec_id (the running one when None), in whichever
+        phase it is (the cell, its result's formatting, figures), and wakes what it waits in:
+        a sleep, an input request, an asyncio loop's selector. A cell that the host started but
+        this thread has not begun yet is interrupted as soon as it begins; a cell that already
+        ended is left alone (the gate decides, py-gate.c)."""
+        if not self.gate.interrupt(exec_id):
             return False
         self.wake.set()
         with self._input_cond:
             self._input_cond.notify_all()
-        _kernelhost.async_raise(self.thread_ident, KeyboardInterrupt)
+        # The exception lands at the kernel thread's next bytecode; a loop blocked in its
+        # selector (await asyncio.sleep(5)) runs none until it wakes: wake it now.
+        loop = self.loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(_noop)
+            except Exception:  # closed, or not running: nothing to wake
+                pass
         return True
 
     def input_reply(self, value):
@@ -521,7 +530,44 @@ class Kernel:
     async def _eval_async(self, code):
         return eval(code, self.ns)
 
+    def _show_result(self, exec_id, count, value, store_history):
+        """The execute_result of a cell's last expression (user code: its formatters run)."""
+        data, metadata = _kh_display.format(value)
+        if store_history:
+            ns = self.ns
+            ns["___"] = ns.get("__")
+            ns["__"] = ns.get("_")
+            ns["_"] = value
+        self.out.flush()
+        result = {"execution_count": count, "data": data, "metadata": metadata}
+        self.emit(exec_id, "execute_result", result)
+        return {"data": data, "metadata": metadata}
+
+    def _report_error(self, exec_id, error):
+        """Emits the execute_error of `error` and returns it. Formatting runs user code (the
+        exception's __str__): an interrupt or a BaseException raised there is reported instead,
+        and after a few of those, a bare error naming the type."""
+        for _attempt in range(3):
+            try:
+                err = self.gate.call(self._format_error, error)
+                break
+            except BaseException as exc:
+                error = exc
+        else:
+            err = {"ename": type(error).__name__, "evalue": "", "traceback": []}
+        del error
+        self.out.flush()
+        self.emit(exec_id, "execute_error", err)
+        return err
+
     def _format_error(self, exc):
+        # str() first, and only Exception caught: an interrupt of a __str__ that never returns
+        # must escape (traceback's own str() call swallows every exception, KeyboardInterrupt
+        # included, and would leave the cell spinning in the next one).
+        try:
+            evalue = str(exc)
+        except Exception:
+            evalue = "<exception str() failed>"
         tb = exc.__traceback__
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(_CELL_PREFIX):
             tb = tb.tb_next
@@ -536,16 +582,14 @@ class Kernel:
                 text = "".join(traceback.format_exception(type(exc), exc, tb))
         except Exception:
             text = "%s: <traceback unavailable>" % type(exc).__name__
-        try:
-            evalue = str(exc)
-        except Exception:
-            evalue = "<exception str() failed>"
         return {"ename": type(exc).__name__, "evalue": evalue,
                 "traceback": text.rstrip("\n").split("\n")}
 
     def execute(self, exec_id, code, silent=False, store_history=True):
         """Runs one cell; returns the reply (status, execution_count, result?, error?) as UTF-8
         JSON bytes. Events go out through emit() as the cell runs."""
+        gate = self.gate
+        gate.begin(exec_id)  # first: an interrupt from here on is this cell's
         if silent:
             store_history = False
         ctx = _kh_streams.Context(self, exec_id)
@@ -573,57 +617,41 @@ class Kernel:
         error = None
         has_value, value = False, None
         self.wake.clear()
+        # Every phase that runs user code goes through gate.call(), where interrupts land at
+        # once; between phases they wait for the next one (py-gate.c). BaseException: a
+        # SystemExit or KeyboardInterrupt ends the cell, never the kernel.
         try:
-            self._current_exec = exec_id
-            self.running = True
-            try:
-                if self._pending_interrupt == exec_id:
-                    self._pending_interrupt = None
-                    raise KeyboardInterrupt()
-                has_value, value = self._run_cell(code, filename, not silent)
-            finally:
-                self.running = False
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt end the cell only
+            has_value, value = gate.call(self._run_cell, code, filename, not silent)
+        except BaseException as exc:
             error = exc
-        # An interrupt raised as the cell ended may still be pending: collect it here.
-        while True:
-            try:
-                self.running = False
-                _kernelhost.clear_async_exc()
-                break
-            except KeyboardInterrupt as exc:
-                if error is None:
-                    error = exc
-
-        self._done_exec = exec_id
-        if self._pending_interrupt == exec_id:
-            self._pending_interrupt = None
         reply = {"status": "ok", "execution_count": count}
+        if error is None and has_value and value is not None:
+            try:
+                reply["result"] = gate.call(self._show_result, exec_id, count, value,
+                                            store_history)
+            except BaseException as exc:  # from a formatter: __repr__ raising SystemExit
+                error = exc
         if error is not None:
-            err = self._format_error(error)
-            del error
-            self.out.flush()
-            self.emit(exec_id, "execute_error", err)
             reply["status"] = "error"
-            reply["error"] = err
-        if reply["status"] == "ok" and has_value and value is not None:
-            ns = self.ns
-            if store_history:
-                ns["___"] = ns.get("__")
-                ns["__"] = ns.get("_")
-                ns["_"] = value
-            data, metadata = _kh_display.format(value)
-            self.out.flush()
-            result = {"execution_count": count, "data": data, "metadata": metadata}
-            self.emit(exec_id, "execute_result", result)
-            reply["result"] = {"data": data, "metadata": metadata}
-        try:
-            if "matplotlib.pyplot" in sys.modules:
+            reply["error"] = self._report_error(exec_id, error)
+            del error
+        if "matplotlib.pyplot" in sys.modules:
+            try:
                 import _kh_mpl
-                _kh_mpl.flush_figures(self)
-        except Exception:
-            import traceback
-            sys.stderr.write("kernelhost: showing figures failed:\n" + traceback.format_exc())
+                gate.call(_kh_mpl.flush_figures, self)
+            except Exception:
+                import traceback
+                sys.stderr.write("kernelhost: showing figures failed:\n" + traceback.format_exc())
+            except BaseException as exc:  # interrupted while rendering
+                if reply["status"] == "ok":
+                    reply["status"] = "error"
+                    reply["error"] = self._report_error(exec_id, exc)
         self.out.flush()
+        try:
+            out = _dumps(reply)
+        except ValueError:  # a result its event could carry and the reply, one level deeper, not
+            reply.pop("result", None)
+            out = _dumps(reply)
         self.active_exec = ""
-        return _dumps(reply)
+        # The last step: after end() nothing can be interrupted (it drops what is still owed).
+        return gate.end(out)

@@ -12,10 +12,17 @@ import _kernelhost
 import _kh_runtime
 
 
+_kernel = None  # this process's one kernel, once opened
+
+
 def _kh_sigint(signum, frame):
     # Tells main.c that the interrupt landed (it re-sends SIGINT until this runs: a signal that
     # arrives just before a blocking call starts is otherwise only seen when the call returns).
     _kernelhost.note_interrupt()
+    # Between the phases of a request (the runtime's bookkeeping) the interrupt is owed to the
+    # next phase instead of raised where it would escape the runtime (py-gate.c).
+    if _kernel is not None and not _kernel.gate.signal():
+        return
     raise KeyboardInterrupt
 
 
@@ -24,6 +31,32 @@ def install_sigint():
     handler only when SIGINT is not ignored at start-up, and a worker spawned from a background
     job inherits it ignored; py-start.c has reset it to the default before this runs."""
     _signal.signal(_signal.SIGINT, _kh_sigint)
+
+
+def _after_fork_in_child():
+    """In a child that a cell forked with os.fork(): main.c has closed the protocol in it
+    (see the top of core/worker/main.c). What it prints goes straight to fds 1 and 2, which
+    the worker captures, so the child's output reaches the host as the running cell's streams;
+    its kernel gets a fresh output buffer and flusher, since the worker's threads (and any lock
+    they held at the fork) did not come along."""
+    import io
+    import _kh_streams
+
+    def fd_stream(fd):
+        return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
+                                errors="replace", line_buffering=True)
+
+    sys.stdout = fd_stream(1)
+    sys.stderr = fd_stream(2)
+    _kh_streams.flusher = _kh_streams._Flusher()
+    k = _kernel
+    if k is not None:
+        out = _kh_streams.new_out_buffer(k.emit)
+        out.limit = k.out.limit
+        k.out = out
+        ctx = _kh_streams.current()
+        if ctx is not None and ctx.kernel is k:
+            ctx.out = out
 
 
 def open_kernel(kernel_id, env_json, cwd, max_output, figure_formats=None):
@@ -44,7 +77,10 @@ def open_kernel(kernel_id, env_json, cwd, max_output, figure_formats=None):
         sys.path[1:1] = [p for p in extra if p not in sys.path]
     if cwd:
         os.chdir(cwd)
+    global _kernel
     k = _kh_runtime.Kernel(None, kernel_id, True)
     k.out.limit = max_output
     k.figure_formats_option = figure_formats  # read by _kh_mpl, as in main_thread (py-host.c)
+    _kernel = k
+    os.register_at_fork(after_in_child=_after_fork_in_child)
     return k

@@ -52,8 +52,9 @@ static int host_interrupt(kh_kernel_t *k) {
   return 0;
 }
 
-static int host_input_reply(kh_kernel_t *k, const char *value) {
+static int host_input_reply(kh_kernel_t *k, const char *value, size_t len) {
   (void)value;
+  (void)len;
   kh__set_err(k->m->errmsg, "kernel \"%s\" runs on the host thread: input() is refused there",
               k->id);
   return KH_ENOTSUP;

@@ -1,7 +1,18 @@
 /* backend-inproc.c: main_thread kernels on kernel threads: one thread per kernel runs its
  * Python (py-host.c); the loop hands it commands through a mutex-guarded list, and it answers
  * through the kernel's sink (events, replies, readiness), so everything it says reaches the
- * loop through the inbox in the order it said it. Thread: loop, except kernel_thread(). */
+ * loop through the inbox in the order it said it. Thread: loop, except kernel_thread().
+ *
+ * A destroyed kernel's thread normally finishes its cell (interrupted by the destroy), exits,
+ * and is joined. One that is still in its cell a grace period later (interruptGraceMs) is
+ * stuck where no interrupt can reach it: in a C call that ignores asynchronous exceptions
+ * (a second acquire() of a threading.Lock, select() or os.read() that nothing wakes) or in a
+ * loop that swallows KeyboardInterrupt. A thread cannot be killed, so it is abandoned: detached
+ * and left where it is, and the kernel is declared destroyed. Such a thread owns its inproc_t
+ * from then on; if its cell ever ends, it closes its Python state and frees it, unheard. It
+ * does not keep the process from exiting: it is detached (nobody joins it) and the interpreter
+ * is never finalized (py-start.c), so exit() never waits for it. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +38,8 @@ typedef struct {
   cmd_t *tail;        /* guarded by mu */
   kh__pyk_t *py;      /* guarded by mu: set by the kernel thread while it has Python state */
   int exit_requested; /* guarded by mu */
+  int exited;         /* guarded by mu: the thread is done; its last message is posted */
+  int abandoned;      /* guarded by mu: the loop let go; the thread frees this when done */
   kh__sink_t *sink;   /* a reference of the thread's own: the kernel may release its one */
   char id[KH__ID_MAX];
   json_t *figure_formats; /* owned by the thread until it opened Python: the option's copy */
@@ -44,6 +57,20 @@ static void post_cmd(inproc_t *ip, cmd_t *c) {
 }
 
 static void inproc_exited(kh_kernel_t *k, void *arg);
+
+/* Frees ip and everything it still holds (commands never run, the sink reference). */
+static void inproc_free(inproc_t *ip) {
+  while (ip->head) {
+    cmd_t *c = ip->head;
+    ip->head = c->next;
+    free(c->code);
+    free(c);
+  }
+  kh__sink_unref(ip->sink);
+  uv_cond_destroy(&ip->cv);
+  uv_mutex_destroy(&ip->mu);
+  free(ip);
+}
 
 /* The kernel thread: opens its Python state (the first one waits for CPython to start), then
  * runs commands until told to exit. It never touches the kernel (loop-thread data): it has its
@@ -100,6 +127,14 @@ static void kernel_thread(void *arg) {
     free(c);
   }
   if (py) kh__py_kernel_close(py);
+  uv_mutex_lock(&ip->mu);
+  ip->exited = 1;
+  rc = ip->abandoned;
+  uv_mutex_unlock(&ip->mu);
+  if (rc) {
+    inproc_free(ip); /* abandoned (see the top of this file): nobody waits for us */
+    return;
+  }
   /* The loop joins the thread when this arrives, so its last words are this message. */
   kh__sink_post_call(ip->sink, inproc_exited, NULL);
 }
@@ -167,10 +202,10 @@ static int inproc_interrupt(kh_kernel_t *k) {
   return 0;
 }
 
-static int inproc_input_reply(kh_kernel_t *k, const char *value) {
+static int inproc_input_reply(kh_kernel_t *k, const char *value, size_t len) {
   inproc_t *ip = k->backend;
   uv_mutex_lock(&ip->mu);
-  if (ip->py != NULL) kh__py_kernel_input_reply(ip->py, value);
+  if (ip->py != NULL) kh__py_kernel_input_reply(ip->py, value, len);
   uv_mutex_unlock(&ip->mu);
   return 0;
 }
@@ -185,7 +220,8 @@ static int inproc_reset(kh_kernel_t *k) {
 }
 
 /* The thread is never killed (a thread holding the GIL cannot be): the running cell was
- * interrupted by destroy, and the kernel's exec timer re-interrupts a cell that swallows it. */
+ * interrupted by destroy, and if it has not ended a grace period later, inproc_abandon lets
+ * go of it. */
 static void inproc_stop(kh_kernel_t *k) {
   inproc_t *ip = k->backend;
   /* The thread finishes what it was given (the running cell was interrupted), then exits. */
@@ -201,18 +237,35 @@ static void inproc_exited(kh_kernel_t *k, void *arg) {
   (void)arg;
   if (ip == NULL) return;
   uv_thread_join(&ip->tid);
-  while (ip->head) {
-    cmd_t *c = ip->head;
-    ip->head = c->next;
-    free(c->code);
-    free(c);
-  }
-  kh__sink_unref(ip->sink);
-  uv_cond_destroy(&ip->cv);
-  uv_mutex_destroy(&ip->mu);
-  free(ip);
+  inproc_free(ip);
   k->backend = NULL;
   kh__kernel_on_stopped(k);
+}
+
+static void inproc_abandoned(kh_kernel_t *k, void *arg) {
+  (void)arg;
+  kh__kernel_on_stopped(k);
+}
+
+/* The destroyed kernel's cell is stuck (see the top of this file): detach its thread and let
+ * the destroy complete, unless the thread exited meanwhile (then inproc_exited joins it). */
+static void inproc_abandon(kh_kernel_t *k) {
+  inproc_t *ip = k->backend;
+  int exited;
+  if (ip == NULL) return;
+  uv_mutex_lock(&ip->mu);
+  exited = ip->exited;
+  if (!exited) {
+    ip->abandoned = 1;
+    ip->py = NULL; /* the loop will not use it again */
+  }
+  uv_mutex_unlock(&ip->mu);
+  if (exited) return;
+  /* From here ip belongs to the thread: the loop never touches it again. */
+  pthread_detach(ip->tid);
+  k->backend = NULL;
+  /* Posted: the upcall runs from the loop, behind what the kernel already said. */
+  if (kh__sink_post_call(k->sink, inproc_abandoned, NULL) != 0) kh__kernel_on_stopped(k);
 }
 
 const kh__backend_t kh__inproc_backend = {
@@ -223,5 +276,6 @@ const kh__backend_t kh__inproc_backend = {
     .input_reply = inproc_input_reply,
     .reset = inproc_reset,
     .stop = inproc_stop,
+    .abandon = inproc_abandon,
     .index = KH__BACKEND_INPROC,
 };

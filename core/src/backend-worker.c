@@ -345,12 +345,12 @@ static int worker_interrupt(kh_kernel_t *k) {
   return 0;
 }
 
-static int worker_input_reply(kh_kernel_t *k, const char *value) {
+static int worker_input_reply(kh_kernel_t *k, const char *value, size_t len) {
   worker_t *wk = k->backend;
   json_t *msg;
   int rc;
   if (wk->w == NULL || wk->phase != PH_READY) return KH_EKERNELDEAD;
-  msg = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_INPUT), "value", value);
+  msg = json_pack("{s:s, s:s%}", "t", kh__proto_name(KH__P_INPUT), "value", value, len);
   if (msg == NULL) return KH_EENCODING;
   rc = kh__wproc_send(wk->w, msg);
   json_decref(msg);

@@ -74,7 +74,8 @@ typedef struct {
 } vstate_t;
 
 /* Deeper than jansson goes (JSON_PARSER_MAX_DEPTH) is refused as jansson refuses it, so both
- * paths agree; Python's json module cannot nest even half as deep, so no real payload does. */
+ * paths agree. A worker's own runtime never sends such a frame: its emit() refuses payloads
+ * nested near that depth (py-module.c), which a cell can make after sys.setrecursionlimit. */
 static int v_open(void *ctx) {
   return ++((vstate_t *)ctx)->depth <= JSON_PARSER_MAX_DEPTH;
 }

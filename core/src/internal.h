@@ -47,6 +47,8 @@ void kh__set_err(char *buf, const char *fmt, ...);
 
 /* Validates code for execution: UTF-8, no NUL, at most max bytes. Fills errmsg. */
 int kh__check_code(const char *code, size_t len, size_t max, char *errmsg);
+/* 1 when the len bytes at s are valid UTF-8 (NUL bytes included), else 0. Thread: any. */
+int kh__utf8_valid(const char *s, size_t len);
 
 /* --- options (options.c) ------------------------------------------------------------------
  * Parsed from one table of option specs per kind (the names, types, ranges and modes are listed
@@ -246,11 +248,17 @@ typedef struct kh__backend_s {
   int (*execute)(kh_kernel_t *k, kh__request_t *r);
   /* Interrupts the running cell (k->running), escalating as the backend can. */
   int (*interrupt)(kh_kernel_t *k);
-  int (*input_reply)(kh_kernel_t *k, const char *value);
+  /* value: len bytes of valid UTF-8, NULs included (checked by the core). */
+  int (*input_reply)(kh_kernel_t *k, const char *value, size_t len);
   /* Fresh namespace and counter; later kh__kernel_on_reset(). */
   int (*reset)(kh_kernel_t *k);
   /* Stops for good; later kh__kernel_on_stopped() once nothing refers to k any more. */
   void (*stop)(kh_kernel_t *k);
+  /* After stop: the running cell did not end within interruptGraceMs of the destroy's
+   * interrupt (kernel.c's exec timer). Lets go of what still runs it, so the destroy
+   * completes; later kh__kernel_on_stopped(). NULL for backends whose stop never waits for a
+   * cell (a worker is killed at once). */
+  void (*abandon)(kh_kernel_t *k);
   /* Adds backend facts (pid, pooled, sandbox) to a kernel's info object. May be NULL. */
   void (*info)(kh_kernel_t *k, json_t *info);
   int index; /* position in backend.c's table (m->backend_state[index]) */
@@ -408,7 +416,7 @@ void kh__py_kernel_close(kh__pyk_t *p); /* Thread: kernel. Frees p's Python side
 /* Thread: any (loop). Asks the Python service thread to interrupt cell exec_id (which may not
  * have begun on the kernel thread yet). */
 void kh__py_kernel_interrupt(kh__pyk_t *p, const char *exec_id);
-void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value);
+void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value, size_t len);
 void kh__pyk_unref(kh__pyk_t *p);
 
 /* --- starting the embedded interpreter (py-start.c), for the host and the worker alike ------ */

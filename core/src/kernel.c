@@ -52,6 +52,13 @@ static uint64_t reinterrupt_ms(const kh_kernel_t *k) {
 static void on_exec_timer(uv_timer_t *t) {
   kh_kernel_t *k = t->data;
   if (k->running == NULL) return;
+  /* A destroy's interrupt did not end the cell within the grace period (it swallows
+   * KeyboardInterrupt, or waits in C where none can land): the destroy does not wait for it
+   * any longer, where the backend can let go of it. */
+  if (k->state == KH__K_CLOSING && k->ops->abandon != NULL) {
+    k->ops->abandon(k);
+    return;
+  }
   /* Over the time limit (or a restart/destroy waits): interrupt now, and again after each
    * grace period while the cell keeps running (a cell may swallow KeyboardInterrupt). */
   k->ops->interrupt(k);

@@ -6,7 +6,9 @@
 
 #include "protocol.h"
 
-typedef enum { F_STR = 1, F_INT, F_BOOL, F_OBJ, F_STRMAP, F_STRS } ftype_t;
+/* F_STR: a string without NULs (below); F_TEXT: any string, NULs included (user text that is
+ * never compared as a C string). */
+typedef enum { F_STR = 1, F_TEXT, F_INT, F_BOOL, F_OBJ, F_STRMAP, F_STRS } ftype_t;
 
 typedef struct {
   const char *name;
@@ -48,7 +50,7 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
                   {"data", F_OBJ, 1, 0}},
     [KH__P_REPLY] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX}, {"data", F_OBJ, 1, 0}},
     [KH__P_INTERRUPT] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX}},
-    [KH__P_INPUT] = {{"value", F_STR, 1, 0}},
+    [KH__P_INPUT] = {{"value", F_TEXT, 1, 0}},
     [KH__P_FATAL] = {{"message", F_STR, 1, 0}},
 };
 
@@ -80,6 +82,8 @@ static int type_ok(const json_t *v, const field_t *f) {
   switch (f->type) {
     case F_STR:
       return plain_string(v, f->max);
+    case F_TEXT:
+      return json_is_string(v);
     case F_INT:
       return json_is_integer(v);
     case F_BOOL:

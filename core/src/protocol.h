@@ -48,7 +48,8 @@
  *                             host reports), id: string ("" for no request), data: object
  *   REPLY     worker -> host  id: string (the running request's), data: object (the reply)
  *   INTERRUPT host -> worker  id: string (the cell to interrupt, if it still runs)
- *   INPUT     host -> worker  value: string (the answer to the last input_request)
+ *   INPUT     host -> worker  value: string (the answer to the last input_request;
+ *                             the only string that may hold NULs)
  *   FATAL     worker -> host  message: string (why it is about to exit) */
 #ifndef KH_PROTOCOL_H
 #define KH_PROTOCOL_H

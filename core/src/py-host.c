@@ -22,7 +22,8 @@ typedef struct svc_s {
   struct svc_s *next;
   svc_kind_t kind;
   kh__pyk_t *pyk; /* a reference */
-  char *value;
+  char *value;    /* owned, NUL-terminated: an exec id, or an input reply (which may hold NULs) */
+  size_t len;
 } svc_t;
 
 static uv_once_t once = UV_ONCE_INIT;
@@ -84,9 +85,10 @@ static void service_thread(void *arg) {
       if (s->kind == SVC_INTERRUPT && interval > 100) _PyEval_SetSwitchInterval(interval);
     }
     if (s->pyk->rt != NULL) {
-      PyObject *r = s->kind == SVC_INTERRUPT
-                        ? PyObject_CallMethod(s->pyk->rt, "interrupt", "s", s->value)
-                        : PyObject_CallMethod(s->pyk->rt, "input_reply", "s", s->value);
+      PyObject *r =
+          s->kind == SVC_INTERRUPT
+              ? PyObject_CallMethod(s->pyk->rt, "interrupt", "s", s->value)
+              : PyObject_CallMethod(s->pyk->rt, "input_reply", "s#", s->value, (Py_ssize_t)s->len);
       if (r == NULL) PyErr_Clear();
       Py_XDECREF(r);
     }
@@ -260,13 +262,18 @@ void kh__pyk_unref(kh__pyk_t *p) {
  * it likes), so interrupts and input replies go to the service thread, which may. A request
  * that cannot be allocated (out of memory) is dropped; a time limit interrupts again after each
  * grace period (kernel.c). */
-static void post_service(kh__pyk_t *p, svc_kind_t kind, const char *value) {
+static void post_service(kh__pyk_t *p, svc_kind_t kind, const char *value, size_t len) {
   svc_t *s = calloc(1, sizeof(*s));
   if (s == NULL) return;
-  if (value != NULL && (s->value = kh__strdup(value)) == NULL) {
+  if (value != NULL && (s->value = malloc(len + 1)) == NULL) {
     free(s);
     return;
   }
+  if (value != NULL) {
+    memcpy(s->value, value, len);
+    s->value[len] = '\0';
+  }
+  s->len = len;
   atomic_fetch_add(&p->refs, 1);
   s->kind = kind;
   s->pyk = p;
@@ -281,9 +288,9 @@ static void post_service(kh__pyk_t *p, svc_kind_t kind, const char *value) {
 }
 
 void kh__py_kernel_interrupt(kh__pyk_t *p, const char *exec_id) {
-  post_service(p, SVC_INTERRUPT, exec_id);
+  post_service(p, SVC_INTERRUPT, exec_id, exec_id ? strlen(exec_id) : 0);
 }
 
-void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value) {
-  post_service(p, SVC_INPUT, value);
+void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value, size_t len) {
+  post_service(p, SVC_INPUT, value, len);
 }

@@ -18,6 +18,9 @@ PyObject *kh__py_init_module(void);
 /* Adds OutBuffer and Writer (py-stream.c) to the _kernelhost module. Returns 0 or -1. */
 int kh__py_stream_add_types(PyObject *module);
 
+/* Adds Gate (py-gate.c: when interrupts may land in a kernel's thread). Returns 0 or -1. */
+int kh__py_gate_add_type(PyObject *module);
+
 /* Describes the current Python exception into buf (and clears it). Needs the GIL. */
 void kh__py_describe_error(char *buf, size_t n);
 

@@ -1,12 +1,46 @@
 /* py-module.c: the builtin module _kernelhost through which the Python runtime reaches C (emit,
- * async_raise, clear_async_exc, note_interrupt, and the embedded sources that _kh_importer
- * serves), and the error helpers the py-*.c files share. Thread: any thread holding the GIL. */
+ * note_interrupt, the Gate of interrupts (py-gate.c), the stream types (py-stream.c) and the
+ * embedded sources that _kh_importer serves), and the error helpers the py-*.c files share.
+ * Thread: any thread holding the GIL. */
 #include <string.h>
 
 #include "py-internal.h"
 
 kh__py_emit_fn kh__py_emit_hook;
 void (*kh__py_interrupt_hook)(void);
+
+/* The deepest nesting an event payload may have: the host parses events and replies with
+ * jansson (and checks worker frames against the same JSON_PARSER_MAX_DEPTH, frame.c), and a
+ * reply or a worker's frame wraps the payload in up to three more levels. Python nests that deep
+ * only when a cell raised sys.setrecursionlimit; past it, the host could not read the event
+ * (a worker would be killed for a bad frame), so emit() refuses it with a ValueError instead,
+ * which the cell reports as its error. */
+#define PAYLOAD_MAX_DEPTH (JSON_PARSER_MAX_DEPTH - 8)
+
+/* 1 when the JSON text p[0..n) nests deeper than max. Strings are skipped with memchr (a
+ * base64 image is one long string), so the scan costs little beside the encoding. */
+static int nests_deeper(const char *p, size_t n, size_t max) {
+  const char *end = p + n;
+  size_t depth = 0;
+  while (p < end) {
+    char c = *p++;
+    if (c == '"') {
+      for (;;) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        const char *b = q;
+        if (q == NULL) return 0;
+        while (b > p && b[-1] == '\\') b--; /* an even run of backslashes ends the string */
+        p = q + 1;
+        if (((q - b) & 1) == 0) break;
+      }
+    } else if (c == '[' || c == '{') {
+      if (++depth > max) return 1;
+    } else if (c == ']' || c == '}') {
+      depth--;
+    }
+  }
+  return 0;
+}
 
 /* The runtime names events by their Jupyter message type; the C side carries the number. */
 static int type_from_name(const char *name) {
@@ -17,7 +51,8 @@ static int type_from_name(const char *name) {
 /* emit(sink, exec_id, type, payload): payload is the event's JSON, already encoded by the runtime
  * (bytes), so it crosses into C without a second encoding. Returns False when the event was not
  * delivered (the kernel's sink has closed: a thread the cell left running outlived its kernel);
- * raises MemoryError when memory ran out. */
+ * raises ValueError for a payload nested too deeply (PAYLOAD_MAX_DEPTH), MemoryError when
+ * memory ran out. */
 static PyObject *py_emit(PyObject *self, PyObject *args) {
   PyObject *sink_obj;
   kh__sink_t *sink = NULL;
@@ -30,6 +65,12 @@ static PyObject *py_emit(PyObject *self, PyObject *args) {
   if (type < 0) {
     PyBuffer_Release(&payload);
     return PyErr_Format(PyExc_ValueError, "unknown event type %s", kind);
+  }
+  if (nests_deeper(payload.buf, (size_t)payload.len, PAYLOAD_MAX_DEPTH)) {
+    PyBuffer_Release(&payload);
+    return PyErr_Format(PyExc_ValueError,
+                        "%s payload nests deeper than %d levels, the most kernelhost carries", kind,
+                        PAYLOAD_MAX_DEPTH);
   }
   /* A host kernel's sink travels as a capsule made by py-host.c; a worker's Kernel has None. */
   if (sink_obj != Py_None && (sink = PyCapsule_GetPointer(sink_obj, "kernelhost.sink")) == NULL) {
@@ -44,25 +85,6 @@ static PyObject *py_emit(PyObject *self, PyObject *args) {
   return PyBool_FromLong(rc == 0);
 }
 
-/* For main_thread interrupts (the runtime's Kernel.interrupt, from py-host.c's service thread):
- * CPython's signal handlers run only on the main thread, so a kernel thread is interrupted by an
- * asynchronous exception instead, which lands at the next bytecode boundary. */
-static PyObject *py_async_raise(PyObject *self, PyObject *args) {
-  unsigned long ident;
-  PyObject *exc;
-  (void)self;
-  if (!PyArg_ParseTuple(args, "kO:async_raise", &ident, &exc)) return NULL;
-  return PyLong_FromLong(PyThreadState_SetAsyncExc(ident, exc));
-}
-
-/* An interrupt that arrives as a cell ends must not hit the next cell on the same thread. */
-static PyObject *py_clear_async_exc(PyObject *self, PyObject *noargs) {
-  (void)self;
-  (void)noargs;
-  PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
-  Py_RETURN_NONE;
-}
-
 static PyObject *py_note_interrupt(PyObject *self, PyObject *noargs) {
   (void)self;
   (void)noargs;
@@ -73,8 +95,6 @@ static PyObject *py_note_interrupt(PyObject *self, PyObject *noargs) {
 static PyMethodDef methods[] = {
     {"note_interrupt", py_note_interrupt, METH_NOARGS, "the SIGINT handler ran (workers)"},
     {"emit", py_emit, METH_VARARGS, "emit(sink, exec_id, type, payload_json_bytes)"},
-    {"async_raise", py_async_raise, METH_VARARGS, "async_raise(thread_ident, exc_type)"},
-    {"clear_async_exc", py_clear_async_exc, METH_NOARGS, "drop this thread's pending async exc"},
     {NULL, NULL, 0, NULL}};
 
 /* Single-phase initialisation (m_size -1): the module lives as long as the one interpreter,
@@ -108,7 +128,7 @@ PyObject *kh__py_init_module(void) {
   }
   if (PyModule_AddObject(m, "sources", sources) < 0) goto fail;
   sources = NULL; /* the module owns it now */
-  if (kh__py_stream_add_types(m) < 0) goto fail;
+  if (kh__py_stream_add_types(m) < 0 || kh__py_gate_add_type(m) < 0) goto fail;
   return m;
 fail:
   Py_XDECREF(sources);

@@ -328,7 +328,7 @@ int kh_kernel_interrupt(kh_manager_t *m, const char *kernel_id) {
   return k->ops->interrupt(k);
 }
 
-int kh_kernel_input_reply(kh_manager_t *m, const char *kernel_id, const char *value) {
+int kh_kernel_input_reply(kh_manager_t *m, const char *kernel_id, const char *value, size_t len) {
   kh_kernel_t *k;
   int rc;
   if (value == NULL) return KH_EINVAL;
@@ -337,7 +337,13 @@ int kh_kernel_input_reply(kh_manager_t *m, const char *kernel_id, const char *va
     kh__set_err(m->errmsg, "kernel \"%s\" is not running a cell that waits for input", kernel_id);
     return KH_EINVAL;
   }
-  return k->ops->input_reply(k, value);
+  /* Checked here, for every backend: a Python str is Unicode (and a worker's frame could not
+   * carry the bytes), so a reply that is not UTF-8 is refused, never dropped on the way. */
+  if (!kh__utf8_valid(value, len)) {
+    kh__set_err(m->errmsg, "the input reply is not valid UTF-8");
+    return KH_EENCODING;
+  }
+  return k->ops->input_reply(k, value, len);
 }
 
 /* A message a backend posted through the kernel's sink (a kernel thread, or the loop itself

@@ -103,7 +103,6 @@ void kh__set_err(char *buf, const char *fmt, ...) {
  * invalid UTF-8 (its frames would not encode), and a NUL byte would cut the cell short in
  * CPython's compile() without a word. */
 int kh__check_code(const char *code, size_t len, size_t max, char *errmsg) {
-  json_t *s;
   const char *nul;
   if (code == NULL) {
     kh__set_err(errmsg, "code must not be NULL");
@@ -121,14 +120,18 @@ int kh__check_code(const char *code, size_t len, size_t max, char *errmsg) {
     kh__set_err(errmsg, "code contains a NUL byte at offset %zu", (size_t)(nul - code));
     return KH_EENCODING;
   }
-  /* jansson validates UTF-8 when it makes a string; that is the check we need. */
-  s = json_stringn(code, len);
-  if (s == NULL) {
+  if (!kh__utf8_valid(code, len)) {
     kh__set_err(errmsg, "code is not valid UTF-8");
     return KH_EENCODING;
   }
-  json_decref(s);
   return 0;
+}
+
+int kh__utf8_valid(const char *s, size_t len) {
+  /* jansson validates UTF-8 when it makes a string; that is the check we need. */
+  json_t *j = json_stringn(s, len);
+  json_decref(j);
+  return j != NULL;
 }
 
 /* --- references --------------------------------------------------------------------------- */

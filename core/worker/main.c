@@ -2,7 +2,17 @@
  * thread (so SIGINT raises KeyboardInterrupt anywhere, time.sleep included) with the same
  * runtime as main_thread kernels. Frames (frame.c) come in on fd 3 and go out on fd 4; fds 1
  * and 2 are pipes that a capture thread forwards as `stream` events of the running request.
- * The kernel's sandbox (sandbox.c) is applied while the process is still single-threaded. */
+ * The kernel's sandbox (sandbox.c) is applied while the process is still single-threaded.
+ *
+ * A cell may os.fork(). The child is a copy of this process with one thread, still inside the
+ * cell, and must never speak the protocol: the host would take its frames for the worker's
+ * (a second reply kills the kernel with protocol_error) and it would steal the worker's
+ * commands. So the child closes the protocol at once (forked_child, a pthread_atfork handler),
+ * writes what it prints to fds 1 and 2, which the worker still captures (so the child's
+ * output reaches the host as stream events of the worker's running cell, as a subprocess's
+ * does), drops every other event, and exits when its copy of the cell ends (status 0, or 1 if
+ * the cell failed), never reading a command. Whatever it does (lives on, sleeps, exits,
+ * raises), the worker does not wait for it; it dies with the worker's process group. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -60,6 +70,10 @@ static pthread_mutex_t rd_mu = PTHREAD_MUTEX_INITIALIZER; /* guards cmd_dec afte
 static int q_efd = -1; /* eventfd: the command thread queued a command for the main thread */
 static cmd_t *q_head, *q_tail; /* guarded by q_mu */
 
+/* This process is a child that a cell forked (see the top of this file): written once, in
+ * the child, before any of its code runs. */
+static int forked;
+
 static PyObject *rt;      /* guarded by the GIL: the runtime's Kernel, once opened */
 static PyObject *open_fn; /* guarded by the GIL */
 
@@ -84,6 +98,7 @@ static void write_frame_iov(struct iovec *iov, int n) {
   size_t total = 0;
   int i;
   struct iovec all[8];
+  if (forked) return; /* the protocol is the worker's, never a forked child's */
   for (i = 0; i < n; i++) total += iov[i].iov_len;
   kh__frame_put_len(hdr, total);
   all[0].iov_base = hdr;
@@ -159,10 +174,47 @@ static void fatal(const char *fmt, ...) {
 
 /* --- events from the runtime (_kernelhost.emit) ------------------------------------------- */
 
+/* Writes all of buf to fd (a forked child's output), as far as it can. */
+static void write_all(int fd, const char *buf, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, buf, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    buf += w;
+    n -= (size_t)w;
+  }
+}
+
+/* An event in a forked child: stream text goes to fd 1 or 2 (output a cell wrote through an
+ * old reference to the kernel's stream), an error's traceback to fd 2, the rest is dropped. */
+static int forked_emit(int type, const char *data, size_t len) {
+  json_t *o = json_loadb(data, len, 0, NULL);
+  int rc = KH_ECLOSED;
+  if (type == KH_EVENT_STREAM && json_is_string(json_object_get(o, "text"))) {
+    const char *name = json_string_value(json_object_get(o, "name"));
+    json_t *text = json_object_get(o, "text");
+    write_all(name && strcmp(name, "stderr") == 0 ? 2 : 1, json_string_value(text),
+              json_string_length(text));
+    rc = 0;
+  } else if (type == KH_EVENT_EXECUTE_ERROR) {
+    size_t i;
+    json_t *line;
+    json_array_foreach(json_object_get(o, "traceback"), i, line) {
+      if (!json_is_string(line)) continue;
+      write_all(2, json_string_value(line), json_string_length(line));
+      write_all(2, "\n", 1);
+    }
+  }
+  json_decref(o);
+  return rc;
+}
+
 static int worker_emit(kh__sink_t *sink, const char *exec_id, int type, const char *data,
                        size_t len) {
-  json_t *head = json_pack("{s:s, s:s, s:s}", "t", kh__proto_name(KH__P_EV), "type",
-                           kh_event_type_name(type), "id", exec_id);
+  json_t *head;
+  if (forked) return forked_emit(type, data, len);
+  head = json_pack("{s:s, s:s, s:s}", "t", kh__proto_name(KH__P_EV), "type",
+                   kh_event_type_name(type), "id", exec_id);
   (void)sink;
   if (head == NULL) return KH_EINVAL; /* exec_id was not UTF-8 */
   write_with_data(head, data, len);
@@ -319,10 +371,13 @@ static void set_running(const char *id) {
 /* --- commands ----------------------------------------------------------------------------- */
 
 static void input_reply(json_t *msg) {
-  const char *v = json_string_value(json_object_get(msg, "value"));
+  json_t *value = json_object_get(msg, "value");
+  const char *v = json_string_value(value);
   PyGILState_STATE g = PyGILState_Ensure();
   if (rt != NULL && v != NULL) {
-    PyObject *r = PyObject_CallMethod(rt, "input_reply", "s", v);
+    /* With its length: a reply may hold NUL bytes (\u0000 in the frame). */
+    PyObject *r =
+        PyObject_CallMethod(rt, "input_reply", "s#", v, (Py_ssize_t)json_string_length(value));
     if (r == NULL) PyErr_Clear();
     Py_XDECREF(r);
   }
@@ -576,6 +631,21 @@ static void do_exec(json_t *msg) {
       r = PyObject_CallMethod(rt, "execute", "sOii", id, text, silent, store);
     Py_XDECREF(text);
   }
+  if (forked) {
+    /* A child that a cell forked, at the end of its copy of the cell: it never replies. Its
+     * line-buffered streams may hold a last line without a newline. */
+    const char *const names[] = {"stdout", "stderr"};
+    int i;
+    for (i = 0; i < 2; i++) {
+      PyObject *f = PySys_GetObject(names[i]),
+               *x = f ? PyObject_CallMethod(f, "flush", NULL) : NULL;
+      Py_XDECREF(x);
+    }
+    PyErr_Clear();
+    int ok = r != NULL && PyBytes_Check(r) &&
+             strncmp(PyBytes_AS_STRING(r), "{\"status\":\"ok\"", 14) == 0;
+    _exit(ok ? 0 : 1);
+  }
   capture_drain();
   set_running("");
   /* A SIGINT sent just before the cell ended may still be pending: it was for this cell. */
@@ -622,6 +692,23 @@ static void start_thread(void *(*fn)(void *)) {
   if (pthread_create(&t, &a, fn, NULL) != 0) fatal("cannot start a thread");
   pthread_attr_destroy(&a);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* pthread_atfork's child handler: in a child that a cell forked (or a subprocess about to exec,
+ * where it does no harm), before any of the child's own code runs. Only async-signal-safe
+ * calls: the child of a threaded process may hold copies of locks that no thread will release
+ * (write_mu, cap_mu), so it must never take them, which the flag ensures. */
+static void forked_child(void) {
+  int fds[5], i;
+  forked = 1;
+  fds[0] = in_fd;
+  fds[1] = out_fd;
+  fds[2] = q_efd;
+  fds[3] = cap_fd[0];
+  fds[4] = cap_fd[1];
+  in_fd = out_fd = q_efd = cap_fd[0] = cap_fd[1] = -1;
+  for (i = 0; i < 5; i++)
+    if (fds[i] >= 0) close(fds[i]);
 }
 
 static void setup_fds(void) {
@@ -732,6 +819,7 @@ int main(int argc, char **argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != (pid_t)atol(argv[2])) _exit(0);
   setup_fds();
+  if (pthread_atfork(NULL, NULL, forked_child) != 0) fatal("pthread_atfork failed");
   kh__frame_dec_init(&cmd_dec, 0);
   if (start_python(err) != 0) fatal("%s", err);
   hello = json_pack("{s:s, s:i, s:s}", "t", kh__proto_name(KH__P_HELLO), "pid", (int)getpid(),

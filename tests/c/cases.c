@@ -435,10 +435,11 @@ static void answer_inputs(run_t *r, req_t *q) {
   if (inputs == NULL || q->rc != 0) return;
   seen = th_count(&r->t, KH_EVENT_INPUT_REQUEST, q->id);
   while ((int)q->answered < seen) {
-    const char *v = json_string_value(json_array_get(inputs, q->answered));
+    json_t *in = json_array_get(inputs, q->answered);
+    const char *v = json_string_value(in);
     if (v == NULL) case_fail(r, "more input requests than inputs");
     q->answered++;
-    ASSERT_INT(kh_kernel_input_reply(r->t.m, r->ids[q->kernel], v), ==, 0);
+    ASSERT_INT(kh_kernel_input_reply(r->t.m, r->ids[q->kernel], v, json_string_length(in)), ==, 0);
   }
 }
 
@@ -737,7 +738,8 @@ static void step_kernel_call(run_t *r, const char *verb, json_t *step) {
   } else if (strcmp(verb, "interrupt") == 0) {
     rc = kh_kernel_interrupt(r->t.m, id);
   } else {
-    rc = kh_kernel_input_reply(r->t.m, id, json_string_value(json_object_get(step, verb)));
+    json_t *v = json_object_get(step, verb);
+    rc = kh_kernel_input_reply(r->t.m, id, json_string_value(v), json_string_length(v));
   }
   if (rc == 0 && waits) {
     th_run_until(&r->t, &done[0]);

@@ -45,7 +45,7 @@ static void rule_on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
   if (ev->type == KH_EVENT_STATUS && strstr(ev->json, "\"busy\"") != NULL) r->busy++;
   /* Answer input requests from inside the event callback: another API call, nested. */
   if (ev->type == KH_EVENT_INPUT_REQUEST) {
-    API(kh_kernel_input_reply(m, ev->kernel_id, "typed"));
+    API(kh_kernel_input_reply(m, ev->kernel_id, "typed", 5));
     r->input_answered++;
   }
 }

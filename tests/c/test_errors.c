@@ -16,6 +16,23 @@ TEST(api_misuse_refused) {
   ASSERT(m == NULL);
 }
 
+/* NaN and infinities have no JSON form: a C host that writes them (NaN, a number that
+ * overflows a double) gets KH_EOPTION, never an option taken as "not given". The bindings, whose
+ * numbers can be NaN, refuse them the same way, naming the option. */
+TEST(options_nan_infinity) {
+  th_t t;
+  kh_manager_t *m = NULL;
+  th_init(&t, NULL);
+  th_create_error(&t, "{\"maxExecutionTime\": NaN}", KH_EOPTION, "JSON");
+  th_create_error(&t, "{\"maxExecutionTime\": Infinity}", KH_EOPTION, "JSON");
+  th_create_error(&t, "{\"maxExecutionTime\": 1e999}", KH_EOPTION, "JSON");
+  th_create_error(&t, "{\"limits\": {\"memoryBytes\": -1e999}}", KH_EOPTION, "JSON");
+  ASSERT_INT(kh_manager_kernel_count(t.m), ==, 0);
+  ASSERT_ERR(kh_manager_new(&m, &t.loop, "{\"interruptGraceMs\": 1e999}"), KH_EOPTION);
+  ASSERT(m == NULL);
+  th_fini(&t);
+}
+
 TEST(error_names) {
   ASSERT_STR(kh_err_name(KH_ENOTFOUND), "KH_ENOTFOUND");
   ASSERT_STR(kh_err_name(KH_EKERNELDEAD), "KH_EKERNELDEAD");

@@ -13,7 +13,7 @@ TEST(kernel_unknown_id) {
   ASSERT_ERR(kh_kernel_interrupt(t.m, "nope"), KH_ENOTFOUND);
   ASSERT_ERR(kh_kernel_restart(t.m, "nope", NULL, NULL), KH_ENOTFOUND);
   ASSERT_ERR(kh_kernel_destroy(t.m, "nope", NULL, NULL), KH_ENOTFOUND);
-  ASSERT_ERR(kh_kernel_input_reply(t.m, "nope", "x"), KH_ENOTFOUND);
+  ASSERT_ERR(kh_kernel_input_reply(t.m, "nope", "x", 1), KH_ENOTFOUND);
   ASSERT(kh_kernel_info(t.m, "nope") == NULL);
   ASSERT_ERR(kh_kernel_execute(t.m, NULL, "1", 1, NULL, NULL, 0, th_never_cb, NULL), KH_EINVAL);
   ASSERT_ERR(kh_kernel_execute(NULL, "x", "1", 1, NULL, NULL, 0, th_never_cb, NULL), KH_EINVAL);

@@ -574,7 +574,7 @@ TEST(worker_forged_frames_contained) {
   /* The neighbour: same process, its request completes with its own output only. */
   ASSERT_INT(kernel_pid(&t, b), ==, bpid);
   ASSERT(!rb.done);
-  ASSERT_INT(kh_kernel_input_reply(t.m, b, "go"), ==, 0);
+  ASSERT_INT(kh_kernel_input_reply(t.m, b, "go", 2), ==, 0);
   th_run_until(&t, &rb.done);
   ASSERT_INT(rb.status, ==, 0);
   ASSERT_STR(th_s(rb.json, "result.data.text/plain"), "'b-done'");

@@ -28,6 +28,27 @@ describe("errors", function()
     assert.are.equal("ok", H.exec(k, "1").status)
   end)
 
+  it("options_nan_infinity", function()
+    -- JSON has no NaN or infinity: such a number is a bad option value (KH_EOPTION naming it),
+    -- never an option taken as not given (max_execution_time = 1/0 is not "no limit")
+    for _, v in ipairs({ 1 / 0, -1 / 0, 0 / 0 }) do
+      local id, msg, code = f.m:create_kernel(H.opts({ max_execution_time = v }))
+      assert.is_nil(id)
+      assert.are.equal("KH_EOPTION", code)
+      assert.is_truthy(msg:find("max_execution_time", 1, true))
+    end
+    local id, msg, code = f.m:create_kernel(H.opts({ limits = { memory_bytes = 1 / 0 } }))
+    assert.is_nil(id)
+    assert.are.equal("KH_EOPTION", code)
+    assert.is_truthy(msg:find("limits.memory_bytes", 1, true))
+    local m2
+    m2, msg, code = kernelhost.KernelManager.new({ interruptGraceMs = 0 / 0 })
+    assert.is_nil(m2)
+    assert.are.equal("KH_EOPTION", code)
+    assert.is_truthy(msg:find("interruptGraceMs", 1, true))
+    assert.are.equal(0, #f.m:list_kernels())
+  end)
+
   it("error_names", function()
     -- every KH_E* code is exported, with its number
     local n = 0

@@ -28,7 +28,10 @@ function deepEqual(a, b) {
   try {
     assert.deepStrictEqual(a, b);
     return true;
-  } catch {
+  } catch (e) {
+    // Values from JSON nested deeper than assert's recursion goes (display_json_deep's 1900
+    // levels): their JSON texts, which JSON.stringify still writes, compare the same way.
+    if (e instanceof RangeError) return JSON.stringify(a) === JSON.stringify(b);
     return false;
   }
 }

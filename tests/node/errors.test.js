@@ -33,6 +33,21 @@ describe('errors', function () {
     assert.equal((await k.execute('1')).status, 'ok');
   });
 
+  it('options_nan_infinity', async function () {
+    // JSON.stringify writes NaN and the infinities as null, which would read as "not given"
+    // (maxExecutionTime: NaN as "no limit"): they are bad values, KH_EOPTION naming the option.
+    const m = manager();
+    for (const v of [NaN, Infinity, -Infinity]) {
+      await assert.rejects(m.createKernel({ mode: kernelhost.KernelMode.MAIN_THREAD, maxExecutionTime: v }),
+        (e) => e.code === 'KH_EOPTION' && e.message.includes('maxExecutionTime'));
+    }
+    await assert.rejects(m.createKernel({ limits: { memoryBytes: Infinity } }),
+      (e) => e.code === 'KH_EOPTION' && e.message.includes('limits.memoryBytes'));
+    assert.throws(() => new kernelhost.KernelManager({ interruptGraceMs: NaN }),
+      (e) => e.code === 'KH_EOPTION' && e.message.includes('interruptGraceMs'));
+    assert.equal(m.listKernels().length, 0);
+  });
+
   it('error_names', async function () {
     const names = Object.keys(ErrorCodes);
     for (const n of ['KH_EINVAL', 'KH_ENOTFOUND', 'KH_ECLOSED', 'KH_ECANCELED', 'KH_EKERNELDEAD',

@@ -1,9 +1,9 @@
-// execute.test.js: what the execute call refuses that a case file cannot hold: strings JS can
-// hold but UTF-8 cannot (lone surrogates), and cells of several megabytes. Running cells is data:
+// execute.test.js: what the execute and inputReply calls refuse that a case file cannot hold:
+// strings JS can hold but UTF-8 cannot (lone surrogates), and cells of several megabytes. Running cells is data:
 // tests/cases/execute.json. Names match tests/c and tests/lua.
 'use strict';
 
-const { assert, kernel, closeAll, rejects } = require('./helpers');
+const { assert, kernel, closeAll, rejects, nextEvent } = require('./helpers');
 
 describe('execute', function () {
   afterEach(closeAll);
@@ -15,6 +15,17 @@ describe('execute', function () {
       await rejects(k.execute(code), 'KH_EENCODING');
     }
     assert.equal((await k.execute('"\ud83d\ude00"')).result.data['text/plain'], "'\ud83d\ude00'");
+  });
+
+  it('input_reply_invalid_utf8', async function () {
+    const { m, id, k } = await kernel();
+    const asked = nextEvent(m, id, 'input_request');
+    const done = k.execute("x = input('? ')\nlen(x), x == 'ok\\x00\\xe9'");
+    await asked;
+    // The JS form of a reply UTF-8 cannot carry: a lone surrogate, refused, never replaced.
+    for (const bad of ['bad\ud800', '\udc00']) await rejects(k.inputReply(bad), 'KH_EENCODING');
+    await k.inputReply('ok\0\u00e9'); // a NUL and an é, whole
+    assert.equal((await done).result.data['text/plain'], '(4, True)');
   });
 
   it('kernel_huge_cell', async function () {
