@@ -111,6 +111,26 @@ def _sleep(secs):
         _orig_sleep(0)
 
 
+def _get_ipython():
+    """builtins.get_ipython (issue 11): the IPython shell of the kernel that asks, made the
+    first time it is asked for (_kh_ipython); None without IPython or outside every kernel."""
+    ctx = _kh_streams.current()
+    if ctx is None:
+        return None
+    shell = ctx.kernel.ipython
+    if shell is None:
+        import _kh_ipython
+        shell = _kh_ipython.shell_for(ctx.kernel)
+    return shell
+
+
+def _ipython_source(kernel, code, error):
+    """Python source for a cell that is not valid Python (issue 11): IPython's translation of
+    its magics, shell escapes and help (_kh_ipython), or `error` again."""
+    import _kh_ipython
+    return _kh_ipython.transform(kernel, code, error)
+
+
 def _input(prompt=""):
     ctx = _kh_streams.current()
     if ctx is None:
@@ -237,6 +257,7 @@ def init(signals_work=False):
     sys.stderr = _kh_streams.RoutedStream("stderr", sys.__stderr__)
     sys.stdin = _RoutedStdin(sys.__stdin__)
     builtins.input = _input
+    builtins.get_ipython = _get_ipython  # issue 11: IPython's get_ipython() in every kernel
     if not signals_work:
         time.sleep = _sleep
     _patch_threading()
@@ -267,6 +288,7 @@ class Kernel:
         self._current_exec = None   # the cell this kernel's thread is running or last began
         self._done_exec = None      # the last cell that ended
         self._pending_interrupt = None
+        self.ipython = None  # this kernel's IPython shell, once a cell needed it (_kh_ipython)
         self.reset()
         _kh_streams.set_current(_kh_streams.Context(self, ""))
 
@@ -277,6 +299,9 @@ class Kernel:
 
     def reset(self):
         self.execution_count = 0
+        if self.ipython is not None:  # issue 11: a new namespace gets a new shell when asked
+            import _kh_ipython
+            _kh_ipython.release(self)
         self.ns = {
             "__name__": "__main__",
             "__builtins__": builtins,
@@ -414,7 +439,11 @@ class Kernel:
             if expr is not None:
                 expr = expr.replace(co_filename=filename)
         else:
-            body, expr = self._compile(code, filename, want_value)
+            try:
+                body, expr = self._compile(code, filename, want_value)
+            except SyntaxError as exc:  # issue 11: IPython syntax
+                body, expr = self._compile(_ipython_source(self, code, exc), filename,
+                                           want_value)
             if len(code) <= 512 and not any(
                     isinstance(c, types.CodeType)
                     for co in (body, expr) if co is not None for c in co.co_consts):
@@ -480,6 +509,9 @@ class Kernel:
                 if self._pending_interrupt == exec_id:
                     self._pending_interrupt = None
                     raise KeyboardInterrupt()
+                if self.ipython is not None:  # issue 11: IPython's pre-cell events
+                    import _kh_ipython
+                    _kh_ipython.pre_cell(self, code, silent, store_history, count)
                 has_value, value = self._run_cell(code, filename, not silent)
             finally:
                 self.running = False
@@ -499,6 +531,7 @@ class Kernel:
         if self._pending_interrupt == exec_id:
             self._pending_interrupt = None
         reply = {"status": "ok", "execution_count": count}
+        cell_error = error  # for IPython's post_run_cell (issue 11)
         if error is not None:
             err = self._format_error(error)
             del error
@@ -513,10 +546,11 @@ class Kernel:
                 ns["__"] = ns.get("_")
                 ns["_"] = value
             data, metadata = _kh_display.format(value)
-            self.out.flush()
-            result = {"execution_count": count, "data": data, "metadata": metadata}
-            self.emit(exec_id, "execute_result", result)
-            reply["result"] = {"data": data, "metadata": metadata}
+            if data:  # empty: the value displayed itself (_ipython_display_)
+                self.out.flush()
+                result = {"execution_count": count, "data": data, "metadata": metadata}
+                self.emit(exec_id, "execute_result", result)
+                reply["result"] = {"data": data, "metadata": metadata}
         try:
             if "matplotlib.pyplot" in sys.modules:
                 import _kh_mpl
@@ -524,5 +558,10 @@ class Kernel:
         except Exception:
             import traceback
             sys.stderr.write("kernelhost: showing figures failed:\n" + traceback.format_exc())
+        if self.ipython is not None:  # issue 11: IPython's post-cell events, Out[], _N
+            import _kh_ipython
+            _kh_ipython.post_cell(self, code, silent, store_history, count, cell_error,
+                                  has_value, value)
+        del cell_error
         self.out.flush()
         return _dumps(reply)
