@@ -31,12 +31,29 @@ _shell_class = None
 _transformer = None
 
 
+class _Home:
+    """A sandboxed worker has no HOME (its environment is filtered) and cannot look the user
+    up, and IPython (and jedi, which it imports) fail without a home directory: while IPython
+    is imported and a shell made, HOME is "/" if it was unset; it is unset again after."""
+
+    def __enter__(self):
+        self.set = "HOME" not in os.environ
+        if self.set:
+            os.environ["HOME"] = "/"
+
+    def __exit__(self, *exc):
+        if self.set:
+            os.environ.pop("HOME", None)
+        return False
+
+
 def _import_error():
     """None when IPython is importable, else the ImportError (asked once per process)."""
     global _ipython_error
     if _ipython_error is None:
         try:
-            import IPython.core.interactiveshell  # noqa: F401
+            with _Home():
+                import IPython.core.interactiveshell  # noqa: F401
             _ipython_error = True
         except ImportError as exc:
             _ipython_error = exc
@@ -208,15 +225,19 @@ def _profile_dirs():
     """(ipython_dir, profile_dir) for a new shell: IPython's usual ~/.ipython/profile_default
     (what ipykernel uses), or, where that cannot be written (a sandboxed worker), a profile
     that creates nothing on disk."""
+    import warnings
+
     from IPython.core.profiledir import ProfileDir
     from IPython.paths import get_ipython_dir
     try:
-        ipython_dir = get_ipython_dir()
+        with warnings.catch_warnings():
+            # IPython warns, then makes a temporary directory, when ~/.ipython cannot be
+            # written: a kernel then makes nothing on disk instead.
+            warnings.simplefilter("error")
+            ipython_dir = get_ipython_dir()
         return ipython_dir, ProfileDir.create_profile_dir_by_name(ipython_dir, "default")
-    except Exception:  # OSError, ProfileDirError: the home directory is not writable
+    except Exception:  # OSError, ProfileDirError, the warning: not writable
         pass
-    import tempfile
-
     from traitlets import observe
 
     class _DisklessProfileDir(ProfileDir):
@@ -232,8 +253,8 @@ def _profile_dirs():
         def check_startup_dir(self, change=None):
             pass
 
-    where = tempfile.gettempdir()
-    return where, _DisklessProfileDir(location=os.path.join(where, "kernelhost-ipython"))
+    # "/" exists everywhere, so nothing is created for it; the profile's location never is.
+    return "/", _DisklessProfileDir(location="/kernelhost-ipython-profile")
 
 
 def _new_shell(kernel):
@@ -317,7 +338,8 @@ def shell_for(kernel):
             ns = kernel.ns
             before = dict(ns)
             try:
-                kernel.ipython = _new_shell(kernel)
+                with _Home():
+                    kernel.ipython = _new_shell(kernel)
             except BaseException:
                 # The half-made shell put itself into the namespace (get_ipython, In, Out...):
                 # take it out again, so that nothing reaches it.
