@@ -120,6 +120,33 @@ def m_execute(runs):
     out("execute", "us", samples)
 
 
+def m_first_magic(runs):
+    """"%time 1" as a fresh kernel's first cell (its shell exists from the start)."""
+    samples = []
+    for _ in range(runs):
+        km, kc, _ = start()
+        t0 = now_ns()
+        run_cell(kc, "%time 1")
+        samples.append((now_ns() - t0) / 1e3)
+        stop(km, kc)
+    out("first_magic", "us", samples)
+
+
+def m_execute_shell(runs):
+    """"1+1" after "%time 1" (ipykernel always has its shell: the same as execute)."""
+    km, kc, _ = start()
+    run_cell(kc, "%time 1")
+    warm = min(runs // 10, 100)
+    samples = []
+    for i in range(warm + runs):
+        t0 = now_ns()
+        run_cell(kc, "1+1")
+        if i >= warm:
+            samples.append((now_ns() - t0) / 1e3)
+    stop(km, kc)
+    out("execute_shell", "us", samples)
+
+
 def m_stream(runs):
     km, kc, _ = start()
     samples = []
@@ -267,6 +294,10 @@ def main():
             m_create(runs)
         elif metric == "execute":
             m_execute(runs)
+        elif metric == "first_magic":
+            m_first_magic(runs)
+        elif metric == "execute_shell":
+            m_execute_shell(runs)
         elif metric == "stream":
             m_stream(runs)
         elif metric == "display":
