@@ -424,7 +424,8 @@ def pre_cell(kernel, code, silent, store_history, count):
     shell (the runtime calls this only then)."""
     from IPython.core.interactiveshell import ExecutionInfo, ExecutionResult
     shell = kernel.ipython
-    shell.execution_count = count
+    if shell.execution_count != count:  # a traitlet: setting it costs, reading it less
+        shell.execution_count = count
     info = ExecutionInfo(code, store_history, silent, True, None)
     kernel._ipython_result = ExecutionResult(info)
     if store_history:
@@ -433,6 +434,10 @@ def pre_cell(kernel, code, silent, store_history, count):
         for hist in (hm.input_hist_parsed, hm.input_hist_raw):
             hist.extend([""] * (count - len(hist)))
         hm.store_inputs(count, code, code)
+        if len(hm.db_input_cache) >= 100:
+            # No saving thread writes an in-memory history out: do it here, so its cache does
+            # not grow with every cell.
+            hm.writeout_cache()
     shell.events.trigger("pre_execute")
     if not silent:
         shell.events.trigger("pre_run_cell", info)
@@ -456,7 +461,7 @@ def post_cell(kernel, code, silent, store_history, count, error, has_value, valu
             kernel.ns["_%d" % count] = value
     shell.last_execution_succeeded = error is None
     shell.last_execution_result = result
-    if store_history:
+    if store_history and shell.execution_count != count + 1:
         shell.execution_count = count + 1
     try:
         shell.events.trigger("post_execute")

@@ -493,11 +493,16 @@ class Kernel:
         filename = ("%s%d>" % (_CELL_PREFIX, count) if store_history
                     else "%sx%d>" % (_CELL_PREFIX, self._serial))
         entry = (len(code), None, code.splitlines(True), filename)
-        _cell_sources[filename] = entry
         lc = sys.modules.get("linecache")
         if lc is not None:
-            _sync_linecache()
+            _sync_linecache()  # earlier cells, if linecache was imported since
+        _cell_sources[filename] = entry
+        if lc is not None:
+            global _cell_synced
             lc.cache[filename] = entry
+            # In sync: the next cell must not walk every past cell again (it did, which made
+            # each cell cost O(cells so far) once anything had imported linecache).
+            _cell_synced = len(_cell_sources)
 
         error = None
         has_value, value = False, None
