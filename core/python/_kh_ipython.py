@@ -281,8 +281,12 @@ def _new_shell(kernel):
         ish.PickleShareDB = db_class
     import atexit
     # IPython would clear the namespace at exit and keep the shell (and every object of the
-    # kernel) alive until then; the kernel's life is the shell's.
+    # kernel) alive until then (so would %%script's clean-up of background processes, which
+    # kernelhost's kernels do not start: `&` is refused); the kernel's life is the shell's.
     atexit.unregister(shell.atexit_operations)
+    script_magics = shell.magics_manager.registry.get("ScriptMagics")
+    if script_magics is not None:
+        atexit.unregister(script_magics.kill_bg_processes)
     for name in ("exit", "quit"):  # Python's own exit(): SystemExit ends the cell
         if kernel.ns.get(name) is shell.exiter:
             del kernel.ns[name]
