@@ -150,6 +150,8 @@ _PLAIN_TYPES = frozenset((int, float, complex, str, bytes, bool, list, tuple, di
 def format(obj, include=None, exclude=None):
     """Returns (data, metadata) for obj, following IPython's display formatter. Empty data
     means the object displayed itself (_ipython_display_): nothing more is to be sent."""
+    # kernelhost's own formatters for objects IPython knows nothing of (a matplotlib Figure:
+    # _kh_mpl) belong here, ahead of both paths below.
     shell = _shell()
     if shell is not None:
         import _kh_ipython
