@@ -237,6 +237,21 @@ def rows():
                  lambda: script_roundtrip("lua", "worker", n(5000, 500)), "execute"))
     R.append(Row("exec.node.worker", "execute 1+1, worker, Node", "p50 ≤ 100 µs", 100,
                  lambda: script_roundtrip("node", "worker", n(5000, 500)), "execute"))
+    # IPython (issue 11): the first magic of a kernel pays for IPython's import (once per
+    # process) and the kernel's shell; plain cells after it go through the shell's formatter.
+    R.append(Row("ipython.next.main", "first magic (%time 1), later main_thread kernel "
+                 "(its shell only)", "-", None, lambda: kh("first_magic", "main_thread",
+                                                             n(10, 2)), "first_magic"))
+    R.append(Row("ipython.first.main", "first magic (%time 1), first main_thread kernel "
+                 "(imports IPython)", "-", None,
+                 lambda: first_of(kh_cache("ipython.next.main")), "first_magic"))
+    R.append(Row("ipython.first.worker", "first magic (%time 1), worker, cold", "-", None,
+                 lambda: kh("first_magic", "worker", n(5, 2)), "first_magic"))
+    R.append(Row("exec.c.main.shell", "execute 1+1 after %time 1, main_thread, C",
+                 "p50 ≤ 25 µs", 25, lambda: kh("execute_shell", "main_thread", n(10000, 1000)),
+                 "execute_shell"))
+    R.append(Row("exec.c.worker.shell", "execute 1+1 after %time 1, worker, C", "p50 ≤ 100 µs",
+                 100, lambda: kh("execute_shell", "worker", n(5000, 500)), "execute_shell"))
     for mode, short in (("main_thread", "main"), ("worker", "worker")):
         R.append(Row("stream." + short, "100k printed lines → host, %s" % mode, "≤ 60 ms", 60e3,
                      lambda mode=mode: kh("stream", mode, n(15, 2)), "stream"))
@@ -312,6 +327,8 @@ def kh_rss_worker():
 IPY_PLAN = {
     "create": lambda: ipy("create", n(15, 2)),
     "execute": lambda: ipy("execute", n(600, 100)),
+    "first_magic": lambda: ipy("first_magic", n(5, 2)),
+    "execute_shell": lambda: ipy("execute_shell", n(600, 100)),
     "stream": lambda: ipy("stream", n(15, 2)),
     "display": lambda: ipy("display", n(50, 3)),
     "interrupt_busy": lambda: ipy("interrupt", n(30, 3), "busy"),

@@ -1,6 +1,10 @@
-# _kh_display: IPython's display protocol without IPython. Formats objects into MIME bundles
-# (_repr_mimebundle_, _repr_html_, ..., text/plain always present) and provides display(),
-# update_display() and clear_output(), which emit Jupyter events for the current kernel.
+# _kh_display: IPython's display protocol, with or without IPython. Formats objects into MIME
+# bundles (_ipython_display_, _repr_mimebundle_, _repr_html_, ..., text/plain unless excluded)
+# and provides display(), update_display() and clear_output(), which emit Jupyter events for the
+# current kernel. Once a kernel has an IPython shell (_kh_ipython), its DisplayFormatter formats
+# (with every formatter registered through it); before, this module's own formatter does, with
+# text/plain from IPython's pretty printer when IPython is installed (imported only for objects
+# whose repr may differ from it) and repr() without IPython.
 
 import sys
 
@@ -51,12 +55,83 @@ def _jsonable(value):
         return json.loads(json.dumps(value, default=repr))
 
 
-def _text_plain(obj):
+def encode_bundle(data):
+    """A MIME bundle with JSON-ready values (bytes as base64, as IPython's kernels send them)."""
+    return {mime: _encode_value(mime, value) for mime, value in data.items()}
+
+
+# Types whose repr() is what IPython's pretty printer prints, whatever the value: for them (and
+# for short lists, tuples and dicts of them) text/plain needs no IPython. Sets are not here:
+# pretty sorts their items.
+_SCALAR_TYPES = frozenset((int, float, complex, str, bytes, bool, type(None)))
+_CONTAINER_TYPES = frozenset((list, tuple, dict))
+# IPython's PlainTextFormatter: lines wrap at 79 columns, sequences are cut after 1000 items.
+_PRETTY_WIDTH = 79
+
+
+def _simple(x, depth):
+    t = type(x)
+    if t in _SCALAR_TYPES:
+        return True
+    if depth == 0 or t not in _CONTAINER_TYPES or len(x) > _PRETTY_WIDTH // 3:
+        return False
+    if t is dict:
+        return all(_simple(k, depth - 1) and _simple(v, depth - 1) for k, v in x.items())
+    return all(_simple(y, depth - 1) for y in x)
+
+
+def _repr_if_pretty(obj):
+    """repr(obj) when it is certainly what IPython's pretty printer prints, else None: a scalar,
+    or a list, tuple or dict of scalars (one level of such containers inside) whose repr fits on
+    one 79-column line, so the printer has nothing to wrap."""
+    if type(obj) in _SCALAR_TYPES:
+        return repr(obj)
+    if not _simple(obj, 2):
+        return None
+    text = repr(obj)
+    return text if len(text) <= _PRETTY_WIDTH else None
+
+
+# IPython.lib.pretty.pretty once imported; False when IPython cannot be imported.
+_pretty = None
+
+
+def _pretty_printer():
+    global _pretty
+    if _pretty is None:
+        try:
+            from IPython.lib.pretty import pretty
+            _pretty = pretty
+        except ImportError:
+            _pretty = False
+    return _pretty
+
+
+def _text_plain(obj, shell=None):
+    """text/plain as IPython prints it (its pretty printer: `int` for type(1), long containers
+    one item a line), repr() without IPython; a repr that raises is contained."""
     try:
+        text = _repr_if_pretty(obj)
+        if text is not None:
+            return text
+        if shell is not None:
+            import _kh_ipython
+            text = _kh_ipython.pretty_text(shell, obj)
+            if text is not None:
+                return text
+        pretty = _pretty_printer()
+        if pretty:
+            return pretty(obj, max_width=_PRETTY_WIDTH, max_seq_length=1000)
         return repr(obj)
     except Exception:
         _report_formatter_error(obj, "__repr__")
         return "<%s object>" % type(obj).__name__
+
+
+def _shell():
+    """The current kernel's IPython shell, None when it has none (yet)."""
+    ctx = _kh_streams.current()
+    return getattr(ctx.kernel, "ipython", None) if ctx is not None else None
 
 
 def _wanted(mime, include, exclude):
@@ -73,15 +148,27 @@ _PLAIN_TYPES = frozenset((int, float, complex, str, bytes, bool, list, tuple, di
 
 
 def format(obj, include=None, exclude=None):
-    """Returns (data, metadata) for obj, following IPython's display formatter."""
-    if type(obj) in _PLAIN_TYPES and include is None:
-        return {"text/plain": _text_plain(obj)}, {}
+    """Returns (data, metadata) for obj, following IPython's display formatter. Empty data
+    means the object displayed itself (_ipython_display_): nothing more is to be sent."""
+    # kernelhost's own formatters for objects IPython knows nothing of belong here, ahead of
+    # both paths below.
     # [_kh_mpl] A matplotlib Figure is rendered as Jupyter's inline backend renders it. The
     # sys.modules lookup keeps matplotlib out of kernels that never import it.
     mfig = sys.modules.get("matplotlib.figure")
     if mfig is not None and isinstance(obj, mfig.Figure):
         import _kh_mpl
         return _kh_mpl.figure_bundle(obj, include=include, exclude=exclude)
+    shell = _shell()
+    if shell is not None:
+        import _kh_ipython
+        return _kh_ipython.format(shell, obj, include, exclude)
+    if type(obj) in _PLAIN_TYPES and include is None and exclude is None:
+        return {"text/plain": _text_plain(obj)}, {}
+    if not isinstance(obj, type):
+        method = getattr(type(obj), "_ipython_display_", None)
+        if method is not None and callable(method):
+            obj._ipython_display_()
+            return {}, {}
     data = {}
     metadata = {}
     method = getattr(type(obj), "_repr_mimebundle_", None)
@@ -125,7 +212,7 @@ def format(obj, include=None, exclude=None):
             except Exception:  # no JSON form (nested too deeply): contained like a raise
                 _report_formatter_error(obj, name)
                 metadata.pop(mime, None)
-    if "text/plain" not in data:
+    if "text/plain" not in data and _wanted("text/plain", include, exclude):
         data["text/plain"] = _text_plain(obj)
     return data, metadata
 
@@ -160,7 +247,7 @@ def _publish(msg_type, content):
 def publish_display_data(data, metadata=None, source=None, *, transient=None, update=False,
                          **kwargs):
     _publish("update_display_data" if update else "display_data", {
-        "data": data, "metadata": metadata or {}, "transient": transient or {}})
+        "data": encode_bundle(data), "metadata": metadata or {}, "transient": transient or {}})
 
 
 def display(*objs, include=None, exclude=None, metadata=None, transient=None, display_id=None,
@@ -177,9 +264,12 @@ def display(*objs, include=None, exclude=None, metadata=None, transient=None, di
         transient["display_id"] = str(display_id)
     for obj in objs:
         if raw:
+            # IPython's raw=True: obj is the bundle itself, sent exactly as given.
             data, md = dict(obj), {}
         else:
             data, md = format(obj, include=include, exclude=exclude)
+            if not data:
+                continue  # displayed itself (_ipython_display_), or nothing was wanted
         if metadata:
             md = dict(md)
             md.update(metadata)
@@ -252,12 +342,29 @@ class Image(_Rich):
         self._mime = "image/jpeg" if fmt in ("jpg", "jpeg") else "image/" + fmt
 
 
+def _patch_display(module):
+    for name, fn in (("display", display), ("update_display", update_display),
+                     ("clear_output", clear_output),
+                     ("publish_display_data", publish_display_data)):
+        if hasattr(module, name):
+            setattr(module, name, fn)
+
+
+def _patch_getipython(module):
+    # IPython's get_ipython() answers with the asking kernel's own shell (_kh_ipython), not
+    # InteractiveShell's singleton: main_thread kernels share one interpreter.
+    import _kh_ipython
+    module.get_ipython = _kh_ipython.current_shell
+
+
 def install_ipython_hooks():
-    """Makes IPython.display's functions reach kernelhost's events once IPython is imported,
-    without importing IPython eagerly."""
+    """Makes IPython.display's functions reach kernelhost's events, and IPython's get_ipython()
+    return the kernel's shell, once IPython is imported, without importing IPython eagerly."""
     import importlib.machinery
 
-    targets = ("IPython.core.display_functions", "IPython.core.display")
+    targets = {"IPython.core.display_functions": _patch_display,
+               "IPython.core.display": _patch_display,
+               "IPython.core.getipython": _patch_getipython}
 
     # Plain classes: importing importlib.abc costs ~15 ms at every kernel start.
     class _Loader:
@@ -269,11 +376,7 @@ def install_ipython_hooks():
 
         def exec_module(self, module):
             self.inner.exec_module(module)
-            for name, fn in (("display", display), ("update_display", update_display),
-                             ("clear_output", clear_output),
-                             ("publish_display_data", publish_display_data)):
-                if hasattr(module, name):
-                    setattr(module, name, fn)
+            targets[module.__spec__.name](module)
 
     class _Finder:
         def find_spec(self, fullname, path, target=None):

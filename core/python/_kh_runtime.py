@@ -121,6 +121,26 @@ def _sleep(secs):
         _orig_sleep(0)
 
 
+def _get_ipython():
+    """builtins.get_ipython (issue 11): the IPython shell of the kernel that asks, made the
+    first time it is asked for (_kh_ipython); None without IPython or outside every kernel."""
+    ctx = _kh_streams.current()
+    if ctx is None:
+        return None
+    shell = ctx.kernel.ipython
+    if shell is None:
+        import _kh_ipython
+        shell = _kh_ipython.shell_for(ctx.kernel)
+    return shell
+
+
+def _ipython_source(kernel, code, error):
+    """Python source for a cell that is not valid Python (issue 11): IPython's translation of
+    its magics, shell escapes and help (_kh_ipython), or `error` again."""
+    import _kh_ipython
+    return _kh_ipython.transform(kernel, code, error)
+
+
 def _input(prompt=""):
     ctx = _kh_streams.current()
     if ctx is None:
@@ -283,6 +303,7 @@ def init(signals_work=False):
     # IPython keeps display() in builtins, so it survives globals().clear() and reaches code
     # that runs outside the cell's namespace.
     builtins.display = _kh_display.display
+    builtins.get_ipython = _get_ipython  # issue 11: IPython's get_ipython() in every kernel
     if not signals_work:
         time.sleep = _sleep
     _patch_threading()
@@ -326,6 +347,7 @@ class Kernel:
             # Kernels sharing one interpreter share linecache: their cells' names must differ.
             self.cell_suffix = ":%s>" % kernel_id
         self._host_main = sys.modules.get("__main__")
+        self.ipython = None  # this kernel's IPython shell, once a cell needed it (_kh_ipython)
         self.reset()
         _kh_streams.set_current(_kh_streams.Context(self, ""))
 
@@ -336,6 +358,9 @@ class Kernel:
 
     def reset(self):
         self.execution_count = 0
+        if self.ipython is not None:  # issue 11: a new namespace gets a new shell when asked
+            import _kh_ipython
+            _kh_ipython.release(self)
         self.future_flags = 0
         self.ns = self.module.__dict__
         self.ns.clear()
@@ -508,7 +533,11 @@ class Kernel:
             if expr is not None:
                 expr = expr.replace(co_filename=filename)
         else:
-            body, expr = self._compile(code, filename, want_value)
+            try:
+                body, expr = self._compile(code, filename, want_value)
+            except SyntaxError as exc:  # issue 11: IPython syntax
+                body, expr = self._compile(_ipython_source(self, code, exc), filename,
+                                           want_value)
             if len(code) <= 512 and not any(
                     isinstance(c, types.CodeType)
                     for co in body + (expr,) if co is not None for c in co.co_consts):
@@ -538,6 +567,8 @@ class Kernel:
             ns["___"] = ns.get("__")
             ns["__"] = ns.get("_")
             ns["_"] = value
+        if not data:  # the value displayed itself (_ipython_display_): no execute_result
+            return None
         self.out.flush()
         result = {"execution_count": count, "data": data, "metadata": metadata}
         self.emit(exec_id, "execute_result", result)
@@ -608,11 +639,16 @@ class Kernel:
         filename = ("%s%d%s" % (_CELL_PREFIX, count, self.cell_suffix) if counted
                     else "%sx%d%s" % (_CELL_PREFIX, self._serial, self.cell_suffix))
         entry = (len(code), None, code.splitlines(True), filename)
-        _cell_sources[filename] = entry
         lc = sys.modules.get("linecache")
         if lc is not None:
-            _sync_linecache()
+            _sync_linecache()  # earlier cells, if linecache was imported since
+        _cell_sources[filename] = entry
+        if lc is not None:
+            global _cell_synced
             lc.cache[filename] = entry
+            # In sync: the next cell must not walk every past cell again (it did, which made
+            # each cell cost O(cells so far) once anything had imported linecache).
+            _cell_synced = len(_cell_sources)
 
         error = None
         has_value, value = False, None
@@ -621,16 +657,21 @@ class Kernel:
         # once; between phases they wait for the next one (py-gate.c). BaseException: a
         # SystemExit or KeyboardInterrupt ends the cell, never the kernel.
         try:
+            if self.ipython is not None:  # issue 11: IPython's pre-cell events
+                import _kh_ipython
+                gate.call(_kh_ipython.pre_cell, self, code, silent, store_history, count)
             has_value, value = gate.call(self._run_cell, code, filename, not silent)
         except BaseException as exc:
             error = exc
         reply = {"status": "ok", "execution_count": count}
         if error is None and has_value and value is not None:
             try:
-                reply["result"] = gate.call(self._show_result, exec_id, count, value,
-                                            store_history)
+                result = gate.call(self._show_result, exec_id, count, value, store_history)
+                if result is not None:
+                    reply["result"] = result
             except BaseException as exc:  # from a formatter: __repr__ raising SystemExit
                 error = exc
+        cell_error = error  # for IPython's post_run_cell (issue 11)
         if error is not None:
             reply["status"] = "error"
             reply["error"] = self._report_error(exec_id, error)
@@ -646,6 +687,16 @@ class Kernel:
                 if reply["status"] == "ok":
                     reply["status"] = "error"
                     reply["error"] = self._report_error(exec_id, exc)
+        if self.ipython is not None:  # issue 11: IPython's post-cell events, Out[], _N
+            import _kh_ipython
+            try:
+                gate.call(_kh_ipython.post_cell, self, code, silent, store_history, count,
+                          cell_error, has_value, value)
+            except BaseException as exc:  # interrupted in a post_run_cell callback
+                if reply["status"] == "ok":
+                    reply["status"] = "error"
+                    reply["error"] = self._report_error(exec_id, exc)
+        del cell_error
         self.out.flush()
         try:
             out = _dumps(reply)
