@@ -83,7 +83,7 @@ def _make_shell_class():
     from IPython.core.displaypub import DisplayPublisher
     from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
-    from traitlets import Bool, Dict, List, Type, Unicode, observe
+    from traitlets import Bool, Dict, List, TraitError, Type, Unicode, observe, validate
     from traitlets.config import Configurable
 
     class _KeepBuiltins(BuiltinTrap):
@@ -143,14 +143,17 @@ def _make_shell_class():
             if change["new"]:
                 self.figure_formats = [change["new"]]
 
-        @observe("figure_formats")
-        def _formats(self, change):
+        @validate("figure_formats")
+        def _formats(self, proposal):
+            # A validator, not an observer: an unknown format is refused before the trait
+            # changes, so `%config InlineBackend.figure_formats` never shows formats that are
+            # not in use (matplotlib_inline's observer keeps the bad value).
             import _kh_mpl
-            configure = getattr(_kh_mpl, "configure", None)
-            if configure is None:
-                raise UsageError("this kernelhost's matplotlib backend cannot change figure "
-                                 "formats")
-            configure(figure_formats=list(change["new"]))
+            try:
+                _kh_mpl.configure(figure_formats=list(proposal["value"]))
+            except ValueError as exc:
+                raise TraitError(str(exc)) from None
+            return proposal["value"]
 
     class KernelShell(InteractiveShell):
         """IPython's shell with kernelhost's I/O: displays, results, pager and tracebacks are
