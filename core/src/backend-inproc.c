@@ -215,6 +215,19 @@ static void inproc_exited(kh_kernel_t *k, void *arg) {
   kh__kernel_on_stopped(k);
 }
 
+/* Editor requests go to the interact thread (py-interact.c), not to this kernel's thread, which
+ * may be running a cell. */
+static int inproc_interact(kh_kernel_t *k, const char *id, const char *op, const char *content,
+                           size_t len, uint64_t timeout_ms) {
+  inproc_t *ip = k->backend;
+  int rc = KH_EKERNELDEAD;
+  uv_mutex_lock(&ip->mu);
+  if (ip->py != NULL)
+    rc = kh__py_kernel_interact(ip->py, ip->sink, id, op, content, len, timeout_ms);
+  uv_mutex_unlock(&ip->mu);
+  return rc;
+}
+
 const kh__backend_t kh__inproc_backend = {
     .name = "inproc",
     .start = inproc_start,
@@ -223,5 +236,6 @@ const kh__backend_t kh__inproc_backend = {
     .input_reply = inproc_input_reply,
     .reset = inproc_reset,
     .stop = inproc_stop,
+    .interact = inproc_interact,
     .index = KH__BACKEND_INPROC,
 };
