@@ -286,10 +286,11 @@ static const luaL_Reg lkh_kernel_methods[] = {{"execute", lkh_kernel_execute},
 
 /* Creates the kernel metatable (kernel objects are made by manager:get_kernel). */
 void lkh_kernel_open(lua_State *L) {
-  luaL_newmetatable(L, LKH_KERNEL_MT);      /* mt */
-  luaL_newlib(L, lkh_kernel_methods);       /* mt, methods */
-  lua_pushcclosure(L, lkh_kernel_index, 1); /* mt, index */
-  lua_setfield(L, -2, "__index");           /* mt */
+  luaL_newmetatable(L, LKH_KERNEL_MT);       /* mt */
+  luaL_newlib(L, lkh_kernel_methods);        /* mt, methods */
+  luaL_setfuncs(L, lkh_interact_methods, 0); /* interact.c's editor requests */
+  lua_pushcclosure(L, lkh_kernel_index, 1);  /* mt, index */
+  lua_setfield(L, -2, "__index");            /* mt */
   lua_pushcfunction(L, lkh_kernel_close);
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, lkh_kernel_tostring);

@@ -7,6 +7,7 @@
  *   lkh.c      the module: luaopen_kernelhost, the results convention, module functions
  *   manager.c  kernelhost.Manager: the private loop, blocking calls, close and __gc
  *   kernel.c   kernelhost.Kernel: execute, submit, interrupt, input_reply, restart, destroy
+ *   interact.c kernelhost.Kernel's editor requests: complete, inspect, is_complete, history
  *   events.c   subscriptions, and calling Lua back (pcall + traceback, "error" handlers)
  *   values.c   JSON <-> Lua values (kernelhost.null, kernelhost.empty_array) */
 #ifndef LKH_H
@@ -71,6 +72,9 @@ int lkh_manager_opt_fn(lua_State *L, int idx);
 /* kernel.c */
 void lkh_kernel_open(lua_State *L);
 int lkh_kernel_push(lua_State *L, lkh_manager_t *lm, int mgr, const char *id);
+
+/* interact.c: kernel:complete, inspect, is_complete, history, kernel_info */
+extern const luaL_Reg lkh_interact_methods[];
 
 /* events.c */
 extern const luaL_Reg lkh_events_methods[];

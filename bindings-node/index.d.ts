@@ -182,6 +182,23 @@ export declare class Kernel {
   interrupt(): Promise<void>;
   inputReply(value: string): Promise<void>;
   restart(): Promise<void>;
+  /** Completions at cursorPos (Unicode code points; default the end): Jupyter's complete_reply. */
+  complete(code: string, cursorPos?: number, options?: { timeout?: number }): Promise<{
+    status: string; matches: string[]; cursorStart: number; cursorEnd: number;
+    metadata: { _jupyter_types_experimental?: Array<{ start: number; end: number; text: string; type: string; signature: string }> };
+  }>;
+  /** Help on the name at cursorPos: Jupyter's inspect_reply (detailLevel 1 adds the source). */
+  inspect(code: string, cursorPos?: number, detailLevel?: 0 | 1, options?: { timeout?: number }): Promise<{
+    status: string; found: boolean; data: Record<string, string>; metadata: Record<string, unknown>;
+  }>;
+  /** Whether Enter should run the code: Jupyter's is_complete_reply. */
+  isComplete(code: string, options?: { timeout?: number }): Promise<{
+    status: 'complete' | 'incomplete' | 'invalid' | 'unknown'; indent?: string;
+  }>;
+  /** Jupyter's history_request ({histAccessType: 'tail' | 'range' | 'search', n, session, start, stop, pattern, unique}). */
+  history(request: Record<string, unknown>): Promise<{ status: string; history: Array<[number, number, string]> }>;
+  /** Jupyter's kernel_info_reply content, keys in camelCase. */
+  kernelInfo(options?: { timeout?: number }): Promise<Record<string, unknown>>;
 }
 
 export declare class KernelManager extends EventEmitter {

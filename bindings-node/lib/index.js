@@ -227,6 +227,49 @@ class Kernel {
     return this._manager._call((n) => n.inputReply(this.id, value));
   }
 
+  // Editor requests: each resolves with the content of Jupyter's reply, keys in camelCase
+  // (data and metadata as they are). They do not wait behind a running cell. Cursor positions
+  // count Unicode code points (Jupyter 5.2+), not UTF-16 units: 'é😀'.length is 3, its code
+  // points 2. Omitted: the end of the code. options: {timeout} in ms (default 10000).
+
+  /** Resolves with {status, matches, cursorStart, cursorEnd, metadata}. */
+  complete(code, cursorPos, options) {
+    return this._interact('complete', code, cursorPos, 0, options);
+  }
+
+  /** Resolves with {status, found, data: {'text/plain', 'text/markdown'}, metadata}. */
+  inspect(code, cursorPos, detailLevel, options) {
+    return this._interact('inspect', code, cursorPos, detailLevel === undefined ? 0 : detailLevel,
+      options);
+  }
+
+  /** Resolves with {status: 'complete' | 'incomplete' | 'invalid' | 'unknown', indent?}. */
+  isComplete(code, options) {
+    return this._interact('isComplete', code, undefined, 0, options);
+  }
+
+  /** request: Jupyter's history_request content, e.g. {histAccessType: 'tail', n: 10}; resolves
+   * with {status, history: [[session, line, input], ...]}. */
+  history(request) {
+    if (request === null || typeof request !== 'object') throw new TypeError('request must be an object');
+    const snake = {};
+    for (const [k, v] of Object.entries(request)) snake[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] = v;
+    return this._interact('history', JSON.stringify(snake), undefined, 0, undefined);
+  }
+
+  /** Resolves with Jupyter's kernel_info_reply content (protocolVersion, languageInfo, ...). */
+  kernelInfo(options) {
+    return this._interact('kernelInfo', '', undefined, 0, options);
+  }
+
+  _interact(op, code, cursorPos, detailLevel, options) {
+    if (typeof code !== 'string') throw new TypeError('code must be a string');
+    const timeout = options && options.timeout !== undefined ? options.timeout : 0;
+    const pos = cursorPos === undefined || cursorPos === null ? -1 : cursorPos;
+    return this._manager._request((n, done) => n.interact(this.id, op, code, pos, detailLevel,
+      timeout, done)).then((json) => camelKeys(JSON.parse(json)));
+  }
+
   /** Fresh namespace and counter, same id and options; queued requests reject KH_ECANCELED. */
   restart() {
     return this._manager._request((n, done) => n.restart(this.id, done));

@@ -596,6 +596,81 @@ fail:
   return out;
 }
 
+/* --- editor requests ------------------------------------------------------------------------ */
+
+static void nkh_kernel_on_answer(kh_manager_t *m, const char *kernel_id, int status,
+                                 const char *json, size_t len, const char *errmsg, void *data) {
+  (void)m;
+  (void)kernel_id;
+  if (status == 0 && json == NULL) status = KH_EPROTO;
+  nkh_req_complete(data, status, errmsg, status == 0 ? json : NULL, status == 0 ? len : 0, 0);
+}
+
+/* A number argument that must be an integer in [lo, 2^53 - 1]; 0 or -1 (thrown). */
+static int nkh_int_get(napi_env env, napi_value v, const char *what, double lo, int64_t *out) {
+  double d;
+  char msg[96];
+  if (nkh_expect(env, v, napi_number, what) != 0) return -1;
+  NAPI_CALL(env, napi_get_value_double(env, v, &d));
+  if (!(d >= lo && d <= 9007199254740991.0) || d != (double)(int64_t)d) {
+    snprintf(msg, sizeof(msg), "%s must be an integer%s", what, lo == 0 ? " >= 0" : "");
+    nkh_throw(env, NKH_RANGE_ERROR, NULL, msg);
+    return -1;
+  }
+  *out = (int64_t)d;
+  return 0;
+fail:
+  return -1;
+}
+
+/* interact(kernelId, op, code | request JSON, cursorPos, detailLevel, timeout, cb(code, msg,
+ * json)): one of the core's editor requests (op "complete", "inspect", "isComplete", "history",
+ * "kernelInfo"). cursorPos -1: the end of the code. Range checks beyond the types are the
+ * core's (KH_EINVAL), so every layer refuses the same positions. */
+static napi_value nkh_kernel_interact(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  char id[NKH_ID_MAX], *op = NULL, *code = NULL;
+  size_t len = 0;
+  int64_t cursor = -1, detail = 0, timeout = 0;
+  nkh_req_t *r = NULL;
+  nkh_manager_t *w = nkh_this(env, info, 7, argv);
+  int rc;
+  if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
+  if (nkh_id_get(env, argv[0], id, sizeof(id)) != 0) return NULL;
+  if (nkh_optstr_get(env, argv[1], "op", &op) != 0) return NULL;
+  if (nkh_int_get(env, argv[3], "cursorPos", -(9007199254740991.0), &cursor) != 0 ||
+      nkh_int_get(env, argv[4], "detailLevel", -(9007199254740991.0), &detail) != 0 ||
+      nkh_int_get(env, argv[5], "timeout", 0, &timeout) != 0 ||
+      nkh_code_get(env, argv[2], &code, &len) != 0)
+    goto fail;
+  if ((r = nkh_req_new(w, argv[6])) == NULL) goto fail;
+  if (op == NULL)
+    rc = KH_EINVAL;
+  else if (strcmp(op, "complete") == 0)
+    rc =
+        kh_kernel_complete(w->m, id, code, len, cursor, (uint64_t)timeout, nkh_kernel_on_answer, r);
+  else if (strcmp(op, "inspect") == 0)
+    rc = kh_kernel_inspect(w->m, id, code, len, cursor,
+                           detail < INT32_MIN || detail > INT32_MAX ? -1 : (int)detail,
+                           (uint64_t)timeout, nkh_kernel_on_answer, r);
+  else if (strcmp(op, "isComplete") == 0)
+    rc = kh_kernel_is_complete(w->m, id, code, len, (uint64_t)timeout, nkh_kernel_on_answer, r);
+  else if (strcmp(op, "history") == 0)
+    rc = kh_kernel_history(w->m, id, code, nkh_kernel_on_answer, r);
+  else if (strcmp(op, "kernelInfo") == 0)
+    rc = kh_kernel_kernel_info(w->m, id, (uint64_t)timeout, nkh_kernel_on_answer, r);
+  else
+    rc = KH_EINVAL;
+  if (rc != 0) {
+    nkh_req_free(r);
+    nkh_throw_kh(env, w, rc);
+  }
+fail:
+  free(op);
+  free(code);
+  return NULL;
+}
+
 /* interrupt(kernelId) */
 static napi_value nkh_kernel_interrupt(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -760,6 +835,7 @@ static napi_value nkh_init(napi_env env, napi_value exports) {
       NKH_METHOD("createKernel", nkh_kernel_create),
       NKH_METHOD("execute", nkh_kernel_execute),
       NKH_METHOD("interrupt", nkh_kernel_interrupt),
+      NKH_METHOD("interact", nkh_kernel_interact),
       NKH_METHOD("inputReply", nkh_kernel_input_reply),
       NKH_METHOD("restart", nkh_kernel_restart),
       NKH_METHOD("destroy", nkh_kernel_destroy),

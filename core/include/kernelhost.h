@@ -249,6 +249,60 @@ KH_EXTERN int kh_kernel_exists(kh_manager_t *m, const char *kernel_id, const cha
  * every JSON the core hands out), or NULL if there is no such kernel (or out of memory). */
 KH_EXTERN char *kh_kernel_info(kh_manager_t *m, const char *kernel_id);
 
+/* --- editor requests: complete, inspect, is_complete, history, kernel_info ---------------
+ * What a console asks while its user types. Each answers with the content of Jupyter's reply
+ * (complete_reply, inspect_reply, is_complete_reply, history_reply, kernel_info_reply) as a
+ * JSON object, through `cb`, from the loop, never inside the call. They do not wait behind a
+ * running cell: complete, inspect, is_complete and kernel_info are served by a thread of the
+ * kernel's process that takes the GIL between the cell's bytecodes (a cell that holds the GIL
+ * inside C code delays them until it lets go or the timeout ends them); history is served by
+ * the core itself. They never change execution_count, `_` or the history. Cursor positions are
+ * in Unicode code points, as Jupyter's protocol (5.2+) counts them, from 0 to the number of code
+ * points of `code`; -1 means the end of `code`.
+ *
+ * `timeout_ms` bounds the request (0: 10000 ms): then `cb` gets UV_ETIMEDOUT and the work is
+ * stopped (KeyboardInterrupt raised in it). Each function returns 0, KH_EINVAL (cb NULL, a cursor
+ * position out of range, a bad detail level or history request), KH_ENOTFOUND, KH_ECLOSED,
+ * KH_EKERNELDEAD, KH_EBUSY (the kernel is starting or restarting), KH_EENCODING (invalid
+ * UTF-8 or a NUL byte), KH_ETOOBIG or KH_ENOMEM. `cb` gets status 0 and the reply, or
+ * UV_ETIMEDOUT, KH_EPYTHON (the runtime failed: errmsg says why), KH_ECANCELED (restart,
+ * destroy, close) or KH_EKERNELDEAD (the kernel died first). */
+
+/* The answer to an editor request. json: the reply content (status 0), else NULL; errmsg: the
+ * detail of a failure, else NULL. Both borrowed for the callback. */
+typedef void (*kh_request_cb)(kh_manager_t *m, const char *kernel_id, int status, const char *json,
+                              size_t json_len, const char *errmsg, void *data);
+
+/* complete_reply: {status, matches, cursor_start, cursor_end, metadata:
+ * {_jupyter_types_experimental: [{start, end, text, type, signature}]}}. jedi (with the
+ * kernel's live namespace) when it is installed, else rlcompleter. */
+KH_EXTERN int kh_kernel_complete(kh_manager_t *m, const char *kernel_id, const char *code,
+                                 size_t len, int64_t cursor_pos, uint64_t timeout_ms,
+                                 kh_request_cb cb, void *data);
+/* inspect_reply: {status, found, data: {"text/plain", "text/markdown"}, metadata} for the name
+ * under the cursor (or the callable whose call it is in); detail_level 0 or 1 (1 adds the
+ * source, as IPython's obj??). */
+KH_EXTERN int kh_kernel_inspect(kh_manager_t *m, const char *kernel_id, const char *code,
+                                size_t len, int64_t cursor_pos, int detail_level,
+                                uint64_t timeout_ms, kh_request_cb cb, void *data);
+/* is_complete_reply: {status: "complete" | "incomplete" | "invalid" | "unknown", indent?}
+ * (indent: the spaces to insert on the next line, with "incomplete"). */
+KH_EXTERN int kh_kernel_is_complete(kh_manager_t *m, const char *kernel_id, const char *code,
+                                    size_t len, uint64_t timeout_ms, kh_request_cb cb, void *data);
+/* history_reply: {status, history: [[session, line, input], ...]} for a history_request's
+ * content (JSON): {hist_access_type: "tail", n} | {"range", session, start, stop} |
+ * {"search", pattern, n?, unique?}. Sessions count from 1 and a restart starts a new one;
+ * "range" takes session 0 (or less) as the current one (or one before). The cells are those
+ * that counted (store_history); with the kernel option historyFile they are appended to that
+ * file and read back when a kernel is created with it, sessions continuing. */
+KH_EXTERN int kh_kernel_history(kh_manager_t *m, const char *kernel_id, const char *request_json,
+                                kh_request_cb cb, void *data);
+/* kernel_info_reply: {status, protocol_version, implementation, implementation_version,
+ * language_info: {name, version, mimetype, file_extension, pygments_lexer, codemirror_mode,
+ * nbconvert_exporter}, banner, help_links, debugger}. */
+KH_EXTERN int kh_kernel_kernel_info(kh_manager_t *m, const char *kernel_id, uint64_t timeout_ms,
+                                    kh_request_cb cb, void *data);
+
 /* --- events ----------------------------------------------------------------------------- */
 
 /* Subscribes `cb` to events of `type` (a kh_event_type_t or KH_EVENT_ALL) of kernel

@@ -85,6 +85,15 @@ static void host_stop(kh_kernel_t *k) {
   kh__sink_post_call(k->sink, host_stopped, NULL);
 }
 
+/* Served by the interact thread (py-interact.c) as for kernel threads: the loop thread itself
+ * never runs them, and between cells it does not hold the GIL. */
+static int host_interact(kh_kernel_t *k, const char *id, const char *op, const char *content,
+                         size_t len, uint64_t timeout_ms) {
+  host_t *h = k->backend;
+  if (h->py == NULL) return KH_EKERNELDEAD;
+  return kh__py_kernel_interact(h->py, k->sink, id, op, content, len, timeout_ms);
+}
+
 const kh__backend_t kh__host_backend = {
     .name = "host",
     .start = host_start,
@@ -93,5 +102,6 @@ const kh__backend_t kh__host_backend = {
     .input_reply = host_input_reply,
     .reset = host_reset,
     .stop = host_stop,
+    .interact = host_interact,
     .index = KH__BACKEND_HOST,
 };

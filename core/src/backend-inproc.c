@@ -268,6 +268,20 @@ static void inproc_abandon(kh_kernel_t *k) {
   if (kh__sink_post_call(k->sink, inproc_abandoned, NULL) != 0) kh__kernel_on_stopped(k);
 }
 
+/* Editor requests go to the interact thread (py-interact.c), not to this kernel's thread, which
+ * may be running a cell. */
+static int inproc_interact(kh_kernel_t *k, const char *id, const char *op, const char *content,
+                           size_t len, uint64_t timeout_ms) {
+  inproc_t *ip = k->backend;
+  int rc = KH_EKERNELDEAD;
+  if (ip == NULL) return rc; /* abandoned: its thread is stuck in a cell */
+  uv_mutex_lock(&ip->mu);
+  if (ip->py != NULL)
+    rc = kh__py_kernel_interact(ip->py, ip->sink, id, op, content, len, timeout_ms);
+  uv_mutex_unlock(&ip->mu);
+  return rc;
+}
+
 const kh__backend_t kh__inproc_backend = {
     .name = "inproc",
     .start = inproc_start,
@@ -277,5 +291,6 @@ const kh__backend_t kh__inproc_backend = {
     .reset = inproc_reset,
     .stop = inproc_stop,
     .abandon = inproc_abandon,
+    .interact = inproc_interact,
     .index = KH__BACKEND_INPROC,
 };

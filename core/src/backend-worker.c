@@ -195,6 +195,21 @@ static void on_ready(worker_t *wk, kh__wproc_t *w, json_t *msg) {
     kh__kernel_on_reset(k, 0, NULL);
 }
 
+/* An editor request's answer (worker-proc.c checked it names one in flight). With a status,
+ * its data is {message}. */
+static void on_answer(worker_t *wk, const char *id, json_t *msg, const char *data, size_t len) {
+  json_int_t status = json_integer_value(json_object_get(msg, "status"));
+  if (status == 0) {
+    kh__kernel_on_answer(wk->k, id, 0, data, len);
+  } else {
+    json_t *d = json_loadb(data, len, 0, NULL);
+    const char *text = json_string_value(json_object_get(d, "message"));
+    kh__kernel_on_answer(wk->k, id, status < INT32_MIN ? KH_EPYTHON : (int)status, text ? text : "",
+                         text ? strlen(text) : 0);
+    json_decref(d);
+  }
+}
+
 static void on_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg, const char *data,
                      size_t len) {
   worker_t *wk = holder;
@@ -220,6 +235,9 @@ static void on_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg,
       /* The type is a known event other than status (worker-proc.c). */
       type = kh_event_type_from_name(json_string_value(json_object_get(msg, "type")));
       if (output_allowed(wk, type, id, len)) kh__kernel_on_event(wk->k, type, id, data, len);
+      break;
+    case KH__P_ANSWER:
+      on_answer(wk, id, msg, data, len);
       break;
     default:
       break;
@@ -398,6 +416,25 @@ static void worker_info(kh_kernel_t *k, json_t *info) {
   }
 }
 
+/* An editor request: sent at once, whether a cell runs or not (the worker serves it on its
+ * interact thread). */
+static int worker_interact(kh_kernel_t *k, const char *id, const char *op, const char *content,
+                           size_t len, uint64_t timeout_ms) {
+  worker_t *wk = k->backend;
+  json_t *msg, *c;
+  int rc;
+  if (wk->w == NULL || wk->phase != PH_READY) return KH_EKERNELDEAD;
+  c = json_loadb(content, len, 0, NULL);
+  msg = c ? json_pack("{s:s, s:s, s:s, s:O, s:I}", "t", kh__proto_name(KH__P_INTERACT), "id", id,
+                      "op", op, "content", c, "timeout_ms", (json_int_t)timeout_ms)
+          : NULL;
+  json_decref(c);
+  if (msg == NULL) return KH_ENOMEM;
+  rc = kh__wproc_send(wk->w, msg);
+  json_decref(msg);
+  return rc;
+}
+
 /* The pool (worker-pool.c) is this backend's per-manager state. */
 const kh__backend_t kh__worker_backend = {
     .name = "worker",
@@ -410,5 +447,6 @@ const kh__backend_t kh__worker_backend = {
     .reset = worker_reset,
     .stop = worker_stop,
     .info = worker_info,
+    .interact = worker_interact,
     .index = KH__BACKEND_WORKER,
 };

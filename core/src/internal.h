@@ -132,7 +132,8 @@ typedef enum {
   KH__MSG_REPLY,     /* a request's reply: exec_id, data = reply JSON */
   KH__MSG_RESET,     /* a restart finished: status, data = error message */
   KH__MSG_KCALL,     /* kcall(kernel, arg) if the kernel still exists (backend-private news) */
-  KH__MSG_CALL       /* call(manager, arg): a delivery the loop deferred (serial 0) */
+  KH__MSG_CALL,      /* call(manager, arg): a delivery the loop deferred (serial 0) */
+  KH__MSG_ANSWER     /* an editor request's answer: exec_id (its id), status, data (interact.c) */
 } kh__msg_kind_t;
 
 typedef struct kh__msg_s {
@@ -259,6 +260,11 @@ typedef struct kh__backend_s {
    * completes; later kh__kernel_on_stopped(). NULL for backends whose stop never waits for a
    * cell (a worker is killed at once). */
   void (*abandon)(kh_kernel_t *k);
+  /* Serves editor request `id` (interact.c): op "complete", "inspect", "is_complete" or
+   * "kernel_info" with its Jupyter content (JSON), on a thread that does not wait for the
+   * running cell; later kh__kernel_on_answer(). NULL: the backend cannot (KH_ENOTSUP). */
+  int (*interact)(kh_kernel_t *k, const char *id, const char *op, const char *content, size_t len,
+                  uint64_t timeout_ms);
   /* Adds backend facts (pid, pooled, sandbox) to a kernel's info object. May be NULL. */
   void (*info)(kh_kernel_t *k, json_t *info);
   int index; /* position in backend.c's table (m->backend_state[index]) */
@@ -292,6 +298,7 @@ struct kh_kernel_s {
   kh__done_t *restart_waiters;
   kh__done_t *destroy_waiters;
   char dead_reason[256];
+  struct kh__interact_s *interact; /* owned: editor requests in flight and the history */
 };
 
 const char *kh__kstate_name(kh__kstate_t s);
@@ -310,6 +317,18 @@ void kh__kernel_on_dead(kh_kernel_t *k, const char *reason_json);
 void kh__kernel_on_restarting(kh_kernel_t *k, const char *reason_json);
 /* Runs one inbox message of kernel k. Thread: loop. */
 void kh__kernel_dispatch_msg(kh_kernel_t *k, kh__msg_t *msg);
+
+/* Editor requests and history (interact.c). Thread: loop. */
+int kh__interact_open(kh_kernel_t *k);  /* kh_kernel_create: the history (and its file) */
+void kh__interact_free(kh_kernel_t *k); /* the kernel's memory goes */
+/* Fails every request in flight (restart, destroy, death): their answers will not come. */
+void kh__interact_fail_all(kh_kernel_t *k, int status, const char *msg);
+void kh__interact_new_session(kh_kernel_t *k); /* a restart succeeded */
+/* Around a cell (request.c): the code as it is handed to the backend, and the reply's count:
+ * a cell that advanced the counter with store_history is recorded. */
+void kh__history_cell_started(kh_kernel_t *k, const kh__request_t *r);
+void kh__history_cell_ended(kh_kernel_t *k, int prev_count, int count);
+void kh__kernel_on_answer(kh_kernel_t *k, const char *id, int status, const char *json, size_t len);
 
 /* Between kernel.c (the lifecycle) and request.c (the queue). */
 void kh__kernel_emit_status(kh_kernel_t *k, const char *state, const char *exec_id,
@@ -417,6 +436,10 @@ void kh__py_kernel_close(kh__pyk_t *p); /* Thread: kernel. Frees p's Python side
  * have begun on the kernel thread yet). */
 void kh__py_kernel_interrupt(kh__pyk_t *p, const char *exec_id);
 void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value, size_t len);
+/* Thread: any (loop). Hands an editor request to the interact thread (py-interact.c); its
+ * answer is posted through sink as KH__MSG_ANSWER. Returns 0 or KH_ENOMEM / KH_EPYTHON. */
+int kh__py_kernel_interact(kh__pyk_t *p, kh__sink_t *sink, const char *id, const char *op,
+                           const char *content, size_t len, uint64_t timeout_ms);
 void kh__pyk_unref(kh__pyk_t *p);
 
 /* --- starting the embedded interpreter (py-start.c), for the host and the worker alike ------ */
@@ -521,6 +544,8 @@ typedef enum {
 
 /* The execution ids a process remembers having been given (see was_given in worker-proc.c). */
 #define KH__WPROC_RECENT 32
+/* Editor requests a process may have in flight (interact.c refuses more with KH_EBUSY). */
+#define KH__WPROC_ASKED 64
 
 struct kh__wproc_s {
   kh__wproc_t *next; /* the holder's list (the pool's) */
@@ -545,6 +570,8 @@ struct kh__wproc_s {
   char inflight[KH__EXEC_ID_MAX]; /* the request sent and not yet replied to, or "" */
   char recent[KH__WPROC_RECENT][KH__EXEC_ID_MAX]; /* ids sent, a ring */
   unsigned nsent;                                 /* "exec" frames sent, ever */
+  /* Editor requests sent ("interact") and not yet answered: an "answer" must name one. */
+  char asked[KH__WPROC_ASKED][KH__EXEC_ID_MAX];
   char rbuf[65536];
 };
 

@@ -107,6 +107,7 @@ void kh__kernel_settle(kh_kernel_t *k) {
 
 static void kernel_free(kh__refs_t *r) {
   kh_kernel_t *k = (kh_kernel_t *)((char *)r - offsetof(kh_kernel_t, refs));
+  kh__interact_free(k);
   kh__kernel_opts_free(&k->opts);
   free(k);
 }
@@ -181,7 +182,8 @@ int kh_kernel_create(kh_manager_t *m, const char *options_json, char *id_out, si
   k->create_cb = cb;
   k->create_data = data;
   k->sink = kh__sink_new(&m->inbox, k->serial);
-  if (k->sink == NULL) {
+  if (k->sink == NULL || kh__interact_open(k) != 0) {
+    if (k->sink != NULL) kh__sink_unref(k->sink);
     kh__kernel_opts_free(&k->opts);
     free(k);
     return KH_ENOMEM;
@@ -273,6 +275,7 @@ int kh_kernel_restart(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb 
   uv_timer_stop(&k->idle_timer);
   kh__kernel_emit_status(k, "restarting", "", NULL);
   kh__request_fail_queue(k, KH_ECANCELED, "canceled by restart");
+  kh__interact_fail_all(k, KH_ECANCELED, "canceled by restart");
   if (k->running != NULL) {
     kh__request_fail(k, k->running, KH_ECANCELED, "canceled by restart");
     k->restart_pending = 1;
@@ -290,6 +293,7 @@ void kh__kernel_on_reset(kh_kernel_t *k, int status, const char *errmsg) {
   if (status == 0) {
     k->state = KH__K_IDLE;
     k->execution_count = 0;
+    kh__interact_new_session(k);
     kh__kernel_emit_status(k, "starting", "", NULL);
     kh__kernel_emit_status(k, "idle", "", NULL);
   } else {
@@ -315,6 +319,7 @@ int kh_kernel_destroy(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb 
   /* Pending restarts will not complete now. */
   deliver_waiters(k, &k->restart_waiters, KH_ECANCELED, "kernel destroyed");
   kh__request_fail_queue(k, KH_ECANCELED, "canceled: kernel destroyed");
+  kh__interact_fail_all(k, KH_ECANCELED, "canceled: kernel destroyed");
   if (k->running != NULL) {
     kh__request_fail(k, k->running, KH_ECANCELED, "canceled: kernel destroyed");
     k->ops->interrupt(k);
@@ -334,6 +339,7 @@ void kh__kernel_on_stopped(kh_kernel_t *k) {
     k->running = NULL;
   }
   kh__request_fail_queue(k, KH_ECANCELED, "canceled: kernel destroyed");
+  kh__interact_fail_all(k, KH_ECANCELED, "canceled: kernel destroyed");
   finish_create(k, KH_ECANCELED, "kernel destroyed while starting");
   /* Released from the queue, behind every delivery about k queued so far: a listener of k's
    * last events (the "dead" of an inactivity timeout) still finds it closing (KH_ECLOSED),
@@ -350,6 +356,7 @@ static void fail_in_flight(kh_kernel_t *k, const char *running_msg, const char *
     kh__request_free(r);
   }
   kh__request_fail_queue(k, KH_EKERNELDEAD, queued_msg);
+  kh__interact_fail_all(k, KH_EKERNELDEAD, "the kernel's process went away before it answered");
 }
 
 void kh__kernel_on_dead(kh_kernel_t *k, const char *reason_json) {

@@ -340,6 +340,8 @@ static const opt_spec_t kernel_spec[] = {
     /* The formats matplotlib figures are sent in (Jupyter's InlineBackend.figure_formats). */
     {"figure_formats", "figureFormats", OPT_CHOICES, .choices = figure_format_choices,
      .modes = M_ANY, .store = TO_JSON, .off = K(figure_formats)},
+    /* Where the kernel's history is appended and read back from (interact.c). */
+    {"history_file", "historyFile", OPT_STRING, 4096, .modes = M_ANY},
     {NULL}};
 
 static const opt_spec_t pool_spec[] = {

@@ -52,6 +52,13 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
     [KH__P_INTERRUPT] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX}},
     [KH__P_INPUT] = {{"value", F_TEXT, 1, 0}},
     [KH__P_FATAL] = {{"message", F_STR, 1, 0}},
+    [KH__P_INTERACT] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX},
+                        {"op", F_STR, 1, 31},
+                        {"content", F_OBJ, 1, 0},
+                        {"timeout_ms", F_INT, 1, 0}},
+    [KH__P_ANSWER] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX},
+                      {"status", F_INT, 0, 0},
+                      {"data", F_OBJ, 1, 0}},
 };
 
 const char *kh__proto_name(kh__pmsg_t kind) {
@@ -139,7 +146,7 @@ kh__pmsg_t kh__proto_check(const json_t *msg, kh__pdir_t dir, int data_split, ch
       return refuse(why, n, "\"%s\" without its member \"%s\"", t, fs[i].name);
   }
   /* Only events and replies carry a payload worth splitting; any other "data" is a stray. */
-  if (data_split && !(kind == KH__P_EV || kind == KH__P_REPLY))
+  if (data_split && !(kind == KH__P_EV || kind == KH__P_REPLY || kind == KH__P_ANSWER))
     return refuse(why, n, "\"%s\" carries no payload%s", t, "");
   return kind;
 }

@@ -50,7 +50,15 @@
  *   INTERRUPT host -> worker  id: string (the cell to interrupt, if it still runs)
  *   INPUT     host -> worker  value: string (the answer to the last input_request;
  *                             the only string that may hold NULs)
- *   FATAL     worker -> host  message: string (why it is about to exit) */
+ *   FATAL     worker -> host  message: string (why it is about to exit)
+ *   INTERACT  host -> worker  id: string (the editor request's), op: string ("complete",
+ *                             "inspect", "is_complete", "kernel_info"), content: object
+ *                             (Jupyter's request content), timeout_ms: int. Any time once
+ *                             ready, during a cell too; the worker's interact thread serves
+ *                             them (py-interact.c), each answered once, in any order:
+ *   ANSWER    worker -> host  id: string (an INTERACT's not yet answered), status?: int (0, or
+ *                             a KH_E* / UV_ETIMEDOUT code), data: object (the reply content,
+ *                             or {message} with a status) */
 #ifndef KH_PROTOCOL_H
 #define KH_PROTOCOL_H
 
@@ -67,7 +75,9 @@
   X(REPLY, "reply", KH__P_TO_HOST)           \
   X(INTERRUPT, "interrupt", KH__P_TO_WORKER) \
   X(INPUT, "input", KH__P_TO_WORKER)         \
-  X(FATAL, "fatal", KH__P_TO_HOST)
+  X(FATAL, "fatal", KH__P_TO_HOST)           \
+  X(INTERACT, "interact", KH__P_TO_WORKER)   \
+  X(ANSWER, "answer", KH__P_TO_HOST)
 
 /* Which way a message travels. */
 typedef enum { KH__P_TO_WORKER = 1, KH__P_TO_HOST = 2 } kh__pdir_t;

@@ -294,3 +294,36 @@ void kh__py_kernel_interrupt(kh__pyk_t *p, const char *exec_id) {
 void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value, size_t len) {
   post_service(p, SVC_INPUT, value, len);
 }
+
+/* --- editor requests (py-interact.c serves them on its own thread) ------------------------ */
+
+typedef struct {
+  kh__pyk_t *pyk; /* a reference: the job reads pyk->rt, NULL once the kernel closed */
+  kh__sink_t *sink;
+} interact_ctx_t;
+
+static void interact_done(void *arg, const char *id, int status, const char *json, size_t len) {
+  interact_ctx_t *c = arg;
+  kh__sink_post(c->sink, KH__MSG_ANSWER, 0, status, id, json, json ? len : 0);
+  kh__sink_unref(c->sink);
+  kh__pyk_unref(c->pyk);
+  free(c);
+}
+
+int kh__py_kernel_interact(kh__pyk_t *p, kh__sink_t *sink, const char *id, const char *op,
+                           const char *content, size_t len, uint64_t timeout_ms) {
+  interact_ctx_t *c = calloc(1, sizeof(*c));
+  int rc;
+  if (c == NULL) return KH_ENOMEM;
+  atomic_fetch_add(&p->refs, 1);
+  kh__sink_ref(sink);
+  c->pyk = p;
+  c->sink = sink;
+  rc = kh__pyi_submit(&p->rt, c, interact_done, id, op, content, len, timeout_ms);
+  if (rc != 0) {
+    kh__sink_unref(sink);
+    kh__pyk_unref(p);
+    free(c);
+  }
+  return rc;
+}

@@ -31,4 +31,14 @@ PyObject *kh__py_strings(const json_t *array);
 /* A reply for a runtime failure, as JSON (owned). */
 char *kh__py_error_reply(const char *ename, const char *evalue, size_t *out_len);
 
+/* The interact thread (py-interact.c): serves one editor request with the GIL, on a thread of
+ * its own, and calls done(ctx, id, status, text, len) there: status 0 and the reply content
+ * (JSON), or a KH_E* / UV_ETIMEDOUT code and a message (text may be NULL). rt points at the
+ * runtime Kernel, read with the GIL (NULL: the kernel closed: KH_EKERNELDEAD). Returns 0 or
+ * KH_ENOMEM / KH_EPYTHON (the thread could not start), and then done never runs. Thread: any. */
+typedef void (*kh__pyi_done_fn)(void *ctx, const char *id, int status, const char *text,
+                                size_t len);
+int kh__pyi_submit(PyObject **rt, void *ctx, kh__pyi_done_fn done, const char *id, const char *op,
+                   const char *content, size_t len, uint64_t timeout_ms);
+
 #endif

@@ -145,6 +145,7 @@ void kh__kernel_pump(kh_kernel_t *k) {
     kh__kernel_emit_status(k, "busy", r->exec_id, NULL);
     if (r->timeout_ms && (limit == 0 || r->timeout_ms < limit)) limit = r->timeout_ms;
     if (limit) kh__kernel_arm_exec_timer(k, limit);
+    kh__history_cell_started(k, r); /* before the backend may take r->code */
     if (k->ops->execute(k, r) != 0) {
       /* The backend could not take it: report it as the cell's error, from the loop. */
       static const char fail[] =
@@ -192,6 +193,7 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
     if (json_is_integer(c)) count = (int)json_integer_value(c);
   }
   if (strcmp(status, "ok") != 0 && strcmp(status, "error") != 0) status = "error";
+  if (r->cb != NULL) kh__history_cell_ended(k, k->execution_count, count);
   k->execution_count = count;
   if (k->state == KH__K_BUSY) k->state = KH__K_IDLE;
 
@@ -365,6 +367,10 @@ void kh__kernel_dispatch_msg(kh_kernel_t *k, kh__msg_t *msg) {
       break;
     case KH__MSG_KCALL:
       msg->kcall(k, msg->arg);
+      break;
+    case KH__MSG_ANSWER:
+      kh__kernel_on_answer(k, msg->exec_id, msg->status, msg->data ? msg->data : "",
+                           msg->data ? msg->len : 0);
       break;
   }
 }

@@ -171,6 +171,14 @@ static void remember(kh__wproc_t *w, const char *id) {
   w->nsent++;
 }
 
+/* The slot of editor request id among those in flight ("" finds a free one), or -1. */
+static int asked_slot(const kh__wproc_t *w, const char *id) {
+  int i;
+  for (i = 0; i < KH__WPROC_ASKED; i++)
+    if (strcmp(w->asked[i], id) == 0) return i;
+  return -1;
+}
+
 int kh__wproc_send(kh__wproc_t *w, const json_t *msg) {
   char why[160];
   kh__pmsg_t kind = kh__proto_check(msg, KH__P_TO_WORKER, 0, why, sizeof(why));
@@ -186,6 +194,7 @@ int kh__wproc_send(kh__wproc_t *w, const json_t *msg) {
   if (kind == KH__P_OPEN && w->phase != KH__WP_HELLO) return KH_EINVAL;
   if (kind != KH__P_OPEN && w->phase != KH__WP_READY) return KH_EKERNELDEAD;
   if (kind == KH__P_EXEC && w->inflight[0]) return KH_EINVAL; /* one request at a time */
+  if (kind == KH__P_INTERACT && asked_slot(w, "") < 0) return KH_EBUSY;
   r = calloc(1, sizeof(*r));
   if (r == NULL) return KH_ENOMEM;
   r->buf = kh__frame_encode(msg, &n);
@@ -201,6 +210,7 @@ int kh__wproc_send(kh__wproc_t *w, const json_t *msg) {
     return rc;
   }
   if (kind == KH__P_OPEN) w->phase = KH__WP_OPENING;
+  if (kind == KH__P_INTERACT) snprintf(w->asked[asked_slot(w, "")], KH__EXEC_ID_MAX, "%s", id);
   if (kind == KH__P_EXEC) {
     snprintf(w->inflight, sizeof(w->inflight), "%s", id);
     remember(w, id);
@@ -252,6 +262,13 @@ static const char *check_phase(kh__wproc_t *w, kh__pmsg_t kind, json_t *msg) {
         return "a reply for a request that is not running";
       w->inflight[0] = '\0';
       return NULL;
+    case KH__P_ANSWER: {
+      int slot = id[0] ? asked_slot(w, id) : -1;
+      if (w->phase != KH__WP_READY || slot < 0)
+        return "an answer for an editor request that is not in flight";
+      w->asked[slot][0] = '\0';
+      return NULL;
+    }
     case KH__P_FATAL:
       return NULL;
     default:
@@ -301,7 +318,7 @@ static void proc_frame(kh__wproc_t *w, json_t *msg) {
     if (!uv_is_closing((uv_handle_t *)&w->from)) uv_read_stop((uv_stream_t *)&w->from);
     return;
   }
-  if (kind == KH__P_EV || kind == KH__P_REPLY) {
+  if (kind == KH__P_EV || kind == KH__P_REPLY || kind == KH__P_ANSWER) {
     data = data_text(w, msg, &len, &owned);
     if (data == NULL) {
       kh__wproc_fail(w, "out of memory re-encoding a payload");

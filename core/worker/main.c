@@ -420,6 +420,41 @@ static int interrupt_retry(int fired) {
   return timeout;
 }
 
+/* --- editor requests (protocol.h's "interact"), served by py-interact.c's thread ---------- */
+
+/* The answer frame, written from the interact thread (write_frame_iov is atomic per frame). */
+static void interact_done(void *ctx, const char *id, int status, const char *text, size_t len) {
+  json_t *head = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_ANSWER), "id", id);
+  (void)ctx;
+  if (head == NULL) return;
+  if (status == 0) {
+    write_with_data(head, text, len);
+  } else {
+    json_t *d = json_pack("{s:s%}", "message", text ? text : "", text ? len : 0);
+    char *s = d ? json_dumps(d, JSON_COMPACT) : NULL;
+    json_object_set_new(head, "status", json_integer(status));
+    if (s != NULL) write_with_data(head, s, strlen(s));
+    free(s);
+    json_decref(d);
+  }
+  json_decref(head);
+}
+
+static void interact(json_t *msg) {
+  const char *id = json_string_value(json_object_get(msg, "id"));
+  const char *op = json_string_value(json_object_get(msg, "op"));
+  json_int_t timeout = json_integer_value(json_object_get(msg, "timeout_ms"));
+  char *content = json_dumps(json_object_get(msg, "content"), JSON_COMPACT);
+  int rc = content ? kh__pyi_submit(&rt, NULL, interact_done, id, op, content, strlen(content),
+                                    timeout > 0 ? (uint64_t)timeout : 10000)
+                   : KH_ENOMEM;
+  if (rc != 0) {
+    const char *why = "the worker could not take the request";
+    interact_done(NULL, id, rc, why, strlen(why));
+  }
+  free(content);
+}
+
 /* Reads what the command pipe holds now (it is non-blocking once the threads run) and handles
  * every whole frame: interrupts and input replies at once, the rest queued for the main thread
  * (woken through q_efd unless it is the caller). EOF means the host closed the kernel or died:
@@ -442,6 +477,11 @@ static void pump_commands(int from_main) {
     char why[200];
     kh__pmsg_t kind = kh__proto_check(msg, KH__P_TO_WORKER, 0, why, sizeof(why));
     if (kind == KH__P_NONE) fatal("command pipe: %s", why);
+    if (kind == KH__P_INTERACT) {
+      interact(msg);
+      json_decref(msg);
+      continue;
+    }
     if (kind == KH__P_INPUT || kind == KH__P_INTERRUPT) {
       if (kind == KH__P_INPUT)
         input_reply(msg);

@@ -748,6 +748,125 @@ static void step_kernel_call(run_t *r, const char *verb, json_t *step) {
   expect_outcome(r, exp, rc, rc != 0 ? kh_manager_errmsg(r->t.m) : "", verb);
 }
 
+/* --- editor requests (the "request" verb) -------------------------------------------------- */
+
+typedef struct {
+  run_t *run;
+  int calls, status;
+  char errmsg[512];
+  json_t *reply;
+} ereq_t;
+
+static void on_answered(kh_manager_t *m, const char *kernel_id, int status, const char *json,
+                        size_t len, const char *errmsg, void *data) {
+  ereq_t *e = data;
+  (void)m;
+  (void)kernel_id;
+  if (e->run->in_call) case_fail(e->run, "an answer ran inside the call that caused it");
+  e->calls++;
+  e->status = status;
+  snprintf(e->errmsg, sizeof(e->errmsg), "%s", errmsg ? errmsg : "");
+  if (status == 0 && (e->reply = json_loadb(json, len, 0, NULL)) == NULL)
+    case_fail(e->run, "the answer is not JSON");
+  if (status != 0 && json != NULL) case_fail(e->run, "a failed answer carries JSON");
+}
+
+/* Makes the editor request a "request" step names; returns what the call returned. */
+static int editor_call(run_t *r, const char *verb, json_t *step, const char *id, ereq_t *e) {
+  size_t len = 0;
+  json_t *pos = json_object_get(step, "cursor_pos");
+  int64_t cursor = json_is_integer(pos) ? (int64_t)json_integer_value(pos) : -1;
+  uint64_t timeout = (uint64_t)json_integer_value(json_object_get(step, "timeout"));
+  char *code = json_object_get(step, "code") ? code_of(json_object_get(step, "code"), &len) : NULL;
+  char *hist = NULL;
+  int rc;
+  r->in_call = 1;
+  if (strcmp(verb, "complete") == 0) {
+    rc = kh_kernel_complete(r->t.m, id, code, len, cursor, timeout, on_answered, e);
+  } else if (strcmp(verb, "inspect") == 0) {
+    rc = kh_kernel_inspect(r->t.m, id, code, len, cursor,
+                           (int)json_integer_value(json_object_get(step, "detail_level")), timeout,
+                           on_answered, e);
+  } else if (strcmp(verb, "is_complete") == 0) {
+    rc = kh_kernel_is_complete(r->t.m, id, code, len, timeout, on_answered, e);
+  } else if (strcmp(verb, "history") == 0) {
+    hist = json_dumps(json_object_get(step, "history"), JSON_COMPACT);
+    rc = kh_kernel_history(r->t.m, id, hist, on_answered, e);
+  } else if (strcmp(verb, "kernel_info") == 0) {
+    rc = kh_kernel_kernel_info(r->t.m, id, timeout, on_answered, e);
+  } else {
+    r->in_call = 0;
+    case_fail(r, "unknown request \"%s\"", verb);
+  }
+  r->in_call = 0;
+  free(code);
+  free(hist);
+  return rc;
+}
+
+static void step_request(run_t *r, json_t *step) {
+  const char *verb = json_string_value(json_object_get(step, "request"));
+  const char *kname = json_string_value(json_object_get(step, "kernel"));
+  json_t *exp = json_object_get(step, "expect"), *during = json_object_get(step, "while");
+  const char *id = json_string_value(json_object_get(step, "kernel_id"));
+  const char *refused = json_string_value(json_object_get(exp, "refused"));
+  const char *failed = json_string_value(json_object_get(exp, "failed"));
+  ereq_t e;
+  req_t *cell = NULL;
+  int rc;
+  memset(&e, 0, sizeof(e));
+  e.run = r;
+  if (id == NULL) id = r->ids[kernel_index(r, kname ? kname : "k", 1)];
+  if (during != NULL) {
+    /* The cell runs (it has printed its marker) while the request is made and answered. */
+    json_t *spec = json_pack("{s:O, s:s}", "execute", json_object_get(during, "execute"), "kernel",
+                             kname ? kname : "k");
+    cell = submit(r, spec);
+    if (cell->rc != 0) case_fail(r, "the \"while\" cell was refused");
+    for (;;) {
+      if (during_due(r, cell, json_object_get(during, "when"))) break;
+      if (cell->calls) case_fail(r, "the \"while\" cell ended before its marker");
+      run_once(r);
+    }
+    watchdog_off(r);
+    cell->spec = NULL;
+    json_decref(spec);
+  }
+  rc = editor_call(r, verb, step, id, &e);
+  if (refused != NULL || rc != 0) {
+    json_t *o = json_pack("{s:s?}", "code", refused);
+    if (json_object_get(exp, "message"))
+      json_object_set(o, "message", json_object_get(exp, "message"));
+    expect_outcome(r, o, rc, kh_manager_errmsg(r->t.m), verb);
+    json_decref(o);
+    if (e.calls) case_fail(r, "a refused request was answered");
+  } else {
+    while (!e.calls) run_once(r);
+    watchdog_off(r);
+    if (cell != NULL && cell->calls)
+      case_fail(r, "the \"while\" cell ended before the answer: the request waited for it");
+    if (failed != NULL) {
+      if (e.status == 0 || strcmp(kh_err_name(e.status), failed) != 0)
+        case_fail(r, "%s: expected %s, got %s", verb, failed, err_name_or_ok(e.status));
+    } else if (e.status != 0) {
+      case_fail(r, "%s failed: %s: %s", verb, kh_err_name(e.status), e.errmsg);
+    }
+    if (json_object_get(exp, "message")) {
+      json_t *s = json_string(e.errmsg);
+      expect_match(r, json_object_get(exp, "message"), s, "message");
+      json_decref(s);
+    }
+    if (json_object_get(exp, "reply"))
+      expect_match(r, json_object_get(exp, "reply"), e.reply, verb);
+  }
+  json_decref(e.reply);
+  if (cell != NULL) {
+    ASSERT_ERR(kh_kernel_interrupt(r->t.m, r->ids[cell->kernel]), 0);
+    while (!cell->calls) run_once(r);
+    watchdog_off(r);
+  }
+}
+
 static void run_step(run_t *r, json_t *step) {
   static const char *const calls[] = {"restart", "destroy", "interrupt", "input_reply"};
   size_t i;
@@ -780,6 +899,8 @@ static void run_step(run_t *r, json_t *step) {
     step_list(r, v, json_object_get(step, "expect"));
   } else if ((v = json_object_get(step, "info")) != NULL) {
     step_info(r, json_string_value(v), json_object_get(step, "expect"));
+  } else if ((v = json_object_get(step, "request")) != NULL) {
+    step_request(r, step);
   } else {
     for (i = 0; i < sizeof(calls) / sizeof(calls[0]); i++)
       if (json_object_get(step, calls[i]) != NULL) {

@@ -520,6 +520,55 @@ function Run:kernel_events(name, exp)
   self:expect(exp, own(), "kernel_events")
 end
 
+-- An editor request ("request" step): blocking, like every Lua call that waits for the kernel.
+function Run:editor_call(verb, step, k)
+  local opts = step.timeout and { timeout = step.timeout } or nil
+  local code = step.code ~= nil and code_of(step.code) or nil
+  if verb == "complete" then
+    return k:complete(code, step.cursor_pos, opts)
+  elseif verb == "inspect" then
+    return k:inspect(code, step.cursor_pos, step.detail_level or 0, opts)
+  elseif verb == "is_complete" then
+    return k:is_complete(code, opts)
+  elseif verb == "history" then
+    return k:history(step.history)
+  elseif verb == "kernel_info" then
+    return k:kernel_info(opts)
+  end
+  self:fail("unknown request \"%s\"", tostring(verb))
+end
+
+function Run:request(step)
+  local k = self:kernel(step.kernel)
+  local exp = step.expect or {}
+  if step.kernel_id ~= nil then
+    -- A kernel object whose kernel is gone: Lua cannot name a kernel that never existed.
+    local id = assert(self.f.m:create_kernel(self:kernel_options({})))
+    k = assert(self.f.m:get_kernel(id))
+    assert(self.f.m:destroy_kernel(id))
+  end
+  local cell
+  if step["while"] ~= nil then
+    cell = self:submit({ execute = step["while"].execute, kernel = step.kernel })
+    if cell.refused then self:fail("the \"while\" cell was refused") end
+    H.wait(self.f, function()
+      if cell.calls > 0 then self:fail("the \"while\" cell ended before its marker") end
+      return self:due(cell, step["while"].when)
+    end, "the \"while\" cell's marker")
+  end
+  local reply, msg, code = self:editor_call(step.request, step, k)
+  if cell ~= nil and cell.calls > 0 then
+    self:fail("the \"while\" cell ended before the answer: the request waited for it")
+  end
+  local want = exp.refused or exp.failed
+  self:outcome({ code = want, message = exp.message }, reply ~= nil, msg, code, step.request)
+  if exp.reply ~= nil then self:expect(exp.reply, reply, step.request) end
+  if cell ~= nil then
+    assert(cell.kernel:interrupt())
+    H.wait(self.f, function() return cell.calls > 0 end, "the \"while\" cell's end")
+  end
+end
+
 function Run:run_step(step)
   if step.execute ~= nil then
     local first = #self.reqs + 1
@@ -542,6 +591,8 @@ function Run:run_step(step)
     self:kernel_events(step.kernel_events, step.expect)
   elseif step.info ~= nil then
     self:expect(step.expect, self.f.m:kernel_info(self:kernel(step.info).id), "info")
+  elseif step.request ~= nil then
+    self:request(step)
   elseif step.list ~= nil then
     self:expect(step.expect, assert(self.f.m:list_kernels(step.list ~= NULL and step.list or nil)),
                 "list")

@@ -148,6 +148,18 @@ function matches(exp, act, where) {
 // --- running a case ---------------------------------------------------------------------------
 
 const codeOf = (c) => (typeof c === 'string' ? c : c.join('\n'));
+/** An editor request's reply in the core's snake_case: the facade's camelCase undone, except
+ * inside data and metadata (which it leaves as they are). */
+function toCoreDeep(v) {
+  if (Array.isArray(v)) return v.map(toCoreDeep);
+  if (v === null || typeof v !== 'object') return v;
+  const out = {};
+  for (const [k, x] of Object.entries(v)) {
+    out[k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)] =
+      k === 'data' || k === 'metadata' ? x : toCoreDeep(x);
+  }
+  return out;
+}
 
 // Execute options in the facade's spelling.
 function execOptions(o) {
@@ -497,6 +509,51 @@ class Run {
     this.expect(exp, own(), 'kernel_events');
   }
 
+  /** An editor request ("request" step), through the facade's camelCase methods. */
+  editorCall(k, step) {
+    const opts = step.timeout !== undefined ? { timeout: step.timeout } : undefined;
+    const code = step.code !== undefined ? codeOf(step.code) : undefined;
+    switch (step.request) {
+      case 'complete': return k.complete(code, step.cursor_pos, opts);
+      case 'inspect': return k.inspect(code, step.cursor_pos, step.detail_level, opts);
+      case 'is_complete': return k.isComplete(code, opts);
+      case 'history': return k.history(step.history);
+      case 'kernel_info': return k.kernelInfo(opts);
+      default: return this.fail(`unknown request "${step.request}"`);
+    }
+  }
+
+  async request(step) {
+    let k = this.kernel(step.kernel);
+    const exp = step.expect || {};
+    if (step.kernel_id !== undefined) {
+      // A handle whose kernel is gone: the facade hands out handles of existing kernels only.
+      k = this.m.getKernel(await this.m.createKernel(this.kernelOptions({})));
+      await this.m.destroyKernel(k.id);
+    }
+    let cell;
+    if (step.while !== undefined) {
+      cell = this.submit({ execute: step.while.execute, kernel: step.kernel });
+      await this.until(() => {
+        if (cell.calls > 0) this.fail('the "while" cell ended before its marker');
+        return this.due(cell, step.while.when);
+      });
+    }
+    const p = this.editorCall(k, step);
+    const refusedAtOnce = !util.inspect(p).includes('<pending>');
+    const [settled] = await Promise.allSettled([p]);
+    if (cell !== undefined && cell.calls > 0) {
+      this.fail('the "while" cell ended before the answer: the request waited for it');
+    }
+    if (exp.failed !== undefined && refusedAtOnce) this.fail(`${step.request} was refused, not failed`);
+    this.outcome({ code: exp.refused || exp.failed, message: exp.message }, settled, step.request);
+    if (exp.reply !== undefined) this.expect(exp.reply, toCoreDeep(settled.value), step.request);
+    if (cell !== undefined) {
+      await cell.kernel.interrupt();
+      await cell.done;
+    }
+  }
+
   async runStep(step) {
     if (step.execute !== undefined || step.batch !== undefined) {
       const first = this.reqs.length;
@@ -524,6 +581,8 @@ class Run {
     } else if (step.list !== undefined) {
       const list = this.m.listKernels(step.list === null ? undefined : step.list);
       this.expect(step.expect, list.map((o) => toCore(o)), 'list');
+    } else if (step.request !== undefined) {
+      await this.request(step);
     } else if (step.info !== undefined) {
       const info = this.m.getKernelInfo(this.kernel(step.info).id);
       this.expect(step.expect, info === undefined ? undefined : toCore(info), 'info');
