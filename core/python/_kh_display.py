@@ -150,6 +150,9 @@ _PLAIN_TYPES = frozenset((int, float, complex, str, bytes, bool, list, tuple, di
 def format(obj, include=None, exclude=None):
     """Returns (data, metadata) for obj, following IPython's display formatter. Empty data
     means the object displayed itself (_ipython_display_): nothing more is to be sent."""
+    # The hot path first: a plain value in a kernel without a shell (1+1) is its repr.
+    if type(obj) in _PLAIN_TYPES and include is None and exclude is None and _shell() is None:
+        return {"text/plain": _text_plain(obj)}, {}
     # kernelhost's own formatters for objects IPython knows nothing of belong here, ahead of
     # both paths below.
     # [_kh_mpl] A matplotlib Figure is rendered as Jupyter's inline backend renders it. The
@@ -163,7 +166,7 @@ def format(obj, include=None, exclude=None):
         import _kh_ipython
         return _kh_ipython.format(shell, obj, include, exclude)
     if type(obj) in _PLAIN_TYPES and include is None and exclude is None:
-        return {"text/plain": _text_plain(obj)}, {}
+        return {"text/plain": _text_plain(obj)}, {}  # plain, with a shell being released
     if not isinstance(obj, type):
         method = getattr(type(obj), "_ipython_display_", None)
         if method is not None and callable(method):

@@ -529,7 +529,10 @@ class Kernel:
         hit = _code_cache.get(key)
         if hit is not None:
             body, expr, self.future_flags = hit
-            body = tuple(co.replace(co_filename=filename) for co in body)
+            if len(body) == 1:  # the usual cases (one body, or none: `1+1`) without a
+                body = (body[0].replace(co_filename=filename),)  # generator's cost
+            elif body:
+                body = tuple(co.replace(co_filename=filename) for co in body)
             if expr is not None:
                 expr = expr.replace(co_filename=filename)
         else:
