@@ -31,6 +31,8 @@
     "cflags_c": [
       "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
       "-Wno-missing-field-initializers", "-fvisibility=hidden",
+      # A call of an undeclared function must fail the build, not the addon's load.
+      "-Werror=implicit-function-declaration",
     ],
   },
   "targets": [

@@ -641,7 +641,7 @@ static napi_value nkh_kernel_interact(napi_env env, napi_callback_info info) {
   if (nkh_int_get(env, argv[3], "cursorPos", -(9007199254740991.0), &cursor) != 0 ||
       nkh_int_get(env, argv[4], "detailLevel", -(9007199254740991.0), &detail) != 0 ||
       nkh_int_get(env, argv[5], "timeout", 0, &timeout) != 0 ||
-      nkh_code_get(env, argv[2], &code, &len) != 0)
+      nkh_text_get(env, argv[2], "code", &code, &len) != 0)
     goto fail;
   if ((r = nkh_req_new(w, argv[6])) == NULL) goto fail;
   if (op == NULL)

@@ -242,9 +242,10 @@ def masker(cwd):
         (re.compile(re.escape(cwd)), "<CWD>"),
         (re.compile(r"/tmp/(?:tmp|khnb-)[\w.-]+"), "<TMP>"),
         # A cell's file name, in warnings and messages: "/tmp/ipykernel_<pid>/<hash>.py" in
-        # ipykernel, "<cell-N>" in kernelhost.
+        # ipykernel, "<cell-N>" in a kernelhost worker, "<cell-N:KERNEL_ID>" in a main_thread
+        # kernel (kernels sharing one interpreter need names of their own).
         (re.compile(r"/tmp/ipykernel_\d+/\d+\.py"), "<cell>"),
-        (re.compile(r"<cell-\d+>"), "<cell>"),
+        (re.compile(r"<cell-\d+(?::[^>\s]+)?>"), "<cell>"),
         (re.compile(r"0x[0-9a-fA-F]{4,16}"), "0x…"),
         # %timeit, %time and friends: every duration, and %timeit's loop counts.
         (re.compile(r"\d+(?:[.,]\d+)?\s*(?:ns|µs|us|ms|s|min)\b"), "<T>"),
