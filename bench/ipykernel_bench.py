@@ -5,6 +5,7 @@
 #
 # Usage: ipykernel_bench.py <metric> [runs] [extra]
 #   create | execute | stream | display | interrupt (extra busy|sleep) | restart | rss (extra N)
+#   complete_attr | complete_import | inspect | is_complete | complete_first (issue 12)
 
 import json
 import os
@@ -240,6 +241,78 @@ def m_restart(runs):
     out("restart", "us", samples)
 
 
+# -- editor requests (issue 12): the same requests as kh_bench.c, through the client's own
+# complete()/inspect()/is_complete() calls, timed from the call to its shell reply.
+
+BOX_CELL = ("class Box:\n    def method(self, a, b=1):\n        return a\nbox = Box()\n"
+            "box.live_value = 42\nbox.name = 'kernelhost'")
+
+
+def editor_request(kc, metric):
+    """One request; returns (microseconds to its reply, the reply content)."""
+    t0 = now_ns()
+    if metric in ("complete_attr", "complete_first"):
+        msg_id = kc.complete("box.", 4)
+    elif metric == "complete_import":
+        msg_id = kc.complete("import nu", 9)
+    elif metric == "inspect":
+        msg_id = kc.inspect("len", 3, 0)
+    else:
+        msg_id = kc.is_complete("for i in x:")
+    while True:
+        reply = kc.get_shell_msg(timeout=TIMEOUT)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return (now_ns() - t0) / 1e3, reply["content"]
+
+
+def check_reply(metric, content):
+    """What a reply must hold for its time to count (a failed request measures nothing)."""
+    if content.get("status") != "ok" and metric != "is_complete":
+        return "reply status %r" % content.get("status")
+    if metric in ("complete_attr", "complete_first") and "live_value" not in content["matches"]:
+        return "box. did not complete live_value: %r" % content["matches"][:10]
+    if metric == "complete_import" and "numbers" not in content["matches"]:
+        return "import nu did not complete numbers: %r" % content["matches"][:10]
+    if metric == "inspect" and not content.get("found"):
+        return "len was not found"
+    if metric == "is_complete" and content.get("status") != "incomplete":
+        return "is_complete said %r" % content.get("status")
+    return None
+
+
+def m_interact(metric, runs):
+    km, kc, _ = start()
+    run_cell(kc, BOX_CELL)
+    first, content = editor_request(kc, metric)
+    why = check_reply(metric, content)
+    if why:
+        stop(km, kc)
+        return skip(metric, why)
+    warm = min(runs // 10, 50)
+    samples = []
+    for i in range(warm + runs):
+        us, _ = editor_request(kc, metric)
+        if i >= warm:
+            samples.append(us)
+    stop(km, kc)
+    out(metric, "us", samples, first_us=round(first))
+
+
+def m_complete_first(runs):
+    """A fresh kernel's first completion (IPython imports jedi when its shell starts)."""
+    samples = []
+    for _ in range(runs):
+        km, kc, _ = start()
+        run_cell(kc, BOX_CELL)
+        us, content = editor_request(kc, "complete_first")
+        stop(km, kc)
+        why = check_reply("complete_first", content)
+        if why:
+            return skip("complete_first", why)
+        samples.append(us)
+    out("complete_first", "us", samples)
+
+
 def m_rss(count):
     # One idle kernel, then `count` idle kernels together (started at once, as a host would).
     # Started one after another, each waited for: 50 ipykernels started at once on 2 vCPUs
@@ -297,6 +370,10 @@ def main():
             m_restart(runs)
         elif metric == "rss":
             m_rss(int(extra) if extra else runs)
+        elif metric in ("complete_attr", "complete_import", "inspect", "is_complete"):
+            m_interact(metric, runs)
+        elif metric == "complete_first":
+            m_complete_first(runs)
         else:
             sys.exit("ipykernel_bench: unknown metric %r" % metric)
     except Exception as e:  # a measurement that broke is reported, never invented

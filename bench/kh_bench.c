@@ -11,6 +11,12 @@
  *   interrupt main_thread|worker   extra = busy|sleep: interrupt -> KeyboardInterrupt event
  *   restart   main_thread|worker   restart -> ready
  *   rss       main_thread|worker   extra = kernel count (default 50): idle memory
+ *   complete_attr, complete_import, inspect, is_complete
+ *             main_thread|worker   an editor request -> its answer callback (issue 12): `box.`
+ *                                  after a cell made box, `import nu`, `len` at detail 0,
+ *                                  `for i in x:`; the first request is not a sample
+ *   complete_first main_thread|worker  a fresh kernel's first completion of `box.` (jedi's
+ *                                  import: once per process; main_thread's first_us)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +45,8 @@ static struct {
   size_t display_len;
   uint64_t error_ns;
   char ename[64];
+  int answered, answer_status; /* an editor request's answer */
+  char answer_err[256];
 } st;
 
 static double *samples;
@@ -103,6 +111,13 @@ static void on_restarted(kh_manager_t *m, const char *id, int status, const char
 
 static void on_destroyed(kh_manager_t *m, const char *id, int status, const char *e, void *d) {
   st.destroyed++;
+}
+
+static void on_answer(kh_manager_t *m, const char *id, int status, const char *json, size_t len,
+                      const char *errmsg, void *d) {
+  st.answer_status = status;
+  snprintf(st.answer_err, sizeof(st.answer_err), "%s", errmsg ? errmsg : "");
+  st.answered = 1;
 }
 
 static void on_event(kh_manager_t *m, const kh_event_t *ev, void *d) {
@@ -431,6 +446,87 @@ static int m_restart(const char *mode, int runs) {
   return 0;
 }
 
+/* --- editor requests (issue 12) ----------------------------------------------------------- */
+
+/* The cell that makes the object whose attribute completes (the same in ipykernel_bench.py). */
+static const char box_cell[] =
+    "class Box:\n    def method(self, a, b=1):\n        return a\nbox = Box()\n"
+    "box.live_value = 42\nbox.name = 'kernelhost'";
+
+/* One editor request of `kind` (the metric's name), timed to its answer callback; -1 with
+ * st.answer_err set when it fails. */
+static double interact(const char *id, const char *kind) {
+  uint64_t t0 = uv_hrtime();
+  int rc;
+  st.answered = 0;
+  if (strncmp(kind, "complete", 8) == 0) {
+    const char *code = strcmp(kind, "complete_import") == 0 ? "import nu" : "box.";
+    rc = kh_kernel_complete(mgr, id, code, strlen(code), -1, 0, on_answer, NULL);
+  } else if (strcmp(kind, "inspect") == 0) {
+    rc = kh_kernel_inspect(mgr, id, "len", 3, -1, 0, 0, on_answer, NULL);
+  } else {
+    rc = kh_kernel_is_complete(mgr, id, "for i in x:", 11, 0, on_answer, NULL);
+  }
+  if (rc != 0) {
+    snprintf(st.answer_err, sizeof(st.answer_err), "%s: %s: %s", kind, kh_err_name(rc),
+             kh_manager_errmsg(mgr));
+    return -1;
+  }
+  run_until(&st.answered);
+  if (st.answer_status != 0) {
+    char e[200];
+    snprintf(e, sizeof(e), "%.199s", st.answer_err);
+    snprintf(st.answer_err, sizeof(st.answer_err), "%s answered %s: %s", kind,
+             kh_err_name(st.answer_status), e);
+    return -1;
+  }
+  return (double)(uv_hrtime() - t0) / 1e3;
+}
+
+/* A kernel that ran box_cell; its first request of the kind is made and not counted (the first
+ * completion imports jedi: complete_first's figure). */
+static int m_interact(const char *metric, const char *mode, int runs) {
+  char id[64], extra[64];
+  double first;
+  int i, warm = runs / 10 < 50 ? runs / 10 : 50;
+  if (create_kernel(mode, id) < 0) return skip(metric, mode, st.errmsg), 0;
+  if (execute(id, box_cell) < 0) return skip(metric, mode, "the cell making box failed"), 0;
+  if ((first = interact(id, metric)) < 0) return skip(metric, mode, st.answer_err), 0;
+  for (i = 0; i < warm + runs; i++) {
+    double us = interact(id, metric);
+    if (us < 0) return skip(metric, mode, st.answer_err), 0;
+    if (i >= warm) samples[nsamples++] = us;
+  }
+  snprintf(extra, sizeof(extra), "\"first_us\":%.0f", first);
+  emit_samples(metric, mode, "us", extra);
+  destroy_kernel(id);
+  return 0;
+}
+
+/* A fresh kernel's first completion. main_thread: the process's first kernel imports jedi
+ * (first_us); later kernels (the samples) find it imported. worker: every kernel is a process
+ * of its own, so every sample imports jedi. */
+static int m_complete_first(const char *mode, int runs) {
+  char id[64], extra[64];
+  double first = -1;
+  int i, main = strcmp(mode, "worker") != 0;
+  for (i = 0; i < runs + main; i++) {
+    double us;
+    if (create_kernel(mode, id) < 0) return skip("complete_first", mode, st.errmsg), 0;
+    if (execute(id, box_cell) < 0) return skip("complete_first", mode, "the cell failed"), 0;
+    if ((us = interact(id, "complete_attr")) < 0)
+      return skip("complete_first", mode, st.answer_err), 0;
+    if (i == 0 && main)
+      first = us;
+    else
+      samples[nsamples++] = us;
+    destroy_kernel(id);
+  }
+  snprintf(extra, sizeof(extra), "\"first_us\":%.0f", first);
+  emit_samples("complete_first", mode, "us", extra);
+  return 0;
+}
+
 static int m_rss(const char *mode, int count) {
   char(*ids)[64] = calloc((size_t)count, 64), extra[400];
   long host0 = proc_kib(0, "status", "VmRSS:"), host1 = 0, host_n;
@@ -516,6 +612,11 @@ int main(int argc, char **argv) {
     m_restart(mode, runs);
   else if (strcmp(metric, "rss") == 0)
     m_rss(mode, extra ? atoi(extra) : runs);
+  else if (strcmp(metric, "complete_attr") == 0 || strcmp(metric, "complete_import") == 0 ||
+           strcmp(metric, "inspect") == 0 || strcmp(metric, "is_complete") == 0)
+    m_interact(metric, mode, runs);
+  else if (strcmp(metric, "complete_first") == 0)
+    m_complete_first(mode, runs);
   else {
     fprintf(stderr, "kh_bench: unknown metric \"%s\"\n", metric);
     return 2;

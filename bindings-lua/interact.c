@@ -133,7 +133,9 @@ static int lkh_kernel_is_complete(lua_State *L) {
 }
 
 /* kernel:history(request) -> {status, history = {{session, line, input}, ...}}; request is
- * Jupyter's history_request content: {hist_access_type = "tail", n = 10}, ... */
+ * Jupyter's history_request content: {hist_access_type = "tail", n = 10}, ...; with
+ * output = true the entries are {session, line, {input, output}} (output: the execute_result's
+ * text/plain, or kernelhost.null). */
 static int lkh_kernel_history(lua_State *L) {
   char *req;
   int rc;

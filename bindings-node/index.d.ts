@@ -195,8 +195,8 @@ export declare class Kernel {
   isComplete(code: string, options?: { timeout?: number }): Promise<{
     status: 'complete' | 'incomplete' | 'invalid' | 'unknown'; indent?: string;
   }>;
-  /** Jupyter's history_request ({histAccessType: 'tail' | 'range' | 'search', n, session, start, stop, pattern, unique}). */
-  history(request: Record<string, unknown>): Promise<{ status: string; history: Array<[number, number, string]> }>;
+  /** Jupyter's history_request ({histAccessType: 'tail' | 'range' | 'search', n, session, start, stop, pattern, unique, output}); with output: true each entry is [session, line, [input, output | null]]. */
+  history(request: Record<string, unknown>): Promise<{ status: string; history: Array<[number, number, string] | [number, number, [string, string | null]]> }>;
   /** Jupyter's kernel_info_reply content, keys in camelCase. */
   kernelInfo(options?: { timeout?: number }): Promise<Record<string, unknown>>;
 }

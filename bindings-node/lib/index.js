@@ -216,7 +216,8 @@ class Kernel {
     return stream;
   }
 
-  /** Raises KeyboardInterrupt in the running cell, if any. */
+  /** Raises KeyboardInterrupt in the running cell, if any; editor requests in flight reject
+   * with KH_ECANCELED. */
   interrupt() {
     return this._manager._call((n) => n.interrupt(this.id));
   }
@@ -249,7 +250,8 @@ class Kernel {
   }
 
   /** request: Jupyter's history_request content, e.g. {histAccessType: 'tail', n: 10}; resolves
-   * with {status, history: [[session, line, input], ...]}. */
+   * with {status, history: [[session, line, input], ...]} (with output: true, [session, line,
+   * [input, output]], output the execute_result's text/plain or null). */
   history(request) {
     if (request === null || typeof request !== 'object') throw new TypeError('request must be an object');
     const snake = {};

@@ -207,8 +207,11 @@ KH_EXTERN int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const ch
                                 size_t exec_id_out_size, kh_execute_cb cb, void *data);
 
 /* Raises KeyboardInterrupt in the running cell, if any (also inside time.sleep); a no-op
- * when nothing runs. A worker that does not answer within interruptGraceMs is killed and
- * restarted. Returns 0, KH_EINVAL, KH_ENOTFOUND, KH_ECLOSED or KH_EKERNELDEAD. */
+ * for cells when none runs. A worker that does not answer within interruptGraceMs is killed
+ * and restarted. It also cancels the kernel's editor requests in flight (kh_kernel_complete
+ * ...): their callbacks get KH_ECANCELED (from the loop, never inside this call) and their work
+ * in the kernel is stopped. Returns 0, KH_EINVAL, KH_ENOTFOUND, KH_ECLOSED or
+ * KH_EKERNELDEAD. */
 KH_EXTERN int kh_kernel_interrupt(kh_manager_t *m, const char *kernel_id);
 
 /* Answers the kernel's pending input_request with the `len` bytes at `value` (UTF-8, copied;
@@ -265,8 +268,8 @@ KH_EXTERN char *kh_kernel_info(kh_manager_t *m, const char *kernel_id);
  * position out of range, a bad detail level or history request), KH_ENOTFOUND, KH_ECLOSED,
  * KH_EKERNELDEAD, KH_EBUSY (the kernel is starting or restarting), KH_EENCODING (invalid
  * UTF-8 or a NUL byte), KH_ETOOBIG or KH_ENOMEM. `cb` gets status 0 and the reply, or
- * UV_ETIMEDOUT, KH_EPYTHON (the runtime failed: errmsg says why), KH_ECANCELED (restart,
- * destroy, close) or KH_EKERNELDEAD (the kernel died first). */
+ * UV_ETIMEDOUT, KH_EPYTHON (the runtime failed: errmsg says why), KH_ECANCELED (interrupt,
+ * restart, destroy, close) or KH_EKERNELDEAD (the kernel died first). */
 
 /* The answer to an editor request. json: the reply content (status 0), else NULL; errmsg: the
  * detail of a failure, else NULL. Both borrowed for the callback. */
@@ -291,7 +294,8 @@ KH_EXTERN int kh_kernel_is_complete(kh_manager_t *m, const char *kernel_id, cons
                                     size_t len, uint64_t timeout_ms, kh_request_cb cb, void *data);
 /* history_reply: {status, history: [[session, line, input], ...]} for a history_request's
  * content (JSON): {hist_access_type: "tail", n} | {"range", session, start, stop} |
- * {"search", pattern, n?, unique?}. Sessions count from 1 and a restart starts a new one;
+ * {"search", pattern, n?, unique?}; with output: true each entry is [session, line, [input,
+ * output]], output the text/plain of the cell's execute_result or null. Sessions count from 1 and a restart starts a new one;
  * "range" takes session 0 (or less) as the current one (or one before). The cells are those
  * that counted (store_history); with the kernel option historyFile they are appended to that
  * file and read back when a kernel is created with it, sessions continuing. */

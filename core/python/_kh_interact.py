@@ -47,6 +47,11 @@ def _signature(c):
 def _complete_jedi(jedi, ns, code, pos):
     line, col = _line_col(code, pos)
     comps = jedi.Interpreter(code, [ns]).complete(line, col)
+    if pos > 0 and code[pos - 1] == ".":
+        # Right after a dot, private names are left out until an underscore is typed, as
+        # IPython's completer does (omit__names, 2 by default): `obj.` lists what a user wants,
+        # not thirty dunders, and their signatures are not worked out for nothing.
+        comps = [c for c in comps if not c.name.startswith("_")]
     matches, types, seen = [], [], set()
     start = pos
     # Signatures cost a jedi inference each: only for short lists, as a console shows them.

@@ -103,5 +103,6 @@ const kh__backend_t kh__host_backend = {
     .reset = host_reset,
     .stop = host_stop,
     .interact = host_interact,
+    .interact_cancel = kh__py_interact_cancel,
     .index = KH__BACKEND_HOST,
 };

@@ -292,5 +292,6 @@ const kh__backend_t kh__inproc_backend = {
     .stop = inproc_stop,
     .abandon = inproc_abandon,
     .interact = inproc_interact,
+    .interact_cancel = kh__py_interact_cancel,
     .index = KH__BACKEND_INPROC,
 };

@@ -435,6 +435,18 @@ static int worker_interact(kh_kernel_t *k, const char *id, const char *op, const
   return rc;
 }
 
+/* Stops an editor request's work in the worker ("cancel"): the worker still answers it, and
+ * that answer is dropped (interact.c no longer has the request). */
+static void worker_interact_cancel(kh_kernel_t *k, const char *id) {
+  worker_t *wk = k->backend;
+  json_t *msg;
+  if (wk == NULL || wk->w == NULL || wk->w->exited || wk->phase != PH_READY) return;
+  msg = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_CANCEL), "id", id);
+  if (msg == NULL) return;
+  kh__wproc_send(wk->w, msg);
+  json_decref(msg);
+}
+
 /* The pool (worker-pool.c) is this backend's per-manager state. */
 const kh__backend_t kh__worker_backend = {
     .name = "worker",
@@ -448,5 +460,6 @@ const kh__backend_t kh__worker_backend = {
     .stop = worker_stop,
     .info = worker_info,
     .interact = worker_interact,
+    .interact_cancel = worker_interact_cancel,
     .index = KH__BACKEND_WORKER,
 };

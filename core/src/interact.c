@@ -5,8 +5,11 @@
  * the inbox (KH__MSG_ANSWER) and is delivered from the drain like every callback. History is
  * the core's own: the cells that advanced the counter, recorded as their replies arrive, so it
  * survives a worker's restart or death and is served without Python; a restart starts a new
- * session; the kernel option historyFile appends every entry to a file (one JSON array
- * [session, line, input] a line) and a kernel created with it reads that file back. */
+ * session. Each entry keeps the text/plain of the cell's execute_result, if it had one, for
+ * history_request's `output: true`. The kernel option historyFile appends every entry to a
+ * file (one JSON array [session, line, input, output] a line, output a string or null; lines
+ * of three, written before outputs were kept, read as without output) and a kernel created
+ * with it reads that file back. */
 #include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +32,8 @@ typedef struct ireq_s {
 typedef struct {
   int session;
   int line;
-  char *input; /* owned */
+  char *input;  /* owned */
+  char *output; /* owned: the execute_result's text/plain, or NULL */
 } hist_t;
 
 struct kh__interact_s {
@@ -163,7 +167,10 @@ void kh__kernel_on_answer(kh_kernel_t *k, const char *id, int status, const char
 
 void kh__interact_fail_all(kh_kernel_t *k, int status, const char *msg) {
   struct kh__interact_s *st = k->interact;
-  while (st != NULL && st->reqs != NULL) finish(k, st->reqs, status, msg, strlen(msg));
+  while (st != NULL && st->reqs != NULL) {
+    if (k->ops->interact_cancel != NULL) k->ops->interact_cancel(k, st->reqs->id);
+    finish(k, st->reqs, status, msg, strlen(msg));
+  }
 }
 
 /* --- requests ----------------------------------------------------------------------------- */
@@ -322,7 +329,8 @@ int kh_kernel_kernel_info(kh_manager_t *m, const char *kernel_id, uint64_t timeo
 
 /* --- history ------------------------------------------------------------------------------ */
 
-static int hist_add(struct kh__interact_s *st, int session, int line, const char *input) {
+static int hist_add(struct kh__interact_s *st, int session, int line, const char *input,
+                    const char *output) {
   hist_t *h;
   if (st->nhist == st->cap) {
     size_t cap = st->cap ? st->cap * 2 : 64;
@@ -333,14 +341,19 @@ static int hist_add(struct kh__interact_s *st, int session, int line, const char
   }
   h = &st->hist[st->nhist];
   if ((h->input = kh__strdup(input)) == NULL) return KH_ENOMEM;
+  h->output = NULL;
+  if (output != NULL && (h->output = kh__strdup(output)) == NULL) {
+    free(h->input);
+    return KH_ENOMEM;
+  }
   h->session = session;
   h->line = line;
   st->nhist++;
   return 0;
 }
 
-/* Reads historyFile back: lines that are not [session, line, input] are skipped (a file cut
- * short by a crash keeps what it had). Sessions continue after the file's last. */
+/* Reads historyFile back: lines that are not [session, line, input(, output)] are skipped (a
+ * file cut short by a crash keeps what it had). Sessions continue after the file's last. */
 static void hist_load(struct kh__interact_s *st) {
   FILE *f = fopen(st->file, "r");
   char *line = NULL;
@@ -349,11 +362,14 @@ static void hist_load(struct kh__interact_s *st) {
   if (f == NULL) return;
   while ((n = getline(&line, &cap, f)) > 0) {
     json_t *a = json_loadb(line, (size_t)n, 0, NULL);
-    if (json_is_array(a) && json_array_size(a) == 3 && json_is_integer(json_array_get(a, 0)) &&
-        json_is_integer(json_array_get(a, 1)) && json_is_string(json_array_get(a, 2))) {
+    json_t *out = json_array_get(a, 3);
+    if (json_is_array(a) && (json_array_size(a) == 3 || json_array_size(a) == 4) &&
+        json_is_integer(json_array_get(a, 0)) && json_is_integer(json_array_get(a, 1)) &&
+        json_is_string(json_array_get(a, 2)) &&
+        (out == NULL || json_is_null(out) || json_is_string(out))) {
       int s = (int)json_integer_value(json_array_get(a, 0));
       if (hist_add(st, s, (int)json_integer_value(json_array_get(a, 1)),
-                   json_string_value(json_array_get(a, 2))) == 0 &&
+                   json_string_value(json_array_get(a, 2)), json_string_value(out)) == 0 &&
           s >= st->session)
         st->session = s + 1;
     }
@@ -381,7 +397,10 @@ void kh__interact_free(kh_kernel_t *k) {
   struct kh__interact_s *st = k->interact;
   size_t i;
   if (st == NULL) return;
-  for (i = 0; i < st->nhist; i++) free(st->hist[i].input);
+  for (i = 0; i < st->nhist; i++) {
+    free(st->hist[i].input);
+    free(st->hist[i].output);
+  }
   free(st->hist);
   free(st->file);
   free(st->pending_input);
@@ -406,12 +425,12 @@ void kh__history_cell_started(kh_kernel_t *k, const kh__request_t *r) {
   st->pending_input = copy_text(r->code, r->len);
 }
 
-void kh__history_cell_ended(kh_kernel_t *k, int prev_count, int count) {
+void kh__history_cell_ended(kh_kernel_t *k, int prev_count, int count, const char *output) {
   struct kh__interact_s *st = k->interact;
   if (st == NULL || st->pending_input == NULL) return;
-  if (count > prev_count && hist_add(st, st->session, count, st->pending_input) == 0 &&
+  if (count > prev_count && hist_add(st, st->session, count, st->pending_input, output) == 0 &&
       st->file != NULL) {
-    json_t *a = json_pack("[i,i,s]", st->session, count, st->pending_input);
+    json_t *a = json_pack("[i,i,s,s?]", st->session, count, st->pending_input, output);
     char *line = a ? json_dumps(a, JSON_COMPACT) : NULL;
     FILE *f = line ? fopen(st->file, "a") : NULL;
     /* Small appends on the loop thread: one line per counted cell. */
@@ -426,7 +445,12 @@ void kh__history_cell_ended(kh_kernel_t *k, int prev_count, int count) {
   st->pending_input = NULL;
 }
 
-static int push_entry(json_t *list, const hist_t *h) {
+/* One entry as Jupyter's history_reply has it: [session, line, input], or with `output`
+ * [session, line, [input, output]] (output null when the cell had no execute_result). */
+static int push_entry(json_t *list, const hist_t *h, int output) {
+  if (output)
+    return json_array_append_new(
+        list, json_pack("[i,i,[s,s?]]", h->session, h->line, h->input, h->output));
   return json_array_append_new(list, json_pack("[i,i,s]", h->session, h->line, h->input));
 }
 
@@ -444,8 +468,14 @@ static int int_member(const json_t *req, const char *key, json_int_t def, json_i
 
 static int history_build(kh_manager_t *m, struct kh__interact_s *st, json_t *req, json_t *list) {
   const char *type = json_string_value(json_object_get(req, "hist_access_type"));
+  json_t *o = json_object_get(req, "output");
+  int output = json_is_true(o);
   json_int_t n, session, start, stop;
   size_t i;
+  if (o != NULL && !json_is_boolean(o) && !json_is_null(o)) {
+    kh__set_err(m->errmsg, "history request: output must be a boolean");
+    return KH_EINVAL;
+  }
   if (type == NULL) {
     kh__set_err(m->errmsg, "history request without hist_access_type (tail, range or search)");
     return KH_EINVAL;
@@ -456,7 +486,7 @@ static int history_build(kh_manager_t *m, struct kh__interact_s *st, json_t *req
       return KH_EINVAL;
     }
     i = st->nhist > (size_t)n ? st->nhist - (size_t)n : 0;
-    for (; i < st->nhist; i++) push_entry(list, &st->hist[i]);
+    for (; i < st->nhist; i++) push_entry(list, &st->hist[i], output);
     return 0;
   }
   if (strcmp(type, "range") == 0) {
@@ -470,7 +500,7 @@ static int history_build(kh_manager_t *m, struct kh__interact_s *st, json_t *req
     for (i = 0; i < st->nhist; i++) {
       const hist_t *h = &st->hist[i];
       if (h->session == session && h->line >= start && (stop < 0 || h->line < stop))
-        push_entry(list, h);
+        push_entry(list, h, output);
     }
     return 0;
   }
@@ -503,7 +533,7 @@ static int history_build(kh_manager_t *m, struct kh__interact_s *st, json_t *req
           dup = strcmp(st->hist[j].input, h->input) == 0 &&
                 fnmatch(pattern, st->hist[j].input, 0) == 0;
       if (dup) continue;
-      push_entry(rev, h);
+      push_entry(rev, h, output);
       count++;
     }
     for (i = json_array_size(rev); i-- > 0;) json_array_append(list, json_array_get(rev, i));

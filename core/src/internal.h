@@ -265,6 +265,9 @@ typedef struct kh__backend_s {
    * running cell; later kh__kernel_on_answer(). NULL: the backend cannot (KH_ENOTSUP). */
   int (*interact)(kh_kernel_t *k, const char *id, const char *op, const char *content, size_t len,
                   uint64_t timeout_ms);
+  /* Stops editor request `id`'s work, queued or running (interact.c has answered it already:
+   * the kernel's late answer, if any, is dropped). Never waits. May be NULL. */
+  void (*interact_cancel)(kh_kernel_t *k, const char *id);
   /* Adds backend facts (pid, pooled, sandbox) to a kernel's info object. May be NULL. */
   void (*info)(kh_kernel_t *k, json_t *info);
   int index; /* position in backend.c's table (m->backend_state[index]) */
@@ -321,13 +324,14 @@ void kh__kernel_dispatch_msg(kh_kernel_t *k, kh__msg_t *msg);
 /* Editor requests and history (interact.c). Thread: loop. */
 int kh__interact_open(kh_kernel_t *k);  /* kh_kernel_create: the history (and its file) */
 void kh__interact_free(kh_kernel_t *k); /* the kernel's memory goes */
-/* Fails every request in flight (restart, destroy, death): their answers will not come. */
+/* Fails every request in flight (interrupt, restart, destroy, death) and stops the kernel's
+ * work on them: their answers will not come. */
 void kh__interact_fail_all(kh_kernel_t *k, int status, const char *msg);
 void kh__interact_new_session(kh_kernel_t *k); /* a restart succeeded */
 /* Around a cell (request.c): the code as it is handed to the backend, and the reply's count:
  * a cell that advanced the counter with store_history is recorded. */
 void kh__history_cell_started(kh_kernel_t *k, const kh__request_t *r);
-void kh__history_cell_ended(kh_kernel_t *k, int prev_count, int count);
+void kh__history_cell_ended(kh_kernel_t *k, int prev_count, int count, const char *output);
 void kh__kernel_on_answer(kh_kernel_t *k, const char *id, int status, const char *json, size_t len);
 
 /* Between kernel.c (the lifecycle) and request.c (the queue). */
@@ -440,6 +444,9 @@ void kh__py_kernel_input_reply(kh__pyk_t *p, const char *value, size_t len);
  * answer is posted through sink as KH__MSG_ANSWER. Returns 0 or KH_ENOMEM / KH_EPYTHON. */
 int kh__py_kernel_interact(kh__pyk_t *p, kh__sink_t *sink, const char *id, const char *op,
                            const char *content, size_t len, uint64_t timeout_ms);
+/* Thread: any (loop). The backends' interact_cancel: stops request id on the interact thread
+ * (py-interact.c), which serves every kernel of the process, so k is not needed. */
+void kh__py_interact_cancel(kh_kernel_t *k, const char *id);
 void kh__pyk_unref(kh__pyk_t *p);
 
 /* --- starting the embedded interpreter (py-start.c), for the host and the worker alike ------ */

@@ -59,6 +59,7 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
     [KH__P_ANSWER] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX},
                       {"status", F_INT, 0, 0},
                       {"data", F_OBJ, 1, 0}},
+    [KH__P_CANCEL] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX}},
 };
 
 const char *kh__proto_name(kh__pmsg_t kind) {

@@ -58,7 +58,10 @@
  *                             them (py-interact.c), each answered once, in any order:
  *   ANSWER    worker -> host  id: string (an INTERACT's not yet answered), status?: int (0, or
  *                             a KH_E* / UV_ETIMEDOUT code), data: object (the reply content,
- *                             or {message} with a status) */
+ *                             or {message} with a status)
+ *   CANCEL    host -> worker  id: string (an INTERACT's): stop its work (an interrupt,
+ *                             restart or destroy canceled it on the host); it is answered all
+ *                             the same (KH_ECANCELED, or what it had), and the host drops that */
 #ifndef KH_PROTOCOL_H
 #define KH_PROTOCOL_H
 
@@ -77,7 +80,8 @@
   X(INPUT, "input", KH__P_TO_WORKER)         \
   X(FATAL, "fatal", KH__P_TO_HOST)           \
   X(INTERACT, "interact", KH__P_TO_WORKER)   \
-  X(ANSWER, "answer", KH__P_TO_HOST)
+  X(ANSWER, "answer", KH__P_TO_HOST)         \
+  X(CANCEL, "cancel", KH__P_TO_WORKER)
 
 /* Which way a message travels. */
 typedef enum { KH__P_TO_WORKER = 1, KH__P_TO_HOST = 2 } kh__pdir_t;

@@ -310,6 +310,11 @@ static void interact_done(void *arg, const char *id, int status, const char *jso
   free(c);
 }
 
+void kh__py_interact_cancel(kh_kernel_t *k, const char *id) {
+  (void)k;
+  kh__pyi_cancel(id);
+}
+
 int kh__py_kernel_interact(kh__pyk_t *p, kh__sink_t *sink, const char *id, const char *op,
                            const char *content, size_t len, uint64_t timeout_ms) {
   interact_ctx_t *c = calloc(1, sizeof(*c));

@@ -7,6 +7,9 @@
  * host's timer then answers UV_ETIMEDOUT). One thread per process serves every kernel of the
  * process in FIFO order; a watchdog thread bounds each request by its timeout, raising
  * KeyboardInterrupt in the interact thread (jedi on a huge namespace cannot hold it forever).
+ * kh__pyi_cancel (a kernel's interrupt, restart or destroy) stops one request the same way: a
+ * queued one is answered KH_ECANCELED without running, the running one is interrupted by the
+ * watchdog, at once, and answered KH_ECANCELED.
  * Thread: any caller of kh__pyi_submit; the rest runs on the two threads it starts. */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +25,7 @@ typedef struct job_s {
   char op[32];
   char *content; /* owned, NUL-terminated JSON */
   uint64_t timeout_ms;
+  int canceled; /* guarded by mu: kh__pyi_cancel asked before the job started */
 } job_t;
 
 static uv_once_t once = UV_ONCE_INIT;
@@ -31,7 +35,9 @@ static uv_cond_t wcv;               /* the watchdog's: a job started or ended */
 static job_t *head, *tail;          /* guarded by mu */
 static job_t *running;              /* guarded by mu: the job being served */
 static uint64_t running_until;      /* guarded by mu: its deadline (uv_hrtime, ns) */
-static int running_expired;         /* guarded by mu: the watchdog raised in it */
+static int running_stop;            /* guarded by mu: why the watchdog must stop it: 0, or
+                                     * UV_ETIMEDOUT (its deadline) or KH_ECANCELED */
+static int running_raised;          /* guarded by mu: the watchdog raised in it */
 static unsigned long serving_ident; /* the interact thread's Python thread id */
 static int start_failed;
 static uv_thread_t tid, wtid;
@@ -53,12 +59,13 @@ static char *run_job(job_t *j, int *status, size_t *len) {
     if (out == NULL) *status = KH_ENOMEM;
   } else {
     char buf[KH__ERRMSG_MAX - 64];
-    int timeout = 0;
+    int stop = 0;
     kh__py_describe_error(buf, sizeof(buf));
     uv_mutex_lock(&mu);
-    if (running_expired) timeout = 1;
+    if (running_raised) stop = running_stop;
     uv_mutex_unlock(&mu);
-    *status = timeout ? UV_ETIMEDOUT : KH_EPYTHON;
+    *status = stop ? stop : KH_EPYTHON;
+    if (stop == KH_ECANCELED) snprintf(buf, sizeof(buf), "canceled while it ran");
     out = kh__strdup(buf);
     *len = out ? strlen(out) : 0;
   }
@@ -84,8 +91,18 @@ static void interact_thread(void *arg) {
     j = head;
     head = j->next;
     if (head == NULL) tail = NULL;
+    if (j->canceled) {
+      /* Canceled while it waited: answered without Python. */
+      static const char why[] = "canceled before it started";
+      uv_mutex_unlock(&mu);
+      j->done(j->ctx, j->id, KH_ECANCELED, why, sizeof(why) - 1);
+      free(j->content);
+      free(j);
+      continue;
+    }
     running = j;
-    running_expired = 0;
+    running_stop = 0;
+    running_raised = 0;
     running_until = uv_hrtime() + j->timeout_ms * 1000000u;
     uv_cond_signal(&wcv);
     uv_mutex_unlock(&mu);
@@ -107,10 +124,10 @@ static void interact_thread(void *arg) {
   }
 }
 
-/* Interrupts the interact thread when its job outlives its deadline, and again every 100 ms
- * while it still runs: code that catches Exception broadly (jedi does) would swallow one
- * TimeoutError, so it raises KeyboardInterrupt, a BaseException, and repeats. It takes the GIL
- * only then, so that it never slows a cell down. */
+/* Interrupts the interact thread when its job outlives its deadline or is canceled, and again
+ * every 100 ms while it still runs: code that catches Exception broadly (jedi does) would
+ * swallow one TimeoutError, so it raises KeyboardInterrupt, a BaseException, and repeats. It
+ * takes the GIL only then, so that it never slows a cell down. */
 static void watchdog_thread(void *arg) {
   (void)arg;
   uv_mutex_lock(&mu);
@@ -125,7 +142,8 @@ static void watchdog_thread(void *arg) {
       uv_cond_timedwait(&wcv, &mu, running_until - now);
       continue;
     }
-    running_expired = 1;
+    if (running_stop == 0) running_stop = UV_ETIMEDOUT;
+    running_raised = 1;
     running_until = now + 100 * 1000000u;
     {
       job_t *j = running;
@@ -183,4 +201,20 @@ int kh__pyi_submit(PyObject **rt, void *ctx, kh__pyi_done_fn done, const char *i
   uv_cond_signal(&cv);
   uv_mutex_unlock(&mu);
   return 0;
+}
+
+void kh__pyi_cancel(const char *id) {
+  job_t *j;
+  uv_once(&once, start_threads);
+  if (start_failed) return;
+  uv_mutex_lock(&mu);
+  for (j = head; j != NULL; j = j->next)
+    if (strcmp(j->id, id) == 0) j->canceled = 1;
+  if (running != NULL && strcmp(running->id, id) == 0 && running_stop == 0) {
+    /* The watchdog raises in it now (this thread never waits for the GIL). */
+    running_stop = KH_ECANCELED;
+    running_until = 0;
+    uv_cond_signal(&wcv);
+  }
+  uv_mutex_unlock(&mu);
 }

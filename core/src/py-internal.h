@@ -40,5 +40,8 @@ typedef void (*kh__pyi_done_fn)(void *ctx, const char *id, int status, const cha
                                 size_t len);
 int kh__pyi_submit(PyObject **rt, void *ctx, kh__pyi_done_fn done, const char *id, const char *op,
                    const char *content, size_t len, uint64_t timeout_ms);
+/* Stops request `id` if it is still queued or running (its done then gets KH_ECANCELED; one
+ * that already ended is left alone). Never waits for the GIL. Thread: any. */
+void kh__pyi_cancel(const char *id);
 
 #endif

@@ -193,7 +193,14 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
     if (json_is_integer(c)) count = (int)json_integer_value(c);
   }
   if (strcmp(status, "ok") != 0 && strcmp(status, "error") != 0) status = "error";
-  if (r->cb != NULL) kh__history_cell_ended(k, k->execution_count, count);
+  if (r->cb != NULL) {
+    /* History keeps the execute_result's text/plain beside the input (history_request's
+     * output: true). */
+    json_t *plain =
+        json_object_get(json_object_get(json_object_get(doc, "result"), "data"), "text/plain");
+    kh__history_cell_ended(k, k->execution_count, count,
+                           json_is_string(plain) ? json_string_value(plain) : NULL);
+  }
   k->execution_count = count;
   if (k->state == KH__K_BUSY) k->state = KH__K_IDLE;
 
@@ -326,7 +333,11 @@ int kh_kernel_interrupt(kh_manager_t *m, const char *kernel_id) {
   int rc;
   if ((k = kh__kernel_lookup(m, kernel_id, &rc)) == NULL) return rc;
   if (k->state == KH__K_DEAD) return KH_EKERNELDEAD;
-  if (k->running == NULL) return 0; /* nothing runs: as in Jupyter, a no-op */
+  /* An interrupt stops everything the kernel is doing for its host: the editor requests in
+   * flight too (a console's Ctrl-C must not leave a completion stuck in jedi until its
+   * timeout). They fail with KH_ECANCELED, as restart and destroy cancel them. */
+  kh__interact_fail_all(k, KH_ECANCELED, "canceled by an interrupt");
+  if (k->running == NULL) return 0; /* no cell runs: as in Jupyter, a no-op for cells */
   return k->ops->interrupt(k);
 }
 

@@ -477,8 +477,11 @@ static void pump_commands(int from_main) {
     char why[200];
     kh__pmsg_t kind = kh__proto_check(msg, KH__P_TO_WORKER, 0, why, sizeof(why));
     if (kind == KH__P_NONE) fatal("command pipe: %s", why);
-    if (kind == KH__P_INTERACT) {
-      interact(msg);
+    if (kind == KH__P_INTERACT || kind == KH__P_CANCEL) {
+      if (kind == KH__P_INTERACT)
+        interact(msg);
+      else
+        kh__pyi_cancel(json_string_value(json_object_get(msg, "id")));
       json_decref(msg);
       continue;
     }

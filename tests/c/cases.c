@@ -833,6 +833,12 @@ static void step_request(run_t *r, json_t *step) {
     json_decref(spec);
   }
   rc = editor_call(r, verb, step, id, &e);
+  if (rc == 0 && json_is_true(json_object_get(step, "interrupt"))) {
+    /* While the request is in flight: its answer has not run inside the call. */
+    r->in_call = 1;
+    ASSERT_ERR(kh_kernel_interrupt(r->t.m, id), 0);
+    r->in_call = 0;
+  }
   if (refused != NULL || rc != 0) {
     json_t *o = json_pack("{s:s?}", "code", refused);
     if (json_object_get(exp, "message"))
@@ -843,7 +849,7 @@ static void step_request(run_t *r, json_t *step) {
   } else {
     while (!e.calls) run_once(r);
     watchdog_off(r);
-    if (cell != NULL && cell->calls)
+    if (cell != NULL && cell->calls && !json_is_true(json_object_get(step, "interrupt")))
       case_fail(r, "the \"while\" cell ended before the answer: the request waited for it");
     if (failed != NULL) {
       if (e.status == 0 || strcmp(kh_err_name(e.status), failed) != 0)

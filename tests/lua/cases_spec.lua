@@ -556,8 +556,25 @@ function Run:request(step)
       return self:due(cell, step["while"].when)
     end, "the \"while\" cell's marker")
   end
+  local sub, asked, interrupted
+  if step.interrupt then
+    -- The request call blocks: the interrupt is made from the first event of the kernel that
+    -- its listener gets while the request is in flight (the case keeps something printing).
+    sub = self.f.m:on_kernel_event(k.id, kernelhost.KernelEvents.ALL, function()
+      if asked then return end
+      asked = true
+      interrupted = { k:interrupt() }
+    end)
+  end
   local reply, msg, code = self:editor_call(step.request, step, k)
-  if cell ~= nil and cell.calls > 0 then
+  if sub ~= nil then
+    self.f.m:off_kernel_event(sub)
+    if not asked then self:fail("no event of the kernel came while the request was in flight") end
+    if not interrupted[1] then
+      self:fail("interrupt during the request failed: %s", tostring(interrupted[2]))
+    end
+  end
+  if cell ~= nil and cell.calls > 0 and not step.interrupt then
     self:fail("the \"while\" cell ended before the answer: the request waited for it")
   end
   local want = exp.refused or exp.failed

@@ -541,8 +541,9 @@ class Run {
     }
     const p = this.editorCall(k, step);
     const refusedAtOnce = !util.inspect(p).includes('<pending>');
+    if (step.interrupt && !refusedAtOnce) await k.interrupt(); // while the request is in flight
     const [settled] = await Promise.allSettled([p]);
-    if (cell !== undefined && cell.calls > 0) {
+    if (cell !== undefined && cell.calls > 0 && !step.interrupt) {
       this.fail('the "while" cell ended before the answer: the request waited for it');
     }
     if (exp.failed !== undefined && refusedAtOnce) this.fail(`${step.request} was refused, not failed`);
