@@ -9,6 +9,7 @@ import json
 import re
 import sys
 
+_MISSING = object()
 _jedi = None  # the jedi module once imported, False when it is not installed
 
 
@@ -21,6 +22,21 @@ def _get_jedi():
         except Exception:
             _jedi = False
     return _jedi
+
+
+_jedi_found = None  # whether jedi is installed (asked once, without importing it)
+
+
+def _has_jedi():
+    """Whether jedi is installed, without importing it (that costs about 0.2 s)."""
+    global _jedi_found
+    if _jedi_found is None:
+        import importlib.util
+        try:
+            _jedi_found = importlib.util.find_spec("jedi") is not None
+        except Exception:
+            _jedi_found = False
+    return _jedi_found and _jedi is not False
 
 
 def _line_col(code, pos):
@@ -78,6 +94,312 @@ def _complete_jedi(jedi, ns, code, pos):
             "metadata": {"_jupyter_types_experimental": types}}
 
 
+# -- complete: the fast paths ---------------------------------------------------------------
+#
+# jedi costs a millisecond or more per call even for `obj.` (it parses the code and builds its
+# inference state each time). The two cases editors ask for most are answered here without it,
+# with the answers jedi's Interpreter gives for them: attributes of a chain of plain names of
+# live objects (`box.`, `np.linalg.no`), and top-level module names after `import`/`from`.
+# Anything else (calls, subscripts, strings, keyword arguments, names the code itself binds)
+# returns None and goes to jedi.
+
+_IDENT = r"[^\W\d]\w*"
+# The chain before the cursor: NAME(.NAME)*.PREFIX, spaces not allowed around the dots (jedi
+# allows them, but they are rare and the check below would get complicated).
+_CHAIN = re.compile(r"(?<![\w.])(%s(?:\.%s)*)\.(\w*)$" % (_IDENT, _IDENT))
+
+
+def _prefix_match(name, prefix):
+    """jedi's match: case-insensitive by default, case-sensitive once IPython's completer is
+    imported (it sets jedi.settings.case_insensitive_completion to False)."""
+    settings = sys.modules.get("jedi.settings")
+    if settings is None or settings.case_insensitive_completion:
+        return name.lower().startswith(prefix.lower())
+    return name.startswith(prefix)
+
+
+def _in_string_or_comment(line):
+    """Whether the end of `line` (one line, no triple quotes in the code) is inside a string
+    literal or a comment."""
+    quote = None
+    i, n = 0, len(line)
+    while i < n:
+        ch = line[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return True
+        i += 1
+    return quote is not None
+
+
+def _api_type(obj):
+    """jedi's type name for a live object (jedi.inference.compiled.access.get_api_type)."""
+    import inspect
+    if inspect.isclass(obj):
+        return "class"
+    if inspect.ismodule(obj):
+        return "module"
+    if (inspect.isbuiltin(obj) or inspect.ismethod(obj) or inspect.ismethoddescriptor(obj)
+            or inspect.isfunction(obj)):
+        return "function"
+    return "instance"
+
+
+_SAFE_DESCRIPTORS = None
+
+
+def _member(obj, name):
+    """The value of obj.name when reading it runs no user code jedi would not run, else
+    _MISSING. Functions, slots and C getsets are read (jedi's ALLOWED_DESCRIPTOR_ACCESS);
+    properties and other descriptors with __get__ are not executed: the type of such a
+    match is given as "instance" (jedi's Interpreter does execute them; the value of a
+    property is almost always an instance)."""
+    global _SAFE_DESCRIPTORS
+    import inspect
+    import types
+    if _SAFE_DESCRIPTORS is None:
+        _SAFE_DESCRIPTORS = (types.FunctionType, types.GetSetDescriptorType,
+                             types.MemberDescriptorType, types.MethodDescriptorType,
+                             types.WrapperDescriptorType, types.ClassMethodDescriptorType,
+                             staticmethod, classmethod)
+    if type(obj) is types.ModuleType:
+        # A module's attributes are its dict's values (or its __getattr__'s, which jedi calls).
+        d = obj.__dict__
+        if name in d:
+            return d[name]
+    else:
+        try:
+            static = inspect.getattr_static(obj, name)
+        except Exception:
+            static = _MISSING
+        if static is not _MISSING:
+            from_class = inspect.getattr_static(obj if isinstance(obj, type) else type(obj),
+                                                name, _MISSING) is static
+            if (from_class and hasattr(type(static), "__get__")
+                    and not isinstance(static, _SAFE_DESCRIPTORS)):
+                return _MISSING
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return getattr(obj, name)
+    except Exception:
+        return None  # jedi types a failing attribute as None's: an instance
+
+
+def _chain_object(ns, parts):
+    """The live object a chain of names denotes, or _MISSING when jedi must judge it."""
+    obj = ns.get(parts[0], _MISSING)
+    for p in parts[1:]:
+        if obj is _MISSING or not _plain_holder(obj):
+            return _MISSING
+        obj = _member(obj, p)
+    return obj if obj is not _MISSING and _plain_holder(obj) else _MISSING
+
+
+def _plain_holder(obj):
+    """Whether jedi completes obj's attributes from dir(obj) alone, as the fast path does.
+    Not for classes (jedi adds the names of typeshed's `type` stub to theirs), functions and
+    methods (jedi then looks the attribute up in the source tree), dicts, lists and tuples
+    (jedi gives their methods typeshed's signatures)."""
+    import inspect
+    return not (isinstance(obj, (type, dict, list, tuple)) or inspect.isroutine(obj))
+
+
+def _fast_signature(func):
+    """The signature jedi shows for a live function (its BuiltinSignature.to_string, from
+    inspect.signature, or from the docstring when there is none), without the name."""
+    import inspect
+    from inspect import Parameter
+    from jedi.inference.compiled.value import _parse_function_doc
+    doc = inspect.getdoc(func) or ""
+    try:
+        try:
+            sig_params = list(inspect.signature(func).parameters.values())
+        except (RuntimeError, TypeError):
+            raise ValueError
+    except ValueError:
+        params_str, ret = _parse_function_doc(doc)
+        tokens = params_str.split(",") if params_str else []
+        if inspect.ismethoddescriptor(func):
+            tokens.insert(0, "self")
+        params = []
+        for p in tokens:
+            name, _, default = p.strip().partition("=")
+            params.append((Parameter.POSITIONAL_ONLY, name + ("=" + default if default else "")))
+    else:
+        ret = _parse_function_doc(doc)[1]
+        params = []
+        for p in sig_params:
+            s = {Parameter.VAR_POSITIONAL: "*", Parameter.VAR_KEYWORD: "**"}.get(p.kind, "")
+            s += p.name
+            if p.annotation is not p.empty:
+                s += ": " + inspect.formatannotation(p.annotation)
+            if p.default is not p.empty:
+                s += "=" + repr(p.default)
+            params.append((p.kind, s))
+    out, positional, kw_only = [], False, False
+    for kind, s in params:
+        positional |= kind == Parameter.POSITIONAL_ONLY
+        if positional and kind != Parameter.POSITIONAL_ONLY:
+            out.append("/")
+            positional = False
+        if kind == Parameter.VAR_POSITIONAL:
+            kw_only = True
+        elif kind == Parameter.KEYWORD_ONLY and not kw_only:
+            out.append("*")
+            kw_only = True
+        out.append(s)
+    if positional:
+        out.append("/")
+    return "(" + ", ".join(out) + ")" + (" -> " + ret if ret else "")
+
+
+_IMPORT_HEAD = re.compile(r"(?:^|;)\s*(?:import|from)\b")
+
+
+def _complete_fast_attr(ns, code, pos):
+    """The reply for NAME(.NAME)*.PREFIX on live objects, or None for jedi to answer."""
+    import keyword
+    before = code[:pos]
+    if "'''" in before or '"""' in before or "import *" in code:
+        return None
+    start_of_line = before.rfind("\n") + 1
+    if start_of_line and before[:start_of_line - 1].endswith("\\"):
+        return None
+    line = before[start_of_line:]
+    if code[pos:pos + 1].isidentifier():
+        return None  # the cursor is inside a word: jedi's
+    m = _CHAIN.search(line)
+    if m is None:
+        return None
+    head = line[:m.start()]
+    if (head.rstrip().endswith(".") or _IMPORT_HEAD.search(head)
+            or _in_string_or_comment(head)):
+        return None
+    parts, prefix = m.group(1).split("."), m.group(2)
+    if any(keyword.iskeyword(p) for p in parts) or keyword.iskeyword(prefix):
+        return None
+    # A name the code itself binds or uses elsewhere (an assignment, a parameter, a loop
+    # variable...) is jedi's to infer: the live value may not be what the code means.
+    if len(re.findall(r"(?<![\w.])%s(?!\w)" % re.escape(parts[0]), code)) != 1:
+        return None
+    obj = _chain_object(ns, parts)
+    if obj is _MISSING:
+        return None
+    try:
+        names = dir(obj)
+    except Exception:
+        return None
+    if prefix:
+        names = [n for n in names if isinstance(n, str) and _prefix_match(n, prefix)]
+    else:
+        names = [n for n in names if isinstance(n, str) and not n.startswith("_")]
+    names.sort(key=lambda x: (x.startswith("__"), x.startswith("_"), x.lower()))
+    # With no match jedi's reply replaces nothing: cursor_start is the cursor.
+    start = pos - len(prefix) if names else pos
+    want_sig = len(names) <= 30
+    types = []
+    for n in names:
+        value = _member(obj, n)
+        t = "instance" if value is _MISSING else _api_type(value)
+        sig = ""
+        if want_sig and t == "function":
+            try:
+                sig = _fast_signature(value)
+            except Exception:
+                sig = ""
+        types.append({"start": start, "end": pos, "text": n, "type": t, "signature": sig})
+    return {"matches": names, "cursor_start": start, "cursor_end": pos,
+            "metadata": {"_jupyter_types_experimental": types}}
+
+
+# -- complete: the module-name cache ---------------------------------------------------------
+
+_IMPORT_LINE = re.compile(r"^[ \t]*(?:import|from)[ \t]+(%s|)$" % _IDENT)
+_modules = {"key": None, "names": ()}
+
+
+def _module_names_in(path):
+    """Top-level module names in one sys.path entry, by jedi's rules (its _iter_module_names):
+    every directory whose name is an identifier (a namespace package at least), every module
+    file and stub."""
+    import inspect
+    import os
+    try:
+        entries = [(e.name, e.is_dir()) for e in os.scandir(path)]
+    except OSError:
+        try:
+            import zipfile
+            with zipfile.ZipFile(path) as z:
+                tops = {n.split("/", 1)[0]: "/" in n for n in z.namelist()}
+            entries = list(tops.items())
+        except Exception:
+            return
+    for name, is_dir in entries:
+        if is_dir:
+            if name != "__pycache__" and name.isidentifier():
+                yield name
+        else:
+            mod = name[:-4] if name.endswith(".pyi") else inspect.getmodulename(name)
+            if mod and "." not in mod and mod != "__init__":
+                yield mod
+
+
+def _top_level_modules():
+    """Top-level module names (built-in ones, those on sys.path and in the current directory,
+    which jedi adds as the project's), cached per process: the cache is rebuilt when sys.path
+    or the directory changes, or the mtime of one of those directories does (creating or
+    removing a module file changes its directory's mtime)."""
+    import os
+    cwd = os.getcwd()
+    paths = [p or cwd for p in sys.path]
+    if cwd not in paths:
+        paths.insert(0, cwd)
+    stamps = []
+    for d in paths:
+        try:
+            stamps.append(os.stat(d).st_mtime_ns)
+        except OSError:
+            stamps.append(None)
+    key = (tuple(paths), tuple(stamps))
+    if _modules["key"] != key:
+        import time
+        names = set(sys.builtin_module_names)
+        for d in paths:
+            names.update(_module_names_in(d))
+        _modules["names"] = tuple(sorted(names))
+        # A directory changed within the filesystem's timestamp granularity of the listing
+        # may change again without its mtime moving (git's "racy" entries): such a listing is
+        # used once and not trusted for the next request.
+        recent = time.time_ns() - 2 * 10**9
+        _modules["key"] = None if any(t is not None and t >= recent for t in stamps) else key
+    return _modules["names"]
+
+
+def _complete_fast_import(code, pos):
+    """The reply for `import PREFIX` / `from PREFIX` on the cursor's line, or None."""
+    before = code[:pos]
+    start_of_line = before.rfind("\n") + 1
+    m = _IMPORT_LINE.match(before, start_of_line)
+    if m is None or code[pos:pos + 1].strip():
+        return None  # the cursor is inside a word: jedi's
+    prefix = m.group(1)
+    names = [n for n in _top_level_modules() if _prefix_match(n, prefix)]
+    names.sort(key=lambda x: (x.startswith("__"), x.startswith("_"), x.lower()))
+    start = pos - len(prefix) if names else pos
+    types = [{"start": start, "end": pos, "text": n, "type": "module", "signature": ""}
+             for n in names]
+    return {"matches": names, "cursor_start": start, "cursor_end": pos,
+            "metadata": {"_jupyter_types_experimental": types}}
+
+
 _TOKEN = re.compile(r"[\w.]*$")
 
 
@@ -104,11 +426,17 @@ def _complete_rl(ns, code, pos):
 def complete(kernel, content):
     code = content["code"]
     pos = content["cursor_pos"]
-    jedi = _get_jedi()
-    if jedi:
-        reply = _complete_jedi(jedi, kernel.ns, code, pos)
-    else:
-        reply = _complete_rl(kernel.ns, code, pos)
+    # The fast paths give jedi's answers, so they stand in for jedi only where it is installed
+    # (without it, rlcompleter's answers are the kernel's); they do not import it.
+    reply = None
+    if _has_jedi():
+        reply = _complete_fast_import(code, pos) or _complete_fast_attr(kernel.ns, code, pos)
+    if reply is None:
+        jedi = _get_jedi()
+        if jedi:
+            reply = _complete_jedi(jedi, kernel.ns, code, pos)
+        else:
+            reply = _complete_rl(kernel.ns, code, pos)
     reply["status"] = "ok"
     return reply
 
@@ -141,8 +469,6 @@ def _name_at(code, pos):
             depth -= 1
     return None
 
-
-_MISSING = object()
 
 
 def _lookup(ns, name):
