@@ -536,12 +536,16 @@ class Kernel:
             if expr is not None:
                 expr = expr.replace(co_filename=filename)
         else:
+            translated = False
             try:
                 body, expr = self._compile(code, filename, want_value)
             except SyntaxError as exc:  # issue 11: IPython syntax
                 body, expr = self._compile(_ipython_source(self, code, exc), filename,
                                            want_value)
-            if len(code) <= 512 and not any(
+                # IPython's translation depends on the namespace (automagic yields to a name
+                # the user defined): translated cells are never reused.
+                translated = True
+            if not translated and len(code) <= 512 and not any(
                     isinstance(c, types.CodeType)
                     for co in body + (expr,) if co is not None for c in co.co_consts):
                 if len(_code_cache) >= 256:
