@@ -79,6 +79,9 @@ typedef enum {
   KH_EVENT_CLEAR_OUTPUT,
   KH_EVENT_INPUT_REQUEST,
   KH_EVENT_STATUS,
+  KH_EVENT_COMM_OPEN, /* Jupyter comms (see kh_kernel_comm_send) */
+  KH_EVENT_COMM_MSG,
+  KH_EVENT_COMM_CLOSE,
   KH_EVENT_TYPE_MAX_
 } kh_event_type_t;
 
@@ -92,6 +95,17 @@ KH_EXTERN int kh_event_type_from_name(const char *name);
 
 typedef struct kh_manager_s kh_manager_t;
 
+/* Bytes that travel beside a JSON document instead of inside it as base64: the value at `path`,
+ * a JSON Pointer (RFC 6901: "/data/image~1png", "/buffers/0", "/2") into that document, where
+ * the document holds null. Binary MIME values of outputs (image/png, image/jpeg,
+ * application/pdf, ...), comm buffers and bytes passed to or from host functions travel so.
+ * Borrowed for the callback that hands them out; copied by the functions that take them. */
+typedef struct {
+  const char *path;
+  const void *data;
+  size_t len;
+} kh_buffer_t;
+
 /* An event, as delivered to subscribers. Every field is borrowed for the callback. */
 typedef struct {
   kh_event_type_t type;
@@ -100,6 +114,10 @@ typedef struct {
   const char *execution_id; /* "" when the event belongs to no request (e.g. "starting") */
   const char *json;         /* the payload, a JSON object in UTF-8, NUL-terminated */
   size_t json_len;
+  /* The payload's binary values (kernel option binary "bytes", the default); with binary
+   * "base64" they are base64 strings inside json, as Jupyter sends them, and nbuffers is 0. */
+  const kh_buffer_t *buffers;
+  size_t nbuffers;
 } kh_event_t;
 
 /* The outcome of an execute request. Borrowed for the callback. */
@@ -115,6 +133,9 @@ typedef struct {
   const char *json;
   size_t json_len;
   const char *errmsg; /* detail when the request failed, else NULL */
+  /* The binary values of json's result and outputs (paths into json), as for events. */
+  const kh_buffer_t *buffers;
+  size_t nbuffers;
 } kh_reply_t;
 
 /* Callbacks. Each runs exactly once on the loop thread, unless the function that took it
@@ -306,6 +327,51 @@ KH_EXTERN int kh_kernel_history(kh_manager_t *m, const char *kernel_id, const ch
  * nbconvert_exporter}, banner, help_links, debugger}. */
 KH_EXTERN int kh_kernel_kernel_info(kh_manager_t *m, const char *kernel_id, uint64_t timeout_ms,
                                     kh_request_cb cb, void *data);
+
+/* --- host functions ----------------------------------------------------------------------
+ * A kernel calls functions its host exposed to it, by name, from Python:
+ * `import kernelhost; kernelhost.host.move(3, 1.5)` or `kernelhost.call("move", 3, 1.5)`. The
+ * cell waits (interruptibly) for the answer, which the host gives through the call's handle
+ * when it likes: inside the callback or from a later loop turn. */
+
+/* One call in flight. Answered exactly once, with kh_hostcall_return() or kh_hostcall_error(),
+ * which free it; valid until then, even after its kernel was interrupted or destroyed. */
+typedef struct kh_hostcall_s kh_hostcall_t;
+
+/* A host function: runs on the loop thread, once per call. args_json is a JSON array of the
+ * call's positional arguments (bytes arguments are buffers at "/N" paths). */
+typedef void (*kh_hostcall_fn)(kh_manager_t *m, const char *kernel_id, const char *name,
+                               const char *args_json, size_t args_len, const kh_buffer_t *buffers,
+                               size_t nbuffers, kh_hostcall_t *call, void *data);
+
+/* Exposes `fn` to kernel `kernel_id` as `name` (a Python identifier), replacing an earlier one of
+ * that name; fn NULL withdraws it. Only exposed names are callable; a kernel with none has no
+ * bridge. Returns 0, KH_EINVAL (bad name), KH_ENOTFOUND, KH_ECLOSED or KH_ENOMEM. */
+KH_EXTERN int kh_kernel_expose(kh_manager_t *m, const char *kernel_id, const char *name,
+                               kh_hostcall_fn fn, void *data);
+/* Answers `call` with a value: JSON (len bytes, UTF-8) and its binary values. Frees call.
+ * Returns 0, KH_ECANCELED (the kernel stopped waiting: interrupt, restart, destroy; the value is
+ * dropped), KH_EINVAL (not JSON, or a buffer path that does not lead to a null) or KH_ENOMEM. */
+KH_EXTERN int kh_hostcall_return(kh_hostcall_t *call, const char *json, size_t len,
+                                 const kh_buffer_t *buffers, size_t nbuffers);
+/* Answers `call` with an error: Python raises kernelhost.HostError(message). Frees call.
+ * Returns 0 or KH_ECANCELED (as above). */
+KH_EXTERN int kh_hostcall_error(kh_hostcall_t *call, const char *message);
+
+/* --- comms ---------------------------------------------------------------------------------
+ * Jupyter's comm protocol. Python opens, sends on and closes comms with the `comm` package's
+ * API (comm.create_comm(target_name=...), comm.get_comm_manager().register_target(...)); the
+ * host sees events KH_EVENT_COMM_OPEN / _MSG / _CLOSE with Jupyter's content ({comm_id,
+ * target_name?, data, metadata?, buffers?}; buffers as kh_buffer_t at "/buffers/N").
+ *
+ * Sends msg_type "comm_open" | "comm_msg" | "comm_close" with Jupyter's content (JSON object:
+ * comm_id, target_name for comm_open, data, metadata?) and its buffers (paths "/buffers/N") to
+ * the kernel, queued like an execute request (Jupyter's shell channel): the kernel handles it
+ * after the cells queued before it. Returns 0, KH_EINVAL, KH_ENOTFOUND, KH_ECLOSED,
+ * KH_EKERNELDEAD, KH_EENCODING or KH_ENOMEM. */
+KH_EXTERN int kh_kernel_comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_type,
+                                  const char *content_json, size_t len, const kh_buffer_t *buffers,
+                                  size_t nbuffers);
 
 /* --- events ----------------------------------------------------------------------------- */
 

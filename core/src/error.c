@@ -58,7 +58,10 @@ static const char *const event_names[KH_EVENT_TYPE_MAX_] = {"*",
                                                             "execute_error",
                                                             "clear_output",
                                                             "input_request",
-                                                            "status"};
+                                                            "status",
+                                                            "comm_open",
+                                                            "comm_msg",
+                                                            "comm_close"};
 
 const char *kh_event_type_name(int type) {
   if (type < 0 || type >= KH_EVENT_TYPE_MAX_) return NULL;
