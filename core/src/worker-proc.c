@@ -269,6 +269,15 @@ static const char *check_phase(kh__wproc_t *w, kh__pmsg_t kind, json_t *msg) {
       w->asked[slot][0] = '\0';
       return NULL;
     }
+    case KH__P_CALL: {
+      /* Ids only grow: a repeated one (or one made up to match a call in flight) is refused
+       * here, so the host can never answer one call twice or one call for another. */
+      json_int_t cid = json_integer_value(json_object_get(msg, "id"));
+      if (w->phase != KH__WP_READY) return "a host call before \"ready\"";
+      if (cid < 1 || cid <= w->last_call) return "a host call whose id is not new";
+      w->last_call = cid;
+      return NULL;
+    }
     case KH__P_FATAL:
       return NULL;
     default:

@@ -132,18 +132,21 @@ static void write_json(json_t *o) {
   free(s);
 }
 
-/* A frame whose "data" member is JSON text made elsewhere (the runtime's payloads): the header
- * object is encoded by jansson, the payload spliced in as its last member. */
-static void write_with_data(json_t *head, const char *data, size_t len) {
+/* A frame whose member `key` is JSON text made elsewhere (the runtime's payloads, a host call's
+ * arguments): the header object is encoded by jansson, the text spliced in as its last member.
+ * key is one of ours, with no character JSON must escape. */
+static void write_with_key(json_t *head, const char *key, const char *data, size_t len) {
   char *s = json_dumps(head, JSON_COMPACT);
+  char sep[40];
   struct iovec iov[3];
   size_t n;
   if (s == NULL) return;
   n = strlen(s);
+  snprintf(sep, sizeof(sep), ",\"%s\":", key);
   iov[0].iov_base = s;
   iov[0].iov_len = n - 1; /* without the closing brace */
-  iov[1].iov_base = (void *)",\"data\":";
-  iov[1].iov_len = 8;
+  iov[1].iov_base = sep;
+  iov[1].iov_len = strlen(sep);
   iov[2].iov_base = (void *)data;
   iov[2].iov_len = len;
   {
@@ -170,6 +173,10 @@ static void fatal(const char *fmt, ...) {
     json_decref(o);
   }
   _exit(70);
+}
+
+static void write_with_data(json_t *head, const char *data, size_t len) {
+  write_with_key(head, "data", data, len);
 }
 
 /* --- events from the runtime (_kernelhost.emit) ------------------------------------------- */
@@ -455,6 +462,151 @@ static void interact(json_t *msg) {
   free(content);
 }
 
+/* --- host functions (protocol.h's "call" and "result") ------------------------------------ */
+
+/* A thread waiting for the answer to its "call". The command thread (or the waiting main thread
+ * itself, which reads the pipe while it waits) settles it and wakes it through its eventfd. */
+typedef struct hcwait_s {
+  struct hcwait_s *next;
+  int64_t id;
+  int efd;
+  int state;  /* guarded by hc_mu: KH__HC_WAITING until "result" */
+  char *text; /* guarded by hc_mu: owned: the value's JSON, or the error */
+  size_t len;
+} hcwait_t;
+static pthread_mutex_t hc_mu = PTHREAD_MUTEX_INITIALIZER;
+static hcwait_t *hc_head;    /* guarded by hc_mu: the calls waited for */
+static int64_t hc_last_id;   /* guarded by hc_mu */
+
+/* "result": settles the call it names, if anyone still waits for it (an interrupted wait has
+ * gone: its late answer is dropped here). */
+static void host_result(json_t *msg) {
+  json_int_t id = json_integer_value(json_object_get(msg, "id"));
+  json_t *value = json_object_get(msg, "value");
+  hcwait_t *w;
+  char *text;
+  size_t len = 0;
+  int state;
+  if (value != NULL) {
+    text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    len = text ? strlen(text) : 0;
+    state = KH__HC_ANSWERED;
+  } else {
+    json_t *e = json_object_get(msg, "error"); /* may hold NULs: kept with its length */
+    len = json_string_length(e);
+    text = kh__memdup(json_string_value(e), len + 1);
+    state = KH__HC_FAILED;
+  }
+  if (text == NULL) {
+    text = kh__strdup("out of memory reading the host's answer");
+    len = text ? strlen(text) : 0;
+    state = KH__HC_FAILED;
+  }
+  pthread_mutex_lock(&hc_mu);
+  for (w = hc_head; w != NULL && w->id != id; w = w->next) {
+  }
+  if (w != NULL && w->state == KH__HC_WAITING) {
+    uint64_t one = 1;
+    w->state = state;
+    w->text = text;
+    w->len = text ? len : 0;
+    text = NULL;
+    if (write(w->efd, &one, sizeof(one)) < 0) {
+      /* EAGAIN: it is awake already */
+    }
+  }
+  pthread_mutex_unlock(&hc_mu);
+  free(text);
+}
+
+static void pump_commands(int from_main);
+
+static void hc_forget(hcwait_t *w) {
+  hcwait_t **pp;
+  pthread_mutex_lock(&hc_mu);
+  for (pp = &hc_head; *pp != NULL && *pp != w; pp = &(*pp)->next) {
+  }
+  if (*pp != NULL) *pp = w->next;
+  pthread_mutex_unlock(&hc_mu);
+  close(w->efd);
+  free(w->text);
+  free(w);
+}
+
+/* kh__py_start_t.hostcall: sends "call" and waits for its "result", GIL released. The main
+ * thread (the cell's) also reads the command pipe meanwhile, as when idle, and SIGINT breaks
+ * its poll(): Python's handler then raises KeyboardInterrupt (when the gate says so, as
+ * everywhere in a cell), and the call is forgotten. */
+static int worker_hostcall(int cell, const char *name, const char *args, size_t len,
+                           const kh_buffer_t *buffers, size_t nbuffers, int *state, char **text,
+                           size_t *text_len, kh_buffer_t **out_buffers, size_t *out_nbuffers) {
+  hcwait_t *w;
+  json_t *head;
+  int main_thread = pthread_equal(pthread_self(), main_tid);
+  *out_buffers = NULL;
+  *out_nbuffers = 0;
+  if (forked) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "host functions cannot be called from a process that a cell forked");
+    return -1;
+  }
+  if (nbuffers > 0) {
+    (void)buffers;
+    PyErr_SetString(PyExc_TypeError, "bytes cannot be passed to the host from a worker kernel yet");
+    return -1;
+  }
+  if ((w = calloc(1, sizeof(*w))) == NULL) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (w->efd < 0) {
+    free(w);
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
+  }
+  pthread_mutex_lock(&hc_mu);
+  w->id = ++hc_last_id;
+  w->next = hc_head;
+  hc_head = w;
+  pthread_mutex_unlock(&hc_mu);
+  head = json_pack("{s:s, s:I, s:s, s:b}", "t", kh__proto_name(KH__P_CALL), "id",
+                   (json_int_t)w->id, "name", name, "cell", cell);
+  if (head == NULL) {
+    hc_forget(w);
+    PyErr_NoMemory();
+    return -1;
+  }
+  write_with_key(head, "args", args, len);
+  json_decref(head);
+  for (;;) {
+    struct pollfd pfd[2];
+    int done, n = main_thread ? 2 : 1;
+    pthread_mutex_lock(&hc_mu);
+    done = w->state != KH__HC_WAITING;
+    pthread_mutex_unlock(&hc_mu);
+    if (done) break;
+    pfd[0].fd = w->efd;
+    pfd[0].events = POLLIN;
+    pfd[1].fd = in_fd;
+    pfd[1].events = POLLIN;
+    Py_BEGIN_ALLOW_THREADS if (poll(pfd, (nfds_t)n, -1) > 0 && n == 2 && pfd[1].revents)
+        pump_commands(1);
+    Py_END_ALLOW_THREADS
+    /* SIGINT (an interrupt) broke the poll, or arrived meanwhile: Python's handler runs now. */
+    if (main_thread && PyErr_CheckSignals() < 0) {
+      hc_forget(w);
+      return -1;
+    }
+  }
+  *state = w->state;
+  *text = w->text;
+  *text_len = w->len;
+  w->text = NULL;
+  hc_forget(w);
+  return 0;
+}
+
 /* Reads what the command pipe holds now (it is non-blocking once the threads run) and handles
  * every whole frame: interrupts and input replies at once, the rest queued for the main thread
  * (woken through q_efd unless it is the caller). EOF means the host closed the kernel or died:
@@ -482,6 +634,14 @@ static void pump_commands(int from_main) {
         interact(msg);
       else
         kh__pyi_cancel(json_string_value(json_object_get(msg, "id")));
+      json_decref(msg);
+      continue;
+    }
+    if (kind == KH__P_EXPOSE || kind == KH__P_RESULT) {
+      if (kind == KH__P_EXPOSE)
+        kh__py_set_host_names(json_object_get(msg, "names"));
+      else
+        host_result(msg);
       json_decref(msg);
       continue;
     }
@@ -787,7 +947,8 @@ static void setup_fds(void) {
 /* Python on this (main) thread, where SIGINT raises KeyboardInterrupt; the runtime's part of
  * opening a kernel is _kh_worker.open_kernel, looked up once here. */
 static int start_python(char *err) {
-  static const kh__py_start_t how = {KH__PY_WORKER, worker_emit, interrupt_landed};
+  static const kh__py_start_t how = {KH__PY_WORKER, worker_emit, interrupt_landed,
+                                     worker_hostcall};
   PyObject *mod;
   if (kh__py_start(&how, err) != 0) return -1;
   mod = PyImport_ImportModule("_kh_worker");
