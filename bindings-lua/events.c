@@ -96,8 +96,8 @@ static int lkh_events_traceback(lua_State *L) {
 /* Reports the error message on top of the stack (and pops it): to every matching "error"
  * handler, or to stderr when there is none (or a handler fails too). An error never propagates
  * into the loop: uv_run has no way to unwind through libuv's frames. */
-static void lkh_events_report(lkh_manager_t *lm, lua_State *L, const char *kernel_id,
-                              const char *exec_id, const char *where) {
+void lkh_events_report(lkh_manager_t *lm, lua_State *L, const char *kernel_id,
+                       const char *exec_id, const char *where) {
   lkh_sub_t *s;
   lua_Integer last = lm->next_sub;       /* handlers added by a handler wait for the next error */
   int handled = 0, base = lua_gettop(L); /* err */

@@ -289,6 +289,7 @@ void lkh_kernel_open(lua_State *L) {
   luaL_newmetatable(L, LKH_KERNEL_MT);       /* mt */
   luaL_newlib(L, lkh_kernel_methods);        /* mt, methods */
   luaL_setfuncs(L, lkh_interact_methods, 0); /* interact.c's editor requests */
+  luaL_setfuncs(L, lkh_hostcall_methods, 0); /* hostcall.c's expose */
   lua_pushcclosure(L, lkh_kernel_index, 1);  /* mt, index */
   lua_setfield(L, -2, "__index");            /* mt */
   lua_pushcfunction(L, lkh_kernel_close);

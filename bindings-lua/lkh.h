@@ -9,6 +9,7 @@
  *   kernel.c   kernelhost.Kernel: execute, submit, interrupt, input_reply, restart, destroy
  *   interact.c kernelhost.Kernel's editor requests: complete, inspect, is_complete, history
  *   events.c   subscriptions, and calling Lua back (pcall + traceback, "error" handlers)
+ *   hostcall.c kernelhost.Kernel's expose and the HostCall handle: host functions
  *   values.c   JSON <-> Lua values (kernelhost.null, kernelhost.empty_array) */
 #ifndef LKH_H
 #define LKH_H
@@ -27,7 +28,8 @@
 #define LKH_KERNEL_MT "kernelhost.Kernel"
 #define LKH_ID_MAX 64
 
-typedef struct lkh_sub_s lkh_sub_t; /* events.c */
+typedef struct lkh_sub_s lkh_sub_t;   /* events.c */
+typedef struct lkh_call_s lkh_call_t; /* hostcall.c */
 
 /* One KernelManager. The Lua userdata holds only a pointer to it: the struct must outlive the
  * userdata when __gc finds the loop still busy (then it is leaked on purpose, see manager.c). */
@@ -51,7 +53,8 @@ typedef struct lkh_manager_s {
   int quiet;       /* closing from __gc: no Lua callback runs any more */
   lkh_sub_t *subs; /* in subscription order; events.c owns the list */
   lua_Integer next_sub;
-  int next_ref; /* keys of the callback table (the manager's uservalue 2) */
+  int next_ref;     /* keys of the callback table (the manager's uservalue 2) */
+  lkh_call_t *calls; /* the async host calls not answered yet; hostcall.c owns the list */
 } lkh_manager_t;
 
 /* lkh.c: results. Runtime failures push nil, message, "KH_E..." (luv's convention). */
@@ -84,7 +87,15 @@ void lkh_events_push(lua_State *L, lkh_manager_t *lm, int ref);
 void lkh_events_unref(lua_State *L, lkh_manager_t *lm, int ref);
 void lkh_events_call(lkh_manager_t *lm, lua_State *L, int nargs, const char *kernel_id,
                      const char *exec_id, const char *where);
+void lkh_events_report(lkh_manager_t *lm, lua_State *L, const char *kernel_id,
+                       const char *exec_id, const char *where);
 void lkh_events_free(lkh_manager_t *lm, lua_State *L);
+
+/* hostcall.c: kernel:expose and kernelhost.HostCall */
+extern const luaL_Reg lkh_hostcall_methods[];
+void lkh_hostcall_open(lua_State *L);
+/* Answers the unanswered async calls of kernels that are gone (all: every one, at close). */
+void lkh_hostcall_cancel(lkh_manager_t *lm, int all);
 
 /* values.c */
 void lkh_values_open(lua_State *L);
@@ -93,6 +104,7 @@ char *lkh_values_encode_opts(lua_State *L, int arg);
 /* 1 (and the message in msg) when the options table at arg holds a NaN or infinity, which the
  * caller reports as KH_EOPTION (a bad value, not misuse); call before encoding. */
 int lkh_values_check_opts(lua_State *L, int arg, char *msg, size_t n);
+void lkh_values_mark_array(lua_State *L);
 void lkh_values_tag(json_t *o, const char *kernel_id, const char *exec_id);
 int lkh_values_push_reply(lua_State *L, const char *json, size_t len, const char *kernel_id,
                           const char *exec_id);

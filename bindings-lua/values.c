@@ -241,6 +241,15 @@ int lkh_values_push_reply(lua_State *L, const char *json, size_t len, const char
   return 0;
 }
 
+/* Gives the table on top of the stack kernelhost.empty_array's metatable, so that it converts
+ * back to [] even while empty (host functions hand empty lists to Lua so). */
+void lkh_values_mark_array(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lkh_array_mt_key) == LUA_TTABLE) /* t, mt */
+    lua_setmetatable(L, -2);                                                /* t */
+  else
+    lua_pop(L, 1); /* t */
+}
+
 /* Sets M.null and M.empty_array on the module table on top of the stack. */
 void lkh_values_open(lua_State *L) {
   lua_pushlightuserdata(L, NULL); /* M, null */
