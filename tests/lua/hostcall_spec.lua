@@ -351,6 +351,34 @@ describe("hostcall", function()
     assert.is_nil((f.m:kernel_info(id)))
   end)
 
+  it("hostcall_thread_host", function()
+    -- A thread: "host" kernel runs its cells inside kernel:execute, on this thread: its host
+    -- functions run there too (kernelhost.h's one exception to the delivery rule), and an async
+    -- one must answer before it returns.
+    local _, k = H.create(f, { mode = "main_thread", thread = "host" })
+    local held
+    assert(k:expose("add", function(a, b) return a + b end))
+    assert(k:expose("now", function(call, v) assert(call:return_(v)) end, { async = true }))
+    assert(k:expose("later", function(call) held = call end, { async = true }))
+    assert(k:expose("fails", function() error("no arm", 0) end))
+    local busy
+    assert(k:expose("blocks", function()
+      local r, _, code = k:execute("1")
+      busy = r == nil and code
+      return 1
+    end))
+    assert.are.equal("(5, 'x')", value(k, "import kernelhost\nkernelhost.host.add(2, 3), kernelhost.host.now('x')"))
+    local err = raised(k, "kernelhost.host.later()")
+    assert.are.equal("HostError", err.ename)
+    assert.is_truthy(err.evalue:find("without answering", 1, true))
+    local ok, _, code = held:return_(1) -- too late: dropped
+    assert.are.equal(false, ok)
+    assert.are.equal("KH_ECANCELED", code)
+    assert.are.equal("no arm", raised(k, "kernelhost.host.fails()").evalue)
+    assert.are.equal("1", value(k, "kernelhost.host.blocks()"))
+    assert.are.equal("KH_EBUSY", busy) -- no blocking call inside: the loop cannot run there
+  end)
+
   it("hostcall_dropped_handle_answers", function()
     local _, k = H.create(f)
     local called = 0
