@@ -405,7 +405,8 @@ void kh__hostcall_sync(kh__sink_t *sink, kh__hcreq_t *req) {
     kh__hcreq_free(req);
     return;
   }
-  kh__hcwait_ref(wait); /* run_call takes one over; this one is for looking at it after */
+  req->wait = NULL;     /* run_call takes the request's reference over */
+  kh__hcwait_ref(wait); /* and this one is for looking at it after */
   run_call(k, req->name, req->args, req->args_len, req->buffers, req->nbuffers, 1, wait, 0);
   uv_mutex_lock(&wait->mu);
   state = wait->state;

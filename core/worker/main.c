@@ -565,19 +565,24 @@ static int worker_hostcall(int cell, const char *name, const char *args, size_t 
     PyErr_SetFromErrno(PyExc_OSError);
     return -1;
   }
+  /* The host refuses an id that is not greater than the last it saw: ids are given and their
+   * frames written under one lock, so threads calling at once cannot overtake each other. */
   pthread_mutex_lock(&hc_mu);
   w->id = ++hc_last_id;
-  w->next = hc_head;
-  hc_head = w;
-  pthread_mutex_unlock(&hc_mu);
   head = json_pack("{s:s, s:I, s:s, s:b}", "t", kh__proto_name(KH__P_CALL), "id",
                    (json_int_t)w->id, "name", name, "cell", cell);
+  if (head != NULL) {
+    w->next = hc_head;
+    hc_head = w;
+    write_with_key(head, "args", args, len);
+  }
+  pthread_mutex_unlock(&hc_mu);
   if (head == NULL) {
-    hc_forget(w);
+    close(w->efd);
+    free(w);
     PyErr_NoMemory();
     return -1;
   }
-  write_with_key(head, "args", args, len);
   json_decref(head);
   for (;;) {
     struct pollfd pfd[2];
