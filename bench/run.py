@@ -232,18 +232,27 @@ def rows():
                  lambda: kh("pool", "worker", n(15, 3), 2), "create"))
     R.append(Row("exec.c.main", "execute 1+1, main_thread, C", "p50 ≤ 25 µs", 25,
                  lambda: kh("execute", "main_thread", n(10000, 1000)), "execute"))
+    R.append(Row("hostcall.c.main", "host call round trip (no-op function), main_thread, C",
+                 "p50 ≤ execute 1+1", lambda: p50_of("exec.c.main"),
+                 lambda: kh("hostcall", "main_thread", n(10000, 1000)), "hostcall"))
     R.append(Row("exec.lua.main", "execute 1+1, main_thread, Lua", "p50 ≤ 25 µs", 25,
                  lambda: script_roundtrip("lua", "main_thread", n(10000, 1000)), "execute"))
     R.append(Row("exec.node.main", "execute 1+1, main_thread, Node", "p50 ≤ 25 µs", 25,
                  lambda: script_roundtrip("node", "main_thread", n(10000, 1000)), "execute"))
     R.append(Row("exec.c.host", "execute 1+1, main_thread thread=host, C", "p50 ≤ 25 µs", 25,
                  lambda: kh("execute", "host", n(10000, 1000)), "execute"))
+    R.append(Row("hostcall.c.host", "host call round trip (no-op function), main_thread "
+                 "thread=host, C", "p50 ≤ execute 1+1", lambda: p50_of("exec.c.host"),
+                 lambda: kh("hostcall", "host", n(10000, 1000)), "hostcall"))
     R.append(Row("exec.lua.host", "execute 1+1, main_thread thread=host, Lua", "p50 ≤ 25 µs",
                  25, lambda: script_roundtrip("lua", "host", n(10000, 1000)), "execute"))
     R.append(Row("exec.node.host", "execute 1+1, main_thread thread=host, Node", "p50 ≤ 25 µs",
                  25, lambda: script_roundtrip("node", "host", n(10000, 1000)), "execute"))
     R.append(Row("exec.c.worker", "execute 1+1, worker, C", "p50 ≤ 100 µs", 100,
                  lambda: kh("execute", "worker", n(5000, 500)), "execute"))
+    R.append(Row("hostcall.c.worker", "host call round trip (no-op function), worker, C",
+                 "p50 ≤ execute 1+1", lambda: p50_of("exec.c.worker"),
+                 lambda: kh("hostcall", "worker", n(5000, 500)), "hostcall"))
     R.append(Row("exec.c.worker.x", "execute 1+1, worker, C (c_worker_roundtrip)",
                  "p50 ≤ 100 µs", 100, lambda: c_worker_roundtrip(n(10000, 1000)), "execute"))
     R.append(Row("exec.lua.worker", "execute 1+1, worker, Lua", "p50 ≤ 100 µs", 100,
@@ -253,14 +262,16 @@ def rows():
     # Host functions (issue 13): Python -> host -> Python, a no-op, timed inside the cell around
     # each call, beside the same binding's execute 1+1 in the same run and kernel.
     for lang, who in (("lua", "Lua"), ("node", "Node")):
-        for mode, short in (("main_thread", "main"), ("worker", "worker")):
+        for mode, short, what in (("main_thread", "main", "main_thread"),
+                                  ("host", "host", "main_thread thread=host"),
+                                  ("worker", "worker", "worker")):
             R.append(Row("hostcall.%s.%s" % (lang, short),
-                         "host call round trip (Python → %s no-op → Python), %s" % (who, mode),
+                         "host call round trip (no-op function), %s, %s" % (what, who),
                          "p50 ≤ execute 1+1 (same run)", None,
                          lambda lang=lang, mode=mode: script_roundtrip(
-                             lang, mode, n(10000 if mode == "main_thread" else 5000, 500),
+                             lang, mode, n(5000 if mode == "worker" else 10000, 500),
                              ("hostcall",)),
-                         "none", target_of=lambda r: (r.get("execute_same_run") or {})
+                         "hostcall", target_of=lambda r: (r.get("execute_same_run") or {})
                          .get("p50_us")))
     # IPython (issue 11): the first magic of a kernel pays for IPython's import (once per
     # process) and the kernel's shell; plain cells after it go through the shell's formatter.
@@ -357,6 +368,13 @@ def kh_cache(rid):
     return _kh_results.get(rid, {"skip": "not run"})
 
 
+def p50_of(rid):
+    """The p50 (µs) kernelhost measured for row rid in this run, or None: a target that is
+    another row's figure (a host call against the execute round trip of its mode)."""
+    s = summarize(_kh_results.get(rid))
+    return s.get("p50_us")
+
+
 def first_of(r):
     if "skip" in r:
         return r
@@ -368,7 +386,6 @@ def kh_rss_worker():
 
 
 IPY_PLAN = {
-    "none": lambda: {"skip": "ipykernel has no host functions"},
     "create": lambda: ipy("create", n(15, 2)),
     "execute": lambda: ipy("execute", n(600, 100)),
     "first_magic": lambda: ipy("first_magic", n(5, 2)),
@@ -384,6 +401,8 @@ IPY_PLAN = {
     "inspect": lambda: ipy("inspect", n(300, 30)),
     "is_complete": lambda: ipy("is_complete", n(300, 30)),
     "complete_first": lambda: ipy("complete_first", n(5, 2)),
+    # ipykernel has no host functions: a call into the program that runs the kernel.
+    "hostcall": lambda: {"skip": "ipykernel has no host functions"},
 }
 
 
@@ -486,7 +505,7 @@ def main():
         kv, iv = value(khs), value(ips)
         ratio = iv / kv if kv and iv else None
         met = None
-        target_val = row.target_val
+        target_val = row.target_val() if callable(row.target_val) else row.target_val
         label = row.label
         if row.target_of is not None and "skip" not in r:
             target_val = row.target_of(r)

@@ -111,6 +111,8 @@ _encode = _make_encoder()
 def encode(obj):
     """(UTF-8 JSON bytes, [(path, bytes)]) for obj; TypeError when obj holds what has no host
     value."""
+    if obj == () or obj == []:  # a call without arguments: the most common one
+        return b"[]", []
     bufs = []
     text = _encode(_plain(obj, "", bufs, set(), 0))
     try:
@@ -150,6 +152,8 @@ _loads = None
 def decode(text, buffers=()):
     """The value of a JSON text (str or bytes) with bytes put back at the buffers' paths."""
     global _loads
+    if not buffers and (text == "null" or text == b"null"):  # a function that returns nothing
+        return None
     if _loads is None:
         import json
         _loads = json.loads

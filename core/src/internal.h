@@ -378,8 +378,9 @@ typedef struct kh__hcwait_s {
   atomic_int refs; /* the waiting thread's, and the call's (message or handle) */
   uv_mutex_t mu;
   uv_cond_t cv;
-  int state;               /* guarded by mu: KH__HC_* */
-  int interrupted;         /* guarded by mu */
+  /* Written under mu; atomic so that the waiting thread can spin on them without it. */
+  atomic_int state;        /* KH__HC_* */
+  atomic_int interrupted;
   char *text;              /* guarded by mu: owned: the value's JSON (ANSWERED) or the message */
   size_t len;              /* guarded by mu */
   kh_buffer_t *buffers;    /* guarded by mu: owned copies (paths and data) of the value's */
@@ -488,6 +489,12 @@ struct kh_manager_s {
   kh_manager_close_cb close_cb;
   void *close_data;
   void *backend_state[KH__BACKEND_MAX]; /* per backend (kh__backend_t.index), e.g. the pool */
+  /* hostcall.c: keeps the loop polling, without sleeping, for a moment after a host call (a
+   * cell that calls its host usually calls again at once), unref'd: it keeps nothing alive. */
+  uv_idle_t hc_idle;
+  uint64_t hc_idle_until; /* uv_hrtime() when the window ends */
+  int hc_idle_open;       /* hc_idle is initialised: the close closes it too */
+  int handles_open;       /* handles the close waits for (the async, hc_idle) */
   char errmsg[KH__ERRMSG_MAX];
 };
 

@@ -107,3 +107,262 @@ TEST(hostcall_value_types) {
   host_reset(&echo);
   host_reset(&fixed);
 }
+
+/* Runs the loop until host function h has been called n times in all. */
+static void wait_calls(th_t *t, host_t *h, int n) {
+  while (h->calls < n) th_step(t);
+  uv_timer_stop(&t->watchdog);
+}
+
+static const char hold_cell[] = "import kernelhost\nkernelhost.host.hold(1)";
+
+/* An interrupt lands at once in a cell that waits for its host, exactly once (the cell may
+ * catch it and go on); the host's late answer is dropped (KH_ECANCELED), never delivered to the
+ * next call, which gets its own answer. */
+TEST(hostcall_interrupt_pending) {
+  th_t t;
+  th_result_t r;
+  host_t h = {0};
+  char id[64];
+  kh_hostcall_t *late;
+  th_init(&t, NULL);
+  th_create(&t, th_opts(""), id);
+  ASSERT_INT(kh_kernel_expose(t.m, id, "hold", fn_answer, &h), ==, 0);
+  ASSERT_INT(th_submit(&t, id, hold_cell, NULL, &r), ==, 0);
+  wait_calls(&t, &h, 1);
+  ASSERT_INT(kh_kernel_interrupt(t.m, id), ==, 0);
+  th_run_until(&t, &r.done);
+  ASSERT_INT(r.status, ==, 0);
+  ASSERT_STR(th_s(r.json, "error.ename"), "KeyboardInterrupt");
+  th_result_free(&r);
+  late = h.held;
+  h.held = NULL;
+  /* The next cell's call is held too; the first call's answer must not reach it. */
+  ASSERT_INT(th_submit(&t, id,
+                       "try:\n"
+                       "    kernelhost.host.hold(2)\n"
+                       "except KeyboardInterrupt:\n"
+                       "    print('caught once')\n"
+                       "'went on'",
+                       NULL, &r),
+             ==, 0);
+  wait_calls(&t, &h, 2);
+  ASSERT_ERR(kh_hostcall_return(late, "\"late\"", 6, NULL, 0), KH_ECANCELED);
+  ASSERT_INT(kh_kernel_interrupt(t.m, id), ==, 0);
+  th_run_until(&t, &r.done);
+  ASSERT_STR(th_s(r.json, "status"), "ok");
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'went on'");
+  ASSERT_INT(th_count(&t, KH_EVENT_EXECUTE_ERROR, r.id), ==, 0); /* one interrupt, caught */
+  ASSERT_CONTAINS(th_s(r.json, "outputs[1].data.text"), "caught once");
+  th_result_free(&r);
+  ASSERT_ERR(kh_hostcall_error(h.held, "late too"), KH_ECANCELED);
+  h.held = NULL;
+  /* The kernel and its function work as before. */
+  h.answer = "\"fresh\"";
+  th_exec(&t, id, "kernelhost.host.hold(3)", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'fresh'");
+  th_result_free(&r);
+  ASSERT_INT(h.calls, ==, 3);
+  th_fini(&t);
+  host_reset(&h);
+}
+
+static void on_restarted(kh_manager_t *m, const char *id, int status, const char *errmsg,
+                         void *data) {
+  th_done_cb(m, id, status, errmsg, data);
+}
+
+/* A host function that destroys its own kernel, then answers (which returns KH_ECANCELED). */
+typedef struct {
+  int calls, answer_rc, destroyed[2];
+} self_destroy_t;
+
+static void fn_destroy_self(kh_manager_t *m, const char *kernel_id, const char *name,
+                            const char *args, size_t len, const kh_buffer_t *b, size_t nb,
+                            kh_hostcall_t *call, void *data) {
+  self_destroy_t *d = data;
+  (void)name;
+  (void)args;
+  (void)len;
+  (void)b;
+  (void)nb;
+  d->calls++;
+  ASSERT_INT(kh_kernel_destroy(m, kernel_id, th_done_cb, d->destroyed), ==, 0);
+  d->answer_rc = kh_hostcall_return(call, "1", 1, NULL, 0);
+}
+
+static void destroy_inside(th_t *t, const char *opts) {
+  self_destroy_t d = {0, 0, {0, 0}};
+  th_result_t r;
+  char id[64];
+  th_create(t, opts, id);
+  ASSERT_INT(kh_kernel_expose(t->m, id, "leave", fn_destroy_self, &d), ==, 0);
+  ASSERT_INT(
+      th_submit(t, id, "import kernelhost\nkernelhost.host.leave()\n'not reached'", NULL, &r), ==,
+      0);
+  th_run_until(t, &d.destroyed[0]);
+  th_run_until(t, &r.done);
+  ASSERT_INT(d.calls, ==, 1);
+  ASSERT_ERR(d.answer_rc, KH_ECANCELED);
+  ASSERT_ERR(r.status, KH_ECANCELED);
+  ASSERT_INT(d.destroyed[1], ==, 0);
+  ASSERT_INT(kh_kernel_exists(t->m, id, NULL), ==, 0);
+}
+
+/* Destroy, restart and manager close while a call is pending settle everything: the cell
+ * completes (KH_ECANCELED), the handle stays valid and answers KH_ECANCELED, even after the
+ * manager is gone; nothing leaks (ASan runs this as asan/ and asan-worker/). */
+TEST(hostcall_destroy_pending) {
+  th_t t;
+  th_result_t r;
+  host_t h = {0};
+  char id[64];
+  int done[2] = {0, 0};
+  kh_hostcall_t *held;
+  th_init(&t, NULL);
+  /* destroy */
+  th_create(&t, th_opts(""), id);
+  ASSERT_INT(kh_kernel_expose(t.m, id, "hold", fn_answer, &h), ==, 0);
+  ASSERT_INT(th_submit(&t, id, hold_cell, NULL, &r), ==, 0);
+  wait_calls(&t, &h, 1);
+  ASSERT_INT(kh_kernel_destroy(t.m, id, th_done_cb, done), ==, 0);
+  th_run_until(&t, &done[0]);
+  ASSERT_INT(done[1], ==, 0);
+  ASSERT(r.done);
+  ASSERT_ERR(r.status, KH_ECANCELED);
+  ASSERT_ERR(kh_hostcall_return(h.held, "1", 1, NULL, 0), KH_ECANCELED);
+  h.held = NULL;
+  /* restart: the kernel comes back with its functions still exposed */
+  th_create(&t, th_opts(""), id);
+  ASSERT_INT(kh_kernel_expose(t.m, id, "hold", fn_answer, &h), ==, 0);
+  ASSERT_INT(th_submit(&t, id, hold_cell, NULL, &r), ==, 0);
+  wait_calls(&t, &h, 2);
+  done[0] = done[1] = 0;
+  ASSERT_INT(kh_kernel_restart(t.m, id, on_restarted, done), ==, 0);
+  th_run_until(&t, &done[0]);
+  ASSERT_INT(done[1], ==, 0);
+  th_run_until(&t, &r.done);
+  ASSERT_ERR(r.status, KH_ECANCELED);
+  ASSERT_ERR(kh_hostcall_error(h.held, "too late"), KH_ECANCELED);
+  h.held = NULL;
+  h.answer = "[\"after\", \"restart\"]";
+  th_exec(&t, id, "import kernelhost\nkernelhost.host.hold()", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "['after', 'restart']");
+  th_result_free(&r);
+  /* a worker that dies while its cell waits */
+  if (strcmp(th_mode(), "worker") == 0) {
+    h.answer = NULL;
+    ASSERT_INT(th_submit(&t, id,
+                         "import kernelhost, os, threading, time\n"
+                         "threading.Thread(target=lambda: (time.sleep(0.2), os._exit(3))).start()\n"
+                         "kernelhost.host.hold()",
+                         NULL, &r),
+               ==, 0);
+    th_run_until(&t, &r.done);
+    ASSERT_ERR(r.status, KH_EKERNELDEAD);
+    ASSERT(h.held != NULL);
+    ASSERT_ERR(kh_hostcall_return(h.held, "null", 4, NULL, 0), KH_ECANCELED);
+    h.held = NULL;
+    done[0] = done[1] = 0;
+    ASSERT_INT(kh_kernel_restart(t.m, id, on_restarted, done), ==, 0);
+    th_run_until(&t, &done[0]);
+  }
+  /* destroyed from inside its own host function (thread: "host" too: the cell is on the stack) */
+  destroy_inside(&t, th_opts(""));
+  if (strcmp(th_mode(), "main_thread") == 0) destroy_inside(&t, th_opts("\"thread\":\"host\""));
+  /* manager close */
+  h.answer = NULL;
+  ASSERT_INT(th_submit(&t, id, hold_cell, NULL, &r), ==, 0);
+  while (h.held == NULL) th_step(&t);
+  held = h.held;
+  th_fini(&t);
+  ASSERT(r.done);
+  ASSERT_ERR(r.status, KH_ECANCELED);
+  ASSERT_ERR(kh_hostcall_return(held, "1", 1, NULL, 0), KH_ECANCELED);
+  host_reset(&h);
+}
+
+/* What a hostile cell writes to every descriptor it has: host-call frames the host must refuse
+ * (variant V). The protocol pipe is among them. */
+static const char forge_hostcall_src[] =
+    "import os, json, struct\n"
+    "V = %d\n"
+    "def fr(o):\n"
+    "    b = json.dumps(o).encode()\n"
+    "    return struct.pack('>I', len(b)) + b\n"
+    "call = lambda i, **kw: dict({'t': 'call', 'id': i, 'name': 'hold', 'cell': False, 'args': []}, "
+    "**kw)\n"
+    "blobs = [\n"
+    "    fr(call(7)) + fr(call(7)),\n"
+    "    fr(call(0)),\n"
+    "    fr(call(8, kernel_id='someone-else')),\n"
+    "    fr(call(9, args={'a': 1})),\n"
+    "    fr({'t': 'result', 'id': 1, 'value': 1}),\n"
+    "    fr({'t': 'expose', 'names': ['hold', 'os_system']}),\n"
+    "    fr(call(10, name='not_exposed')),\n"
+    "]\n"
+    "for fd in sorted(int(f) for f in os.listdir('/proc/self/fd')):\n"
+    "    try:\n"
+    "        if fd > 2: os.write(fd, blobs[V])  # 1 and 2 are captured as output\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "'survived'\n";
+#define FORGE_HOSTCALL_VARIANTS 7
+
+/* Forged "call", "result" and "expose" frames from a worker: a repeated or made-up call id, a
+ * stray member, a message that travels the other way, each end that worker with a protocol
+ * error (its held call is canceled); a call of a name that is not exposed is answered with an
+ * error and reaches no function. */
+TEST(worker_forged_hostcall_contained) {
+  th_t t;
+  th_result_t r;
+  host_t h = {0};
+  char id[64], code[2048];
+  int v;
+  th_init(&t, NULL);
+  th_create(&t, "{\"mode\":\"worker\"}", id);
+  ASSERT_INT(kh_kernel_expose(t.m, id, "hold", fn_answer, &h), ==, 0);
+  for (v = 0; v < FORGE_HOSTCALL_VARIANTS; v++) {
+    int before = h.calls;
+    snprintf(code, sizeof(code), forge_hostcall_src, v);
+    ASSERT_INT(th_submit(&t, id, code, NULL, &r), ==, 0);
+    th_run_until(&t, &r.done);
+    if (v == 6) { /* answered with an error the worker drops: nothing waits for id 10 */
+      int done[2] = {0, 0};
+      ASSERT_INT(r.status, ==, 0);
+      ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'survived'");
+      ASSERT_INT(h.calls, ==, before);
+      /* Its own calls would now reuse ids up to 10, which the host refuses: a new process. */
+      ASSERT_INT(kh_kernel_restart(t.m, id, th_done_cb, done), ==, 0);
+      th_run_until(&t, &done[0]);
+    } else {
+      int done[2] = {0, 0};
+      th_event_t *e = NULL;
+      int i;
+      ASSERT_ERR(r.status, KH_EKERNELDEAD);
+      for (i = t.nevents - 1; i >= 0 && e == NULL; i--)
+        if (t.events[i].type == KH_EVENT_STATUS &&
+            strcmp(th_s(t.events[i].data, "execution_state"), "dead") == 0)
+          e = &t.events[i];
+      ASSERT(e != NULL);
+      ASSERT_STR(th_s(e->data, "reason.cause"), "protocol_error");
+      /* Only the first call 7 reached the function; it was canceled with its worker. */
+      ASSERT_INT(h.calls, ==, before + (v == 0));
+      if (v == 0) {
+        ASSERT_ERR(kh_hostcall_return(h.held, "1", 1, NULL, 0), KH_ECANCELED);
+        h.held = NULL;
+      }
+      ASSERT_INT(kh_kernel_restart(t.m, id, th_done_cb, done), ==, 0);
+      th_run_until(&t, &done[0]);
+      ASSERT_INT(done[1], ==, 0);
+    }
+    th_result_free(&r);
+  }
+  /* The restarted worker still has its one function, and nothing else. */
+  h.answer = "\"real\"";
+  th_exec(&t, id, "import kernelhost\n(kernelhost.host.hold(), dir(kernelhost.host))", &r);
+  ASSERT_STR(th_s(r.json, "result.data.text/plain"), "('real', ['hold'])");
+  th_result_free(&r);
+  th_fini(&t);
+  host_reset(&h);
+}

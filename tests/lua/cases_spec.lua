@@ -317,6 +317,9 @@ function Run:create(name, opts, exp)
   local id, msg, code = self.f.m:create_kernel(self:kernel_options(opts))
   self:outcome(exp, id ~= nil, msg, code, "create")
   if id then self.kernels[name] = assert(self.f.m:get_kernel(id)) end
+  -- Its cells run inside the call that runs them, and its host functions with them.
+  self.host_thread = self.host_thread or {}
+  self.host_thread[name] = type(opts) == "table" and opts.thread == "host"
 end
 
 function Run:submit(spec)
@@ -660,7 +663,9 @@ end
 function Run:host_function(fn, bh)
   local later = bh.later == true
   local function record(...)
-    if self.in_call then self:problem("host function %s ran inside an API call", fn.name) end
+    if self.in_call and not self.host_thread[fn.kernel] then
+      self:problem("host function %s ran inside an API call", fn.name)
+    end
     local args = table.pack(...)
     local rec = setmetatable({}, getmetatable(kernelhost.empty_array))
     for i = 1, args.n do rec[i] = args[i] == nil and NULL or args[i] end
@@ -717,7 +722,7 @@ function Run:expose(step)
     local key = kname .. "\0" .. name
     local fn = self.fns[key]
     if fn == nil and bh ~= NULL then
-      fn = { name = name, calls = {} }
+      fn = { name = name, kernel = kname, calls = {} }
       self.fns[key] = fn
     end
     self.in_call = true

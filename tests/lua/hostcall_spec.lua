@@ -351,7 +351,7 @@ describe("hostcall", function()
     assert.is_nil((f.m:kernel_info(id)))
   end)
 
-  it("hostcall_thread_host", function()
+  it("lua_hostcall_thread_host", function()
     -- A thread: "host" kernel runs its cells inside kernel:execute, on this thread: its host
     -- functions run there too (kernelhost.h's one exception to the delivery rule), and an async
     -- one must answer before it returns.

@@ -211,6 +211,7 @@ class Run {
     this.fns = new Map(); // `${kernel}\0${name}` -> {name, calls}
     this.held = new Set(); // answers of host functions not given yet
     this.inCall = false;
+    this.hostThread = new Set(); // kernels created with thread: "host"
     this.m.on('kernelEvent', (e) => {
       this.events.push(e);
       // Inputs are answered from inside the event listener, as a Node host does.
@@ -284,6 +285,8 @@ class Run {
     const [settled] = await Promise.allSettled([this.m.createKernel(this.kernelOptions(opts))]);
     this.outcome(exp, settled, 'create');
     if (settled.status === 'fulfilled') this.kernels.set(name, this.m.getKernel(settled.value));
+    // Its cells run inside the call that runs them, and its host functions with them.
+    if (opts && opts.thread === 'host') this.hostThread.add(name);
   }
 
   submit(spec) {
@@ -583,7 +586,9 @@ class Run {
       return Object.fromEntries(keys.map((k) => [k, toHost(v[k])]));
     };
     const record = (args) => {
-      if (this.inCall) this.error = this.error || this.err(`host function ${fn.name} ran inside an API call`);
+      if (this.inCall && !this.hostThread.has(fn.kernel)) {
+        this.error = this.error || this.err(`host function ${fn.name} ran inside an API call`);
+      }
       fn.calls.push(args);
       return args;
     };
@@ -638,7 +643,7 @@ class Run {
       const key = `${kname}\0${name}`;
       let fn = this.fns.get(key);
       if (fn === undefined && bh !== null) {
-        fn = { name, calls: [] };
+        fn = { name, kernel: kname, calls: [] };
         this.fns.set(key, fn);
       }
       this.inCall = true;

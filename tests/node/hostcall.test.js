@@ -314,21 +314,6 @@ describe('hostcall', function () {
     await new Promise((resolve) => setImmediate(resolve));
   });
 
-  it('hostcall_thread_host', async function () {
-    // A thread: "host" kernel runs its cells on the JS thread, inside execute(): its host
-    // functions run there too, and one that returns a Promise cannot answer in time.
-    const { k } = await kernel({ mode: 'main_thread', thread: 'host' });
-    k.expose('add', (a, b) => a + b)
-      .expose('later', async () => 1)
-      .expose('fails', () => { throw new Error('no arm'); });
-    assert.equal(await value(k, 'import kernelhost\nkernelhost.host.add(2, 3)'), '5');
-    const err = await raised(k, 'kernelhost.host.later()');
-    assert.equal(err.ename, 'HostError');
-    assert.match(err.evalue, /without answering/);
-    assert.equal((await raised(k, 'kernelhost.host.fails()')).evalue, 'no arm');
-    assert.equal(await value(k, '1 + 1'), '2');
-  });
-
   it('hostcall_dropped_handle_answers', async function () {
     const { k } = await kernel();
     let called = 0;
