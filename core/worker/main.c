@@ -15,6 +15,7 @@
  * raises), the worker does not wait for it; it dies with the worker's process group. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -91,24 +92,14 @@ static void diag(const char *fmt, ...) {
   }
 }
 
-/* Writes one frame (the iovecs after the length) atomically with respect to other writers. A
- * failed write means the host is gone: there is no one left to serve. */
-static void write_frame_iov(struct iovec *iov, int n) {
-  char hdr[4];
-  size_t total = 0;
-  int i;
-  struct iovec all[8];
+/* Writes iov[0..n) (whole frames, length words included) atomically with respect to other
+ * writers. A failed write means the host is gone: there is no one left to serve. */
+static void write_iov_locked(struct iovec *all, int n) {
+  int i = 0;
   if (forked) return; /* the protocol is the worker's, never a forked child's */
-  for (i = 0; i < n; i++) total += iov[i].iov_len;
-  kh__frame_put_len(hdr, total);
-  all[0].iov_base = hdr;
-  all[0].iov_len = 4;
-  memcpy(all + 1, iov, sizeof(*iov) * (size_t)n);
-  n++;
   pthread_mutex_lock(&write_mu);
-  i = 0;
   while (i < n) {
-    ssize_t w = writev(out_fd, all + i, n - i);
+    ssize_t w = writev(out_fd, all + i, n - i > IOV_MAX ? IOV_MAX : n - i);
     if (w < 0) {
       if (errno == EINTR) continue;
       _exit(0);
@@ -122,6 +113,34 @@ static void write_frame_iov(struct iovec *iov, int n) {
   pthread_mutex_unlock(&write_mu);
 }
 
+/* Writes one frame (the iovecs after the length) and then its binary attachments (bufs, each a
+ * binary frame: frame.c), all at once. */
+static void write_frame_bufs(struct iovec *iov, int n, const kh_buffer_t *bufs, size_t nb) {
+  char hdr[4], rawhdr[KH__FRAME_BUFS_MAX][4];
+  size_t total = 0, k;
+  int i;
+  struct iovec all[8 + 2 * KH__FRAME_BUFS_MAX];
+  if (n > 7 || nb > KH__FRAME_BUFS_MAX) return;
+  for (i = 0; i < n; i++) total += iov[i].iov_len;
+  kh__frame_put_len(hdr, total);
+  all[0].iov_base = hdr;
+  all[0].iov_len = 4;
+  memcpy(all + 1, iov, sizeof(*iov) * (size_t)n);
+  n++;
+  for (k = 0; k < nb; k++) {
+    kh__frame_put_len(rawhdr[k], bufs[k].len | KH__FRAME_BINARY);
+    all[n].iov_base = rawhdr[k];
+    all[n++].iov_len = 4;
+    all[n].iov_base = (void *)bufs[k].data;
+    all[n++].iov_len = bufs[k].len;
+  }
+  write_iov_locked(all, n);
+}
+
+static void write_frame_iov(struct iovec *iov, int n) {
+  write_frame_bufs(iov, n, NULL, 0);
+}
+
 static void write_json(json_t *o) {
   char *s = json_dumps(o, JSON_COMPACT);
   struct iovec iov;
@@ -133,11 +152,19 @@ static void write_json(json_t *o) {
 }
 
 /* A frame whose "data" member is JSON text made elsewhere (the runtime's payloads): the header
- * object is encoded by jansson, the payload spliced in as its last member. */
-static void write_with_data(json_t *head, const char *data, size_t len) {
-  char *s = json_dumps(head, JSON_COMPACT);
-  struct iovec iov[3];
-  size_t n;
+ * object is encoded by jansson, the payload spliced in as its last member; bufs (the payload's
+ * binary values) follow as binary frames, their paths in the header's "bufs". */
+static void write_with_data_bufs(json_t *head, const char *data, size_t len,
+                                 const kh_buffer_t *bufs, size_t nb) {
+  char *s;
+  struct iovec iov[4];
+  size_t n, k;
+  if (nb > 0) {
+    json_t *paths = json_array();
+    for (k = 0; k < nb; k++) json_array_append_new(paths, json_string(bufs[k].path));
+    if (json_array_size(paths) != nb || json_object_set_new(head, "bufs", paths) != 0) return;
+  }
+  s = json_dumps(head, JSON_COMPACT);
   if (s == NULL) return;
   n = strlen(s);
   iov[0].iov_base = s;
@@ -146,14 +173,14 @@ static void write_with_data(json_t *head, const char *data, size_t len) {
   iov[1].iov_len = 8;
   iov[2].iov_base = (void *)data;
   iov[2].iov_len = len;
-  {
-    struct iovec all[4];
-    memcpy(all, iov, sizeof(iov));
-    all[3].iov_base = (void *)"}";
-    all[3].iov_len = 1;
-    write_frame_iov(all, 4);
-  }
+  iov[3].iov_base = (void *)"}";
+  iov[3].iov_len = 1;
+  write_frame_bufs(iov, 4, bufs, nb);
   free(s);
+}
+
+static void write_with_data(json_t *head, const char *data, size_t len) {
+  write_with_data_bufs(head, data, len, NULL, 0);
 }
 
 static void fatal(const char *fmt, ...) {
@@ -210,14 +237,14 @@ static int forked_emit(int type, const char *data, size_t len) {
 }
 
 static int worker_emit(kh__sink_t *sink, const char *exec_id, int type, const char *data,
-                       size_t len) {
+                       size_t len, const kh_buffer_t *bufs, size_t nbufs) {
   json_t *head;
   if (forked) return forked_emit(type, data, len);
   head = json_pack("{s:s, s:s, s:s}", "t", kh__proto_name(KH__P_EV), "type",
                    kh_event_type_name(type), "id", exec_id);
   (void)sink;
   if (head == NULL) return KH_EINVAL; /* exec_id was not UTF-8 */
-  write_with_data(head, data, len);
+  write_with_data_bufs(head, data, len, bufs, nbufs);
   json_decref(head);
   return 0;
 }
@@ -603,6 +630,12 @@ static void do_open(json_t *msg, json_t *applied) {
   Py_XDECREF(ff);
   Py_XDECREF(max_out);
   free(env_s);
+  if (r != NULL && json_is_string(json_object_get(msg, "binary")) &&
+      strcmp(json_string_value(json_object_get(msg, "binary")), "base64") == 0) {
+    PyObject *b = PyUnicode_FromString("base64");
+    if (b == NULL || PyObject_SetAttrString(r, "binary", b) != 0) Py_CLEAR(r);
+    Py_XDECREF(b);
+  }
   if (r != NULL) {
     rt = r;
     reply = json_pack("{s:s}", "t", kh__proto_name(KH__P_READY));
@@ -639,7 +672,7 @@ static char *interrupted_reply(const char *id, size_t *len) {
   char *out = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
   Py_XDECREF(c);
   PyErr_Clear();
-  if (s != NULL) worker_emit(NULL, id, KH_EVENT_EXECUTE_ERROR, s, strlen(s));
+  if (s != NULL) worker_emit(NULL, id, KH_EVENT_EXECUTE_ERROR, s, strlen(s), NULL, 0);
   free(s);
   json_decref(err);
   json_decref(reply);
@@ -657,6 +690,9 @@ static void do_exec(json_t *msg) {
   char *fallback = NULL;
   const char *data;
   size_t len = 0;
+  kh_buffer_t views[KH__FRAME_BUFS_MAX];
+  Py_buffer held[KH__FRAME_BUFS_MAX];
+  Py_ssize_t nb, i;
   int early;
   if (id == NULL || !json_is_string(code)) fatal("bad exec command");
   drop_stale_interrupt();
@@ -693,10 +729,8 @@ static void do_exec(json_t *msg) {
   set_running("");
   /* A SIGINT sent just before the cell ended may still be pending: it was for this cell. */
   if (r != NULL) drop_stale_interrupt();
-  if (r != NULL && PyBytes_Check(r)) {
-    data = PyBytes_AS_STRING(r);
-    len = (size_t)PyBytes_GET_SIZE(r);
-  } else {
+  if ((nb = kh__py_reply_parts(r, &data, &len, views, held)) < 0) nb = 0, data = NULL;
+  if (data == NULL) {
     char buf[KH__ERRMSG_MAX];
     if (early || (r == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))) {
       /* The interrupt landed before the cell started or outside the runtime's own handling
@@ -713,8 +747,9 @@ static void do_exec(json_t *msg) {
     data = fallback;
   }
   head = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_REPLY), "id", id);
-  if (head != NULL && data != NULL) write_with_data(head, data, len);
+  if (head != NULL && data != NULL) write_with_data_bufs(head, data, len, views, (size_t)nb);
   json_decref(head);
+  for (i = 0; i < nb; i++) PyBuffer_Release(&held[i]);
   free(fallback);
   Py_XDECREF(r);
 }

@@ -150,6 +150,16 @@ static int match_op(run_t *r, const char *op, json_t *arg, json_t *act, const ch
   if (act == NULL) return mismatch(arg, act, path, why, n, op);
   if (strcmp(op, "$eq") == 0) {
     return json_equal(arg, act) ? 1 : mismatch(arg, act, path, why, n, "$eq");
+  } else if (strcmp(op, "$bytes") == 0) {
+    /* A binary value (th_put_buffers made it {"$binary": hex}): its hex, a hex prefix, a length. */
+    const char *hex = json_string_value(json_object_get(act, "$binary"));
+    const char *want = json_string_value(json_object_get(arg, "hex"));
+    const char *pre = json_string_value(json_object_get(arg, "prefix_hex"));
+    json_t *len = json_object_get(arg, "len");
+    int ok = hex != NULL && (want == NULL || strcmp(hex, want) == 0) &&
+             (pre == NULL || strncmp(hex, pre, strlen(pre)) == 0) &&
+             (len == NULL || (json_int_t)(strlen(hex) / 2) == json_integer_value(len));
+    return ok ? 1 : mismatch(arg, act, path, why, n, "$bytes");
   } else if (strcmp(op, "$type") == 0) {
     const char *want = json_string_value(arg);
     int ok =
@@ -391,6 +401,7 @@ static void on_executed(kh_manager_t *m, const kh_reply_t *rep, int status, void
   if (status == 0) {
     q->reply = json_loadb(rep->json, rep->json_len, 0, &err);
     if (q->reply == NULL) case_fail(q->run, "the reply is not JSON (%s)", err.text);
+    th_put_buffers(q->reply, rep->buffers, rep->nbuffers);
   }
 }
 
