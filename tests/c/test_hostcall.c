@@ -300,6 +300,8 @@ static const char forge_hostcall_src[] =
     "    fr({'t': 'result', 'id': 1, 'value': 1}),\n"
     "    fr({'t': 'expose', 'names': ['hold', 'os_system']}),\n"
     "    fr(call(10, name='not_exposed')),\n"
+    "    fr(call(11, args=[1], bufs=['/0'])) + struct.pack('>I', 0x80000003) + b'abc',\n"
+    "    fr(call(12, args=[None], bufs=['/0'])),\n"
     "]\n"
     "for fd in sorted(int(f) for f in os.listdir('/proc/self/fd')):\n"
     "    try:\n"
@@ -307,12 +309,13 @@ static const char forge_hostcall_src[] =
     "    except OSError:\n"
     "        pass\n"
     "'survived'\n";
-#define FORGE_HOSTCALL_VARIANTS 7
+#define FORGE_HOSTCALL_VARIANTS 9
 
 /* Forged "call", "result" and "expose" frames from a worker: a repeated or made-up call id, a
- * stray member, a message that travels the other way, each end that worker with a protocol
- * error (its held call is canceled); a call of a name that is not exposed is answered with an
- * error and reaches no function. */
+ * stray member, a message that travels the other way, a binary value whose path leads to no
+ * null, a binary value that never comes, each end that worker with a protocol error (its held
+ * call is canceled); a call of a name that is not exposed is answered with an error and reaches
+ * no function. */
 TEST(worker_forged_hostcall_contained) {
   th_t t;
   th_result_t r;

@@ -74,6 +74,13 @@ const OPS = {
   $prefix(arg, act, where) {
     if (typeof act !== 'string' || !act.startsWith(arg)) fail(where, '$prefix', arg, act);
   },
+  // A binary value is a Buffer (the binding's form for kh_buffer_t).
+  $bytes(arg, act, where) {
+    const hex = Buffer.isBuffer(act) ? act.toString('hex') : null;
+    if (hex === null || (arg.hex !== undefined && hex !== arg.hex) ||
+        (arg.prefix_hex !== undefined && !hex.startsWith(arg.prefix_hex)) ||
+        (arg.len !== undefined && act.length !== arg.len)) fail(where, '$bytes', arg, act);
+  },
   $min(arg, act, where) {
     if (typeof act !== 'number' || act < arg) fail(where, '$min', arg, act);
   },
