@@ -227,8 +227,7 @@ static void on_answer(worker_t *wk, const char *id, json_t *msg, const char *dat
 }
 
 static int worker_hostcall_answer(kh_kernel_t *k, int64_t id, const json_t *value,
-                                  const char *message, const kh_buffer_t *buffers,
-                                  size_t nbuffers);
+                                  const char *message, const kh_buffer_t *buffers, size_t nbuffers);
 
 static void on_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg, const char *data,
                      size_t len) {

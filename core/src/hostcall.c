@@ -40,11 +40,11 @@ typedef struct kh__hostfns_s {
 } hostfns_t;
 
 struct kh_hostcall_s {
-  kh_hostcall_t *next;   /* in k->hostfns->calls while pending */
-  kh_kernel_t *k;        /* NULL once canceled: then nothing but kh_free-ing it is left */
-  int cell;              /* made by the kernel's own (cell) thread */
-  kh__hcwait_t *wait;    /* main_thread: the waiting thread's waiter (a reference), else NULL */
-  int64_t id;            /* worker: the process's call id */
+  kh_hostcall_t *next; /* in k->hostfns->calls while pending */
+  kh_kernel_t *k;      /* NULL once canceled: then nothing but kh_free-ing it is left */
+  int cell;            /* made by the kernel's own (cell) thread */
+  kh__hcwait_t *wait;  /* main_thread: the waiting thread's waiter (a reference), else NULL */
+  int64_t id;          /* worker: the process's call id */
   char name[KH__HOSTFN_NAME_MAX + 1];
 };
 
@@ -365,8 +365,8 @@ static void run_call(kh_kernel_t *k, const char *name, const char *args, size_t 
     return;
   }
   if (t->ncalls >= KH__HOSTCALLS_MAX) {
-    refuse(k, wait, id, KH__HC_FAILED,
-           "too many host calls in flight (%d): '%s' was not called", KH__HOSTCALLS_MAX, name);
+    refuse(k, wait, id, KH__HC_FAILED, "too many host calls in flight (%d): '%s' was not called",
+           KH__HOSTCALLS_MAX, name);
     kh__hcwait_unref(wait);
     return;
   }
@@ -512,25 +512,49 @@ void kh__hostcall_free(kh_kernel_t *k) {
 
 /* --- answers -------------------------------------------------------------------------------- */
 
-/* A copy of s (n bytes) that is valid UTF-8: each ill-formed byte becomes U+FFFD. Owned. */
+/* The length of the UTF-8 sequence at p (n bytes left): > 0 a valid one, < 0 minus the length
+ * of its maximal ill-formed prefix (Unicode's "maximal subpart": one U+FFFD each, as Python's
+ * "replace" decoder makes). */
+static int utf8_seq(const unsigned char *p, size_t n) {
+  unsigned c = p[0], lo = 0x80, hi = 0xBF;
+  int len, i;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF)
+    len = 2;
+  else if (c >= 0xE0 && c <= 0xEF)
+    len = 3;
+  else if (c >= 0xF0 && c <= 0xF4)
+    len = 4;
+  else
+    return -1;
+  if (c == 0xE0)
+    lo = 0xA0; /* overlong */
+  else if (c == 0xED)
+    hi = 0x9F; /* surrogates */
+  else if (c == 0xF0)
+    lo = 0x90; /* overlong */
+  else if (c == 0xF4)
+    hi = 0x8F; /* past U+10FFFF */
+  for (i = 1; i < len; i++) {
+    if ((size_t)i >= n || p[i] < lo || p[i] > hi) return -i;
+    lo = 0x80;
+    hi = 0xBF;
+  }
+  return len;
+}
+
+/* A copy of s (n bytes) that is valid UTF-8: each ill-formed part becomes U+FFFD. Owned. */
 static char *utf8_clean(const char *s, size_t n) {
   kh__strbuf_t sb = {0};
   size_t i = 0;
-  if (kh__utf8_valid(s, n)) {
-    char *c = kh__memdup(s, n + 1);
-    if (c) c[n] = '\0';
-    return c;
-  }
   while (i < n) {
-    size_t j = i + 1;
-    /* the longest prefix from i that is valid UTF-8, byte by byte (messages are short) */
-    while (j <= n && j - i <= 4 && !kh__utf8_valid(s + i, j - i)) j++;
-    if (j <= n && j - i <= 4) {
-      kh__sb_append(&sb, s + i, j - i);
-      i = j;
+    int l = utf8_seq((const unsigned char *)s + i, n - i);
+    if (l > 0) {
+      kh__sb_append(&sb, s + i, (size_t)l);
+      i += (size_t)l;
     } else {
       kh__sb_append(&sb, "\xEF\xBF\xBD", 3);
-      i++;
+      i += (size_t)-l;
     }
   }
   kh__sb_append(&sb, "", 1);

@@ -170,7 +170,8 @@ int kh__sink_has_name(kh__sink_t *s, const char *name) {
   const char *p;
   int found = 0;
   uv_mutex_lock(&s->mu);
-  for (p = s->host_names; p != NULL && *p && !found; p += strlen(p) + 1) found = strcmp(p, name) == 0;
+  for (p = s->host_names; p != NULL && *p && !found; p += strlen(p) + 1)
+    found = strcmp(p, name) == 0;
   uv_mutex_unlock(&s->mu);
   return found;
 }

@@ -419,7 +419,7 @@ void kh__kernel_on_answer(kh_kernel_t *k, const char *id, int status, const char
 
 /* Bytes of an exposed name, without the NUL: the protocol's bound (protocol.h). */
 #define KH__HOSTFN_NAME_MAX KH__P_HOSTFN_NAME_MAX
-#define KH__HOSTCALLS_MAX 256  /* calls of one kernel in flight; more are answered with an error */
+#define KH__HOSTCALLS_MAX 256 /* calls of one kernel in flight; more are answered with an error */
 
 /* A thread of a main_thread kernel waiting for its host call's answer (py-hostcall.c waits on
  * it, GIL released). Settled once: by the answer, an error or a cancellation (the loop); the
@@ -430,12 +430,12 @@ typedef struct kh__hcwait_s {
   uv_mutex_t mu;
   uv_cond_t cv;
   /* Written under mu; atomic so that the waiting thread can spin on them without it. */
-  atomic_int state;        /* KH__HC_* */
+  atomic_int state; /* KH__HC_* */
   atomic_int interrupted;
-  char *text;              /* guarded by mu: owned: the value's JSON (ANSWERED) or the message */
-  size_t len;              /* guarded by mu */
-  kh_buffer_t *buffers;    /* guarded by mu: owned copies (paths and data) of the value's */
-  size_t nbuffers;         /* guarded by mu */
+  char *text;           /* guarded by mu: owned: the value's JSON (ANSWERED) or the message */
+  size_t len;           /* guarded by mu */
+  kh_buffer_t *buffers; /* guarded by mu: owned copies (paths and data) of the value's */
+  size_t nbuffers;      /* guarded by mu */
 } kh__hcwait_t;
 
 kh__hcwait_t *kh__hcwait_new(void); /* refs 1; NULL when out of memory. Thread: any */
@@ -457,11 +457,12 @@ typedef struct {
   size_t args_len;
   kh_buffer_t *buffers; /* owned copies */
   size_t nbuffers;
-  int cell;          /* made by the kernel's own thread (the running cell): interrupts cancel it */
+  int cell;           /* made by the kernel's own thread (the running cell): interrupts cancel it */
   kh__hcwait_t *wait; /* a reference */
 } kh__hcreq_t;
 
-void kh__hcreq_free(kh__hcreq_t *req); /* frees req, settling its waiter as canceled if still waiting */
+void kh__hcreq_free(
+    kh__hcreq_t *req); /* frees req, settling its waiter as canceled if still waiting */
 /* Posted through the sink (kh__sink_post_owned, with kh__hcreq_drop): runs the call. */
 void kh__hostcall_on_post(kh_kernel_t *k, void *req);
 void kh__hcreq_drop(void *req);

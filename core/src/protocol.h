@@ -115,9 +115,9 @@
   X(FATAL, "fatal", KH__P_TO_HOST)           \
   X(INTERACT, "interact", KH__P_TO_WORKER)   \
   X(ANSWER, "answer", KH__P_TO_HOST)         \
-  X(CANCEL, "cancel", KH__P_TO_WORKER)     \
-  X(EXPOSE, "expose", KH__P_TO_WORKER)     \
-  X(CALL, "call", KH__P_TO_HOST)           \
+  X(CANCEL, "cancel", KH__P_TO_WORKER)       \
+  X(EXPOSE, "expose", KH__P_TO_WORKER)       \
+  X(CALL, "call", KH__P_TO_HOST)             \
   X(RESULT, "result", KH__P_TO_WORKER)
 
 /* Which way a message travels. */

@@ -506,8 +506,8 @@ typedef struct hcwait_s {
   size_t nbufs;
 } hcwait_t;
 static pthread_mutex_t hc_mu = PTHREAD_MUTEX_INITIALIZER;
-static hcwait_t *hc_head;    /* guarded by hc_mu: the calls waited for */
-static int64_t hc_last_id;   /* guarded by hc_mu */
+static hcwait_t *hc_head;  /* guarded by hc_mu: the calls waited for */
+static int64_t hc_last_id; /* guarded by hc_mu */
 
 /* "result": settles the call it names, if anyone still waits for it (an interrupted wait has
  * gone: its late answer is dropped here). Its binary frames are still in the command decoder
@@ -600,6 +600,7 @@ static int worker_hostcall(int cell, const char *name, const char *args, size_t 
                            size_t *text_len, kh_buffer_t **out_buffers, size_t *out_nbuffers) {
   hcwait_t *w;
   json_t *head;
+  PyThreadState *ts;
   uint64_t spin_until;
   int main_thread = pthread_equal(pthread_self(), main_tid);
   *out_buffers = NULL;
@@ -629,8 +630,8 @@ static int worker_hostcall(int cell, const char *name, const char *args, size_t 
    * frames written under one lock, so threads calling at once cannot overtake each other. */
   pthread_mutex_lock(&hc_mu);
   w->id = ++hc_last_id;
-  head = json_pack("{s:s, s:I, s:s, s:b}", "t", kh__proto_name(KH__P_CALL), "id",
-                   (json_int_t)w->id, "name", name, "cell", cell);
+  head = json_pack("{s:s, s:I, s:s, s:b}", "t", kh__proto_name(KH__P_CALL), "id", (json_int_t)w->id,
+                   "name", name, "cell", cell);
   if (head != NULL) {
     w->next = hc_head;
     hc_head = w;
@@ -660,12 +661,13 @@ static int worker_hostcall(int cell, const char *name, const char *args, size_t 
     pfd[0].events = POLLIN;
     pfd[1].fd = in_fd;
     pfd[1].events = POLLIN;
-    Py_BEGIN_ALLOW_THREADS r = poll(pfd, (nfds_t)n, spin ? 0 : -1);
+    ts = PyEval_SaveThread();
+    r = poll(pfd, (nfds_t)n, spin ? 0 : -1);
     if (r > 0 && n == 2 && pfd[1].revents)
       pump_commands(spin ? 2 : 1);
     else if (r == 0)
       sched_yield();
-    Py_END_ALLOW_THREADS
+    PyEval_RestoreThread(ts);
     /* SIGINT (an interrupt) broke the poll, or arrived meanwhile: Python's handler runs now. */
     if (main_thread && PyErr_CheckSignals() < 0) {
       hc_forget(w);
@@ -1036,8 +1038,7 @@ static void setup_fds(void) {
 /* Python on this (main) thread, where SIGINT raises KeyboardInterrupt; the runtime's part of
  * opening a kernel is _kh_worker.open_kernel, looked up once here. */
 static int start_python(char *err) {
-  static const kh__py_start_t how = {KH__PY_WORKER, worker_emit, interrupt_landed,
-                                     worker_hostcall};
+  static const kh__py_start_t how = {KH__PY_WORKER, worker_emit, interrupt_landed, worker_hostcall};
   PyObject *mod;
   if (kh__py_start(&how, err) != 0) return -1;
   mod = PyImport_ImportModule("_kh_worker");

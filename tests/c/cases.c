@@ -169,8 +169,8 @@ static int match_op(run_t *r, const char *op, json_t *arg, json_t *act, const ch
     /* A binary value (th_put_buffers made it {"$binary": hex}): its hex, a hex prefix, a length;
      * a string argument is the hex. */
     const char *hex = json_string_value(json_object_get(act, "$binary"));
-    const char *want =
-        json_is_string(arg) ? json_string_value(arg) : json_string_value(json_object_get(arg, "hex"));
+    const char *want = json_is_string(arg) ? json_string_value(arg)
+                                           : json_string_value(json_object_get(arg, "hex"));
     const char *pre = json_string_value(json_object_get(arg, "prefix_hex"));
     json_t *len = json_object_get(arg, "len");
     int ok = hex != NULL && (want == NULL || strcmp(hex, want) == 0) &&
@@ -999,7 +999,8 @@ static void later_fire(uv_timer_t *t) {
   int rc = l->json ? kh_hostcall_return(l->call, l->json, strlen(l->json), l->bufs, l->nb)
                    : kh_hostcall_error(l->call, l->error);
   /* KH_ECANCELED: the kernel stopped waiting meanwhile (the case destroyed it, say). */
-  if (rc != 0 && rc != KH_ECANCELED) case_fail(l->run, "a later answer failed: %s", kh_err_name(rc));
+  if (rc != 0 && rc != KH_ECANCELED)
+    case_fail(l->run, "a later answer failed: %s", kh_err_name(rc));
   l->run->answers_due--;
   uv_close((uv_handle_t *)&l->timer, later_closed);
 }
@@ -1057,7 +1058,8 @@ static void run_done(kh_manager_t *m, const kh_reply_t *rep, int status, void *d
     snprintf(msg, sizeof(msg), "%s: %s", th_s(reply, "error.ename"), th_s(reply, "error.evalue"));
     ret = kh_hostcall_error(rc->call, msg);
   }
-  if (ret != 0 && ret != KH_ECANCELED) case_fail(r, "answering a run call failed: %s", kh_err_name(ret));
+  if (ret != 0 && ret != KH_ECANCELED)
+    case_fail(r, "answering a run call failed: %s", kh_err_name(ret));
   json_decref(reply);
   free(rc);
 }

@@ -9,9 +9,9 @@ typedef struct {
   int calls;
   char kernel_id[64];
   char name[80];
-  json_t *args;          /* the last call's arguments */
-  kh_hostcall_t *held;   /* a call kept unanswered */
-  const char *answer;    /* JSON to answer with at once, or NULL */
+  json_t *args;        /* the last call's arguments */
+  kh_hostcall_t *held; /* a call kept unanswered */
+  const char *answer;  /* JSON to answer with at once, or NULL */
 } host_t;
 
 static void host_reset(host_t *h) {
@@ -26,7 +26,8 @@ static void record(host_t *h, const char *kernel_id, const char *name, const cha
   snprintf(h->name, sizeof(h->name), "%s", name);
   json_decref(h->args);
   h->args = json_loadb(args, len, JSON_ALLOW_NUL, NULL);
-  if (h->args == NULL || !json_is_array(h->args)) FAIL("host call arguments are not an array: %.*s", (int)len, args);
+  if (h->args == NULL || !json_is_array(h->args))
+    FAIL("host call arguments are not an array: %.*s", (int)len, args);
 }
 
 /* Answers h->answer at once (or holds the call when it is NULL). */
@@ -98,7 +99,8 @@ TEST(hostcall_value_types) {
   ASSERT(json_integer_value(json_array_get(a, 6)) == INT64_MIN);
   ASSERT(json_is_real(json_array_get(a, 7)) && json_real_value(json_array_get(a, 7)) == 1.5);
   ASSERT(json_real_value(json_array_get(a, 11)) == 0.1);
-  ASSERT_STR(json_string_value(json_array_get(a, 13)), "h\xc3\xa9llo \xe2\x98\x83 \xf0\x9f\x98\x80");
+  ASSERT_STR(json_string_value(json_array_get(a, 13)),
+             "h\xc3\xa9llo \xe2\x98\x83 \xf0\x9f\x98\x80");
   ASSERT_INT(json_string_length(json_array_get(a, 14)), ==, 8);
   ASSERT(json_is_array(json_array_get(a, 19)));
   ASSERT_INT(json_integer_value(json_object_get(json_array_get(a, 18), "k/~")), ==, 1);
@@ -290,7 +292,8 @@ static const char forge_hostcall_src[] =
     "def fr(o):\n"
     "    b = json.dumps(o).encode()\n"
     "    return struct.pack('>I', len(b)) + b\n"
-    "call = lambda i, **kw: dict({'t': 'call', 'id': i, 'name': 'hold', 'cell': False, 'args': []}, "
+    "call = lambda i, **kw: dict({'t': 'call', 'id': i, 'name': 'hold', 'cell': False, 'args': "
+    "[]}, "
     "**kw)\n"
     "blobs = [\n"
     "    fr(call(7)) + fr(call(7)),\n"
@@ -365,6 +368,74 @@ TEST(worker_forged_hostcall_contained) {
   h.answer = "\"real\"";
   th_exec(&t, id, "import kernelhost\n(kernelhost.host.hold(), dir(kernelhost.host))", &r);
   ASSERT_STR(th_s(r.json, "result.data.text/plain"), "('real', ['hold'])");
+  th_result_free(&r);
+  th_fini(&t);
+  host_reset(&h);
+}
+
+/* Answers the host cannot give: not JSON, NULL, an integer beyond 64 bits, a binary value whose
+ * path leads to no null, are refused with KH_EINVAL and leave the call unanswered, so the host
+ * answers it again; an error text that is not UTF-8 reaches Python cleaned; names are checked;
+ * functions exposed before the kernel is ready are there once it is. */
+static void fn_bad_answers(kh_manager_t *m, const char *kernel_id, const char *name,
+                           const char *args, size_t len, const kh_buffer_t *b, size_t nb,
+                           kh_hostcall_t *call, void *data) {
+  host_t *h = data;
+  kh_buffer_t buf = {"/x", "ab", 2}, dup[2] = {{"/1", "a", 1}, {"/1", "b", 1}};
+  (void)b;
+  (void)nb;
+  record(h, kernel_id, name, args, len);
+  ASSERT_ERR(kh_hostcall_return(call, "{not json", 9, NULL, 0), KH_EINVAL);
+  ASSERT_CONTAINS(kh_manager_errmsg(m), "not JSON");
+  ASSERT_ERR(kh_hostcall_return(call, NULL, 0, NULL, 0), KH_EINVAL);
+  ASSERT_ERR(kh_hostcall_return(call, "99999999999999999999", 20, NULL, 0), KH_EINVAL);
+  ASSERT_ERR(kh_hostcall_return(call, "{\"x\": 1}", 8, &buf, 1), KH_EINVAL);
+  ASSERT_ERR(kh_hostcall_return(call, "[0, null]", 9, dup, 2), KH_EINVAL);
+  ASSERT_ERR(kh_hostcall_return(NULL, "1", 1, NULL, 0), KH_EINVAL);
+  ASSERT_ERR(kh_hostcall_error(NULL, "x"), KH_EINVAL);
+  /* Still unanswered: this answer is the one the cell gets. */
+  ASSERT_INT(kh_hostcall_error(call, "bad \xff\xfe bytes \xe2\x98"), ==, 0);
+}
+
+TEST(hostcall_bad_answer) {
+  th_t t;
+  th_result_t r;
+  host_t h = {0};
+  char id[64];
+  int created[2] = {0, 0};
+  th_init(&t, NULL);
+  ASSERT_ERR(kh_kernel_expose(t.m, "no-such-kernel", "f", fn_bad_answers, &h), KH_ENOTFOUND);
+  ASSERT_INT(kh_kernel_create(t.m, th_opts(""), id, sizeof(id), th_done_cb, created), ==, 0);
+  /* Exposed while the kernel starts: its worker hears of it once ready. */
+  ASSERT_INT(kh_kernel_expose(t.m, id, "f", fn_bad_answers, &h), ==, 0);
+  ASSERT_INT(kh_kernel_expose(t.m, id, "f", fn_bad_answers, &h), ==, 0); /* replaces */
+  ASSERT_INT(kh_kernel_expose(t.m, id, "never_exposed", NULL, NULL), ==, 0);
+  ASSERT_ERR(kh_kernel_expose(t.m, id, "", fn_bad_answers, &h), KH_EINVAL);
+  ASSERT_ERR(kh_kernel_expose(t.m, id, NULL, fn_bad_answers, &h), KH_EINVAL);
+  ASSERT_ERR(kh_kernel_expose(t.m, id, "caf\xc3\xa9", fn_bad_answers, &h), KH_EINVAL);
+  ASSERT_ERR(kh_kernel_expose(t.m, id,
+                              "a234567890123456789012345678901234567890123456789012345678901234"
+                              "5",
+                              fn_bad_answers, &h),
+             KH_EINVAL);
+  ASSERT_INT(
+      kh_kernel_expose(t.m, id, "a234567890123456789012345678901234567890123456789012345678901234",
+                       fn_bad_answers, &h),
+      ==, 0);
+  th_run_until(&t, &created[0]);
+  ASSERT_INT(created[1], ==, 0);
+  th_exec(&t, id,
+          "import kernelhost\n"
+          "try:\n"
+          "    kernelhost.host.f(1)\n"
+          "except kernelhost.HostError as e:\n"
+          "    print(repr(str(e)))\n"
+          "print(len(dir(kernelhost.host)))",
+          &r);
+  ASSERT_STR(th_s(r.json, "status"), "ok");
+  ASSERT_STR(th_s(r.json, "outputs[1].data.text"),
+             "'bad \xef\xbf\xbd\xef\xbf\xbd bytes \xef\xbf\xbd'\n2\n");
+  ASSERT_INT(h.calls, ==, 1);
   th_result_free(&r);
   th_fini(&t);
   host_reset(&h);
