@@ -159,12 +159,26 @@ TEST(hostcall_interrupt_pending) {
   th_result_free(&r);
   ASSERT_ERR(kh_hostcall_error(h.held, "late too"), KH_ECANCELED);
   h.held = NULL;
+  /* A time limit interrupts the same way (kernel.c's timer, not kh_kernel_interrupt). */
+  {
+    kh_execute_options_t o;
+    kh_execute_options_init(&o);
+    o.timeout_ms = 300;
+    ASSERT_INT(th_submit(&t, id, "kernelhost.host.hold(4)", &o, &r), ==, 0);
+    wait_calls(&t, &h, 3);
+    th_run_until(&t, &r.done);
+    ASSERT_INT(r.status, ==, 0);
+    ASSERT_STR(th_s(r.json, "status"), "error");
+    ASSERT_ERR(kh_hostcall_return(h.held, "1", 1, NULL, 0), KH_ECANCELED);
+    h.held = NULL;
+    th_result_free(&r);
+  }
   /* The kernel and its function work as before. */
   h.answer = "\"fresh\"";
   th_exec(&t, id, "kernelhost.host.hold(3)", &r);
   ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'fresh'");
   th_result_free(&r);
-  ASSERT_INT(h.calls, ==, 3);
+  ASSERT_INT(h.calls, ==, 4);
   th_fini(&t);
   host_reset(&h);
 }
