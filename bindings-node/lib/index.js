@@ -118,9 +118,26 @@ function executeOptions(options) {
 // Called by the addon for every event of the manager; `this` is the NativeManager. It captures
 // nothing, so the addon's strong reference to it keeps no manager alive: an unreferenced
 // manager can be collected, and its finalizer closes it.
-function onNativeEvent(kernelId, executionId, type, json) {
+// The core's binary values (image/png, comm buffers, ...) arrive beside the JSON as
+// [path, Buffer] pairs, path a JSON Pointer (RFC 6901) to the null they replace.
+function applyBuffers(doc, bufs) {
+  if (bufs === undefined) return doc;
+  for (const [path, buf] of bufs) {
+    const steps = path.split('/').slice(1).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+    let parent = doc;
+    for (let i = 0; i < steps.length - 1 && parent !== null && typeof parent === 'object'; i++)
+      parent = parent[steps[i]];
+    // defineProperty: a key "__proto__" (JSON.parse makes it an own property) stays a key.
+    if (parent !== null && typeof parent === 'object')
+      Object.defineProperty(parent, steps[steps.length - 1],
+        { value: buf, writable: true, enumerable: true, configurable: true });
+  }
+  return doc;
+}
+
+function onNativeEvent(kernelId, executionId, type, json, bufs) {
   const owner = this[OWNER];
-  if (owner !== undefined) owner._dispatch(kernelId, executionId, type, json);
+  if (owner !== undefined) owner._dispatch(kernelId, executionId, type, json, bufs);
 }
 
 // Called by the addon for every call of an exposed host function; `this` is the NativeManager
@@ -361,10 +378,10 @@ class KernelManager extends EventEmitter {
       // The core delivers every event and the reply from the loop, never inside this call, so
       // the stream is registered before the request's first event ("busy") can arrive.
       const executionId = this._native.execute(kernelId, code, opts[0], opts[1], opts[2], opts[3],
-        (errCode, message, json) => {
+        (errCode, message, json, bufs) => {
           if (stream !== null) this._streams.delete(executionId);
           if (errCode) reject(khError(errCode, message));
-          else resolve(toResult(kernelId, executionId, json));
+          else resolve(toResult(kernelId, executionId, json, bufs));
         });
       if (stream !== null) this._streams.set(executionId, stream);
     });
@@ -419,8 +436,8 @@ class KernelManager extends EventEmitter {
   // One event to its stream (if its request has one), then to the kernel's listeners, then to
   // 'kernelEvent'. The payload keeps Jupyter's keys; the two tags are this module's, in its
   // style. Listeners run synchronously, in the core's order.
-  _dispatch(kernelId, executionId, type, json) {
-    const data = JSON.parse(json);
+  _dispatch(kernelId, executionId, type, json, bufs) {
+    const data = applyBuffers(JSON.parse(json), bufs);
     data.kernelId = kernelId;
     data.executionId = executionId;
     const stream = this._streams.get(executionId);
@@ -603,8 +620,8 @@ function camelKeys(value) {
 
 // {status, executionCount, result?, error?, outputs}; each output's data is tagged as the same
 // event was when listeners saw it.
-function toResult(kernelId, executionId, json) {
-  const r = camelKeys(JSON.parse(json));
+function toResult(kernelId, executionId, json, bufs) {
+  const r = camelKeys(applyBuffers(JSON.parse(json), bufs));
   if (r.outputs === undefined) r.outputs = []; // replies for requests that never ran
   for (const o of r.outputs) {
     if (o.data !== null && typeof o.data === 'object') {

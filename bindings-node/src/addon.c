@@ -309,12 +309,48 @@ fail:
  * (len bytes) when given, else `count`, and null on failure; then frees the request. Runs from
  * a core callback on the loop, so it opens its own handle scope and hands exceptions to
  * nkh_flush_exception. No JS runs once the environment is going away. */
+/* Binary values beside a JSON text (kh_buffer_t) as a JS array of [path, Buffer] pairs (copies:
+ * the core's bytes are borrowed for the callback), or undefined when there are none; the JS side
+ * puts each Buffer where its JSON Pointer says (lib/index.js, applyBuffers). */
+static napi_status nkh_buffers_value(napi_env env, const kh_buffer_t *b, size_t n,
+                                     napi_value *out) {
+  napi_status st;
+  size_t i;
+  if (n == 0) return napi_get_undefined(env, out);
+  if ((st = napi_create_array_with_length(env, n, out)) != napi_ok) return st;
+  for (i = 0; i < n; i++) {
+    napi_value pair, path, buf;
+    void *dst;
+    if ((st = napi_create_array_with_length(env, 2, &pair)) != napi_ok ||
+        (st = napi_create_string_utf8(env, b[i].path, NAPI_AUTO_LENGTH, &path)) != napi_ok ||
+        (st = napi_create_buffer_copy(env, b[i].len, b[i].len ? b[i].data : "", &dst, &buf)) !=
+            napi_ok ||
+        (st = napi_set_element(env, pair, 0, path)) != napi_ok ||
+        (st = napi_set_element(env, pair, 1, buf)) != napi_ok ||
+        (st = napi_set_element(env, *out, (uint32_t)i, pair)) != napi_ok)
+      return st;
+  }
+  return napi_ok;
+}
+
+static void nkh_req_complete_bufs(nkh_req_t *r, int status, const char *errmsg, const char *str,
+                                  size_t len, int32_t count, const kh_buffer_t *bufs,
+                                  size_t nbufs);
+
 static void nkh_req_complete(nkh_req_t *r, int status, const char *errmsg, const char *str,
                              size_t len, int32_t count) {
+  nkh_req_complete_bufs(r, status, errmsg, str, len, count, NULL, 0);
+}
+
+/* As nkh_req_complete, with the value's binary values as a fourth argument (see
+ * nkh_buffers_value). */
+static void nkh_req_complete_bufs(nkh_req_t *r, int status, const char *errmsg, const char *str,
+                                  size_t len, int32_t count, const kh_buffer_t *bufs,
+                                  size_t nbufs) {
   nkh_manager_t *w = r->w;
   napi_env env = w->env;
   napi_handle_scope scope = NULL;
-  napi_value argv[3], fn, recv;
+  napi_value argv[4], fn, recv;
   if (w->teardown || r->cb == NULL) goto done;
   NAPI_CALL(env, napi_open_handle_scope(env, &scope));
   if (status == 0) {
@@ -330,9 +366,10 @@ static void nkh_req_complete(nkh_req_t *r, int status, const char *errmsg, const
                                            NAPI_AUTO_LENGTH, &argv[1]));
     NAPI_CALL(env, napi_get_null(env, &argv[2]));
   }
+  NAPI_CALL(env, nkh_buffers_value(env, bufs, status == 0 ? nbufs : 0, &argv[3]));
   NAPI_CALL(env, napi_get_reference_value(env, r->cb, &fn));
   NAPI_CALL(env, napi_get_global(env, &recv));
-  NAPI_CALL(env, napi_make_callback(env, w->actx, recv, fn, 3, argv, NULL));
+  NAPI_CALL(env, napi_make_callback(env, w->actx, recv, fn, 4, argv, NULL));
 fail:
   nkh_flush_exception(env);
   nkh_scope_close(env, scope);
@@ -346,7 +383,7 @@ static void nkh_manager_on_event(kh_manager_t *m, const kh_event_t *ev, void *da
   nkh_manager_t *w = data;
   napi_env env = w->env;
   napi_handle_scope scope = NULL;
-  napi_value self, fn, argv[4];
+  napi_value self, fn, argv[5];
   if (w->teardown || w->js_gone) return;
   NAPI_CALL(env, napi_open_handle_scope(env, &scope));
   NAPI_CALL(env, napi_get_reference_value(env, w->self, &self));
@@ -356,7 +393,8 @@ static void nkh_manager_on_event(kh_manager_t *m, const kh_event_t *ev, void *da
   NAPI_CALL(env, napi_create_string_utf8(env, ev->execution_id, NAPI_AUTO_LENGTH, &argv[1]));
   NAPI_CALL(env, napi_create_string_utf8(env, ev->type_name, NAPI_AUTO_LENGTH, &argv[2]));
   NAPI_CALL(env, napi_create_string_utf8(env, ev->json, ev->json_len, &argv[3]));
-  NAPI_CALL(env, napi_make_callback(env, w->actx, self, fn, 4, argv, NULL));
+  NAPI_CALL(env, nkh_buffers_value(env, ev->buffers, ev->nbuffers, &argv[4]));
+  NAPI_CALL(env, napi_make_callback(env, w->actx, self, fn, 5, argv, NULL));
 fail:
   nkh_flush_exception(env);
   nkh_scope_close(env, scope);
@@ -370,8 +408,9 @@ static void nkh_kernel_on_created(kh_manager_t *m, const char *kernel_id, int st
 static void nkh_kernel_on_executed(kh_manager_t *m, const kh_reply_t *reply, int status,
                                    void *data) {
   if (status == 0 && (reply == NULL || reply->json == NULL)) status = KH_EPROTO;
-  nkh_req_complete(data, status, reply ? reply->errmsg : NULL, status == 0 ? reply->json : NULL,
-                   status == 0 ? reply->json_len : 0, 0);
+  nkh_req_complete_bufs(data, status, reply ? reply->errmsg : NULL,
+                        status == 0 ? reply->json : NULL, status == 0 ? reply->json_len : 0, 0,
+                        status == 0 ? reply->buffers : NULL, status == 0 ? reply->nbuffers : 0);
 }
 
 /* Restart, destroy and destroyAll (status >= 0 is the count for destroyAll). */

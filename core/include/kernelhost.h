@@ -193,7 +193,10 @@ KH_EXTERN void kh_free(void *p);
 /* Creates a kernel. `options_json` is NULL or a JSON object (camelCase or snake_case keys):
  *   mode ("worker" | "main_thread", default "worker"), id (string), namespace (string),
  *   maxExecutionTime (ms), inactivityTimeout (ms), filesystem ({enabled, root, mountPoint,
- *   readOnly}), env ({name: value}), cwd, permissions, limits, autoRestart, sandbox, thread.
+ *   readOnly}), env ({name: value}), cwd, permissions, limits, autoRestart, sandbox, thread,
+ *   figureFormats, historyFile, binary ("bytes", the default: binary values of events and
+ *   replies as kh_buffer_t beside the JSON; "base64": as base64 strings inside it, the shape
+ *   of Jupyter's messages, for hosts that forward events to a Jupyter front end).
  * On success the id is copied to `id_out` (if not NULL, at least 64 bytes) at once, and `cb`
  * (may be NULL) runs when the kernel is ready (status 0), failed to start (KH_EWORKER,
  * KH_EPYTHON, KH_ENOTSUP: the system cannot enforce the sandbox) or was destroyed while
@@ -358,7 +361,11 @@ KH_EXTERN int kh_kernel_kernel_info(kh_manager_t *m, const char *kernel_id, uint
  *   it (the one exception to the rule above; the GIL is released meanwhile, and the function
  *   may run cells of other kernels). It must answer before it returns: one that does not makes
  *   the cell's call raise HostError, and its handle answers KH_ECANCELED. Interrupts cannot
- *   reach such a cell (as ever for those kernels). */
+ *   reach such a cell (as ever for those kernels).
+ * - Cost: after a host call the core keeps the loop polling without sleeping for up to 100 us (an
+ *   unref'd uv_idle handle: the loop's timeout is 0 meanwhile, and nothing is kept alive), and
+ *   the waiting thread spins as long before it sleeps, so that a cell's next call costs no
+ *   wake-up on either side. */
 
 /* One call in flight. Answered exactly once, with kh_hostcall_return() or kh_hostcall_error(),
  * which free it; valid until then, even after its kernel was interrupted or destroyed. */

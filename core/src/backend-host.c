@@ -39,7 +39,8 @@ static int host_start(kh_kernel_t *k) {
   k->backend = h;
   /* The first kernel of the process waits here for CPython to start (tens of ms, once). The
    * outcome is posted, so the create callback still runs from the loop. */
-  rc = kh__py_kernel_open(&h->py, k->sink, k->id, 1, k->opts.figure_formats, errmsg);
+  rc = kh__py_kernel_open(&h->py, k->sink, k->id, 1, k->opts.figure_formats,
+                          k->opts.binary_base64, errmsg);
   post_status(k, KH__MSG_READY, rc, errmsg);
   return 0;
 }
@@ -47,16 +48,17 @@ static int host_start(kh_kernel_t *k) {
 static int host_execute(kh_kernel_t *k, kh__request_t *r) {
   host_t *h = k->backend;
   size_t n = 0;
+  kh__bufs_t bufs = {0};
   char *reply;
   kh_kernel_t *prev;
   if (h->py == NULL || h->in_cell) return KH_ECLOSED;
   h->in_cell = 1;
   prev = kh__hostcall_host_enter(k);
-  reply =
-      kh__py_kernel_execute(h->py, r->exec_id, r->code, r->len, r->silent, r->store_history, &n);
+  reply = kh__py_kernel_execute(h->py, r->exec_id, r->code, r->len, r->silent, r->store_history,
+                                &n, &bufs);
   kh__hostcall_host_leave(prev);
   h->in_cell = 0;
-  if (reply != NULL) kh__sink_post(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, reply, n);
+  if (reply != NULL) kh__sink_post_bufs(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, reply, n, &bufs);
   free(reply);
   if (h->stop_after_cell) { /* destroyed from inside the cell: now it can go */
     kh__py_kernel_close(h->py);

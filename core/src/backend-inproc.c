@@ -43,6 +43,7 @@ typedef struct {
   kh__sink_t *sink;   /* a reference of the thread's own: the kernel may release its one */
   char id[KH__ID_MAX];
   json_t *figure_formats; /* owned by the thread until it opened Python: the option's copy */
+  int binary_base64;
 } inproc_t;
 
 static void post_cmd(inproc_t *ip, cmd_t *c) {
@@ -80,7 +81,8 @@ static void kernel_thread(void *arg) {
   inproc_t *ip = arg;
   kh__pyk_t *py = NULL;
   char errmsg[KH__ERRMSG_MAX] = "";
-  int rc = kh__py_kernel_open(&py, ip->sink, ip->id, 0, ip->figure_formats, errmsg);
+  int rc = kh__py_kernel_open(&py, ip->sink, ip->id, 0, ip->figure_formats, ip->binary_base64,
+                              errmsg);
   json_decref(ip->figure_formats);
   ip->figure_formats = NULL;
   if (rc == 0) {
@@ -105,8 +107,9 @@ static void kernel_thread(void *arg) {
 
     if (c->kind == CMD_EXEC) {
       size_t n = 0;
+      kh__bufs_t bufs = {0};
       char *reply = py ? kh__py_kernel_execute(py, c->exec_id, c->code, c->len, c->silent,
-                                               c->store_history, &n)
+                                               c->store_history, &n, &bufs)
                        : NULL;
       if (reply == NULL) {
         static const char oom[] =
@@ -115,7 +118,7 @@ static void kernel_thread(void *arg) {
             "\"traceback\":[]}}";
         kh__sink_post(ip->sink, KH__MSG_REPLY, 0, 0, c->exec_id, oom, sizeof(oom) - 1);
       } else {
-        kh__sink_post(ip->sink, KH__MSG_REPLY, 0, 0, c->exec_id, reply, n);
+        kh__sink_post_bufs(ip->sink, KH__MSG_REPLY, 0, 0, c->exec_id, reply, n, &bufs);
         free(reply);
       }
     } else if (c->kind == CMD_RESET) {
@@ -158,6 +161,7 @@ static int inproc_start(kh_kernel_t *k) {
   memcpy(ip->id, k->id, sizeof(ip->id));
   /* A copy of the thread's own: the loop may read the kernel's options meanwhile (info). */
   ip->figure_formats = json_deep_copy(k->opts.figure_formats); /* NULL stays NULL */
+  ip->binary_base64 = k->opts.binary_base64;
   rc = k->opts.figure_formats != NULL && ip->figure_formats == NULL ? KH_ENOMEM : 0;
   /* Python code recurses deeply (pandas, matplotlib): give the thread a full-size stack. */
   to.flags = UV_THREAD_HAS_STACK_SIZE;

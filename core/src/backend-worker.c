@@ -50,6 +50,7 @@ static int send_open(worker_t *wk) {
   if (k->opts.env) json_object_set(msg, "env", k->opts.env);
   if (k->opts.cwd) json_object_set_new(msg, "cwd", json_string(k->opts.cwd));
   if (k->opts.figure_formats) json_object_set(msg, "figure_formats", k->opts.figure_formats);
+  if (k->opts.binary_base64) json_object_set_new(msg, "binary", json_string("base64"));
   if (wk->sandbox != NULL) {
     /* The worker applies it before it starts a thread or runs user code (core/worker/main.c).
      * A pooled worker is still single-threaded, blocked reading this very message. */
@@ -180,7 +181,7 @@ static int output_allowed(worker_t *wk, int type, const char *id, size_t len) {
            "{\"name\":\"stderr\",\"text\":\"\\n[kernelhost: output cut by the host after "
            "%llu bytes (limits.max_output_bytes)]\\n\"}",
            (unsigned long long)(wk->out_bytes - len));
-  kh__kernel_on_event(wk->k, KH_EVENT_STREAM, id, marker, strlen(marker));
+  kh__kernel_on_event(wk->k, KH_EVENT_STREAM, id, marker, strlen(marker), NULL);
   return 0;
 }
 
@@ -226,8 +227,7 @@ static void on_answer(worker_t *wk, const char *id, json_t *msg, const char *dat
 }
 
 static int worker_hostcall_answer(kh_kernel_t *k, int64_t id, const json_t *value,
-                                  const char *message, const kh_buffer_t *buffers,
-                                  size_t nbuffers);
+                                  const char *message, const kh_buffer_t *buffers, size_t nbuffers);
 
 static void on_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg, const char *data,
                      size_t len) {
@@ -248,12 +248,18 @@ static void on_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg,
         uv_timer_stop(&wk->grace);
         wk->grace_id[0] = '\0';
       }
-      kh__kernel_on_reply(wk->k, id, data, len);
+      kh__kernel_on_reply(wk->k, id, data, len, &w->bufs);
       break;
     case KH__P_EV:
       /* The type is a known event other than status (worker-proc.c). */
       type = kh_event_type_from_name(json_string_value(json_object_get(msg, "type")));
-      if (output_allowed(wk, type, id, len)) kh__kernel_on_event(wk->k, type, id, data, len);
+      {
+        /* Binary values count as they would in base64 (what the bound was made for). */
+        size_t i, total = len;
+        for (i = 0; i < w->bufs.n; i++) total += w->bufs.v[i].blob->len / 3 * 4 + 4;
+        if (output_allowed(wk, type, id, total))
+          kh__kernel_on_event(wk->k, type, id, data, len, &w->bufs);
+      }
       break;
     case KH__P_ANSWER:
       on_answer(wk, id, msg, data, len);
@@ -265,11 +271,14 @@ static void on_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg,
       json_int_t cid = json_integer_value(json_object_get(msg, "id"));
       const char *name = json_string_value(json_object_get(msg, "name"));
       int cell = json_is_true(json_object_get(msg, "cell"));
-      if (text == NULL) {
+      size_t nb = 0;
+      kh_buffer_t *views = kh__bufs_view(&w->bufs, &nb); /* checked by worker-proc.c */
+      if (text == NULL || (w->bufs.n > 0 && views == NULL)) {
         worker_hostcall_answer(wk->k, cid, NULL, "out of memory reading the host call", NULL, 0);
-        break;
+      } else {
+        kh__hostcall_from_worker(wk->k, cid, name, cell, text, strlen(text), views, nb);
       }
-      kh__hostcall_from_worker(wk->k, cid, name, cell, text, strlen(text), NULL, 0);
+      free(views);
       free(text);
       break;
     }
@@ -489,18 +498,16 @@ static void worker_expose(kh_kernel_t *k, const json_t *names) {
 }
 
 /* "result" for call `id` of the current process (a call of an earlier process was canceled when
- * it was replaced, so it never gets here). Until frames carry binary attachments, bytes cannot
- * travel to a worker (KH_ENOTSUP). */
+ * it was replaced, so it never gets here), its binary values as binary frames after it. */
 static int worker_hostcall_answer(kh_kernel_t *k, int64_t id, const json_t *value,
                                   const char *message, const kh_buffer_t *buffers,
                                   size_t nbuffers) {
   worker_t *wk = k->backend;
   json_t *msg;
   int rc;
-  (void)buffers;
   if (wk == NULL || wk->stopping || wk->w == NULL || wk->phase != PH_READY) return KH_EKERNELDEAD;
-  if (nbuffers > 0) {
-    message = "bytes cannot be passed to a worker kernel yet";
+  if (nbuffers > KH__FRAME_BUFS_MAX) {
+    message = "the host's answer has more binary values than a frame carries (64)";
     value = NULL;
   }
   msg = value != NULL ? json_pack("{s:s, s:I, s:O}", "t", kh__proto_name(KH__P_RESULT), "id",
@@ -508,7 +515,7 @@ static int worker_hostcall_answer(kh_kernel_t *k, int64_t id, const json_t *valu
                       : json_pack("{s:s, s:I, s:s}", "t", kh__proto_name(KH__P_RESULT), "id",
                                   (json_int_t)id, "error", message ? message : "");
   if (msg == NULL) return KH_ENOMEM;
-  rc = kh__wproc_send(wk->w, msg);
+  rc = kh__wproc_send_bufs(wk->w, msg, buffers, value != NULL ? nbuffers : 0);
   json_decref(msg);
   return rc;
 }

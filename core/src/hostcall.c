@@ -40,11 +40,11 @@ typedef struct kh__hostfns_s {
 } hostfns_t;
 
 struct kh_hostcall_s {
-  kh_hostcall_t *next;   /* in k->hostfns->calls while pending */
-  kh_kernel_t *k;        /* NULL once canceled: then nothing but kh_free-ing it is left */
-  int cell;              /* made by the kernel's own (cell) thread */
-  kh__hcwait_t *wait;    /* main_thread: the waiting thread's waiter (a reference), else NULL */
-  int64_t id;            /* worker: the process's call id */
+  kh_hostcall_t *next; /* in k->hostfns->calls while pending */
+  kh_kernel_t *k;      /* NULL once canceled: then nothing but kh_free-ing it is left */
+  int cell;            /* made by the kernel's own (cell) thread */
+  kh__hcwait_t *wait;  /* main_thread: the waiting thread's waiter (a reference), else NULL */
+  int64_t id;          /* worker: the process's call id */
   char name[KH__HOSTFN_NAME_MAX + 1];
 };
 
@@ -365,8 +365,8 @@ static void run_call(kh_kernel_t *k, const char *name, const char *args, size_t 
     return;
   }
   if (t->ncalls >= KH__HOSTCALLS_MAX) {
-    refuse(k, wait, id, KH__HC_FAILED,
-           "too many host calls in flight (%d): '%s' was not called", KH__HOSTCALLS_MAX, name);
+    refuse(k, wait, id, KH__HC_FAILED, "too many host calls in flight (%d): '%s' was not called",
+           KH__HOSTCALLS_MAX, name);
     kh__hcwait_unref(wait);
     return;
   }
@@ -512,66 +512,49 @@ void kh__hostcall_free(kh_kernel_t *k) {
 
 /* --- answers -------------------------------------------------------------------------------- */
 
-/* The value at JSON Pointer `path` (RFC 6901) inside root, or NULL when it leads nowhere. */
-static json_t *pointer_get(json_t *root, const char *path) {
-  json_t *v = root;
-  char tok[512];
-  if (*path == '\0') return root;
-  if (*path != '/') return NULL;
-  while (v != NULL && *path == '/') {
-    size_t n = 0;
-    path++;
-    while (*path && *path != '/') {
-      char ch = *path++;
-      if (ch == '~') {
-        if (*path == '0')
-          ch = '~';
-        else if (*path == '1')
-          ch = '/';
-        else
-          return NULL;
-        path++;
-      }
-      if (n + 1 >= sizeof(tok)) return NULL;
-      tok[n++] = ch;
-    }
-    tok[n] = '\0';
-    if (json_is_object(v)) {
-      v = json_object_getn(v, tok, n);
-    } else if (json_is_array(v)) {
-      char *end;
-      unsigned long i;
-      /* Decimal digits, no leading zero (RFC 6901's array-index). */
-      if (n == 0 || (n > 1 && tok[0] == '0') || tok[0] < '0' || tok[0] > '9') return NULL;
-      i = strtoul(tok, &end, 10);
-      if (*end != '\0') return NULL;
-      v = json_array_get(v, i);
-    } else {
-      return NULL;
-    }
+/* The length of the UTF-8 sequence at p (n bytes left): > 0 a valid one, < 0 minus the length
+ * of its maximal ill-formed prefix (Unicode's "maximal subpart": one U+FFFD each, as Python's
+ * "replace" decoder makes). */
+static int utf8_seq(const unsigned char *p, size_t n) {
+  unsigned c = p[0], lo = 0x80, hi = 0xBF;
+  int len, i;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF)
+    len = 2;
+  else if (c >= 0xE0 && c <= 0xEF)
+    len = 3;
+  else if (c >= 0xF0 && c <= 0xF4)
+    len = 4;
+  else
+    return -1;
+  if (c == 0xE0)
+    lo = 0xA0; /* overlong */
+  else if (c == 0xED)
+    hi = 0x9F; /* surrogates */
+  else if (c == 0xF0)
+    lo = 0x90; /* overlong */
+  else if (c == 0xF4)
+    hi = 0x8F; /* past U+10FFFF */
+  for (i = 1; i < len; i++) {
+    if ((size_t)i >= n || p[i] < lo || p[i] > hi) return -i;
+    lo = 0x80;
+    hi = 0xBF;
   }
-  return v;
+  return len;
 }
 
-/* A copy of s (n bytes) that is valid UTF-8: each ill-formed byte becomes U+FFFD. Owned. */
+/* A copy of s (n bytes) that is valid UTF-8: each ill-formed part becomes U+FFFD. Owned. */
 static char *utf8_clean(const char *s, size_t n) {
   kh__strbuf_t sb = {0};
   size_t i = 0;
-  if (kh__utf8_valid(s, n)) {
-    char *c = kh__memdup(s, n + 1);
-    if (c) c[n] = '\0';
-    return c;
-  }
   while (i < n) {
-    size_t j = i + 1;
-    /* the longest prefix from i that is valid UTF-8, byte by byte (messages are short) */
-    while (j <= n && j - i <= 4 && !kh__utf8_valid(s + i, j - i)) j++;
-    if (j <= n && j - i <= 4) {
-      kh__sb_append(&sb, s + i, j - i);
-      i = j;
+    int l = utf8_seq((const unsigned char *)s + i, n - i);
+    if (l > 0) {
+      kh__sb_append(&sb, s + i, (size_t)l);
+      i += (size_t)l;
     } else {
       kh__sb_append(&sb, "\xEF\xBF\xBD", 3);
-      i++;
+      i += (size_t)-l;
     }
   }
   kh__sb_append(&sb, "", 1);
@@ -604,17 +587,16 @@ int kh_hostcall_return(kh_hostcall_t *call, const char *json, size_t len,
                 call->name, err.text, err.position);
     return KH_EINVAL;
   }
-  for (i = 0; i < nbuffers && rc == 0; i++) {
-    const char *p = buffers[i].path ? buffers[i].path : "";
-    if ((buffers[i].data == NULL && buffers[i].len > 0) || !json_is_null(pointer_get(value, p))) {
-      kh__set_err(k->m->errmsg,
-                  "buffer %zu of host function '%s''s answer: path \"%.100s\" does not lead to a "
-                  "null in its JSON",
-                  i, call->name, p);
-      rc = KH_EINVAL;
+  for (i = 0; i < nbuffers; i++) {
+    if (buffers[i].path == NULL || (buffers[i].data == NULL && buffers[i].len > 0)) {
+      kh__set_err(k->m->errmsg, "buffer %zu of host function '%s''s answer has no %s", i,
+                  call->name, buffers[i].path == NULL ? "path" : "data");
+      json_decref(value);
+      return KH_EINVAL;
     }
   }
-  if (rc != 0) {
+  /* Each path leads to a null in the value, none twice (the paths Python puts the bytes at). */
+  if ((rc = kh__bufs_check(value, buffers, nbuffers, k->m->errmsg)) != 0) {
     json_decref(value);
     return rc;
   }

@@ -47,6 +47,7 @@ static kh__msg_t *inbox_take(kh__inbox_t *in) {
 static void msg_free(kh__msg_t *msg) {
   if (msg->drop != NULL) msg->drop(msg->arg); /* it never ran: its argument is still owned */
   free(msg->data);
+  kh__bufs_free(&msg->bufs);
   free(msg);
 }
 
@@ -101,8 +102,17 @@ static int sink_push(kh__sink_t *s, kh__msg_t *msg) {
 
 int kh__sink_post(kh__sink_t *s, int kind, int type, int status, const char *exec_id,
                   const char *data, size_t len) {
+  return kh__sink_post_bufs(s, kind, type, status, exec_id, data, len, NULL);
+}
+
+int kh__sink_post_bufs(kh__sink_t *s, int kind, int type, int status, const char *exec_id,
+                       const char *data, size_t len, kh__bufs_t *bufs) {
   kh__msg_t *msg = calloc(1, sizeof(*msg));
-  if (msg == NULL) return KH_ENOMEM;
+  if (msg == NULL) {
+    kh__bufs_free(bufs);
+    return KH_ENOMEM;
+  }
+  if (bufs != NULL) kh__bufs_move(&msg->bufs, bufs);
   msg->serial = s->serial;
   msg->kind = kind;
   msg->type = type;
@@ -115,7 +125,7 @@ int kh__sink_post(kh__sink_t *s, int kind, int type, int status, const char *exe
   if (data != NULL) {
     msg->data = malloc(len + 1);
     if (msg->data == NULL) {
-      free(msg);
+      msg_free(msg);
       return KH_ENOMEM;
     }
     memcpy(msg->data, data, len);
@@ -160,7 +170,8 @@ int kh__sink_has_name(kh__sink_t *s, const char *name) {
   const char *p;
   int found = 0;
   uv_mutex_lock(&s->mu);
-  for (p = s->host_names; p != NULL && *p && !found; p += strlen(p) + 1) found = strcmp(p, name) == 0;
+  for (p = s->host_names; p != NULL && *p && !found; p += strlen(p) + 1)
+    found = strcmp(p, name) == 0;
   uv_mutex_unlock(&s->mu);
   return found;
 }

@@ -60,7 +60,9 @@ static void on_exec_timer(uv_timer_t *t) {
     return;
   }
   /* Over the time limit (or a restart/destroy waits): interrupt now, and again after each
-   * grace period while the cell keeps running (a cell may swallow KeyboardInterrupt). */
+   * grace period while the cell keeps running (a cell may swallow KeyboardInterrupt). As for
+   * kh_kernel_interrupt, the cell's host call stops being waited for. */
+  kh__hostcall_cancel_cell(k);
   k->ops->interrupt(k);
   uv_timer_start(&k->exec_timer, on_exec_timer, reinterrupt_ms(k), 0);
 }

@@ -12,6 +12,13 @@
  * "data", written last, so that the host can take it as the validated text it arrived as
  * instead of building it (a 1 MB image costs 16 ms to build with jansson, 0.8 ms to validate).
  *
+ * Binary values travel beside the JSON, never as base64 (kh_buffer_t): a message with member
+ * "bufs" (an array of 1 to KH__FRAME_BUFS_MAX JSON Pointers into its "data", each leading to a
+ * null there) is followed at once by one binary frame per path, in order: a 4-byte big-endian
+ * length with its top bit set (KH__FRAME_BINARY; a JSON frame's never is), then that many raw
+ * bytes. The decoder hands the message out only with all of them (frame.c); a binary frame
+ * anywhere else, or a path that does not lead to a null in "data", is a protocol error.
+ *
  * The order, for one worker process:
  *
  *     host                                                 worker
@@ -46,14 +53,18 @@
  *   HELLO     worker -> host  pid: int, python: string (its version)
  *   OPEN      host -> worker  id: string (the kernel id), env?: {string: string},
  *                             cwd?: string, sandbox?: object (sandbox.c's plan),
- *                             figure_formats?: [string] (the kernel option, for _kh_mpl)
+ *                             figure_formats?: [string] (the kernel option, for _kh_mpl),
+ *                             binary?: string ("base64": the kernel option binary; absent:
+ *                             binary values go as binary frames)
  *   READY     worker -> host  sandbox?: object ({layers, missing}, what was applied), or
  *                             error: string and code?: int (KH_ENOTSUP: cannot confine)
  *   EXEC      host -> worker  id: string (the execution id), code: string, silent: bool,
  *                             store_history: bool
  *   EV        worker -> host  type: string (an event name other than "status", which only the
- *                             host reports), id: string ("" for no request), data: object
- *   REPLY     worker -> host  id: string (the running request's), data: object (the reply)
+ *                             host reports), id: string ("" for no request), data: object,
+ *                             bufs?: [string] (its binary values, see above)
+ *   REPLY     worker -> host  id: string (the running request's), data: object (the reply),
+ *                             bufs?: [string]
  *   INTERRUPT host -> worker  id: string (the cell to interrupt, if it still runs)
  *   INPUT     host -> worker  value: string (the answer to the last input_request;
  *                             the only string that may hold NULs)
@@ -76,13 +87,15 @@
  *   CALL      worker -> host  id: int (>= 1, greater than every earlier CALL's of this
  *                             process), name: string, cell: bool (made by the thread that runs
  *                             cells, whose call an interrupt cancels), args: [any] (the
- *                             positional arguments). Once ready, at any time, from any thread.
+ *                             positional arguments), bufs?: [string] (their binary values, as
+ *                             for EV, paths into args). Once ready, at any time, from any thread.
  *                             An id that is not new is a protocol error; a name the host does
  *                             not expose is answered with an error, since a name may have been
  *                             withdrawn while the call was on its way.
- *   RESULT    host -> worker  id: int (a CALL's), and value: any (the answer) or error: string
- *                             (the host function's failure: Python raises HostError). The
- *                             worker drops a RESULT for a call it no longer waits for. */
+ *   RESULT    host -> worker  id: int (a CALL's), and value: any (the answer; bufs?: [string],
+ *                             its binary values, paths into value) or error: string (the host
+ *                             function's failure: Python raises HostError). The worker drops a
+ *                             RESULT for a call it no longer waits for. */
 #ifndef KH_PROTOCOL_H
 #define KH_PROTOCOL_H
 
@@ -102,9 +115,9 @@
   X(FATAL, "fatal", KH__P_TO_HOST)           \
   X(INTERACT, "interact", KH__P_TO_WORKER)   \
   X(ANSWER, "answer", KH__P_TO_HOST)         \
-  X(CANCEL, "cancel", KH__P_TO_WORKER)     \
-  X(EXPOSE, "expose", KH__P_TO_WORKER)     \
-  X(CALL, "call", KH__P_TO_HOST)           \
+  X(CANCEL, "cancel", KH__P_TO_WORKER)       \
+  X(EXPOSE, "expose", KH__P_TO_WORKER)       \
+  X(CALL, "call", KH__P_TO_HOST)             \
   X(RESULT, "result", KH__P_TO_WORKER)
 
 /* Which way a message travels. */

@@ -36,11 +36,21 @@ static uv_thread_t service_tid;
 static PyInterpreterState *interp; /* written before state becomes 1, read-only after */
 
 static int host_emit(kh__sink_t *sink, const char *exec_id, int type, const char *data,
-                     size_t len) {
+                     size_t len, const kh_buffer_t *bufs, size_t nbufs) {
+  kh__bufs_t own = {0};
+  size_t i;
   if (sink == NULL) return KH_EINVAL;
+  /* The bytes are copied once, here: the host may keep the event's values past this call,
+   * and a blob can be freed on the loop thread without the GIL. */
+  for (i = 0; i < nbufs; i++) {
+    if (kh__bufs_add_copy(&own, bufs[i].path, bufs[i].data, bufs[i].len) != 0) {
+      kh__bufs_free(&own);
+      return KH_ENOMEM;
+    }
+  }
   /* The sink's locks are never held by a thread that waits for the GIL, so taking them with
    * the GIL held cannot deadlock. */
-  return kh__sink_post(sink, KH__MSG_EVENT, type, 0, exec_id, data, len);
+  return kh__sink_post_bufs(sink, KH__MSG_EVENT, type, 0, exec_id, data, len, &own);
 }
 
 /* The interpreter is started here, on the service thread, rather than on the host's thread:
@@ -138,7 +148,7 @@ static void capsule_free(PyObject *cap) {
 }
 
 int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, int host_thread,
-                       const json_t *figure_formats, char *errmsg) {
+                       const json_t *figure_formats, int binary_base64, char *errmsg) {
   kh__pyk_t *p;
   PyObject *mod = NULL, *cap = NULL, *ff = NULL;
   int rc;
@@ -171,6 +181,12 @@ int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id,
    * in a worker): _kh_mpl reads figure_formats_option when it renders a figure. */
   ff = kh__py_strings(figure_formats);
   if (ff == NULL || PyObject_SetAttrString(p->rt, "figure_formats_option", ff) != 0) goto fail;
+  if (binary_base64) {
+    PyObject *b = PyUnicode_FromString("base64");
+    int bad = b == NULL || PyObject_SetAttrString(p->rt, "binary", b) != 0;
+    Py_XDECREF(b);
+    if (bad) goto fail;
+  }
   Py_DECREF(ff);
   Py_DECREF(mod);
   Py_DECREF(cap);
@@ -193,9 +209,13 @@ fail : {
 }
 
 char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
-                            int silent, int store_history, size_t *out_len) {
+                            int silent, int store_history, size_t *out_len, kh__bufs_t *bufs) {
   PyObject *text, *r = NULL;
   char *out = NULL;
+  kh_buffer_t views[KH__FRAME_BUFS_MAX];
+  Py_buffer held[KH__FRAME_BUFS_MAX];
+  const char *data;
+  Py_ssize_t nb, i;
   PyEval_RestoreThread(p->ts);
   /* The core has checked the code is UTF-8 without NULs (KH_EENCODING), so this cannot fail
    * on the text; if it fails at all (memory), the reply says so like any runtime failure. */
@@ -206,9 +226,16 @@ char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code,
   }
   /* The reply is JSON the runtime already encoded (bytes): copied out while the GIL is held,
    * since the loop thread that parses it must never touch a Python object. */
-  if (r != NULL && PyBytes_Check(r)) {
-    *out_len = (size_t)PyBytes_GET_SIZE(r);
-    out = kh__memdup(PyBytes_AS_STRING(r), *out_len);
+  if ((nb = kh__py_reply_parts(r, &data, out_len, views, held)) >= 0) {
+    out = kh__memdup(data, *out_len);
+    for (i = 0; i < nb; i++) {
+      if (out != NULL && kh__bufs_add_copy(bufs, views[i].path, views[i].data, views[i].len)) {
+        free(out);
+        out = NULL;
+      }
+      PyBuffer_Release(&held[i]);
+    }
+    if (out == NULL) kh__bufs_free(bufs);
   } else {
     char buf[KH__ERRMSG_MAX];
     if (r == NULL)

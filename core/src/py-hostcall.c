@@ -126,7 +126,8 @@ static PyObject *result(int state, const char *text, size_t len, const kh_buffer
   int kind = state == KH__HC_ANSWERED ? 0 : state == KH__HC_FAILED ? 1 : 2;
   if (bufs == NULL) return NULL;
   for (i = 0; i < n; i++) {
-    PyObject *item = Py_BuildValue("(sy#)", b[i].path, (const char *)b[i].data, (Py_ssize_t)b[i].len);
+    PyObject *item =
+        Py_BuildValue("(sy#)", b[i].path, (const char *)b[i].data, (Py_ssize_t)b[i].len);
     if (item == NULL) {
       Py_DECREF(bufs);
       return NULL;

@@ -15,6 +15,7 @@
  * raises), the worker does not wait for it; it dies with the worker's process group. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -93,24 +94,14 @@ static void diag(const char *fmt, ...) {
   }
 }
 
-/* Writes one frame (the iovecs after the length) atomically with respect to other writers. A
- * failed write means the host is gone: there is no one left to serve. */
-static void write_frame_iov(struct iovec *iov, int n) {
-  char hdr[4];
-  size_t total = 0;
-  int i;
-  struct iovec all[8];
+/* Writes iov[0..n) (whole frames, length words included) atomically with respect to other
+ * writers. A failed write means the host is gone: there is no one left to serve. */
+static void write_iov_locked(struct iovec *all, int n) {
+  int i = 0;
   if (forked) return; /* the protocol is the worker's, never a forked child's */
-  for (i = 0; i < n; i++) total += iov[i].iov_len;
-  kh__frame_put_len(hdr, total);
-  all[0].iov_base = hdr;
-  all[0].iov_len = 4;
-  memcpy(all + 1, iov, sizeof(*iov) * (size_t)n);
-  n++;
   pthread_mutex_lock(&write_mu);
-  i = 0;
   while (i < n) {
-    ssize_t w = writev(out_fd, all + i, n - i);
+    ssize_t w = writev(out_fd, all + i, n - i > IOV_MAX ? IOV_MAX : n - i);
     if (w < 0) {
       if (errno == EINTR) continue;
       _exit(0);
@@ -124,6 +115,34 @@ static void write_frame_iov(struct iovec *iov, int n) {
   pthread_mutex_unlock(&write_mu);
 }
 
+/* Writes one frame (the iovecs after the length) and then its binary attachments (bufs, each a
+ * binary frame: frame.c), all at once. */
+static void write_frame_bufs(struct iovec *iov, int n, const kh_buffer_t *bufs, size_t nb) {
+  char hdr[4], rawhdr[KH__FRAME_BUFS_MAX][4];
+  size_t total = 0, k;
+  int i;
+  struct iovec all[8 + 2 * KH__FRAME_BUFS_MAX];
+  if (n > 7 || nb > KH__FRAME_BUFS_MAX) return;
+  for (i = 0; i < n; i++) total += iov[i].iov_len;
+  kh__frame_put_len(hdr, total);
+  all[0].iov_base = hdr;
+  all[0].iov_len = 4;
+  memcpy(all + 1, iov, sizeof(*iov) * (size_t)n);
+  n++;
+  for (k = 0; k < nb; k++) {
+    kh__frame_put_len(rawhdr[k], bufs[k].len | KH__FRAME_BINARY);
+    all[n].iov_base = rawhdr[k];
+    all[n++].iov_len = 4;
+    all[n].iov_base = (void *)bufs[k].data;
+    all[n++].iov_len = bufs[k].len;
+  }
+  write_iov_locked(all, n);
+}
+
+static void write_frame_iov(struct iovec *iov, int n) {
+  write_frame_bufs(iov, n, NULL, 0);
+}
+
 static void write_json(json_t *o) {
   char *s = json_dumps(o, JSON_COMPACT);
   struct iovec iov;
@@ -135,13 +154,20 @@ static void write_json(json_t *o) {
 }
 
 /* A frame whose member `key` is JSON text made elsewhere (the runtime's payloads, a host call's
- * arguments): the header object is encoded by jansson, the text spliced in as its last member.
- * key is one of ours, with no character JSON must escape. */
-static void write_with_key(json_t *head, const char *key, const char *data, size_t len) {
-  char *s = json_dumps(head, JSON_COMPACT);
-  char sep[40];
-  struct iovec iov[3];
-  size_t n;
+ * arguments): the header object is encoded by jansson, the text spliced in as its last member
+ * (key is one of ours, with no character JSON must escape); bufs (the text's binary values)
+ * follow as binary frames, their paths in the header's "bufs". */
+static void write_with_key_bufs(json_t *head, const char *key, const char *data, size_t len,
+                                const kh_buffer_t *bufs, size_t nb) {
+  char *s, sep[40];
+  struct iovec iov[4];
+  size_t n, k;
+  if (nb > 0) {
+    json_t *paths = json_array();
+    for (k = 0; k < nb; k++) json_array_append_new(paths, json_string(bufs[k].path));
+    if (json_array_size(paths) != nb || json_object_set_new(head, "bufs", paths) != 0) return;
+  }
+  s = json_dumps(head, JSON_COMPACT);
   if (s == NULL) return;
   n = strlen(s);
   snprintf(sep, sizeof(sep), ",\"%s\":", key);
@@ -151,14 +177,19 @@ static void write_with_key(json_t *head, const char *key, const char *data, size
   iov[1].iov_len = strlen(sep);
   iov[2].iov_base = (void *)data;
   iov[2].iov_len = len;
-  {
-    struct iovec all[4];
-    memcpy(all, iov, sizeof(iov));
-    all[3].iov_base = (void *)"}";
-    all[3].iov_len = 1;
-    write_frame_iov(all, 4);
-  }
+  iov[3].iov_base = (void *)"}";
+  iov[3].iov_len = 1;
+  write_frame_bufs(iov, 4, bufs, nb);
   free(s);
+}
+
+static void write_with_data_bufs(json_t *head, const char *data, size_t len,
+                                 const kh_buffer_t *bufs, size_t nb) {
+  write_with_key_bufs(head, "data", data, len, bufs, nb);
+}
+
+static void write_with_data(json_t *head, const char *data, size_t len) {
+  write_with_data_bufs(head, data, len, NULL, 0);
 }
 
 static void fatal(const char *fmt, ...) {
@@ -175,10 +206,6 @@ static void fatal(const char *fmt, ...) {
     json_decref(o);
   }
   _exit(70);
-}
-
-static void write_with_data(json_t *head, const char *data, size_t len) {
-  write_with_key(head, "data", data, len);
 }
 
 /* --- events from the runtime (_kernelhost.emit) ------------------------------------------- */
@@ -219,14 +246,14 @@ static int forked_emit(int type, const char *data, size_t len) {
 }
 
 static int worker_emit(kh__sink_t *sink, const char *exec_id, int type, const char *data,
-                       size_t len) {
+                       size_t len, const kh_buffer_t *bufs, size_t nbufs) {
   json_t *head;
   if (forked) return forked_emit(type, data, len);
   head = json_pack("{s:s, s:s, s:s}", "t", kh__proto_name(KH__P_EV), "type",
                    kh_event_type_name(type), "id", exec_id);
   (void)sink;
   if (head == NULL) return KH_EINVAL; /* exec_id was not UTF-8 */
-  write_with_data(head, data, len);
+  write_with_data_bufs(head, data, len, bufs, nbufs);
   json_decref(head);
   return 0;
 }
@@ -475,20 +502,34 @@ typedef struct hcwait_s {
   int state;  /* guarded by hc_mu: KH__HC_WAITING until "result" */
   char *text; /* guarded by hc_mu: owned: the value's JSON, or the error */
   size_t len;
+  kh_buffer_t *bufs; /* guarded by hc_mu: owned copies of the value's binary values */
+  size_t nbufs;
 } hcwait_t;
 static pthread_mutex_t hc_mu = PTHREAD_MUTEX_INITIALIZER;
-static hcwait_t *hc_head;    /* guarded by hc_mu: the calls waited for */
-static int64_t hc_last_id;   /* guarded by hc_mu */
+static hcwait_t *hc_head;  /* guarded by hc_mu: the calls waited for */
+static int64_t hc_last_id; /* guarded by hc_mu */
 
 /* "result": settles the call it names, if anyone still waits for it (an interrupted wait has
- * gone: its late answer is dropped here). */
+ * gone: its late answer is dropped here). Its binary frames are still in the command decoder
+ * (rd_mu is held): copied out, once their paths are checked against the value. */
 static void host_result(json_t *msg) {
   json_int_t id = json_integer_value(json_object_get(msg, "id"));
-  json_t *value = json_object_get(msg, "value");
+  json_t *value = json_object_get(msg, "value"), *paths = json_object_get(msg, "bufs");
   hcwait_t *w;
   char *text;
-  size_t len = 0;
+  size_t len = 0, nb = kh__frame_dec_nbufs(&cmd_dec), i;
+  kh_buffer_t views[KH__FRAME_BUFS_MAX], *bufs = NULL;
+  char why[KH__ERRMSG_MAX];
   int state;
+  if (nb > 0) {
+    if (value == NULL) fatal("command pipe: binary frames after a \"result\" without a value");
+    for (i = 0; i < nb; i++) {
+      views[i].path = json_string_value(json_array_get(paths, i));
+      views[i].data = kh__frame_dec_buf(&cmd_dec, i, &views[i].len);
+    }
+    if (kh__bufs_check(value, views, nb, why) != 0) fatal("command pipe: %s", why);
+    if (kh__buffers_copy(views, nb, &bufs) != 0) fatal("out of memory");
+  }
   if (value != NULL) {
     text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
     len = text ? strlen(text) : 0;
@@ -512,13 +553,17 @@ static void host_result(json_t *msg) {
     w->state = state;
     w->text = text;
     w->len = text ? len : 0;
+    w->bufs = bufs;
+    w->nbufs = bufs ? nb : 0;
     text = NULL;
+    bufs = NULL;
     if (write(w->efd, &one, sizeof(one)) < 0) {
       /* EAGAIN: it is awake already */
     }
   }
   pthread_mutex_unlock(&hc_mu);
   free(text);
+  kh__buffers_free(bufs, nb);
 }
 
 /* from_main: 0 the command thread, 1 the main thread (idle, or waiting for a host call), 2 the
@@ -534,6 +579,7 @@ static void hc_forget(hcwait_t *w) {
   pthread_mutex_unlock(&hc_mu);
   close(w->efd);
   free(w->text);
+  kh__buffers_free(w->bufs, w->nbufs);
   free(w);
 }
 
@@ -554,6 +600,7 @@ static int worker_hostcall(int cell, const char *name, const char *args, size_t 
                            size_t *text_len, kh_buffer_t **out_buffers, size_t *out_nbuffers) {
   hcwait_t *w;
   json_t *head;
+  PyThreadState *ts;
   uint64_t spin_until;
   int main_thread = pthread_equal(pthread_self(), main_tid);
   *out_buffers = NULL;
@@ -563,9 +610,10 @@ static int worker_hostcall(int cell, const char *name, const char *args, size_t 
                     "host functions cannot be called from a process that a cell forked");
     return -1;
   }
-  if (nbuffers > 0) {
-    (void)buffers;
-    PyErr_SetString(PyExc_TypeError, "bytes cannot be passed to the host from a worker kernel yet");
+  if (nbuffers > KH__FRAME_BUFS_MAX) {
+    PyErr_Format(PyExc_TypeError,
+                 "a host call carries at most %d bytes values (this one has %zu): join them",
+                 KH__FRAME_BUFS_MAX, nbuffers);
     return -1;
   }
   if ((w = calloc(1, sizeof(*w))) == NULL) {
@@ -582,12 +630,12 @@ static int worker_hostcall(int cell, const char *name, const char *args, size_t 
    * frames written under one lock, so threads calling at once cannot overtake each other. */
   pthread_mutex_lock(&hc_mu);
   w->id = ++hc_last_id;
-  head = json_pack("{s:s, s:I, s:s, s:b}", "t", kh__proto_name(KH__P_CALL), "id",
-                   (json_int_t)w->id, "name", name, "cell", cell);
+  head = json_pack("{s:s, s:I, s:s, s:b}", "t", kh__proto_name(KH__P_CALL), "id", (json_int_t)w->id,
+                   "name", name, "cell", cell);
   if (head != NULL) {
     w->next = hc_head;
     hc_head = w;
-    write_with_key(head, "args", args, len);
+    write_with_key_bufs(head, "args", args, len, buffers, nbuffers);
   }
   pthread_mutex_unlock(&hc_mu);
   if (head == NULL) {
@@ -613,12 +661,13 @@ static int worker_hostcall(int cell, const char *name, const char *args, size_t 
     pfd[0].events = POLLIN;
     pfd[1].fd = in_fd;
     pfd[1].events = POLLIN;
-    Py_BEGIN_ALLOW_THREADS r = poll(pfd, (nfds_t)n, spin ? 0 : -1);
+    ts = PyEval_SaveThread();
+    r = poll(pfd, (nfds_t)n, spin ? 0 : -1);
     if (r > 0 && n == 2 && pfd[1].revents)
       pump_commands(spin ? 2 : 1);
     else if (r == 0)
       sched_yield();
-    Py_END_ALLOW_THREADS
+    PyEval_RestoreThread(ts);
     /* SIGINT (an interrupt) broke the poll, or arrived meanwhile: Python's handler runs now. */
     if (main_thread && PyErr_CheckSignals() < 0) {
       hc_forget(w);
@@ -628,7 +677,11 @@ static int worker_hostcall(int cell, const char *name, const char *args, size_t 
   *state = w->state;
   *text = w->text;
   *text_len = w->len;
+  *out_buffers = w->bufs;
+  *out_nbuffers = w->nbufs;
   w->text = NULL;
+  w->bufs = NULL;
+  w->nbufs = 0;
   hc_forget(w);
   return 0;
 }
@@ -793,6 +846,12 @@ static void do_open(json_t *msg, json_t *applied) {
   Py_XDECREF(ff);
   Py_XDECREF(max_out);
   free(env_s);
+  if (r != NULL && json_is_string(json_object_get(msg, "binary")) &&
+      strcmp(json_string_value(json_object_get(msg, "binary")), "base64") == 0) {
+    PyObject *b = PyUnicode_FromString("base64");
+    if (b == NULL || PyObject_SetAttrString(r, "binary", b) != 0) Py_CLEAR(r);
+    Py_XDECREF(b);
+  }
   if (r != NULL) {
     rt = r;
     reply = json_pack("{s:s}", "t", kh__proto_name(KH__P_READY));
@@ -829,7 +888,7 @@ static char *interrupted_reply(const char *id, size_t *len) {
   char *out = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
   Py_XDECREF(c);
   PyErr_Clear();
-  if (s != NULL) worker_emit(NULL, id, KH_EVENT_EXECUTE_ERROR, s, strlen(s));
+  if (s != NULL) worker_emit(NULL, id, KH_EVENT_EXECUTE_ERROR, s, strlen(s), NULL, 0);
   free(s);
   json_decref(err);
   json_decref(reply);
@@ -847,6 +906,9 @@ static void do_exec(json_t *msg) {
   char *fallback = NULL;
   const char *data;
   size_t len = 0;
+  kh_buffer_t views[KH__FRAME_BUFS_MAX];
+  Py_buffer held[KH__FRAME_BUFS_MAX];
+  Py_ssize_t nb, i;
   int early;
   if (id == NULL || !json_is_string(code)) fatal("bad exec command");
   drop_stale_interrupt();
@@ -883,10 +945,8 @@ static void do_exec(json_t *msg) {
   set_running("");
   /* A SIGINT sent just before the cell ended may still be pending: it was for this cell. */
   if (r != NULL) drop_stale_interrupt();
-  if (r != NULL && PyBytes_Check(r)) {
-    data = PyBytes_AS_STRING(r);
-    len = (size_t)PyBytes_GET_SIZE(r);
-  } else {
+  if ((nb = kh__py_reply_parts(r, &data, &len, views, held)) < 0) nb = 0, data = NULL;
+  if (data == NULL) {
     char buf[KH__ERRMSG_MAX];
     if (early || (r == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))) {
       /* The interrupt landed before the cell started or outside the runtime's own handling
@@ -903,8 +963,9 @@ static void do_exec(json_t *msg) {
     data = fallback;
   }
   head = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_REPLY), "id", id);
-  if (head != NULL && data != NULL) write_with_data(head, data, len);
+  if (head != NULL && data != NULL) write_with_data_bufs(head, data, len, views, (size_t)nb);
   json_decref(head);
+  for (i = 0; i < nb; i++) PyBuffer_Release(&held[i]);
   free(fallback);
   Py_XDECREF(r);
 }
@@ -977,8 +1038,7 @@ static void setup_fds(void) {
 /* Python on this (main) thread, where SIGINT raises KeyboardInterrupt; the runtime's part of
  * opening a kernel is _kh_worker.open_kernel, looked up once here. */
 static int start_python(char *err) {
-  static const kh__py_start_t how = {KH__PY_WORKER, worker_emit, interrupt_landed,
-                                     worker_hostcall};
+  static const kh__py_start_t how = {KH__PY_WORKER, worker_emit, interrupt_landed, worker_hostcall};
   PyObject *mod;
   if (kh__py_start(&how, err) != 0) return -1;
   mod = PyImport_ImportModule("_kh_worker");

@@ -24,7 +24,7 @@ typedef struct {
   int kernel;
   char name[80];
   json_t *behaviour; /* borrowed from the case */
-  json_t *calls;     /* owned: the argument list of every call, bytes as {"$bytes": HEX} */
+  json_t *calls;     /* owned: the argument list of every call, bytes as {"$binary": hex} */
 } hostfn_t;
 
 /* One request of a case: what was asked, and what came back. */
@@ -165,6 +165,18 @@ static int match_op(run_t *r, const char *op, json_t *arg, json_t *act, const ch
   if (act == NULL) return mismatch(arg, act, path, why, n, op);
   if (strcmp(op, "$eq") == 0) {
     return json_equal(arg, act) ? 1 : mismatch(arg, act, path, why, n, "$eq");
+  } else if (strcmp(op, "$bytes") == 0) {
+    /* A binary value (th_put_buffers made it {"$binary": hex}): its hex, a hex prefix, a length;
+     * a string argument is the hex. */
+    const char *hex = json_string_value(json_object_get(act, "$binary"));
+    const char *want = json_is_string(arg) ? json_string_value(arg)
+                                           : json_string_value(json_object_get(arg, "hex"));
+    const char *pre = json_string_value(json_object_get(arg, "prefix_hex"));
+    json_t *len = json_object_get(arg, "len");
+    int ok = hex != NULL && (want == NULL || strcmp(hex, want) == 0) &&
+             (pre == NULL || strncmp(hex, pre, strlen(pre)) == 0) &&
+             (len == NULL || (json_int_t)(strlen(hex) / 2) == json_integer_value(len));
+    return ok ? 1 : mismatch(arg, act, path, why, n, "$bytes");
   } else if (strcmp(op, "$type") == 0) {
     const char *want = json_string_value(arg);
     int ok =
@@ -211,11 +223,6 @@ static int match_op(run_t *r, const char *op, json_t *arg, json_t *act, const ch
       if (!match(r, m, act, path, why, n)) return 0;
     }
     return 1;
-  } else if (strcmp(op, "$bytes") == 0) {
-    /* Bytes a host function received are recorded as {"$bytes": HEX} (step_host_calls). */
-    json_t *h = json_object_get(act, "$bytes");
-    if (json_object_size(act) == 1 && json_is_string(h) && json_equal(h, arg)) return 1;
-    return mismatch(arg, act, path, why, n, "$bytes");
   } else if (strcmp(op, "$item") == 0) {
     const char *k;
     json_t *m;
@@ -411,6 +418,7 @@ static void on_executed(kh_manager_t *m, const kh_reply_t *rep, int status, void
   if (status == 0) {
     q->reply = json_loadb(rep->json, rep->json_len, 0, &err);
     if (q->reply == NULL) case_fail(q->run, "the reply is not JSON (%s)", err.text);
+    th_put_buffers(q->reply, rep->buffers, rep->nbuffers);
   }
 }
 
@@ -906,8 +914,13 @@ static int hex_digit(int c) {
  * data owned). */
 static json_t *to_wire(run_t *r, json_t *v, const char *path, kh_buffer_t *bufs, size_t *nb) {
   char sub[512];
-  if (json_is_object(v) && json_object_size(v) == 1 && json_is_string(json_object_get(v, "$bytes"))) {
-    const char *hex = json_string_value(json_object_get(v, "$bytes"));
+  /* {"$bytes": HEX} in a case's VALUE, {"$binary": hex} where the harness recorded bytes. */
+  json_t *marker = json_is_object(v) && json_object_size(v) == 1
+                       ? (json_object_get(v, "$bytes") ? json_object_get(v, "$bytes")
+                                                       : json_object_get(v, "$binary"))
+                       : NULL;
+  if (json_is_string(marker)) {
+    const char *hex = json_string_value(marker);
     size_t n = strlen(hex) / 2, i;
     unsigned char *data = malloc(n + 1);
     if (*nb >= 64) case_fail(r, "too many $bytes in one value");
@@ -962,50 +975,6 @@ static void free_bufs(kh_buffer_t *b, size_t n) {
   }
 }
 
-/* Puts {"$bytes": HEX} of data at JSON Pointer `path` inside *root ("": the whole value). */
-static void put_bytes(run_t *r, json_t **root, const char *path, const void *data, size_t len) {
-  json_t *hex, *node = *root;
-  char *h = malloc(2 * len + 1), tok[256];
-  const char *p = path;
-  size_t i;
-  for (i = 0; i < len; i++) sprintf(h + 2 * i, "%02x", ((const unsigned char *)data)[i]);
-  h[2 * len] = '\0';
-  hex = json_pack("{s:s}", "$bytes", h);
-  free(h);
-  if (*p == '\0') {
-    json_decref(*root);
-    *root = hex;
-    return;
-  }
-  for (;;) {
-    size_t n = 0;
-    json_t *next;
-    if (*p != '/') case_fail(r, "buffer path \"%s\" is not a JSON Pointer", path);
-    p++;
-    while (*p && *p != '/') {
-      char c = *p++;
-      if (c == '~') c = *p++ == '0' ? '~' : '/';
-      tok[n++] = c;
-    }
-    tok[n] = '\0';
-    if (json_is_array(node)) {
-      if (*p == '\0') {
-        json_array_set_new(node, strtoul(tok, NULL, 10), hex);
-        return;
-      }
-      next = json_array_get(node, strtoul(tok, NULL, 10));
-    } else {
-      if (*p == '\0') {
-        json_object_set_new(node, tok, hex);
-        return;
-      }
-      next = json_object_get(node, tok);
-    }
-    if (next == NULL) case_fail(r, "buffer path \"%s\" leads nowhere", path);
-    node = next;
-  }
-}
-
 /* A later answer (README: "later": true): a 0 ms timer of its own. */
 typedef struct {
   uv_timer_t timer;
@@ -1030,7 +999,8 @@ static void later_fire(uv_timer_t *t) {
   int rc = l->json ? kh_hostcall_return(l->call, l->json, strlen(l->json), l->bufs, l->nb)
                    : kh_hostcall_error(l->call, l->error);
   /* KH_ECANCELED: the kernel stopped waiting meanwhile (the case destroyed it, say). */
-  if (rc != 0 && rc != KH_ECANCELED) case_fail(l->run, "a later answer failed: %s", kh_err_name(rc));
+  if (rc != 0 && rc != KH_ECANCELED)
+    case_fail(l->run, "a later answer failed: %s", kh_err_name(rc));
   l->run->answers_due--;
   uv_close((uv_handle_t *)&l->timer, later_closed);
 }
@@ -1088,7 +1058,8 @@ static void run_done(kh_manager_t *m, const kh_reply_t *rep, int status, void *d
     snprintf(msg, sizeof(msg), "%s: %s", th_s(reply, "error.ename"), th_s(reply, "error.evalue"));
     ret = kh_hostcall_error(rc->call, msg);
   }
-  if (ret != 0 && ret != KH_ECANCELED) case_fail(r, "answering a run call failed: %s", kh_err_name(ret));
+  if (ret != 0 && ret != KH_ECANCELED)
+    case_fail(r, "answering a run call failed: %s", kh_err_name(ret));
   json_decref(reply);
   free(rc);
 }
@@ -1100,15 +1071,14 @@ static void case_hostfn(kh_manager_t *m, const char *kernel_id, const char *name
   run_t *r = f->run;
   json_t *bh = f->behaviour, *v, *rec;
   int later = json_is_true(json_object_get(bh, "later"));
-  size_t i;
   /* A thread: "host" kernel's cell runs inside the call that runs it, its host functions too. */
   if (r->in_call && !r->host_thread[f->kernel])
     case_fail(r, "host function %s ran inside an API call", name);
   if (strcmp(kernel_id, r->ids[f->kernel]) != 0 || strcmp(name, f->name) != 0)
     case_fail(r, "host function %s got the call of %s on %s", f->name, name, kernel_id);
-  rec = json_loadb(args, len, 0, NULL);
+  rec = json_loadb(args, len, JSON_ALLOW_NUL, NULL);
   if (!json_is_array(rec)) case_fail(r, "the arguments of %s are not an array", name);
-  for (i = 0; i < nb; i++) put_bytes(r, &rec, b[i].path, b[i].data, b[i].len);
+  th_put_buffers(rec, b, nb);
   json_array_append(f->calls, rec);
   if ((v = json_object_get(bh, "return")) != NULL) {
     answer(r, call, v, NULL, later);

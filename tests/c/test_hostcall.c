@@ -9,9 +9,9 @@ typedef struct {
   int calls;
   char kernel_id[64];
   char name[80];
-  json_t *args;          /* the last call's arguments */
-  kh_hostcall_t *held;   /* a call kept unanswered */
-  const char *answer;    /* JSON to answer with at once, or NULL */
+  json_t *args;        /* the last call's arguments */
+  kh_hostcall_t *held; /* a call kept unanswered */
+  const char *answer;  /* JSON to answer with at once, or NULL */
 } host_t;
 
 static void host_reset(host_t *h) {
@@ -26,7 +26,8 @@ static void record(host_t *h, const char *kernel_id, const char *name, const cha
   snprintf(h->name, sizeof(h->name), "%s", name);
   json_decref(h->args);
   h->args = json_loadb(args, len, JSON_ALLOW_NUL, NULL);
-  if (h->args == NULL || !json_is_array(h->args)) FAIL("host call arguments are not an array: %.*s", (int)len, args);
+  if (h->args == NULL || !json_is_array(h->args))
+    FAIL("host call arguments are not an array: %.*s", (int)len, args);
 }
 
 /* Answers h->answer at once (or holds the call when it is NULL). */
@@ -98,7 +99,8 @@ TEST(hostcall_value_types) {
   ASSERT(json_integer_value(json_array_get(a, 6)) == INT64_MIN);
   ASSERT(json_is_real(json_array_get(a, 7)) && json_real_value(json_array_get(a, 7)) == 1.5);
   ASSERT(json_real_value(json_array_get(a, 11)) == 0.1);
-  ASSERT_STR(json_string_value(json_array_get(a, 13)), "h\xc3\xa9llo \xe2\x98\x83 \xf0\x9f\x98\x80");
+  ASSERT_STR(json_string_value(json_array_get(a, 13)),
+             "h\xc3\xa9llo \xe2\x98\x83 \xf0\x9f\x98\x80");
   ASSERT_INT(json_string_length(json_array_get(a, 14)), ==, 8);
   ASSERT(json_is_array(json_array_get(a, 19)));
   ASSERT_INT(json_integer_value(json_object_get(json_array_get(a, 18), "k/~")), ==, 1);
@@ -157,12 +159,26 @@ TEST(hostcall_interrupt_pending) {
   th_result_free(&r);
   ASSERT_ERR(kh_hostcall_error(h.held, "late too"), KH_ECANCELED);
   h.held = NULL;
+  /* A time limit interrupts the same way (kernel.c's timer, not kh_kernel_interrupt). */
+  {
+    kh_execute_options_t o;
+    kh_execute_options_init(&o);
+    o.timeout_ms = 300;
+    ASSERT_INT(th_submit(&t, id, "kernelhost.host.hold(4)", &o, &r), ==, 0);
+    wait_calls(&t, &h, 3);
+    th_run_until(&t, &r.done);
+    ASSERT_INT(r.status, ==, 0);
+    ASSERT_STR(th_s(r.json, "status"), "error");
+    ASSERT_ERR(kh_hostcall_return(h.held, "1", 1, NULL, 0), KH_ECANCELED);
+    h.held = NULL;
+    th_result_free(&r);
+  }
   /* The kernel and its function work as before. */
   h.answer = "\"fresh\"";
   th_exec(&t, id, "kernelhost.host.hold(3)", &r);
   ASSERT_STR(th_s(r.json, "result.data.text/plain"), "'fresh'");
   th_result_free(&r);
-  ASSERT_INT(h.calls, ==, 3);
+  ASSERT_INT(h.calls, ==, 4);
   th_fini(&t);
   host_reset(&h);
 }
@@ -290,7 +306,8 @@ static const char forge_hostcall_src[] =
     "def fr(o):\n"
     "    b = json.dumps(o).encode()\n"
     "    return struct.pack('>I', len(b)) + b\n"
-    "call = lambda i, **kw: dict({'t': 'call', 'id': i, 'name': 'hold', 'cell': False, 'args': []}, "
+    "call = lambda i, **kw: dict({'t': 'call', 'id': i, 'name': 'hold', 'cell': False, 'args': "
+    "[]}, "
     "**kw)\n"
     "blobs = [\n"
     "    fr(call(7)) + fr(call(7)),\n"
@@ -300,6 +317,8 @@ static const char forge_hostcall_src[] =
     "    fr({'t': 'result', 'id': 1, 'value': 1}),\n"
     "    fr({'t': 'expose', 'names': ['hold', 'os_system']}),\n"
     "    fr(call(10, name='not_exposed')),\n"
+    "    fr(call(11, args=[1], bufs=['/0'])) + struct.pack('>I', 0x80000003) + b'abc',\n"
+    "    fr(call(12, args=[None], bufs=['/0'])),\n"
     "]\n"
     "for fd in sorted(int(f) for f in os.listdir('/proc/self/fd')):\n"
     "    try:\n"
@@ -307,12 +326,13 @@ static const char forge_hostcall_src[] =
     "    except OSError:\n"
     "        pass\n"
     "'survived'\n";
-#define FORGE_HOSTCALL_VARIANTS 7
+#define FORGE_HOSTCALL_VARIANTS 9
 
 /* Forged "call", "result" and "expose" frames from a worker: a repeated or made-up call id, a
- * stray member, a message that travels the other way, each end that worker with a protocol
- * error (its held call is canceled); a call of a name that is not exposed is answered with an
- * error and reaches no function. */
+ * stray member, a message that travels the other way, a binary value whose path leads to no
+ * null, a binary value that never comes, each end that worker with a protocol error (its held
+ * call is canceled); a call of a name that is not exposed is answered with an error and reaches
+ * no function. */
 TEST(worker_forged_hostcall_contained) {
   th_t t;
   th_result_t r;
@@ -362,6 +382,74 @@ TEST(worker_forged_hostcall_contained) {
   h.answer = "\"real\"";
   th_exec(&t, id, "import kernelhost\n(kernelhost.host.hold(), dir(kernelhost.host))", &r);
   ASSERT_STR(th_s(r.json, "result.data.text/plain"), "('real', ['hold'])");
+  th_result_free(&r);
+  th_fini(&t);
+  host_reset(&h);
+}
+
+/* Answers the host cannot give: not JSON, NULL, an integer beyond 64 bits, a binary value whose
+ * path leads to no null, are refused with KH_EINVAL and leave the call unanswered, so the host
+ * answers it again; an error text that is not UTF-8 reaches Python cleaned; names are checked;
+ * functions exposed before the kernel is ready are there once it is. */
+static void fn_bad_answers(kh_manager_t *m, const char *kernel_id, const char *name,
+                           const char *args, size_t len, const kh_buffer_t *b, size_t nb,
+                           kh_hostcall_t *call, void *data) {
+  host_t *h = data;
+  kh_buffer_t buf = {"/x", "ab", 2}, dup[2] = {{"/1", "a", 1}, {"/1", "b", 1}};
+  (void)b;
+  (void)nb;
+  record(h, kernel_id, name, args, len);
+  ASSERT_ERR(kh_hostcall_return(call, "{not json", 9, NULL, 0), KH_EINVAL);
+  ASSERT_CONTAINS(kh_manager_errmsg(m), "not JSON");
+  ASSERT_ERR(kh_hostcall_return(call, NULL, 0, NULL, 0), KH_EINVAL);
+  ASSERT_ERR(kh_hostcall_return(call, "99999999999999999999", 20, NULL, 0), KH_EINVAL);
+  ASSERT_ERR(kh_hostcall_return(call, "{\"x\": 1}", 8, &buf, 1), KH_EINVAL);
+  ASSERT_ERR(kh_hostcall_return(call, "[0, null]", 9, dup, 2), KH_EINVAL);
+  ASSERT_ERR(kh_hostcall_return(NULL, "1", 1, NULL, 0), KH_EINVAL);
+  ASSERT_ERR(kh_hostcall_error(NULL, "x"), KH_EINVAL);
+  /* Still unanswered: this answer is the one the cell gets. */
+  ASSERT_INT(kh_hostcall_error(call, "bad \xff\xfe bytes \xe2\x98"), ==, 0);
+}
+
+TEST(hostcall_bad_answer) {
+  th_t t;
+  th_result_t r;
+  host_t h = {0};
+  char id[64];
+  int created[2] = {0, 0};
+  th_init(&t, NULL);
+  ASSERT_ERR(kh_kernel_expose(t.m, "no-such-kernel", "f", fn_bad_answers, &h), KH_ENOTFOUND);
+  ASSERT_INT(kh_kernel_create(t.m, th_opts(""), id, sizeof(id), th_done_cb, created), ==, 0);
+  /* Exposed while the kernel starts: its worker hears of it once ready. */
+  ASSERT_INT(kh_kernel_expose(t.m, id, "f", fn_bad_answers, &h), ==, 0);
+  ASSERT_INT(kh_kernel_expose(t.m, id, "f", fn_bad_answers, &h), ==, 0); /* replaces */
+  ASSERT_INT(kh_kernel_expose(t.m, id, "never_exposed", NULL, NULL), ==, 0);
+  ASSERT_ERR(kh_kernel_expose(t.m, id, "", fn_bad_answers, &h), KH_EINVAL);
+  ASSERT_ERR(kh_kernel_expose(t.m, id, NULL, fn_bad_answers, &h), KH_EINVAL);
+  ASSERT_ERR(kh_kernel_expose(t.m, id, "caf\xc3\xa9", fn_bad_answers, &h), KH_EINVAL);
+  ASSERT_ERR(kh_kernel_expose(t.m, id,
+                              "a234567890123456789012345678901234567890123456789012345678901234"
+                              "5",
+                              fn_bad_answers, &h),
+             KH_EINVAL);
+  ASSERT_INT(
+      kh_kernel_expose(t.m, id, "a234567890123456789012345678901234567890123456789012345678901234",
+                       fn_bad_answers, &h),
+      ==, 0);
+  th_run_until(&t, &created[0]);
+  ASSERT_INT(created[1], ==, 0);
+  th_exec(&t, id,
+          "import kernelhost\n"
+          "try:\n"
+          "    kernelhost.host.f(1)\n"
+          "except kernelhost.HostError as e:\n"
+          "    print(repr(str(e)))\n"
+          "print(len(dir(kernelhost.host)))",
+          &r);
+  ASSERT_STR(th_s(r.json, "status"), "ok");
+  ASSERT_STR(th_s(r.json, "outputs[1].data.text"),
+             "'bad \xef\xbf\xbd\xef\xbf\xbd bytes \xef\xbf\xbd'\n2\n");
+  ASSERT_INT(h.calls, ==, 1);
   th_result_free(&r);
   th_fini(&t);
   host_reset(&h);
