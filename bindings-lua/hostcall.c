@@ -459,7 +459,7 @@ static json_t *lkh_enc_value(lua_State *L, int idx, lkh_enc_t *e) {
  * converted, the call is answered with an error naming it, and *msg says the same (static
  * storage of e) with KH_EINVAL returned. */
 static int lkh_host_answer(lua_State *L, int idx, kh_hostcall_t *call, const char *name,
-                           lkh_enc_t *e, const char **msg) {
+                           kh_manager_t *m, lkh_enc_t *e, const char **msg) {
   json_t *j;
   char *text;
   int rc;
@@ -491,7 +491,7 @@ static int lkh_host_answer(lua_State *L, int idx, kh_hostcall_t *call, const cha
     /* The core refused the value (and left the call unanswered): it cannot be the host's
      * fault, every value was checked above, but the cell must still get an answer. */
     snprintf(e->msg, sizeof(e->msg), "host function \"%.100s\": kernelhost could not pass its "
-             "value to Python", name);
+             "value to Python: %.300s", name, m != NULL ? kh_manager_errmsg(m) : "");
     (void)kh_hostcall_error(call, e->msg);
     *msg = e->msg;
   }
@@ -538,6 +538,7 @@ static kh_hostcall_t *lkh_call_take(lua_State *L, lkh_call_t *c) {
 static int lkh_call_return(lua_State *L) {
   lkh_call_t *c = lkh_call_check(L);
   kh_hostcall_t *call;
+  kh_manager_t *m = c->lm != NULL ? c->lm->m : NULL;
   lkh_enc_t *e;
   const char *msg;
   int rc;
@@ -545,7 +546,7 @@ static int lkh_call_return(lua_State *L) {
   if ((call = lkh_call_take(L, c)) == NULL) return lkh_call_result(L, KH_ECANCELED, c->why);
   /* The encoder's state is large: on the heap, as a userdata so that no error can leak it. */
   e = lua_newuserdatauv(L, sizeof(*e), 0); /* c, value, e */
-  rc = lkh_host_answer(L, 2, call, c->name, e, &msg);
+  rc = lkh_host_answer(L, 2, call, c->name, m, e, &msg);
   return lkh_call_result(L, rc, msg);
 }
 
@@ -734,7 +735,7 @@ static int lkh_host_run(lua_State *L) {
   }
   if (rc != LUA_OK) return lua_error(L); /* the message, as msgh made it */
   e = lua_newuserdatauv(L, sizeof(*e), 0); /* msgh, result, e */
-  (void)lkh_host_answer(L, 2, r->call, r->name, e, &msg);
+  (void)lkh_host_answer(L, 2, r->call, r->name, lm->m, e, &msg);
   r->call = NULL; /* answered: lkh_host_answer raises only before it answers */
   return 0;
 }

@@ -1410,7 +1410,7 @@ static json_t *nkh_enc_value(nkh_enc_t *e, napi_value v, int *omit) {
 /* Answers call with the JS value v. 0, or the core's code; KH_EINVAL when v cannot go to
  * Python: then the call was answered with an error that says why (*why, borrowed from e). */
 static int nkh_host_answer(nkh_enc_t *e, napi_value v, kh_hostcall_t *call, const char *name,
-                           const char **why) {
+                           kh_manager_t *m, const char **why) {
   json_t *j;
   char *text = NULL;
   int rc;
@@ -1434,6 +1434,14 @@ static int nkh_host_answer(nkh_enc_t *e, napi_value v, kh_hostcall_t *call, cons
   rc = kh_hostcall_return(call, text, strlen(text), e->bufs, e->n);
   free(text);
   nkh_enc_free(e);
+  if (rc == KH_EINVAL) {
+    /* The core refused the value and left the call unanswered: every value was checked above,
+     * so this is no fault of the host's, but the cell must still get an answer. */
+    snprintf(e->msg, sizeof(e->msg), "host function \"%.100s\": kernelhost could not pass its "
+             "value to Python: %.300s", name, m != NULL ? kh_manager_errmsg(m) : "");
+    *why = e->msg;
+    (void)kh_hostcall_error(call, e->msg);
+  }
   return rc;
 }
 
@@ -1563,7 +1571,7 @@ static napi_value nkh_host_return(napi_env env, napi_callback_info info) {
     return nkh_answer_result(env, KH_ENOMEM);
   }
   e->env = env;
-  rc = nkh_host_answer(e, argv[1], call, c->name, &why);
+  rc = nkh_host_answer(e, argv[1], call, c->name, w->m, &why);
   free(e);
   return nkh_answer_result(env, rc);
 }

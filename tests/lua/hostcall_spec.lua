@@ -126,9 +126,7 @@ describe("hostcall", function()
   end)
 
   it("lua_hostcall_strings_and_bytes", function()
-    -- TEMPORARY (issue 13): main_thread only until worker frames carry binary values (the core
-    -- refuses bytes from a worker kernel so far, as the case hostcall_bytes_both_ways says).
-    local _, k = H.create(f, { mode = "main_thread" })
+    local _, k = H.create(f)
     local got
     local all = {}
     for i = 0, 255 do all[#all + 1] = string.char(i) end

@@ -136,9 +136,7 @@ describe('hostcall', function () {
   });
 
   it('node_hostcall_binary_values', async function () {
-    // TEMPORARY (issue 13): main_thread only until worker frames carry binary values (the core
-    // refuses bytes from a worker kernel so far, as the case hostcall_bytes_both_ways says).
-    const { k } = await kernel({ mode: 'main_thread' });
+    const { k } = await kernel();
     let got;
     const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
     k.expose('take', (...args) => {
