@@ -39,8 +39,11 @@ static int host_execute(kh_kernel_t *k, kh__request_t *r) {
   size_t n = 0;
   char *reply;
   if (h->py == NULL) return KH_ECLOSED;
-  reply =
-      kh__py_kernel_execute(h->py, r->exec_id, r->code, r->len, r->silent, r->store_history, &n);
+  if (r->comm_type != NULL)
+    reply = kh__py_kernel_comm(h->py, r->exec_id, r->comm_type, r->code, r->len, &n);
+  else
+    reply =
+        kh__py_kernel_execute(h->py, r->exec_id, r->code, r->len, r->silent, r->store_history, &n);
   if (reply == NULL) return KH_ENOMEM;
   kh__sink_post(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, reply, n);
   free(reply);

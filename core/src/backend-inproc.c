@@ -18,13 +18,14 @@
 
 #include "internal.h"
 
-typedef enum { CMD_EXEC = 1, CMD_RESET } cmd_kind_t;
+typedef enum { CMD_EXEC = 1, CMD_RESET, CMD_COMM } cmd_kind_t;
 
 typedef struct cmd_s {
   struct cmd_s *next;
   cmd_kind_t kind;
   char exec_id[KH__EXEC_ID_MAX];
-  char *code; /* owned */
+  const char *comm_type; /* static (CMD_COMM) */
+  char *code;            /* owned: the cell, or the comm message's content */
   size_t len;
   int silent;
   int store_history;
@@ -103,11 +104,13 @@ static void kernel_thread(void *arg) {
     if (ip->head == NULL) ip->tail = NULL;
     uv_mutex_unlock(&ip->mu);
 
-    if (c->kind == CMD_EXEC) {
+    if (c->kind == CMD_EXEC || c->kind == CMD_COMM) {
       size_t n = 0;
-      char *reply = py ? kh__py_kernel_execute(py, c->exec_id, c->code, c->len, c->silent,
-                                               c->store_history, &n)
-                       : NULL;
+      char *reply = py == NULL ? NULL
+                    : c->kind == CMD_EXEC
+                        ? kh__py_kernel_execute(py, c->exec_id, c->code, c->len, c->silent,
+                                                c->store_history, &n)
+                        : kh__py_kernel_comm(py, c->exec_id, c->comm_type, c->code, c->len, &n);
       if (reply == NULL) {
         static const char oom[] =
             "{\"status\":\"error\",\"execution_count\":0,\"error\":{"
@@ -179,7 +182,8 @@ static int inproc_execute(kh_kernel_t *k, kh__request_t *r) {
   inproc_t *ip = k->backend;
   cmd_t *c = calloc(1, sizeof(*c));
   if (c == NULL) return KH_ENOMEM;
-  c->kind = CMD_EXEC;
+  c->kind = r->comm_type != NULL ? CMD_COMM : CMD_EXEC;
+  c->comm_type = r->comm_type;
   memcpy(c->exec_id, r->exec_id, sizeof(c->exec_id));
   /* The request keeps its code for the caller's lifetime rules; the thread gets its own. */
   c->code = r->code;

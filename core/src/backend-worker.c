@@ -332,8 +332,17 @@ static int worker_execute(kh_kernel_t *k, kh__request_t *r) {
   json_t *msg;
   int rc;
   if (wk->w == NULL || wk->phase != PH_READY) return KH_EKERNELDEAD;
-  msg = json_pack("{s:s, s:s, s:s%, s:b, s:b}", "t", kh__proto_name(KH__P_EXEC), "id", r->exec_id,
-                  "code", r->code, r->len, "silent", r->silent, "store_history", r->store_history);
+  if (r->comm_type != NULL) {
+    /* comm.c encoded the content itself, so it parses. */
+    json_t *content = json_loadb(r->code, r->len, 0, NULL);
+    msg = content ? json_pack("{s:s, s:s, s:s, s:o}", "t", kh__proto_name(KH__P_COMM), "id",
+                              r->exec_id, "msg_type", r->comm_type, "content", content)
+                  : NULL;
+  } else {
+    msg = json_pack("{s:s, s:s, s:s%, s:b, s:b}", "t", kh__proto_name(KH__P_EXEC), "id",
+                    r->exec_id, "code", r->code, r->len, "silent", r->silent, "store_history",
+                    r->store_history);
+  }
   if (msg == NULL) return KH_ENOMEM;
   rc = kh__wproc_send(wk->w, msg);
   json_decref(msg);

@@ -209,6 +209,9 @@ typedef struct kh__request_s {
   kh_execute_cb cb; /* NULL once its completion is queued: a "zombie" still running */
   void *data;
   kh__strbuf_t outputs; /* ",{"type":..,"data":..}" pieces */
+  /* A comm message from the host (comm.c) instead of a cell: "comm_open", "comm_msg" or
+   * "comm_close" (static), with its content's JSON in code. NULL for a cell. */
+  const char *comm_type;
 } kh__request_t;
 
 typedef struct kh__done_s {
@@ -343,6 +346,9 @@ void kh__kernel_arm_exec_timer(kh_kernel_t *k, uint64_t ms);
 void kh__request_fail(kh_kernel_t *k, kh__request_t *r, int status, const char *msg);
 void kh__request_fail_queue(kh_kernel_t *k, int status, const char *msg);
 void kh__request_free(kh__request_t *r);
+/* Appends an accepted request (a cell, or a comm message: comm.c) to the kernel's FIFO, counts
+ * its completion in m->pending and starts it if the kernel is idle. */
+void kh__kernel_enqueue(kh_kernel_t *k, kh__request_t *r);
 kh_kernel_t *kh__kernel_lookup(kh_manager_t *m, const char *kernel_id, int *rc);
 
 /* --- manager and bus (manager.c, bus.c) --------------------------------------------------- */
@@ -434,6 +440,10 @@ int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id,
 /* Thread: kernel. Runs one cell; returns the reply JSON (owned, malloc) and its length. */
 char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
                             int silent, int store_history, size_t *out_len);
+/* Thread: kernel. Hands a comm message from the host (content: its JSON, checked by comm.c) to
+ * the kernel's comm manager (_kh_comm); returns the runtime's reply JSON as execute does. */
+char *kh__py_kernel_comm(kh__pyk_t *p, const char *exec_id, const char *msg_type,
+                         const char *content, size_t len, size_t *out_len);
 int kh__py_kernel_reset(kh__pyk_t *p, char *errmsg);
 void kh__py_kernel_close(kh__pyk_t *p); /* Thread: kernel. Frees p's Python side. */
 /* Thread: any (loop). Asks the Python service thread to interrupt cell exec_id (which may not

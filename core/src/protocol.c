@@ -60,6 +60,9 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
                       {"status", F_INT, 0, 0},
                       {"data", F_OBJ, 1, 0}},
     [KH__P_CANCEL] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX}},
+    [KH__P_COMM] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX},
+                    {"msg_type", F_STR, 1, 31},
+                    {"content", F_OBJ, 1, 0}},
 };
 
 const char *kh__proto_name(kh__pmsg_t kind) {

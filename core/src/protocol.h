@@ -21,7 +21,7 @@
  *      | open ---------------------------------------------->|  single-threaded, for "open"
  *      |<----------------------------------- ev (id "") ...  |  fd 1/2 output while opening
  *      |<--------------------------------------------- ready |  once; with "error" it exits
- *      | exec (id) ----------------------------------------->|  one at a time: the next one
+ *      | exec (id) or comm (id) ---------------------------->|  one at a time: the next one
  *      |   interrupt (id), input ------------------------->  |  only after reply (id)
  *      |<---------------------------------- ev (id) ...      |  the running cell's events
  *      |<--------------------------------------- reply (id)  |
@@ -61,7 +61,13 @@
  *                             or {message} with a status)
  *   CANCEL    host -> worker  id: string (an INTERACT's): stop its work (an interrupt,
  *                             restart or destroy canceled it on the host); it is answered all
- *                             the same (KH_ECANCELED, or what it had), and the host drops that */
+ *                             the same (KH_ECANCELED, or what it had), and the host drops that
+ *   COMM      host -> worker  id: string (the comm message's execution id), msg_type: string
+ *                             ("comm_open", "comm_msg", "comm_close"), content: object
+ *                             (Jupyter's content, checked by the host: comm.c). A request like
+ *                             EXEC, in the same one-at-a-time order: the kernel's comm manager
+ *                             handles it on the main thread (_kh_comm), its handlers' events
+ *                             carry its id, and it ends with a REPLY ({status}) */
 #ifndef KH_PROTOCOL_H
 #define KH_PROTOCOL_H
 
@@ -81,7 +87,8 @@
   X(FATAL, "fatal", KH__P_TO_HOST)           \
   X(INTERACT, "interact", KH__P_TO_WORKER)   \
   X(ANSWER, "answer", KH__P_TO_HOST)         \
-  X(CANCEL, "cancel", KH__P_TO_WORKER)
+  X(CANCEL, "cancel", KH__P_TO_WORKER)     \
+  X(COMM, "comm", KH__P_TO_WORKER)
 
 /* Which way a message travels. */
 typedef enum { KH__P_TO_WORKER = 1, KH__P_TO_HOST = 2 } kh__pdir_t;

@@ -192,10 +192,13 @@ fail : {
 }
 }
 
+/* The reply of a request the runtime ran (r: its result, NULL when it raised), copied out of
+ * Python; then the thread gives up the GIL. Steals r. */
+static char *request_reply(kh__pyk_t *p, PyObject *r, size_t *out_len);
+
 char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
                             int silent, int store_history, size_t *out_len) {
   PyObject *text, *r = NULL;
-  char *out = NULL;
   PyEval_RestoreThread(p->ts);
   /* The core has checked the code is UTF-8 without NULs (KH_EENCODING), so this cannot fail
    * on the text; if it fails at all (memory), the reply says so like any runtime failure. */
@@ -204,6 +207,24 @@ char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code,
     r = PyObject_CallMethod(p->rt, "execute", "sOii", exec_id, text, silent, store_history);
     Py_DECREF(text);
   }
+  return request_reply(p, r, out_len);
+}
+
+char *kh__py_kernel_comm(kh__pyk_t *p, const char *exec_id, const char *msg_type,
+                         const char *content, size_t len, size_t *out_len) {
+  PyObject *text, *r = NULL;
+  PyEval_RestoreThread(p->ts);
+  text = PyUnicode_DecodeUTF8(content, (Py_ssize_t)len, "strict");
+  if (text != NULL) {
+    r = PyObject_CallMethod(p->rt, "comm", "ssO", exec_id, msg_type, text);
+    Py_DECREF(text);
+  }
+  return request_reply(p, r, out_len);
+}
+
+static char *request_reply(kh__pyk_t *p, PyObject *r, size_t *out_len) {
+  char *out = NULL;
+  (void)p;
   /* The reply is JSON the runtime already encoded (bytes): copied out while the GIL is held,
    * since the loop thread that parses it must never touch a Python object. */
   if (r != NULL && PyBytes_Check(r)) {

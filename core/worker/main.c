@@ -647,18 +647,22 @@ static char *interrupted_reply(const char *id, size_t *len) {
   return out;
 }
 
-static void do_exec(json_t *msg) {
+/* Runs a request, "exec" (a cell) or "comm" (a comm message from the host, which the runtime's
+ * comm manager handles), on this thread, and writes its reply. */
+static void do_exec(json_t *msg, kh__pmsg_t kind) {
   const char *id = json_string_value(json_object_get(msg, "id"));
   json_t *code = json_object_get(msg, "code");
   int silent = json_is_true(json_object_get(msg, "silent"));
   int store = json_is_true(json_object_get(msg, "store_history"));
+  int comm = kind == KH__P_COMM;
   PyObject *text = NULL, *r = NULL;
   json_t *head;
-  char *fallback = NULL;
+  char *fallback = NULL, *content = NULL;
   const char *data;
   size_t len = 0;
   int early;
-  if (id == NULL || !json_is_string(code)) fatal("bad exec command");
+  if (comm) content = json_dumps(json_object_get(msg, "content"), JSON_COMPACT);
+  if (id == NULL || (comm ? content == NULL : !json_is_string(code))) fatal("bad exec command");
   drop_stale_interrupt();
   pthread_mutex_lock(&cap_mu);
   snprintf(running_id, sizeof(running_id), "%s", id);
@@ -667,13 +671,24 @@ static void do_exec(json_t *msg) {
   early = strcmp(pending_interrupt, id) == 0; /* interrupted before it started */
   pending_interrupt[0] = '\0';
   pthread_mutex_unlock(&cap_mu);
-  if (!early) {
+  if (early && comm) {
+    /* A comm message interrupted before its handler ran: it is dropped, as a handler that the
+     * interrupt stopped would be; there is no cell to report a KeyboardInterrupt for. */
+    r = PyBytes_FromString("{\"status\":\"ok\"}");
+  } else if (!early && comm) {
+    text = PyUnicode_FromString(content);
+    if (text != NULL && rt != NULL)
+      r = PyObject_CallMethod(rt, "comm", "ssO", id,
+                              json_string_value(json_object_get(msg, "msg_type")), text);
+    Py_XDECREF(text);
+  } else if (!early) {
     text =
         PyUnicode_FromStringAndSize(json_string_value(code), (Py_ssize_t)json_string_length(code));
     if (text != NULL && rt != NULL)
       r = PyObject_CallMethod(rt, "execute", "sOii", id, text, silent, store);
     Py_XDECREF(text);
   }
+  free(content);
   if (forked) {
     /* A child that a cell forked, at the end of its copy of the cell: it never replies. Its
      * line-buffered streams may hold a last line without a newline. */
@@ -698,7 +713,7 @@ static void do_exec(json_t *msg) {
     len = (size_t)PyBytes_GET_SIZE(r);
   } else {
     char buf[KH__ERRMSG_MAX];
-    if (early || (r == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))) {
+    if (!comm && (early || (r == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)))) {
       /* The interrupt landed before the cell started or outside the runtime's own handling
        * (as it began or finished the cell): report it as the cell's KeyboardInterrupt. */
       PyErr_Clear();
@@ -890,8 +905,8 @@ int main(int argc, char **argv) {
     json_t *msg = next_command();
     /* pump_commands() checked its shape; "open" came once, before this loop (protocol.h). */
     kind = kh__proto_kind(json_string_value(json_object_get(msg, "t")));
-    if (kind == KH__P_EXEC)
-      do_exec(msg);
+    if (kind == KH__P_EXEC || kind == KH__P_COMM)
+      do_exec(msg, kind);
     else
       fatal("unexpected command \"%s\"", kh__proto_name(kind));
     json_decref(msg);
