@@ -15,6 +15,11 @@
 
 #include "internal.h"
 
+/* The longest comm id the core keeps track of. Ids are uuid4 hex (32 bytes) in every library
+ * seen; a longer one from the host is refused, and one from a kernel is left untracked (the
+ * host then cannot send on it), so that a cell cannot make the host keep long strings. */
+#define COMM_ID_MAX 256
+
 /* The message types a host may send, as static strings the request keeps. */
 static const char *const comm_types[] = {"comm_open", "comm_msg", "comm_close"};
 
@@ -54,6 +59,66 @@ static int check_content(json_t *doc, const char *type, char *errmsg) {
   if (v != NULL && !json_is_null(v) && !json_is_object(v)) {
     kh__set_err(errmsg, "%s content's \"metadata\" must be an object", type);
     return KH_EINVAL;
+  }
+  return 0;
+}
+
+/* --- the kernel's open comms -------------------------------------------------------------
+ * The core knows which comms of a kernel are open, from what the host sent and from the
+ * kernel's own comm events (seen here before any subscriber sees them), so that a message on a
+ * comm that is not open is refused at once (KH_ECLOSED) in every binding, instead of being
+ * dropped by the kernel without a word. k->comms is a JSON object used as a set of ids. */
+
+static int comm_is_open(kh_kernel_t *k, const char *id) {
+  return k->comms != NULL && json_object_get(k->comms, id) != NULL;
+}
+
+static void comm_opened(kh_kernel_t *k, const char *id) {
+  if (strlen(id) >= COMM_ID_MAX) return;
+  if (k->comms == NULL && (k->comms = json_object()) == NULL) return;
+  json_object_set_new(k->comms, id, json_true());
+}
+
+static void comm_closed(kh_kernel_t *k, const char *id) {
+  if (k->comms != NULL) json_object_del(k->comms, id);
+}
+
+void kh__comm_event(kh_kernel_t *k, int type, const char *json, size_t len) {
+  json_t *doc, *id;
+  if (type != KH_EVENT_COMM_OPEN && type != KH_EVENT_COMM_CLOSE) return;
+  doc = json_loadb(json, len, 0, NULL);
+  id = json_object_get(doc, "comm_id");
+  if (json_is_string(id) && strlen(json_string_value(id)) == json_string_length(id)) {
+    if (type == KH_EVENT_COMM_OPEN)
+      comm_opened(k, json_string_value(id));
+    else
+      comm_closed(k, json_string_value(id));
+  }
+  json_decref(doc);
+}
+
+void kh__comm_forget(kh_kernel_t *k) {
+  json_decref(k->comms);
+  k->comms = NULL;
+}
+
+/* Whether the message fits the comm's state: comm_open needs a new id, the others an open comm.
+ * Returns 0, KH_EINVAL or KH_ECLOSED with errmsg. */
+static int check_state(kh_kernel_t *k, json_t *doc, const char *type, char *errmsg) {
+  json_t *v = json_object_get(doc, "comm_id");
+  const char *id = json_string_value(v);
+  if (strlen(id) != json_string_length(v) || strlen(id) >= COMM_ID_MAX) {
+    kh__set_err(errmsg, "%s: \"comm_id\" must be under %d bytes, without NUL", type, COMM_ID_MAX);
+    return KH_EINVAL;
+  }
+  if (type == comm_types[0] && comm_is_open(k, id)) {
+    kh__set_err(errmsg, "comm \"%.80s\" of kernel \"%s\" is open already", id, k->id);
+    return KH_EINVAL;
+  }
+  if (type != comm_types[0] && !comm_is_open(k, id)) {
+    kh__set_err(errmsg, "kernel \"%s\" has no open comm \"%.80s\" (closed, or never opened)",
+                k->id, id);
+    return KH_ECLOSED;
   }
   return 0;
 }
@@ -100,22 +165,29 @@ int kh_kernel_comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_
     kh__set_err(m->errmsg, "%s: binary buffers are not carried yet", type);
     return KH_ENOTSUP;
   }
-  doc = json_loadb(content_json, len, JSON_REJECT_DUPLICATES, &jerr);
+  doc = json_loadb(content_json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
   if (doc == NULL) {
     kh__set_err(m->errmsg, "%s content is not JSON: %s", type, jerr.text);
     return KH_EINVAL;
   }
-  if ((rc = check_content(doc, type, m->errmsg)) != 0) {
+  if ((rc = check_content(doc, type, m->errmsg)) != 0 ||
+      (rc = check_state(k, doc, type, m->errmsg)) != 0) {
     json_decref(doc);
     return rc;
   }
   text = json_dumps(doc, JSON_COMPACT);
-  json_decref(doc);
   r = text ? calloc(1, sizeof(*r)) : NULL;
   if (r == NULL) {
     free(text);
+    json_decref(doc);
     return KH_ENOMEM;
   }
+  /* Open from now on for the host's next message; closed at once by its own comm_close. */
+  if (type == comm_types[0])
+    comm_opened(k, json_string_value(json_object_get(doc, "comm_id")));
+  else if (type == comm_types[2])
+    comm_closed(k, json_string_value(json_object_get(doc, "comm_id")));
+  json_decref(doc);
   r->code = text;
   r->len = strlen(text);
   r->comm_type = type;

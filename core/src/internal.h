@@ -305,6 +305,7 @@ struct kh_kernel_s {
   kh__done_t *destroy_waiters;
   char dead_reason[256];
   struct kh__interact_s *interact; /* owned: editor requests in flight and the history */
+  json_t *comms; /* owned or NULL: the ids of the kernel's open comms, as keys (comm.c) */
 };
 
 const char *kh__kstate_name(kh__kstate_t s);
@@ -336,6 +337,12 @@ void kh__interact_new_session(kh_kernel_t *k); /* a restart succeeded */
 void kh__history_cell_started(kh_kernel_t *k, const kh__request_t *r);
 void kh__history_cell_ended(kh_kernel_t *k, int prev_count, int count, const char *output);
 void kh__kernel_on_answer(kh_kernel_t *k, const char *id, int status, const char *json, size_t len);
+
+/* Comms (comm.c). Thread: loop. A kernel's comm_open / comm_close event, before subscribers
+ * see it: the comm is open or closed from then on. */
+void kh__comm_event(kh_kernel_t *k, int type, const char *json, size_t len);
+/* The kernel's Python side is gone or new (restart, death, destroy): no comm is open. */
+void kh__comm_forget(kh_kernel_t *k);
 
 /* Between kernel.c (the lifecycle) and request.c (the queue). */
 void kh__kernel_emit_status(kh_kernel_t *k, const char *state, const char *exec_id,

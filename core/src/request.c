@@ -41,6 +41,7 @@ static void kernel_event(kh_kernel_t *k, int type, const char *exec_id, const ch
   const char *name = kh_event_type_name(type);
   if (name == NULL || type == KH_EVENT_ALL) return;
   if (exec_id == NULL) exec_id = "";
+  if (type == KH_EVENT_COMM_OPEN || type == KH_EVENT_COMM_CLOSE) kh__comm_event(k, type, json, len);
   record_output(k, name, exec_id, json, len);
   /* From a loop callback (a worker's pipe) an event may skip the queue only when nothing
    * that happened before it is still queued there. */
