@@ -684,6 +684,29 @@ static napi_value nkh_kernel_interrupt(napi_env env, napi_callback_info info) {
 }
 
 /* inputReply(kernelId, value) */
+/* commSend(kernelId, msgType, contentJson): kh_kernel_comm_send; throws on failure. The content
+ * is the facade's JSON.stringify() output, converted exactly (nkh_text_get). */
+static napi_value nkh_kernel_comm_send(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char id[NKH_ID_MAX];
+  char *type = NULL, *content = NULL;
+  size_t len = 0;
+  nkh_manager_t *w = nkh_this(env, info, 3, argv);
+  int rc;
+  if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
+  if (nkh_id_get(env, argv[0], id, sizeof(id)) != 0) return NULL;
+  if ((type = nkh_str_get(env, argv[1], "msgType", NULL)) == NULL) return NULL;
+  if (nkh_text_get(env, argv[2], "content", &content, &len) != 0) {
+    free(type);
+    return NULL;
+  }
+  rc = kh_kernel_comm_send(w->m, id, type, content, len, NULL, 0);
+  free(type);
+  free(content);
+  if (rc != 0) nkh_throw_kh(env, w, rc);
+  return NULL;
+}
+
 static napi_value nkh_kernel_input_reply(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   char id[NKH_ID_MAX];
@@ -837,6 +860,7 @@ static napi_value nkh_init(napi_env env, napi_value exports) {
       NKH_METHOD("interrupt", nkh_kernel_interrupt),
       NKH_METHOD("interact", nkh_kernel_interact),
       NKH_METHOD("inputReply", nkh_kernel_input_reply),
+      NKH_METHOD("commSend", nkh_kernel_comm_send),
       NKH_METHOD("restart", nkh_kernel_restart),
       NKH_METHOD("destroy", nkh_kernel_destroy),
       NKH_METHOD("destroyAll", nkh_manager_destroy_all),
