@@ -4,19 +4,39 @@
 # a comm sends through the kernel it belongs to, and what it sends is an event of the running
 # request, ordered with that request's other output. Messages from the host arrive as requests
 # of the kernel's queue (Kernel.comm in _kh_runtime), handled here on the kernel's own thread.
-# Imported only when a kernel first uses comms: the `comm` package (and traitlets, logging and
-# uuid behind it) costs a kernel nothing until then.
+# Imported only when a kernel first uses comms, and even then the `comm` package itself (33 ms:
+# traitlets, logging and uuid behind it) only once the user's code imports it: a host's comm_open
+# to a kernel whose code never imported comm does not pay for it.
 
+import os
 import sys
-import uuid
 
 import _kh_streams
 
-try:  # Debian's python3-comm: its classes are the bases, so isinstance() checks hold
-    from comm.base_comm import BaseComm as _BaseComm, CommManager as _BaseManager
-except ImportError:  # without the package, host comms still work; `import comm` does not
-    _BaseComm = object
-    _BaseManager = object
+
+class _Base:
+    """Stands for comm.base_comm.BaseComm until the package is imported (adopt_bases)."""
+
+
+class _ManagerBase:
+    """Stands for comm.base_comm.CommManager likewise."""
+
+
+def adopt_bases():
+    """Once `comm` is imported, its classes become the bases of ours, so that isinstance()
+    checks of libraries hold; every method is ours either way."""
+    base = sys.modules.get("comm.base_comm")
+    if base is None:
+        return
+    if Comm.__bases__ == (_Base,):
+        Comm.__bases__ = (base.BaseComm,)
+    if CommManager.__bases__ == (_ManagerBase,):
+        CommManager.__bases__ = (base.CommManager,)
+
+
+def _new_id():
+    """A comm id like uuid.uuid4().hex (32 hex digits), without uuid's import."""
+    return os.urandom(16).hex()
 
 
 def current_kernel():
@@ -71,7 +91,7 @@ def _emit(kernel, msg_type, content, buffers):
     kernel.emit(exec_id, msg_type, content)
 
 
-class Comm(_BaseComm):
+class Comm(_Base):
     """A comm of one kernel, with comm.base_comm.BaseComm's interface."""
 
     def __init__(self, target_name="comm", data=None, metadata=None, buffers=None, comm_id=None,
@@ -82,7 +102,7 @@ class Comm(_BaseComm):
         self.kernel = kernel if kernel is not None else current_kernel()
         if self.kernel is None:
             raise RuntimeError("Comms cannot be opened without a comm_manager.")
-        self.comm_id = comm_id if comm_id else uuid.uuid4().hex
+        self.comm_id = comm_id if comm_id else _new_id()
         self.primary = primary
         self.target_name = target_name
         self.target_module = target_module
@@ -163,7 +183,7 @@ class Comm(_BaseComm):
                 shell.events.trigger("post_execute")
 
 
-class CommManager(_BaseManager):
+class CommManager(_ManagerBase):
     """One kernel's comms and targets, with comm.base_comm.CommManager's interface; the three
     handlers take Jupyter's messages as ipykernel's do, (stream, ident, msg)."""
 
@@ -243,7 +263,8 @@ class CommManager(_BaseManager):
             report("Exception in comm_close for %s" % comm_id)
 
 
-_session = uuid.uuid4().hex
+_session = _new_id()
+adopt_bases()
 
 
 def handle(kernel, exec_id, msg_type, content_json, buffers=None):

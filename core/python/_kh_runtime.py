@@ -268,6 +268,8 @@ def _comm_imported(module):
 
     module.create_comm = create_comm
     module.get_comm_manager = get_comm_manager
+    if "_kh_comm" in sys.modules:  # comms were used before the package was imported
+        sys.modules["_kh_comm"].adopt_bases()
 
 
 # Modules kernelhost adjusts right after their first import, without importing them eagerly.
