@@ -8,6 +8,9 @@
  *   execute   main_thread|worker   execute("1+1") -> reply callback
  *   stream    main_thread|worker   100,000 printed lines -> every line in the host
  *   display   main_thread|worker   1 MiB display_data: execute -> event in the host
+ *   display_png  main_thread|worker [base64]  1 MiB PNG (_repr_png_ bytes): execute -> the
+ *             display_data event in the host, its PNG as bytes (or base64 with the kernel
+ *             option binary: "base64")
  *   interrupt main_thread|worker   extra = busy|sleep: interrupt -> KeyboardInterrupt event
  *   restart   main_thread|worker   restart -> ready
  *   rss       main_thread|worker   extra = kernel count (default 50): idle memory
@@ -144,6 +147,7 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *d) {
     case KH_EVENT_DISPLAY_DATA:
       st.display_ns = now;
       st.display_len = ev->json_len;
+      if (ev->nbuffers > 0) st.display_len += ev->buffers[0].len;
       break;
     case KH_EVENT_COMM_MSG:
       if (st.comm_ns == 0) st.comm_ns = now;
@@ -167,12 +171,15 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *d) {
 
 /* --- helpers -------------------------------------------------------------------------------- */
 
+static const char *extra_kernel_opts = ""; /* appended to every kernel's options */
+
 static const char *opts_for(const char *mode) {
-  static char buf[128];
+  static char buf[192];
   if (strcmp(mode, "host") == 0) /* main_thread, cells on this thread (thread "host") */
-    snprintf(buf, sizeof(buf), "{\"mode\":\"main_thread\",\"thread\":\"host\"}");
+    snprintf(buf, sizeof(buf), "{\"mode\":\"main_thread\",\"thread\":\"host\"%s}",
+             extra_kernel_opts);
   else
-    snprintf(buf, sizeof(buf), "{\"mode\":\"%s\"}", mode);
+    snprintf(buf, sizeof(buf), "{\"mode\":\"%s\"%s}", mode, extra_kernel_opts);
   return buf;
 }
 
@@ -396,6 +403,36 @@ static int m_display(const char *mode, int runs) {
     if (i > 0) samples[nsamples++] = (double)(st.display_ns - t0) / 1e6;
   }
   emit_samples("display", mode, "ms", NULL);
+  return 0;
+}
+
+/* A 1 MiB PNG (random bytes after the signature: incompressible, as a real image's data is) from
+ * an object's _repr_png_, as a plot library hands one to the display machinery. */
+static int m_display_png(const char *mode, int runs, const char *extra) {
+  static const char setup[] =
+      "import os\n"
+      "class _KhBenchPng:\n"
+      "    data = b'\\x89PNG\\r\\n\\x1a\\n' + os.urandom((1 << 20) - 8)\n"
+      "    def _repr_png_(self): return self.data\n"
+      "    def __repr__(self): return 'png'\n"
+      "_kh_bench_png = _KhBenchPng()";
+  const char *name = extra && strcmp(extra, "base64") == 0 ? "display_png64" : "display_png";
+  char id[64];
+  int i;
+  if (extra && strcmp(extra, "base64") == 0) extra_kernel_opts = ",\"binary\":\"base64\"";
+  if (create_kernel(mode, id) < 0) return skip(name, mode, st.errmsg), 0;
+  if (execute(id, setup) < 0) return skip(name, mode, "setup cell failed"), 0;
+  for (i = 0; i < runs + 1; i++) {
+    uint64_t t0;
+    st.display_ns = 0;
+    st.display_len = 0;
+    t0 = uv_hrtime();
+    if (execute(id, "display(_kh_bench_png)") < 0 || st.display_ns == 0 ||
+        st.display_len < (1u << 20))
+      return skip(name, mode, "no 1 MiB PNG display_data arrived"), 0;
+    if (i > 0) samples[nsamples++] = (double)(st.display_ns - t0) / 1e6;
+  }
+  emit_samples(name, mode, "ms", NULL);
   return 0;
 }
 
@@ -662,6 +699,8 @@ int main(int argc, char **argv) {
     m_stream(mode, runs);
   else if (strcmp(metric, "display") == 0)
     m_display(mode, runs);
+  else if (strcmp(metric, "display_png") == 0)
+    m_display_png(mode, runs, extra);
   else if (strcmp(metric, "interrupt") == 0)
     m_interrupt(mode, runs, extra ? extra : "busy");
   else if (strcmp(metric, "restart") == 0)

@@ -24,6 +24,15 @@ typedef struct {
   char *target_name; /* owned; NULL when not known (kernel:comm) */
 } lkh_comm_t;
 
+/* A message's buffers (opts.buffers, a list of strings): views of the Lua strings, which the
+ * options table keeps alive for the call. */
+#define LKH_COMM_BUFS_MAX 64
+typedef struct {
+  kh_buffer_t b[LKH_COMM_BUFS_MAX];
+  char paths[LKH_COMM_BUFS_MAX][16];
+  size_t n;
+} lkh_comm_bufs_t;
+
 /* --- the manager's comm table --------------------------------------------------------------- */
 
 /* Pushes comms[kernel_id] (created when `create`), or nil. */
@@ -124,6 +133,7 @@ static void lkh_comm_on_event(kh_manager_t *m, const kh_event_t *ev, void *data)
     return;
   }
   lua_remove(L, -2); /* fn */
+  lkh_values_put_buffers(j, ev->buffers, ev->nbuffers); /* data.buffers[i]: Lua strings */
   lkh_values_tag(j, ev->kernel_id, ev->execution_id);
   lkh_values_push(L, j); /* fn, payload */
   json_decref(j);
@@ -181,9 +191,36 @@ static lkh_comm_t *lkh_comm_check(lua_State *L, int idx, lkh_manager_t **lm) {
   return c;
 }
 
-/* Reads the options table at idx ({comm_id?, metadata?}; comm_id only when `open`) into the
- * content object. Returns NULL, or what is wrong (misuse: the caller frees and raises). */
-static const char *lkh_comm_opts(lua_State *L, int idx, json_t *content, int open) {
+/* opts.buffers (the value on top of the stack): a list of strings, their bytes the buffers.
+ * Returns NULL or what is wrong. */
+static const char *lkh_comm_buffers(lua_State *L, lkh_comm_bufs_t *bufs) {
+  lua_Integer i, n;
+  if (!lua_istable(L, -1)) return "option 'buffers' must be a list of strings";
+  n = (lua_Integer)lua_rawlen(L, -1);
+  if (n > LKH_COMM_BUFS_MAX) return "option 'buffers' holds more than 64 buffers";
+  for (i = 1; i <= n; i++) {
+    kh_buffer_t *b = &bufs->b[i - 1];
+    size_t len;
+    lua_rawgeti(L, -1, i); /* ..., buffers, s */
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      return "option 'buffers' must be a list of strings";
+    }
+    b->data = lua_tolstring(L, -1, &len); /* kept alive by the options table */
+    b->len = len;
+    snprintf(bufs->paths[i - 1], sizeof(bufs->paths[0]), "/buffers/%d", (int)(i - 1));
+    b->path = bufs->paths[i - 1];
+    lua_pop(L, 1); /* ..., buffers */
+  }
+  bufs->n = (size_t)n;
+  return NULL;
+}
+
+/* Reads the options table at idx ({comm_id?, metadata?, buffers?}; comm_id only when `open`)
+ * into the content object and bufs. Returns NULL, or what is wrong (misuse: the caller frees and
+ * raises). */
+static const char *lkh_comm_opts(lua_State *L, int idx, json_t *content, int open,
+                                 lkh_comm_bufs_t *bufs) {
   const char *err = NULL;
   if (lua_isnoneornil(L, idx)) return NULL;
   if (!lua_istable(L, idx)) return "options must be a table";
@@ -201,6 +238,8 @@ static const char *lkh_comm_opts(lua_State *L, int idx, json_t *content, int ope
         err = "option 'metadata' must be a table";
       else
         v = lkh_values_to_json(L, -1, &err);
+    } else if (strcmp(k, "buffers") == 0) {
+      err = lkh_comm_buffers(L, bufs);
     } else {
       err = lua_pushfstring(L, "unknown option '%s'", k); /* k, v, err */
       lua_insert(L, -3); /* err, k, v: kept below, so the text lives until the caller raises */
@@ -224,21 +263,25 @@ static const char *lkh_comm_data(lua_State *L, int idx, json_t *content) {
   return NULL;
 }
 
-/* The data at 2 and the options at 3 into content; on misuse, frees content and raises. */
-static void lkh_comm_args(lua_State *L, json_t *content, int open) {
+/* The data at 2 and the options at 3 into content and bufs; on misuse, frees content and
+ * raises. */
+static void lkh_comm_args(lua_State *L, json_t *content, int open, lkh_comm_bufs_t *bufs) {
   int arg = open ? 3 : 2; /* kernel:open_comm(target, data, opts), comm:send(data, opts) */
   const char *err = lkh_comm_data(L, arg, content);
-  if (err == NULL) err = lkh_comm_opts(L, ++arg, content, open);
+  bufs->n = 0;
+  if (err == NULL) err = lkh_comm_opts(L, ++arg, content, open, bufs);
   if (err == NULL) return;
   json_decref(content);
   luaL_argerror(L, arg, err);
 }
 
-/* Sends content (taken) as msg_type; 0 or the core's code (the detail in kh_manager_errmsg). */
+/* Sends content (taken) and bufs as msg_type; 0 or the core's code (the detail in
+ * kh_manager_errmsg). */
 static int lkh_comm_send_content(lkh_manager_t *lm, const char *kernel_id, const char *msg_type,
-                                 json_t *content) {
+                                 json_t *content, const lkh_comm_bufs_t *bufs) {
   char *s = json_dumps(content, JSON_COMPACT);
-  int rc = s ? kh_kernel_comm_send(lm->m, kernel_id, msg_type, s, strlen(s), NULL, 0) : KH_ENOMEM;
+  int rc = s ? kh_kernel_comm_send(lm->m, kernel_id, msg_type, s, strlen(s), bufs->b, bufs->n)
+             : KH_ENOMEM;
   free(s);
   json_decref(content);
   return rc;
@@ -261,13 +304,14 @@ static void lkh_comm_new_id(char out[33]) {
 }
 
 /* kernel:open_comm(target_name[, data][, opts]) -> comm | nil, msg, code. opts: {comm_id,
- * metadata}. Opens a comm of the host's with the kernel's target (a comm_open message, queued
+ * metadata, buffers (a list of strings: the message's binary buffers)}. Opens a comm of the host's with the kernel's target (a comm_open message, queued
  * like a cell); what the target answers arrives as comm events and through comm:on_msg. */
 static int lkh_comm_open_comm(lua_State *L) {
   lkh_manager_t *lm;
   const char *kernel_id = lkh_comm_kernel(L, 1, &lm);
   const char *target = luaL_checkstring(L, 2);
   json_t *content = json_object(), *t;
+  lkh_comm_bufs_t bufs;
   char gen[33];
   const char *comm_id;
   int rc;
@@ -277,7 +321,7 @@ static int lkh_comm_open_comm(lua_State *L) {
     return luaL_argerror(L, 2, "target_name must be valid UTF-8");
   }
   json_object_set_new(content, "target_name", t);
-  lkh_comm_args(L, content, 1);
+  lkh_comm_args(L, content, 1, &bufs);
   if (json_object_get(content, "comm_id") == NULL) {
     lkh_comm_new_id(gen);
     json_object_set_new(content, "comm_id", json_string(gen));
@@ -288,7 +332,7 @@ static int lkh_comm_open_comm(lua_State *L) {
   }
   comm_id = json_string_value(json_object_get(content, "comm_id"));
   lua_pushstring(L, comm_id); /* ..., comm_id: content is freed by the send */
-  rc = lkh_comm_send_content(lm, kernel_id, "comm_open", content);
+  rc = lkh_comm_send_content(lm, kernel_id, "comm_open", content, &bufs);
   if (rc != 0) return lkh_fail(L, rc, kh_manager_errmsg(lm->m));
   lkh_comm_new(L, lm, 1, kernel_id, lua_tostring(L, -1), target); /* ..., comm_id, comm */
   return 1;
@@ -311,18 +355,19 @@ static int lkh_comm_get(lua_State *L) {
 const luaL_Reg lkh_comm_kernel_methods[] = {
     {"open_comm", lkh_comm_open_comm}, {"comm", lkh_comm_get}, {NULL, NULL}};
 
-/* comm:send([data][, opts]) -> true | nil, msg, code. opts: {metadata}. */
+/* comm:send([data][, opts]) -> true | nil, msg, code. opts: {metadata, buffers}. */
 static int lkh_comm_send(lua_State *L) {
   lkh_manager_t *lm;
   lkh_comm_t *c = lkh_comm_check(L, 1, &lm);
   json_t *content = json_pack("{s:s}", "comm_id", c->comm_id);
+  lkh_comm_bufs_t bufs;
   if (content == NULL) return luaL_error(L, "out of memory");
-  lkh_comm_args(L, content, 0);
+  lkh_comm_args(L, content, 0, &bufs);
   if (lm == NULL) {
     json_decref(content);
     return lkh_fail_closed(L);
   }
-  return lkh_result(L, lm, lkh_comm_send_content(lm, c->kernel_id, "comm_msg", content));
+  return lkh_result(L, lm, lkh_comm_send_content(lm, c->kernel_id, "comm_msg", content, &bufs));
 }
 
 /* comm:close([data][, opts]) -> true | nil, msg, code. The comm's on_close is for the kernel's
@@ -331,14 +376,15 @@ static int lkh_comm_close(lua_State *L) {
   lkh_manager_t *lm;
   lkh_comm_t *c = lkh_comm_check(L, 1, &lm);
   json_t *content = json_pack("{s:s}", "comm_id", c->comm_id);
+  lkh_comm_bufs_t bufs;
   int rc;
   if (content == NULL) return luaL_error(L, "out of memory");
-  lkh_comm_args(L, content, 0);
+  lkh_comm_args(L, content, 0, &bufs);
   if (lm == NULL) {
     json_decref(content);
     return lkh_fail_closed(L);
   }
-  rc = lkh_comm_send_content(lm, c->kernel_id, "comm_close", content);
+  rc = lkh_comm_send_content(lm, c->kernel_id, "comm_close", content, &bufs);
   if (rc == 0) lkh_comm_unlink(L, lm, c->kernel_id, c->comm_id);
   return lkh_result(L, lm, rc);
 }

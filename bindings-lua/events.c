@@ -170,6 +170,7 @@ static void lkh_events_on_event(kh_manager_t *m, const kh_event_t *ev, void *dat
     lkh_events_report(lm, L, ev->kernel_id, ev->execution_id, ev->type_name);
     return;
   }
+  lkh_values_put_buffers(j, ev->buffers, ev->nbuffers);
   lkh_values_tag(j, ev->kernel_id, ev->execution_id);
   lkh_events_push(L, lm, s->fnref); /* fn */
   if (s->all) {

@@ -19,8 +19,7 @@ typedef struct {
   int fnref; /* submit's callback; LUA_NOREF for a blocking execute */
   int done;
   int status;
-  char *json; /* owned copy of the reply (blocking execute only) */
-  size_t len;
+  json_t *doc; /* owned: the reply, binary values put in (blocking execute only) */
   char *errmsg; /* owned copy of the failure detail (blocking execute only) */
   char kernel_id[LKH_ID_MAX];
   char exec_id[LKH_ID_MAX];
@@ -135,13 +134,8 @@ static void lkh_kernel_on_reply(kh_manager_t *m, const kh_reply_t *rep, int stat
     /* A blocking execute: keep copies, and build the table once the loop returned, on the
      * caller's stack frame rather than in the middle of the loop's. */
     if (status == 0 && rep->json != NULL) {
-      r->json = malloc(rep->json_len + 1);
-      if (r->json != NULL) {
-        memcpy(r->json, rep->json, rep->json_len + 1);
-        r->len = rep->json_len;
-      } else {
-        r->status = KH_ENOMEM;
-      }
+      r->doc = lkh_values_reply_doc(rep->json, rep->json_len, rep->buffers, rep->nbuffers);
+      if (r->doc == NULL) r->status = KH_EPROTO;
     }
     if (rep->errmsg != NULL) r->errmsg = strdup(rep->errmsg);
     return;
@@ -149,8 +143,12 @@ static void lkh_kernel_on_reply(kh_manager_t *m, const kh_reply_t *rep, int stat
   if (!lm->quiet && L != NULL) {
     luaL_checkstack(L, 8, "kernelhost reply");
     lkh_events_push(L, lm, r->fnref); /* fn */
-    if (status == 0 && rep->json != NULL &&
-        lkh_values_push_reply(L, rep->json, rep->json_len, r->kernel_id, r->exec_id) == 0) {
+    json_t *doc = status == 0 && rep->json != NULL
+                      ? lkh_values_reply_doc(rep->json, rep->json_len, rep->buffers, rep->nbuffers)
+                      : NULL;
+    if (doc != NULL) {
+      lkh_values_push_reply(L, doc, r->kernel_id, r->exec_id);
+      json_decref(doc);
       lkh_events_call(lm, L, 1, r->kernel_id, r->exec_id, "submit"); /* */
     } else {
       if (status == 0) status = KH_EPROTO;
@@ -189,12 +187,15 @@ static int lkh_kernel_execute(lua_State *L) {
     return lkh_fail(L, rc, kh_manager_errmsg(lm->m));
   lkh_manager_wait(lm, L, &r.done);
   if (r.status == 0) {
-    rc = r.json ? lkh_values_push_reply(L, r.json, r.len, r.kernel_id, r.exec_id) : KH_EPROTO;
-    if (rc != 0) lkh_fail(L, rc, "the reply is not a JSON object");
+    rc = r.doc ? 0 : KH_EPROTO;
+    if (rc == 0)
+      lkh_values_push_reply(L, r.doc, r.kernel_id, r.exec_id);
+    else
+      lkh_fail(L, rc, "the reply is not a JSON object");
   } else {
-    lkh_fail(L, r.status, r.errmsg);
+    lkh_fail(L, r.status, r.errmsg == NULL && r.status == KH_EPROTO ? "the reply is not a JSON object" : r.errmsg);
   }
-  free(r.json);
+  json_decref(r.doc);
   free(r.errmsg);
   return rc == 0 && r.status == 0 ? 1 : 3;
 }

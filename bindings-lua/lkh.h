@@ -106,7 +106,11 @@ char *lkh_values_encode_opts(lua_State *L, int arg);
  * caller reports as KH_EOPTION (a bad value, not misuse); call before encoding. */
 int lkh_values_check_opts(lua_State *L, int arg, char *msg, size_t n);
 void lkh_values_tag(json_t *o, const char *kernel_id, const char *exec_id);
-int lkh_values_push_reply(lua_State *L, const char *json, size_t len, const char *kernel_id,
-                          const char *exec_id);
+/* A reply's JSON with its binary values put in (lkh_values_put_buffers): owned, or NULL when
+ * it is not a JSON object. */
+json_t *lkh_values_reply_doc(const char *json, size_t len, const kh_buffer_t *bufs, size_t nbufs);
+/* Pushes the result table of a reply doc (lkh_values_reply_doc), tagged with the ids. */
+void lkh_values_push_reply(lua_State *L, json_t *doc, const char *kernel_id, const char *exec_id);
+void lkh_values_put_buffers(json_t *doc, const kh_buffer_t *b, size_t n);
 
 #endif

@@ -2,6 +2,7 @@
  * tables. Owns kernelhost.null (a NULL lightuserdata, JSON null) and kernelhost.empty_array
  * (an empty table that encodes as [] rather than {}). Loop thread, like every file here. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lkh.h"
@@ -218,6 +219,41 @@ char *lkh_values_encode_opts(lua_State *L, int arg) {
   return s;
 }
 
+/* Puts each binary value (kh_buffer_t) into doc where its JSON Pointer says, as a string of its
+ * bytes (jansson's unchecked strings hold any bytes): pushed to Lua, it is a Lua string. A path
+ * that leads nowhere is skipped (the core checked them; this only keeps a bad one harmless). */
+void lkh_values_put_buffers(json_t *doc, const kh_buffer_t *b, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    const char *p = b[i].path;
+    json_t *cur = doc;
+    char key[512];
+    while (cur != NULL && *p == '/') {
+      size_t k = 0;
+      p++;
+      while (*p && *p != '/' && k + 1 < sizeof(key)) {
+        char c = *p++;
+        if (c == '~' && (*p == '0' || *p == '1')) c = *p++ == '0' ? '~' : '/';
+        key[k++] = c;
+      }
+      key[k] = '\0';
+      if (*p == '\0') { /* the last step: replace the null */
+        json_t *v = json_stringn_nocheck(b[i].len ? b[i].data : "", b[i].len);
+        if (json_is_object(cur))
+          json_object_set_new_nocheck(cur, key, v);
+        else if (json_is_array(cur))
+          json_array_set_new(cur, (size_t)strtoul(key, NULL, 10), v);
+        else
+          json_decref(v);
+        break;
+      }
+      cur = json_is_object(cur)  ? json_object_get(cur, key)
+            : json_is_array(cur) ? json_array_get(cur, (size_t)strtoul(key, NULL, 10))
+                                 : NULL;
+    }
+  }
+}
+
 /* Adds kernel_id and execution_id to an event payload (a JSON object), so that one callback
  * subscribed to every kernel can tell which cell a payload belongs to. */
 void lkh_values_tag(json_t *o, const char *kernel_id, const char *exec_id) {
@@ -229,20 +265,23 @@ void lkh_values_tag(json_t *o, const char *kernel_id, const char *exec_id) {
 /* Pushes the result table of a reply: the core's object, tagged with the ids, each output's
  * data tagged too (so an output reads like the event it was). Returns 0, or pushes nothing and
  * returns KH_EPROTO. */
-int lkh_values_push_reply(lua_State *L, const char *json, size_t len, const char *kernel_id,
-                          const char *exec_id) {
-  json_t *j = json_loadb(json, len, 0, NULL), *outputs, *o;
-  size_t i;
+json_t *lkh_values_reply_doc(const char *json, size_t len, const kh_buffer_t *bufs, size_t nbufs) {
+  json_t *j = json_loadb(json, len, 0, NULL);
   if (j == NULL || !json_is_object(j)) {
     json_decref(j);
-    return KH_EPROTO;
+    return NULL;
   }
+  lkh_values_put_buffers(j, bufs, nbufs);
+  return j;
+}
+
+void lkh_values_push_reply(lua_State *L, json_t *j, const char *kernel_id, const char *exec_id) {
+  json_t *outputs, *o;
+  size_t i;
   lkh_values_tag(j, kernel_id, exec_id);
   outputs = json_object_get(j, "outputs");
   json_array_foreach(outputs, i, o) lkh_values_tag(json_object_get(o, "data"), kernel_id, exec_id);
   lkh_values_push(L, j); /* result */
-  json_decref(j);
-  return 0;
 }
 
 /* Sets M.null and M.empty_array on the module table on top of the stack. */

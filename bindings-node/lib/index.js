@@ -122,9 +122,26 @@ function executeOptions(options) {
 // Called by the addon for every event of the manager; `this` is the NativeManager. It captures
 // nothing, so the addon's strong reference to it keeps no manager alive: an unreferenced
 // manager can be collected, and its finalizer closes it.
-function onNativeEvent(kernelId, executionId, type, json) {
+// The core's binary values (image/png, comm buffers, ...) arrive beside the JSON as
+// [path, Buffer] pairs, path a JSON Pointer (RFC 6901) to the null they replace.
+function applyBuffers(doc, bufs) {
+  if (bufs === undefined) return doc;
+  for (const [path, buf] of bufs) {
+    const steps = path.split('/').slice(1).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+    let parent = doc;
+    for (let i = 0; i < steps.length - 1 && parent !== null && typeof parent === 'object'; i++)
+      parent = parent[steps[i]];
+    // defineProperty: a key "__proto__" (JSON.parse makes it an own property) stays a key.
+    if (parent !== null && typeof parent === 'object')
+      Object.defineProperty(parent, steps[steps.length - 1],
+        { value: buf, writable: true, enumerable: true, configurable: true });
+  }
+  return doc;
+}
+
+function onNativeEvent(kernelId, executionId, type, json, bufs) {
   const owner = this[OWNER];
-  if (owner !== undefined) owner._dispatch(kernelId, executionId, type, json);
+  if (owner !== undefined) owner._dispatch(kernelId, executionId, type, json, bufs);
 }
 
 // A throwing listener must stop neither the other listeners nor this event's dispatch: its error
@@ -193,13 +210,15 @@ class EventStream {
   }
 }
 
-// Comm options: {commId} only when opening; {metadata} always.
+// Comm options: {commId} only when opening; {metadata, buffers} always. Returns the content
+// and the buffers (an array of Buffers / TypedArrays / DataViews / ArrayBuffers, or undefined).
 function commContent(commId, data, options, open) {
   if (data !== undefined && data !== null &&
       (typeof data !== 'object' || Array.isArray(data))) {
     throw new TypeError('comm data must be an object');
   }
   const content = { comm_id: commId };
+  let buffers;
   if (options !== undefined && options !== null) {
     if (typeof options !== 'object' || Array.isArray(options)) {
       throw new TypeError('comm options must be an object');
@@ -213,13 +232,16 @@ function commContent(commId, data, options, open) {
           throw new TypeError('comm option metadata must be an object');
         }
         content.metadata = v;
+      } else if (key === 'buffers') {
+        if (!Array.isArray(v)) throw new TypeError('comm option buffers must be an array');
+        buffers = v; // each checked by the addon (a TypeError for what holds no bytes)
       } else {
         throw new TypeError(`unknown comm option "${key}"`);
       }
     }
   }
   if (data !== undefined && data !== null) content.data = data;
-  return content;
+  return { content, buffers };
 }
 
 /**
@@ -238,15 +260,17 @@ class Comm extends EventEmitter {
     Object.defineProperty(this, 'targetName', { value: targetName, enumerable: true });
   }
 
-  /** Sends a comm_msg with `data` (an object) and options {metadata}. */
+  /** Sends a comm_msg with `data` (an object) and options {metadata, buffers}. */
   send(data, options) {
-    this.kernel._manager._commSend(this, 'comm_msg', commContent(this.commId, data, options, false));
+    const { content, buffers } = commContent(this.commId, data, options, false);
+    this.kernel._manager._commSend(this.kernel.id, 'comm_msg', content, buffers);
   }
 
   /** Closes the comm (a comm_close with `data`); its 'close' is for the kernel's close only. */
   close(data, options) {
     const m = this.kernel._manager;
-    m._commSend(this, 'comm_close', commContent(this.commId, data, options, false));
+    const { content, buffers } = commContent(this.commId, data, options, false);
+    m._commSend(this.kernel.id, 'comm_close', content, buffers);
     m._commForget(this);
   }
 }
@@ -336,16 +360,18 @@ class Kernel {
 
   /**
    * Opens a comm with the kernel's target `targetName` (registered in Python with
-   * comm.get_comm_manager().register_target); `data` is an object, options {commId, metadata}
-   * (commId: 32 hex digits when not given). The comm_open is queued like a cell; throws an Error
+   * comm.get_comm_manager().register_target); `data` is an object, options {commId, metadata,
+   * buffers} (commId: 32 hex digits when not given; buffers: Buffers, TypedArrays, DataViews or
+   * ArrayBuffers, which Python gets as msg['buffers']). The comm_open is queued like a cell; throws an Error
    * with a `code` when refused. Returns the Comm.
    */
   openComm(targetName, data, options) {
     if (typeof targetName !== 'string') throw new TypeError('targetName must be a string');
-    const content = commContent(crypto.randomUUID().replace(/-/g, ''), data, options, true);
+    const { content, buffers } =
+      commContent(crypto.randomUUID().replace(/-/g, ''), data, options, true);
     content.target_name = targetName;
     const m = this._manager;
-    m._commSend(null, 'comm_open', content, this.id);
+    m._commSend(this.id, 'comm_open', content, buffers);
     return m._commHandle(this, content.comm_id, targetName);
   }
 
@@ -413,10 +439,10 @@ class KernelManager extends EventEmitter {
       // The core delivers every event and the reply from the loop, never inside this call, so
       // the stream is registered before the request's first event ("busy") can arrive.
       const executionId = this._native.execute(kernelId, code, opts[0], opts[1], opts[2], opts[3],
-        (errCode, message, json) => {
+        (errCode, message, json, bufs) => {
           if (stream !== null) this._streams.delete(executionId);
           if (errCode) reject(khError(errCode, message));
-          else resolve(toResult(kernelId, executionId, json));
+          else resolve(toResult(kernelId, executionId, json, bufs));
         });
       if (stream !== null) this._streams.set(executionId, stream);
     });
@@ -424,9 +450,9 @@ class KernelManager extends EventEmitter {
 
   // --- comms ------------------------------------------------------------------------------
 
-  _commSend(comm, msgType, content, kernelId = comm.kernel.id) {
+  _commSend(kernelId, msgType, content, buffers) {
     this._checkOpen();
-    this._native.commSend(kernelId, msgType, JSON.stringify(content));
+    this._native.commSend(kernelId, msgType, JSON.stringify(content), buffers);
   }
 
   // The one Comm of (kernel, commId) while its comm may be open: kept here so that its
@@ -468,10 +494,11 @@ class KernelManager extends EventEmitter {
   }
 
   // One event to its stream (if its request has one), then to the kernel's listeners, then to
-  // its comm (comm_msg, comm_close), then to 'kernelEvent'. The payload keeps Jupyter's keys; the two tags are this module's, in its
-  // style. Listeners run synchronously, in the core's order.
-  _dispatch(kernelId, executionId, type, json) {
-    const data = JSON.parse(json);
+  // its comm (comm_msg, comm_close), then to 'kernelEvent'. The payload keeps Jupyter's keys;
+  // the two tags are this module's, in its style. Listeners run synchronously, in the core's
+  // order.
+  _dispatch(kernelId, executionId, type, json, bufs) {
+    const data = applyBuffers(JSON.parse(json), bufs);
     data.kernelId = kernelId;
     data.executionId = executionId;
     const stream = this._streams.get(executionId);
@@ -655,8 +682,8 @@ function camelKeys(value) {
 
 // {status, executionCount, result?, error?, outputs}; each output's data is tagged as the same
 // event was when listeners saw it.
-function toResult(kernelId, executionId, json) {
-  const r = camelKeys(JSON.parse(json));
+function toResult(kernelId, executionId, json, bufs) {
+  const r = camelKeys(applyBuffers(JSON.parse(json), bufs));
   if (r.outputs === undefined) r.outputs = []; // replies for requests that never ran
   for (const o of r.outputs) {
     if (o.data !== null && typeof o.data === 'object') {

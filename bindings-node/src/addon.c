@@ -305,12 +305,48 @@ fail:
  * (len bytes) when given, else `count`, and null on failure; then frees the request. Runs from
  * a core callback on the loop, so it opens its own handle scope and hands exceptions to
  * nkh_flush_exception. No JS runs once the environment is going away. */
+/* Binary values beside a JSON text (kh_buffer_t) as a JS array of [path, Buffer] pairs (copies:
+ * the core's bytes are borrowed for the callback), or undefined when there are none; the JS side
+ * puts each Buffer where its JSON Pointer says (lib/index.js, applyBuffers). */
+static napi_status nkh_buffers_value(napi_env env, const kh_buffer_t *b, size_t n,
+                                     napi_value *out) {
+  napi_status st;
+  size_t i;
+  if (n == 0) return napi_get_undefined(env, out);
+  if ((st = napi_create_array_with_length(env, n, out)) != napi_ok) return st;
+  for (i = 0; i < n; i++) {
+    napi_value pair, path, buf;
+    void *dst;
+    if ((st = napi_create_array_with_length(env, 2, &pair)) != napi_ok ||
+        (st = napi_create_string_utf8(env, b[i].path, NAPI_AUTO_LENGTH, &path)) != napi_ok ||
+        (st = napi_create_buffer_copy(env, b[i].len, b[i].len ? b[i].data : "", &dst, &buf)) !=
+            napi_ok ||
+        (st = napi_set_element(env, pair, 0, path)) != napi_ok ||
+        (st = napi_set_element(env, pair, 1, buf)) != napi_ok ||
+        (st = napi_set_element(env, *out, (uint32_t)i, pair)) != napi_ok)
+      return st;
+  }
+  return napi_ok;
+}
+
+static void nkh_req_complete_bufs(nkh_req_t *r, int status, const char *errmsg, const char *str,
+                                  size_t len, int32_t count, const kh_buffer_t *bufs,
+                                  size_t nbufs);
+
 static void nkh_req_complete(nkh_req_t *r, int status, const char *errmsg, const char *str,
                              size_t len, int32_t count) {
+  nkh_req_complete_bufs(r, status, errmsg, str, len, count, NULL, 0);
+}
+
+/* As nkh_req_complete, with the value's binary values as a fourth argument (see
+ * nkh_buffers_value). */
+static void nkh_req_complete_bufs(nkh_req_t *r, int status, const char *errmsg, const char *str,
+                                  size_t len, int32_t count, const kh_buffer_t *bufs,
+                                  size_t nbufs) {
   nkh_manager_t *w = r->w;
   napi_env env = w->env;
   napi_handle_scope scope = NULL;
-  napi_value argv[3], fn, recv;
+  napi_value argv[4], fn, recv;
   if (w->teardown || r->cb == NULL) goto done;
   NAPI_CALL(env, napi_open_handle_scope(env, &scope));
   if (status == 0) {
@@ -326,9 +362,10 @@ static void nkh_req_complete(nkh_req_t *r, int status, const char *errmsg, const
                                            NAPI_AUTO_LENGTH, &argv[1]));
     NAPI_CALL(env, napi_get_null(env, &argv[2]));
   }
+  NAPI_CALL(env, nkh_buffers_value(env, bufs, status == 0 ? nbufs : 0, &argv[3]));
   NAPI_CALL(env, napi_get_reference_value(env, r->cb, &fn));
   NAPI_CALL(env, napi_get_global(env, &recv));
-  NAPI_CALL(env, napi_make_callback(env, w->actx, recv, fn, 3, argv, NULL));
+  NAPI_CALL(env, napi_make_callback(env, w->actx, recv, fn, 4, argv, NULL));
 fail:
   nkh_flush_exception(env);
   nkh_scope_close(env, scope);
@@ -342,7 +379,7 @@ static void nkh_manager_on_event(kh_manager_t *m, const kh_event_t *ev, void *da
   nkh_manager_t *w = data;
   napi_env env = w->env;
   napi_handle_scope scope = NULL;
-  napi_value self, fn, argv[4];
+  napi_value self, fn, argv[5];
   if (w->teardown || w->js_gone) return;
   NAPI_CALL(env, napi_open_handle_scope(env, &scope));
   NAPI_CALL(env, napi_get_reference_value(env, w->self, &self));
@@ -352,7 +389,8 @@ static void nkh_manager_on_event(kh_manager_t *m, const kh_event_t *ev, void *da
   NAPI_CALL(env, napi_create_string_utf8(env, ev->execution_id, NAPI_AUTO_LENGTH, &argv[1]));
   NAPI_CALL(env, napi_create_string_utf8(env, ev->type_name, NAPI_AUTO_LENGTH, &argv[2]));
   NAPI_CALL(env, napi_create_string_utf8(env, ev->json, ev->json_len, &argv[3]));
-  NAPI_CALL(env, napi_make_callback(env, w->actx, self, fn, 4, argv, NULL));
+  NAPI_CALL(env, nkh_buffers_value(env, ev->buffers, ev->nbuffers, &argv[4]));
+  NAPI_CALL(env, napi_make_callback(env, w->actx, self, fn, 5, argv, NULL));
 fail:
   nkh_flush_exception(env);
   nkh_scope_close(env, scope);
@@ -366,8 +404,9 @@ static void nkh_kernel_on_created(kh_manager_t *m, const char *kernel_id, int st
 static void nkh_kernel_on_executed(kh_manager_t *m, const kh_reply_t *reply, int status,
                                    void *data) {
   if (status == 0 && (reply == NULL || reply->json == NULL)) status = KH_EPROTO;
-  nkh_req_complete(data, status, reply ? reply->errmsg : NULL, status == 0 ? reply->json : NULL,
-                   status == 0 ? reply->json_len : 0, 0);
+  nkh_req_complete_bufs(data, status, reply ? reply->errmsg : NULL,
+                        status == 0 ? reply->json : NULL, status == 0 ? reply->json_len : 0, 0,
+                        status == 0 ? reply->buffers : NULL, status == 0 ? reply->nbuffers : 0);
 }
 
 /* Restart, destroy and destroyAll (status >= 0 is the count for destroyAll). */
@@ -684,26 +723,102 @@ static napi_value nkh_kernel_interrupt(napi_env env, napi_callback_info info) {
 }
 
 /* inputReply(kernelId, value) */
-/* commSend(kernelId, msgType, contentJson): kh_kernel_comm_send; throws on failure. The content
- * is the facade's JSON.stringify() output, converted exactly (nkh_text_get). */
+#define NKH_COMM_BUFS_MAX 64
+
+/* The bytes of a Buffer, TypedArray, DataView or ArrayBuffer (valid while v is alive: for the
+ * call). Returns 0, or -1 with a TypeError thrown for anything else. */
+static int nkh_bytes_get(napi_env env, napi_value v, const void **data, size_t *len) {
+  bool is = false;
+  void *p = NULL;
+  size_t n = 0, off = 0, count = 0;
+  napi_typedarray_type t;
+  napi_value ab;
+  NAPI_CALL(env, napi_is_buffer(env, v, &is));
+  if (is) {
+    NAPI_CALL(env, napi_get_buffer_info(env, v, &p, &n));
+    goto done;
+  }
+  NAPI_CALL(env, napi_is_typedarray(env, v, &is));
+  if (is) {
+    NAPI_CALL(env, napi_get_typedarray_info(env, v, &t, &count, &p, &ab, &off));
+    if (t == napi_int8_array || t == napi_uint8_array || t == napi_uint8_clamped_array)
+      n = count;
+    else if (t == napi_int16_array || t == napi_uint16_array)
+      n = count * 2;
+    else if (t == napi_int32_array || t == napi_uint32_array || t == napi_float32_array)
+      n = count * 4;
+    else
+      n = count * 8; /* float64, bigint64, biguint64 */
+    goto done;
+  }
+  NAPI_CALL(env, napi_is_dataview(env, v, &is));
+  if (is) {
+    NAPI_CALL(env, napi_get_dataview_info(env, v, &n, &p, &ab, &off));
+    goto done;
+  }
+  NAPI_CALL(env, napi_is_arraybuffer(env, v, &is));
+  if (is) {
+    NAPI_CALL(env, napi_get_arraybuffer_info(env, v, &p, &n));
+    goto done;
+  }
+  nkh_throw(env, NKH_TYPE_ERROR, NULL,
+            "comm buffers must be Buffers, TypedArrays, DataViews or ArrayBuffers");
+  return -1;
+done:
+  *data = n ? p : "";
+  *len = n;
+  return 0;
+fail:
+  return -1;
+}
+
+/* commSend(kernelId, msgType, contentJson, buffers?): kh_kernel_comm_send; throws on failure.
+ * The content is the facade's JSON.stringify() output, converted exactly (nkh_text_get); buffers
+ * (an array, or undefined) go beside it at "/buffers/N". */
 static napi_value nkh_kernel_comm_send(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
+  napi_value argv[4];
   char id[NKH_ID_MAX];
   char *type = NULL, *content = NULL;
-  size_t len = 0;
-  nkh_manager_t *w = nkh_this(env, info, 3, argv);
+  size_t len = 0, nb = 0, i;
+  kh_buffer_t bufs[NKH_COMM_BUFS_MAX];
+  char paths[NKH_COMM_BUFS_MAX][16];
+  nkh_manager_t *w = nkh_this(env, info, 4, argv);
+  napi_valuetype t;
   int rc;
   if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
   if (nkh_id_get(env, argv[0], id, sizeof(id)) != 0) return NULL;
+  NAPI_CALL(env, napi_typeof(env, argv[3], &t));
+  if (t != napi_undefined) {
+    bool arr = false;
+    uint32_t n = 0;
+    NAPI_CALL(env, napi_is_array(env, argv[3], &arr));
+    if (arr) NAPI_CALL(env, napi_get_array_length(env, argv[3], &n));
+    if (!arr || n > NKH_COMM_BUFS_MAX) {
+      nkh_throw(env, arr ? NKH_RANGE_ERROR : NKH_TYPE_ERROR, NULL,
+                arr ? "a comm message carries at most 64 buffers"
+                    : "comm option buffers must be an array");
+      return NULL;
+    }
+    for (i = 0; i < n; i++) {
+      napi_value v;
+      NAPI_CALL(env, napi_get_element(env, argv[3], (uint32_t)i, &v));
+      if (nkh_bytes_get(env, v, &bufs[i].data, &bufs[i].len) != 0) return NULL;
+      snprintf(paths[i], sizeof(paths[i]), "/buffers/%zu", i);
+      bufs[i].path = paths[i];
+    }
+    nb = n;
+  }
   if ((type = nkh_str_get(env, argv[1], "msgType", NULL)) == NULL) return NULL;
   if (nkh_text_get(env, argv[2], "content", &content, &len) != 0) {
     free(type);
     return NULL;
   }
-  rc = kh_kernel_comm_send(w->m, id, type, content, len, NULL, 0);
+  rc = kh_kernel_comm_send(w->m, id, type, content, len, nb ? bufs : NULL, nb);
   free(type);
   free(content);
   if (rc != 0) nkh_throw_kh(env, w, rc);
+  return NULL;
+fail:
   return NULL;
 }
 

@@ -193,7 +193,10 @@ KH_EXTERN void kh_free(void *p);
 /* Creates a kernel. `options_json` is NULL or a JSON object (camelCase or snake_case keys):
  *   mode ("worker" | "main_thread", default "worker"), id (string), namespace (string),
  *   maxExecutionTime (ms), inactivityTimeout (ms), filesystem ({enabled, root, mountPoint,
- *   readOnly}), env ({name: value}), cwd, permissions, limits, autoRestart, sandbox, thread.
+ *   readOnly}), env ({name: value}), cwd, permissions, limits, autoRestart, sandbox, thread,
+ *   figureFormats, historyFile, binary ("bytes", the default: binary values of events and
+ *   replies as kh_buffer_t beside the JSON; "base64": as base64 strings inside it, the shape
+ *   of Jupyter's messages, for hosts that forward events to a Jupyter front end).
  * On success the id is copied to `id_out` (if not NULL, at least 64 bytes) at once, and `cb`
  * (may be NULL) runs when the kernel is ready (status 0), failed to start (KH_EWORKER,
  * KH_EPYTHON, KH_ENOTSUP: the system cannot enforce the sandbox) or was destroyed while

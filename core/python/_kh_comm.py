@@ -80,15 +80,23 @@ def report(what):
 
 def _emit(kernel, msg_type, content, buffers):
     """One comm event of `kernel`, attributed to the request the calling thread runs for it (or
-    that the kernel runs, for a thread a cell started), after the output it already printed."""
+    that the kernel runs, for a thread a cell started), after the output it already printed.
+    Buffers (bytes-like) go beside the JSON as bytes (kh_buffer_t at "/buffers/N", null in the
+    content), or with the kernel option binary "base64" as base64 strings, as Jupyter's JSON
+    messages carry them."""
+    pairs = None
     if buffers:
-        # The binary transport (kh_buffer_t) carries bytes beside the JSON; until a kernel has
-        # it, a message with buffers cannot be sent as Jupyter would.
-        raise NotImplementedError("comm buffers are not carried yet")
+        views = [memoryview(b).cast("B") for b in buffers]  # TypeError for what is no buffer
+        if kernel.binary == "bytes":
+            content["buffers"] = [None] * len(views)
+            pairs = [("/buffers/%d" % i, v) for i, v in enumerate(views)]
+        else:
+            import base64
+            content["buffers"] = [base64.b64encode(v).decode("ascii") for v in views]
     kernel.out.flush()
     ctx = _kh_streams.current()
     exec_id = ctx.exec_id if ctx is not None and ctx.kernel is kernel else kernel.active_exec
-    kernel.emit(exec_id, msg_type, content)
+    kernel.emit(exec_id, msg_type, content, pairs)
 
 
 class Comm(_Base):

@@ -36,9 +36,10 @@ def _report_formatter_error(obj, where):
 
 
 def _encode_value(mime, value):
+    # Binary values stay bytes up to the kernel's emit(), which sends them as its `binary`
+    # option says (split_binary).
     if isinstance(value, (bytes, bytearray, memoryview)):
-        import base64
-        return base64.b64encode(bytes(value)).decode("ascii")
+        return value if type(value) is bytes else bytes(value)
     if mime == "application/json" or mime.endswith("+json"):
         return _jsonable(value)
     if isinstance(value, str):
@@ -56,8 +57,54 @@ def _jsonable(value):
 
 
 def encode_bundle(data):
-    """A MIME bundle with JSON-ready values (bytes as base64, as IPython's kernels send them)."""
+    """A MIME bundle with JSON-ready values, binary ones as bytes (see split_binary)."""
     return {mime: _encode_value(mime, value) for mime, value in data.items()}
+
+
+# MIME types whose values are binary: Jupyter sends them as base64 strings, so a str value of
+# one of these (IPython's Image gives base64 text) is decoded when the kernel sends bytes.
+_BINARY_MIMES = frozenset(("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp",
+                           "image/tiff", "application/pdf"))
+
+
+def is_binary_mime(mime):
+    return mime in _BINARY_MIMES or mime.startswith(("audio/", "video/"))
+
+
+def pointer_token(key):
+    """key as one step of a JSON Pointer (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def split_binary(bundle, prefix, bufs, binary):
+    """The bundle as the kernel sends it. binary "bytes": each binary value becomes null, and
+    (prefix + "/" + its MIME type as a JSON Pointer step, bytes) is appended to bufs (the
+    host gets kh_buffer_t / Buffer / a Lua string). binary "base64": bytes become base64
+    strings, as Jupyter's messages carry them. The bundle is copied only when it changes."""
+    out = None
+    for mime, value in bundle.items():
+        tv = type(value)
+        if tv is str:
+            if binary != "bytes" or not is_binary_mime(mime):
+                continue
+            import binascii
+            try:
+                raw = binascii.a2b_base64(value)
+            except (binascii.Error, ValueError):
+                continue  # not base64 after all: sent as the text it is
+        elif tv is bytes or tv is bytearray or tv is memoryview:
+            raw = value
+        else:
+            continue
+        if out is None:
+            out = dict(bundle)
+        if binary == "bytes":
+            bufs.append((prefix + "/" + pointer_token(mime), raw))
+            out[mime] = None
+        else:
+            import base64
+            out[mime] = base64.b64encode(raw).decode("ascii")
+    return bundle if out is None else out
 
 
 # Types whose repr() is what IPython's pretty printer prints, whatever the value: for them (and
@@ -309,9 +356,6 @@ class _Rich:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         value = self.data
-        if self._binary and isinstance(value, (bytes, bytearray)):
-            import base64
-            value = base64.b64encode(bytes(value)).decode("ascii")
         bundle = {self._mime: value, "text/plain": "<%s object>" % type(self).__name__}
         return bundle, ({self._mime: self.metadata} if self.metadata else {})
 

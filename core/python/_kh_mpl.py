@@ -114,7 +114,6 @@ def figure_bundle(fig, include=None, exclude=None, kernel=None):
     entry per figure format of the kernel, none for a figure without axes. A format that fails
     to render is reported (execute_error) and left out. IPython's display formatter can take
     this as the mimebundle printer for Figure."""
-    import base64
     kernel = _kernel(kernel)
     data = {}
     metadata = {}
@@ -149,7 +148,7 @@ def figure_bundle(fig, include=None, exclude=None, kernel=None):
             if fmt == "retina":
                 w, h = _png_size(value)
                 metadata[mime] = {"width": w // 2, "height": h // 2}
-            data[mime] = value if fmt == "svg" else base64.b64encode(value).decode("ascii")
+            data[mime] = value  # bytes but for svg: the kernel's emit sends them (binary)
     if wanted("text/plain"):
         try:
             data["text/plain"] = repr(fig)

@@ -50,6 +50,10 @@ def _encode_default(obj):
     raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
 
 
+# Events whose "data" is a MIME bundle (Kernel.emit splits its binary values off).
+_BUNDLE_EVENTS = frozenset(("display_data", "update_display_data", "execute_result"))
+
+
 def _make_encoder():
     """One C encoder from _json, made once (json.dumps builds a new one for every call, ~2.5 us,
     and importing json costs every worker its import time and memory)."""
@@ -369,13 +373,27 @@ class Kernel:
         self._host_main = sys.modules.get("__main__")
         self.ipython = None  # this kernel's IPython shell, once a cell needed it (_kh_ipython)
         self.comm_manager = None  # this kernel's comms and targets, once used (_kh_comm)
+        # The kernel option binary: "bytes" (kh_buffer_t beside the JSON) or "base64"; set by
+        # the host after the Kernel is made (py-host.c, the worker's do_open).
+        self.binary = "bytes"
         self.reset()
         _kh_streams.set_current(_kh_streams.Context(self, ""))
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def emit(self, exec_id, kind, payload):
-        _kernelhost.emit(self.sink, exec_id or "", kind, _dumps(payload))
+    def emit(self, exec_id, kind, payload, buffers=None):
+        """Sends one event. The MIME bundle of a display or result goes through split_binary:
+        binary values travel beside the JSON (or as base64, with the kernel option binary)."""
+        if kind in _BUNDLE_EVENTS:
+            data = payload.get("data")
+            if data:
+                bufs = []
+                split = _kh_display.split_binary(data, "/data", bufs, self.binary)
+                if split is not data:
+                    payload = dict(payload, data=split)
+                if bufs:
+                    buffers = bufs if buffers is None else list(buffers) + bufs
+        _kernelhost.emit(self.sink, exec_id or "", kind, _dumps(payload), buffers)
 
     def reset(self):
         self.execution_count = 0
@@ -756,11 +774,19 @@ class Kernel:
                     reply["error"] = self._report_error(exec_id, exc)
         del cell_error
         self.out.flush()
+        bufs = []
+        result = reply.get("result")
+        if result is not None and result.get("data"):
+            split = _kh_display.split_binary(result["data"], "/result/data", bufs, self.binary)
+            if split is not result["data"]:
+                reply["result"] = dict(result, data=split)
         try:
             out = _dumps(reply)
         except ValueError:  # a result its event could carry and the reply, one level deeper, not
             reply.pop("result", None)
+            bufs = []
             out = _dumps(reply)
         self.active_exec = ""
         # The last step: after end() nothing can be interrupted (it drops what is still owed).
-        return gate.end(out)
+        # A reply with binary values is (json, buffers) (kh__py_reply_parts).
+        return gate.end((out, bufs) if bufs else out)

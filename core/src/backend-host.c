@@ -29,7 +29,8 @@ static int host_start(kh_kernel_t *k) {
   k->backend = h;
   /* The first kernel of the process waits here for CPython to start (tens of ms, once). The
    * outcome is posted, so the create callback still runs from the loop. */
-  rc = kh__py_kernel_open(&h->py, k->sink, k->id, 1, k->opts.figure_formats, errmsg);
+  rc = kh__py_kernel_open(&h->py, k->sink, k->id, 1, k->opts.figure_formats,
+                          k->opts.binary_base64, errmsg);
   post_status(k, KH__MSG_READY, rc, errmsg);
   return 0;
 }
@@ -37,15 +38,17 @@ static int host_start(kh_kernel_t *k) {
 static int host_execute(kh_kernel_t *k, kh__request_t *r) {
   host_t *h = k->backend;
   size_t n = 0;
+  kh__bufs_t bufs = {0};
   char *reply;
   if (h->py == NULL) return KH_ECLOSED;
   if (r->comm_type != NULL)
-    reply = kh__py_kernel_comm(h->py, r->exec_id, r->comm_type, r->code, r->len, &n);
+    reply = kh__py_kernel_comm(h->py, r->exec_id, r->comm_type, r->code, r->len, &r->comm_bufs,
+                               &n);
   else
-    reply =
-        kh__py_kernel_execute(h->py, r->exec_id, r->code, r->len, r->silent, r->store_history, &n);
+    reply = kh__py_kernel_execute(h->py, r->exec_id, r->code, r->len, r->silent,
+                                  r->store_history, &n, &bufs);
   if (reply == NULL) return KH_ENOMEM;
-  kh__sink_post(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, reply, n);
+  kh__sink_post_bufs(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, reply, n, &bufs);
   free(reply);
   return 0;
 }

@@ -26,6 +26,7 @@ typedef struct cmd_s {
   char exec_id[KH__EXEC_ID_MAX];
   const char *comm_type; /* static (CMD_COMM) */
   char *code;            /* owned: the cell, or the comm message's content */
+  kh__bufs_t bufs;       /* owned: the comm message's buffers (CMD_COMM) */
   size_t len;
   int silent;
   int store_history;
@@ -44,6 +45,7 @@ typedef struct {
   kh__sink_t *sink;   /* a reference of the thread's own: the kernel may release its one */
   char id[KH__ID_MAX];
   json_t *figure_formats; /* owned by the thread until it opened Python: the option's copy */
+  int binary_base64;
 } inproc_t;
 
 static void post_cmd(inproc_t *ip, cmd_t *c) {
@@ -65,6 +67,7 @@ static void inproc_free(inproc_t *ip) {
     cmd_t *c = ip->head;
     ip->head = c->next;
     free(c->code);
+    kh__bufs_free(&c->bufs);
     free(c);
   }
   kh__sink_unref(ip->sink);
@@ -81,7 +84,8 @@ static void kernel_thread(void *arg) {
   inproc_t *ip = arg;
   kh__pyk_t *py = NULL;
   char errmsg[KH__ERRMSG_MAX] = "";
-  int rc = kh__py_kernel_open(&py, ip->sink, ip->id, 0, ip->figure_formats, errmsg);
+  int rc = kh__py_kernel_open(&py, ip->sink, ip->id, 0, ip->figure_formats, ip->binary_base64,
+                              errmsg);
   json_decref(ip->figure_formats);
   ip->figure_formats = NULL;
   if (rc == 0) {
@@ -106,11 +110,13 @@ static void kernel_thread(void *arg) {
 
     if (c->kind == CMD_EXEC || c->kind == CMD_COMM) {
       size_t n = 0;
+      kh__bufs_t bufs = {0};
       char *reply = py == NULL ? NULL
                     : c->kind == CMD_EXEC
                         ? kh__py_kernel_execute(py, c->exec_id, c->code, c->len, c->silent,
-                                                c->store_history, &n)
-                        : kh__py_kernel_comm(py, c->exec_id, c->comm_type, c->code, c->len, &n);
+                                                c->store_history, &n, &bufs)
+                        : kh__py_kernel_comm(py, c->exec_id, c->comm_type, c->code, c->len,
+                                             &c->bufs, &n);
       if (reply == NULL) {
         static const char oom[] =
             "{\"status\":\"error\",\"execution_count\":0,\"error\":{"
@@ -118,7 +124,7 @@ static void kernel_thread(void *arg) {
             "\"traceback\":[]}}";
         kh__sink_post(ip->sink, KH__MSG_REPLY, 0, 0, c->exec_id, oom, sizeof(oom) - 1);
       } else {
-        kh__sink_post(ip->sink, KH__MSG_REPLY, 0, 0, c->exec_id, reply, n);
+        kh__sink_post_bufs(ip->sink, KH__MSG_REPLY, 0, 0, c->exec_id, reply, n, &bufs);
         free(reply);
       }
     } else if (c->kind == CMD_RESET) {
@@ -127,6 +133,7 @@ static void kernel_thread(void *arg) {
       kh__sink_post(ip->sink, KH__MSG_RESET, 0, rc, NULL, errmsg, strlen(errmsg));
     }
     free(c->code);
+    kh__bufs_free(&c->bufs);
     free(c);
   }
   if (py) kh__py_kernel_close(py);
@@ -161,6 +168,7 @@ static int inproc_start(kh_kernel_t *k) {
   memcpy(ip->id, k->id, sizeof(ip->id));
   /* A copy of the thread's own: the loop may read the kernel's options meanwhile (info). */
   ip->figure_formats = json_deep_copy(k->opts.figure_formats); /* NULL stays NULL */
+  ip->binary_base64 = k->opts.binary_base64;
   rc = k->opts.figure_formats != NULL && ip->figure_formats == NULL ? KH_ENOMEM : 0;
   /* Python code recurses deeply (pandas, matplotlib): give the thread a full-size stack. */
   to.flags = UV_THREAD_HAS_STACK_SIZE;
@@ -184,6 +192,7 @@ static int inproc_execute(kh_kernel_t *k, kh__request_t *r) {
   if (c == NULL) return KH_ENOMEM;
   c->kind = r->comm_type != NULL ? CMD_COMM : CMD_EXEC;
   c->comm_type = r->comm_type;
+  kh__bufs_move(&c->bufs, &r->comm_bufs);
   memcpy(c->exec_id, r->exec_id, sizeof(c->exec_id));
   /* The request keeps its code for the caller's lifetime rules; the thread gets its own. */
   c->code = r->code;

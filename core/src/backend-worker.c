@@ -50,6 +50,7 @@ static int send_open(worker_t *wk) {
   if (k->opts.env) json_object_set(msg, "env", k->opts.env);
   if (k->opts.cwd) json_object_set_new(msg, "cwd", json_string(k->opts.cwd));
   if (k->opts.figure_formats) json_object_set(msg, "figure_formats", k->opts.figure_formats);
+  if (k->opts.binary_base64) json_object_set_new(msg, "binary", json_string("base64"));
   if (wk->sandbox != NULL) {
     /* The worker applies it before it starts a thread or runs user code (core/worker/main.c).
      * A pooled worker is still single-threaded, blocked reading this very message. */
@@ -166,7 +167,7 @@ static int output_allowed(worker_t *wk, int type, const char *id, size_t len) {
            "{\"name\":\"stderr\",\"text\":\"\\n[kernelhost: output cut by the host after "
            "%llu bytes (limits.max_output_bytes)]\\n\"}",
            (unsigned long long)(wk->out_bytes - len));
-  kh__kernel_on_event(wk->k, KH_EVENT_STREAM, id, marker, strlen(marker));
+  kh__kernel_on_event(wk->k, KH_EVENT_STREAM, id, marker, strlen(marker), NULL);
   return 0;
 }
 
@@ -229,12 +230,18 @@ static void on_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg,
         uv_timer_stop(&wk->grace);
         wk->grace_id[0] = '\0';
       }
-      kh__kernel_on_reply(wk->k, id, data, len);
+      kh__kernel_on_reply(wk->k, id, data, len, &w->bufs);
       break;
     case KH__P_EV:
       /* The type is a known event other than status (worker-proc.c). */
       type = kh_event_type_from_name(json_string_value(json_object_get(msg, "type")));
-      if (output_allowed(wk, type, id, len)) kh__kernel_on_event(wk->k, type, id, data, len);
+      {
+        /* Binary values count as they would in base64 (what the bound was made for). */
+        size_t i, total = len;
+        for (i = 0; i < w->bufs.n; i++) total += w->bufs.v[i].blob->len / 3 * 4 + 4;
+        if (output_allowed(wk, type, id, total))
+          kh__kernel_on_event(wk->k, type, id, data, len, &w->bufs);
+      }
       break;
     case KH__P_ANSWER:
       on_answer(wk, id, msg, data, len);
@@ -333,18 +340,24 @@ static int worker_execute(kh_kernel_t *k, kh__request_t *r) {
   int rc;
   if (wk->w == NULL || wk->phase != PH_READY) return KH_EKERNELDEAD;
   if (r->comm_type != NULL) {
-    /* comm.c encoded the content itself, so it parses. */
+    /* comm.c encoded the content itself, so it parses; its buffers follow as binary frames. */
     json_t *content = json_loadb(r->code, r->len, 0, NULL);
+    kh_buffer_t *views;
+    size_t nb = 0;
     msg = content ? json_pack("{s:s, s:s, s:s, s:o}", "t", kh__proto_name(KH__P_COMM), "id",
                               r->exec_id, "msg_type", r->comm_type, "content", content)
                   : NULL;
+    if (msg == NULL) return KH_ENOMEM;
+    views = kh__bufs_view(&r->comm_bufs, &nb);
+    rc = nb == r->comm_bufs.n ? kh__wproc_send_bufs(wk->w, msg, views, nb) : KH_ENOMEM;
+    free(views);
   } else {
     msg = json_pack("{s:s, s:s, s:s%, s:b, s:b}", "t", kh__proto_name(KH__P_EXEC), "id",
                     r->exec_id, "code", r->code, r->len, "silent", r->silent, "store_history",
                     r->store_history);
+    if (msg == NULL) return KH_ENOMEM;
+    rc = kh__wproc_send(wk->w, msg);
   }
-  if (msg == NULL) return KH_ENOMEM;
-  rc = kh__wproc_send(wk->w, msg);
   json_decref(msg);
   if (rc == 0) {
     wk->out_bytes = 0; /* a new cell: a new output bound */

@@ -102,6 +102,62 @@ void kh__comm_forget(kh_kernel_t *k) {
   k->comms = NULL;
 }
 
+/* The N of a path "/buffers/N" (decimal, no leading zero), or SIZE_MAX for any other path. */
+static size_t buffer_index(const char *path) {
+  const char *p;
+  size_t n = 0;
+  if (path == NULL || strncmp(path, "/buffers/", 9) != 0) return SIZE_MAX;
+  p = path + 9;
+  if (*p == '\0' || (p[0] == '0' && p[1] != '\0')) return SIZE_MAX;
+  for (; *p; p++) {
+    if (*p < '0' || *p > '9' || n > 1000) return SIZE_MAX;
+    n = n * 10 + (size_t)(*p - '0');
+  }
+  return n;
+}
+
+/* A message's buffers are Jupyter's list: n kh_buffer_t at paths "/buffers/0" .. "/buffers/n-1"
+ * (in any order, each once), where content's "buffers" holds nulls; the array is made when the
+ * content has none. Returns 0, KH_EINVAL or KH_ETOOBIG with errmsg. */
+static int check_buffers(json_t *doc, const kh_buffer_t *b, size_t n, const char *type,
+                         char *errmsg) {
+  json_t *arr = json_object_get(doc, "buffers");
+  size_t i;
+  if (n > KH__FRAME_BUFS_MAX) {
+    kh__set_err(errmsg, "%s: %zu buffers, the most a message carries is %d", type, n,
+                KH__FRAME_BUFS_MAX);
+    return KH_EINVAL;
+  }
+  if (arr == NULL && n > 0) {
+    arr = json_array();
+    for (i = 0; arr != NULL && i < n; i++) json_array_append_new(arr, json_null());
+    if (arr == NULL || json_object_set_new(doc, "buffers", arr) != 0) return KH_ENOMEM;
+  } else if (arr != NULL && (!json_is_array(arr) || json_array_size(arr) != n)) {
+    kh__set_err(errmsg,
+                "%s content's \"buffers\" must be an array of %zu nulls, one per buffer given",
+                type, n);
+    return KH_EINVAL;
+  }
+  for (i = 0; i < n; i++) {
+    if (buffer_index(b[i].path) >= n) {
+      kh__set_err(errmsg, "%s: buffer path \"%.60s\" is not \"/buffers/N\" with N < %zu", type,
+                  b[i].path ? b[i].path : "(NULL)", n);
+      return KH_EINVAL;
+    }
+    if (b[i].data == NULL && b[i].len > 0) {
+      kh__set_err(errmsg, "%s: buffer %zu has no data", type, i);
+      return KH_EINVAL;
+    }
+    if (b[i].len > KH__FRAME_MAX) {
+      kh__set_err(errmsg, "%s: buffer %zu is %zu bytes, over the limit of %u", type, i, b[i].len,
+                  KH__FRAME_MAX);
+      return KH_ETOOBIG;
+    }
+  }
+  /* Each path once, each leading to a null. */
+  return kh__bufs_check(doc, b, n, errmsg);
+}
+
 /* Whether the message fits the comm's state: comm_open needs a new id, the others an open comm.
  * Returns 0, KH_EINVAL or KH_ECLOSED with errmsg. */
 static int check_state(kh_kernel_t *k, json_t *doc, const char *type, char *errmsg) {
@@ -161,16 +217,13 @@ int kh_kernel_comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_
     kh__set_err(m->errmsg, "%s content is not valid UTF-8 text (or holds a NUL byte)", type);
     return KH_EENCODING;
   }
-  if (nbuffers > 0) {
-    kh__set_err(m->errmsg, "%s: binary buffers are not carried yet", type);
-    return KH_ENOTSUP;
-  }
   doc = json_loadb(content_json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
   if (doc == NULL) {
     kh__set_err(m->errmsg, "%s content is not JSON: %s", type, jerr.text);
     return KH_EINVAL;
   }
   if ((rc = check_content(doc, type, m->errmsg)) != 0 ||
+      (rc = check_buffers(doc, buffers, nbuffers, type, m->errmsg)) != 0 ||
       (rc = check_state(k, doc, type, m->errmsg)) != 0) {
     json_decref(doc);
     return rc;
@@ -182,15 +235,25 @@ int kh_kernel_comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_
     json_decref(doc);
     return KH_ENOMEM;
   }
+  r->code = text;
+  r->len = strlen(text);
+  r->comm_type = type;
+  /* The buffers in the order of their indexes: Python gets them as a list (msg["buffers"]). */
+  for (i = 0; i < nbuffers; i++) {
+    size_t j = 0;
+    while (buffer_index(buffers[j].path) != i) j++;
+    if (kh__bufs_add_copy(&r->comm_bufs, buffers[j].path, buffers[j].data, buffers[j].len) != 0) {
+      kh__request_free(r);
+      json_decref(doc);
+      return KH_ENOMEM;
+    }
+  }
   /* Open from now on for the host's next message; closed at once by its own comm_close. */
   if (type == comm_types[0])
     comm_opened(k, json_string_value(json_object_get(doc, "comm_id")));
   else if (type == comm_types[2])
     comm_closed(k, json_string_value(json_object_get(doc, "comm_id")));
   json_decref(doc);
-  r->code = text;
-  r->len = strlen(text);
-  r->comm_type = type;
   kh__uuid(r->exec_id);
   r->silent = 1;
   r->cb = comm_done;

@@ -28,6 +28,7 @@ typedef struct {
   char *json;            /* owned, may be NULL */
   size_t json_len;
   char *errmsg; /* owned, may be NULL */
+  kh__bufs_t bufs; /* owned references: json's binary values */
   union {
     kh_execute_cb execute;
     kh_kernel_done_cb done;
@@ -39,6 +40,7 @@ typedef struct {
 static void delivery_free(delivery_t *d) {
   free(d->json);
   free(d->errmsg);
+  kh__bufs_free(&d->bufs);
   free(d);
 }
 
@@ -60,7 +62,9 @@ static void run_delivery(kh_manager_t *m, void *arg) {
       ev.execution_id = d->exec_id;
       ev.json = d->json ? d->json : "{}";
       ev.json_len = d->json ? d->json_len : 2;
-      kh__bus_dispatch(m, &ev);
+      ev.buffers = kh__bufs_view(&d->bufs, &ev.nbuffers);
+      if (ev.buffers != NULL || d->bufs.n == 0) kh__bus_dispatch(m, &ev);
+      free((void *)ev.buffers);
       break;
     }
     case D_REPLY: {
@@ -73,7 +77,15 @@ static void run_delivery(kh_manager_t *m, void *arg) {
       rep.json = d->json;
       rep.json_len = d->json_len;
       rep.errmsg = d->errmsg;
+      rep.buffers = kh__bufs_view(&d->bufs, &rep.nbuffers);
+      if (rep.buffers == NULL && d->bufs.n > 0) { /* no memory for the views: say so */
+        rep.json = NULL;
+        rep.status = NULL;
+        rep.errmsg = "out of memory delivering the reply";
+        d->status = KH_ENOMEM;
+      }
       d->cb.execute(m, &rep, d->status, d->data);
+      free((void *)rep.buffers);
       break;
     }
     case D_DONE:
@@ -124,23 +136,34 @@ static void queue(kh_manager_t *m, delivery_t *d, int counted) {
 }
 
 void kh__deliver_event(kh_manager_t *m, const char *kernel_id, int type, const char *exec_id,
-                       const char *json, size_t len) {
+                       const char *json, size_t len, const kh__bufs_t *bufs) {
   delivery_t *d;
+  size_t i;
   if (m->subs == NULL) return; /* nobody listens: nothing to copy */
   d = delivery_new(D_EVENT, kernel_id, exec_id ? exec_id : "", json, len, NULL);
   if (d != NULL) d->type = type;
+  for (i = 0; d != NULL && bufs != NULL && i < bufs->n; i++) {
+    if (kh__bufs_add(&d->bufs, NULL, bufs->v[i].path, bufs->v[i].blob) != 0) {
+      delivery_free(d);
+      d = NULL;
+    }
+  }
   queue(m, d, 0);
 }
 
 void kh__deliver_reply(kh_manager_t *m, kh_execute_cb cb, void *data, const kh_reply_t *rep,
-                       int status, char *owned_json) {
+                       int status, char *owned_json, kh__bufs_t *bufs) {
   /* A reply carries every event of its cell (a 1 MB figure is 1 MB here): take the buffer
    * that was built for it rather than copy it. */
   delivery_t *d = delivery_new(D_REPLY, rep->kernel_id, rep->execution_id,
                                owned_json ? NULL : rep->json, rep->json_len, rep->errmsg);
-  if (d == NULL) free(owned_json);
+  if (d == NULL) {
+    free(owned_json);
+    kh__bufs_free(bufs);
+  }
   if (d != NULL) {
     if (owned_json != NULL) d->json = owned_json;
+    if (bufs != NULL) kh__bufs_move(&d->bufs, bufs);
     d->cb.execute = cb;
     d->data = data;
     d->status = status;

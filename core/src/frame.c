@@ -24,6 +24,8 @@ void kh__frame_dec_init(kh__frame_dec_t *d, size_t max) {
 }
 
 void kh__frame_dec_free(kh__frame_dec_t *d) {
+  json_decref(d->pending);
+  d->pending = NULL;
   free(d->buf);
   d->buf = NULL;
   d->len = d->pos = d->cap = 0;
@@ -203,7 +205,7 @@ static json_t *split_payload(kh__frame_dec_t *d, const char *body, size_t n) {
     return NULL;
   }
   json_object_foreach(j, k, v) {
-    if (!json_is_string(v) || strcmp(k, "data") == 0) {
+    if (!(json_is_string(v) || json_is_array(v)) || strcmp(k, "data") == 0) {
       json_decref(j);
       return NULL;
     }
@@ -220,41 +222,103 @@ static json_t *split_payload(kh__frame_dec_t *d, const char *body, size_t n) {
   return j;
 }
 
-int kh__frame_dec_next(kh__frame_dec_t *d, json_t **out) {
-  const unsigned char *p;
-  size_t avail, n;
+/* Parses the JSON frame at d->pos (whole in the buffer, `n` body bytes): the message, with
+ * d->data_off relative to the frame's first byte. NULL after fail(). */
+static json_t *parse_message(kh__frame_dec_t *d, const unsigned char *p, size_t n) {
   json_t *j;
   json_error_t jerr;
-  *out = NULL;
-  if (d->failed) return KH_EPROTO;
-  avail = d->len - d->pos;
-  if (avail < 4) return 0;
-  p = (const unsigned char *)d->buf + d->pos;
-  n = frame_len(p);
-  /* The length is checked before any payload is buffered: a hostile prefix never makes the
-   * buffer grow beyond what actually arrives, nor past d->max. */
-  if (n == 0) return fail(d, "malformed frame: empty payload");
-  if (n > d->max)
-    return fail(d, "oversized frame: %zu bytes declared, the limit is %zu", n, d->max);
-  if (avail - 4 < n) return 0;
   d->data_off = d->data_len = 0;
   j = split_payload(d, (const char *)p + 4, n);
   if (j == NULL) {
     /* JSON_ALLOW_NUL: output may hold NUL characters (print("\0"), binary junk on fd 1). */
     j = json_loadb((const char *)p + 4, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (j == NULL) return fail(d, "malformed frame: invalid JSON: %s", jerr.text);
+    if (j == NULL) {
+      fail(d, "malformed frame: invalid JSON: %s", jerr.text);
+      return NULL;
+    }
   } else {
-    d->data_off += d->pos + 4;
+    d->data_off += 4;
   }
   if (!json_is_object(j) || !json_is_string(json_object_get(j, "t"))) {
     json_decref(j);
-    return fail(d, "malformed frame: not an object with a string member \"t\"");
+    fail(d, "malformed frame: not an object with a string member \"t\"");
+    return NULL;
   }
+  return j;
+}
+
+int kh__frame_dec_next(kh__frame_dec_t *d, json_t **out) {
+  const unsigned char *p;
+  size_t avail, n, off, want, i;
+  json_t *bufs;
+  *out = NULL;
+  if (d->failed) return KH_EPROTO;
+  avail = d->len - d->pos;
+  if (avail < 4) return 0; /* a pending message has 4 more bytes: its own length word */
+  p = (const unsigned char *)d->buf + d->pos;
+  if (d->pending == NULL) {
+    json_t *j;
+    n = frame_len(p);
+    if (n & KH__FRAME_BINARY) return fail(d, "malformed frame: a binary frame without a message");
+    /* The length is checked before any payload is buffered: a hostile prefix never makes the
+     * buffer grow beyond what actually arrives, nor past d->max. */
+    if (n == 0) return fail(d, "malformed frame: empty payload");
+    if (n > d->max)
+      return fail(d, "oversized frame: %zu bytes declared, the limit is %zu", n, d->max);
+    if (avail - 4 < n) return 0;
+    if ((j = parse_message(d, p, n)) == NULL) return KH_EPROTO;
+    d->pend_size = 4 + n;
+    bufs = json_object_get(j, "bufs");
+    if (bufs != NULL && (!json_is_array(bufs) || json_array_size(bufs) == 0 ||
+                         json_array_size(bufs) > KH__FRAME_BUFS_MAX)) {
+      json_decref(j);
+      return fail(d, "malformed frame: \"bufs\" is not an array of 1 to %d paths",
+                  KH__FRAME_BUFS_MAX);
+    }
+    d->pending = j;
+  }
+  /* The message and its binary frames are handed out together, once all are in; the bytes
+   * stay where they are (from d->pos), so offsets survive feeds (which move them as a block). */
+  want = json_array_size(json_object_get(d->pending, "bufs"));
+  off = d->pend_size;
+  for (i = 0; i < want; i++) {
+    size_t len;
+    if (avail < off + 4) return 0;
+    len = frame_len(p + off);
+    if (!(len & KH__FRAME_BINARY)) {
+      json_decref(d->pending);
+      d->pending = NULL;
+      return fail(d, "malformed frame: %zu of %zu binary frames came before a message", i, want);
+    }
+    len &= ~(size_t)KH__FRAME_BINARY;
+    if (len > d->max) {
+      json_decref(d->pending);
+      d->pending = NULL;
+      return fail(d, "oversized binary frame: %zu bytes declared, the limit is %zu", len, d->max);
+    }
+    if (avail - off - 4 < len) return 0;
+    d->raw_off[i] = d->pos + off + 4;
+    d->raw_len[i] = len;
+    off += 4 + len;
+  }
+  d->nraw = want;
+  if (d->data_len) d->data_off += d->pos;
   d->last_off = d->pos + 4;
-  d->last_len = n;
-  d->pos += 4 + n;
-  *out = j;
+  d->last_len = d->pend_size - 4;
+  d->pos += off;
+  *out = d->pending;
+  d->pending = NULL;
   return 1;
+}
+
+size_t kh__frame_dec_nbufs(const kh__frame_dec_t *d) {
+  return d->nraw;
+}
+
+const char *kh__frame_dec_buf(const kh__frame_dec_t *d, size_t i, size_t *len) {
+  if (i >= d->nraw) return NULL;
+  *len = d->raw_len[i];
+  return d->buf + d->raw_off[i];
 }
 
 char *kh__frame_dec_raw(kh__frame_dec_t *d, size_t *len) {
@@ -272,6 +336,7 @@ int kh__frame_dec_finish(kh__frame_dec_t *d) {
   size_t avail;
   if (d->failed) return KH_EPROTO;
   avail = d->len - d->pos;
+  if (d->pending != NULL) return fail(d, "truncated frame: a message without its binary frames");
   if (avail == 0) return 0;
   if (avail < 4) return fail(d, "truncated frame: %zu bytes of a 4-byte length", avail);
   return fail(d, "truncated frame: %zu of %zu payload bytes", avail - 4,
@@ -291,6 +356,43 @@ char *kh__frame_encode(const json_t *obj, size_t *len_out) {
   }
   kh__frame_put_len(buf, n);
   *len_out = n + 4;
+  return buf;
+}
+
+char *kh__frame_encode_bufs(const json_t *obj, const kh_buffer_t *b, size_t nb, size_t *len_out) {
+  json_t *o, *paths;
+  char *head, *buf;
+  size_t hn, total, i, off;
+  if (nb == 0) return kh__frame_encode(obj, len_out);
+  if (nb > KH__FRAME_BUFS_MAX || (o = json_copy((json_t *)obj)) == NULL) return NULL;
+  paths = json_array();
+  for (i = 0; i < nb; i++) json_array_append_new(paths, json_string(b[i].path));
+  if (json_object_set_new(o, "bufs", paths) != 0 || json_array_size(paths) != nb) {
+    json_decref(o);
+    return NULL;
+  }
+  head = kh__frame_encode(o, &hn);
+  json_decref(o);
+  if (head == NULL) return NULL;
+  total = hn;
+  for (i = 0; i < nb; i++) {
+    if (b[i].len > KH__FRAME_MAX || total > SIZE_MAX - 4 - b[i].len) {
+      free(head);
+      return NULL;
+    }
+    total += 4 + b[i].len;
+  }
+  if ((buf = realloc(head, total)) == NULL) {
+    free(head);
+    return NULL;
+  }
+  off = hn;
+  for (i = 0; i < nb; i++) {
+    kh__frame_put_len(buf + off, b[i].len | KH__FRAME_BINARY);
+    if (b[i].len) memcpy(buf + off + 4, b[i].data, b[i].len);
+    off += 4 + b[i].len;
+  }
+  *len_out = total;
   return buf;
 }
 

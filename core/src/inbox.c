@@ -46,6 +46,7 @@ static kh__msg_t *inbox_take(kh__inbox_t *in) {
 
 static void msg_free(kh__msg_t *msg) {
   free(msg->data);
+  kh__bufs_free(&msg->bufs);
   free(msg);
 }
 
@@ -98,8 +99,17 @@ static int sink_push(kh__sink_t *s, kh__msg_t *msg) {
 
 int kh__sink_post(kh__sink_t *s, int kind, int type, int status, const char *exec_id,
                   const char *data, size_t len) {
+  return kh__sink_post_bufs(s, kind, type, status, exec_id, data, len, NULL);
+}
+
+int kh__sink_post_bufs(kh__sink_t *s, int kind, int type, int status, const char *exec_id,
+                       const char *data, size_t len, kh__bufs_t *bufs) {
   kh__msg_t *msg = calloc(1, sizeof(*msg));
-  if (msg == NULL) return KH_ENOMEM;
+  if (msg == NULL) {
+    kh__bufs_free(bufs);
+    return KH_ENOMEM;
+  }
+  if (bufs != NULL) kh__bufs_move(&msg->bufs, bufs);
   msg->serial = s->serial;
   msg->kind = kind;
   msg->type = type;
@@ -112,7 +122,7 @@ int kh__sink_post(kh__sink_t *s, int kind, int type, int status, const char *exe
   if (data != NULL) {
     msg->data = malloc(len + 1);
     if (msg->data == NULL) {
-      free(msg);
+      msg_free(msg);
       return KH_ENOMEM;
     }
     memcpy(msg->data, data, len);

@@ -50,6 +50,48 @@ int kh__check_code(const char *code, size_t len, size_t max, char *errmsg);
 /* 1 when the len bytes at s are valid UTF-8 (NUL bytes included), else 0. Thread: any. */
 int kh__utf8_valid(const char *s, size_t len);
 
+/* --- binary values beside JSON (util.c): the owned side of kh_buffer_t ---------------------
+ * A blob is one refcounted allocation of bytes, shared by everything that hands the same bytes
+ * out (the event and the reply's outputs list), so a 1 MB image is copied once on its way in
+ * and never again. A buffer list pairs blobs with their JSON Pointer paths. Thread: any (the
+ * count is atomic; a list has one owner at a time). */
+typedef struct kh__blob_s {
+  atomic_int refs;
+  size_t len;
+  char data[]; /* len bytes (+ a NUL, so text tools never run off the end) */
+} kh__blob_t;
+
+kh__blob_t *kh__blob_new(const void *data, size_t len); /* a copy; NULL when out of memory */
+void kh__blob_ref(kh__blob_t *b);
+void kh__blob_unref(kh__blob_t *b);
+
+typedef struct {
+  char *path; /* owned */
+  kh__blob_t *blob;
+} kh__buf_t;
+
+typedef struct {
+  kh__buf_t *v; /* owned */
+  size_t n;
+  size_t cap;
+} kh__bufs_t;
+
+/* Appends (prefix + path, blob) taking a new reference to blob. Returns 0 or KH_ENOMEM. */
+int kh__bufs_add(kh__bufs_t *bs, const char *prefix, const char *path, kh__blob_t *blob);
+/* Appends a copy of data. Returns 0 or KH_ENOMEM. */
+int kh__bufs_add_copy(kh__bufs_t *bs, const char *path, const void *data, size_t len);
+void kh__bufs_free(kh__bufs_t *bs); /* drops every reference; bs is empty (reusable) after */
+/* Moves src's entries to dst (src empty after). */
+void kh__bufs_move(kh__bufs_t *dst, kh__bufs_t *src);
+/* Public views of bs for a callback: an array of bs->n kh_buffer_t (owned: free()), or NULL
+ * when bs is empty or memory ran out (then *n is 0). */
+kh_buffer_t *kh__bufs_view(const kh__bufs_t *bs, size_t *n);
+/* Checks public buffers handed in by a host: paths are JSON Pointers to a null in doc (a parsed
+ * JSON value), no path twice. Returns 0 or KH_EINVAL with errmsg. */
+int kh__bufs_check(const json_t *doc, const kh_buffer_t *b, size_t n, char *errmsg);
+/* The value at JSON Pointer `path` in doc (borrowed), or NULL. */
+json_t *kh__json_pointer(const json_t *doc, const char *path);
+
 /* --- options (options.c) ------------------------------------------------------------------
  * Parsed from one table of option specs per kind (the names, types, ranges and modes are listed
  * there). Keys are accepted in snake_case or camelCase; the normalised object `all` uses
@@ -71,6 +113,7 @@ typedef struct {
   json_t *env;               /* borrowed from all: {name: value} to set, or NULL */
   const char *cwd;           /* borrowed from all: the worker's directory, or NULL */
   json_t *figure_formats;    /* borrowed from all: an array of figure format names, or NULL */
+  int binary_base64;         /* binary: "base64": binary values as base64 strings in the JSON */
   json_t *all;               /* owned: the normalised options object (for workers and info) */
 } kh__kernel_opts_t;
 
@@ -145,6 +188,7 @@ typedef struct kh__msg_s {
   char exec_id[KH__EXEC_ID_MAX];
   size_t len;
   char *data; /* owned, NUL-terminated, may be NULL */
+  kh__bufs_t bufs; /* owned: data's binary values (events, replies), usually empty */
   kh__call_fn call;
   kh__kernel_call_fn kcall;
   void *arg;
@@ -174,6 +218,9 @@ void kh__sink_close(kh__sink_t *s); /* Thread: loop */
 /* Posts a message; copies exec_id and data. Returns 0, or KH_ECLOSED when dropped. Thread: any */
 int kh__sink_post(kh__sink_t *s, int kind, int type, int status, const char *exec_id,
                   const char *data, size_t len);
+/* The same with data's binary values, taken from bufs (empty after, whatever the result). */
+int kh__sink_post_bufs(kh__sink_t *s, int kind, int type, int status, const char *exec_id,
+                       const char *data, size_t len, kh__bufs_t *bufs);
 /* Posts fn(kernel, arg), run from the loop if the kernel still exists then (else dropped: arg
  * must not need freeing). Thread: any. Returns 0, KH_ECLOSED or KH_ENOMEM. */
 int kh__sink_post_call(kh__sink_t *s, kh__kernel_call_fn fn, void *arg);
@@ -209,9 +256,13 @@ typedef struct kh__request_s {
   kh_execute_cb cb; /* NULL once its completion is queued: a "zombie" still running */
   void *data;
   kh__strbuf_t outputs; /* ",{"type":..,"data":..}" pieces */
+  size_t noutputs;      /* entries in outputs */
+  kh__bufs_t output_bufs; /* their binary values, at "/outputs/N/data/..." */
   /* A comm message from the host (comm.c) instead of a cell: "comm_open", "comm_msg" or
-   * "comm_close" (static), with its content's JSON in code. NULL for a cell. */
+   * "comm_close" (static), with its content's JSON in code and its buffers (paths
+   * "/buffers/N") in comm_bufs. NULL for a cell. */
   const char *comm_type;
+  kh__bufs_t comm_bufs;
 } kh__request_t;
 
 typedef struct kh__done_s {
@@ -312,9 +363,11 @@ const char *kh__kstate_name(kh__kstate_t s);
 
 /* Upcalls from backends, on the loop thread (never from inside a backend op). */
 void kh__kernel_on_ready(kh_kernel_t *k, int status, const char *errmsg);
+/* bufs: the payload's binary values (may be NULL), taken (empty after the call). */
 void kh__kernel_on_event(kh_kernel_t *k, int type, const char *exec_id, const char *json,
-                         size_t len);
-void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, size_t len);
+                         size_t len, kh__bufs_t *bufs);
+void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, size_t len,
+                         kh__bufs_t *bufs);
 void kh__kernel_on_reset(kh_kernel_t *k, int status, const char *errmsg);
 void kh__kernel_on_stopped(kh_kernel_t *k);
 void kh__kernel_on_dead(kh_kernel_t *k, const char *reason_json);
@@ -414,10 +467,11 @@ void kh__bus_free_all(kh_manager_t *m);
  * which drops just before it runs. Out of memory: the callback is lost (said in errmsg of
  * nothing: there is no one to tell), the count is still released. */
 void kh__deliver_event(kh_manager_t *m, const char *kernel_id, int type, const char *exec_id,
-                       const char *json, size_t len);
-/* owned_json: rep->json's buffer, taken (freed after the callback); NULL copies rep->json. */
+                       const char *json, size_t len, const kh__bufs_t *bufs);
+/* owned_json: rep->json's buffer, taken (freed after the callback); NULL copies rep->json.
+ * bufs: its binary values (rep->buffers is ignored), taken; may be NULL. */
 void kh__deliver_reply(kh_manager_t *m, kh_execute_cb cb, void *data, const kh_reply_t *rep,
-                       int status, char *owned_json);
+                       int status, char *owned_json, kh__bufs_t *bufs);
 void kh__deliver_done(kh_manager_t *m, kh_kernel_done_cb cb, void *data, const char *kernel_id,
                       int status, const char *errmsg);
 void kh__deliver_create(kh_manager_t *m, kh_kernel_create_cb cb, void *data, const char *kernel_id,
@@ -443,14 +497,17 @@ typedef struct kh__pyk_s kh__pyk_t;
  * (borrowed, may be NULL) is the kernel option, an array of strings: a copy of this thread's
  * own, since the runtime reads it while the loop may read the kernel's options. */
 int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, int host_thread,
-                       const json_t *figure_formats, char *errmsg);
-/* Thread: kernel. Runs one cell; returns the reply JSON (owned, malloc) and its length. */
+                       const json_t *figure_formats, int binary_base64, char *errmsg);
+/* Thread: kernel. Runs one cell; returns the reply JSON (owned, malloc) and its length, and its
+ * binary values in *bufs (empty before). */
 char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
-                            int silent, int store_history, size_t *out_len);
-/* Thread: kernel. Hands a comm message from the host (content: its JSON, checked by comm.c) to
- * the kernel's comm manager (_kh_comm); returns the runtime's reply JSON as execute does. */
+                            int silent, int store_history, size_t *out_len, kh__bufs_t *bufs);
+/* Thread: kernel. Hands a comm message from the host (content: its JSON, checked by comm.c; bufs:
+ * its buffers, borrowed, at "/buffers/N") to the kernel's comm manager (_kh_comm); returns the
+ * runtime's reply JSON as execute does (a comm message's reply has no binary values). */
 char *kh__py_kernel_comm(kh__pyk_t *p, const char *exec_id, const char *msg_type,
-                         const char *content, size_t len, size_t *out_len);
+                         const char *content, size_t len, const kh__bufs_t *bufs,
+                         size_t *out_len);
 int kh__py_kernel_reset(kh__pyk_t *p, char *errmsg);
 void kh__py_kernel_close(kh__pyk_t *p); /* Thread: kernel. Frees p's Python side. */
 /* Thread: any (loop). Asks the Python service thread to interrupt cell exec_id (which may not
@@ -473,11 +530,12 @@ void kh__pyk_unref(kh__pyk_t *p);
  * by SIGINT. Everything else (isolated config, site, allocator, libpython) is the same. */
 typedef enum { KH__PY_HOST, KH__PY_WORKER } kh__py_role_t;
 
-/* How _kernelhost.emit() delivers a runtime event: to the kernel's sink in the host (sink is the
+/* How _kernelhost.emit() delivers a runtime event (bufs: its binary values, borrowed from
+ * Python for the call): to the kernel's sink in the host (sink is the
  * one the runtime Kernel was given), to the protocol pipe in a worker (sink NULL). Called with
  * the GIL held; must not wait for anything that may need it. Returns 0 or a KH_E* code. */
 typedef int (*kh__py_emit_fn)(kh__sink_t *sink, const char *exec_id, int type, const char *data,
-                              size_t len);
+                              size_t len, const kh_buffer_t *bufs, size_t nbufs);
 
 typedef struct {
   kh__py_role_t role;
@@ -502,6 +560,11 @@ extern const kh__source_t kh__runtime_sources[];
 
 /* Largest frame either side accepts (a frame carries one message: code, an event, a reply). */
 #define KH__FRAME_MAX (256u << 20)
+/* The length word of a binary frame (raw bytes, no JSON) has this bit set; a JSON frame's never
+ * does (KH__FRAME_MAX is far below it). */
+#define KH__FRAME_BINARY 0x80000000u
+/* The most binary frames one message may carry. */
+#define KH__FRAME_BUFS_MAX 64
 
 /* An incremental decoder of frames: 4-byte big-endian length + one JSON object with a string
  * member "t". Survives arbitrary input: a malformed, oversized or (at EOF) truncated frame
@@ -518,6 +581,14 @@ typedef struct {
   size_t last_len;
   size_t data_off; /* its "data" payload, when the header was split from it (else len 0) */
   size_t data_len;
+  /* Binary attachments: a message with member "bufs" (an array of n JSON Pointer strings) is
+   * followed by n binary frames, whose length word has KH__FRAME_BINARY set; the message is
+   * handed out once all of them are in. Offsets are relative to the message's first byte. */
+  json_t *pending;  /* the message waiting for its binary frames, owned */
+  size_t pend_size; /* its frame's size, length word included */
+  size_t nraw;      /* binary frames of the message kh__frame_dec_next() returned last */
+  size_t raw_off[KH__FRAME_BUFS_MAX];
+  size_t raw_len[KH__FRAME_BUFS_MAX];
 } kh__frame_dec_t;
 
 void kh__frame_dec_init(kh__frame_dec_t *d, size_t max); /* max 0: KH__FRAME_MAX */
@@ -534,11 +605,20 @@ char *kh__frame_dec_data(kh__frame_dec_t *d, size_t *len);
 /* The raw body (JSON text) of the frame kh__frame_dec_next() returned last, writable, valid
  * until the next kh__frame_dec_feed(). */
 char *kh__frame_dec_raw(kh__frame_dec_t *d, size_t *len);
+/* The binary attachments of the frame kh__frame_dec_next() returned last (its "bufs" member
+ * names their paths, in order): their count, and the bytes of attachment i (valid until the
+ * next feed). */
+size_t kh__frame_dec_nbufs(const kh__frame_dec_t *d);
+const char *kh__frame_dec_buf(const kh__frame_dec_t *d, size_t i, size_t *len);
 /* The stream ended: 0 if no partial frame is left, else KH_EPROTO ("truncated frame"). */
 int kh__frame_dec_finish(kh__frame_dec_t *d);
 /* Encodes obj as one frame (owned, malloc); NULL when out of memory or over KH__FRAME_MAX. */
 char *kh__frame_encode(const json_t *obj, size_t *len_out);
 void kh__frame_put_len(char *hdr, size_t n); /* writes the 4-byte length prefix */
+/* Encodes obj with binary attachments: obj gains "bufs" (their paths), and each buffer follows
+ * as a binary frame, all in one allocation (owned). nb 0 is kh__frame_encode(). NULL when out
+ * of memory, over KH__FRAME_MAX or more than KH__FRAME_BUFS_MAX buffers. */
+char *kh__frame_encode_bufs(const json_t *obj, const kh_buffer_t *b, size_t nb, size_t *len_out);
 
 /* --- worker mode: processes (worker-proc.c), the pool (worker-pool.c), the backend
  * (backend-worker.c). Thread: loop, all of it. ------------------------------------------- */
@@ -597,6 +677,9 @@ struct kh__wproc_s {
   /* Editor requests sent ("interact") and not yet answered: an "answer" must name one. */
   char asked[KH__WPROC_ASKED][KH__EXEC_ID_MAX];
   char rbuf[65536];
+  /* The binary values of the frame being handed to the holder (its "bufs", at paths into its
+   * "data"): the holder may take them (kh__bufs_move); what is left is freed after it. */
+  kh__bufs_t bufs;
 };
 
 /* Finds the worker executable (workerPath, KH_WORKER_PATH, next to the library); fills errmsg. */
@@ -610,6 +693,8 @@ int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
  * KH_EINVAL (out of the protocol's order or shape: a host bug), KH_ENOMEM, KH_ETOOBIG, or a
  * libuv error from the write. */
 int kh__wproc_send(kh__wproc_t *w, const json_t *msg);
+/* The same with binary attachments (protocol.h: msg gains "bufs", the frames follow). */
+int kh__wproc_send_bufs(kh__wproc_t *w, const json_t *msg, const kh_buffer_t *bufs, size_t nb);
 /* Kills the process (and its process group) on purpose: its exit is not reported. */
 void kh__wproc_kill(kh__wproc_t *w);
 /* A protocol error: kills the process, and reports its exit as a death for this reason. */

@@ -287,6 +287,7 @@ static int honour_max_execution(parse_t *p, const json_t *v, const json_t *all, 
 static const char *const mode_choices[] = {"worker", "main_thread", NULL};
 static const char *const thread_choices[] = {"kernel", "host", NULL};
 static const char *const sandbox_choices[] = {"strict", "best-effort", NULL};
+static const char *const binary_choices[] = {"bytes", "base64", NULL};
 /* IPython's select_figure_formats' names ("png2x" is "retina", "jpg" "jpeg"); _kh_mpl.FORMATS
  * is the same list on the runtime's side. */
 static const char *const figure_format_choices[] = {"png",  "png2x", "retina", "jpg",
@@ -340,6 +341,10 @@ static const opt_spec_t kernel_spec[] = {
     /* The formats matplotlib figures are sent in (Jupyter's InlineBackend.figure_formats). */
     {"figure_formats", "figureFormats", OPT_CHOICES, .choices = figure_format_choices,
      .modes = M_ANY, .store = TO_JSON, .off = K(figure_formats)},
+    /* How binary values (image/png, comm buffers, ...) reach the host: as bytes beside the
+     * JSON (kh_buffer_t), or as base64 strings inside it, as Jupyter's messages carry them. */
+    {"binary", "binary", OPT_CHOICE, .choices = binary_choices, .modes = M_ANY, .store = TO_INT,
+     .off = K(binary_base64)},
     /* Where the kernel's history is appended and read back from (interact.c). */
     {"history_file", "historyFile", OPT_STRING, 4096, .modes = M_ANY},
     {NULL}};

@@ -17,7 +17,7 @@ typedef struct {
   size_t max; /* strings: the longest allowed, 0 for any */
 } field_t;
 
-#define MAX_FIELDS 5
+#define MAX_FIELDS 8
 
 static const struct {
   const char *name;
@@ -39,7 +39,8 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
                     {"env", F_STRMAP, 0, 0},
                     {"cwd", F_STR, 0, 0},
                     {"sandbox", F_OBJ, 0, 0},
-                    {"figure_formats", F_STRS, 0, 0}},
+                    {"figure_formats", F_STRS, 0, 0},
+                    {"binary", F_STR, 0, 16}},
     [KH__P_READY] = {{"sandbox", F_OBJ, 0, 0}, {"error", F_STR, 0, 0}, {"code", F_INT, 0, 0}},
     [KH__P_EXEC] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX},
                     {"code", F_STR, 1, 0},
@@ -47,8 +48,11 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
                     {"store_history", F_BOOL, 1, 0}},
     [KH__P_EV] = {{"type", F_STR, 1, 32},
                   {"id", F_STR, 1, KH__P_EXEC_ID_MAX},
-                  {"data", F_OBJ, 1, 0}},
-    [KH__P_REPLY] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX}, {"data", F_OBJ, 1, 0}},
+                  {"data", F_OBJ, 1, 0},
+                  {"bufs", F_STRS, 0, 0}},
+    [KH__P_REPLY] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX},
+                     {"data", F_OBJ, 1, 0},
+                     {"bufs", F_STRS, 0, 0}},
     [KH__P_INTERRUPT] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX}},
     [KH__P_INPUT] = {{"value", F_TEXT, 1, 0}},
     [KH__P_FATAL] = {{"message", F_STR, 1, 0}},
@@ -62,7 +66,8 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
     [KH__P_CANCEL] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX}},
     [KH__P_COMM] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX},
                     {"msg_type", F_STR, 1, 31},
-                    {"content", F_OBJ, 1, 0}},
+                    {"content", F_OBJ, 1, 0},
+                    {"bufs", F_STRS, 0, 0}},
 };
 
 const char *kh__proto_name(kh__pmsg_t kind) {

@@ -12,6 +12,13 @@
  * "data", written last, so that the host can take it as the validated text it arrived as
  * instead of building it (a 1 MB image costs 16 ms to build with jansson, 0.8 ms to validate).
  *
+ * Binary values travel beside the JSON, never as base64 (kh_buffer_t): a message with member
+ * "bufs" (an array of 1 to KH__FRAME_BUFS_MAX JSON Pointers into its "data", each leading to a
+ * null there) is followed at once by one binary frame per path, in order: a 4-byte big-endian
+ * length with its top bit set (KH__FRAME_BINARY; a JSON frame's never is), then that many raw
+ * bytes. The decoder hands the message out only with all of them (frame.c); a binary frame
+ * anywhere else, or a path that does not lead to a null in "data", is a protocol error.
+ *
  * The order, for one worker process:
  *
  *     host                                                 worker
@@ -39,14 +46,18 @@
  *   HELLO     worker -> host  pid: int, python: string (its version)
  *   OPEN      host -> worker  id: string (the kernel id), env?: {string: string},
  *                             cwd?: string, sandbox?: object (sandbox.c's plan),
- *                             figure_formats?: [string] (the kernel option, for _kh_mpl)
+ *                             figure_formats?: [string] (the kernel option, for _kh_mpl),
+ *                             binary?: string ("base64": the kernel option binary; absent:
+ *                             binary values go as binary frames)
  *   READY     worker -> host  sandbox?: object ({layers, missing}, what was applied), or
  *                             error: string and code?: int (KH_ENOTSUP: cannot confine)
  *   EXEC      host -> worker  id: string (the execution id), code: string, silent: bool,
  *                             store_history: bool
  *   EV        worker -> host  type: string (an event name other than "status", which only the
- *                             host reports), id: string ("" for no request), data: object
- *   REPLY     worker -> host  id: string (the running request's), data: object (the reply)
+ *                             host reports), id: string ("" for no request), data: object,
+ *                             bufs?: [string] (its binary values, see above)
+ *   REPLY     worker -> host  id: string (the running request's), data: object (the reply),
+ *                             bufs?: [string]
  *   INTERRUPT host -> worker  id: string (the cell to interrupt, if it still runs)
  *   INPUT     host -> worker  value: string (the answer to the last input_request;
  *                             the only string that may hold NULs)
@@ -64,10 +75,12 @@
  *                             the same (KH_ECANCELED, or what it had), and the host drops that
  *   COMM      host -> worker  id: string (the comm message's execution id), msg_type: string
  *                             ("comm_open", "comm_msg", "comm_close"), content: object
- *                             (Jupyter's content, checked by the host: comm.c). A request like
- *                             EXEC, in the same one-at-a-time order: the kernel's comm manager
- *                             handles it on the main thread (_kh_comm), its handlers' events
- *                             carry its id, and it ends with a REPLY ({status}) */
+ *                             (Jupyter's content, checked by the host: comm.c), bufs?: [string]
+ *                             (its buffers, "/buffers/0" ... in order: JSON Pointers into
+ *                             "content", not "data"). A request like EXEC, in the same
+ *                             one-at-a-time order: the kernel's comm manager handles it on the
+ *                             main thread (_kh_comm), its handlers' events carry its id, and it
+ *                             ends with a REPLY ({status}) */
 #ifndef KH_PROTOCOL_H
 #define KH_PROTOCOL_H
 

@@ -36,11 +36,21 @@ static uv_thread_t service_tid;
 static PyInterpreterState *interp; /* written before state becomes 1, read-only after */
 
 static int host_emit(kh__sink_t *sink, const char *exec_id, int type, const char *data,
-                     size_t len) {
+                     size_t len, const kh_buffer_t *bufs, size_t nbufs) {
+  kh__bufs_t own = {0};
+  size_t i;
   if (sink == NULL) return KH_EINVAL;
+  /* The bytes are copied once, here: the host may keep the event's values past this call,
+   * and a blob can be freed on the loop thread without the GIL. */
+  for (i = 0; i < nbufs; i++) {
+    if (kh__bufs_add_copy(&own, bufs[i].path, bufs[i].data, bufs[i].len) != 0) {
+      kh__bufs_free(&own);
+      return KH_ENOMEM;
+    }
+  }
   /* The sink's locks are never held by a thread that waits for the GIL, so taking them with
    * the GIL held cannot deadlock. */
-  return kh__sink_post(sink, KH__MSG_EVENT, type, 0, exec_id, data, len);
+  return kh__sink_post_bufs(sink, KH__MSG_EVENT, type, 0, exec_id, data, len, &own);
 }
 
 /* The interpreter is started here, on the service thread, rather than on the host's thread:
@@ -138,7 +148,7 @@ static void capsule_free(PyObject *cap) {
 }
 
 int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, int host_thread,
-                       const json_t *figure_formats, char *errmsg) {
+                       const json_t *figure_formats, int binary_base64, char *errmsg) {
   kh__pyk_t *p;
   PyObject *mod = NULL, *cap = NULL, *ff = NULL;
   int rc;
@@ -171,6 +181,12 @@ int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id,
    * in a worker): _kh_mpl reads figure_formats_option when it renders a figure. */
   ff = kh__py_strings(figure_formats);
   if (ff == NULL || PyObject_SetAttrString(p->rt, "figure_formats_option", ff) != 0) goto fail;
+  if (binary_base64) {
+    PyObject *b = PyUnicode_FromString("base64");
+    int bad = b == NULL || PyObject_SetAttrString(p->rt, "binary", b) != 0;
+    Py_XDECREF(b);
+    if (bad) goto fail;
+  }
   Py_DECREF(ff);
   Py_DECREF(mod);
   Py_DECREF(cap);
@@ -193,43 +209,27 @@ fail : {
 }
 
 /* The reply of a request the runtime ran (r: its result, NULL when it raised), copied out of
- * Python; then the thread gives up the GIL. Steals r. */
-static char *request_reply(kh__pyk_t *p, PyObject *r, size_t *out_len);
-
-char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
-                            int silent, int store_history, size_t *out_len) {
-  PyObject *text, *r = NULL;
-  PyEval_RestoreThread(p->ts);
-  /* The core has checked the code is UTF-8 without NULs (KH_EENCODING), so this cannot fail
-   * on the text; if it fails at all (memory), the reply says so like any runtime failure. */
-  text = PyUnicode_DecodeUTF8(code, (Py_ssize_t)len, "strict");
-  if (text != NULL) {
-    r = PyObject_CallMethod(p->rt, "execute", "sOii", exec_id, text, silent, store_history);
-    Py_DECREF(text);
-  }
-  return request_reply(p, r, out_len);
-}
-
-char *kh__py_kernel_comm(kh__pyk_t *p, const char *exec_id, const char *msg_type,
-                         const char *content, size_t len, size_t *out_len) {
-  PyObject *text, *r = NULL;
-  PyEval_RestoreThread(p->ts);
-  text = PyUnicode_DecodeUTF8(content, (Py_ssize_t)len, "strict");
-  if (text != NULL) {
-    r = PyObject_CallMethod(p->rt, "comm", "ssO", exec_id, msg_type, text);
-    Py_DECREF(text);
-  }
-  return request_reply(p, r, out_len);
-}
-
-static char *request_reply(kh__pyk_t *p, PyObject *r, size_t *out_len) {
+ * Python with its binary values (into bufs; a NULL bufs drops them); then the thread gives up
+ * the GIL. Steals r. */
+static char *request_reply(PyObject *r, size_t *out_len, kh__bufs_t *bufs) {
   char *out = NULL;
-  (void)p;
+  kh_buffer_t views[KH__FRAME_BUFS_MAX];
+  Py_buffer held[KH__FRAME_BUFS_MAX];
+  const char *data;
+  Py_ssize_t nb, i;
   /* The reply is JSON the runtime already encoded (bytes): copied out while the GIL is held,
    * since the loop thread that parses it must never touch a Python object. */
-  if (r != NULL && PyBytes_Check(r)) {
-    *out_len = (size_t)PyBytes_GET_SIZE(r);
-    out = kh__memdup(PyBytes_AS_STRING(r), *out_len);
+  if ((nb = kh__py_reply_parts(r, &data, out_len, views, held)) >= 0) {
+    out = kh__memdup(data, *out_len);
+    for (i = 0; i < nb; i++) {
+      if (out != NULL && bufs != NULL &&
+          kh__bufs_add_copy(bufs, views[i].path, views[i].data, views[i].len)) {
+        free(out);
+        out = NULL;
+      }
+      PyBuffer_Release(&held[i]);
+    }
+    if (out == NULL && bufs != NULL) kh__bufs_free(bufs);
   } else {
     char buf[KH__ERRMSG_MAX];
     if (r == NULL)
@@ -239,10 +239,47 @@ static char *request_reply(kh__pyk_t *p, PyObject *r, size_t *out_len) {
     out = kh__py_error_reply("KernelError", buf, out_len);
   }
   Py_XDECREF(r);
-  /* An interrupt aimed at the cell must not leak into the next one. */
+  /* An interrupt aimed at the request must not leak into the next one. */
   PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
   PyEval_SaveThread();
   return out;
+}
+
+char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
+                            int silent, int store_history, size_t *out_len, kh__bufs_t *bufs) {
+  PyObject *text, *r = NULL;
+  PyEval_RestoreThread(p->ts);
+  /* The core has checked the code is UTF-8 without NULs (KH_EENCODING), so this cannot fail
+   * on the text; if it fails at all (memory), the reply says so like any runtime failure. */
+  text = PyUnicode_DecodeUTF8(code, (Py_ssize_t)len, "strict");
+  if (text != NULL) {
+    r = PyObject_CallMethod(p->rt, "execute", "sOii", exec_id, text, silent, store_history);
+    Py_DECREF(text);
+  }
+  return request_reply(r, out_len, bufs);
+}
+
+char *kh__py_kernel_comm(kh__pyk_t *p, const char *exec_id, const char *msg_type,
+                         const char *content, size_t len, const kh__bufs_t *bufs,
+                         size_t *out_len) {
+  PyObject *text, *list = NULL, *r = NULL;
+  size_t i;
+  PyEval_RestoreThread(p->ts);
+  text = PyUnicode_DecodeUTF8(content, (Py_ssize_t)len, "strict");
+  /* The buffers as bytes, in the order of their paths' indexes (comm.c sorted them). */
+  list = PyList_New((Py_ssize_t)bufs->n);
+  for (i = 0; list != NULL && i < bufs->n; i++) {
+    PyObject *b = PyBytes_FromStringAndSize(bufs->v[i].blob->data, (Py_ssize_t)bufs->v[i].blob->len);
+    if (b == NULL)
+      Py_CLEAR(list);
+    else
+      PyList_SET_ITEM(list, (Py_ssize_t)i, b);
+  }
+  if (text != NULL && list != NULL)
+    r = PyObject_CallMethod(p->rt, "comm", "ssOO", exec_id, msg_type, text, list);
+  Py_XDECREF(text);
+  Py_XDECREF(list);
+  return request_reply(r, out_len, NULL);
 }
 
 int kh__py_kernel_reset(kh__pyk_t *p, char *errmsg) {

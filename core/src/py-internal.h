@@ -28,6 +28,17 @@ void kh__py_describe_error(char *buf, size_t n);
  * exception set. Needs the GIL. */
 PyObject *kh__py_strings(const json_t *array);
 
+/* Reads a sequence of (path, bytes-like) pairs (None: none) into views[] (KH__FRAME_BUFS_MAX
+ * of them), holding each object's buffer in held[] until the caller releases it with
+ * PyBuffer_Release. Returns the count, or -1 with a Python exception set. Needs the GIL. */
+Py_ssize_t kh__py_read_buffers(PyObject *seq, kh_buffer_t *views, Py_buffer *held);
+
+/* A runtime's reply: bytes (JSON), or (bytes, buffers) when it has binary values. Points *data
+ * into it and fills views/held as kh__py_read_buffers does. Returns the buffer count, or -1
+ * (not a reply: no exception is set). Needs the GIL. */
+Py_ssize_t kh__py_reply_parts(PyObject *r, const char **data, size_t *len, kh_buffer_t *views,
+                              Py_buffer *held);
+
 /* A reply for a runtime failure, as JSON (owned). */
 char *kh__py_error_reply(const char *ename, const char *evalue, size_t *out_len);
 

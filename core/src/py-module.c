@@ -48,19 +48,78 @@ static int type_from_name(const char *name) {
   return t > 0 ? t : -1;
 }
 
-/* emit(sink, exec_id, type, payload): payload is the event's JSON, already encoded by the runtime
- * (bytes), so it crosses into C without a second encoding. Returns False when the event was not
- * delivered (the kernel's sink has closed: a thread the cell left running outlived its kernel);
- * raises ValueError for a payload nested too deeply (PAYLOAD_MAX_DEPTH), MemoryError when
- * memory ran out. */
+/* Reads emit()'s `buffers` (and a reply's, py-host.c and the worker): None, or a sequence of (path, bytes-like) pairs. Fills views[] (at
+ * most KH__FRAME_BUFS_MAX) with pointers into the objects, which stay alive in `held` (a
+ * list) and are released by the caller. Returns the count, or -1 with a Python error set. */
+Py_ssize_t kh__py_read_buffers(PyObject *seq, kh_buffer_t *views, Py_buffer *held) {
+  PyObject *fast;
+  Py_ssize_t i, n;
+  if (seq == NULL || seq == Py_None) return 0;
+  fast = PySequence_Fast(seq, "emit() buffers must be a sequence of (path, bytes) pairs");
+  if (fast == NULL) return -1;
+  n = PySequence_Fast_GET_SIZE(fast);
+  if (n > KH__FRAME_BUFS_MAX) {
+    Py_DECREF(fast);
+    PyErr_Format(PyExc_ValueError, "an event carries at most %d binary values, not %zd",
+                 KH__FRAME_BUFS_MAX, n);
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    PyObject *pair = PySequence_Fast_GET_ITEM(fast, i), *path;
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+        !PyUnicode_Check(path = PyTuple_GET_ITEM(pair, 0))) {
+      PyErr_SetString(PyExc_TypeError, "emit() buffers must be (str path, bytes) pairs");
+      goto fail;
+    }
+    if ((views[i].path = PyUnicode_AsUTF8(path)) == NULL) goto fail;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(pair, 1), &held[i], PyBUF_CONTIG_RO) != 0) goto fail;
+    views[i].data = held[i].buf;
+    views[i].len = (size_t)held[i].len;
+  }
+  Py_DECREF(fast); /* the pairs' items stay alive: the caller's sequence holds them */
+  return n;
+fail:
+  while (i-- > 0) PyBuffer_Release(&held[i]);
+  Py_DECREF(fast);
+  return -1;
+}
+
+Py_ssize_t kh__py_reply_parts(PyObject *r, const char **data, size_t *len, kh_buffer_t *views,
+                              Py_buffer *held) {
+  PyObject *bufs = NULL;
+  Py_ssize_t nb;
+  if (r != NULL && PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2) {
+    bufs = PyTuple_GET_ITEM(r, 1);
+    r = PyTuple_GET_ITEM(r, 0);
+  }
+  if (r == NULL || !PyBytes_Check(r)) return -1;
+  if ((nb = kh__py_read_buffers(bufs, views, held)) < 0) {
+    PyErr_Clear();
+    return -1;
+  }
+  *data = PyBytes_AS_STRING(r);
+  *len = (size_t)PyBytes_GET_SIZE(r);
+  return nb;
+}
+
+/* emit(sink, exec_id, type, payload, buffers=None): payload is the event's JSON, already encoded
+ * by the runtime (bytes), so it crosses into C without a second encoding; buffers are its binary
+ * values as (JSON Pointer, bytes) pairs, null in the payload (kh_buffer_t). Returns False when
+ * the event was not delivered (the kernel's sink has closed: a thread the cell left running
+ * outlived its kernel); raises ValueError for a payload nested too deeply (PAYLOAD_MAX_DEPTH),
+ * MemoryError when memory ran out. */
 static PyObject *py_emit(PyObject *self, PyObject *args) {
-  PyObject *sink_obj;
+  PyObject *sink_obj, *bufs_obj = Py_None;
   kh__sink_t *sink = NULL;
   const char *exec_id, *kind;
   Py_buffer payload;
+  kh_buffer_t views[KH__FRAME_BUFS_MAX];
+  Py_buffer held[KH__FRAME_BUFS_MAX];
+  Py_ssize_t nb, i;
   int type, rc;
   (void)self;
-  if (!PyArg_ParseTuple(args, "Ossy*:emit", &sink_obj, &exec_id, &kind, &payload)) return NULL;
+  if (!PyArg_ParseTuple(args, "Ossy*|O:emit", &sink_obj, &exec_id, &kind, &payload, &bufs_obj))
+    return NULL;
   type = type_from_name(kind);
   if (type < 0) {
     PyBuffer_Release(&payload);
@@ -72,14 +131,20 @@ static PyObject *py_emit(PyObject *self, PyObject *args) {
                         "%s payload nests deeper than %d levels, the most kernelhost carries", kind,
                         PAYLOAD_MAX_DEPTH);
   }
+  if ((nb = kh__py_read_buffers(bufs_obj, views, held)) < 0) {
+    PyBuffer_Release(&payload);
+    return NULL;
+  }
   /* A host kernel's sink travels as a capsule made by py-host.c; a worker's Kernel has None. */
   if (sink_obj != Py_None && (sink = PyCapsule_GetPointer(sink_obj, "kernelhost.sink")) == NULL) {
     PyErr_Clear();
     rc = KH_EINVAL;
   } else {
-    rc = kh__py_emit_hook ? kh__py_emit_hook(sink, exec_id, type, payload.buf, (size_t)payload.len)
+    rc = kh__py_emit_hook ? kh__py_emit_hook(sink, exec_id, type, payload.buf,
+                                             (size_t)payload.len, views, (size_t)nb)
                           : 0;
   }
+  for (i = 0; i < nb; i++) PyBuffer_Release(&held[i]);
   PyBuffer_Release(&payload);
   if (rc == KH_ENOMEM) return PyErr_NoMemory();
   return PyBool_FromLong(rc == 0);
@@ -94,7 +159,7 @@ static PyObject *py_note_interrupt(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef methods[] = {
     {"note_interrupt", py_note_interrupt, METH_NOARGS, "the SIGINT handler ran (workers)"},
-    {"emit", py_emit, METH_VARARGS, "emit(sink, exec_id, type, payload_json_bytes)"},
+    {"emit", py_emit, METH_VARARGS, "emit(sink, exec_id, type, payload_json_bytes, buffers=None)"},
     {NULL, NULL, 0, NULL}};
 
 /* Single-phase initialisation (m_size -1): the module lives as long as the one interpreter,

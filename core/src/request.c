@@ -16,14 +16,25 @@
 
 /* --- events ------------------------------------------------------------------------------- */
 
-/* Appends an event to the running request's outputs when it is that request's. */
+/* Appends an event to the running request's outputs when it is that request's; its binary
+ * values are shared with the reply (a reference, not a copy), their paths moved under
+ * "/outputs/N/data". */
 static void record_output(kh_kernel_t *k, const char *name, const char *exec_id, const char *json,
-                          size_t len) {
+                          size_t len, const kh__bufs_t *bufs) {
   kh__request_t *r = k->running;
   kh__strbuf_t *sb;
   /* A comm message has no reply to hold its events: its subscribers have seen them. */
   if (r == NULL || r->cb == NULL || r->comm_type != NULL || strcmp(r->exec_id, exec_id) != 0)
     return;
+  if (bufs != NULL && bufs->n > 0) {
+    char prefix[48];
+    size_t i;
+    snprintf(prefix, sizeof(prefix), "/outputs/%zu/data", r->noutputs);
+    for (i = 0; i < bufs->n; i++)
+      if (kh__bufs_add(&r->output_bufs, prefix, bufs->v[i].path, bufs->v[i].blob) != 0)
+        r->outputs.oom = 1;
+  }
+  r->noutputs++;
   sb = &r->outputs;
   if (sb->len) kh__sb_append(sb, ",", 1);
   kh__sb_puts(sb, "{\"type\":\"");
@@ -36,13 +47,16 @@ static void record_output(kh_kernel_t *k, const char *name, const char *exec_id,
 /* direct: the caller is the inbox drain running this very event (a kernel thread posted it),
  * so it can reach subscribers at once and still be in order. */
 static void kernel_event(kh_kernel_t *k, int type, const char *exec_id, const char *json,
-                         size_t len, int direct) {
+                         size_t len, kh__bufs_t *bufs, int direct) {
   kh_manager_t *m = k->m;
   const char *name = kh_event_type_name(type);
-  if (name == NULL || type == KH_EVENT_ALL) return;
+  if (name == NULL || type == KH_EVENT_ALL) {
+    kh__bufs_free(bufs);
+    return;
+  }
   if (exec_id == NULL) exec_id = "";
   if (type == KH_EVENT_COMM_OPEN || type == KH_EVENT_COMM_CLOSE) kh__comm_event(k, type, json, len);
-  record_output(k, name, exec_id, json, len);
+  record_output(k, name, exec_id, json, len, bufs);
   /* From a loop callback (a worker's pipe) an event may skip the queue only when nothing
    * that happened before it is still queued there. */
   if (direct || kh__inbox_empty(m)) {
@@ -53,15 +67,22 @@ static void kernel_event(kh_kernel_t *k, int type, const char *exec_id, const ch
     ev.execution_id = exec_id;
     ev.json = json;
     ev.json_len = len;
-    kh__bus_dispatch(m, &ev);
+    ev.buffers = kh__bufs_view(bufs, &ev.nbuffers);
+    if (ev.buffers == NULL && bufs != NULL && bufs->n > 0) {
+      /* Out of memory for the views: the event cannot be shown whole, so it is not shown. */
+    } else {
+      kh__bus_dispatch(m, &ev);
+    }
+    free((void *)ev.buffers);
   } else {
-    kh__deliver_event(m, k->id, type, exec_id, json, len);
+    kh__deliver_event(m, k->id, type, exec_id, json, len, bufs);
   }
+  kh__bufs_free(bufs);
 }
 
 void kh__kernel_on_event(kh_kernel_t *k, int type, const char *exec_id, const char *json,
-                         size_t len) {
-  kernel_event(k, type, exec_id, json, len, 0);
+                         size_t len, kh__bufs_t *bufs) {
+  kernel_event(k, type, exec_id, json, len, bufs, 0);
 }
 
 /* Status events come from the core itself, often inside an API call: always queued. */
@@ -72,8 +93,8 @@ void kh__kernel_emit_status(kh_kernel_t *k, const char *state, const char *exec_
                    extra ? extra : "");
   if (n < 0 || (size_t)n >= sizeof(buf)) return;
   if (exec_id == NULL) exec_id = "";
-  record_output(k, "status", exec_id, buf, (size_t)n);
-  kh__deliver_event(k->m, k->id, KH_EVENT_STATUS, exec_id, buf, (size_t)n);
+  record_output(k, "status", exec_id, buf, (size_t)n, NULL);
+  kh__deliver_event(k->m, k->id, KH_EVENT_STATUS, exec_id, buf, (size_t)n, NULL);
 }
 
 /* --- completing requests ------------------------------------------------------------------ */
@@ -81,6 +102,8 @@ void kh__kernel_emit_status(kh_kernel_t *k, const char *state, const char *exec_
 void kh__request_free(kh__request_t *r) {
   free(r->code);
   kh__sb_free(&r->outputs);
+  kh__bufs_free(&r->output_bufs);
+  kh__bufs_free(&r->comm_bufs);
   free(r);
 }
 
@@ -93,7 +116,7 @@ void kh__request_fail(kh_kernel_t *k, kh__request_t *r, int status, const char *
   rep.kernel_id = k->id;
   rep.execution_id = r->exec_id;
   rep.errmsg = msg ? msg : kh_strerror(status);
-  kh__deliver_reply(k->m, r->cb, r->data, &rep, status, NULL);
+  kh__deliver_reply(k->m, r->cb, r->data, &rep, status, NULL, NULL);
   r->cb = NULL;
 }
 
@@ -110,7 +133,7 @@ static void request_abort(kh_kernel_t *k, kh__request_t *r) {
   rep.execution_count = k->execution_count;
   rep.json = json;
   rep.json_len = strlen(json);
-  kh__deliver_reply(k->m, r->cb, r->data, &rep, 0, NULL);
+  kh__deliver_reply(k->m, r->cb, r->data, &rep, 0, NULL, NULL);
   r->cb = NULL;
 }
 
@@ -195,7 +218,7 @@ static void comm_reply(kh_kernel_t *k, kh__request_t *r) {
     rep.kernel_id = k->id;
     rep.execution_id = r->exec_id;
     rep.status = "ok";
-    kh__deliver_reply(k->m, r->cb, r->data, &rep, 0, NULL);
+    kh__deliver_reply(k->m, r->cb, r->data, &rep, 0, NULL, NULL);
     r->cb = NULL;
   }
   k->running = NULL;
@@ -217,20 +240,26 @@ static void build_reply(kh__strbuf_t *full, const char *json, size_t len, int pa
   }
   kh__sb_append(full, r->outputs.buf ? r->outputs.buf : "", r->outputs.len);
   kh__sb_puts(full, "]}");
+  if (r->outputs.oom) full->oom = 1;
 }
 
 /* The backend's reply for the running request. The runtime's JSON is trusted for its shape
  * only after parsing (a worker's frames are hostile by assumption): status is "ok" or "error"
  * and nothing else, the counter comes from the reply when it is an integer. */
-void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, size_t len) {
+void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, size_t len,
+                         kh__bufs_t *bufs) {
   kh__request_t *r = k->running;
   json_t *doc;
   const char *status = "error";
   int count = k->execution_count;
 
-  if (r == NULL || strcmp(r->exec_id, exec_id) != 0) return; /* stale */
+  if (r == NULL || strcmp(r->exec_id, exec_id) != 0) { /* stale */
+    kh__bufs_free(bufs);
+    return;
+  }
   uv_timer_stop(&k->exec_timer);
   if (r->comm_type != NULL) {
+    kh__bufs_free(bufs);
     comm_reply(k, r);
     return;
   }
@@ -271,10 +300,27 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
       rep.json = NULL;
       rep.status = NULL;
       rep.errmsg = "out of memory building the reply";
-      kh__deliver_reply(k->m, r->cb, r->data, &rep, KH_ENOMEM, NULL);
+      kh__deliver_reply(k->m, r->cb, r->data, &rep, KH_ENOMEM, NULL, NULL);
       kh__sb_free(&full);
     } else {
-      kh__deliver_reply(k->m, r->cb, r->data, &rep, 0, kh__sb_take(&full));
+      /* The runtime's own binary values (its "result") keep their paths; the outputs' follow. */
+      kh__bufs_t all = {0};
+      size_t i;
+      int oom = 0;
+      if (bufs != NULL) kh__bufs_move(&all, bufs);
+      for (i = 0; i < r->output_bufs.n; i++)
+        if (kh__bufs_add(&all, NULL, r->output_bufs.v[i].path, r->output_bufs.v[i].blob) != 0)
+          oom = 1;
+      if (oom) {
+        kh__bufs_free(&all);
+        rep.json = NULL;
+        rep.status = NULL;
+        rep.errmsg = "out of memory building the reply";
+        kh__deliver_reply(k->m, r->cb, r->data, &rep, KH_ENOMEM, NULL, NULL);
+        kh__sb_free(&full);
+      } else {
+        kh__deliver_reply(k->m, r->cb, r->data, &rep, 0, kh__sb_take(&full), &all);
+      }
     }
     r->cb = NULL;
     if (strcmp(status, "error") == 0 && r->stop_on_error) abort_queue(k);
@@ -284,6 +330,7 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
   }
   k->running = NULL;
   json_decref(doc);
+  kh__bufs_free(bufs);
   kh__request_free(r);
   kh__kernel_settle(k);
 }
@@ -411,13 +458,14 @@ void kh__kernel_dispatch_msg(kh_kernel_t *k, kh__msg_t *msg) {
   switch (msg->kind) {
     case KH__MSG_EVENT:
       kernel_event(k, msg->type, msg->exec_id, msg->data ? msg->data : "{}",
-                   msg->data ? msg->len : 2, 1);
+                   msg->data ? msg->len : 2, &msg->bufs, 1);
       break;
     case KH__MSG_READY:
       kh__kernel_on_ready(k, msg->status, msg->data);
       break;
     case KH__MSG_REPLY:
-      kh__kernel_on_reply(k, msg->exec_id, msg->data ? msg->data : "{}", msg->data ? msg->len : 2);
+      kh__kernel_on_reply(k, msg->exec_id, msg->data ? msg->data : "{}", msg->data ? msg->len : 2,
+                          &msg->bufs);
       break;
     case KH__MSG_RESET:
       kh__kernel_on_reset(k, msg->status, msg->data);

@@ -158,3 +158,153 @@ void kh__refs_close(kh__refs_t *r, uv_handle_t *h) {
   h->data = r;
   uv_close(h, on_refs_handle_closed);
 }
+
+/* --- binary values beside JSON ------------------------------------------------------------- */
+
+kh__blob_t *kh__blob_new(const void *data, size_t len) {
+  kh__blob_t *b;
+  if (len > SIZE_MAX - sizeof(*b) - 1) return NULL;
+  b = malloc(sizeof(*b) + len + 1);
+  if (b == NULL) return NULL;
+  atomic_init(&b->refs, 1);
+  b->len = len;
+  if (len) memcpy(b->data, data, len);
+  b->data[len] = '\0';
+  return b;
+}
+
+void kh__blob_ref(kh__blob_t *b) {
+  atomic_fetch_add(&b->refs, 1);
+}
+
+void kh__blob_unref(kh__blob_t *b) {
+  if (b != NULL && atomic_fetch_sub(&b->refs, 1) == 1) free(b);
+}
+
+int kh__bufs_add(kh__bufs_t *bs, const char *prefix, const char *path, kh__blob_t *blob) {
+  size_t pn = prefix ? strlen(prefix) : 0, n = strlen(path);
+  char *p;
+  if (bs->n == bs->cap) {
+    size_t cap = bs->cap ? bs->cap * 2 : 4;
+    kh__buf_t *v = realloc(bs->v, cap * sizeof(*v));
+    if (v == NULL) return KH_ENOMEM;
+    bs->v = v;
+    bs->cap = cap;
+  }
+  if ((p = malloc(pn + n + 1)) == NULL) return KH_ENOMEM;
+  if (pn) memcpy(p, prefix, pn);
+  memcpy(p + pn, path, n + 1);
+  kh__blob_ref(blob);
+  bs->v[bs->n].path = p;
+  bs->v[bs->n].blob = blob;
+  bs->n++;
+  return 0;
+}
+
+int kh__bufs_add_copy(kh__bufs_t *bs, const char *path, const void *data, size_t len) {
+  kh__blob_t *b = kh__blob_new(data, len);
+  int rc;
+  if (b == NULL) return KH_ENOMEM;
+  rc = kh__bufs_add(bs, NULL, path, b);
+  kh__blob_unref(b);
+  return rc;
+}
+
+void kh__bufs_free(kh__bufs_t *bs) {
+  size_t i;
+  if (bs == NULL) return;
+  for (i = 0; i < bs->n; i++) {
+    free(bs->v[i].path);
+    kh__blob_unref(bs->v[i].blob);
+  }
+  free(bs->v);
+  bs->v = NULL;
+  bs->n = bs->cap = 0;
+}
+
+void kh__bufs_move(kh__bufs_t *dst, kh__bufs_t *src) {
+  kh__bufs_free(dst);
+  *dst = *src;
+  src->v = NULL;
+  src->n = src->cap = 0;
+}
+
+kh_buffer_t *kh__bufs_view(const kh__bufs_t *bs, size_t *n) {
+  kh_buffer_t *v;
+  size_t i;
+  *n = 0;
+  if (bs == NULL || bs->n == 0 || (v = malloc(bs->n * sizeof(*v))) == NULL) return NULL;
+  for (i = 0; i < bs->n; i++) {
+    v[i].path = bs->v[i].path;
+    v[i].data = bs->v[i].blob->data;
+    v[i].len = bs->v[i].blob->len;
+  }
+  *n = bs->n;
+  return v;
+}
+
+/* RFC 6901: "/a~1b/0" names member "a/b", then element 0; "" is the whole document. */
+json_t *kh__json_pointer(const json_t *doc, const char *path) {
+  json_t *cur = (json_t *)doc;
+  char key[512];
+  if (path == NULL || (*path != '\0' && *path != '/')) return NULL;
+  while (cur != NULL && *path == '/') {
+    size_t n = 0;
+    path++;
+    while (*path && *path != '/') {
+      char c = *path++;
+      if (c == '~') {
+        if (*path == '0')
+          c = '~';
+        else if (*path == '1')
+          c = '/';
+        else
+          return NULL;
+        path++;
+      }
+      if (n + 1 >= sizeof(key)) return NULL;
+      key[n++] = c;
+    }
+    key[n] = '\0';
+    if (json_is_object(cur)) {
+      cur = json_object_get(cur, key);
+    } else if (json_is_array(cur)) {
+      char *end;
+      unsigned long i;
+      if (n == 0 || (n > 1 && key[0] == '0') || key[0] < '0' || key[0] > '9') return NULL;
+      i = strtoul(key, &end, 10);
+      if (*end != '\0') return NULL;
+      cur = json_array_get(cur, (size_t)i);
+    } else {
+      return NULL;
+    }
+  }
+  return cur;
+}
+
+int kh__bufs_check(const json_t *doc, const kh_buffer_t *b, size_t n, char *errmsg) {
+  size_t i, j;
+  if (n > 0 && b == NULL) {
+    kh__set_err(errmsg, "%zu buffers given without an array", n);
+    return KH_EINVAL;
+  }
+  for (i = 0; i < n; i++) {
+    json_t *v;
+    if (b[i].path == NULL || (b[i].data == NULL && b[i].len > 0)) {
+      kh__set_err(errmsg, "buffer %zu has no path or no data", i);
+      return KH_EINVAL;
+    }
+    v = kh__json_pointer(doc, b[i].path);
+    if (v == NULL || !json_is_null(v) || b[i].path[0] == '\0') {
+      kh__set_err(errmsg, "buffer path \"%s\" does not lead to a null in the JSON", b[i].path);
+      return KH_EINVAL;
+    }
+    for (j = 0; j < i; j++) {
+      if (strcmp(b[j].path, b[i].path) == 0) {
+        kh__set_err(errmsg, "buffer path \"%s\" is given twice", b[i].path);
+        return KH_EINVAL;
+      }
+    }
+  }
+  return 0;
+}

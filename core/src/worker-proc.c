@@ -180,6 +180,10 @@ static int asked_slot(const kh__wproc_t *w, const char *id) {
 }
 
 int kh__wproc_send(kh__wproc_t *w, const json_t *msg) {
+  return kh__wproc_send_bufs(w, msg, NULL, 0);
+}
+
+int kh__wproc_send_bufs(kh__wproc_t *w, const json_t *msg, const kh_buffer_t *bufs, size_t nb) {
   char why[160];
   kh__pmsg_t kind = kh__proto_check(msg, KH__P_TO_WORKER, 0, why, sizeof(why));
   const char *id = json_string_value(json_object_get(msg, "id"));
@@ -198,7 +202,7 @@ int kh__wproc_send(kh__wproc_t *w, const json_t *msg) {
   if (kind == KH__P_INTERACT && asked_slot(w, "") < 0) return KH_EBUSY;
   r = calloc(1, sizeof(*r));
   if (r == NULL) return KH_ENOMEM;
-  r->buf = kh__frame_encode(msg, &n);
+  r->buf = kh__frame_encode_bufs(msg, bufs, nb, &n);
   if (r->buf == NULL) {
     free(r);
     return KH_ETOOBIG;
@@ -294,6 +298,40 @@ static char *data_text(kh__wproc_t *w, json_t *msg, size_t *len, int *owned) {
   return s;
 }
 
+/* The frame's binary attachments, copied into w->bufs once their paths are checked: each must
+ * lead to a null in the frame's "data" (what the runtime leaves where the bytes belong), so
+ * that no consumer is handed a path into nothing. Returns 0, or -1 after failing w. */
+static int take_bufs(kh__wproc_t *w, json_t *msg, const char *data, size_t len) {
+  kh_buffer_t views[KH__FRAME_BUFS_MAX];
+  json_t *paths = json_object_get(msg, "bufs"), *doc;
+  size_t i, n = kh__frame_dec_nbufs(&w->dec);
+  char why[KH__ERRMSG_MAX];
+  int rc;
+  if (data == NULL) {
+    kh__wproc_fail(w, "binary frames after a message that has no \"data\"");
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    views[i].path = json_string_value(json_array_get(paths, i));
+    views[i].data = kh__frame_dec_buf(&w->dec, i, &views[i].len);
+  }
+  doc = json_loadb(data, len, 0, NULL);
+  rc = doc == NULL ? KH_EINVAL : kh__bufs_check(doc, views, n, why);
+  json_decref(doc);
+  if (rc != 0) {
+    kh__wproc_fail(w, "bad binary values: %s", doc == NULL ? "unreadable data" : why);
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    if (kh__bufs_add_copy(&w->bufs, views[i].path, views[i].data, views[i].len) != 0) {
+      kh__bufs_free(&w->bufs);
+      kh__wproc_fail(w, "out of memory taking binary values");
+      return -1;
+    }
+  }
+  return 0;
+}
+
 /* One decoded frame: checked, then handed to the holder. */
 static void proc_frame(kh__wproc_t *w, json_t *msg) {
   char why[200];
@@ -326,7 +364,12 @@ static void proc_frame(kh__wproc_t *w, json_t *msg) {
       return;
     }
   }
+  if (kh__frame_dec_nbufs(&w->dec) > 0 && take_bufs(w, msg, data, len) != 0) {
+    if (owned) free(data);
+    return;
+  }
   if (w->cbs != NULL) w->cbs->frame(w->holder, w, kind, msg, data, len);
+  kh__bufs_free(&w->bufs);
   if (owned) free(data);
 }
 

@@ -15,6 +15,7 @@
  * raises), the worker does not wait for it; it dies with the worker's process group. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -61,6 +62,7 @@ static kh__frame_dec_t cmd_dec;
 typedef struct cmd_s {
   struct cmd_s *next;
   json_t *msg;
+  kh__bufs_t bufs; /* a comm message's buffers, copied: the decoder's bytes move on */
 } cmd_t;
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
 /* Commands are read by whichever thread gets to the pipe first: the command thread always
@@ -91,24 +93,14 @@ static void diag(const char *fmt, ...) {
   }
 }
 
-/* Writes one frame (the iovecs after the length) atomically with respect to other writers. A
- * failed write means the host is gone: there is no one left to serve. */
-static void write_frame_iov(struct iovec *iov, int n) {
-  char hdr[4];
-  size_t total = 0;
-  int i;
-  struct iovec all[8];
+/* Writes iov[0..n) (whole frames, length words included) atomically with respect to other
+ * writers. A failed write means the host is gone: there is no one left to serve. */
+static void write_iov_locked(struct iovec *all, int n) {
+  int i = 0;
   if (forked) return; /* the protocol is the worker's, never a forked child's */
-  for (i = 0; i < n; i++) total += iov[i].iov_len;
-  kh__frame_put_len(hdr, total);
-  all[0].iov_base = hdr;
-  all[0].iov_len = 4;
-  memcpy(all + 1, iov, sizeof(*iov) * (size_t)n);
-  n++;
   pthread_mutex_lock(&write_mu);
-  i = 0;
   while (i < n) {
-    ssize_t w = writev(out_fd, all + i, n - i);
+    ssize_t w = writev(out_fd, all + i, n - i > IOV_MAX ? IOV_MAX : n - i);
     if (w < 0) {
       if (errno == EINTR) continue;
       _exit(0);
@@ -122,6 +114,34 @@ static void write_frame_iov(struct iovec *iov, int n) {
   pthread_mutex_unlock(&write_mu);
 }
 
+/* Writes one frame (the iovecs after the length) and then its binary attachments (bufs, each a
+ * binary frame: frame.c), all at once. */
+static void write_frame_bufs(struct iovec *iov, int n, const kh_buffer_t *bufs, size_t nb) {
+  char hdr[4], rawhdr[KH__FRAME_BUFS_MAX][4];
+  size_t total = 0, k;
+  int i;
+  struct iovec all[8 + 2 * KH__FRAME_BUFS_MAX];
+  if (n > 7 || nb > KH__FRAME_BUFS_MAX) return;
+  for (i = 0; i < n; i++) total += iov[i].iov_len;
+  kh__frame_put_len(hdr, total);
+  all[0].iov_base = hdr;
+  all[0].iov_len = 4;
+  memcpy(all + 1, iov, sizeof(*iov) * (size_t)n);
+  n++;
+  for (k = 0; k < nb; k++) {
+    kh__frame_put_len(rawhdr[k], bufs[k].len | KH__FRAME_BINARY);
+    all[n].iov_base = rawhdr[k];
+    all[n++].iov_len = 4;
+    all[n].iov_base = (void *)bufs[k].data;
+    all[n++].iov_len = bufs[k].len;
+  }
+  write_iov_locked(all, n);
+}
+
+static void write_frame_iov(struct iovec *iov, int n) {
+  write_frame_bufs(iov, n, NULL, 0);
+}
+
 static void write_json(json_t *o) {
   char *s = json_dumps(o, JSON_COMPACT);
   struct iovec iov;
@@ -133,11 +153,19 @@ static void write_json(json_t *o) {
 }
 
 /* A frame whose "data" member is JSON text made elsewhere (the runtime's payloads): the header
- * object is encoded by jansson, the payload spliced in as its last member. */
-static void write_with_data(json_t *head, const char *data, size_t len) {
-  char *s = json_dumps(head, JSON_COMPACT);
-  struct iovec iov[3];
-  size_t n;
+ * object is encoded by jansson, the payload spliced in as its last member; bufs (the payload's
+ * binary values) follow as binary frames, their paths in the header's "bufs". */
+static void write_with_data_bufs(json_t *head, const char *data, size_t len,
+                                 const kh_buffer_t *bufs, size_t nb) {
+  char *s;
+  struct iovec iov[4];
+  size_t n, k;
+  if (nb > 0) {
+    json_t *paths = json_array();
+    for (k = 0; k < nb; k++) json_array_append_new(paths, json_string(bufs[k].path));
+    if (json_array_size(paths) != nb || json_object_set_new(head, "bufs", paths) != 0) return;
+  }
+  s = json_dumps(head, JSON_COMPACT);
   if (s == NULL) return;
   n = strlen(s);
   iov[0].iov_base = s;
@@ -146,14 +174,14 @@ static void write_with_data(json_t *head, const char *data, size_t len) {
   iov[1].iov_len = 8;
   iov[2].iov_base = (void *)data;
   iov[2].iov_len = len;
-  {
-    struct iovec all[4];
-    memcpy(all, iov, sizeof(iov));
-    all[3].iov_base = (void *)"}";
-    all[3].iov_len = 1;
-    write_frame_iov(all, 4);
-  }
+  iov[3].iov_base = (void *)"}";
+  iov[3].iov_len = 1;
+  write_frame_bufs(iov, 4, bufs, nb);
   free(s);
+}
+
+static void write_with_data(json_t *head, const char *data, size_t len) {
+  write_with_data_bufs(head, data, len, NULL, 0);
 }
 
 static void fatal(const char *fmt, ...) {
@@ -210,14 +238,14 @@ static int forked_emit(int type, const char *data, size_t len) {
 }
 
 static int worker_emit(kh__sink_t *sink, const char *exec_id, int type, const char *data,
-                       size_t len) {
+                       size_t len, const kh_buffer_t *bufs, size_t nbufs) {
   json_t *head;
   if (forked) return forked_emit(type, data, len);
   head = json_pack("{s:s, s:s, s:s}", "t", kh__proto_name(KH__P_EV), "type",
                    kh_event_type_name(type), "id", exec_id);
   (void)sink;
   if (head == NULL) return KH_EINVAL; /* exec_id was not UTF-8 */
-  write_with_data(head, data, len);
+  write_with_data_bufs(head, data, len, bufs, nbufs);
   json_decref(head);
   return 0;
 }
@@ -495,8 +523,20 @@ static void pump_commands(int from_main) {
     }
     {
       cmd_t *c = calloc(1, sizeof(*c));
+      size_t i, nb = kh__frame_dec_nbufs(d);
       if (c == NULL) fatal("out of memory");
       c->msg = msg;
+      /* Only "comm" carries buffers (protocol.c refuses "bufs" elsewhere): "/buffers/0" ... in
+       * order, which is the list the comm's handler gets. */
+      for (i = 0; i < nb; i++) {
+        char want[32];
+        size_t len;
+        const char *bytes = kh__frame_dec_buf(d, i, &len);
+        const char *path = json_string_value(json_array_get(json_object_get(msg, "bufs"), i));
+        snprintf(want, sizeof(want), "/buffers/%zu", i);
+        if (path == NULL || strcmp(path, want) != 0) fatal("command pipe: comm buffers out of order");
+        if (kh__bufs_add_copy(&c->bufs, path, bytes, len) != 0) fatal("out of memory");
+      }
       pthread_mutex_lock(&q_mu);
       if (q_tail)
         q_tail->next = c;
@@ -554,9 +594,8 @@ static json_t *read_first_frame(void) {
   }
 }
 
-static json_t *next_command(void) {
+static cmd_t *next_command(void) {
   cmd_t *c = NULL;
-  json_t *msg;
   Py_BEGIN_ALLOW_THREADS for (;;) {
     struct pollfd pfd[2];
     pthread_mutex_lock(&q_mu);
@@ -580,9 +619,7 @@ static json_t *next_command(void) {
     }
     if (pfd[0].revents) pump_commands(1);
   }
-  Py_END_ALLOW_THREADS msg = c->msg;
-  free(c);
-  return msg;
+  Py_END_ALLOW_THREADS return c;
 }
 
 /* Opens the kernel; `applied` (borrowed, may be NULL) is the sandbox's report for "ready". */
@@ -603,6 +640,12 @@ static void do_open(json_t *msg, json_t *applied) {
   Py_XDECREF(ff);
   Py_XDECREF(max_out);
   free(env_s);
+  if (r != NULL && json_is_string(json_object_get(msg, "binary")) &&
+      strcmp(json_string_value(json_object_get(msg, "binary")), "base64") == 0) {
+    PyObject *b = PyUnicode_FromString("base64");
+    if (b == NULL || PyObject_SetAttrString(r, "binary", b) != 0) Py_CLEAR(r);
+    Py_XDECREF(b);
+  }
   if (r != NULL) {
     rt = r;
     reply = json_pack("{s:s}", "t", kh__proto_name(KH__P_READY));
@@ -639,7 +682,7 @@ static char *interrupted_reply(const char *id, size_t *len) {
   char *out = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
   Py_XDECREF(c);
   PyErr_Clear();
-  if (s != NULL) worker_emit(NULL, id, KH_EVENT_EXECUTE_ERROR, s, strlen(s));
+  if (s != NULL) worker_emit(NULL, id, KH_EVENT_EXECUTE_ERROR, s, strlen(s), NULL, 0);
   free(s);
   json_decref(err);
   json_decref(reply);
@@ -649,7 +692,7 @@ static char *interrupted_reply(const char *id, size_t *len) {
 
 /* Runs a request, "exec" (a cell) or "comm" (a comm message from the host, which the runtime's
  * comm manager handles), on this thread, and writes its reply. */
-static void do_exec(json_t *msg, kh__pmsg_t kind) {
+static void do_exec(json_t *msg, kh__pmsg_t kind, const kh__bufs_t *bufs) {
   const char *id = json_string_value(json_object_get(msg, "id"));
   json_t *code = json_object_get(msg, "code");
   int silent = json_is_true(json_object_get(msg, "silent"));
@@ -660,6 +703,9 @@ static void do_exec(json_t *msg, kh__pmsg_t kind) {
   char *fallback = NULL, *content = NULL;
   const char *data;
   size_t len = 0;
+  kh_buffer_t views[KH__FRAME_BUFS_MAX];
+  Py_buffer held[KH__FRAME_BUFS_MAX];
+  Py_ssize_t nb, i;
   int early;
   if (comm) content = json_dumps(json_object_get(msg, "content"), JSON_COMPACT);
   if (id == NULL || (comm ? content == NULL : !json_is_string(code))) fatal("bad exec command");
@@ -676,11 +722,22 @@ static void do_exec(json_t *msg, kh__pmsg_t kind) {
      * interrupt stopped would be; there is no cell to report a KeyboardInterrupt for. */
     r = PyBytes_FromString("{\"status\":\"ok\"}");
   } else if (!early && comm) {
+    PyObject *list = PyList_New((Py_ssize_t)bufs->n);
+    size_t k;
+    for (k = 0; list != NULL && k < bufs->n; k++) {
+      PyObject *b =
+          PyBytes_FromStringAndSize(bufs->v[k].blob->data, (Py_ssize_t)bufs->v[k].blob->len);
+      if (b == NULL)
+        Py_CLEAR(list);
+      else
+        PyList_SET_ITEM(list, (Py_ssize_t)k, b);
+    }
     text = PyUnicode_FromString(content);
-    if (text != NULL && rt != NULL)
-      r = PyObject_CallMethod(rt, "comm", "ssO", id,
-                              json_string_value(json_object_get(msg, "msg_type")), text);
+    if (text != NULL && list != NULL && rt != NULL)
+      r = PyObject_CallMethod(rt, "comm", "ssOO", id,
+                              json_string_value(json_object_get(msg, "msg_type")), text, list);
     Py_XDECREF(text);
+    Py_XDECREF(list);
   } else if (!early) {
     text =
         PyUnicode_FromStringAndSize(json_string_value(code), (Py_ssize_t)json_string_length(code));
@@ -708,10 +765,8 @@ static void do_exec(json_t *msg, kh__pmsg_t kind) {
   set_running("");
   /* A SIGINT sent just before the cell ended may still be pending: it was for this cell. */
   if (r != NULL) drop_stale_interrupt();
-  if (r != NULL && PyBytes_Check(r)) {
-    data = PyBytes_AS_STRING(r);
-    len = (size_t)PyBytes_GET_SIZE(r);
-  } else {
+  if ((nb = kh__py_reply_parts(r, &data, &len, views, held)) < 0) nb = 0, data = NULL;
+  if (data == NULL) {
     char buf[KH__ERRMSG_MAX];
     if (!comm && (early || (r == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)))) {
       /* The interrupt landed before the cell started or outside the runtime's own handling
@@ -728,8 +783,9 @@ static void do_exec(json_t *msg, kh__pmsg_t kind) {
     data = fallback;
   }
   head = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_REPLY), "id", id);
-  if (head != NULL && data != NULL) write_with_data(head, data, len);
+  if (head != NULL && data != NULL) write_with_data_bufs(head, data, len, views, (size_t)nb);
   json_decref(head);
+  for (i = 0; i < nb; i++) PyBuffer_Release(&held[i]);
   free(fallback);
   Py_XDECREF(r);
 }
@@ -902,13 +958,15 @@ int main(int argc, char **argv) {
   json_decref(report);
   json_decref(first);
   for (;;) {
-    json_t *msg = next_command();
+    cmd_t *c = next_command();
     /* pump_commands() checked its shape; "open" came once, before this loop (protocol.h). */
-    kind = kh__proto_kind(json_string_value(json_object_get(msg, "t")));
+    kind = kh__proto_kind(json_string_value(json_object_get(c->msg, "t")));
     if (kind == KH__P_EXEC || kind == KH__P_COMM)
-      do_exec(msg, kind);
+      do_exec(c->msg, kind, &c->bufs);
     else
       fatal("unexpected command \"%s\"", kh__proto_name(kind));
-    json_decref(msg);
+    json_decref(c->msg);
+    kh__bufs_free(&c->bufs);
+    free(c);
   }
 }

@@ -17,32 +17,15 @@ typedef struct {
   int png_written;
 } demo_t;
 
-static void write_png(demo_t *d, const char *b64) {
-  /* A tiny base64 decoder is all a C host needs; bindings hand over native values. */
-  static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  size_t n = strlen(b64), i, o = 0;
-  unsigned char *out = malloc(n);
-  unsigned acc = 0;
-  int bits = 0;
-  FILE *f;
-  for (i = 0; i < n && b64[i] != '='; i++) {
-    const char *p = strchr(tbl, b64[i]);
-    if (p == NULL) continue;
-    acc = (acc << 6) | (unsigned)(p - tbl);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out[o++] = (unsigned char)(acc >> bits);
-    }
-  }
-  f = fopen(d->png_path, "wb");
+/* Binary values (image/png here) arrive as bytes beside the JSON, at a JSON Pointer path. */
+static void write_png(demo_t *d, const void *png, size_t len) {
+  FILE *f = fopen(d->png_path, "wb");
   if (f != NULL) {
-    fwrite(out, 1, o, f);
+    fwrite(png, 1, len, f);
     fclose(f);
     d->png_written = 1;
-    printf("    [wrote %zu bytes of PNG to %s]\n", o, d->png_path);
+    printf("    [wrote %zu bytes of PNG to %s]\n", len, d->png_path);
   }
-  free(out);
 }
 
 static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
@@ -71,9 +54,11 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
     }
     case KH_EVENT_DISPLAY_DATA: {
       json_t *bundle = json_object_get(j, "data");
-      const char *png = json_string_value(json_object_get(bundle, "image/png"));
+      size_t i;
       printf("%s\n", json_string_value(json_object_get(bundle, "text/plain")));
-      if (png != NULL && !d->png_written) write_png(d, png);
+      for (i = 0; i < ev->nbuffers; i++)
+        if (strcmp(ev->buffers[i].path, "/data/image~1png") == 0 && !d->png_written)
+          write_png(d, ev->buffers[i].data, ev->buffers[i].len);
       break;
     }
     default:

@@ -152,6 +152,16 @@ static int match_op(run_t *r, const char *op, json_t *arg, json_t *act, const ch
   if (act == NULL) return mismatch(arg, act, path, why, n, op);
   if (strcmp(op, "$eq") == 0) {
     return json_equal(arg, act) ? 1 : mismatch(arg, act, path, why, n, "$eq");
+  } else if (strcmp(op, "$bytes") == 0) {
+    /* A binary value (th_put_buffers made it {"$binary": hex}): its hex, a hex prefix, a length. */
+    const char *hex = json_string_value(json_object_get(act, "$binary"));
+    const char *want = json_string_value(json_object_get(arg, "hex"));
+    const char *pre = json_string_value(json_object_get(arg, "prefix_hex"));
+    json_t *len = json_object_get(arg, "len");
+    int ok = hex != NULL && (want == NULL || strcmp(hex, want) == 0) &&
+             (pre == NULL || strncmp(hex, pre, strlen(pre)) == 0) &&
+             (len == NULL || (json_int_t)(strlen(hex) / 2) == json_integer_value(len));
+    return ok ? 1 : mismatch(arg, act, path, why, n, "$bytes");
   } else if (strcmp(op, "$type") == 0) {
     const char *want = json_string_value(arg);
     int ok =
@@ -393,6 +403,7 @@ static void on_executed(kh_manager_t *m, const kh_reply_t *rep, int status, void
   if (status == 0) {
     q->reply = json_loadb(rep->json, rep->json_len, 0, &err);
     if (q->reply == NULL) case_fail(q->run, "the reply is not JSON (%s)", err.text);
+    th_put_buffers(q->reply, rep->buffers, rep->nbuffers);
   }
 }
 
@@ -435,11 +446,13 @@ static req_t *submit(run_t *r, json_t *spec) {
 static req_t *submit_comm(run_t *r, json_t *spec) {
   const char *verb = json_string_value(json_object_get(spec, "comm"));
   const char *keys[] = {"comm_id", "target_name", "data", "metadata"};
-  char type[32];
-  json_t *content = json_object();
+  char type[32], paths[64][16];
+  json_t *content = json_object(), *hexes = json_object_get(spec, "buffers"), *h;
+  kh_buffer_t bufs[64];
+  unsigned char *bytes[64];
   char *text;
   req_t *q;
-  size_t i;
+  size_t i, nb = json_array_size(hexes);
   if (r->nreqs >= MAX_REQUESTS) case_fail(r, "too many requests in one case");
   if (verb == NULL) case_fail(r, "a comm step without its verb");
   q = &r->reqs[r->nreqs++];
@@ -457,11 +470,25 @@ static req_t *submit_comm(run_t *r, json_t *spec) {
     if (json_object_get(spec, keys[i]) != NULL)
       json_object_set(content, keys[i], json_object_get(spec, keys[i]));
   snprintf(type, sizeof(type), "comm_%s", verb);
+  /* The step's buffers are hex strings of their bytes. */
+  if (nb > 64) case_fail(r, "too many buffers");
+  json_array_foreach(hexes, i, h) {
+    const char *x = json_string_value(h);
+    size_t k, n = x ? strlen(x) / 2 : 0;
+    bytes[i] = malloc(n + 1);
+    for (k = 0; k < n; k++) sscanf(x + 2 * k, "%2hhx", &bytes[i][k]);
+    snprintf(paths[i], sizeof(paths[i]), "/buffers/%zu", i);
+    bufs[i].path = paths[i];
+    bufs[i].data = bytes[i];
+    bufs[i].len = n;
+  }
   text = json_dumps(content, JSON_COMPACT);
   json_decref(content);
   r->in_call = 1;
-  q->rc = kh_kernel_comm_send(r->t.m, r->ids[q->kernel], type, text, strlen(text), NULL, 0);
+  q->rc = kh_kernel_comm_send(r->t.m, r->ids[q->kernel], type, text, strlen(text),
+                              nb ? bufs : NULL, nb);
   r->in_call = 0;
+  for (i = 0; i < nb; i++) free(bytes[i]);
   free(text);
   if (q->rc != 0) snprintf(q->errmsg, sizeof(q->errmsg), "%s", kh_manager_errmsg(r->t.m));
   return q;

@@ -96,6 +96,8 @@ const char *th_mode(void);
 /* A kernel options object for th_mode() plus the given extra JSON members (may be ""). */
 const char *th_opts(const char *extra);
 
+/* Binary values into a parsed event or reply, as {"$binary": "<hex>"} at their paths. */
+void th_put_buffers(json_t *doc, const kh_buffer_t *b, size_t n);
 void th_init(th_t *t, const char *manager_opts);
 void th_fini(th_t *t); /* closes the manager, the loop, and checks nothing is left */
 void th_run_until(th_t *t, int *flag);

@@ -55,6 +55,46 @@ const char *th_opts(const char *extra) {
   return b;
 }
 
+/* Puts each binary value where its JSON Pointer says, as {"$binary": "<hex of its bytes>"}: what
+ * the cases' $bytes matcher looks at (tests/cases/README.md). Fails on a path that leads to
+ * anything but a null: the core promises that. */
+void th_put_buffers(json_t *doc, const kh_buffer_t *b, size_t n) {
+  size_t i, k;
+  for (i = 0; i < n; i++) {
+    const char *p = b[i].path;
+    json_t *cur = doc, *hex;
+    char key[512], *h = malloc(2 * b[i].len + 1);
+    for (k = 0; k < b[i].len; k++) sprintf(h + 2 * k, "%02x", ((const unsigned char *)b[i].data)[k]);
+    h[2 * b[i].len] = '\0';
+    hex = json_pack("{s:s}", "$binary", h);
+    free(h);
+    while (cur != NULL && *p == '/') {
+      size_t kn = 0;
+      p++;
+      while (*p && *p != '/' && kn + 1 < sizeof(key)) {
+        char c = *p++;
+        if (c == '~' && (*p == '0' || *p == '1')) c = *p++ == '0' ? '~' : '/';
+        key[kn++] = c;
+      }
+      key[kn] = '\0';
+      if (*p == '\0') {
+        json_t *old = json_is_object(cur) ? json_object_get(cur, key)
+                                          : json_array_get(cur, (size_t)strtoul(key, NULL, 10));
+        if (!json_is_null(old)) FAIL("buffer path %s does not lead to a null", b[i].path);
+        if (json_is_object(cur))
+          json_object_set(cur, key, hex);
+        else
+          json_array_set(cur, (size_t)strtoul(key, NULL, 10), hex);
+        break;
+      }
+      cur = json_is_object(cur) ? json_object_get(cur, key)
+                                : json_array_get(cur, (size_t)strtoul(key, NULL, 10));
+    }
+    if (cur == NULL) FAIL("buffer path %s leads nowhere", b[i].path);
+    json_decref(hex);
+  }
+}
+
 static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
   th_t *t = data;
   th_event_t *e;
@@ -71,6 +111,7 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
     FAIL("event %s has invalid JSON (%s): %.*s", ev->type_name, err.text, (int)ev->json_len,
          ev->json);
   if (strlen(ev->json) != ev->json_len) FAIL("event JSON length mismatch");
+  th_put_buffers(e->data, ev->buffers, ev->nbuffers);
 }
 
 static void on_watchdog(uv_timer_t *h) {
@@ -176,6 +217,7 @@ static void on_executed(kh_manager_t *m, const kh_reply_t *rep, int status, void
   if (status == 0) {
     r->json = json_loadb(rep->json, rep->json_len, 0, &err);
     if (r->json == NULL) FAIL("reply is not JSON (%s): %s", err.text, rep->json);
+    th_put_buffers(r->json, rep->buffers, rep->nbuffers);
     ASSERT_STR(th_s(r->json, "status"), rep->status);
     ASSERT_INT(th_i(r->json, "execution_count"), ==, rep->execution_count);
   } else {

@@ -61,8 +61,38 @@ TEST(comm_bad_input) {
            kh_err_name(b->code), kh_err_name(rc), kh_manager_errmsg(t.m));
     ASSERT_CONTAINS(kh_manager_errmsg(t.m), b->mention);
   }
-  /* Buffers without their array, over maxCodeBytes, no such kernel, no manager. */
-  ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", "{}", 2, NULL, 1), KH_EINVAL);
+  /* Buffers: no array, paths other than /buffers/0..n-1 (or twice), a content "buffers" that
+   * does not hold one null per buffer, a buffer without data, too many. */
+  {
+    static const char open[] = "{\"comm_id\":\"b\",\"target_name\":\"t\"}";
+    static const char two[] = "{\"comm_id\":\"b\",\"target_name\":\"t\",\"buffers\":[null,1]}";
+    static const char one[] = "{\"comm_id\":\"b\",\"target_name\":\"t\",\"buffers\":[null]}";
+    kh_buffer_t b[65];
+    for (i = 0; i < 65; i++) {
+      b[i].path = "/buffers/0";
+      b[i].data = "x";
+      b[i].len = 1;
+    }
+    ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", open, strlen(open), NULL, 1), KH_EINVAL);
+    b[0].path = "/buffers/1";
+    ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", open, strlen(open), b, 1), KH_EINVAL);
+    ASSERT_CONTAINS(kh_manager_errmsg(t.m), "/buffers/N");
+    b[0].path = "/data/x";
+    ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", open, strlen(open), b, 1), KH_EINVAL);
+    b[0].path = "/buffers/00";
+    ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", open, strlen(open), b, 1), KH_EINVAL);
+    b[0].path = b[1].path = "/buffers/0";
+    ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", open, strlen(open), b, 2), KH_EINVAL);
+    b[1].path = "/buffers/1";
+    ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", two, strlen(two), b, 2), KH_EINVAL);
+    ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", one, strlen(one), b, 2), KH_EINVAL);
+    ASSERT_CONTAINS(kh_manager_errmsg(t.m), "buffers");
+    ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", one, strlen(one), NULL, 0), KH_EINVAL);
+    b[0].data = NULL;
+    ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", open, strlen(open), b, 1), KH_EINVAL);
+    ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_open", open, strlen(open), b, 65), KH_EINVAL);
+  }
+  /* Over maxCodeBytes, no such kernel, no manager. */
   memset(big, ' ', sizeof(big));
   ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_msg", big, sizeof(big), NULL, 0), KH_ETOOBIG);
   ASSERT_CONTAINS(kh_manager_errmsg(t.m), "maxCodeBytes");

@@ -518,6 +518,11 @@ static const char forge_src[] =
     "    b'\\xff\\xff\\xff\\xff' + b'x' * 64,\n"
     "    struct.pack('>I', 12) + b'not json at!',\n"
     "    b'\\xde\\xad\\xbe\\xef' + os.urandom(4092),\n"
+    "    fr({'t': 'ev', 'type': 'display_data', 'id': '', 'bufs': ['/data'],\n"
+    "        'data': {'data': {}}}) + struct.pack('>I', 0x80000002) + b'hi',\n"
+    "    struct.pack('>I', 0x80000004) + b'abcd',\n"
+    "    fr({'t': 'ev', 'type': 'display_data', 'id': '', 'bufs': ['/x'],\n"
+    "        'data': {'x': None}}) + fr({'t': 'hello', 'pid': 1, 'python': '3'}),\n"
     "]\n"
     "for fd in sorted(int(f) for f in os.listdir('/proc/self/fd')):\n"
     "    try:\n"
@@ -525,7 +530,7 @@ static const char forge_src[] =
     "    except OSError:\n"
     "        pass\n"
     "len(blobs)\n";
-#define FORGE_VARIANTS 14
+#define FORGE_VARIANTS 17
 
 /* A cell writes forged and garbage frames to every fd it can see while a second kernel runs
  * beside it: each attempt ends the attacker's worker with a protocol error (or leaves it

@@ -127,6 +127,19 @@ ops["$prefix"] = function(arg, act, path)
   return fail(path, "$prefix", arg, act)
 end
 
+-- A binary value is a Lua string of its bytes (the binding's form for kh_buffer_t).
+ops["$bytes"] = function(arg, act, path)
+  if type(act) == "string" then
+    local hex = act:gsub(".", function(c) return string.format("%02x", c:byte()) end)
+    if (arg.hex == nil or hex == arg.hex)
+        and (arg.prefix_hex == nil or hex:sub(1, #arg.prefix_hex) == arg.prefix_hex)
+        and (arg.len == nil or #act == arg.len) then
+      return true
+    end
+  end
+  return fail(path, "$bytes", arg, act)
+end
+
 ops["$min"] = function(arg, act, path)
   if type(act) == "number" and act >= arg then return true end
   return fail(path, "$min", arg, act)
@@ -355,6 +368,12 @@ function Run:submit_comm(spec)
               from = #self.f.events + 1 }
   self.reqs[#self.reqs + 1] = q
   local opts = { metadata = spec.metadata }
+  if spec.buffers then -- hex strings: the buffers are Lua strings of those bytes
+    opts.buffers = {}
+    for i, h in ipairs(spec.buffers) do
+      opts.buffers[i] = h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)
+    end
+  end
   local ok, msg, code
   self.in_call = true
   if spec.comm == "open" then

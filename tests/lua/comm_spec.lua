@@ -36,6 +36,11 @@ describe("comm", function()
     assert.has_error(function() k:comm("c"):close({}, { comm_id = "other" }) end)
     assert.has_error(function() k:comm("c"):on_msg(7) end)
     assert.has_error(function() k.comm("not a kernel", "c") end)
+    assert.has_error(function() k:open_comm("t", {}, { buffers = "bytes" }) end)
+    assert.has_error(function() k:open_comm("t", {}, { buffers = { 1, 2 } }) end)
+    local many = {}
+    for i = 1, 65 do many[i] = "x" end
+    assert.has_error(function() k:comm("c"):send({}, { buffers = many }) end)
     -- what the core refuses comes back as nil, msg, code: data that is an array, an empty comm
     -- id, a comm that is not open, an id open already
     local function refused(code, ok, msg, got)

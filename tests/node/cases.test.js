@@ -74,6 +74,13 @@ const OPS = {
   $prefix(arg, act, where) {
     if (typeof act !== 'string' || !act.startsWith(arg)) fail(where, '$prefix', arg, act);
   },
+  // A binary value is a Buffer (the binding's form for kh_buffer_t).
+  $bytes(arg, act, where) {
+    const hex = Buffer.isBuffer(act) ? act.toString('hex') : null;
+    if (hex === null || (arg.hex !== undefined && hex !== arg.hex) ||
+        (arg.prefix_hex !== undefined && !hex.startsWith(arg.prefix_hex)) ||
+        (arg.len !== undefined && act.length !== arg.len)) fail(where, '$bytes', arg, act);
+  },
   $min(arg, act, where) {
     if (typeof act !== 'number' || act < arg) fail(where, '$min', arg, act);
   },
@@ -327,11 +334,18 @@ class Run {
     const k = this.kernel(spec.kernel);
     const q = { spec, kernel: k, calls: 0, answered: 0, comm: true, from: this.events.length };
     this.reqs.push(q);
-    const opts = spec.metadata !== undefined ? { metadata: spec.metadata } : undefined;
+    const opts = {};
+    if (spec.metadata !== undefined) opts.metadata = spec.metadata;
+    // Hex strings: the buffers are Buffers of those bytes (a Uint8Array for the second, so that
+    // both forms the facade takes are used).
+    if (spec.buffers !== undefined) {
+      opts.buffers = spec.buffers.map((h, i) => (i === 1 ? new Uint8Array(Buffer.from(h, 'hex'))
+        : Buffer.from(h, 'hex')));
+    }
     try {
       if (spec.comm === 'open') {
         const c = k.openComm(spec.target_name, spec.data,
-          { ...(opts || {}), ...(spec.comm_id !== undefined ? { commId: spec.comm_id } : {}) });
+          { ...opts, ...(spec.comm_id !== undefined ? { commId: spec.comm_id } : {}) });
         this.commHandle(k, c);
       } else {
         const c = k.comm(spec.comm_id);

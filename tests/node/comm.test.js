@@ -34,6 +34,11 @@ describe('comm', function () {
     assert.throws(() => k.comm(7), TypeError);
     assert.throws(() => k.comm('c').send(7), TypeError);
     assert.throws(() => k.comm('c').close({}, { commId: 'other' }), TypeError);
+    assert.throws(() => k.openComm('t', {}, { buffers: Buffer.from('x') }), TypeError);
+    assert.throws(() => k.openComm('t', {}, { buffers: ['bytes'] }), TypeError);
+    assert.throws(() => k.openComm('t', {}, { buffers: [{ length: 1 }] }), TypeError);
+    assert.throws(() => k.comm('c').send({}, { buffers: new Array(65).fill(Buffer.from('x')) }),
+      RangeError);
     // What the core refuses throws an Error with its code: an empty or overlong comm id, text
     // that is not Unicode (a lone surrogate is written by JSON.stringify as an escape no JSON
     // reader takes), a comm that is not open, an id open already.

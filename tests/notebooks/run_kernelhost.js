@@ -22,7 +22,8 @@ async function main() {
   // process's own (the cwd option is worker-only), so the notebook's directory is entered here.
   process.chdir(job.cwd);
   const m = new kernelhost.KernelManager();
-  const kernelOptions = { mode: job.mode };
+  // Outputs are compared with ipykernel's Jupyter messages, which carry images as base64.
+  const kernelOptions = { mode: job.mode, binary: 'base64' };
   if (job.mode === 'worker') kernelOptions.cwd = job.cwd;
   const out = { kernel: { mode: job.mode }, cells: [] };
   // No one types at a notebook run: input() gets an empty line (ipykernel, run with
