@@ -83,7 +83,11 @@ export interface CommData extends EventTags {
   comm_id: string;
   data: Record<string, any>;
   metadata: Record<string, any>;
+  /** The message's binary buffers (base64 strings with the kernel option binary: "base64"). */
+  buffers?: Array<Buffer | string>;
 }
+/** What the host's comm buffers may be. */
+export type CommBuffer = Buffer | ArrayBufferView | ArrayBuffer;
 export interface CommOpenData extends CommData { target_name: string; target_module?: string }
 
 export interface EventDataMap {
@@ -199,9 +203,11 @@ export declare class Comm extends EventEmitter {
   readonly commId: string;
   /** The target it was opened with; undefined for a Comm from kernel.comm(id). */
   readonly targetName: string | undefined;
-  send(data?: Record<string, any>, options?: { metadata?: Record<string, any> }): void;
+  send(data?: Record<string, any>,
+    options?: { metadata?: Record<string, any>; buffers?: CommBuffer[] }): void;
   /** Sends comm_close; 'close' is emitted for the kernel's close only. */
-  close(data?: Record<string, any>, options?: { metadata?: Record<string, any> }): void;
+  close(data?: Record<string, any>,
+    options?: { metadata?: Record<string, any>; buffers?: CommBuffer[] }): void;
   on(event: 'msg' | 'close', listener: (data: CommData) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 }
@@ -236,7 +242,7 @@ export declare class Kernel {
   /** Opens a comm with the target Python registered (comm.get_comm_manager().register_target);
    * commId defaults to 32 random hex digits. Throws an Error with a code when refused. */
   openComm(targetName: string, data?: Record<string, any>,
-    options?: { commId?: string; metadata?: Record<string, any> }): Comm;
+    options?: { commId?: string; metadata?: Record<string, any>; buffers?: CommBuffer[] }): Comm;
   /** The Comm of comm `commId` (opened by the kernel or the host): the same object while it is
    * open. */
   comm(commId: string): Comm;

@@ -372,12 +372,17 @@ KH_EXTERN int kh_hostcall_error(kh_hostcall_t *call, const char *message);
  * then), come in order with that request's other output, and are in its reply's `outputs`,
  * which hold every event of the request. Their payload is Jupyter's content with the message's
  * metadata beside it: {comm_id, target_name and target_module? (comm_open only), data, metadata,
- * buffers?}; buffers are kh_buffer_t at "/buffers/N".
+ * buffers?}: the comm's buffers (bytes-like objects in Python) are kh_buffer_t at "/buffers/N",
+ * null in the JSON, or with the kernel option binary "base64" base64 strings there, as Jupyter's
+ * JSON messages carry them.
  *
  * kh_kernel_comm_send() is the host's side: msg_type "comm_open" | "comm_msg" | "comm_close"
  * and its content, a JSON object: comm_id (a string under 256 bytes, chosen by whoever opens the
  * comm), target_name (comm_open), data (an object; {} when absent), metadata? (an object: the
- * message's metadata); buffers at paths "/buffers/N". The message is queued like an execute
+ * message's metadata); buffers (at most 64) at paths "/buffers/0" ... "/buffers/<nbuffers-1>",
+ * each once, in any order, where the content's "buffers" holds nulls (the array is made when the
+ * content has none), copied; Python gets them as msg["buffers"], memoryviews in that order. The
+ * message is queued like an execute
  * request (Jupyter's shell channel carries both): the kernel handles it after the cells queued
  * before it, one request at a time, between busy and idle status events that carry an execution
  * id of its own, which is also the id of whatever its handler prints, displays or sends. It never
@@ -395,9 +400,10 @@ KH_EXTERN int kh_hostcall_error(kh_hostcall_t *call, const char *message);
  * (never opened, closed by either side, or gone with a restart or a death) are refused with
  * KH_ECLOSED, and comm_open on an open id with KH_EINVAL. Returns 0, KH_EINVAL (an unknown
  * msg_type; content that is not a JSON object, lacks comm_id or target_name, or has data or
- * metadata that are not objects; a buffer path other than "/buffers/N"), KH_ECLOSED, KH_ENOTFOUND,
- * KH_EKERNELDEAD, KH_EENCODING (content not UTF-8, or holding a NUL byte), KH_ETOOBIG (over
- * maxCodeBytes) or KH_ENOMEM; on an error nothing was queued. Nothing answers a message that was
+ * metadata that are not objects; buffer paths that are not "/buffers/0" ... in some order, a
+ * "buffers" member that does not hold one null per buffer, more than 64), KH_ECLOSED, KH_ENOTFOUND,
+ * KH_EKERNELDEAD, KH_EENCODING (content not UTF-8, or holding a NUL byte), KH_ETOOBIG (content
+ * over maxCodeBytes, a buffer over 256 MiB) or KH_ENOMEM; on an error nothing was queued. Nothing answers a message that was
  * queued: as in Jupyter, the kernel's answers are comm events. */
 KH_EXTERN int kh_kernel_comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_type,
                                   const char *content_json, size_t len, const kh_buffer_t *buffers,
