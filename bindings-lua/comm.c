@@ -29,7 +29,7 @@ typedef struct {
 #define LKH_COMM_BUFS_MAX 64
 typedef struct {
   kh_buffer_t b[LKH_COMM_BUFS_MAX];
-  char paths[LKH_COMM_BUFS_MAX][16];
+  char paths[LKH_COMM_BUFS_MAX][32];
   size_t n;
 } lkh_comm_bufs_t;
 

@@ -781,7 +781,7 @@ static napi_value nkh_kernel_comm_send(napi_env env, napi_callback_info info) {
   char *type = NULL, *content = NULL;
   size_t len = 0, nb = 0, i;
   kh_buffer_t bufs[NKH_COMM_BUFS_MAX];
-  char paths[NKH_COMM_BUFS_MAX][16];
+  char paths[NKH_COMM_BUFS_MAX][32];
   nkh_manager_t *w = nkh_this(env, info, 4, argv);
   napi_valuetype t;
   int rc;

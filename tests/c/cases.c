@@ -446,7 +446,7 @@ static req_t *submit(run_t *r, json_t *spec) {
 static req_t *submit_comm(run_t *r, json_t *spec) {
   const char *verb = json_string_value(json_object_get(spec, "comm"));
   const char *keys[] = {"comm_id", "target_name", "data", "metadata"};
-  char type[32], paths[64][16];
+  char type[32], paths[64][32];
   json_t *content = json_object(), *hexes = json_object_get(spec, "buffers"), *h;
   kh_buffer_t bufs[64];
   unsigned char *bytes[64];
