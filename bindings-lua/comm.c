@@ -38,9 +38,9 @@ typedef struct {
 /* Pushes comms[kernel_id] (created when `create`), or nil. */
 static int lkh_comm_kernel_table(lua_State *L, lkh_manager_t *lm, const char *kernel_id,
                                  int create) {
-  if (!lkh_manager_push(L, lm)) return 0; /* nil */
-  lua_getiuservalue(L, -1, 3);            /* ud, comms */
-  lua_remove(L, -2);                      /* comms */
+  if (!lkh_manager_push(L, lm)) return 0;                        /* nil */
+  lua_getiuservalue(L, -1, 3);                                   /* ud, comms */
+  lua_remove(L, -2);                                             /* comms */
   if (lua_getfield(L, -1, kernel_id) == LUA_TTABLE || !create) { /* comms, t|nil */
     lua_remove(L, -2);                                           /* t|nil */
     return lua_istable(L, -1);
@@ -77,8 +77,8 @@ void lkh_comm_sweep(lua_State *L, lkh_manager_t *lm) {
     lua_pop(L, 1);
     return;
   }
-  lua_getiuservalue(L, -1, 3); /* ud, comms */
-  lua_pushnil(L);              /* ud, comms, nil */
+  lua_getiuservalue(L, -1, 3);   /* ud, comms */
+  lua_pushnil(L);                /* ud, comms, nil */
   while (lua_next(L, -2) != 0) { /* ud, comms, id, t */
     lua_pop(L, 1);               /* ud, comms, id */
     if (lm->m != NULL && !kh_kernel_exists(lm->m, lua_tostring(L, -1), NULL)) {
@@ -132,7 +132,7 @@ static void lkh_comm_on_event(kh_manager_t *m, const kh_event_t *ev, void *data)
     json_decref(j);
     return;
   }
-  lua_remove(L, -2); /* fn */
+  lua_remove(L, -2);                                    /* fn */
   lkh_values_put_buffers(j, ev->buffers, ev->nbuffers); /* data.buffers[i]: Lua strings */
   lkh_values_tag(j, ev->kernel_id, ev->execution_id);
   lkh_values_push(L, j); /* fn, payload */
@@ -161,8 +161,8 @@ static lkh_comm_t *lkh_comm_new(lua_State *L, lkh_manager_t *lm, int kidx, const
   c->target_name = target_name ? strdup(target_name) : NULL;
   if (c->comm_id == NULL || (target_name != NULL && c->target_name == NULL))
     luaL_error(L, "out of memory");
-  lua_pushvalue(L, kidx);      /* comm, kernel */
-  lua_setiuservalue(L, -2, 1); /* comm */
+  lua_pushvalue(L, kidx);                           /* comm, kernel */
+  lua_setiuservalue(L, -2, 1);                      /* comm */
   if (lkh_comm_kernel_table(L, lm, kernel_id, 1)) { /* comm, t */
     lua_pushvalue(L, -2);                           /* comm, t, comm */
     lua_setfield(L, -2, comm_id);                   /* comm, t */
@@ -224,7 +224,7 @@ static const char *lkh_comm_opts(lua_State *L, int idx, json_t *content, int ope
   const char *err = NULL;
   if (lua_isnoneornil(L, idx)) return NULL;
   if (!lua_istable(L, idx)) return "options must be a table";
-  lua_pushnil(L);                            /* nil */
+  lua_pushnil(L);                                /* nil */
   while (err == NULL && lua_next(L, idx) != 0) { /* k, v */
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
     json_t *v = NULL;
@@ -304,8 +304,9 @@ static void lkh_comm_new_id(char out[33]) {
 }
 
 /* kernel:open_comm(target_name[, data][, opts]) -> comm | nil, msg, code. opts: {comm_id,
- * metadata, buffers (a list of strings: the message's binary buffers)}. Opens a comm of the host's with the kernel's target (a comm_open message, queued
- * like a cell); what the target answers arrives as comm events and through comm:on_msg. */
+ * metadata, buffers (a list of strings: the message's binary buffers)}. Opens a comm of the host's
+ * with the kernel's target (a comm_open message, queued like a cell); what the target answers
+ * arrives as comm events and through comm:on_msg. */
 static int lkh_comm_open_comm(lua_State *L) {
   lkh_manager_t *lm;
   const char *kernel_id = lkh_comm_kernel(L, 1, &lm);

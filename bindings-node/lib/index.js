@@ -362,8 +362,8 @@ class Kernel {
    * Opens a comm with the kernel's target `targetName` (registered in Python with
    * comm.get_comm_manager().register_target); `data` is an object, options {commId, metadata,
    * buffers} (commId: 32 hex digits when not given; buffers: Buffers, TypedArrays, DataViews or
-   * ArrayBuffers, which Python gets as msg['buffers']). The comm_open is queued like a cell; throws an Error
-   * with a `code` when refused. Returns the Comm.
+   * ArrayBuffers, which Python gets as msg['buffers']). The comm_open is queued like a cell;
+   * throws an Error with a `code` when refused. Returns the Comm.
    */
   openComm(targetName, data, options) {
     if (typeof targetName !== 'string') throw new TypeError('targetName must be a string');

@@ -172,8 +172,8 @@ static int check_state(kh_kernel_t *k, json_t *doc, const char *type, char *errm
     return KH_EINVAL;
   }
   if (type != comm_types[0] && !comm_is_open(k, id)) {
-    kh__set_err(errmsg, "kernel \"%s\" has no open comm \"%.80s\" (closed, or never opened)",
-                k->id, id);
+    kh__set_err(errmsg, "kernel \"%s\" has no open comm \"%.80s\" (closed, or never opened)", k->id,
+                id);
     return KH_ECLOSED;
   }
   return 0;

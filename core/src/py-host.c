@@ -269,7 +269,8 @@ char *kh__py_kernel_comm(kh__pyk_t *p, const char *exec_id, const char *msg_type
   /* The buffers as bytes, in the order of their paths' indexes (comm.c sorted them). */
   list = PyList_New((Py_ssize_t)bufs->n);
   for (i = 0; list != NULL && i < bufs->n; i++) {
-    PyObject *b = PyBytes_FromStringAndSize(bufs->v[i].blob->data, (Py_ssize_t)bufs->v[i].blob->len);
+    const kh__blob_t *blob = bufs->v[i].blob;
+    PyObject *b = PyBytes_FromStringAndSize(blob->data, (Py_ssize_t)blob->len);
     if (b == NULL)
       Py_CLEAR(list);
     else

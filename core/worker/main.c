@@ -534,7 +534,8 @@ static void pump_commands(int from_main) {
         const char *bytes = kh__frame_dec_buf(d, i, &len);
         const char *path = json_string_value(json_array_get(json_object_get(msg, "bufs"), i));
         snprintf(want, sizeof(want), "/buffers/%zu", i);
-        if (path == NULL || strcmp(path, want) != 0) fatal("command pipe: comm buffers out of order");
+        if (path == NULL || strcmp(path, want) != 0)
+          fatal("command pipe: comm buffers out of order");
         if (kh__bufs_add_copy(&c->bufs, path, bytes, len) != 0) fatal("out of memory");
       }
       pthread_mutex_lock(&q_mu);

@@ -510,7 +510,8 @@ static void comm_progress(run_t *r, req_t *q) {
   if (!q->comm || q->rc != 0 || q->calls) return;
   for (i = q->from; q->id[0] == '\0' && i < r->t.nevents; i++) {
     th_event_t *e = &r->t.events[i];
-    if (e->type == KH_EVENT_STATUS && e->exec_id[0] && strcmp(e->kernel_id, r->ids[q->kernel]) == 0 &&
+    if (e->type == KH_EVENT_STATUS && e->exec_id[0] &&
+        strcmp(e->kernel_id, r->ids[q->kernel]) == 0 &&
         strcmp(th_s(e->data, "execution_state"), "busy") == 0 && !id_taken(r, e->exec_id))
       snprintf(q->id, sizeof(q->id), "%s", e->exec_id);
   }

@@ -31,8 +31,7 @@ TEST(comm_bad_input) {
       {"comm_msg", "{\"comm_id\":7}", 0, KH_EINVAL, "comm_id"},
       {"comm_open", "{\"comm_id\":\"a\"}", 0, KH_EINVAL, "target_name"},
       {"comm_open", "{\"comm_id\":\"a\",\"target_name\":3}", 0, KH_EINVAL, "target_name"},
-      {"comm_open", "{\"comm_id\":\"a\",\"target_name\":\"t\",\"data\":[1]}", 0, KH_EINVAL,
-       "data"},
+      {"comm_open", "{\"comm_id\":\"a\",\"target_name\":\"t\",\"data\":[1]}", 0, KH_EINVAL, "data"},
       {"comm_open", "{\"comm_id\":\"a\",\"target_name\":\"t\",\"metadata\":\"m\"}", 0, KH_EINVAL,
        "metadata"},
       {"comm_open", "{\"comm_id\":\"\\u0000\",\"target_name\":\"t\"}", 0, KH_EINVAL, "not JSON"},
@@ -96,9 +95,9 @@ TEST(comm_bad_input) {
   memset(big, ' ', sizeof(big));
   ASSERT_ERR(kh_kernel_comm_send(t.m, id, "comm_msg", big, sizeof(big), NULL, 0), KH_ETOOBIG);
   ASSERT_CONTAINS(kh_manager_errmsg(t.m), "maxCodeBytes");
-  ASSERT_ERR(kh_kernel_comm_send(t.m, "no-such-kernel", "comm_msg", "{\"comm_id\":\"a\"}", 15,
-                                 NULL, 0),
-             KH_ENOTFOUND);
+  ASSERT_ERR(
+      kh_kernel_comm_send(t.m, "no-such-kernel", "comm_msg", "{\"comm_id\":\"a\"}", 15, NULL, 0),
+      KH_ENOTFOUND);
   ASSERT_ERR(kh_kernel_comm_send(NULL, id, "comm_msg", "{\"comm_id\":\"a\"}", 15, NULL, 0),
              KH_EINVAL);
   /* Nothing was queued: the next cell is the kernel's only request so far. */
