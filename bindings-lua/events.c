@@ -164,7 +164,7 @@ static void lkh_events_on_event(kh_manager_t *m, const kh_event_t *ev, void *dat
   /* L is NULL only outside the binding's own loop runs, where the core never calls back. */
   if (s->removed || lm->quiet || L == NULL) return;
   luaL_checkstack(L, 8, "kernelhost event");
-  j = json_loadb(ev->json, ev->json_len, 0, NULL);
+  j = json_loadb(ev->json, ev->json_len, JSON_ALLOW_NUL, NULL); /* "\u0000" is text */
   if (j == NULL) {
     lua_pushfstring(L, "kernelhost: %s event with invalid JSON payload", ev->type_name);
     lkh_events_report(lm, L, ev->kernel_id, ev->execution_id, ev->type_name);

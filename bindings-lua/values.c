@@ -266,7 +266,7 @@ void lkh_values_tag(json_t *o, const char *kernel_id, const char *exec_id) {
  * data tagged too (so an output reads like the event it was). Returns 0, or pushes nothing and
  * returns KH_EPROTO. */
 json_t *lkh_values_reply_doc(const char *json, size_t len, const kh_buffer_t *bufs, size_t nbufs) {
-  json_t *j = json_loadb(json, len, 0, NULL);
+  json_t *j = json_loadb(json, len, JSON_ALLOW_NUL, NULL); /* "\u0000" is text (print("\\0")) */
   if (j == NULL || !json_is_object(j)) {
     json_decref(j);
     return NULL;
