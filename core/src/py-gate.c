@@ -17,8 +17,30 @@
  * writing the gate's fields, so the GIL alone guards them: an interrupt from the service
  * thread and the end of a phase on the kernel thread cannot interleave. (Python code could:
  * the GIL may switch threads between any two bytecodes.) In a worker, interrupts are SIGINT:
- * the runtime's handler asks signal() whether to raise, so both modes obey the same gate. */
+ * the runtime's handler asks signal() whether to raise, so both modes obey the same gate.
+ *
+ * An interrupt may land inside an import the user phase runs, and importlib is not safe
+ * against that: it takes CPython's global import lock with `_imp.acquire_lock()` just before the
+ * `with` or `try` that releases it (_ImportLockContext.__enter__, _get_module_lock), and an
+ * asynchronous exception (or a SIGINT handler's) that lands at the check right after that
+ * call leaves the lock owned by this thread for good. Every other thread's next import then
+ * waits forever: a thread: "host" kernel's, which blocks the host, or a kernel's whose thread
+ * exits still owning it. So when the outermost call() returns, the thread gives up whatever
+ * levels of the lock it still owns: no phase is ever run from inside an import (the runtime's
+ * requests come straight from C), so any it still owns there is such a leftover. */
 #include "py-internal.h"
+
+/* call() depth on this thread across all gates: a thread: "host" kernel's cell may run inside
+ * a host function that another kernel's cell called on the same thread; only the outermost
+ * call() is outside every import. */
+static _Thread_local int call_depth;
+
+int kh__py_release_import_lock(void) {
+  int n = 0;
+  /* 1 while this thread owns a level of the lock; -1 (nothing done) once it owns none. */
+  while (_PyImport_ReleaseLock() == 1) n++;
+  return n;
+}
 
 typedef struct {
   PyObject_HEAD unsigned long thread; /* the kernel's own thread */
@@ -100,7 +122,9 @@ static PyObject *gate_call(gate_t *g, PyObject *const *args, Py_ssize_t nargs) {
   }
   outer = !g->armed;
   g->armed = 1;
+  call_depth++;
   r = PyObject_Vectorcall(args[0], args + 1, (size_t)(nargs - 1), NULL);
+  if (--call_depth == 0) kh__py_release_import_lock(); /* see the top of this file */
   if (outer) {
     g->armed = 0;
     if (take_unlanded(g) && g->in_cell) g->requested = 1;

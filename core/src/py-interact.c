@@ -113,8 +113,11 @@ static void interact_thread(void *arg) {
     running = NULL;
     uv_cond_signal(&wcv);
     uv_mutex_unlock(&mu);
-    /* An interrupt the watchdog raised just as the job ended must not hit the next one. */
+    /* An interrupt the watchdog raised just as the job ended must not hit the next one, nor
+     * the import lock one left owned inside importlib keep every other thread from importing
+     * (py-gate.c): a job never runs inside an import. */
     PyThreadState_SetAsyncExc(serving_ident, NULL);
+    kh__py_release_import_lock();
     PyGILState_Release(g);
 
     j->done(j->ctx, j->id, status, out, len);

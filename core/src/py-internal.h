@@ -28,6 +28,9 @@ int kh__py_gate_add_type(PyObject *module);
  * Both do nothing on a thread that is not the gate's. GIL held. */
 int kh__py_gate_wait_begin(PyObject *gate, kh__hcwait_t *w);
 void kh__py_gate_wait_end(PyObject *gate);
+/* Gives up every level of CPython's global import lock the calling thread still owns (one an
+ * interrupt left behind inside importlib, py-gate.c); returns how many. GIL held. */
+int kh__py_release_import_lock(void);
 
 /* Adds host_names, host_exposed and hostcall (py-hostcall.c) to _kernelhost. Returns 0 or -1. */
 int kh__py_hostcall_add_functions(PyObject *module);
