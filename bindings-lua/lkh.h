@@ -9,7 +9,8 @@
  *   kernel.c   kernelhost.Kernel: execute, submit, interrupt, input_reply, restart, destroy
  *   interact.c kernelhost.Kernel's editor requests: complete, inspect, is_complete, history
  *   events.c   subscriptions, and calling Lua back (pcall + traceback, "error" handlers)
- *   values.c   JSON <-> Lua values (kernelhost.null, kernelhost.empty_array) */
+ *   values.c   JSON <-> Lua values (kernelhost.null, kernelhost.empty_array)
+ *   lkh-compat.h  what differs between Lua 5.4 and Lua 5.1 / LuaJIT (one place) */
 #ifndef LKH_H
 #define LKH_H
 
@@ -17,11 +18,10 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <lauxlib.h>
-#include <lua.h>
 #include <uv.h>
 
 #include "kernelhost.h"
+#include "lkh-compat.h" /* <lua.h>, <lauxlib.h>, and what Lua 5.1 / LuaJIT lack */
 
 #define LKH_MANAGER_MT "kernelhost.Manager"
 #define LKH_KERNEL_MT "kernelhost.Kernel"
