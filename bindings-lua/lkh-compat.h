@@ -5,7 +5,7 @@
  * Included by lkh.h instead of <lua.h> and <lauxlib.h>. Loop thread, like the whole binding.
  *
  * What differs for a 5.1 user, and is documented in README (LuaJIT and Lua 5.1):
- *   - n uservalues per userdata: one environment table holding them at 1..n;
+ *   - n user values per userdata: one table holding them at 1..n;
  *   - no <close>: manager:close() / kernel:destroy() and __gc do what __close does;
  *   - numbers are doubles: a JSON integer beyond +-2^53 arrives as a string of its decimal
  *     digits (exact), never as a rounded number (lkh_push_json_integer). */
@@ -23,30 +23,31 @@
 #endif
 
 #if LUA_VERSION_NUM < 504
-/* Lua 5.1 gives each userdata one environment table; it holds the n uservalues at 1..n. A new
- * userdata would otherwise share the running function's environment. */
+/* Before 5.4 a userdata has one user value (on 5.1 its environment table, which compat-5.3's
+ * lua_getuservalue/lua_setuservalue reach): a table holding the n values at 1..n. Set on every
+ * new userdata: on 5.1 it would otherwise share the running function's environment. */
 static inline void *lkh_compat_newuserdatauv(lua_State *L, size_t size, int n) {
   void *p = lua_newuserdata(L, size); /* ud */
   lua_createtable(L, n, 0);           /* ud, uv */
-  lua_setfenv(L, -2);                 /* ud */
+  lua_setuservalue(L, -2);            /* ud */
   return p;
 }
 
-/* Pops a value into uservalue n of the userdata at idx; returns 1, as 5.4 does. */
+/* Pops a value into user value n of the userdata at idx; returns 1, as 5.4 does. */
 static inline int lkh_compat_setiuservalue(lua_State *L, int idx, int n) {
   idx = lua_absindex(L, idx);
-  lua_getfenv(L, idx);     /* v, uv */
-  lua_insert(L, -2);       /* uv, v */
-  lua_rawseti(L, -2, n);   /* uv */
-  lua_pop(L, 1);           /* */
+  lua_getuservalue(L, idx); /* v, uv */
+  lua_insert(L, -2);        /* uv, v */
+  lua_rawseti(L, -2, n);    /* uv */
+  lua_pop(L, 1);            /* */
   return 1;
 }
 
-/* Pushes uservalue n of the userdata at idx; returns its type. */
+/* Pushes user value n of the userdata at idx; returns its type. */
 static inline int lkh_compat_getiuservalue(lua_State *L, int idx, int n) {
-  lua_getfenv(L, idx);   /* uv */
-  lua_rawgeti(L, -1, n); /* uv, v */
-  lua_remove(L, -2);     /* v */
+  lua_getuservalue(L, idx); /* uv */
+  lua_rawgeti(L, -1, n);    /* uv, v */
+  lua_remove(L, -2);        /* v */
   return lua_type(L, -1);
 }
 

@@ -171,6 +171,13 @@ function render.note(s, text)
   s.out:note(text)
 end
 
+-- A restart's completion: drawn in order after the "restarting" status it caused (which the
+-- plugin's own note already announced), so the flag clears only here.
+function render.restarted(s, text)
+  s.restarting = nil
+  s.out:note(text)
+end
+
 local function ask_input(s)
   local req = s.input
   s.input = nil
@@ -385,8 +392,7 @@ function M.restart(buf)
   s.restarting = true
   s.out:note("restarting kernel")
   local ok, msg, code = s.kernel:restart(function(done, m2, c2)
-    s.restarting = nil
-    queue(s, "note", done and "kernel restarted" or
+    queue(s, "restarted", done and "kernel restarted" or
                      ("restart failed: %s (%s)"):format(tostring(m2), tostring(c2)))
   end)
   state.driver:arm()
