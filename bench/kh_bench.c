@@ -20,6 +20,9 @@
  *                                  `for i in x:`; the first request is not a sample
  *   complete_first main_thread|worker  a fresh kernel's first completion of `box.` (jedi's
  *                                  import: once per process; main_thread's first_us)
+ *   hostcall  main_thread|host|worker  kernelhost.host.noop() from a cell -> the host's no-op
+ *                                  function (answers null at once) -> back in the cell, timed
+ *                                  in the cell (issue 13)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -605,6 +608,55 @@ static int m_rss(const char *mode, int count) {
   return 0;
 }
 
+/* Host functions (issue 13): `noop` answers null at once; `report` takes the cell's samples. */
+static void fn_noop(kh_manager_t *m, const char *kernel_id, const char *name, const char *args,
+                    size_t len, const kh_buffer_t *b, size_t nb, kh_hostcall_t *call, void *d) {
+  kh_hostcall_return(call, "null", 4, NULL, 0);
+}
+
+static void fn_report(kh_manager_t *m, const char *kernel_id, const char *name, const char *args,
+                      size_t len, const kh_buffer_t *b, size_t nb, kh_hostcall_t *call, void *d) {
+  const char *p = args, *end = args + len;
+  int cap = *(int *)d;
+  /* [[us, us, ...]]: numbers only, so plain strtod over the text is enough. */
+  while (p < end && nsamples < cap) {
+    char *next;
+    double v;
+    while (p < end && (*p == '[' || *p == ']' || *p == ',' || *p == ' ')) p++;
+    if (p >= end) break;
+    v = strtod(p, &next);
+    if (next == p) break;
+    samples[nsamples++] = v;
+    p = next;
+  }
+  kh_hostcall_return(call, "null", 4, NULL, 0);
+}
+
+/* A host call's round trip as the cell sees it: one cell makes warm-up + `runs` calls of the
+ * no-op function, each timed with perf_counter_ns around the call (what a host function costs
+ * a cell beyond its own work), and hands the samples back through `report`. */
+static int m_hostcall(const char *mode, int runs) {
+  char id[64], code[512];
+  int warm = runs / 10 < 200 ? runs / 10 : 200, cap = runs;
+  if (create_kernel(mode, id) < 0) return skip("hostcall", mode, st.errmsg), 0;
+  if (kh_kernel_expose(mgr, id, "noop", fn_noop, NULL) != 0 ||
+      kh_kernel_expose(mgr, id, "report", fn_report, &cap) != 0)
+    return skip("hostcall", mode, kh_manager_errmsg(mgr)), 0;
+  snprintf(code, sizeof(code),
+           "import kernelhost, time\n"
+           "noop, pc, out = kernelhost.host.noop, time.perf_counter_ns, []\n"
+           "for i in range(%d):\n"
+           "    t0 = pc()\n"
+           "    noop()\n"
+           "    out.append((pc() - t0) / 1e3)\n"
+           "kernelhost.host.report(out[%d:])\n",
+           warm + runs, warm);
+  if (execute(id, code) < 0 || strcmp(st.reply_status_str, "ok") != 0 || nsamples == 0)
+    return skip("hostcall", mode, "the host-call cell failed"), 0;
+  emit_samples("hostcall", mode, "us", NULL);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *metric = argc > 1 ? argv[1] : "execute";
   const char *mode = argc > 2 ? argv[2] : "main_thread";
@@ -656,6 +708,8 @@ int main(int argc, char **argv) {
     m_interact(metric, mode, runs);
   else if (strcmp(metric, "complete_first") == 0)
     m_complete_first(mode, runs);
+  else if (strcmp(metric, "hostcall") == 0)
+    m_hostcall(mode, runs);
   else {
     fprintf(stderr, "kh_bench: unknown metric \"%s\"\n", metric);
     return 2;

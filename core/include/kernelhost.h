@@ -221,7 +221,8 @@ KH_EXTERN void kh_execute_options_init(kh_execute_options_t *opts);
  * time in FIFO order. `opts` may be NULL. On success the execution id is copied to `exec_id_out`
  * (if not NULL, at least 40 bytes). Returns 0, KH_EINVAL (cb NULL), KH_ENOTFOUND, KH_ECLOSED
  * (kernel being destroyed), KH_EKERNELDEAD, KH_EENCODING (invalid UTF-8 or a NUL byte),
- * KH_ETOOBIG (over maxCodeBytes), KH_ENOTSUP (a timeout on a thread: "host" kernel) or
+ * KH_ETOOBIG (over maxCodeBytes), KH_ENOTSUP (a timeout on a thread: "host" kernel), KH_EBUSY
+ * (called from inside one of this kernel's host functions, whose cell it would wait behind) or
  * KH_ENOMEM. `cb` gets status 0 and a reply whenever the code ran (even if Python raised:
  * reply->status is "error"; "aborted" when an earlier error stopped it), or KH_ECANCELED
  * (restart, destroy, close), KH_EKERNELDEAD (the kernel died or its process was replaced) or
@@ -335,7 +336,36 @@ KH_EXTERN int kh_kernel_kernel_info(kh_manager_t *m, const char *kernel_id, uint
  * A kernel calls functions its host exposed to it, by name, from Python:
  * `import kernelhost; kernelhost.host.move(3, 1.5)` or `kernelhost.call("move", 3, 1.5)`. The
  * cell waits (interruptibly) for the answer, which the host gives through the call's handle
- * when it likes: inside the callback or from a later loop turn. */
+ * when it likes: inside the callback or from a later loop turn.
+ *
+ * - Per kernel, never global: each kernel sees only the names exposed to it (dir(kernelhost.host)),
+ *   and a kernel with none has no bridge at all. Exposures outlive restarts of the kernel.
+ * - Values are JSON: null, booleans, numbers (integers exact from -2^63 to 2^63-1), strings
+ *   (NULs allowed), arrays, objects; bytes travel beside them as kh_buffer_t (the JSON holds a
+ *   null at the buffer's path). Python raises TypeError for what has no such form (other
+ *   objects, NaN, infinities, ints beyond 64 bits, cycles) before anything crosses.
+ * - The host function runs on the loop thread, from the loop (never inside an API call), while
+ *   the calling Python thread waits without holding the GIL; Python never runs on the host
+ *   thread because of a call. A host error (kh_hostcall_error) raises kernelhost.HostError in
+ *   the cell; a Python exception stays in the cell.
+ * - While a kernel's host function runs, requests that would queue behind that kernel's cell
+ *   (kh_kernel_execute on it) are refused with KH_EBUSY: the cell waits for that very function.
+ *   Cells of other kernels are fine, and so is answering from their callbacks.
+ * - kh_kernel_interrupt ends the wait of the running cell's call at once (KeyboardInterrupt);
+ *   restart, destroy, the kernel's death and kh_manager_close end every call's wait (HostError
+ *   in threads that still run). The host's handles of such calls stay valid until answered, and
+ *   answering them returns KH_ECANCELED: a late answer is dropped, never delivered to another
+ *   call. A call from another thread of the kernel (one a cell started) is not interrupted.
+ * - thread: "host" kernels: their cells run on the loop thread, so a call from the cell runs its
+ *   host function at once, on that thread, inside the cell and so inside the API call that ran
+ *   it (the one exception to the rule above; the GIL is released meanwhile, and the function
+ *   may run cells of other kernels). It must answer before it returns: one that does not makes
+ *   the cell's call raise HostError, and its handle answers KH_ECANCELED. Interrupts cannot
+ *   reach such a cell (as ever for those kernels).
+ * - Cost: after a host call the core keeps the loop polling without sleeping for up to 100 us (an
+ *   unref'd uv_idle handle: the loop's timeout is 0 meanwhile, and nothing is kept alive), and
+ *   the waiting thread spins as long before it sleeps, so that a cell's next call costs no
+ *   wake-up on either side. */
 
 /* One call in flight. Answered exactly once, with kh_hostcall_return() or kh_hostcall_error(),
  * which free it; valid until then, even after its kernel was interrupted or destroyed. */
@@ -347,18 +377,24 @@ typedef void (*kh_hostcall_fn)(kh_manager_t *m, const char *kernel_id, const cha
                                const char *args_json, size_t args_len, const kh_buffer_t *buffers,
                                size_t nbuffers, kh_hostcall_t *call, void *data);
 
-/* Exposes `fn` to kernel `kernel_id` as `name` (a Python identifier), replacing an earlier one of
- * that name; fn NULL withdraws it. Only exposed names are callable; a kernel with none has no
+/* Exposes `fn` to kernel `kernel_id` as `name` (a Python identifier of ASCII letters, digits and
+ * "_", not starting with a digit, at most 64 bytes), replacing an earlier one of that name
+ * (calls in flight keep the function that got them); fn NULL withdraws it (0 if it was not
+ * exposed). `data` is passed to fn. Only exposed names are callable; a kernel with none has no
  * bridge. Returns 0, KH_EINVAL (bad name), KH_ENOTFOUND, KH_ECLOSED or KH_ENOMEM. */
 KH_EXTERN int kh_kernel_expose(kh_manager_t *m, const char *kernel_id, const char *name,
                                kh_hostcall_fn fn, void *data);
-/* Answers `call` with a value: JSON (len bytes, UTF-8) and its binary values. Frees call.
- * Returns 0, KH_ECANCELED (the kernel stopped waiting: interrupt, restart, destroy; the value is
- * dropped), KH_EINVAL (not JSON, or a buffer path that does not lead to a null) or KH_ENOMEM. */
+/* Answers `call` with a value: JSON (len bytes, UTF-8; any JSON value, "null" included) and its
+ * binary values (copied). Frees call, except on KH_EINVAL. Returns 0, KH_ECANCELED (the kernel
+ * stopped waiting: interrupt, restart, destroy, close; the value is dropped), KH_EINVAL (call or
+ * json NULL, not JSON, an integer beyond 64 bits, or a buffer path that does not lead to a null;
+ * the detail is in kh_manager_errmsg; the call is then still unanswered: answer it again, with
+ * kh_hostcall_error for instance) or KH_ENOMEM. */
 KH_EXTERN int kh_hostcall_return(kh_hostcall_t *call, const char *json, size_t len,
                                  const kh_buffer_t *buffers, size_t nbuffers);
-/* Answers `call` with an error: Python raises kernelhost.HostError(message). Frees call.
- * Returns 0 or KH_ECANCELED (as above). */
+/* Answers `call` with an error: Python raises kernelhost.HostError(message) (NULL: ""; bytes
+ * that are not UTF-8 become U+FFFD). Frees call. Returns 0, KH_ECANCELED (as above), KH_ENOMEM,
+ * or KH_EINVAL (call NULL). */
 KH_EXTERN int kh_hostcall_error(kh_hostcall_t *call, const char *message);
 
 /* --- comms ---------------------------------------------------------------------------------

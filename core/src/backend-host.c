@@ -7,15 +7,25 @@
  * runs from the loop as usual, never inside the call. While a cell runs the loop is blocked:
  * nothing can interrupt it (interrupt is a no-op between cells), and maxExecutionTime, execute
  * timeouts and input() are refused for such kernels (options.c, request.c, the runtime). One
- * kernel's cells always run on this one thread (thread-locals and asyncio depend on it). */
+ * kernel's cells always run on this one thread (thread-locals and asyncio depend on it).
+ *
+ * Host functions (hostcall.c) called by such a cell run at once, on this thread, inside the
+ * cell (and so inside the API call that ran it: the one exception to the rule that no user
+ * callback runs inside an API call), and must answer before they return. One may destroy or
+ * restart its own kernel, or close the manager: the cell is on this thread's stack then, so
+ * its Python state is closed only once the cell has returned (stop_after_cell). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
 typedef struct {
-  kh__pyk_t *py; /* NULL once stopped, or when Python could not be opened */
+  kh__pyk_t *py;       /* NULL once stopped, or when Python could not be opened */
+  int in_cell;         /* a cell of this kernel is on the stack (a host function runs in it) */
+  int stop_after_cell; /* stop() came from inside that cell: it finishes when the cell returns */
 } host_t;
+
+static void host_stopped(kh_kernel_t *k, void *arg);
 
 static int post_status(kh_kernel_t *k, int kind, int rc, const char *errmsg) {
   return kh__sink_post(k->sink, kind, 0, rc, NULL, errmsg, errmsg ? strlen(errmsg) : 0);
@@ -40,13 +50,23 @@ static int host_execute(kh_kernel_t *k, kh__request_t *r) {
   size_t n = 0;
   kh__bufs_t bufs = {0};
   char *reply;
-  if (h->py == NULL) return KH_ECLOSED;
+  kh_kernel_t *prev;
+  if (h->py == NULL || h->in_cell) return KH_ECLOSED;
+  h->in_cell = 1;
+  prev = kh__hostcall_host_enter(k);
   reply = kh__py_kernel_execute(h->py, r->exec_id, r->code, r->len, r->silent, r->store_history,
                                 &n, &bufs);
-  if (reply == NULL) return KH_ENOMEM;
-  kh__sink_post_bufs(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, reply, n, &bufs);
+  kh__hostcall_host_leave(prev);
+  h->in_cell = 0;
+  if (reply != NULL) kh__sink_post_bufs(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, reply, n, &bufs);
   free(reply);
-  return 0;
+  if (h->stop_after_cell) { /* destroyed from inside the cell: now it can go */
+    kh__py_kernel_close(h->py);
+    h->py = NULL;
+    kh__sink_post_call(k->sink, host_stopped, NULL);
+    return 0;
+  }
+  return reply == NULL ? KH_ENOMEM : 0;
 }
 
 static int host_interrupt(kh_kernel_t *k) {
@@ -65,7 +85,11 @@ static int host_input_reply(kh_kernel_t *k, const char *value, size_t len) {
 static int host_reset(kh_kernel_t *k) {
   host_t *h = k->backend;
   char errmsg[KH__ERRMSG_MAX] = "";
-  int rc = h->py ? kh__py_kernel_reset(h->py, errmsg) : KH_EPYTHON;
+  int rc;
+  /* kernel.c resets only once the running cell replied, and a host function cannot wait for that
+   * reply: this cannot come from inside the cell. Refused if it ever did. */
+  if (h->in_cell) return KH_EBUSY;
+  rc = h->py ? kh__py_kernel_reset(h->py, errmsg) : KH_EPYTHON;
   post_status(k, KH__MSG_RESET, rc, errmsg);
   return 0;
 }
@@ -80,6 +104,10 @@ static void host_stopped(kh_kernel_t *k, void *arg) {
 
 static void host_stop(kh_kernel_t *k) {
   host_t *h = k->backend;
+  if (h->in_cell) {
+    h->stop_after_cell = 1; /* host_execute finishes the stop once the cell has returned */
+    return;
+  }
   if (h->py != NULL) {
     kh__py_kernel_close(h->py);
     h->py = NULL;

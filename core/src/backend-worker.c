@@ -64,6 +64,20 @@ static int send_open(worker_t *wk) {
   return rc;
 }
 
+/* "expose": the names exposed now (names NULL: ask hostcall.c), when the process is ready. A
+ * kernel that never exposed anything sends nothing: its worker has no bridge at all. */
+static void send_expose(worker_t *wk, const json_t *names) {
+  json_t *own = NULL, *msg;
+  if (wk->w == NULL || wk->phase != PH_READY) return;
+  if (names == NULL && (names = own = kh__hostcall_names(wk->k)) == NULL) return;
+  msg = json_pack("{s:s, s:O}", "t", kh__proto_name(KH__P_EXPOSE), "names", names);
+  if (msg != NULL && kh__wproc_send(wk->w, msg) != 0) {
+    /* A process that cannot hear this is dying: its death report follows. */
+  }
+  json_decref(msg);
+  json_decref(own);
+}
+
 /* Reports a failure to get a process up, in the phase's own way. Called from loop callbacks
  * only (a process's frame or exit), never inside an op. */
 static void phase_failed(worker_t *wk, int status, const char *errmsg) {
@@ -190,6 +204,7 @@ static void on_ready(worker_t *wk, kh__wproc_t *w, json_t *msg) {
   json_decref(wk->applied);
   wk->applied = json_is_object(applied) ? json_incref(applied) : NULL;
   wk->phase = PH_READY;
+  send_expose(wk, NULL); /* a fresh process knows nothing of the host's functions yet */
   if (ph == PH_START)
     kh__kernel_on_ready(k, 0, NULL);
   else if (ph == PH_RESET || ph == PH_AUTO)
@@ -210,6 +225,9 @@ static void on_answer(worker_t *wk, const char *id, json_t *msg, const char *dat
     json_decref(d);
   }
 }
+
+static int worker_hostcall_answer(kh_kernel_t *k, int64_t id, const json_t *value,
+                                  const char *message, const kh_buffer_t *buffers, size_t nbuffers);
 
 static void on_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg, const char *data,
                      size_t len) {
@@ -246,6 +264,24 @@ static void on_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *msg,
     case KH__P_ANSWER:
       on_answer(wk, id, msg, data, len);
       break;
+    case KH__P_CALL: {
+      /* worker-proc.c checked the id is new; the name is looked up in the kernel's table. */
+      json_t *args = json_object_get(msg, "args");
+      char *text = json_dumps(args, JSON_COMPACT);
+      json_int_t cid = json_integer_value(json_object_get(msg, "id"));
+      const char *name = json_string_value(json_object_get(msg, "name"));
+      int cell = json_is_true(json_object_get(msg, "cell"));
+      size_t nb = 0;
+      kh_buffer_t *views = kh__bufs_view(&w->bufs, &nb); /* checked by worker-proc.c */
+      if (text == NULL || (w->bufs.n > 0 && views == NULL)) {
+        worker_hostcall_answer(wk->k, cid, NULL, "out of memory reading the host call", NULL, 0);
+      } else {
+        kh__hostcall_from_worker(wk->k, cid, name, cell, text, strlen(text), views, nb);
+      }
+      free(views);
+      free(text);
+      break;
+    }
     default:
       break;
   }
@@ -454,6 +490,36 @@ static void worker_interact_cancel(kh_kernel_t *k, const char *id) {
   json_decref(msg);
 }
 
+/* --- host functions ----------------------------------------------------------------------- */
+
+static void worker_expose(kh_kernel_t *k, const json_t *names) {
+  worker_t *wk = k->backend;
+  if (wk != NULL && !wk->stopping) send_expose(wk, names);
+}
+
+/* "result" for call `id` of the current process (a call of an earlier process was canceled when
+ * it was replaced, so it never gets here), its binary values as binary frames after it. */
+static int worker_hostcall_answer(kh_kernel_t *k, int64_t id, const json_t *value,
+                                  const char *message, const kh_buffer_t *buffers,
+                                  size_t nbuffers) {
+  worker_t *wk = k->backend;
+  json_t *msg;
+  int rc;
+  if (wk == NULL || wk->stopping || wk->w == NULL || wk->phase != PH_READY) return KH_EKERNELDEAD;
+  if (nbuffers > KH__FRAME_BUFS_MAX) {
+    message = "the host's answer has more binary values than a frame carries (64)";
+    value = NULL;
+  }
+  msg = value != NULL ? json_pack("{s:s, s:I, s:O}", "t", kh__proto_name(KH__P_RESULT), "id",
+                                  (json_int_t)id, "value", (json_t *)value)
+                      : json_pack("{s:s, s:I, s:s}", "t", kh__proto_name(KH__P_RESULT), "id",
+                                  (json_int_t)id, "error", message ? message : "");
+  if (msg == NULL) return KH_ENOMEM;
+  rc = kh__wproc_send_bufs(wk->w, msg, buffers, value != NULL ? nbuffers : 0);
+  json_decref(msg);
+  return rc;
+}
+
 /* The pool (worker-pool.c) is this backend's per-manager state. */
 const kh__backend_t kh__worker_backend = {
     .name = "worker",
@@ -468,5 +534,7 @@ const kh__backend_t kh__worker_backend = {
     .info = worker_info,
     .interact = worker_interact,
     .interact_cancel = worker_interact_cancel,
+    .expose = worker_expose,
+    .hostcall_answer = worker_hostcall_answer,
     .index = KH__BACKEND_WORKER,
 };

@@ -45,6 +45,7 @@ static kh__msg_t *inbox_take(kh__inbox_t *in) {
 }
 
 static void msg_free(kh__msg_t *msg) {
+  if (msg->drop != NULL) msg->drop(msg->arg); /* it never ran: its argument is still owned */
   free(msg->data);
   kh__bufs_free(&msg->bufs);
   free(msg);
@@ -72,6 +73,7 @@ void kh__sink_ref(kh__sink_t *s) {
 void kh__sink_unref(kh__sink_t *s) {
   if (atomic_fetch_sub(&s->refs, 1) == 1) {
     uv_mutex_destroy(&s->mu);
+    free(s->host_names);
     free(s);
   }
 }
@@ -89,6 +91,7 @@ static int sink_push(kh__sink_t *s, kh__msg_t *msg) {
   uv_mutex_lock(&s->mu);
   if (s->closed) {
     uv_mutex_unlock(&s->mu);
+    msg->drop = NULL; /* refused: an owned argument stays the caller's */
     msg_free(msg);
     return KH_ECLOSED;
   }
@@ -142,6 +145,51 @@ int kh__sink_post_call(kh__sink_t *s, kh__kernel_call_fn fn, void *arg) {
   return sink_push(s, msg);
 }
 
+int kh__sink_post_owned(kh__sink_t *s, kh__kernel_call_fn fn, void *arg, void (*drop)(void *)) {
+  kh__msg_t *msg = calloc(1, sizeof(*msg));
+  if (msg == NULL) return KH_ENOMEM;
+  msg->serial = s->serial;
+  msg->kind = KH__MSG_KCALL;
+  msg->kcall = fn;
+  msg->arg = arg;
+  msg->drop = drop;
+  return sink_push(s, msg);
+}
+
+int kh__sink_set_names(kh__sink_t *s, const char *names, size_t len) {
+  char *copy = NULL;
+  if (names != NULL && (copy = kh__memdup(names, len)) == NULL) return KH_ENOMEM;
+  uv_mutex_lock(&s->mu);
+  free(s->host_names);
+  s->host_names = copy;
+  uv_mutex_unlock(&s->mu);
+  return 0;
+}
+
+int kh__sink_has_name(kh__sink_t *s, const char *name) {
+  const char *p;
+  int found = 0;
+  uv_mutex_lock(&s->mu);
+  for (p = s->host_names; p != NULL && *p && !found; p += strlen(p) + 1)
+    found = strcmp(p, name) == 0;
+  uv_mutex_unlock(&s->mu);
+  return found;
+}
+
+char *kh__sink_copy_names(kh__sink_t *s, size_t *len) {
+  char *copy = NULL;
+  const char *p;
+  uv_mutex_lock(&s->mu);
+  if (s->host_names != NULL) {
+    for (p = s->host_names; *p; p += strlen(p) + 1) {
+    }
+    *len = (size_t)(p - s->host_names) + 1;
+    copy = kh__memdup(s->host_names, *len);
+  }
+  uv_mutex_unlock(&s->mu);
+  return copy;
+}
+
 /* --- deferred work on the loop ------------------------------------------------------------ */
 
 int kh__defer(kh_manager_t *m, kh__call_fn fn, void *arg) {
@@ -176,7 +224,10 @@ void kh__inbox_drain(kh_manager_t *m) {
         /* Kernels are found by serial, not pointer: a kernel that left (and maybe a new one
          * at the same address) must not receive its predecessor's late messages. */
         kh_kernel_t *k = kh__manager_find_serial(m, msg->serial);
-        if (k != NULL) kh__kernel_dispatch_msg(k, msg);
+        if (k != NULL) {
+          msg->drop = NULL; /* it runs: a call it carries takes its argument over */
+          kh__kernel_dispatch_msg(k, msg);
+        }
       }
       msg_free(msg);
       msg = next;

@@ -192,6 +192,9 @@ typedef struct kh__msg_s {
   kh__call_fn call;
   kh__kernel_call_fn kcall;
   void *arg;
+  /* Frees arg when the message never runs (its kernel left, the inbox is discarded); NULL when
+   * arg needs no freeing. Set by kh__sink_post_owned(). */
+  void (*drop)(void *arg);
 } kh__msg_t;
 
 typedef struct kh__inbox_s {
@@ -209,6 +212,10 @@ typedef struct kh__sink_s {
   int closed;         /* guarded by mu */
   kh__inbox_t *inbox; /* guarded by mu: valid while !closed */
   uint64_t serial;
+  /* The names of the host functions exposed to the kernel (hostcall.c), each NUL-terminated,
+   * then one more NUL; NULL when none is: the only thing of the host a main_thread kernel's
+   * Python can see (py-hostcall.c reads it through the kernel's capsule). Guarded by mu. */
+  char *host_names;
 } kh__sink_t;
 
 kh__sink_t *kh__sink_new(kh__inbox_t *inbox, uint64_t serial);
@@ -224,6 +231,16 @@ int kh__sink_post_bufs(kh__sink_t *s, int kind, int type, int status, const char
 /* Posts fn(kernel, arg), run from the loop if the kernel still exists then (else dropped: arg
  * must not need freeing). Thread: any. Returns 0, KH_ECLOSED or KH_ENOMEM. */
 int kh__sink_post_call(kh__sink_t *s, kh__kernel_call_fn fn, void *arg);
+/* The same with an argument the message owns: fn(kernel, arg) takes it over when it runs; when
+ * the message never runs (the kernel left, the manager closed), drop(arg) frees it, on the loop
+ * thread. On an error return (KH_ECLOSED, KH_ENOMEM) arg is still the caller's. Thread: any. */
+int kh__sink_post_owned(kh__sink_t *s, kh__kernel_call_fn fn, void *arg, void (*drop)(void *));
+/* The exposed names (hostcall.c's format above; copied, NULL for none): set by the loop, read by
+ * a kernel's threads. has_name: 1 when `name` is one of them. copy_names: an owned copy of the
+ * list (*len bytes), or NULL when none. Thread: any. */
+int kh__sink_set_names(kh__sink_t *s, const char *names, size_t len);
+int kh__sink_has_name(kh__sink_t *s, const char *name);
+char *kh__sink_copy_names(kh__sink_t *s, size_t *len);
 /* Queues fn(m, arg) behind everything already in the inbox. fn always runs exactly once: from
  * the drain, or when the manager's inbox is discarded at close (then it must free arg and
  * call nothing; it can tell by m->inbox_discarding). Returns 0 or KH_ENOMEM. Thread: loop. */
@@ -319,6 +336,14 @@ typedef struct kh__backend_s {
   void (*interact_cancel)(kh_kernel_t *k, const char *id);
   /* Adds backend facts (pid, pooled, sandbox) to a kernel's info object. May be NULL. */
   void (*info)(kh_kernel_t *k, json_t *info);
+  /* Host functions (hostcall.c). expose: the set of exposed names changed (names: a JSON array
+   * of strings, borrowed); a backend whose Python reads them from the kernel's sink (main_thread)
+   * leaves it NULL. hostcall_answer: answers call `id` of the kernel's process with value
+   * (borrowed) or, when value is NULL, with the error `message` (valid UTF-8); NULL for backends
+   * whose calls wait on a kh__hcwait_t (main_thread). */
+  void (*expose)(kh_kernel_t *k, const json_t *names);
+  int (*hostcall_answer)(kh_kernel_t *k, int64_t id, const json_t *value, const char *message,
+                         const kh_buffer_t *buffers, size_t nbuffers);
   int index; /* position in backend.c's table (m->backend_state[index]) */
 } kh__backend_t;
 
@@ -351,6 +376,7 @@ struct kh_kernel_s {
   kh__done_t *destroy_waiters;
   char dead_reason[256];
   struct kh__interact_s *interact; /* owned: editor requests in flight and the history */
+  struct kh__hostfns_s *hostfns;   /* owned: exposed host functions and calls in flight, or NULL */
 };
 
 const char *kh__kstate_name(kh__kstate_t s);
@@ -384,6 +410,87 @@ void kh__interact_new_session(kh_kernel_t *k); /* a restart succeeded */
 void kh__history_cell_started(kh_kernel_t *k, const kh__request_t *r);
 void kh__history_cell_ended(kh_kernel_t *k, int prev_count, int count, const char *output);
 void kh__kernel_on_answer(kh_kernel_t *k, const char *id, int status, const char *json, size_t len);
+
+/* --- host functions (hostcall.c) -----------------------------------------------------------
+ * kh_kernel_expose() keeps a kernel's table of host functions; a call arrives from the kernel's
+ * Python (a main_thread kernel posts it through its sink, a worker sends "call"), runs the host
+ * function on the loop, and its handle (kh_hostcall_t) carries the answer back: to the waiter
+ * below (main_thread), or through the backend's hostcall_answer (worker). */
+
+/* Bytes of an exposed name, without the NUL: the protocol's bound (protocol.h). */
+#define KH__HOSTFN_NAME_MAX KH__P_HOSTFN_NAME_MAX
+#define KH__HOSTCALLS_MAX 256 /* calls of one kernel in flight; more are answered with an error */
+
+/* A thread of a main_thread kernel waiting for its host call's answer (py-hostcall.c waits on
+ * it, GIL released). Settled once: by the answer, an error or a cancellation (the loop); the
+ * Gate's interrupt (py-gate.c) sets `interrupted` instead, whatever else happened. */
+enum { KH__HC_WAITING = 0, KH__HC_ANSWERED, KH__HC_FAILED, KH__HC_CANCELED };
+typedef struct kh__hcwait_s {
+  atomic_int refs; /* the waiting thread's, and the call's (message or handle) */
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  /* Written under mu; atomic so that the waiting thread can spin on them without it. */
+  atomic_int state; /* KH__HC_* */
+  atomic_int interrupted;
+  char *text;           /* guarded by mu: owned: the value's JSON (ANSWERED) or the message */
+  size_t len;           /* guarded by mu */
+  kh_buffer_t *buffers; /* guarded by mu: owned copies (paths and data) of the value's */
+  size_t nbuffers;      /* guarded by mu */
+} kh__hcwait_t;
+
+kh__hcwait_t *kh__hcwait_new(void); /* refs 1; NULL when out of memory. Thread: any */
+void kh__hcwait_ref(kh__hcwait_t *w);
+void kh__hcwait_unref(kh__hcwait_t *w);
+/* Settles w (the first settle wins; later ones are ignored) and wakes its thread. text and the
+ * buffers are copied; out of memory turns an answer into a failure. Thread: any. */
+void kh__hcwait_settle(kh__hcwait_t *w, int state, const char *text, size_t len,
+                       const kh_buffer_t *buffers, size_t nbuffers);
+void kh__hcwait_interrupt(kh__hcwait_t *w); /* the Gate's (GIL held, never waits). Thread: any */
+void kh__buffers_free(kh_buffer_t *b, size_t n); /* copies made by kh__buffers_copy */
+/* Owned copies of n buffers (paths and data) in *out; 0 or KH_ENOMEM. n == 0: *out NULL. */
+int kh__buffers_copy(const kh_buffer_t *b, size_t n, kh_buffer_t **out);
+
+/* A call a main_thread kernel's Python posts to the loop (py-hostcall.c): everything owned. */
+typedef struct {
+  char name[KH__HOSTFN_NAME_MAX + 1];
+  char *args; /* the JSON array of its arguments, NUL-terminated */
+  size_t args_len;
+  kh_buffer_t *buffers; /* owned copies */
+  size_t nbuffers;
+  int cell;           /* made by the kernel's own thread (the running cell): interrupts cancel it */
+  kh__hcwait_t *wait; /* a reference */
+} kh__hcreq_t;
+
+void kh__hcreq_free(
+    kh__hcreq_t *req); /* frees req, settling its waiter as canceled if still waiting */
+/* Posted through the sink (kh__sink_post_owned, with kh__hcreq_drop): runs the call. */
+void kh__hostcall_on_post(kh_kernel_t *k, void *req);
+void kh__hcreq_drop(void *req);
+/* A thread: "host" kernel's call, made on the loop thread inside its cell (py-hostcall.c, GIL
+ * released): the host function runs now and must answer before it returns. The kernel is the one
+ * whose cell backend-host.c is running on this thread (kh__hostcall_host_enter). Settles
+ * req->wait and frees req. */
+void kh__hostcall_sync(kh__sink_t *sink, kh__hcreq_t *req);
+/* Around a thread: "host" kernel's cell: returns the kernel whose cell ran before (nested
+ * cells: a host function may run a cell of another such kernel), to give back to leave. */
+kh_kernel_t *kh__hostcall_host_enter(kh_kernel_t *k);
+void kh__hostcall_host_leave(kh_kernel_t *prev);
+/* A worker's "call" (backend-worker.c): id is the process's call id, args the JSON array. */
+void kh__hostcall_from_worker(kh_kernel_t *k, int64_t id, const char *name, int cell,
+                              const char *args, size_t len, const kh_buffer_t *buffers,
+                              size_t nbuffers);
+/* The exposed names as a JSON array (owned), NULL when none (or out of memory). */
+json_t *kh__hostcall_names(kh_kernel_t *k);
+/* Settling: an interrupt cancels the calls of the running cell's own thread (the Gate or SIGINT
+ * ends their wait); restart, destroy and death cancel every call (main_thread waiters are woken
+ * with the reason). Handles stay valid until answered, and answering them returns KH_ECANCELED. */
+void kh__hostcall_cancel_cell(kh_kernel_t *k);
+void kh__hostcall_cancel_all(kh_kernel_t *k, const char *why);
+void kh__hostcall_free(kh_kernel_t *k); /* the kernel's memory goes */
+/* Whether one of k's host functions is running now, on the loop's stack: requests that queue on
+ * k are refused then (KH_EBUSY), since the cell they would queue behind waits for that very
+ * function. Fills m->errmsg. */
+int kh__hostcall_busy(kh_kernel_t *k);
 
 /* Between kernel.c (the lifecycle) and request.c (the queue). */
 void kh__kernel_emit_status(kh_kernel_t *k, const char *state, const char *exec_id,
@@ -434,6 +541,12 @@ struct kh_manager_s {
   kh_manager_close_cb close_cb;
   void *close_data;
   void *backend_state[KH__BACKEND_MAX]; /* per backend (kh__backend_t.index), e.g. the pool */
+  /* hostcall.c: keeps the loop polling, without sleeping, for a moment after a host call (a
+   * cell that calls its host usually calls again at once), unref'd: it keeps nothing alive. */
+  uv_idle_t hc_idle;
+  uint64_t hc_idle_until; /* uv_hrtime() when the window ends */
+  int hc_idle_open;       /* hc_idle is initialised: the close closes it too */
+  int handles_open;       /* handles the close waits for (the async, hc_idle) */
   char errmsg[KH__ERRMSG_MAX];
 };
 
@@ -520,6 +633,13 @@ typedef struct {
   kh__py_role_t role;
   kh__py_emit_fn emit;
   void (*interrupt_landed)(void); /* worker: its SIGINT handler ran (GIL held); host: NULL */
+  /* worker: makes a host call over the protocol and waits for its answer (core/worker/main.c):
+   * GIL held on entry and return (released while it waits). Returns 0 with *state (KH__HC_*),
+   * *text (owned: the value's JSON or the message) and the value's buffers (owned copies), or
+   * -1 with a Python exception set (KeyboardInterrupt). host: NULL (py-hostcall.c's own). */
+  int (*hostcall)(int cell, const char *name, const char *args, size_t len,
+                  const kh_buffer_t *buffers, size_t nbuffers, int *state, char **text,
+                  size_t *text_len, kh_buffer_t **out_buffers, size_t *out_nbuffers);
 } kh__py_start_t;
 
 /* Starts CPython and the embedded runtime (_kh_runtime.init; in a worker also its SIGINT
@@ -655,6 +775,7 @@ struct kh__wproc_s {
   unsigned nsent;                                 /* "exec" frames sent, ever */
   /* Editor requests sent ("interact") and not yet answered: an "answer" must name one. */
   char asked[KH__WPROC_ASKED][KH__EXEC_ID_MAX];
+  int64_t last_call; /* the id of the last "call" it made: the next one must be greater */
   char rbuf[65536];
   /* The binary values of the frame being handed to the holder (its "bufs", at paths into its
    * "data"): the holder may take them (kh__bufs_move); what is left is freed after it. */
@@ -672,6 +793,8 @@ int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
  * KH_EINVAL (out of the protocol's order or shape: a host bug), KH_ENOMEM, KH_ETOOBIG, or a
  * libuv error from the write. */
 int kh__wproc_send(kh__wproc_t *w, const json_t *msg);
+/* The same with binary values after the message (protocol.h: "bufs"; paths into it). */
+int kh__wproc_send_bufs(kh__wproc_t *w, const json_t *msg, const kh_buffer_t *bufs, size_t nb);
 /* Kills the process (and its process group) on purpose: its exit is not reported. */
 void kh__wproc_kill(kh__wproc_t *w);
 /* A protocol error: kills the process, and reports its exit as a death for this reason. */

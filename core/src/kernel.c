@@ -60,7 +60,9 @@ static void on_exec_timer(uv_timer_t *t) {
     return;
   }
   /* Over the time limit (or a restart/destroy waits): interrupt now, and again after each
-   * grace period while the cell keeps running (a cell may swallow KeyboardInterrupt). */
+   * grace period while the cell keeps running (a cell may swallow KeyboardInterrupt). As for
+   * kh_kernel_interrupt, the cell's host call stops being waited for. */
+  kh__hostcall_cancel_cell(k);
   k->ops->interrupt(k);
   uv_timer_start(&k->exec_timer, on_exec_timer, reinterrupt_ms(k), 0);
 }
@@ -108,6 +110,7 @@ void kh__kernel_settle(kh_kernel_t *k) {
 static void kernel_free(kh__refs_t *r) {
   kh_kernel_t *k = (kh_kernel_t *)((char *)r - offsetof(kh_kernel_t, refs));
   kh__interact_free(k);
+  kh__hostcall_free(k);
   kh__kernel_opts_free(&k->opts);
   free(k);
 }
@@ -276,6 +279,7 @@ int kh_kernel_restart(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb 
   kh__kernel_emit_status(k, "restarting", "", NULL);
   kh__request_fail_queue(k, KH_ECANCELED, "canceled by restart");
   kh__interact_fail_all(k, KH_ECANCELED, "canceled by restart");
+  kh__hostcall_cancel_all(k, "the kernel is restarting");
   if (k->running != NULL) {
     kh__request_fail(k, k->running, KH_ECANCELED, "canceled by restart");
     k->restart_pending = 1;
@@ -320,6 +324,7 @@ int kh_kernel_destroy(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb 
   deliver_waiters(k, &k->restart_waiters, KH_ECANCELED, "kernel destroyed");
   kh__request_fail_queue(k, KH_ECANCELED, "canceled: kernel destroyed");
   kh__interact_fail_all(k, KH_ECANCELED, "canceled: kernel destroyed");
+  kh__hostcall_cancel_all(k, "the kernel is being destroyed");
   if (k->running != NULL) {
     kh__request_fail(k, k->running, KH_ECANCELED, "canceled: kernel destroyed");
     k->ops->interrupt(k);
@@ -340,6 +345,7 @@ void kh__kernel_on_stopped(kh_kernel_t *k) {
   }
   kh__request_fail_queue(k, KH_ECANCELED, "canceled: kernel destroyed");
   kh__interact_fail_all(k, KH_ECANCELED, "canceled: kernel destroyed");
+  kh__hostcall_cancel_all(k, "the kernel was destroyed");
   finish_create(k, KH_ECANCELED, "kernel destroyed while starting");
   /* Released from the queue, behind every delivery about k queued so far: a listener of k's
    * last events (the "dead" of an inactivity timeout) still finds it closing (KH_ECLOSED),
@@ -357,6 +363,7 @@ static void fail_in_flight(kh_kernel_t *k, const char *running_msg, const char *
   }
   kh__request_fail_queue(k, KH_EKERNELDEAD, queued_msg);
   kh__interact_fail_all(k, KH_EKERNELDEAD, "the kernel's process went away before it answered");
+  kh__hostcall_cancel_all(k, "the kernel's process went away");
 }
 
 void kh__kernel_on_dead(kh_kernel_t *k, const char *reason_json) {

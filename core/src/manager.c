@@ -112,8 +112,9 @@ size_t kh_manager_pending_count(const kh_manager_t *m) {
   return m ? m->pending + m->destroying : 0;
 }
 
-static void on_async_closed(uv_handle_t *h) {
+static void on_handle_closed(uv_handle_t *h) {
   kh_manager_t *m = h->data;
+  if (--m->handles_open > 0) return; /* the memory goes with the last of them */
   /* Only events can be left (every callback was delivered before the close was): drop them. */
   kh__inbox_discard(m);
   if (m->close_cb) m->close_cb(m, m->close_data);
@@ -127,7 +128,13 @@ static void close_now(kh_manager_t *m, void *arg) {
   (void)arg;
   if (m->inbox_discarding) return;
   kh__bus_free_all(m);
-  uv_close((uv_handle_t *)&m->async, on_async_closed);
+  m->handles_open = 1;
+  if (m->hc_idle_open) {
+    m->handles_open++;
+    m->hc_idle.data = m;
+    uv_close((uv_handle_t *)&m->hc_idle, on_handle_closed);
+  }
+  uv_close((uv_handle_t *)&m->async, on_handle_closed);
 }
 
 static void finish_close(kh_manager_t *m) {

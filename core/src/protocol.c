@@ -7,8 +7,8 @@
 #include "protocol.h"
 
 /* F_STR: a string without NULs (below); F_TEXT: any string, NULs included (user text that is
- * never compared as a C string). */
-typedef enum { F_STR = 1, F_TEXT, F_INT, F_BOOL, F_OBJ, F_STRMAP, F_STRS } ftype_t;
+ * never compared as a C string); F_ARR: any array; F_ANY: any JSON value. */
+typedef enum { F_STR = 1, F_TEXT, F_INT, F_BOOL, F_OBJ, F_STRMAP, F_STRS, F_ARR, F_ANY } ftype_t;
 
 typedef struct {
   const char *name;
@@ -64,6 +64,16 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
                       {"status", F_INT, 0, 0},
                       {"data", F_OBJ, 1, 0}},
     [KH__P_CANCEL] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX}},
+    [KH__P_EXPOSE] = {{"names", F_STRS, 1, 0}},
+    [KH__P_CALL] = {{"id", F_INT, 1, 0},
+                    {"name", F_STR, 1, KH__P_HOSTFN_NAME_MAX},
+                    {"cell", F_BOOL, 1, 0},
+                    {"args", F_ARR, 1, 0},
+                    {"bufs", F_STRS, 0, 0}},
+    [KH__P_RESULT] = {{"id", F_INT, 1, 0},
+                      {"value", F_ANY, 0, 0},
+                      {"error", F_TEXT, 0, 0},
+                      {"bufs", F_STRS, 0, 0}},
 };
 
 const char *kh__proto_name(kh__pmsg_t kind) {
@@ -114,6 +124,10 @@ static int type_ok(const json_t *v, const field_t *f) {
         if (!plain_string(x, 0)) return 0;
       }
       return 1;
+    case F_ARR:
+      return json_is_array(v);
+    case F_ANY:
+      return v != NULL;
   }
   return 0;
 }
@@ -153,5 +167,9 @@ kh__pmsg_t kh__proto_check(const json_t *msg, kh__pdir_t dir, int data_split, ch
   /* Only events and replies carry a payload worth splitting; any other "data" is a stray. */
   if (data_split && !(kind == KH__P_EV || kind == KH__P_REPLY || kind == KH__P_ANSWER))
     return refuse(why, n, "\"%s\" carries no payload%s", t, "");
+  /* A result is the one or the other. */
+  if (kind == KH__P_RESULT &&
+      (json_object_get(msg, "value") == NULL) == (json_object_get(msg, "error") == NULL))
+    return refuse(why, n, "\"result\" needs exactly one of \"value\" and \"error\"%s", "", "");
   return kind;
 }

@@ -33,6 +33,13 @@
  *      |<---------------------------------- ev (id) ...      |  the running cell's events
  *      |<--------------------------------------- reply (id)  |
  *      |<------------------- ev (id "" or an earlier id) ... |  threads a cell started go on
+ *      | expose (names) ------------------------------------>|  after ready, and whenever the
+ *      |                                                     |  exposed host functions change
+ *      |<------------------------------- call (id, name) ... |  a thread waits for its answer;
+ *      | result (id) --------------------------------------->|  any number in flight, each
+ *      |                                                     |  answered once (or never: an
+ *      |                                                     |  interrupt, restart or death
+ *      |                                                     |  canceled it on the host)
  *      |<--------------------------------------------- fatal |  at any time; then it exits
  *
  * The host treats every worker frame as hostile: a cell can write to any descriptor of its own
@@ -72,7 +79,23 @@
  *                             or {message} with a status)
  *   CANCEL    host -> worker  id: string (an INTERACT's): stop its work (an interrupt,
  *                             restart or destroy canceled it on the host); it is answered all
- *                             the same (KH_ECANCELED, or what it had), and the host drops that */
+ *                             the same (KH_ECANCELED, or what it had), and the host drops that
+ *   EXPOSE    host -> worker  names: [string] (every host function exposed to the kernel now;
+ *                             [] when none is left). Sent once ready when any is exposed, and
+ *                             on each change; a kernel that never had one never gets it, and
+ *                             its Python then sends no CALL: there is no bridge at all.
+ *   CALL      worker -> host  id: int (>= 1, greater than every earlier CALL's of this
+ *                             process), name: string, cell: bool (made by the thread that runs
+ *                             cells, whose call an interrupt cancels), args: [any] (the
+ *                             positional arguments), bufs?: [string] (their binary values, as
+ *                             for EV, paths into args). Once ready, at any time, from any thread.
+ *                             An id that is not new is a protocol error; a name the host does
+ *                             not expose is answered with an error, since a name may have been
+ *                             withdrawn while the call was on its way.
+ *   RESULT    host -> worker  id: int (a CALL's), and value: any (the answer; bufs?: [string],
+ *                             its binary values, paths into value) or error: string (the host
+ *                             function's failure: Python raises HostError). The worker drops a
+ *                             RESULT for a call it no longer waits for. */
 #ifndef KH_PROTOCOL_H
 #define KH_PROTOCOL_H
 
@@ -92,7 +115,10 @@
   X(FATAL, "fatal", KH__P_TO_HOST)           \
   X(INTERACT, "interact", KH__P_TO_WORKER)   \
   X(ANSWER, "answer", KH__P_TO_HOST)         \
-  X(CANCEL, "cancel", KH__P_TO_WORKER)
+  X(CANCEL, "cancel", KH__P_TO_WORKER)       \
+  X(EXPOSE, "expose", KH__P_TO_WORKER)       \
+  X(CALL, "call", KH__P_TO_HOST)             \
+  X(RESULT, "result", KH__P_TO_WORKER)
 
 /* Which way a message travels. */
 typedef enum { KH__P_TO_WORKER = 1, KH__P_TO_HOST = 2 } kh__pdir_t;
@@ -111,6 +137,8 @@ typedef enum {
  * is ever cut short, which could make two different ids compare equal. */
 #define KH__P_KERNEL_ID_MAX 63
 #define KH__P_EXEC_ID_MAX 39
+/* The longest name of a host function (internal.h's KH__HOSTFN_NAME_MAX). */
+#define KH__P_HOSTFN_NAME_MAX 64
 
 /* The wire name of a kind ("hello"), or NULL. */
 const char *kh__proto_name(kh__pmsg_t kind);

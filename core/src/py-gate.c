@@ -28,6 +28,7 @@ typedef struct {
   PyObject *current;                  /* str: the cell between begin() and end(), or NULL */
   PyObject *done;                     /* str: the last cell that ended, or NULL */
   PyObject *pending;                  /* str: a cell interrupted before it began, or NULL */
+  kh__hcwait_t *waiter;               /* the host call the kernel's thread waits for, or NULL */
 } gate_t;
 
 /* Unicode equality that runs no Python code (exec ids are always str). */
@@ -120,7 +121,11 @@ static PyObject *gate_interrupt(gate_t *g, PyObject *exec_id) {
     Py_RETURN_FALSE;
   }
   if (!g->in_cell) Py_RETURN_FALSE;
-  if (g->armed)
+  /* The thread waits for a host call (py-hostcall.c), GIL released: an asynchronous exception
+   * would land only once the host answered, so the wait itself is woken, and raises. */
+  if (g->waiter != NULL)
+    kh__hcwait_interrupt(g->waiter);
+  else if (g->armed)
     PyThreadState_SetAsyncExc(g->thread, PyExc_KeyboardInterrupt);
   else
     g->requested = 1;
@@ -180,6 +185,28 @@ static PyTypeObject gate_type = {
     .tp_init = (initproc)gate_init,
     .tp_new = PyType_GenericNew,
 };
+
+/* Only for the gate's own thread, GIL held; anything else is left alone (returns 0). */
+static gate_t *own_gate(PyObject *gate) {
+  if (gate == NULL || !PyObject_TypeCheck(gate, &gate_type)) return NULL;
+  if (PyThread_get_thread_ident() != ((gate_t *)gate)->thread) return NULL;
+  return (gate_t *)gate;
+}
+
+int kh__py_gate_wait_begin(PyObject *gate, kh__hcwait_t *w) {
+  gate_t *g = own_gate(gate);
+  if (g == NULL) return 0;
+  /* An interrupt raised for this cell that has not landed yet (it lands at the next bytecode
+   * boundary, which a C call does not pass): it is due now. */
+  if (take_unlanded(g)) return -1;
+  if (w != NULL) g->waiter = w; /* borrowed: the waiting thread holds it until wait_end */
+  return 0;
+}
+
+void kh__py_gate_wait_end(PyObject *gate) {
+  gate_t *g = own_gate(gate);
+  if (g != NULL) g->waiter = NULL;
+}
 
 int kh__py_gate_add_type(PyObject *module) {
   if (PyType_Ready(&gate_type) < 0) return -1;

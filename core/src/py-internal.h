@@ -21,6 +21,24 @@ int kh__py_stream_add_types(PyObject *module);
 /* Adds Gate (py-gate.c: when interrupts may land in a kernel's thread). Returns 0 or -1. */
 int kh__py_gate_add_type(PyObject *module);
 
+/* A host call's wait on a kernel's own thread (py-hostcall.c): between begin and end the Gate's
+ * interrupt wakes w (kh__hcwait_interrupt) instead of raising an asynchronous exception, which
+ * would land only after the host answered. begin returns -1, and registers nothing, when an
+ * interrupt of the cell is due already (then raise KeyboardInterrupt); w NULL only checks that.
+ * Both do nothing on a thread that is not the gate's. GIL held. */
+int kh__py_gate_wait_begin(PyObject *gate, kh__hcwait_t *w);
+void kh__py_gate_wait_end(PyObject *gate);
+
+/* Adds host_names, host_exposed and hostcall (py-hostcall.c) to _kernelhost. Returns 0 or -1. */
+int kh__py_hostcall_add_functions(PyObject *module);
+/* Set by kh__py_start() from kh__py_start_t.hostcall (a worker's; NULL in the host). */
+extern int (*kh__py_hostcall_hook)(int cell, const char *name, const char *args, size_t len,
+                                   const kh_buffer_t *buffers, size_t nbuffers, int *state,
+                                   char **text, size_t *text_len, kh_buffer_t **out_buffers,
+                                   size_t *out_nbuffers);
+/* A worker's exposed names (an array of strings, from "expose"). Thread: any, no GIL needed. */
+void kh__py_set_host_names(const json_t *names);
+
 /* Describes the current Python exception into buf (and clears it). Needs the GIL. */
 void kh__py_describe_error(char *buf, size_t n);
 

@@ -193,7 +193,9 @@ PyObject *kh__py_init_module(void) {
   }
   if (PyModule_AddObject(m, "sources", sources) < 0) goto fail;
   sources = NULL; /* the module owns it now */
-  if (kh__py_stream_add_types(m) < 0 || kh__py_gate_add_type(m) < 0) goto fail;
+  if (kh__py_stream_add_types(m) < 0 || kh__py_gate_add_type(m) < 0 ||
+      kh__py_hostcall_add_functions(m) < 0)
+    goto fail;
   return m;
 fail:
   Py_XDECREF(sources);

@@ -146,6 +146,7 @@ int kh__py_start(const kh__py_start_t *how, char *errmsg) {
   }
   kh__py_emit_hook = how->emit;
   kh__py_interrupt_hook = how->interrupt_landed;
+  kh__py_hostcall_hook = how->hostcall;
   st = init(how->role);
   if (PyStatus_Exception(st)) {
     kh__set_err(errmsg, "Python initialisation failed: %s", st.err_msg ? st.err_msg : "?");

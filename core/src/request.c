@@ -337,6 +337,7 @@ int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, 
     kh__set_err(m->errmsg, "kernel \"%s\" is dead: %s", kernel_id, k->dead_reason);
     return KH_EKERNELDEAD;
   }
+  if (kh__hostcall_busy(k)) return KH_EBUSY;
   if ((rc = kh__check_code(code, len, m->opts.max_code_bytes, m->errmsg)) != 0) return rc;
   if (opts != NULL && opts->timeout_ms > 0 && k->opts.host_thread) {
     kh__set_err(m->errmsg,
@@ -382,6 +383,8 @@ int kh_kernel_interrupt(kh_manager_t *m, const char *kernel_id) {
    * flight too (a console's Ctrl-C must not leave a completion stuck in jedi until its
    * timeout). They fail with KH_ECANCELED, as restart and destroy cancel them. */
   kh__interact_fail_all(k, KH_ECANCELED, "canceled by an interrupt");
+  /* The running cell's host call, if it waits for one: its answer is dropped from now on. */
+  kh__hostcall_cancel_cell(k);
   if (k->running == NULL) return 0; /* no cell runs: as in Jupyter, a no-op for cells */
   return k->ops->interrupt(k);
 }

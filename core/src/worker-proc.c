@@ -180,6 +180,10 @@ static int asked_slot(const kh__wproc_t *w, const char *id) {
 }
 
 int kh__wproc_send(kh__wproc_t *w, const json_t *msg) {
+  return kh__wproc_send_bufs(w, msg, NULL, 0);
+}
+
+int kh__wproc_send_bufs(kh__wproc_t *w, const json_t *msg, const kh_buffer_t *bufs, size_t nb) {
   char why[160];
   kh__pmsg_t kind = kh__proto_check(msg, KH__P_TO_WORKER, 0, why, sizeof(why));
   const char *id = json_string_value(json_object_get(msg, "id"));
@@ -197,7 +201,7 @@ int kh__wproc_send(kh__wproc_t *w, const json_t *msg) {
   if (kind == KH__P_INTERACT && asked_slot(w, "") < 0) return KH_EBUSY;
   r = calloc(1, sizeof(*r));
   if (r == NULL) return KH_ENOMEM;
-  r->buf = kh__frame_encode(msg, &n);
+  r->buf = kh__frame_encode_bufs(msg, bufs, nb, &n);
   if (r->buf == NULL) {
     free(r);
     return KH_ETOOBIG;
@@ -269,6 +273,15 @@ static const char *check_phase(kh__wproc_t *w, kh__pmsg_t kind, json_t *msg) {
       w->asked[slot][0] = '\0';
       return NULL;
     }
+    case KH__P_CALL: {
+      /* Ids only grow: a repeated one (or one made up to match a call in flight) is refused
+       * here, so the host can never answer one call twice or one call for another. */
+      json_int_t cid = json_integer_value(json_object_get(msg, "id"));
+      if (w->phase != KH__WP_READY) return "a host call before \"ready\"";
+      if (cid < 1 || cid <= w->last_call) return "a host call whose id is not new";
+      w->last_call = cid;
+      return NULL;
+    }
     case KH__P_FATAL:
       return NULL;
     default:
@@ -294,15 +307,17 @@ static char *data_text(kh__wproc_t *w, json_t *msg, size_t *len, int *owned) {
 }
 
 /* The frame's binary attachments, copied into w->bufs once their paths are checked: each must
- * lead to a null in the frame's "data" (what the runtime leaves where the bytes belong), so
- * that no consumer is handed a path into nothing. Returns 0, or -1 after failing w. */
+ * lead to a null in the frame's "data" (what the runtime leaves where the bytes belong), or in a
+ * host call's "args", so that no consumer is handed a path into nothing. Returns 0, or -1 after
+ * failing w. */
 static int take_bufs(kh__wproc_t *w, json_t *msg, const char *data, size_t len) {
   kh_buffer_t views[KH__FRAME_BUFS_MAX];
   json_t *paths = json_object_get(msg, "bufs"), *doc;
+  json_t *args = json_object_get(msg, "args");
   size_t i, n = kh__frame_dec_nbufs(&w->dec);
   char why[KH__ERRMSG_MAX];
   int rc;
-  if (data == NULL) {
+  if (data == NULL && args == NULL) {
     kh__wproc_fail(w, "binary frames after a message that has no \"data\"");
     return -1;
   }
@@ -310,7 +325,7 @@ static int take_bufs(kh__wproc_t *w, json_t *msg, const char *data, size_t len) 
     views[i].path = json_string_value(json_array_get(paths, i));
     views[i].data = kh__frame_dec_buf(&w->dec, i, &views[i].len);
   }
-  doc = json_loadb(data, len, 0, NULL);
+  doc = data != NULL ? json_loadb(data, len, 0, NULL) : json_incref(args);
   rc = doc == NULL ? KH_EINVAL : kh__bufs_check(doc, views, n, why);
   json_decref(doc);
   if (rc != 0) {

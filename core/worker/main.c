@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "py-internal.h"
@@ -151,12 +153,13 @@ static void write_json(json_t *o) {
   free(s);
 }
 
-/* A frame whose "data" member is JSON text made elsewhere (the runtime's payloads): the header
- * object is encoded by jansson, the payload spliced in as its last member; bufs (the payload's
- * binary values) follow as binary frames, their paths in the header's "bufs". */
-static void write_with_data_bufs(json_t *head, const char *data, size_t len,
-                                 const kh_buffer_t *bufs, size_t nb) {
-  char *s;
+/* A frame whose member `key` is JSON text made elsewhere (the runtime's payloads, a host call's
+ * arguments): the header object is encoded by jansson, the text spliced in as its last member
+ * (key is one of ours, with no character JSON must escape); bufs (the text's binary values)
+ * follow as binary frames, their paths in the header's "bufs". */
+static void write_with_key_bufs(json_t *head, const char *key, const char *data, size_t len,
+                                const kh_buffer_t *bufs, size_t nb) {
+  char *s, sep[40];
   struct iovec iov[4];
   size_t n, k;
   if (nb > 0) {
@@ -167,16 +170,22 @@ static void write_with_data_bufs(json_t *head, const char *data, size_t len,
   s = json_dumps(head, JSON_COMPACT);
   if (s == NULL) return;
   n = strlen(s);
+  snprintf(sep, sizeof(sep), ",\"%s\":", key);
   iov[0].iov_base = s;
   iov[0].iov_len = n - 1; /* without the closing brace */
-  iov[1].iov_base = (void *)",\"data\":";
-  iov[1].iov_len = 8;
+  iov[1].iov_base = sep;
+  iov[1].iov_len = strlen(sep);
   iov[2].iov_base = (void *)data;
   iov[2].iov_len = len;
   iov[3].iov_base = (void *)"}";
   iov[3].iov_len = 1;
   write_frame_bufs(iov, 4, bufs, nb);
   free(s);
+}
+
+static void write_with_data_bufs(json_t *head, const char *data, size_t len,
+                                 const kh_buffer_t *bufs, size_t nb) {
+  write_with_key_bufs(head, "data", data, len, bufs, nb);
 }
 
 static void write_with_data(json_t *head, const char *data, size_t len) {
@@ -482,6 +491,201 @@ static void interact(json_t *msg) {
   free(content);
 }
 
+/* --- host functions (protocol.h's "call" and "result") ------------------------------------ */
+
+/* A thread waiting for the answer to its "call". The command thread (or the waiting main thread
+ * itself, which reads the pipe while it waits) settles it and wakes it through its eventfd. */
+typedef struct hcwait_s {
+  struct hcwait_s *next;
+  int64_t id;
+  int efd;
+  int state;  /* guarded by hc_mu: KH__HC_WAITING until "result" */
+  char *text; /* guarded by hc_mu: owned: the value's JSON, or the error */
+  size_t len;
+  kh_buffer_t *bufs; /* guarded by hc_mu: owned copies of the value's binary values */
+  size_t nbufs;
+} hcwait_t;
+static pthread_mutex_t hc_mu = PTHREAD_MUTEX_INITIALIZER;
+static hcwait_t *hc_head;  /* guarded by hc_mu: the calls waited for */
+static int64_t hc_last_id; /* guarded by hc_mu */
+
+/* "result": settles the call it names, if anyone still waits for it (an interrupted wait has
+ * gone: its late answer is dropped here). Its binary frames are still in the command decoder
+ * (rd_mu is held): copied out, once their paths are checked against the value. */
+static void host_result(json_t *msg) {
+  json_int_t id = json_integer_value(json_object_get(msg, "id"));
+  json_t *value = json_object_get(msg, "value"), *paths = json_object_get(msg, "bufs");
+  hcwait_t *w;
+  char *text;
+  size_t len = 0, nb = kh__frame_dec_nbufs(&cmd_dec), i;
+  kh_buffer_t views[KH__FRAME_BUFS_MAX], *bufs = NULL;
+  char why[KH__ERRMSG_MAX];
+  int state;
+  if (nb > 0) {
+    if (value == NULL) fatal("command pipe: binary frames after a \"result\" without a value");
+    for (i = 0; i < nb; i++) {
+      views[i].path = json_string_value(json_array_get(paths, i));
+      views[i].data = kh__frame_dec_buf(&cmd_dec, i, &views[i].len);
+    }
+    if (kh__bufs_check(value, views, nb, why) != 0) fatal("command pipe: %s", why);
+    if (kh__buffers_copy(views, nb, &bufs) != 0) fatal("out of memory");
+  }
+  if (value != NULL) {
+    text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    len = text ? strlen(text) : 0;
+    state = KH__HC_ANSWERED;
+  } else {
+    json_t *e = json_object_get(msg, "error"); /* may hold NULs: kept with its length */
+    len = json_string_length(e);
+    text = kh__memdup(json_string_value(e), len + 1);
+    state = KH__HC_FAILED;
+  }
+  if (text == NULL) {
+    text = kh__strdup("out of memory reading the host's answer");
+    len = text ? strlen(text) : 0;
+    state = KH__HC_FAILED;
+  }
+  pthread_mutex_lock(&hc_mu);
+  for (w = hc_head; w != NULL && w->id != id; w = w->next) {
+  }
+  if (w != NULL && w->state == KH__HC_WAITING) {
+    uint64_t one = 1;
+    w->state = state;
+    w->text = text;
+    w->len = text ? len : 0;
+    w->bufs = bufs;
+    w->nbufs = bufs ? nb : 0;
+    text = NULL;
+    bufs = NULL;
+    if (write(w->efd, &one, sizeof(one)) < 0) {
+      /* EAGAIN: it is awake already */
+    }
+  }
+  pthread_mutex_unlock(&hc_mu);
+  free(text);
+  kh__buffers_free(bufs, nb);
+}
+
+/* from_main: 0 the command thread, 1 the main thread (idle, or waiting for a host call), 2 the
+ * main thread spinning for a host call's answer (takes the pipe only if no one else has it). */
+static void pump_commands(int from_main);
+
+static void hc_forget(hcwait_t *w) {
+  hcwait_t **pp;
+  pthread_mutex_lock(&hc_mu);
+  for (pp = &hc_head; *pp != NULL && *pp != w; pp = &(*pp)->next) {
+  }
+  if (*pp != NULL) *pp = w->next;
+  pthread_mutex_unlock(&hc_mu);
+  close(w->efd);
+  free(w->text);
+  kh__buffers_free(w->bufs, w->nbufs);
+  free(w);
+}
+
+/* kh__py_start_t.hostcall: sends "call" and waits for its "result", GIL released. The main
+ * thread (the cell's) also reads the command pipe meanwhile, as when idle, and SIGINT breaks
+ * its poll(): Python's handler then raises KeyboardInterrupt (when the gate says so, as
+ * everywhere in a cell), and the call is forgotten. */
+#define HC_SPIN_NS 100000 /* how long a waiting thread spins before it sleeps */
+
+static uint64_t hc_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int worker_hostcall(int cell, const char *name, const char *args, size_t len,
+                           const kh_buffer_t *buffers, size_t nbuffers, int *state, char **text,
+                           size_t *text_len, kh_buffer_t **out_buffers, size_t *out_nbuffers) {
+  hcwait_t *w;
+  json_t *head;
+  PyThreadState *ts;
+  uint64_t spin_until;
+  int main_thread = pthread_equal(pthread_self(), main_tid);
+  *out_buffers = NULL;
+  *out_nbuffers = 0;
+  if (forked) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "host functions cannot be called from a process that a cell forked");
+    return -1;
+  }
+  if (nbuffers > KH__FRAME_BUFS_MAX) {
+    PyErr_Format(PyExc_TypeError,
+                 "a host call carries at most %d bytes values (this one has %zu): join them",
+                 KH__FRAME_BUFS_MAX, nbuffers);
+    return -1;
+  }
+  if ((w = calloc(1, sizeof(*w))) == NULL) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (w->efd < 0) {
+    free(w);
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
+  }
+  /* The host refuses an id that is not greater than the last it saw: ids are given and their
+   * frames written under one lock, so threads calling at once cannot overtake each other. */
+  pthread_mutex_lock(&hc_mu);
+  w->id = ++hc_last_id;
+  head = json_pack("{s:s, s:I, s:s, s:b}", "t", kh__proto_name(KH__P_CALL), "id", (json_int_t)w->id,
+                   "name", name, "cell", cell);
+  if (head != NULL) {
+    w->next = hc_head;
+    hc_head = w;
+    write_with_key_bufs(head, "args", args, len, buffers, nbuffers);
+  }
+  pthread_mutex_unlock(&hc_mu);
+  if (head == NULL) {
+    close(w->efd);
+    free(w);
+    PyErr_NoMemory();
+    return -1;
+  }
+  json_decref(head);
+  /* Spinning first (polling without sleeping, yielding the CPU each turn) catches a quick
+   * function's answer without a wake-up: ~25 us of a no-op call's ~45 us here was the sleeping
+   * thread's wake-up. */
+  spin_until = hc_now_ns() + HC_SPIN_NS;
+  for (;;) {
+    struct pollfd pfd[2];
+    int done, n = main_thread ? 2 : 1, spin, r;
+    pthread_mutex_lock(&hc_mu);
+    done = w->state != KH__HC_WAITING;
+    pthread_mutex_unlock(&hc_mu);
+    if (done) break;
+    spin = hc_now_ns() < spin_until;
+    pfd[0].fd = w->efd;
+    pfd[0].events = POLLIN;
+    pfd[1].fd = in_fd;
+    pfd[1].events = POLLIN;
+    ts = PyEval_SaveThread();
+    r = poll(pfd, (nfds_t)n, spin ? 0 : -1);
+    if (r > 0 && n == 2 && pfd[1].revents)
+      pump_commands(spin ? 2 : 1);
+    else if (r == 0)
+      sched_yield();
+    PyEval_RestoreThread(ts);
+    /* SIGINT (an interrupt) broke the poll, or arrived meanwhile: Python's handler runs now. */
+    if (main_thread && PyErr_CheckSignals() < 0) {
+      hc_forget(w);
+      return -1;
+    }
+  }
+  *state = w->state;
+  *text = w->text;
+  *text_len = w->len;
+  *out_buffers = w->bufs;
+  *out_nbuffers = w->nbufs;
+  w->text = NULL;
+  w->bufs = NULL;
+  w->nbufs = 0;
+  hc_forget(w);
+  return 0;
+}
+
 /* Reads what the command pipe holds now (it is non-blocking once the threads run) and handles
  * every whole frame: interrupts and input replies at once, the rest queued for the main thread
  * (woken through q_efd unless it is the caller). EOF means the host closed the kernel or died:
@@ -491,7 +695,11 @@ static void pump_commands(int from_main) {
   static char buf[65536]; /* guarded by rd_mu */
   json_t *msg;
   int rc, queued = 0;
-  pthread_mutex_lock(&rd_mu);
+  if (from_main == 2) { /* a spinning waiter: another reader has it in hand, or will */
+    if (pthread_mutex_trylock(&rd_mu) != 0) return;
+  } else {
+    pthread_mutex_lock(&rd_mu);
+  }
   for (;;) {
     ssize_t n = read(in_fd, buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
@@ -509,6 +717,14 @@ static void pump_commands(int from_main) {
         interact(msg);
       else
         kh__pyi_cancel(json_string_value(json_object_get(msg, "id")));
+      json_decref(msg);
+      continue;
+    }
+    if (kind == KH__P_EXPOSE || kind == KH__P_RESULT) {
+      if (kind == KH__P_EXPOSE)
+        kh__py_set_host_names(json_object_get(msg, "names"));
+      else
+        host_result(msg);
       json_decref(msg);
       continue;
     }
@@ -822,7 +1038,7 @@ static void setup_fds(void) {
 /* Python on this (main) thread, where SIGINT raises KeyboardInterrupt; the runtime's part of
  * opening a kernel is _kh_worker.open_kernel, looked up once here. */
 static int start_python(char *err) {
-  static const kh__py_start_t how = {KH__PY_WORKER, worker_emit, interrupt_landed};
+  static const kh__py_start_t how = {KH__PY_WORKER, worker_emit, interrupt_landed, worker_hostcall};
   PyObject *mod;
   if (kh__py_start(&how, err) != 0) return -1;
   mod = PyImport_ImportModule("_kh_worker");

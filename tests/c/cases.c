@@ -13,8 +13,19 @@
 
 #define MAX_KERNELS 16
 #define MAX_REQUESTS 256
+#define MAX_HOSTFNS 32
 
 typedef struct run_s run_t;
+
+/* A host function of an "expose" step: its behaviour (tests/cases/README.md, "Host functions")
+ * and the calls it got. */
+typedef struct {
+  run_t *run;
+  int kernel;
+  char name[80];
+  json_t *behaviour; /* borrowed from the case */
+  json_t *calls;     /* owned: the argument list of every call, bytes as {"$binary": hex} */
+} hostfn_t;
 
 /* One request of a case: what was asked, and what came back. */
 typedef struct {
@@ -41,8 +52,12 @@ struct run_s {
   int nkernels;
   char names[MAX_KERNELS][32];
   char ids[MAX_KERNELS][64];
+  int host_thread[MAX_KERNELS]; /* created with thread: "host" (its host functions run inline) */
   req_t reqs[MAX_REQUESTS];
   int nreqs;
+  hostfn_t fns[MAX_HOSTFNS];
+  int nfns;
+  int answers_due; /* host calls that a timer or a request will answer later */
 };
 
 static void case_fail(run_t *r, const char *fmt, ...)
@@ -151,9 +166,11 @@ static int match_op(run_t *r, const char *op, json_t *arg, json_t *act, const ch
   if (strcmp(op, "$eq") == 0) {
     return json_equal(arg, act) ? 1 : mismatch(arg, act, path, why, n, "$eq");
   } else if (strcmp(op, "$bytes") == 0) {
-    /* A binary value (th_put_buffers made it {"$binary": hex}): its hex, a hex prefix, a length. */
+    /* A binary value (th_put_buffers made it {"$binary": hex}): its hex, a hex prefix, a length;
+     * a string argument is the hex. */
     const char *hex = json_string_value(json_object_get(act, "$binary"));
-    const char *want = json_string_value(json_object_get(arg, "hex"));
+    const char *want = json_is_string(arg) ? json_string_value(arg)
+                                           : json_string_value(json_object_get(arg, "hex"));
     const char *pre = json_string_value(json_object_get(arg, "prefix_hex"));
     json_t *len = json_object_get(arg, "len");
     int ok = hex != NULL && (want == NULL || strcmp(hex, want) == 0) &&
@@ -669,6 +686,9 @@ static void step_create(run_t *r, const char *name, json_t *opts, json_t *exp) {
   if (r->nkernels >= MAX_KERNELS) case_fail(r, "too many kernels");
   snprintf(r->names[r->nkernels], sizeof(r->names[0]), "%s", name);
   snprintf(r->ids[r->nkernels], sizeof(r->ids[0]), "%s", id);
+  r->host_thread[r->nkernels] =
+      json_is_string(json_object_get(opts, "thread")) &&
+      strcmp(json_string_value(json_object_get(opts, "thread")), "host") == 0;
   r->nkernels++;
 }
 
@@ -884,6 +904,248 @@ static void step_request(run_t *r, json_t *step) {
   }
 }
 
+/* --- host functions (the "expose" and "host_calls" verbs) ---------------------------------- */
+
+static int hex_digit(int c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* A copy of v with every {"$bytes": HEX} replaced by null, its bytes appended to bufs (paths and
+ * data owned). */
+static json_t *to_wire(run_t *r, json_t *v, const char *path, kh_buffer_t *bufs, size_t *nb) {
+  char sub[512];
+  /* {"$bytes": HEX} in a case's VALUE, {"$binary": hex} where the harness recorded bytes. */
+  json_t *marker = json_is_object(v) && json_object_size(v) == 1
+                       ? (json_object_get(v, "$bytes") ? json_object_get(v, "$bytes")
+                                                       : json_object_get(v, "$binary"))
+                       : NULL;
+  if (json_is_string(marker)) {
+    const char *hex = json_string_value(marker);
+    size_t n = strlen(hex) / 2, i;
+    unsigned char *data = malloc(n + 1);
+    if (*nb >= 64) case_fail(r, "too many $bytes in one value");
+    for (i = 0; i < n; i++) {
+      int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+      if (hi < 0 || lo < 0) case_fail(r, "$bytes \"%s\" is not lower-case hex", hex);
+      data[i] = (unsigned char)(hi * 16 + lo);
+    }
+    bufs[*nb].path = strdup(path);
+    bufs[*nb].data = data;
+    bufs[*nb].len = n;
+    (*nb)++;
+    return json_null();
+  }
+  if (json_is_object(v)) {
+    json_t *o = json_object(), *x;
+    const char *k;
+    json_object_foreach(v, k, x) {
+      char key[256]; /* RFC 6901: "~" is written "~0", "/" is written "~1" */
+      size_t i, j = 0;
+      for (i = 0; k[i] && j + 3 < sizeof(key); i++) {
+        if (k[i] == '~' || k[i] == '/') {
+          key[j++] = '~';
+          key[j++] = k[i] == '~' ? '0' : '1';
+        } else {
+          key[j++] = k[i];
+        }
+      }
+      key[j] = '\0';
+      snprintf(sub, sizeof(sub), "%s/%s", path, key);
+      json_object_set_new(o, k, to_wire(r, x, sub, bufs, nb));
+    }
+    return o;
+  }
+  if (json_is_array(v)) {
+    json_t *a = json_array(), *x;
+    size_t i;
+    json_array_foreach(v, i, x) {
+      snprintf(sub, sizeof(sub), "%s/%zu", path, i);
+      json_array_append_new(a, to_wire(r, x, sub, bufs, nb));
+    }
+    return a;
+  }
+  return json_deep_copy(v);
+}
+
+static void free_bufs(kh_buffer_t *b, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    free((void *)b[i].path);
+    free((void *)b[i].data);
+  }
+}
+
+/* A later answer (README: "later": true): a 0 ms timer of its own. */
+typedef struct {
+  uv_timer_t timer;
+  run_t *run;
+  kh_hostcall_t *call;
+  char *json; /* the value to answer, or NULL for an error */
+  char *error;
+  kh_buffer_t bufs[64];
+  size_t nb;
+} later_t;
+
+static void later_closed(uv_handle_t *h) {
+  later_t *l = (later_t *)h;
+  free_bufs(l->bufs, l->nb);
+  free(l->json);
+  free(l->error);
+  free(l);
+}
+
+static void later_fire(uv_timer_t *t) {
+  later_t *l = (later_t *)t;
+  int rc = l->json ? kh_hostcall_return(l->call, l->json, strlen(l->json), l->bufs, l->nb)
+                   : kh_hostcall_error(l->call, l->error);
+  /* KH_ECANCELED: the kernel stopped waiting meanwhile (the case destroyed it, say). */
+  if (rc != 0 && rc != KH_ECANCELED)
+    case_fail(l->run, "a later answer failed: %s", kh_err_name(rc));
+  l->run->answers_due--;
+  uv_close((uv_handle_t *)&l->timer, later_closed);
+}
+
+/* Answers with JSON value v ({"$bytes"} inside), or fails with error (v NULL): now, or later. */
+static void answer(run_t *r, kh_hostcall_t *call, json_t *v, const char *error, int later) {
+  later_t *l = calloc(1, sizeof(*l));
+  l->run = r;
+  l->call = call;
+  if (v != NULL) {
+    json_t *wire = to_wire(r, v, "", l->bufs, &l->nb);
+    l->json = json_dumps(wire, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(wire);
+  } else {
+    l->error = strdup(error);
+  }
+  if (later) {
+    r->answers_due++;
+    uv_timer_init(&r->t.loop, &l->timer);
+    uv_timer_start(&l->timer, later_fire, 0, 0);
+    return;
+  }
+  {
+    int rc = l->json ? kh_hostcall_return(call, l->json, strlen(l->json), l->bufs, l->nb)
+                     : kh_hostcall_error(call, l->error);
+    if (rc != 0) case_fail(r, "answering a host call failed: %s", kh_err_name(rc));
+  }
+  later_closed((uv_handle_t *)l);
+}
+
+/* "run": the request a host function made, answering its call when it completes. */
+typedef struct {
+  run_t *run;
+  kh_hostcall_t *call;
+} run_call_t;
+
+static void run_done(kh_manager_t *m, const kh_reply_t *rep, int status, void *data) {
+  run_call_t *rc = data;
+  run_t *r = rc->run;
+  json_t *reply = status == 0 ? json_loadb(rep->json, rep->json_len, 0, NULL) : NULL;
+  char msg[1024];
+  int ret;
+  (void)m;
+  r->answers_due--;
+  if (status != 0) {
+    ret = kh_hostcall_error(rc->call, kh_err_name(status));
+  } else if (strcmp(th_s(reply, "status"), "ok") == 0) {
+    const char *text = th_s(reply, "result.data.text/plain");
+    json_t *v = json_string(text ? text : "");
+    char *s = json_dumps(v, JSON_ENCODE_ANY);
+    ret = kh_hostcall_return(rc->call, s, strlen(s), NULL, 0);
+    free(s);
+    json_decref(v);
+  } else {
+    snprintf(msg, sizeof(msg), "%s: %s", th_s(reply, "error.ename"), th_s(reply, "error.evalue"));
+    ret = kh_hostcall_error(rc->call, msg);
+  }
+  if (ret != 0 && ret != KH_ECANCELED)
+    case_fail(r, "answering a run call failed: %s", kh_err_name(ret));
+  json_decref(reply);
+  free(rc);
+}
+
+static void case_hostfn(kh_manager_t *m, const char *kernel_id, const char *name, const char *args,
+                        size_t len, const kh_buffer_t *b, size_t nb, kh_hostcall_t *call,
+                        void *data) {
+  hostfn_t *f = data;
+  run_t *r = f->run;
+  json_t *bh = f->behaviour, *v, *rec;
+  int later = json_is_true(json_object_get(bh, "later"));
+  /* A thread: "host" kernel's cell runs inside the call that runs it, its host functions too. */
+  if (r->in_call && !r->host_thread[f->kernel])
+    case_fail(r, "host function %s ran inside an API call", name);
+  if (strcmp(kernel_id, r->ids[f->kernel]) != 0 || strcmp(name, f->name) != 0)
+    case_fail(r, "host function %s got the call of %s on %s", f->name, name, kernel_id);
+  rec = json_loadb(args, len, JSON_ALLOW_NUL, NULL);
+  if (!json_is_array(rec)) case_fail(r, "the arguments of %s are not an array", name);
+  th_put_buffers(rec, b, nb);
+  json_array_append(f->calls, rec);
+  if ((v = json_object_get(bh, "return")) != NULL) {
+    answer(r, call, v, NULL, later);
+  } else if (json_is_true(json_object_get(bh, "echo"))) {
+    answer(r, call, rec, NULL, later);
+  } else if ((v = json_object_get(bh, "error")) != NULL) {
+    answer(r, call, NULL, json_string_value(v), later);
+  } else if ((v = json_object_get(bh, "run")) != NULL) {
+    const char *kn = json_string_value(json_object_get(v, "kernel"));
+    size_t clen;
+    char *code = code_of(json_object_get(v, "code"), &clen);
+    run_call_t *rc = calloc(1, sizeof(*rc));
+    int ret;
+    rc->run = r;
+    rc->call = call;
+    ret = kh_kernel_execute(m, r->ids[kernel_index(r, kn ? kn : "k", 1)], code, clen, NULL, NULL, 0,
+                            run_done, rc);
+    free(code);
+    if (ret != 0) {
+      free(rc);
+      answer(r, call, NULL, kh_err_name(ret), 0);
+    } else {
+      r->answers_due++;
+    }
+  } else {
+    case_fail(r, "host function %s has no behaviour", name);
+  }
+  json_decref(rec);
+}
+
+static void step_expose(run_t *r, json_t *step) {
+  json_t *fns = json_object_get(step, "expose"), *bh, *exp = json_object_get(step, "expect");
+  const char *kname = json_string_value(json_object_get(step, "kernel")), *name;
+  int k = kernel_index(r, kname ? kname : "k", 1), rc = 0;
+  json_object_foreach(fns, name, bh) {
+    hostfn_t *f = NULL;
+    int i;
+    for (i = 0; i < r->nfns; i++)
+      if (r->fns[i].kernel == k && strcmp(r->fns[i].name, name) == 0) f = &r->fns[i];
+    if (f == NULL && !json_is_null(bh)) {
+      if (r->nfns >= MAX_HOSTFNS) case_fail(r, "too many host functions");
+      f = &r->fns[r->nfns++];
+      f->run = r;
+      f->kernel = k;
+      snprintf(f->name, sizeof(f->name), "%s", name);
+      f->calls = json_array();
+    }
+    if (f != NULL) f->behaviour = bh;
+    r->in_call = 1;
+    rc = kh_kernel_expose(r->t.m, r->ids[k], name, json_is_null(bh) ? NULL : case_hostfn, f);
+    r->in_call = 0;
+    if (rc != 0) break;
+  }
+  expect_outcome(r, exp, rc, rc != 0 ? kh_manager_errmsg(r->t.m) : "", "expose");
+}
+
+static void step_host_calls(run_t *r, json_t *step) {
+  const char *name = json_string_value(json_object_get(step, "host_calls"));
+  const char *kname = json_string_value(json_object_get(step, "kernel"));
+  int k = kernel_index(r, kname ? kname : "k", 1), i;
+  json_t *empty = json_array(), *got = empty;
+  for (i = 0; i < r->nfns; i++)
+    if (r->fns[i].kernel == k && strcmp(r->fns[i].name, name) == 0) got = r->fns[i].calls;
+  expect_match(r, json_object_get(step, "expect"), got, "host_calls");
+  json_decref(empty);
+}
+
 static void run_step(run_t *r, json_t *step) {
   static const char *const calls[] = {"restart", "destroy", "interrupt", "input_reply"};
   size_t i;
@@ -918,6 +1180,10 @@ static void run_step(run_t *r, json_t *step) {
     step_info(r, json_string_value(v), json_object_get(step, "expect"));
   } else if ((v = json_object_get(step, "request")) != NULL) {
     step_request(r, step);
+  } else if ((v = json_object_get(step, "expose")) != NULL) {
+    step_expose(r, step);
+  } else if ((v = json_object_get(step, "host_calls")) != NULL) {
+    step_host_calls(r, step);
   } else {
     for (i = 0; i < sizeof(calls) / sizeof(calls[0]); i++)
       if (json_object_get(step, calls[i]) != NULL) {
@@ -952,7 +1218,12 @@ int th_case_run(const char *name, const char **mode_out) {
     run_step(r, step);
   }
   r->step = 0;
+  /* Every answer a timer or a request owes is given before the case ends (the manager's close
+   * would cancel them, which is no test of anything). */
+  while (r->answers_due > 0) run_once(r);
+  watchdog_off(r);
   th_fini(&r->t);
+  for (i = 0; i < (size_t)r->nfns; i++) json_decref(r->fns[i].calls);
   /* A refused request's callback never runs, not even when the manager closes. */
   for (i = 0; i < (size_t)r->nreqs; i++) {
     if (r->reqs[i].rc != 0 && r->reqs[i].calls != 0)

@@ -653,11 +653,22 @@ local function run_case(case, mode)
   end
 end
 
+-- TEMPORARY (issue 13): the "expose" and "host_calls" verbs (tests/cases/README.md, "Host
+-- functions") come with the Lua binding's host functions (h/hostbind), which removes this gate.
+local function uses_host_functions(case)
+  for _, step in ipairs(case.steps) do
+    if step.expose ~= nil or step.host_calls ~= nil then return true end
+  end
+  return false
+end
+
 for _, file in ipairs(load_files()) do
   describe("cases: " .. file.concept, function()
     for _, case in ipairs(file.cases) do
       local mode = case.only or H.mode()
-      if case.only and case.only ~= H.mode() then
+      if uses_host_functions(case) then
+        pending(case.name .. " (TEMPORARY: the Lua harness has no host functions yet)")
+      elseif case.only and case.only ~= H.mode() then
         pending(case.name .. " (" .. case.only .. " only: " .. case.reason .. ")")
       else
         it(case.name, function() run_case(case, mode) end)

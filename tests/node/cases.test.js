@@ -620,7 +620,11 @@ for (const file of fs.readdirSync(CASES_DIR).filter((f) => f.endsWith('.json')).
   describe(`cases: ${doc.concept}`, function () {
     afterEach(closeAll);
     for (const c of doc.cases) {
-      if (c.only !== undefined && c.only !== MODE) {
+      // TEMPORARY (issue 13): the "expose" and "host_calls" verbs (tests/cases/README.md, "Host
+      // functions") come with the Node binding's host functions (h/hostbind), which removes this.
+      if (c.steps.some((s) => s.expose !== undefined || s.host_calls !== undefined)) {
+        it(`${c.name} (TEMPORARY: the Node harness has no host functions yet)`);
+      } else if (c.only !== undefined && c.only !== MODE) {
         it(`${c.name} (${c.only} only: ${c.reason})`);
       } else {
         it(c.name, () => runCase(c, c.only || MODE));
