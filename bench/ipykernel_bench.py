@@ -6,6 +6,7 @@
 # Usage: ipykernel_bench.py <metric> [runs] [extra]
 #   create | execute | stream | display | interrupt (extra busy|sleep) | restart | rss (extra N)
 #   complete_attr | complete_import | inspect | is_complete | complete_first (issue 12)
+#   comm (issue 13): a comm_msg to a comm the kernel registered -> its handler's comm_msg back
 
 import json
 import os
@@ -343,6 +344,58 @@ def m_complete_first(runs):
     out("complete_first", "us", samples)
 
 
+# -- comms (issue 13): the client sends comm_msg on a comm whose target the kernel registered;
+# the handler sends the data back as a comm_msg; timed from the send to that message's arrival
+# (each round trip then waits for the kernel's idle, as kh_bench.c's does).
+
+COMM_CELL = ("def _kh_bench_open(comm, msg):\n"
+             "    comm.on_msg(lambda m: comm.send(m['content']['data']))\n"
+             "get_ipython().kernel.comm_manager.register_target('kh_bench', _kh_bench_open)")
+
+
+def shell_send(kc, msg_type, content):
+    msg = kc.session.msg(msg_type, content)
+    kc.shell_channel.send(msg)
+    return msg["header"]["msg_id"]
+
+
+def wait_comm(kc, msg_id, comm_id):
+    """Waits for the request's idle; returns when the comm_msg for comm_id arrived (ns), or 0."""
+    t_msg = 0
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        t = now_ns()
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        mt = msg["msg_type"]
+        if mt == "comm_msg" and msg["content"].get("comm_id") == comm_id and not t_msg:
+            t_msg = t
+        elif mt == "status" and msg["content"]["execution_state"] == "idle":
+            return t_msg
+
+
+def m_comm(runs):
+    import uuid
+    km, kc, _ = start()
+    run_cell(kc, COMM_CELL)
+    comm_id = uuid.uuid4().hex
+    wait_comm(kc, shell_send(kc, "comm_open", {"comm_id": comm_id, "target_name": "kh_bench",
+                                               "data": {}}), comm_id)
+    warm = min(runs // 10, 100)
+    samples = []
+    for i in range(warm + runs):
+        t0 = now_ns()
+        t = wait_comm(kc, shell_send(kc, "comm_msg", {"comm_id": comm_id, "data": {"n": i}}),
+                      comm_id)
+        if not t:
+            stop(km, kc)
+            return skip("comm", "no comm_msg came back (is the target registered?)")
+        if i >= warm:
+            samples.append((t - t0) / 1e3)
+    stop(km, kc)
+    out("comm", "us", samples)
+
+
 def m_rss(count):
     # One idle kernel, then `count` idle kernels together (started at once, as a host would).
     # Started one after another, each waited for: 50 ipykernels started at once on 2 vCPUs
@@ -406,6 +459,8 @@ def main():
             m_interact(metric, runs)
         elif metric == "complete_first":
             m_complete_first(runs)
+        elif metric == "comm":
+            m_comm(runs)
         else:
             sys.exit("ipykernel_bench: unknown metric %r" % metric)
     except Exception as e:  # a measurement that broke is reported, never invented

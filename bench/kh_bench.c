@@ -23,6 +23,9 @@
  *   hostcall  main_thread|host|worker  kernelhost.host.noop() from a cell -> the host's no-op
  *                                  function (answers null at once) -> back in the cell, timed
  *                                  in the cell (issue 13)
+ *   comm      main_thread|worker   issue 13: kh_kernel_comm_send(comm_msg) on a comm whose
+ *                                  Python handler sends the data back -> that comm_msg event
+ *                                  (then the message's idle, before the next one)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +56,8 @@ static struct {
   char ename[64];
   int answered, answer_status; /* an editor request's answer */
   char answer_err[256];
+  uint64_t comm_ns; /* a comm_msg event arrived */
+  int idles;        /* idle status events of requests (not the kernel's own) */
 } st;
 
 static double *samples;
@@ -146,6 +151,12 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *d) {
       st.display_ns = now;
       st.display_len = ev->json_len;
       if (ev->nbuffers > 0) st.display_len += ev->buffers[0].len;
+      break;
+    case KH_EVENT_COMM_MSG:
+      if (st.comm_ns == 0) st.comm_ns = now;
+      break;
+    case KH_EVENT_STATUS:
+      if (ev->execution_id[0] && strstr(ev->json, "\"idle\"") != NULL) st.idles++;
       break;
     case KH_EVENT_EXECUTE_ERROR:
       st.error_ns = now;
@@ -567,6 +578,51 @@ static int m_complete_first(const char *mode, int runs) {
   return 0;
 }
 
+/* --- comms (issue 13) -------------------------------------------------------------------- */
+
+/* The target whose comms echo every message (the same in ipykernel_bench.py, through ipykernel's
+ * own comm manager there). */
+static const char comm_cell[] =
+    "import comm\n"
+    "def _kh_bench_open(c, msg):\n"
+    "    c.on_msg(lambda m: c.send(m['content']['data']))\n"
+    "comm.get_comm_manager().register_target('kh_bench', _kh_bench_open)";
+
+/* Sends one comm message and runs until its idle status; returns 0 or the error code. */
+static int comm_send(const char *id, const char *type, const char *content) {
+  int before = st.idles, rc = kh_kernel_comm_send(mgr, id, type, content, strlen(content), NULL, 0);
+  if (rc != 0) return rc;
+  while (st.idles == before) uv_run(&loop, UV_RUN_ONCE);
+  return 0;
+}
+
+static int m_comm(const char *mode, int runs) {
+  static const char open[] = "{\"comm_id\":\"kh_bench\",\"target_name\":\"kh_bench\"}";
+  char id[64], msg[96], why[600];
+  int i, rc, warm = runs / 10 < 100 ? runs / 10 : 100;
+  if (create_kernel(mode, id) < 0) return skip("comm", mode, st.errmsg), 0;
+  if (execute(id, comm_cell) < 0) return skip("comm", mode, "registering the target failed"), 0;
+  if ((rc = comm_send(id, "comm_open", open)) != 0) {
+    snprintf(why, sizeof(why), "comm_open: %s: %s", kh_err_name(rc), kh_manager_errmsg(mgr));
+    return skip("comm", mode, why), 0;
+  }
+  for (i = 0; i < warm + runs; i++) {
+    uint64_t t0;
+    snprintf(msg, sizeof(msg), "{\"comm_id\":\"kh_bench\",\"data\":{\"n\":%d}}", i);
+    st.comm_ns = 0;
+    t0 = uv_hrtime();
+    if ((rc = comm_send(id, "comm_msg", msg)) != 0) {
+      snprintf(why, sizeof(why), "comm_msg: %s: %s", kh_err_name(rc), kh_manager_errmsg(mgr));
+      return skip("comm", mode, why), 0;
+    }
+    if (st.comm_ns == 0) return skip("comm", mode, "no comm_msg came back"), 0;
+    if (i >= warm) samples[nsamples++] = (double)(st.comm_ns - t0) / 1e3;
+  }
+  emit_samples("comm", mode, "us", NULL);
+  destroy_kernel(id);
+  return 0;
+}
+
 static int m_rss(const char *mode, int count) {
   char(*ids)[64] = calloc((size_t)count, 64), extra[400];
   long host0 = proc_kib(0, "status", "VmRSS:"), host1 = 0, host_n;
@@ -710,6 +766,8 @@ int main(int argc, char **argv) {
     m_complete_first(mode, runs);
   else if (strcmp(metric, "hostcall") == 0)
     m_hostcall(mode, runs);
+  else if (strcmp(metric, "comm") == 0)
+    m_comm(mode, runs);
   else {
     fprintf(stderr, "kh_bench: unknown metric \"%s\"\n", metric);
     return 2;

@@ -349,6 +349,12 @@ def rows():
                                                          n(5, 2))), "complete_first"))
     R.append(Row("interact.first.worker", "first completion, worker kernel (imports jedi)", "-",
                  None, lambda: kh("complete_first", "worker", n(5, 2)), "complete_first"))
+    # Comms (issue 13): a comm_msg from the host, echoed by the Python handler as a comm_msg,
+    # timed to the echo's arrival; ipykernel's peer is the same through jupyter_client.
+    for mode, short in (("main_thread", "main"), ("worker", "worker")):
+        R.append(Row("comm." + short, "comm round trip (comm_msg → handler → comm_msg), %s, C"
+                     % mode, "-", None, lambda mode=mode: kh("comm", mode, n(2000, 200)),
+                     "comm"))
     R.append(Row("rss.worker.1", "RSS, one idle worker kernel", "≤ 12 MB", mb(12),
                  lambda: kh_rss_worker(), "rss",
                  kh_pick=lambda r: r.get("kernel_rss_kib"),
@@ -431,6 +437,7 @@ IPY_PLAN = {
     "complete_first": lambda: ipy("complete_first", n(5, 2)),
     # ipykernel has no host functions: a call into the program that runs the kernel.
     "hostcall": lambda: {"skip": "ipykernel has no host functions"},
+    "comm": lambda: ipy("comm", n(600, 100)),
 }
 
 

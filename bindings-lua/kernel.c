@@ -59,6 +59,11 @@ int lkh_kernel_push(lua_State *L, lkh_manager_t *lm, int mgr, const char *id) {
   return 1;
 }
 
+const char *lkh_kernel_id(lua_State *L, int idx) {
+  lkh_kernel_t *k = luaL_checkudata(L, idx, LKH_KERNEL_MT);
+  return k->id;
+}
+
 /* kernel.id, kernel.mode and kernel.manager are fields; everything else is a method. */
 static int lkh_kernel_index(lua_State *L) {
   lkh_kernel_t *k = luaL_checkudata(L, 1, LKH_KERNEL_MT);
@@ -290,6 +295,7 @@ void lkh_kernel_open(lua_State *L) {
   luaL_newmetatable(L, LKH_KERNEL_MT);       /* mt */
   luaL_newlib(L, lkh_kernel_methods);        /* mt, methods */
   luaL_setfuncs(L, lkh_interact_methods, 0); /* interact.c's editor requests */
+  luaL_setfuncs(L, lkh_comm_kernel_methods, 0); /* comm.c's open_comm and comm */
   lua_pushcclosure(L, lkh_kernel_index, 1);  /* mt, index */
   lua_setfield(L, -2, "__index");            /* mt */
   lua_pushcfunction(L, lkh_kernel_close);

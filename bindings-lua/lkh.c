@@ -85,6 +85,7 @@ static void lkh_push_event_names(lua_State *L) {
 LKH_EXPORT int luaopen_kernelhost(lua_State *L) {
   lkh_pin_module();
   lkh_kernel_open(L);       /* */
+  lkh_comm_open(L);         /* */
   lua_newtable(L);          /* M */
   lkh_manager_open(L);      /* M: KernelManager */
   lkh_events_open(L);       /* M: set_callback_wrapper */

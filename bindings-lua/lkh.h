@@ -8,6 +8,7 @@
  *   manager.c  kernelhost.Manager: the private loop, blocking calls, close and __gc
  *   kernel.c   kernelhost.Kernel: execute, submit, interrupt, input_reply, restart, destroy
  *   interact.c kernelhost.Kernel's editor requests: complete, inspect, is_complete, history
+ *   comm.c     kernelhost.Comm: kernel:open_comm, kernel:comm, and comm events to their comm
  *   events.c   subscriptions, and calling Lua back (pcall + traceback, "error" handlers)
  *   values.c   JSON <-> Lua values (kernelhost.null, kernelhost.empty_array)
  *   lkh-compat.h  what differs between Lua 5.4 and Lua 5.1 / LuaJIT (one place) */
@@ -39,6 +40,7 @@ typedef struct lkh_manager_s {
   uv_timer_t poll_timer; /* poll(timeout_ms) */
   int poll_expired;
   int64_t count_sub; /* the core subscription that counts every event for poll() */
+  int64_t comm_sub;  /* comm.c's subscription that routes comm events, once a comm exists */
   size_t dispatched; /* events and completions delivered, ever (poll()'s return value) */
   /* The two guards below are Lua's own, not the core's: the core never calls back inside an
    * API call, but a Lua callback runs inside uv_run and may call the binding again. */
@@ -72,6 +74,14 @@ int lkh_manager_opt_fn(lua_State *L, int idx);
 /* kernel.c */
 void lkh_kernel_open(lua_State *L);
 int lkh_kernel_push(lua_State *L, lkh_manager_t *lm, int mgr, const char *id);
+/* The id of the kernel object at idx (raises on another type); valid while the object is. */
+const char *lkh_kernel_id(lua_State *L, int idx);
+
+/* comm.c: kernelhost.Comm, kernel:open_comm and kernel:comm */
+extern const luaL_Reg lkh_comm_kernel_methods[];
+void lkh_comm_open(lua_State *L);
+/* Drops the comm objects of kernels that are gone (after a destroy). */
+void lkh_comm_sweep(lua_State *L, lkh_manager_t *lm);
 
 /* interact.c: kernel:complete, inspect, is_complete, history, kernel_info */
 extern const luaL_Reg lkh_interact_methods[];
@@ -89,6 +99,8 @@ void lkh_events_free(lkh_manager_t *lm, lua_State *L);
 /* values.c */
 void lkh_values_open(lua_State *L);
 void lkh_values_push(lua_State *L, json_t *j);
+/* The value at idx as JSON (owned), or NULL with *err (static text) saying why it cannot be. */
+json_t *lkh_values_to_json(lua_State *L, int idx, const char **err);
 char *lkh_values_encode_opts(lua_State *L, int arg);
 /* 1 (and the message in msg) when the options table at arg holds a NaN or infinity, which the
  * caller reports as KH_EOPTION (a bad value, not misuse); call before encoding. */

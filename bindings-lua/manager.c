@@ -205,7 +205,7 @@ static int lkh_manager_new(lua_State *L) {
   int rc;
   if (lkh_values_check_opts(L, 1, bad, sizeof(bad))) return lkh_fail(L, KH_EOPTION, bad);
   opts = lkh_values_encode_opts(L, 1);
-  slot = lua_newuserdatauv(L, sizeof(*slot), 2); /* ud */
+  slot = lua_newuserdatauv(L, sizeof(*slot), 3); /* ud */
   *slot = NULL;
   luaL_setmetatable(L, LKH_MANAGER_MT);
   lua_newtable(L);          /* ud, cache */
@@ -216,6 +216,8 @@ static int lkh_manager_new(lua_State *L) {
   lua_setiuservalue(L, -2, 1); /* ud: uservalue 1 caches kernel objects by id */
   lua_newtable(L);             /* ud, fns */
   lua_setiuservalue(L, -2, 2); /* ud: uservalue 2 holds the callbacks (events.c) */
+  lua_newtable(L);             /* ud, comms */
+  lua_setiuservalue(L, -2, 3); /* ud: uservalue 3 holds the comm objects (comm.c) */
   lm = calloc(1, sizeof(*lm));
   if (lm == NULL) {
     free(opts);
@@ -346,22 +348,28 @@ static int lkh_manager_kernel_info(lua_State *L) {
 int lkh_manager_destroy_kernel(lua_State *L) {
   lkh_manager_t *lm = lkh_manager_get(L, 1);
   const char *id = luaL_checkstring(L, 2);
-  int fn = lkh_manager_opt_fn(L, 3);
+  int fn = lkh_manager_opt_fn(L, 3), n;
   if (lm == NULL) return lkh_fail_closed(L);
   if (fn == 0 && lm->depth > 0) {
     /* Inside a callback, where the loop cannot block, a destroy without fn only starts (as it
      * always has): the kernel is gone once the loop has nothing pending. */
-    return lkh_result(L, lm, kh_kernel_destroy(lm->m, id, NULL, NULL));
+    n = lkh_result(L, lm, kh_kernel_destroy(lm->m, id, NULL, NULL));
+  } else {
+    n = lkh_manager_done_call(L, lm, kh_kernel_destroy, id, fn, "manager:destroy_kernel", 0);
   }
-  return lkh_manager_done_call(L, lm, kh_kernel_destroy, id, fn, "manager:destroy_kernel", 0);
+  lkh_comm_sweep(L, lm); /* the kernel's comm objects go with it (it is closing already) */
+  return n;
 }
 
 /* manager:destroy_all([namespace]) -> count | nil, msg, code. Blocks. */
 static int lkh_manager_destroy_all(lua_State *L) {
   lkh_manager_t *lm = lkh_manager_get(L, 1);
   const char *ns = luaL_optstring(L, 2, NULL);
+  int n;
   if (lm == NULL) return lkh_fail_closed(L);
-  return lkh_manager_done_call(L, lm, kh_manager_destroy_all, ns, 0, "manager:destroy_all", 1);
+  n = lkh_manager_done_call(L, lm, kh_manager_destroy_all, ns, 0, "manager:destroy_all", 1);
+  lkh_comm_sweep(L, lm);
+  return n;
 }
 
 /* kernel:restart([fn]) lives in kernel.c but completes like the calls above. */

@@ -119,6 +119,10 @@ fail:
   return NULL;
 }
 
+json_t *lkh_values_to_json(lua_State *L, int idx, const char **err) {
+  return lkh_values_from_lua(L, idx, 0, err);
+}
+
 /* Converts the value at idx to JSON; on failure returns NULL and sets *err (static text). */
 static json_t *lkh_values_from_lua(lua_State *L, int idx, int depth, const char **err) {
   idx = lua_absindex(L, idx);

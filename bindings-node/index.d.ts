@@ -13,6 +13,9 @@ export declare const KernelEvents: Readonly<{
   CLEAR_OUTPUT: 'clear_output';
   INPUT_REQUEST: 'input_request';
   STATUS: 'status';
+  COMM_OPEN: 'comm_open';
+  COMM_MSG: 'comm_msg';
+  COMM_CLOSE: 'comm_close';
   ALL: '*';
 }>;
 export type KernelEventName = (typeof KernelEvents)[keyof typeof KernelEvents];
@@ -74,6 +77,19 @@ export interface StatusData extends EventTags {
   reason?: StatusReason;
 }
 
+/** A comm event (Jupyter's content, the message's metadata beside it), sent by Python's
+ * `comm` package; an event of the request whose code sent it. */
+export interface CommData extends EventTags {
+  comm_id: string;
+  data: Record<string, any>;
+  metadata: Record<string, any>;
+  /** The message's binary buffers (base64 strings with the kernel option binary: "base64"). */
+  buffers?: Array<Buffer | string>;
+}
+/** What the host's comm buffers may be. */
+export type CommBuffer = Buffer | ArrayBufferView | ArrayBuffer;
+export interface CommOpenData extends CommData { target_name: string; target_module?: string }
+
 export interface EventDataMap {
   stream: StreamData;
   display_data: DisplayData;
@@ -83,6 +99,9 @@ export interface EventDataMap {
   clear_output: ClearOutputData;
   input_request: InputRequestData;
   status: StatusData;
+  comm_open: CommOpenData;
+  comm_msg: CommData;
+  comm_close: CommData;
 }
 
 /** One event as `*` listeners, `outputs` and executeStream() see it. */
@@ -172,6 +191,27 @@ export interface KernelDetails extends KernelInfo {
   };
 }
 
+/**
+ * The host's side of a Jupyter comm (kernel.openComm, kernel.comm). 'msg' and 'close' get the
+ * payload of the kernel's comm_msg / comm_close events for this comm. send() and close() return
+ * once the message is queued (queued like a cell: the kernel's answers are comm events) and throw
+ * an Error with a code when it is refused: KH_ECLOSED when the comm is not open (closed by either
+ * side, never opened, or gone with a restart), KH_EINVAL, KH_ENOTFOUND.
+ */
+export declare class Comm extends EventEmitter {
+  readonly kernel: Kernel;
+  readonly commId: string;
+  /** The target it was opened with; undefined for a Comm from kernel.comm(id). */
+  readonly targetName: string | undefined;
+  send(data?: Record<string, any>,
+    options?: { metadata?: Record<string, any>; buffers?: CommBuffer[] }): void;
+  /** Sends comm_close; 'close' is emitted for the kernel's close only. */
+  close(data?: Record<string, any>,
+    options?: { metadata?: Record<string, any>; buffers?: CommBuffer[] }): void;
+  on(event: 'msg' | 'close', listener: (data: CommData) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
 export declare class Kernel {
   readonly id: string;
   readonly mode: KernelModeValue;
@@ -199,6 +239,13 @@ export declare class Kernel {
   history(request: Record<string, unknown>): Promise<{ status: string; history: Array<[number, number, string] | [number, number, [string, string | null]]> }>;
   /** Jupyter's kernel_info_reply content, keys in camelCase. */
   kernelInfo(options?: { timeout?: number }): Promise<Record<string, unknown>>;
+  /** Opens a comm with the target Python registered (comm.get_comm_manager().register_target);
+   * commId defaults to 32 random hex digits. Throws an Error with a code when refused. */
+  openComm(targetName: string, data?: Record<string, any>,
+    options?: { commId?: string; metadata?: Record<string, any>; buffers?: CommBuffer[] }): Comm;
+  /** The Comm of comm `commId` (opened by the kernel or the host): the same object while it is
+   * open. */
+  comm(commId: string): Comm;
 }
 
 export declare class KernelManager extends EventEmitter {
@@ -228,6 +275,7 @@ export declare class KernelManager extends EventEmitter {
 declare const kernelhost: {
   KernelManager: typeof KernelManager;
   Kernel: typeof Kernel;
+  Comm: typeof Comm;
   KernelMode: typeof KernelMode;
   KernelEvents: typeof KernelEvents;
   ErrorCodes: typeof ErrorCodes;

@@ -7,6 +7,7 @@
 'use strict';
 
 const { EventEmitter } = require('node:events');
+const crypto = require('node:crypto');
 const path = require('node:path');
 
 // node-gyp builds into build/Release (build/Debug with --debug); a missing addon is reported
@@ -42,6 +43,9 @@ const KernelEvents = Object.freeze({
   CLEAR_OUTPUT: 'clear_output',
   INPUT_REQUEST: 'input_request',
   STATUS: 'status',
+  COMM_OPEN: 'comm_open',
+  COMM_MSG: 'comm_msg',
+  COMM_CLOSE: 'comm_close',
   ALL: '*',
 });
 
@@ -206,6 +210,71 @@ class EventStream {
   }
 }
 
+// Comm options: {commId} only when opening; {metadata, buffers} always. Returns the content
+// and the buffers (an array of Buffers / TypedArrays / DataViews / ArrayBuffers, or undefined).
+function commContent(commId, data, options, open) {
+  if (data !== undefined && data !== null &&
+      (typeof data !== 'object' || Array.isArray(data))) {
+    throw new TypeError('comm data must be an object');
+  }
+  const content = { comm_id: commId };
+  let buffers;
+  if (options !== undefined && options !== null) {
+    if (typeof options !== 'object' || Array.isArray(options)) {
+      throw new TypeError('comm options must be an object');
+    }
+    for (const [key, v] of Object.entries(options)) {
+      if (open && key === 'commId') {
+        if (typeof v !== 'string') throw new TypeError('comm option commId must be a string');
+        content.comm_id = v;
+      } else if (key === 'metadata') {
+        if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+          throw new TypeError('comm option metadata must be an object');
+        }
+        content.metadata = v;
+      } else if (key === 'buffers') {
+        if (!Array.isArray(v)) throw new TypeError('comm option buffers must be an array');
+        buffers = v; // each checked by the addon (a TypeError for what holds no bytes)
+      } else {
+        throw new TypeError(`unknown comm option "${key}"`);
+      }
+    }
+  }
+  if (data !== undefined && data !== null) content.data = data;
+  return { content, buffers };
+}
+
+/**
+ * The host's side of a Jupyter comm: kernel.openComm() opens one, kernel.comm(id) names one the
+ * kernel opened. An EventEmitter: 'msg' and 'close' carry the payload of the kernel's comm_msg /
+ * comm_close events for this comm ({comm_id, data, metadata, buffers?, kernelId, executionId}),
+ * after the kernel's own listeners of that event. send() and close() return once the message is
+ * queued (as in Jupyter, the kernel's answers are comm events) and throw an Error with a `code`
+ * when it is refused (KH_ECLOSED: the comm is not open).
+ */
+class Comm extends EventEmitter {
+  constructor(kernel, commId, targetName) {
+    super();
+    Object.defineProperty(this, 'kernel', { value: kernel, enumerable: true });
+    Object.defineProperty(this, 'commId', { value: commId, enumerable: true });
+    Object.defineProperty(this, 'targetName', { value: targetName, enumerable: true });
+  }
+
+  /** Sends a comm_msg with `data` (an object) and options {metadata, buffers}. */
+  send(data, options) {
+    const { content, buffers } = commContent(this.commId, data, options, false);
+    this.kernel._manager._commSend(this.kernel.id, 'comm_msg', content, buffers);
+  }
+
+  /** Closes the comm (a comm_close with `data`); its 'close' is for the kernel's close only. */
+  close(data, options) {
+    const m = this.kernel._manager;
+    const { content, buffers } = commContent(this.commId, data, options, false);
+    m._commSend(this.kernel.id, 'comm_close', content, buffers);
+    m._commForget(this);
+  }
+}
+
 // A Kernel is a handle (id and mode) and nothing more: the kernel's state lives in the core, so
 // a handle kept after a destroy just gets KH_ENOTFOUND. Frozen, as it can never change.
 class Kernel {
@@ -289,6 +358,30 @@ class Kernel {
       timeout, done)).then((json) => camelKeys(JSON.parse(json)));
   }
 
+  /**
+   * Opens a comm with the kernel's target `targetName` (registered in Python with
+   * comm.get_comm_manager().register_target); `data` is an object, options {commId, metadata,
+   * buffers} (commId: 32 hex digits when not given; buffers: Buffers, TypedArrays, DataViews or
+   * ArrayBuffers, which Python gets as msg['buffers']). The comm_open is queued like a cell;
+   * throws an Error with a `code` when refused. Returns the Comm.
+   */
+  openComm(targetName, data, options) {
+    if (typeof targetName !== 'string') throw new TypeError('targetName must be a string');
+    const { content, buffers } =
+      commContent(crypto.randomUUID().replace(/-/g, ''), data, options, true);
+    content.target_name = targetName;
+    const m = this._manager;
+    m._commSend(this.id, 'comm_open', content, buffers);
+    return m._commHandle(this, content.comm_id, targetName);
+  }
+
+  /** The Comm of comm `commId` of this kernel (one the kernel or the host opened): the same
+   * object while the comm is open, a new one after it closed. */
+  comm(commId) {
+    if (typeof commId !== 'string') throw new TypeError('commId must be a string');
+    return this._manager._commHandle(this, commId, undefined);
+  }
+
   /** Fresh namespace and counter, same id and options; queued requests reject KH_ECANCELED. */
   restart() {
     return this._manager._request((n, done) => n.restart(this.id, done));
@@ -306,6 +399,7 @@ class KernelManager extends EventEmitter {
     this._listeners = new Map(); // kernelId -> Map(type -> [{fn, removed}])
     this._streams = new Map(); // executionId -> EventStream
     this._kernels = new Map(); // kernelId -> Kernel
+    this._comms = new Map(); // kernelId -> Map(commId -> Comm), while the comm may be open
     this._closePromise = null;
   }
 
@@ -354,9 +448,55 @@ class KernelManager extends EventEmitter {
     });
   }
 
+  // --- comms ------------------------------------------------------------------------------
+
+  _commSend(kernelId, msgType, content, buffers) {
+    this._checkOpen();
+    this._native.commSend(kernelId, msgType, JSON.stringify(content), buffers);
+  }
+
+  // The one Comm of (kernel, commId) while its comm may be open: kept here so that its
+  // listeners hear the kernel's messages, and so that kernel.comm(id) finds it again.
+  _commHandle(kernel, commId, targetName) {
+    let byId = this._comms.get(kernel.id);
+    if (byId === undefined) this._comms.set(kernel.id, (byId = new Map()));
+    let c = byId.get(commId);
+    if (c === undefined || c.kernel !== kernel) {
+      c = new Comm(kernel, commId, targetName);
+      byId.set(commId, c);
+    }
+    return c;
+  }
+
+  _commForget(comm) {
+    const byId = this._comms.get(comm.kernel.id);
+    if (byId !== undefined && byId.get(comm.commId) === comm) byId.delete(comm.commId);
+  }
+
+  // comm_msg and comm_close to the Comm they name; a restart or a death ends a kernel's comms.
+  _commRoute(kernelId, type, data) {
+    const byId = this._comms.get(kernelId);
+    if (byId === undefined) return;
+    if (type === 'status') {
+      if (data.execution_state === 'restarting' || data.execution_state === 'dead') {
+        this._comms.delete(kernelId);
+      }
+      return;
+    }
+    const c = byId.get(data.comm_id);
+    if (c === undefined) return;
+    if (type === 'comm_close') byId.delete(data.comm_id);
+    try {
+      c.emit(type === 'comm_msg' ? 'msg' : 'close', data);
+    } catch (err) {
+      reportListenerError(err);
+    }
+  }
+
   // One event to its stream (if its request has one), then to the kernel's listeners, then to
-  // 'kernelEvent'. The payload keeps Jupyter's keys; the two tags are this module's, in its
-  // style. Listeners run synchronously, in the core's order.
+  // its comm (comm_msg, comm_close), then to 'kernelEvent'. The payload keeps Jupyter's keys;
+  // the two tags are this module's, in its style. Listeners run synchronously, in the core's
+  // order.
   _dispatch(kernelId, executionId, type, json, bufs) {
     const data = applyBuffers(JSON.parse(json), bufs);
     data.kernelId = kernelId;
@@ -378,6 +518,9 @@ class KernelManager extends EventEmitter {
           }
         }
       }
+    }
+    if (type === 'comm_msg' || type === 'comm_close' || type === 'status') {
+      this._commRoute(kernelId, type, data);
     }
     if (this.listenerCount('kernelEvent') > 0) {
       try {
@@ -435,6 +578,7 @@ class KernelManager extends EventEmitter {
     return this._request((n, done) => n.destroy(id, done)).then(() => {
       this._kernels.delete(id);
       this._listeners.delete(id);
+      this._comms.delete(id);
     });
   }
 
@@ -446,6 +590,7 @@ class KernelManager extends EventEmitter {
         if (this._native.kernelMode(id) === null) {
           this._kernels.delete(id);
           this._listeners.delete(id);
+          this._comms.delete(id);
         }
       }
       return count;
@@ -511,6 +656,7 @@ class KernelManager extends EventEmitter {
       }).then(() => {
         this._kernels.clear();
         this._listeners.clear();
+        this._comms.clear();
       });
     }
     return this._closePromise;
@@ -551,6 +697,7 @@ function toResult(kernelId, executionId, json, bufs) {
 module.exports = {
   KernelManager,
   Kernel,
+  Comm,
   KernelMode,
   KernelEvents,
   ErrorCodes,

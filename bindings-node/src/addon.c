@@ -723,6 +723,105 @@ static napi_value nkh_kernel_interrupt(napi_env env, napi_callback_info info) {
 }
 
 /* inputReply(kernelId, value) */
+#define NKH_COMM_BUFS_MAX 64
+
+/* The bytes of a Buffer, TypedArray, DataView or ArrayBuffer (valid while v is alive: for the
+ * call). Returns 0, or -1 with a TypeError thrown for anything else. */
+static int nkh_bytes_get(napi_env env, napi_value v, const void **data, size_t *len) {
+  bool is = false;
+  void *p = NULL;
+  size_t n = 0, off = 0, count = 0;
+  napi_typedarray_type t;
+  napi_value ab;
+  NAPI_CALL(env, napi_is_buffer(env, v, &is));
+  if (is) {
+    NAPI_CALL(env, napi_get_buffer_info(env, v, &p, &n));
+    goto done;
+  }
+  NAPI_CALL(env, napi_is_typedarray(env, v, &is));
+  if (is) {
+    NAPI_CALL(env, napi_get_typedarray_info(env, v, &t, &count, &p, &ab, &off));
+    if (t == napi_int8_array || t == napi_uint8_array || t == napi_uint8_clamped_array)
+      n = count;
+    else if (t == napi_int16_array || t == napi_uint16_array)
+      n = count * 2;
+    else if (t == napi_int32_array || t == napi_uint32_array || t == napi_float32_array)
+      n = count * 4;
+    else
+      n = count * 8; /* float64, bigint64, biguint64 */
+    goto done;
+  }
+  NAPI_CALL(env, napi_is_dataview(env, v, &is));
+  if (is) {
+    NAPI_CALL(env, napi_get_dataview_info(env, v, &n, &p, &ab, &off));
+    goto done;
+  }
+  NAPI_CALL(env, napi_is_arraybuffer(env, v, &is));
+  if (is) {
+    NAPI_CALL(env, napi_get_arraybuffer_info(env, v, &p, &n));
+    goto done;
+  }
+  nkh_throw(env, NKH_TYPE_ERROR, NULL,
+            "comm buffers must be Buffers, TypedArrays, DataViews or ArrayBuffers");
+  return -1;
+done:
+  *data = n ? p : "";
+  *len = n;
+  return 0;
+fail:
+  return -1;
+}
+
+/* commSend(kernelId, msgType, contentJson, buffers?): kh_kernel_comm_send; throws on failure.
+ * The content is the facade's JSON.stringify() output, converted exactly (nkh_text_get); buffers
+ * (an array, or undefined) go beside it at "/buffers/N". */
+static napi_value nkh_kernel_comm_send(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char id[NKH_ID_MAX];
+  char *type = NULL, *content = NULL;
+  size_t len = 0, nb = 0, i;
+  kh_buffer_t bufs[NKH_COMM_BUFS_MAX];
+  char paths[NKH_COMM_BUFS_MAX][32];
+  nkh_manager_t *w = nkh_this(env, info, 4, argv);
+  napi_valuetype t;
+  int rc;
+  if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
+  if (nkh_id_get(env, argv[0], id, sizeof(id)) != 0) return NULL;
+  NAPI_CALL(env, napi_typeof(env, argv[3], &t));
+  if (t != napi_undefined) {
+    bool arr = false;
+    uint32_t n = 0;
+    NAPI_CALL(env, napi_is_array(env, argv[3], &arr));
+    if (arr) NAPI_CALL(env, napi_get_array_length(env, argv[3], &n));
+    if (!arr || n > NKH_COMM_BUFS_MAX) {
+      nkh_throw(env, arr ? NKH_RANGE_ERROR : NKH_TYPE_ERROR, NULL,
+                arr ? "a comm message carries at most 64 buffers"
+                    : "comm option buffers must be an array");
+      return NULL;
+    }
+    for (i = 0; i < n; i++) {
+      napi_value v;
+      NAPI_CALL(env, napi_get_element(env, argv[3], (uint32_t)i, &v));
+      if (nkh_bytes_get(env, v, &bufs[i].data, &bufs[i].len) != 0) return NULL;
+      snprintf(paths[i], sizeof(paths[i]), "/buffers/%zu", i);
+      bufs[i].path = paths[i];
+    }
+    nb = n;
+  }
+  if ((type = nkh_str_get(env, argv[1], "msgType", NULL)) == NULL) return NULL;
+  if (nkh_text_get(env, argv[2], "content", &content, &len) != 0) {
+    free(type);
+    return NULL;
+  }
+  rc = kh_kernel_comm_send(w->m, id, type, content, len, nb ? bufs : NULL, nb);
+  free(type);
+  free(content);
+  if (rc != 0) nkh_throw_kh(env, w, rc);
+  return NULL;
+fail:
+  return NULL;
+}
+
 static napi_value nkh_kernel_input_reply(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   char id[NKH_ID_MAX];
@@ -876,6 +975,7 @@ static napi_value nkh_init(napi_env env, napi_value exports) {
       NKH_METHOD("interrupt", nkh_kernel_interrupt),
       NKH_METHOD("interact", nkh_kernel_interact),
       NKH_METHOD("inputReply", nkh_kernel_input_reply),
+      NKH_METHOD("commSend", nkh_kernel_comm_send),
       NKH_METHOD("restart", nkh_kernel_restart),
       NKH_METHOD("destroy", nkh_kernel_destroy),
       NKH_METHOD("destroyAll", nkh_manager_destroy_all),

@@ -398,16 +398,48 @@ KH_EXTERN int kh_hostcall_return(kh_hostcall_t *call, const char *json, size_t l
 KH_EXTERN int kh_hostcall_error(kh_hostcall_t *call, const char *message);
 
 /* --- comms ---------------------------------------------------------------------------------
- * Jupyter's comm protocol. Python opens, sends on and closes comms with the `comm` package's
- * API (comm.create_comm(target_name=...), comm.get_comm_manager().register_target(...)); the
- * host sees events KH_EVENT_COMM_OPEN / _MSG / _CLOSE with Jupyter's content ({comm_id,
- * target_name?, data, metadata?, buffers?}; buffers as kh_buffer_t at "/buffers/N").
+ * Jupyter's comm protocol, both ways. In Python the `comm` package's API works in every kernel,
+ * each kernel with comms and targets of its own (main_thread kernels share the interpreter, not
+ * their comms): comm.create_comm(target_name=..., data=..., metadata=..., buffers=...,
+ * comm_id=...), comm.get_comm_manager().register_target(name, fn(comm, msg)), and on a comm
+ * send(), close(), on_msg(fn(msg)), on_close(fn(msg)). What a comm sends reaches the host as
+ * events KH_EVENT_COMM_OPEN / _MSG / _CLOSE, events like any other: they carry the execution id
+ * of the request whose code sent them (for a thread a cell started, the request its kernel runs
+ * then), come in order with that request's other output, and are in its reply's `outputs`,
+ * which hold every event of the request. Their payload is Jupyter's content with the message's
+ * metadata beside it: {comm_id, target_name and target_module? (comm_open only), data, metadata,
+ * buffers?}: the comm's buffers (bytes-like objects in Python) are kh_buffer_t at "/buffers/N",
+ * null in the JSON, or with the kernel option binary "base64" base64 strings there, as Jupyter's
+ * JSON messages carry them.
  *
- * Sends msg_type "comm_open" | "comm_msg" | "comm_close" with Jupyter's content (JSON object:
- * comm_id, target_name for comm_open, data, metadata?) and its buffers (paths "/buffers/N") to
- * the kernel, queued like an execute request (Jupyter's shell channel): the kernel handles it
- * after the cells queued before it. Returns 0, KH_EINVAL, KH_ENOTFOUND, KH_ECLOSED,
- * KH_EKERNELDEAD, KH_EENCODING or KH_ENOMEM. */
+ * kh_kernel_comm_send() is the host's side: msg_type "comm_open" | "comm_msg" | "comm_close" and
+ * its content, a JSON object: comm_id (a string under 256 bytes, chosen by whoever opens the
+ * comm), target_name (comm_open), data (an object; {} when absent), metadata? (an object: the
+ * message's metadata); buffers (at most 64) at paths "/buffers/0" ... "/buffers/<nbuffers-1>",
+ * each once, in any order, where the content's "buffers" holds nulls (the array is made when the
+ * content has none), copied; Python gets them as msg["buffers"], memoryviews in that order. The
+ * message is queued like an execute request (Jupyter's shell channel carries both): the kernel
+ * handles it after the cells queued before it, one request at a time, between busy and idle status
+ * events that carry an execution id of its own, which is also the id of whatever its handler
+ * prints, displays or sends. It never changes execution_count, `_` or history, and a failed cell
+ * before it does not abort it (ipykernel aborts execute requests only); interrupt and
+ * maxExecutionTime reach its handler; restart and destroy drop it unhandled. The kernel handles it
+ * as ipykernel does: comm_open calls the target registered under target_name with (comm, msg), and
+ * an unknown target, or one that raises, closes the comm again (a comm_close event); comm_msg
+ * calls the comm's on_msg callback, comm_close its on_close callback; msg is Jupyter's message
+ * dict (header, content, metadata, buffers as memoryviews). A handler's exception is written to
+ * stderr, with its traceback, as output of the message; the kernel carries on.
+ *
+ * The core knows which comms of a kernel are open, from both sides' comm_open and comm_close (the
+ * kernel's as its events are delivered): comm_msg and comm_close on a comm that is not open (never
+ * opened, closed by either side, or gone with a restart or a death) are refused with KH_ECLOSED,
+ * and comm_open on an open id with KH_EINVAL. Returns 0, KH_EINVAL (an unknown msg_type; content
+ * that is not a JSON object, lacks comm_id or target_name, or has data or metadata that are not
+ * objects; buffer paths that are not "/buffers/0" ... in some order, a "buffers" member that does
+ * not hold one null per buffer, more than 64), KH_ECLOSED, KH_ENOTFOUND, KH_EKERNELDEAD,
+ * KH_EENCODING (content not UTF-8, or holding a NUL byte), KH_ETOOBIG (content over maxCodeBytes,
+ * a buffer over 256 MiB) or KH_ENOMEM; on an error nothing was queued. Nothing answers a message
+ * that was queued: as in Jupyter, the kernel's answers are comm events. */
 KH_EXTERN int kh_kernel_comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_type,
                                   const char *content_json, size_t len, const kh_buffer_t *buffers,
                                   size_t nbuffers);

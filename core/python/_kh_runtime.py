@@ -257,9 +257,29 @@ def _asyncio_imported(module):
     module.set_event_loop_policy(_KernelPolicy())
 
 
+def _comm_imported(module):
+    """The `comm` package's two hooks (as ipykernel replaces them) route through kernelhost:
+    comm.create_comm() makes a comm of the calling kernel, comm.get_comm_manager() returns that
+    kernel's manager (main_thread kernels share the interpreter, not their comms). _kh_comm is
+    imported at the first call: it imports comm.base_comm, which may be what is running now."""
+    def create_comm(*args, **kwargs):
+        import _kh_comm
+        return _kh_comm.create_comm(*args, **kwargs)
+
+    def get_comm_manager():
+        import _kh_comm
+        return _kh_comm.get_comm_manager()
+
+    module.create_comm = create_comm
+    module.get_comm_manager = get_comm_manager
+    if "_kh_comm" in sys.modules:  # comms were used before the package was imported
+        sys.modules["_kh_comm"].adopt_bases()
+
+
 # Modules kernelhost adjusts right after their first import, without importing them eagerly.
 _POST_IMPORT = {"matplotlib": _use_kernelhost_backend, "getpass": _patch_getpass,
-                "linecache": _linecache_imported, "asyncio": _asyncio_imported}
+                "linecache": _linecache_imported, "asyncio": _asyncio_imported,
+                "comm": _comm_imported}
 
 
 def _install_post_import_hooks():
@@ -352,6 +372,7 @@ class Kernel:
             self.cell_suffix = ":%s>" % kernel_id
         self._host_main = sys.modules.get("__main__")
         self.ipython = None  # this kernel's IPython shell, once a cell needed it (_kh_ipython)
+        self.comm_manager = None  # this kernel's comms and targets, once used (_kh_comm)
         # The kernel option binary: "bytes" (kh_buffer_t beside the JSON) or "base64"; set by
         # the host after the Kernel is made (py-host.c, the worker's do_open).
         self.binary = "bytes"
@@ -380,6 +401,9 @@ class Kernel:
             import _kh_ipython
             _kh_ipython.release(self)
         self.future_flags = 0
+        if self.comm_manager is not None:  # a new session has no comms (the host forgets them)
+            self.comm_manager.forget()
+            self.comm_manager = None
         self.ns = self.module.__dict__
         self.ns.clear()
         self.ns.update({
@@ -640,6 +664,33 @@ class Kernel:
             text = "%s: <traceback unavailable>" % type(exc).__name__
         return {"ename": type(exc).__name__, "evalue": evalue,
                 "traceback": text.rstrip("\n").split("\n")}
+
+    def comm(self, exec_id, msg_type, content, buffers=None):
+        """Handles one comm message from the host (comm_open, comm_msg or comm_close, its
+        content as JSON text, checked by the core) with this kernel's comm manager, as a request
+        of its own: interrupts land in the handlers, and what they print, display or send
+        carries exec_id. A handler's exception (KeyboardInterrupt and SystemExit included) is
+        written to stderr with its traceback and ends nothing else. Returns the reply bytes."""
+        gate = self.gate
+        gate.begin(exec_id)
+        _kh_streams.set_current(_kh_streams.Context(self, exec_id))
+        self.out.start_cell()
+        self.active_exec = exec_id
+        if sys.modules.get("__main__") is not self.module:
+            sys.modules["__main__"] = self.module
+        self.wake.clear()
+        try:
+            import _kh_comm
+            gate.call(_kh_comm.handle, self, exec_id, msg_type, content, buffers)
+        except BaseException:
+            try:
+                import traceback
+                sys.stderr.write("Exception in %s\n%s" % (msg_type, traceback.format_exc()))
+            except Exception:
+                pass
+        self.out.flush()
+        self.active_exec = ""
+        return gate.end(b'{"status":"ok"}')
 
     def execute(self, exec_id, code, silent=False, store_history=True):
         """Runs one cell; returns the reply (status, execution_count, result?, error?) as UTF-8

@@ -54,8 +54,12 @@ static int host_execute(kh_kernel_t *k, kh__request_t *r) {
   if (h->py == NULL || h->in_cell) return KH_ECLOSED;
   h->in_cell = 1;
   prev = kh__hostcall_host_enter(k);
-  reply = kh__py_kernel_execute(h->py, r->exec_id, r->code, r->len, r->silent, r->store_history,
-                                &n, &bufs);
+  if (r->comm_type != NULL)
+    reply = kh__py_kernel_comm(h->py, r->exec_id, r->comm_type, r->code, r->len, &r->comm_bufs,
+                               &n);
+  else
+    reply = kh__py_kernel_execute(h->py, r->exec_id, r->code, r->len, r->silent,
+                                  r->store_history, &n, &bufs);
   kh__hostcall_host_leave(prev);
   h->in_cell = 0;
   if (reply != NULL) kh__sink_post_bufs(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, reply, n, &bufs);

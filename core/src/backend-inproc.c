@@ -18,13 +18,15 @@
 
 #include "internal.h"
 
-typedef enum { CMD_EXEC = 1, CMD_RESET } cmd_kind_t;
+typedef enum { CMD_EXEC = 1, CMD_RESET, CMD_COMM } cmd_kind_t;
 
 typedef struct cmd_s {
   struct cmd_s *next;
   cmd_kind_t kind;
   char exec_id[KH__EXEC_ID_MAX];
-  char *code; /* owned */
+  const char *comm_type; /* static (CMD_COMM) */
+  char *code;            /* owned: the cell, or the comm message's content */
+  kh__bufs_t bufs;       /* owned: the comm message's buffers (CMD_COMM) */
   size_t len;
   int silent;
   int store_history;
@@ -65,6 +67,7 @@ static void inproc_free(inproc_t *ip) {
     cmd_t *c = ip->head;
     ip->head = c->next;
     free(c->code);
+    kh__bufs_free(&c->bufs);
     free(c);
   }
   kh__sink_unref(ip->sink);
@@ -105,12 +108,15 @@ static void kernel_thread(void *arg) {
     if (ip->head == NULL) ip->tail = NULL;
     uv_mutex_unlock(&ip->mu);
 
-    if (c->kind == CMD_EXEC) {
+    if (c->kind == CMD_EXEC || c->kind == CMD_COMM) {
       size_t n = 0;
       kh__bufs_t bufs = {0};
-      char *reply = py ? kh__py_kernel_execute(py, c->exec_id, c->code, c->len, c->silent,
-                                               c->store_history, &n, &bufs)
-                       : NULL;
+      char *reply = py == NULL ? NULL
+                    : c->kind == CMD_EXEC
+                        ? kh__py_kernel_execute(py, c->exec_id, c->code, c->len, c->silent,
+                                                c->store_history, &n, &bufs)
+                        : kh__py_kernel_comm(py, c->exec_id, c->comm_type, c->code, c->len,
+                                             &c->bufs, &n);
       if (reply == NULL) {
         static const char oom[] =
             "{\"status\":\"error\",\"execution_count\":0,\"error\":{"
@@ -127,6 +133,7 @@ static void kernel_thread(void *arg) {
       kh__sink_post(ip->sink, KH__MSG_RESET, 0, rc, NULL, errmsg, strlen(errmsg));
     }
     free(c->code);
+    kh__bufs_free(&c->bufs);
     free(c);
   }
   if (py) kh__py_kernel_close(py);
@@ -183,7 +190,9 @@ static int inproc_execute(kh_kernel_t *k, kh__request_t *r) {
   inproc_t *ip = k->backend;
   cmd_t *c = calloc(1, sizeof(*c));
   if (c == NULL) return KH_ENOMEM;
-  c->kind = CMD_EXEC;
+  c->kind = r->comm_type != NULL ? CMD_COMM : CMD_EXEC;
+  c->comm_type = r->comm_type;
+  kh__bufs_move(&c->bufs, &r->comm_bufs);
   memcpy(c->exec_id, r->exec_id, sizeof(c->exec_id));
   /* The request keeps its code for the caller's lifetime rules; the thread gets its own. */
   c->code = r->code;

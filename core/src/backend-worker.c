@@ -375,10 +375,25 @@ static int worker_execute(kh_kernel_t *k, kh__request_t *r) {
   json_t *msg;
   int rc;
   if (wk->w == NULL || wk->phase != PH_READY) return KH_EKERNELDEAD;
-  msg = json_pack("{s:s, s:s, s:s%, s:b, s:b}", "t", kh__proto_name(KH__P_EXEC), "id", r->exec_id,
-                  "code", r->code, r->len, "silent", r->silent, "store_history", r->store_history);
-  if (msg == NULL) return KH_ENOMEM;
-  rc = kh__wproc_send(wk->w, msg);
+  if (r->comm_type != NULL) {
+    /* comm.c encoded the content itself, so it parses; its buffers follow as binary frames. */
+    json_t *content = json_loadb(r->code, r->len, 0, NULL);
+    kh_buffer_t *views;
+    size_t nb = 0;
+    msg = content ? json_pack("{s:s, s:s, s:s, s:o}", "t", kh__proto_name(KH__P_COMM), "id",
+                              r->exec_id, "msg_type", r->comm_type, "content", content)
+                  : NULL;
+    if (msg == NULL) return KH_ENOMEM;
+    views = kh__bufs_view(&r->comm_bufs, &nb);
+    rc = nb == r->comm_bufs.n ? kh__wproc_send_bufs(wk->w, msg, views, nb) : KH_ENOMEM;
+    free(views);
+  } else {
+    msg = json_pack("{s:s, s:s, s:s%, s:b, s:b}", "t", kh__proto_name(KH__P_EXEC), "id",
+                    r->exec_id, "code", r->code, r->len, "silent", r->silent, "store_history",
+                    r->store_history);
+    if (msg == NULL) return KH_ENOMEM;
+    rc = kh__wproc_send(wk->w, msg);
+  }
   json_decref(msg);
   if (rc == 0) {
     wk->out_bytes = 0; /* a new cell: a new output bound */

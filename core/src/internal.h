@@ -275,6 +275,11 @@ typedef struct kh__request_s {
   kh__strbuf_t outputs; /* ",{"type":..,"data":..}" pieces */
   size_t noutputs;      /* entries in outputs */
   kh__bufs_t output_bufs; /* their binary values, at "/outputs/N/data/..." */
+  /* A comm message from the host (comm.c) instead of a cell: "comm_open", "comm_msg" or
+   * "comm_close" (static), with its content's JSON in code and its buffers (paths
+   * "/buffers/N") in comm_bufs. NULL for a cell. */
+  const char *comm_type;
+  kh__bufs_t comm_bufs;
 } kh__request_t;
 
 typedef struct kh__done_s {
@@ -377,6 +382,7 @@ struct kh_kernel_s {
   char dead_reason[256];
   struct kh__interact_s *interact; /* owned: editor requests in flight and the history */
   struct kh__hostfns_s *hostfns;   /* owned: exposed host functions and calls in flight, or NULL */
+  json_t *comms; /* owned or NULL: the ids of the kernel's open comms, as keys (comm.c) */
 };
 
 const char *kh__kstate_name(kh__kstate_t s);
@@ -491,6 +497,11 @@ void kh__hostcall_free(kh_kernel_t *k); /* the kernel's memory goes */
  * k are refused then (KH_EBUSY), since the cell they would queue behind waits for that very
  * function. Fills m->errmsg. */
 int kh__hostcall_busy(kh_kernel_t *k);
+/* Comms (comm.c). Thread: loop. A kernel's comm_open / comm_close event, before subscribers
+ * see it: the comm is open or closed from then on. */
+void kh__comm_event(kh_kernel_t *k, int type, const char *json, size_t len);
+/* The kernel's Python side is gone or new (restart, death, destroy): no comm is open. */
+void kh__comm_forget(kh_kernel_t *k);
 
 /* Between kernel.c (the lifecycle) and request.c (the queue). */
 void kh__kernel_emit_status(kh_kernel_t *k, const char *state, const char *exec_id,
@@ -501,6 +512,9 @@ void kh__kernel_arm_exec_timer(kh_kernel_t *k, uint64_t ms);
 void kh__request_fail(kh_kernel_t *k, kh__request_t *r, int status, const char *msg);
 void kh__request_fail_queue(kh_kernel_t *k, int status, const char *msg);
 void kh__request_free(kh__request_t *r);
+/* Appends an accepted request (a cell, or a comm message: comm.c) to the kernel's FIFO, counts
+ * its completion in m->pending and starts it if the kernel is idle. */
+void kh__kernel_enqueue(kh_kernel_t *k, kh__request_t *r);
 kh_kernel_t *kh__kernel_lookup(kh_manager_t *m, const char *kernel_id, int *rc);
 
 /* --- manager and bus (manager.c, bus.c) --------------------------------------------------- */
@@ -600,6 +614,12 @@ int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id,
  * binary values in *bufs (empty before). */
 char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
                             int silent, int store_history, size_t *out_len, kh__bufs_t *bufs);
+/* Thread: kernel. Hands a comm message from the host (content: its JSON, checked by comm.c; bufs:
+ * its buffers, borrowed, at "/buffers/N") to the kernel's comm manager (_kh_comm); returns the
+ * runtime's reply JSON as execute does (a comm message's reply has no binary values). */
+char *kh__py_kernel_comm(kh__pyk_t *p, const char *exec_id, const char *msg_type,
+                         const char *content, size_t len, const kh__bufs_t *bufs,
+                         size_t *out_len);
 int kh__py_kernel_reset(kh__pyk_t *p, char *errmsg);
 void kh__py_kernel_close(kh__pyk_t *p); /* Thread: kernel. Frees p's Python side. */
 /* Thread: any (loop). Asks the Python service thread to interrupt cell exec_id (which may not
@@ -793,7 +813,7 @@ int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
  * KH_EINVAL (out of the protocol's order or shape: a host bug), KH_ENOMEM, KH_ETOOBIG, or a
  * libuv error from the write. */
 int kh__wproc_send(kh__wproc_t *w, const json_t *msg);
-/* The same with binary values after the message (protocol.h: "bufs"; paths into it). */
+/* The same with binary attachments (protocol.h: msg gains "bufs", the frames follow). */
 int kh__wproc_send_bufs(kh__wproc_t *w, const json_t *msg, const kh_buffer_t *bufs, size_t nb);
 /* Kills the process (and its process group) on purpose: its exit is not reported. */
 void kh__wproc_kill(kh__wproc_t *w);

@@ -111,6 +111,7 @@ static void kernel_free(kh__refs_t *r) {
   kh_kernel_t *k = (kh_kernel_t *)((char *)r - offsetof(kh_kernel_t, refs));
   kh__interact_free(k);
   kh__hostcall_free(k);
+  kh__comm_forget(k);
   kh__kernel_opts_free(&k->opts);
   free(k);
 }
@@ -277,6 +278,7 @@ int kh_kernel_restart(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb 
   if (k->state == KH__K_RESTARTING || k->restart_pending) return 0; /* joins the restart */
   uv_timer_stop(&k->idle_timer);
   kh__kernel_emit_status(k, "restarting", "", NULL);
+  kh__comm_forget(k);
   kh__request_fail_queue(k, KH_ECANCELED, "canceled by restart");
   kh__interact_fail_all(k, KH_ECANCELED, "canceled by restart");
   kh__hostcall_cancel_all(k, "the kernel is restarting");
@@ -298,6 +300,7 @@ void kh__kernel_on_reset(kh_kernel_t *k, int status, const char *errmsg) {
     k->state = KH__K_IDLE;
     k->execution_count = 0;
     kh__interact_new_session(k);
+    kh__comm_forget(k); /* also what the old session's threads said meanwhile */
     kh__kernel_emit_status(k, "starting", "", NULL);
     kh__kernel_emit_status(k, "idle", "", NULL);
   } else {
@@ -370,6 +373,7 @@ void kh__kernel_on_dead(kh_kernel_t *k, const char *reason_json) {
   char extra[300];
   if (k->state == KH__K_CLOSING) return;
   k->state = KH__K_DEAD;
+  kh__comm_forget(k);
   uv_timer_stop(&k->exec_timer);
   uv_timer_stop(&k->idle_timer);
   snprintf(k->dead_reason, sizeof(k->dead_reason), "%s", reason_json ? reason_json : "{}");
@@ -385,6 +389,7 @@ void kh__kernel_on_restarting(kh_kernel_t *k, const char *reason_json) {
   if (k->state == KH__K_CLOSING) return;
   k->state = KH__K_RESTARTING;
   k->restart_pending = 0; /* the backend's restart is the one under way */
+  kh__comm_forget(k);
   uv_timer_stop(&k->exec_timer);
   uv_timer_stop(&k->idle_timer);
   snprintf(extra, sizeof(extra), "\"reason\":%s", reason_json ? reason_json : "{}");

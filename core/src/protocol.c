@@ -74,6 +74,10 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
                       {"value", F_ANY, 0, 0},
                       {"error", F_TEXT, 0, 0},
                       {"bufs", F_STRS, 0, 0}},
+    [KH__P_COMM] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX},
+                    {"msg_type", F_STR, 1, 31},
+                    {"content", F_OBJ, 1, 0},
+                    {"bufs", F_STRS, 0, 0}},
 };
 
 const char *kh__proto_name(kh__pmsg_t kind) {

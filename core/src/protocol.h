@@ -28,7 +28,7 @@
  *      | open ---------------------------------------------->|  single-threaded, for "open"
  *      |<----------------------------------- ev (id "") ...  |  fd 1/2 output while opening
  *      |<--------------------------------------------- ready |  once; with "error" it exits
- *      | exec (id) ----------------------------------------->|  one at a time: the next one
+ *      | exec (id) or comm (id) ---------------------------->|  one at a time: the next one
  *      |   interrupt (id), input ------------------------->  |  only after reply (id)
  *      |<---------------------------------- ev (id) ...      |  the running cell's events
  *      |<--------------------------------------- reply (id)  |
@@ -95,7 +95,15 @@
  *   RESULT    host -> worker  id: int (a CALL's), and value: any (the answer; bufs?: [string],
  *                             its binary values, paths into value) or error: string (the host
  *                             function's failure: Python raises HostError). The worker drops a
- *                             RESULT for a call it no longer waits for. */
+ *                             RESULT for a call it no longer waits for.
+ *   COMM      host -> worker  id: string (the comm message's execution id), msg_type: string
+ *                             ("comm_open", "comm_msg", "comm_close"), content: object
+ *                             (Jupyter's content, checked by the host: comm.c), bufs?: [string]
+ *                             (its buffers, "/buffers/0" ... in order: JSON Pointers into
+ *                             "content", not "data"). A request like EXEC, in the same
+ *                             one-at-a-time order: the kernel's comm manager handles it on the
+ *                             main thread (_kh_comm), its handlers' events carry its id, and it
+ *                             ends with a REPLY ({status}) */
 #ifndef KH_PROTOCOL_H
 #define KH_PROTOCOL_H
 
@@ -118,7 +126,8 @@
   X(CANCEL, "cancel", KH__P_TO_WORKER)       \
   X(EXPOSE, "expose", KH__P_TO_WORKER)       \
   X(CALL, "call", KH__P_TO_HOST)             \
-  X(RESULT, "result", KH__P_TO_WORKER)
+  X(RESULT, "result", KH__P_TO_WORKER)       \
+  X(COMM, "comm", KH__P_TO_WORKER)
 
 /* Which way a message travels. */
 typedef enum { KH__P_TO_WORKER = 1, KH__P_TO_HOST = 2 } kh__pdir_t;

@@ -208,34 +208,28 @@ fail : {
 }
 }
 
-char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
-                            int silent, int store_history, size_t *out_len, kh__bufs_t *bufs) {
-  PyObject *text, *r = NULL;
+/* The reply of a request the runtime ran (r: its result, NULL when it raised), copied out of
+ * Python with its binary values (into bufs; a NULL bufs drops them); then the thread gives up
+ * the GIL. Steals r. */
+static char *request_reply(PyObject *r, size_t *out_len, kh__bufs_t *bufs) {
   char *out = NULL;
   kh_buffer_t views[KH__FRAME_BUFS_MAX];
   Py_buffer held[KH__FRAME_BUFS_MAX];
   const char *data;
   Py_ssize_t nb, i;
-  PyEval_RestoreThread(p->ts);
-  /* The core has checked the code is UTF-8 without NULs (KH_EENCODING), so this cannot fail
-   * on the text; if it fails at all (memory), the reply says so like any runtime failure. */
-  text = PyUnicode_DecodeUTF8(code, (Py_ssize_t)len, "strict");
-  if (text != NULL) {
-    r = PyObject_CallMethod(p->rt, "execute", "sOii", exec_id, text, silent, store_history);
-    Py_DECREF(text);
-  }
   /* The reply is JSON the runtime already encoded (bytes): copied out while the GIL is held,
    * since the loop thread that parses it must never touch a Python object. */
   if ((nb = kh__py_reply_parts(r, &data, out_len, views, held)) >= 0) {
     out = kh__memdup(data, *out_len);
     for (i = 0; i < nb; i++) {
-      if (out != NULL && kh__bufs_add_copy(bufs, views[i].path, views[i].data, views[i].len)) {
+      if (out != NULL && bufs != NULL &&
+          kh__bufs_add_copy(bufs, views[i].path, views[i].data, views[i].len)) {
         free(out);
         out = NULL;
       }
       PyBuffer_Release(&held[i]);
     }
-    if (out == NULL) kh__bufs_free(bufs);
+    if (out == NULL && bufs != NULL) kh__bufs_free(bufs);
   } else {
     char buf[KH__ERRMSG_MAX];
     if (r == NULL)
@@ -245,10 +239,48 @@ char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code,
     out = kh__py_error_reply("KernelError", buf, out_len);
   }
   Py_XDECREF(r);
-  /* An interrupt aimed at the cell must not leak into the next one. */
+  /* An interrupt aimed at the request must not leak into the next one. */
   PyThreadState_SetAsyncExc(PyThread_get_thread_ident(), NULL);
   PyEval_SaveThread();
   return out;
+}
+
+char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
+                            int silent, int store_history, size_t *out_len, kh__bufs_t *bufs) {
+  PyObject *text, *r = NULL;
+  PyEval_RestoreThread(p->ts);
+  /* The core has checked the code is UTF-8 without NULs (KH_EENCODING), so this cannot fail
+   * on the text; if it fails at all (memory), the reply says so like any runtime failure. */
+  text = PyUnicode_DecodeUTF8(code, (Py_ssize_t)len, "strict");
+  if (text != NULL) {
+    r = PyObject_CallMethod(p->rt, "execute", "sOii", exec_id, text, silent, store_history);
+    Py_DECREF(text);
+  }
+  return request_reply(r, out_len, bufs);
+}
+
+char *kh__py_kernel_comm(kh__pyk_t *p, const char *exec_id, const char *msg_type,
+                         const char *content, size_t len, const kh__bufs_t *bufs,
+                         size_t *out_len) {
+  PyObject *text, *list = NULL, *r = NULL;
+  size_t i;
+  PyEval_RestoreThread(p->ts);
+  text = PyUnicode_DecodeUTF8(content, (Py_ssize_t)len, "strict");
+  /* The buffers as bytes, in the order of their paths' indexes (comm.c sorted them). */
+  list = PyList_New((Py_ssize_t)bufs->n);
+  for (i = 0; list != NULL && i < bufs->n; i++) {
+    const kh__blob_t *blob = bufs->v[i].blob;
+    PyObject *b = PyBytes_FromStringAndSize(blob->data, (Py_ssize_t)blob->len);
+    if (b == NULL)
+      Py_CLEAR(list);
+    else
+      PyList_SET_ITEM(list, (Py_ssize_t)i, b);
+  }
+  if (text != NULL && list != NULL)
+    r = PyObject_CallMethod(p->rt, "comm", "ssOO", exec_id, msg_type, text, list);
+  Py_XDECREF(text);
+  Py_XDECREF(list);
+  return request_reply(r, out_len, NULL);
 }
 
 int kh__py_kernel_reset(kh__pyk_t *p, char *errmsg) {

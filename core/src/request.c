@@ -23,7 +23,9 @@ static void record_output(kh_kernel_t *k, const char *name, const char *exec_id,
                           size_t len, const kh__bufs_t *bufs) {
   kh__request_t *r = k->running;
   kh__strbuf_t *sb;
-  if (r == NULL || r->cb == NULL || strcmp(r->exec_id, exec_id) != 0) return;
+  /* A comm message has no reply to hold its events: its subscribers have seen them. */
+  if (r == NULL || r->cb == NULL || r->comm_type != NULL || strcmp(r->exec_id, exec_id) != 0)
+    return;
   if (bufs != NULL && bufs->n > 0) {
     char prefix[48];
     size_t i;
@@ -53,6 +55,7 @@ static void kernel_event(kh_kernel_t *k, int type, const char *exec_id, const ch
     return;
   }
   if (exec_id == NULL) exec_id = "";
+  if (type == KH_EVENT_COMM_OPEN || type == KH_EVENT_COMM_CLOSE) kh__comm_event(k, type, json, len);
   record_output(k, name, exec_id, json, len, bufs);
   /* From a loop callback (a worker's pipe) an event may skip the queue only when nothing
    * that happened before it is still queued there. */
@@ -100,6 +103,7 @@ void kh__request_free(kh__request_t *r) {
   free(r->code);
   kh__sb_free(&r->outputs);
   kh__bufs_free(&r->output_bufs);
+  kh__bufs_free(&r->comm_bufs);
   free(r);
 }
 
@@ -167,7 +171,7 @@ void kh__kernel_pump(kh_kernel_t *k) {
     kh__kernel_emit_status(k, "busy", r->exec_id, NULL);
     if (r->timeout_ms && (limit == 0 || r->timeout_ms < limit)) limit = r->timeout_ms;
     if (limit) kh__kernel_arm_exec_timer(k, limit);
-    kh__history_cell_started(k, r); /* before the backend may take r->code */
+    if (r->comm_type == NULL) kh__history_cell_started(k, r); /* before the backend takes code */
     if (k->ops->execute(k, r) != 0) {
       /* The backend could not take it: report it as the cell's error, from the loop. */
       static const char fail[] =
@@ -178,6 +182,48 @@ void kh__kernel_pump(kh_kernel_t *k) {
     }
   }
   kh__inbox_release(k->m);
+}
+
+/* After a failed cell with stop_on_error: the cells queued behind it are aborted; comm
+ * messages stay queued, in order (ipykernel aborts only execute requests: a widget's state
+ * must not be lost to an unrelated error). */
+static void abort_queue(kh_kernel_t *k) {
+  kh__request_t *q = k->queue_head, *next;
+  k->queue_head = k->queue_tail = NULL;
+  for (; q; q = next) {
+    next = q->next;
+    if (q->comm_type != NULL) {
+      q->next = NULL;
+      if (k->queue_tail)
+        k->queue_tail->next = q;
+      else
+        k->queue_head = q;
+      k->queue_tail = q;
+      continue;
+    }
+    request_abort(k, q);
+    kh__request_free(q);
+  }
+}
+
+/* The end of a comm message (comm.c): its idle status, and its internal completion, which
+ * releases its count in m->pending. The runtime's reply says nothing a host needs (a handler's
+ * exception was reported as stderr output), and the counter and history are left alone. */
+static void comm_reply(kh_kernel_t *k, kh__request_t *r) {
+  if (k->state == KH__K_BUSY) k->state = KH__K_IDLE;
+  if (r->cb != NULL || k->state == KH__K_IDLE) kh__kernel_emit_status(k, "idle", r->exec_id, NULL);
+  if (r->cb != NULL) {
+    kh_reply_t rep;
+    memset(&rep, 0, sizeof(rep));
+    rep.kernel_id = k->id;
+    rep.execution_id = r->exec_id;
+    rep.status = "ok";
+    kh__deliver_reply(k->m, r->cb, r->data, &rep, 0, NULL, NULL);
+    r->cb = NULL;
+  }
+  k->running = NULL;
+  kh__request_free(r);
+  kh__kernel_settle(k);
 }
 
 /* The reply is the runtime's object with the request's events appended as "outputs". */
@@ -212,6 +258,11 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
     return;
   }
   uv_timer_stop(&k->exec_timer);
+  if (r->comm_type != NULL) {
+    kh__bufs_free(bufs);
+    comm_reply(k, r);
+    return;
+  }
   doc = json_loadb(json, len, 0, NULL);
   if (doc != NULL) {
     json_t *s = json_object_get(doc, "status");
@@ -272,15 +323,7 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
       }
     }
     r->cb = NULL;
-    if (strcmp(status, "error") == 0 && r->stop_on_error) {
-      kh__request_t *q = k->queue_head, *next;
-      k->queue_head = k->queue_tail = NULL;
-      for (; q; q = next) {
-        next = q->next;
-        request_abort(k, q);
-        kh__request_free(q);
-      }
-    }
+    if (strcmp(status, "error") == 0 && r->stop_on_error) abort_queue(k);
   } else if (k->state == KH__K_IDLE) {
     /* A zombie (restart or destroy answered its caller): the kernel is free again. */
     kh__kernel_emit_status(k, "idle", r->exec_id, NULL);
@@ -361,6 +404,14 @@ int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, 
   r->timeout_ms = opts ? opts->timeout_ms : 0;
   r->cb = cb;
   r->data = data;
+  if (exec_id_out != NULL && exec_id_out_size > 0)
+    snprintf(exec_id_out, exec_id_out_size, "%s", r->exec_id);
+  kh__kernel_enqueue(k, r);
+  return 0;
+}
+
+void kh__kernel_enqueue(kh_kernel_t *k, kh__request_t *r) {
+  kh_manager_t *m = k->m;
   if (k->queue_tail)
     k->queue_tail->next = r;
   else
@@ -368,10 +419,7 @@ int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, 
   k->queue_tail = r;
   m->pending++;
   kh__manager_update_ref(m);
-  if (exec_id_out != NULL && exec_id_out_size > 0)
-    snprintf(exec_id_out, exec_id_out_size, "%s", r->exec_id);
   kh__kernel_pump(k);
-  return 0;
 }
 
 int kh_kernel_interrupt(kh_manager_t *m, const char *kernel_id) {

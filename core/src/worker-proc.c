@@ -197,7 +197,8 @@ int kh__wproc_send_bufs(kh__wproc_t *w, const json_t *msg, const kh_buffer_t *bu
   if (kind == KH__P_NONE) return KH_EINVAL;
   if (kind == KH__P_OPEN && w->phase != KH__WP_HELLO) return KH_EINVAL;
   if (kind != KH__P_OPEN && w->phase != KH__WP_READY) return KH_EKERNELDEAD;
-  if (kind == KH__P_EXEC && w->inflight[0]) return KH_EINVAL; /* one request at a time */
+  /* One request at a time: a cell or a comm message. */
+  if ((kind == KH__P_EXEC || kind == KH__P_COMM) && w->inflight[0]) return KH_EINVAL;
   if (kind == KH__P_INTERACT && asked_slot(w, "") < 0) return KH_EBUSY;
   r = calloc(1, sizeof(*r));
   if (r == NULL) return KH_ENOMEM;
@@ -215,7 +216,7 @@ int kh__wproc_send_bufs(kh__wproc_t *w, const json_t *msg, const kh_buffer_t *bu
   }
   if (kind == KH__P_OPEN) w->phase = KH__WP_OPENING;
   if (kind == KH__P_INTERACT) snprintf(w->asked[asked_slot(w, "")], KH__EXEC_ID_MAX, "%s", id);
-  if (kind == KH__P_EXEC) {
+  if (kind == KH__P_EXEC || kind == KH__P_COMM) {
     snprintf(w->inflight, sizeof(w->inflight), "%s", id);
     remember(w, id);
   }

@@ -64,6 +64,7 @@ static kh__frame_dec_t cmd_dec;
 typedef struct cmd_s {
   struct cmd_s *next;
   json_t *msg;
+  kh__bufs_t bufs; /* a comm message's buffers, copied: the decoder's bytes move on */
 } cmd_t;
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
 /* Commands are read by whichever thread gets to the pipe first: the command thread always
@@ -738,8 +739,21 @@ static void pump_commands(int from_main) {
     }
     {
       cmd_t *c = calloc(1, sizeof(*c));
+      size_t i, nb = kh__frame_dec_nbufs(d);
       if (c == NULL) fatal("out of memory");
       c->msg = msg;
+      /* Only "comm" carries buffers (protocol.c refuses "bufs" elsewhere): "/buffers/0" ... in
+       * order, which is the list the comm's handler gets. */
+      for (i = 0; i < nb; i++) {
+        char want[32];
+        size_t len;
+        const char *bytes = kh__frame_dec_buf(d, i, &len);
+        const char *path = json_string_value(json_array_get(json_object_get(msg, "bufs"), i));
+        snprintf(want, sizeof(want), "/buffers/%zu", i);
+        if (path == NULL || strcmp(path, want) != 0)
+          fatal("command pipe: comm buffers out of order");
+        if (kh__bufs_add_copy(&c->bufs, path, bytes, len) != 0) fatal("out of memory");
+      }
       pthread_mutex_lock(&q_mu);
       if (q_tail)
         q_tail->next = c;
@@ -797,9 +811,8 @@ static json_t *read_first_frame(void) {
   }
 }
 
-static json_t *next_command(void) {
+static cmd_t *next_command(void) {
   cmd_t *c = NULL;
-  json_t *msg;
   Py_BEGIN_ALLOW_THREADS for (;;) {
     struct pollfd pfd[2];
     pthread_mutex_lock(&q_mu);
@@ -823,9 +836,7 @@ static json_t *next_command(void) {
     }
     if (pfd[0].revents) pump_commands(1);
   }
-  Py_END_ALLOW_THREADS msg = c->msg;
-  free(c);
-  return msg;
+  Py_END_ALLOW_THREADS return c;
 }
 
 /* Opens the kernel; `applied` (borrowed, may be NULL) is the sandbox's report for "ready". */
@@ -896,21 +907,25 @@ static char *interrupted_reply(const char *id, size_t *len) {
   return out;
 }
 
-static void do_exec(json_t *msg) {
+/* Runs a request, "exec" (a cell) or "comm" (a comm message from the host, which the runtime's
+ * comm manager handles), on this thread, and writes its reply. */
+static void do_exec(json_t *msg, kh__pmsg_t kind, const kh__bufs_t *bufs) {
   const char *id = json_string_value(json_object_get(msg, "id"));
   json_t *code = json_object_get(msg, "code");
   int silent = json_is_true(json_object_get(msg, "silent"));
   int store = json_is_true(json_object_get(msg, "store_history"));
+  int comm = kind == KH__P_COMM;
   PyObject *text = NULL, *r = NULL;
   json_t *head;
-  char *fallback = NULL;
+  char *fallback = NULL, *content = NULL;
   const char *data;
   size_t len = 0;
   kh_buffer_t views[KH__FRAME_BUFS_MAX];
   Py_buffer held[KH__FRAME_BUFS_MAX];
   Py_ssize_t nb, i;
   int early;
-  if (id == NULL || !json_is_string(code)) fatal("bad exec command");
+  if (comm) content = json_dumps(json_object_get(msg, "content"), JSON_COMPACT);
+  if (id == NULL || (comm ? content == NULL : !json_is_string(code))) fatal("bad exec command");
   drop_stale_interrupt();
   pthread_mutex_lock(&cap_mu);
   snprintf(running_id, sizeof(running_id), "%s", id);
@@ -919,13 +934,35 @@ static void do_exec(json_t *msg) {
   early = strcmp(pending_interrupt, id) == 0; /* interrupted before it started */
   pending_interrupt[0] = '\0';
   pthread_mutex_unlock(&cap_mu);
-  if (!early) {
+  if (early && comm) {
+    /* A comm message interrupted before its handler ran: it is dropped, as a handler that the
+     * interrupt stopped would be; there is no cell to report a KeyboardInterrupt for. */
+    r = PyBytes_FromString("{\"status\":\"ok\"}");
+  } else if (!early && comm) {
+    PyObject *list = PyList_New((Py_ssize_t)bufs->n);
+    size_t k;
+    for (k = 0; list != NULL && k < bufs->n; k++) {
+      PyObject *b =
+          PyBytes_FromStringAndSize(bufs->v[k].blob->data, (Py_ssize_t)bufs->v[k].blob->len);
+      if (b == NULL)
+        Py_CLEAR(list);
+      else
+        PyList_SET_ITEM(list, (Py_ssize_t)k, b);
+    }
+    text = PyUnicode_FromString(content);
+    if (text != NULL && list != NULL && rt != NULL)
+      r = PyObject_CallMethod(rt, "comm", "ssOO", id,
+                              json_string_value(json_object_get(msg, "msg_type")), text, list);
+    Py_XDECREF(text);
+    Py_XDECREF(list);
+  } else if (!early) {
     text =
         PyUnicode_FromStringAndSize(json_string_value(code), (Py_ssize_t)json_string_length(code));
     if (text != NULL && rt != NULL)
       r = PyObject_CallMethod(rt, "execute", "sOii", id, text, silent, store);
     Py_XDECREF(text);
   }
+  free(content);
   if (forked) {
     /* A child that a cell forked, at the end of its copy of the cell: it never replies. Its
      * line-buffered streams may hold a last line without a newline. */
@@ -948,7 +985,7 @@ static void do_exec(json_t *msg) {
   if ((nb = kh__py_reply_parts(r, &data, &len, views, held)) < 0) nb = 0, data = NULL;
   if (data == NULL) {
     char buf[KH__ERRMSG_MAX];
-    if (early || (r == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))) {
+    if (!comm && (early || (r == NULL && PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)))) {
       /* The interrupt landed before the cell started or outside the runtime's own handling
        * (as it began or finished the cell): report it as the cell's KeyboardInterrupt. */
       PyErr_Clear();
@@ -1138,13 +1175,15 @@ int main(int argc, char **argv) {
   json_decref(report);
   json_decref(first);
   for (;;) {
-    json_t *msg = next_command();
+    cmd_t *c = next_command();
     /* pump_commands() checked its shape; "open" came once, before this loop (protocol.h). */
-    kind = kh__proto_kind(json_string_value(json_object_get(msg, "t")));
-    if (kind == KH__P_EXEC)
-      do_exec(msg);
+    kind = kh__proto_kind(json_string_value(json_object_get(c->msg, "t")));
+    if (kind == KH__P_EXEC || kind == KH__P_COMM)
+      do_exec(c->msg, kind, &c->bufs);
     else
       fatal("unexpected command \"%s\"", kh__proto_name(kind));
-    json_decref(msg);
+    json_decref(c->msg);
+    kh__bufs_free(&c->bufs);
+    free(c);
   }
 }

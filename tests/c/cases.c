@@ -40,6 +40,8 @@ typedef struct {
   char errmsg[512];
   json_t *reply;   /* owned; NULL unless status == 0 */
   size_t answered; /* input requests answered so far */
+  int comm;        /* a COMM step: id learnt from its busy status, completed by its idle */
+  int from;        /* events recorded before the call (where its busy status may come) */
 } req_t;
 
 struct run_s {
@@ -456,6 +458,91 @@ static req_t *submit(run_t *r, json_t *spec) {
   return q;
 }
 
+/* The host's side of a comm (a COMM step, tests/cases/README.md): kh_kernel_comm_send with the
+ * step's comm_id, target_name, data and metadata; it completes once the kernel has handled it. */
+static req_t *submit_comm(run_t *r, json_t *spec) {
+  const char *verb = json_string_value(json_object_get(spec, "comm"));
+  const char *keys[] = {"comm_id", "target_name", "data", "metadata"};
+  char type[32], paths[64][32];
+  json_t *content = json_object(), *hexes = json_object_get(spec, "buffers"), *h;
+  kh_buffer_t bufs[64];
+  unsigned char *bytes[64];
+  char *text;
+  req_t *q;
+  size_t i, nb = json_array_size(hexes);
+  if (r->nreqs >= MAX_REQUESTS) case_fail(r, "too many requests in one case");
+  if (verb == NULL) case_fail(r, "a comm step without its verb");
+  q = &r->reqs[r->nreqs++];
+  memset(q, 0, sizeof(*q));
+  q->run = r;
+  q->spec = spec;
+  q->comm = 1;
+  q->from = r->t.nevents;
+  q->kernel = kernel_index(r,
+                           json_string_value(json_object_get(spec, "kernel"))
+                               ? json_string_value(json_object_get(spec, "kernel"))
+                               : "k",
+                           1);
+  for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+    if (json_object_get(spec, keys[i]) != NULL)
+      json_object_set(content, keys[i], json_object_get(spec, keys[i]));
+  snprintf(type, sizeof(type), "comm_%s", verb);
+  /* The step's buffers are hex strings of their bytes. */
+  if (nb > 64) case_fail(r, "too many buffers");
+  json_array_foreach(hexes, i, h) {
+    const char *x = json_string_value(h);
+    size_t k, n = x ? strlen(x) / 2 : 0;
+    bytes[i] = malloc(n + 1);
+    for (k = 0; k < n; k++) sscanf(x + 2 * k, "%2hhx", &bytes[i][k]);
+    snprintf(paths[i], sizeof(paths[i]), "/buffers/%zu", i);
+    bufs[i].path = paths[i];
+    bufs[i].data = bytes[i];
+    bufs[i].len = n;
+  }
+  text = json_dumps(content, JSON_COMPACT);
+  json_decref(content);
+  r->in_call = 1;
+  q->rc = kh_kernel_comm_send(r->t.m, r->ids[q->kernel], type, text, strlen(text),
+                              nb ? bufs : NULL, nb);
+  r->in_call = 0;
+  for (i = 0; i < nb; i++) free(bytes[i]);
+  free(text);
+  if (q->rc != 0) snprintf(q->errmsg, sizeof(q->errmsg), "%s", kh_manager_errmsg(r->t.m));
+  return q;
+}
+
+/* Whether exec_id is a known request's. */
+static int id_taken(run_t *r, const char *exec_id) {
+  int i;
+  for (i = 0; i < r->nreqs; i++)
+    if (strcmp(r->reqs[i].id, exec_id) == 0) return 1;
+  return 0;
+}
+
+/* A comm message's id is its kernel's first busy status after the call that no other request
+ * has (a kernel runs its requests one at a time, in order); it has completed once its idle
+ * status came. */
+static void comm_progress(run_t *r, req_t *q) {
+  int i;
+  if (!q->comm || q->rc != 0 || q->calls) return;
+  for (i = q->from; q->id[0] == '\0' && i < r->t.nevents; i++) {
+    th_event_t *e = &r->t.events[i];
+    if (e->type == KH_EVENT_STATUS && e->exec_id[0] &&
+        strcmp(e->kernel_id, r->ids[q->kernel]) == 0 &&
+        strcmp(th_s(e->data, "execution_state"), "busy") == 0 && !id_taken(r, e->exec_id))
+      snprintf(q->id, sizeof(q->id), "%s", e->exec_id);
+  }
+  if (q->id[0] == '\0') return;
+  for (i = q->from; i < r->t.nevents; i++) {
+    th_event_t *e = &r->t.events[i];
+    if (e->type == KH_EVENT_STATUS && strcmp(e->exec_id, q->id) == 0 &&
+        strcmp(th_s(e->data, "execution_state"), "idle") == 0) {
+      q->calls = 1;
+      q->order = ++r->completed;
+    }
+  }
+}
+
 /* Answers the request's input requests that have arrived, with the next scripted inputs. */
 static void answer_inputs(run_t *r, req_t *q) {
   json_t *inputs = json_object_get(q->spec, "inputs");
@@ -518,6 +605,7 @@ static void wait_requests(run_t *r, int first, json_t *during) {
     pending = 0;
     for (i = first; i < r->nreqs; i++) {
       answer_inputs(r, &r->reqs[i]);
+      comm_progress(r, &r->reqs[i]);
       if (r->reqs[i].rc == 0 && r->reqs[i].calls == 0) pending = 1;
     }
     if (!due && r->reqs[first].rc == 0 &&
@@ -1150,9 +1238,12 @@ static void run_step(run_t *r, json_t *step) {
   static const char *const calls[] = {"restart", "destroy", "interrupt", "input_reply"};
   size_t i;
   json_t *v;
-  if ((v = json_object_get(step, "execute")) != NULL) {
+  if ((v = json_object_get(step, "execute")) != NULL || json_object_get(step, "comm") != NULL) {
     int first = r->nreqs;
-    submit(r, step);
+    if (v != NULL)
+      submit(r, step);
+    else
+      submit_comm(r, step);
     if (r->reqs[first].calls != 0) case_fail(r, "a completion ran inside kh_kernel_execute");
     wait_requests(r, first, json_object_get(step, "during"));
     check_request(r, &r->reqs[first]);
@@ -1160,7 +1251,10 @@ static void run_step(run_t *r, json_t *step) {
     int first = r->nreqs;
     json_t *item;
     json_array_foreach(v, i, item) {
-      submit(r, item);
+      if (json_object_get(item, "comm") != NULL)
+        submit_comm(r, item);
+      else
+        submit(r, item);
       if (r->reqs[r->nreqs - 1].calls != 0)
         case_fail(r, "a completion ran inside kh_kernel_execute");
     }

@@ -259,7 +259,8 @@ Run.__index = Run
 
 local function new_run(case, mode)
   local r = setmetatable({ case = case, mode = mode, step = 0, kernels = {}, reqs = {},
-                           completed = 0, in_call = false, ids_seen = {} }, Run)
+                           completed = 0, in_call = false, ids_seen = {}, comms = {},
+                           comm_list = {} }, Run)
   local mopts = case.manager
   r.f = H.fixture(mopts and exec_options(mopts) or nil)
   -- Inputs are answered from inside the event listener, as a Lua host does.
@@ -342,11 +343,125 @@ function Run:submit(spec)
   return q
 end
 
+-- The comm object a COMM step uses: kernel:open_comm() for "open", kernel:comm(id) otherwise.
+-- Each handle the harness holds records what its callbacks got, to check against the events.
+function Run:comm_handle(k, c)
+  local key = k.id .. "\0" .. c.comm_id
+  local h = self.comms[key]
+  if h == nil or h.comm ~= c then
+    -- A new object for the id (the old one's comm was closed or forgotten) takes over its events.
+    if h ~= nil and h.upto == nil then h.upto = #self.f.events end
+    h = { comm = c, kernel = k, from = #self.f.events + 1, got = {} }
+    self.comms[key] = h
+    self.comm_list[#self.comm_list + 1] = h
+    c:on_msg(function(d) h.got[#h.got + 1] = { type = "comm_msg", data = d } end)
+    c:on_close(function(d) h.got[#h.got + 1] = { type = "comm_close", data = d } end)
+  end
+  return h
+end
+
+-- A COMM step (tests/cases/README.md): the host's side of a comm message, the binding's way. It
+-- completes with its idle status; its id is learnt from the first busy status after the call.
+function Run:submit_comm(spec)
+  local k = self:kernel(spec.kernel)
+  local q = { spec = spec, kernel = k, calls = 0, answered = 0, comm = true,
+              from = #self.f.events + 1 }
+  self.reqs[#self.reqs + 1] = q
+  local opts = { metadata = spec.metadata }
+  if spec.buffers then -- hex strings: the buffers are Lua strings of those bytes
+    opts.buffers = {}
+    for i, h in ipairs(spec.buffers) do
+      opts.buffers[i] = h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end)
+    end
+  end
+  local ok, msg, code
+  self.in_call = true
+  if spec.comm == "open" then
+    opts.comm_id = spec.comm_id
+    ok, msg, code = k:open_comm(spec.target_name, spec.data, opts)
+    if ok then self:comm_handle(k, ok) end
+  else
+    local c = k:comm(spec.comm_id)
+    self:comm_handle(k, c)
+    if spec.comm == "msg" then
+      ok, msg, code = c:send(spec.data, opts)
+    elseif spec.comm == "close" then
+      ok, msg, code = c:close(spec.data, opts)
+      -- The host's own close: the handle hears nothing after it.
+      if ok then self:comm_handle(k, c).upto = #self.f.events end
+    else
+      self.in_call = false
+      self:fail("unknown comm verb %s", tostring(spec.comm))
+    end
+  end
+  self.in_call = false
+  if not ok then q.refused, q.msg, q.code = true, msg, code end
+  return q
+end
+
+-- A comm message's id is its kernel's first busy status after the call that belongs to no
+-- other request; it has completed once its idle status came.
+function Run:comm_progress(q)
+  if not q.comm or q.refused or q.calls > 0 then return end
+  if q.id == nil then
+    local taken = {}
+    for _, p in ipairs(self.reqs) do if p.id then taken[p.id] = true end end
+    for n = q.from, #self.f.events do
+      local e = self.f.events[n]
+      if e.type == "status" and e.kernel_id == q.kernel.id and e.execution_id ~= "" and
+         e.data.execution_state == "busy" and not taken[e.execution_id] then
+        q.id = e.execution_id
+        break
+      end
+    end
+    if q.id == nil then return end
+    if self.ids_seen[q.id] then self:fail("execution id %s given twice", q.id) end
+    self.ids_seen[q.id] = true
+  end
+  for _, e in ipairs(H.statuses(self.f, "idle", q.id)) do
+    if e.kernel_id == q.kernel.id then
+      q.calls = 1
+      self.completed = self.completed + 1
+      q.order = self.completed
+      return
+    end
+  end
+end
+
+-- Every comm_msg / comm_close event of a comm the harness holds a handle of reached the
+-- handle's callbacks, once each, in order, after the handle was made.
+function Run:check_comms()
+  for _, h in ipairs(self.comm_list) do
+    local want = {}
+    for n = h.from, h.upto or #self.f.events do
+      local e = self.f.events[n]
+      local mine = e.kernel_id == h.kernel.id
+      if mine and (e.type == "comm_msg" or e.type == "comm_close") and
+         e.data.comm_id == h.comm.comm_id then
+        want[#want + 1] = { type = e.type, data = e.data }
+        if e.type == "comm_close" then break end -- a closed comm hears nothing more
+      end
+      -- A restart or a death ends the kernel's comms.
+      if mine and e.type == "status" and (e.data.execution_state == "restarting" or
+                                          e.data.execution_state == "dead") then break end
+    end
+    if #want ~= #h.got then
+      self:fail("comm %s: %d events, %d callbacks", h.comm.comm_id, #want, #h.got)
+    end
+    for i, w in ipairs(want) do
+      if w.type ~= h.got[i].type or not deep_equal(w.data, h.got[i].data) then
+        self:fail("comm %s: callback %d is not the event %d", h.comm.comm_id, i, i)
+      end
+    end
+  end
+end
+
 function Run:stdout_of(q)
   return H.stream_text(self.f, q.id, "stdout")
 end
 
 function Run:due(q, when)
+  if q.id == nil then return false end -- a comm message whose busy has not come yet
   if when == "busy" then
     for _, e in ipairs(H.events(self.f, "status", q.id)) do
       if e.data.execution_state == "busy" then return true end
@@ -380,6 +495,7 @@ function Run:wait_requests(first, during)
     local pending = false
     for i = first, #self.reqs do
       local q = self.reqs[i]
+      self:comm_progress(q)
       if not q.refused and q.calls == 0 then pending = true end
     end
     local q1 = self.reqs[first]
@@ -426,7 +542,7 @@ function Run:check_request(q)
       self:fail("expected the request to fail with %s, got %s", exp.failed,
                 q.reply and "a reply" or tostring(q.code))
     end
-  elseif q.reply == nil then
+  elseif q.reply == nil and not q.comm then
     self:fail("the request failed: %s: %s", tostring(q.code), tostring(q.msg))
   end
   if exp.message ~= nil then self:expect(exp.message, q.msg or "", "message") end
@@ -600,14 +716,16 @@ function Run:request(step)
 end
 
 function Run:run_step(step)
-  if step.execute ~= nil then
+  if step.execute ~= nil or step.comm ~= nil then
     local first = #self.reqs + 1
-    self:submit(step)
+    if step.comm ~= nil then self:submit_comm(step) else self:submit(step) end
     self:wait_requests(first, step.during)
     self:check_request(self.reqs[first])
   elseif step.batch ~= nil then
     local first = #self.reqs + 1
-    for _, item in ipairs(step.batch) do self:submit(item) end
+    for _, item in ipairs(step.batch) do
+      if item.comm ~= nil then self:submit_comm(item) else self:submit(item) end
+    end
     self:wait_requests(first, step.during)
     for i = first, #self.reqs do self:check_request(self.reqs[i]) end
     self:check_batch_order(first)
@@ -643,6 +761,7 @@ local function run_case(case, mode)
       r:run_step(step)
     end
     r.step = 0
+    r:check_comms()
   end)
   H.close(r.f)
   assert(ok, err) -- luassert's: a mismatch is a failure, not an error

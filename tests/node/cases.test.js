@@ -208,6 +208,8 @@ class Run {
     this.completed = 0;
     this.events = [];
     this.idsSeen = new Set();
+    this.comms = new Map(); // `${kernelId}\0${commId}` -> the latest handle's record
+    this.commList = [];
     this.m = manager(c.manager);
     this.listeners = [];
     this.m.on('kernelEvent', (e) => {
@@ -296,6 +298,8 @@ class Run {
     q.refused = !util.inspect(p).includes('<pending>');
     q.done = p.then((r) => {
       q.reply = canonicalReply(r);
+      // Known at once, so that a comm message queued behind this cell finds its own busy.
+      if (q.reply.outputs.length > 0) q.id = q.reply.outputs[0].data.executionId;
     }, (err) => {
       if (typeof err.code !== 'string') throw err;
       q.code = err.code;
@@ -305,6 +309,111 @@ class Run {
       q.order = ++this.completed;
     });
     return q;
+  }
+
+  /** The record of a comm handle: what its 'msg' and 'close' listeners got, from when it was
+   * made (a newer handle of the same comm takes over its events). */
+  commHandle(k, c) {
+    const key = `${k.id}\0${c.commId}`;
+    let h = this.comms.get(key);
+    if (h === undefined || h.comm !== c) {
+      if (h !== undefined && h.upto === undefined) h.upto = this.events.length;
+      h = { comm: c, kernel: k, from: this.events.length, got: [] };
+      this.comms.set(key, h);
+      this.commList.push(h);
+      c.on('msg', (d) => h.got.push({ type: 'comm_msg', data: d }));
+      c.on('close', (d) => h.got.push({ type: 'comm_close', data: d }));
+    }
+    return h;
+  }
+
+  /** A COMM step (tests/cases/README.md): the host's side of a comm message, the facade's way.
+   * It completes with its idle status; its id is its kernel's first busy status after the call
+   * that belongs to no other request. */
+  submitComm(spec) {
+    const k = this.kernel(spec.kernel);
+    const q = { spec, kernel: k, calls: 0, answered: 0, comm: true, from: this.events.length };
+    this.reqs.push(q);
+    const opts = {};
+    if (spec.metadata !== undefined) opts.metadata = spec.metadata;
+    // Hex strings: the buffers are Buffers of those bytes (a Uint8Array for the second, so that
+    // both forms the facade takes are used).
+    if (spec.buffers !== undefined) {
+      opts.buffers = spec.buffers.map((h, i) => (i === 1 ? new Uint8Array(Buffer.from(h, 'hex'))
+        : Buffer.from(h, 'hex')));
+    }
+    try {
+      if (spec.comm === 'open') {
+        const c = k.openComm(spec.target_name, spec.data,
+          { ...opts, ...(spec.comm_id !== undefined ? { commId: spec.comm_id } : {}) });
+        this.commHandle(k, c);
+      } else {
+        const c = k.comm(spec.comm_id);
+        const h = this.commHandle(k, c);
+        if (spec.comm === 'msg') {
+          c.send(spec.data, opts);
+        } else if (spec.comm === 'close') {
+          c.close(spec.data, opts);
+          h.upto = this.events.length; // the host's own close: nothing after it
+        } else {
+          this.fail(`unknown comm verb ${spec.comm}`);
+        }
+      }
+    } catch (err) {
+      if (typeof err.code !== 'string') throw err;
+      q.refused = true;
+      q.code = err.code;
+      q.msg = err.message;
+      q.done = Promise.resolve().then(() => { q.calls++; });
+      return q;
+    }
+    q.refused = false;
+    q.done = this.until(() => this.commProgress(q)).then(() => {
+      q.calls++;
+      q.order = ++this.completed;
+    });
+    return q;
+  }
+
+  /** Learns a comm message's id; true once its idle status came. Its busy comes only after the
+   * requests submitted before it on its kernel have completed (whose ids are known by then: the
+   * facade hands them out with their replies). */
+  commProgress(q) {
+    if (q.id === undefined) {
+      const before = this.reqs.slice(0, this.reqs.indexOf(q));
+      if (before.some((p) => p.kernel === q.kernel && !p.refused && p.calls === 0)) return false;
+      const taken = new Set(this.reqs.map((p) => p.id).filter((id) => id !== undefined));
+      q.id = this.firstBusy(q.kernel.id, q.from, taken);
+      if (q.id === undefined) return false;
+    }
+    return this.events.some((e) => e.kernelId === q.kernel.id && e.type === 'status' &&
+      e.data.executionId === q.id && e.data.execution_state === 'idle');
+  }
+
+  /** Every comm_msg / comm_close of a comm the harness holds a handle of reached the handle's
+   * listeners, once each, in order. */
+  checkComms() {
+    for (const h of this.commList) {
+      const want = [];
+      const upto = h.upto === undefined ? this.events.length : h.upto;
+      for (let n = h.from; n < upto; n++) {
+        const e = this.events[n];
+        if (e.kernelId !== h.kernel.id) continue;
+        if ((e.type === 'comm_msg' || e.type === 'comm_close') && e.data.comm_id === h.comm.commId) {
+          want.push({ type: e.type, data: e.data });
+          if (e.type === 'comm_close') break; // a closed comm hears nothing more
+        }
+        if (e.type === 'status' && ['restarting', 'dead'].includes(e.data.execution_state)) break;
+      }
+      if (want.length !== h.got.length) {
+        this.fail(`comm ${h.comm.commId}: ${want.length} events, ${h.got.length} listener calls`);
+      }
+      want.forEach((w, i) => {
+        if (w.type !== h.got[i].type || w.data !== h.got[i].data) {
+          this.fail(`comm ${h.comm.commId}: listener call ${i} is not the event ${i}`);
+        }
+      });
+    }
   }
 
   /**
@@ -326,7 +435,7 @@ class Run {
   inFlight(kernelId, executionId) {
     const taken = new Set(this.reqs.map((q) => q.id).filter((id) => id !== undefined));
     for (const q of this.reqs) {
-      if (q.kernel.id !== kernelId || q.calls !== 0) continue;
+      if (q.kernel.id !== kernelId || q.calls !== 0 || q.comm) continue;
       if (q.id === undefined) {
         q.id = this.firstBusy(kernelId, q.from, taken);
         if (q.id !== undefined) taken.add(q.id);
@@ -563,9 +672,12 @@ class Run {
   }
 
   async runStep(step) {
-    if (step.execute !== undefined || step.batch !== undefined) {
+    if (step.execute !== undefined || step.comm !== undefined || step.batch !== undefined) {
       const first = this.reqs.length;
-      for (const item of step.batch || [step]) this.submit(item);
+      for (const item of step.batch || [step]) {
+        if (item.comm !== undefined) this.submitComm(item);
+        else this.submit(item);
+      }
       await this.waitRequests(first, step.during);
       this.learnIds(first);
       for (const q of this.reqs.slice(first)) this.checkRequest(q);
@@ -611,6 +723,7 @@ async function runCase(c, mode) {
     await r.runStep(step);
   }
   r.step = 0;
+  r.checkComms();
   await closeAll();
   for (const q of r.reqs) if (q.calls !== 1) r.fail('a request never completed');
 }
