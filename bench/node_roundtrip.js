@@ -1,6 +1,9 @@
 // node_roundtrip.js: execute("1+1") round trip from Node: p50/p99 over N runs (default 10,000)
-// after a warm-up. Run: node bench/node_roundtrip.js [main_thread|worker|host] [N] [--json]
-// ("host": a main_thread kernel whose cells run on the JS thread, kernel option thread "host")
+// after a warm-up. Run: node bench/node_roundtrip.js [main_thread|worker|host] [N] [hostcall]
+// [--json] ("host": a main_thread kernel whose cells run on the JS thread, kernel option thread
+// "host"). With "hostcall" it also times, in the same run and kernel, a host call round trip:
+// Python calling kernelhost.host.noop(), a JS function that returns nothing, timed in the cell
+// around each call (Python -> loop thread -> JS -> Python), N calls in one cell.
 'use strict';
 const { KernelManager, KernelMode } = require('..');
 
@@ -25,11 +28,32 @@ async function main() {
   const q = (p) => us[Math.min(n - 1, Math.floor(p * n))];
   const out = { bench: 'node_roundtrip', mode: host ? 'host' : mode, runs: n, p50_us: q(0.5), p99_us: q(0.99),
     min_us: us[0], create_ms: createMs, node: process.version };
+  if (process.argv.includes('hostcall')) {
+    kernel.expose('noop', () => {});
+    // The percentiles taken as above (floor(p * n)), where the samples are taken.
+    const r = await kernel.execute([
+      'import kernelhost, time',
+      '_noop, _now, _s = kernelhost.host.noop, time.perf_counter_ns, []',
+      `for _ in range(${Math.min(1000, n)}): _noop()`,
+      `for _ in range(${n}):`,
+      '    _t = _now(); _noop(); _s.append(_now() - _t)',
+      '_s.sort()',
+      "'%.1f %.1f' % tuple(_s[min(len(_s) - 1, int(p * len(_s)))] / 1000 for p in (0.5, 0.99))",
+    ].join('\n'));
+    if (r.status !== 'ok') throw new Error(`hostcall cell: ${r.error.ename}: ${r.error.evalue}`);
+    const [p50, p99] = r.result.data['text/plain'].replace(/'/g, '').split(' ').map(Number);
+    out.hostcall_p50_us = p50;
+    out.hostcall_p99_us = p99;
+  }
   if (process.argv.includes('--json')) console.log(JSON.stringify(out));
   else {
     console.log(`node execute("1+1") round trip (${out.mode}) over ${n} runs: p50 ${out.p50_us.toFixed(1)} us, ` +
       `p99 ${out.p99_us.toFixed(1)} us (min ${out.min_us.toFixed(1)} us); ` +
       `kernel create-to-ready ${createMs.toFixed(1)} ms`);
+    if (out.hostcall_p50_us !== undefined) {
+      console.log(`node host call round trip (${out.mode}), Python -> JS noop -> Python, over ${n} ` +
+        `calls: p50 ${out.hostcall_p50_us} us, p99 ${out.hostcall_p99_us} us`);
+    }
   }
   await manager.close();
 }

@@ -69,7 +69,7 @@ def ipy(metric, runs, extra=None, timeout=300):
     return run_json(cmd, timeout)
 
 
-def script_roundtrip(lang, mode, runs):
+def script_roundtrip(lang, mode, runs, extra=()):
     """The Lua / Node round-trip scripts the bindings' authors drop in bench/. Expected: args
     [mode] [runs], one JSON line with execute_p50_us/execute_p99_us or raw "samples"."""
     if lang in ("lua", "luajit"):
@@ -90,7 +90,7 @@ def script_roundtrip(lang, mode, runs):
         env = dict(os.environ)
         cpath = os.path.join(BUILD, lang, "?.so") + ";;"
         env["LUA_CPATH"] = env["LUA_CPATH_5_4"] = cpath
-        cmd = [lua, script, mode, str(runs)]
+        cmd = [lua, script, mode, str(runs)] + list(extra)
     else:
         script = os.path.join(HERE, "node_roundtrip.js")
         if not os.path.exists(script):
@@ -99,7 +99,7 @@ def script_roundtrip(lang, mode, runs):
         if node is None:
             return {"skip": "node not installed"}
         env = dict(os.environ)
-        cmd = ["node", script, mode, str(runs), "--json"]
+        cmd = ["node", script, mode, str(runs)] + list(extra) + ["--json"]
     env["KH_BUILD"] = BUILD
     # The Lua module links the core statically and lives in <build>/lua/, where the core's
     # default lookup ("next to libkernelhost") finds no kernelhost-worker: point at the build's.
@@ -116,6 +116,15 @@ def script_roundtrip(lang, mode, runs):
                         % (os.path.basename(script), ran)}
     if "samples" in r:
         return r
+    if "hostcall" in extra:
+        if "hostcall_p50_us" not in r:
+            return {"skip": "no host call figures in the script's output: %s" % json.dumps(r)[:200]}
+        # The host call's round trip, with the same run's execute round trip beside it.
+        ex50 = r.get("execute_p50_us", r.get("p50_us"))
+        ex99 = r.get("execute_p99_us", r.get("p99_us"))
+        return {"unit": "us", "summary": {"p50": r["hostcall_p50_us"], "p99": r["hostcall_p99_us"],
+                                         "n": r.get("runs")},
+                "execute_same_run": {"p50_us": ex50, "p99_us": ex99}}
     for p50, p99 in (("execute_p50_us", "execute_p99_us"), ("p50_us", "p99_us")):
         if p50 in r:
             return {"unit": "us", "summary": {"p50": r[p50], "p99": r.get(p99),
@@ -233,11 +242,13 @@ def value(s):
 
 class Row:
     def __init__(self, rid, label, target, target_val, kh_fn, ipy_key, kh_pick=None,
-                 ipy_pick=None, min_ratio=None):
+                 ipy_pick=None, min_ratio=None, target_of=None):
         self.rid, self.label, self.target, self.target_val = rid, label, target, target_val
         self.kh_fn, self.ipy_key, self.kh_pick, self.ipy_pick = kh_fn, ipy_key, kh_pick, ipy_pick
         # A target on the ratio too (ipykernel's p50 ÷ kernelhost's): met needs both.
         self.min_ratio = min_ratio
+        # A target read from the result itself (the same run's execute round trip), in µs.
+        self.target_of = target_of
 
 
 def rows():
@@ -290,6 +301,20 @@ def rows():
         R.append(Row("exec.nvim." + short, ":KernelhostRun 1+1 → Out in the buffer, Neovim, %s"
                      % mode, "-", None, lambda mode=mode: nvim_roundtrip(mode, n(300, 30)),
                      "execute"))
+    # Host functions (issue 13): Python -> host -> Python, a no-op, timed inside the cell around
+    # each call, beside the same binding's execute 1+1 in the same run and kernel.
+    for lang, who in (("lua", "Lua"), ("luajit", "LuaJIT"), ("node", "Node")):
+        for mode, short, what in (("main_thread", "main", "main_thread"),
+                                  ("host", "host", "main_thread thread=host"),
+                                  ("worker", "worker", "worker")):
+            R.append(Row("hostcall.%s.%s" % (lang, short),
+                         "host call round trip (no-op function), %s, %s" % (what, who),
+                         "p50 ≤ execute 1+1 (same run)", None,
+                         lambda lang=lang, mode=mode: script_roundtrip(
+                             lang, mode, n(5000 if mode == "worker" else 10000, 500),
+                             ("hostcall",)),
+                         "hostcall", target_of=lambda r: (r.get("execute_same_run") or {})
+                         .get("p50_us")))
     # IPython (issue 11): the first magic of a kernel pays for IPython's import (once per
     # process) and the kernel's shell; plain cells after it go through the shell's formatter.
     R.append(Row("ipython.next.main", "first magic (%time 1), later main_thread kernel "
@@ -541,11 +566,18 @@ def main():
         ratio = iv / kv if kv and iv else None
         met = None
         target_val = row.target_val() if callable(row.target_val) else row.target_val
+        label = row.label
+        if row.target_of is not None and "skip" not in r:
+            target_val = row.target_of(r)
+            same = r.get("execute_same_run") or {}
+            if same.get("p50_us") is not None:
+                label += " [execute 1+1, same run: %s / %s]" % (fmt_time(same["p50_us"]),
+                                                               fmt_time(same.get("p99_us")))
         if target_val is not None and kv is not None:
             met = kv <= target_val
         if row.min_ratio is not None and ratio is not None:
             met = (met is not False) and ratio >= row.min_ratio
-        out_rows.append({"id": row.rid, "label": row.label, "target": row.target,
+        out_rows.append({"id": row.rid, "label": label, "target": row.target,
                          "kernelhost": khs, "ipykernel": ips, "ratio": ratio, "met": met,
                          "seconds": round(time.time() - t0, 1),
                          "loadavg": round(os.getloadavg()[0], 2)})

@@ -117,7 +117,7 @@ static void lkh_comm_on_event(kh_manager_t *m, const kh_event_t *ev, void *data)
   }
   if (ev->type != KH_EVENT_COMM_MSG && ev->type != KH_EVENT_COMM_CLOSE) return;
   luaL_checkstack(L, 8, "kernelhost comm event");
-  j = json_loadb(ev->json, ev->json_len, 0, NULL);
+  j = json_loadb(ev->json, ev->json_len, JSON_ALLOW_NUL, NULL); /* "\u0000" is text */
   id = json_object_get(j, "comm_id");
   if (!json_is_string(id) || !lkh_comm_find(L, lm, ev->kernel_id, json_string_value(id))) {
     lua_pop(L, 1); /* */

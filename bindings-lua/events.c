@@ -96,8 +96,8 @@ static int lkh_events_traceback(lua_State *L) {
 /* Reports the error message on top of the stack (and pops it): to every matching "error"
  * handler, or to stderr when there is none (or a handler fails too). An error never propagates
  * into the loop: uv_run has no way to unwind through libuv's frames. */
-static void lkh_events_report(lkh_manager_t *lm, lua_State *L, const char *kernel_id,
-                              const char *exec_id, const char *where) {
+void lkh_events_report(lkh_manager_t *lm, lua_State *L, const char *kernel_id,
+                       const char *exec_id, const char *where) {
   lkh_sub_t *s;
   lua_Integer last = lm->next_sub;       /* handlers added by a handler wait for the next error */
   int handled = 0, base = lua_gettop(L); /* err */
@@ -164,7 +164,7 @@ static void lkh_events_on_event(kh_manager_t *m, const kh_event_t *ev, void *dat
   /* L is NULL only outside the binding's own loop runs, where the core never calls back. */
   if (s->removed || lm->quiet || L == NULL) return;
   luaL_checkstack(L, 8, "kernelhost event");
-  j = json_loadb(ev->json, ev->json_len, 0, NULL);
+  j = json_loadb(ev->json, ev->json_len, JSON_ALLOW_NUL, NULL); /* "\u0000" is text */
   if (j == NULL) {
     lua_pushfstring(L, "kernelhost: %s event with invalid JSON payload", ev->type_name);
     lkh_events_report(lm, L, ev->kernel_id, ev->execution_id, ev->type_name);

@@ -72,7 +72,7 @@ static int lkh_interact_finish(lua_State *L, lkh_manager_t *lm, lkh_answer_t *a,
   if (rc != 0) return lkh_fail(L, rc, kh_manager_errmsg(lm->m));
   lkh_manager_wait(lm, L, &a->done);
   if (a->status == 0) {
-    json_t *j = a->json ? json_loadb(a->json, a->len, 0, NULL) : NULL;
+    json_t *j = a->json ? json_loadb(a->json, a->len, JSON_ALLOW_NUL, NULL) : NULL;
     if (j != NULL) {
       lkh_values_push(L, j);
       json_decref(j);

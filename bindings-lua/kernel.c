@@ -160,13 +160,22 @@ static void lkh_kernel_on_reply(kh_manager_t *m, const kh_reply_t *rep, int stat
   free(r);
 }
 
-/* Queues r's code on kernel k; 0 or the core's error code. */
-static int lkh_kernel_start(lkh_manager_t *lm, lkh_kernel_t *k, lkh_req_t *r, const char *code,
-                            size_t len, const kh_execute_options_t *o) {
+/* Queues r's code on kernel k; 0 or the core's error code. A thread: "host" kernel may run the
+ * cell inside this very call, and the cell may call host functions (kernelhost.h's one exception
+ * to its delivery rule): they run on L, as inside a callback, where blocking is refused. */
+static int lkh_kernel_start(lua_State *L, lkh_manager_t *lm, lkh_kernel_t *k, lkh_req_t *r,
+                            const char *code, size_t len, const kh_execute_options_t *o) {
+  lua_State *outer = lm->L;
+  int rc;
   r->lm = lm;
   snprintf(r->kernel_id, sizeof(r->kernel_id), "%s", k->id);
-  return kh_kernel_execute(lm->m, k->id, code, len, o, r->exec_id, sizeof(r->exec_id),
-                           lkh_kernel_on_reply, r);
+  if (outer == NULL) lm->L = L;
+  lm->depth++;
+  rc = kh_kernel_execute(lm->m, k->id, code, len, o, r->exec_id, sizeof(r->exec_id),
+                         lkh_kernel_on_reply, r);
+  lm->depth--;
+  lm->L = outer;
+  return rc;
 }
 
 /* kernel:execute(code[, opts]) -> result | nil, msg, code. Blocks; dispatches events. */
@@ -183,7 +192,7 @@ static int lkh_kernel_execute(lua_State *L) {
   if (lm->depth > 0) return lkh_fail_busy(L, "kernel:execute");
   memset(&r, 0, sizeof(r));
   r.fnref = LUA_NOREF;
-  if ((rc = lkh_kernel_start(lm, k, &r, code, len, &o)) != 0)
+  if ((rc = lkh_kernel_start(L, lm, k, &r, code, len, &o)) != 0)
     return lkh_fail(L, rc, kh_manager_errmsg(lm->m));
   lkh_manager_wait(lm, L, &r.done);
   if (r.status == 0) {
@@ -219,7 +228,7 @@ static int lkh_kernel_submit(lua_State *L) {
   if (lm == NULL) return lkh_fail_closed(L);
   if ((r = calloc(1, sizeof(*r))) == NULL) return luaL_error(L, "out of memory");
   r->fnref = lkh_events_ref(L, lm, fn);
-  if ((rc = lkh_kernel_start(lm, k, r, code, len, &o)) != 0) {
+  if ((rc = lkh_kernel_start(L, lm, k, r, code, len, &o)) != 0) {
     lkh_events_unref(L, lm, r->fnref);
     free(r);
     return lkh_fail(L, rc, kh_manager_errmsg(lm->m));
@@ -295,6 +304,7 @@ void lkh_kernel_open(lua_State *L) {
   luaL_newmetatable(L, LKH_KERNEL_MT);       /* mt */
   luaL_newlib(L, lkh_kernel_methods);        /* mt, methods */
   luaL_setfuncs(L, lkh_interact_methods, 0); /* interact.c's editor requests */
+  luaL_setfuncs(L, lkh_hostcall_methods, 0); /* hostcall.c's expose */
   luaL_setfuncs(L, lkh_comm_kernel_methods, 0); /* comm.c's open_comm and comm */
   lua_pushcclosure(L, lkh_kernel_index, 1);  /* mt, index */
   lua_setfield(L, -2, "__index");            /* mt */

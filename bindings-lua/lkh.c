@@ -87,6 +87,7 @@ LKH_EXPORT int luaopen_kernelhost(lua_State *L) {
   lkh_kernel_open(L);       /* */
   lkh_comm_open(L);         /* */
   lua_newtable(L);          /* M */
+  lkh_hostcall_open(L);     /* M: bytes */
   lkh_manager_open(L);      /* M: KernelManager */
   lkh_events_open(L);       /* M: set_callback_wrapper */
   lkh_values_open(L);       /* M: null, empty_array */

@@ -10,6 +10,7 @@
  *   interact.c kernelhost.Kernel's editor requests: complete, inspect, is_complete, history
  *   comm.c     kernelhost.Comm: kernel:open_comm, kernel:comm, and comm events to their comm
  *   events.c   subscriptions, and calling Lua back (pcall + traceback, "error" handlers)
+ *   hostcall.c kernelhost.Kernel's expose and the HostCall handle: host functions
  *   values.c   JSON <-> Lua values (kernelhost.null, kernelhost.empty_array)
  *   lkh-compat.h  what differs between Lua 5.4 and Lua 5.1 / LuaJIT (one place) */
 #ifndef LKH_H
@@ -28,7 +29,8 @@
 #define LKH_KERNEL_MT "kernelhost.Kernel"
 #define LKH_ID_MAX 64
 
-typedef struct lkh_sub_s lkh_sub_t; /* events.c */
+typedef struct lkh_sub_s lkh_sub_t;   /* events.c */
+typedef struct lkh_call_s lkh_call_t; /* hostcall.c */
 
 /* One KernelManager. The Lua userdata holds only a pointer to it: the struct must outlive the
  * userdata when __gc finds the loop still busy (then it is leaked on purpose, see manager.c). */
@@ -53,7 +55,8 @@ typedef struct lkh_manager_s {
   int quiet;       /* closing from __gc: no Lua callback runs any more */
   lkh_sub_t *subs; /* in subscription order; events.c owns the list */
   lua_Integer next_sub;
-  int next_ref; /* keys of the callback table (the manager's uservalue 2) */
+  int next_ref;     /* keys of the callback table (the manager's uservalue 2) */
+  lkh_call_t *calls; /* the async host calls not answered yet; hostcall.c owns the list */
 } lkh_manager_t;
 
 /* lkh.c: results. Runtime failures push nil, message, "KH_E..." (luv's convention). */
@@ -94,7 +97,15 @@ void lkh_events_push(lua_State *L, lkh_manager_t *lm, int ref);
 void lkh_events_unref(lua_State *L, lkh_manager_t *lm, int ref);
 void lkh_events_call(lkh_manager_t *lm, lua_State *L, int nargs, const char *kernel_id,
                      const char *exec_id, const char *where);
+void lkh_events_report(lkh_manager_t *lm, lua_State *L, const char *kernel_id,
+                       const char *exec_id, const char *where);
 void lkh_events_free(lkh_manager_t *lm, lua_State *L);
+
+/* hostcall.c: kernel:expose and kernelhost.HostCall */
+extern const luaL_Reg lkh_hostcall_methods[];
+void lkh_hostcall_open(lua_State *L);
+/* Answers the unanswered async calls of kernels that are gone (all: every one, at close). */
+void lkh_hostcall_cancel(lkh_manager_t *lm, int all);
 
 /* values.c */
 void lkh_values_open(lua_State *L);
@@ -105,6 +116,7 @@ char *lkh_values_encode_opts(lua_State *L, int arg);
 /* 1 (and the message in msg) when the options table at arg holds a NaN or infinity, which the
  * caller reports as KH_EOPTION (a bad value, not misuse); call before encoding. */
 int lkh_values_check_opts(lua_State *L, int arg, char *msg, size_t n);
+void lkh_values_mark_array(lua_State *L);
 void lkh_values_tag(json_t *o, const char *kernel_id, const char *exec_id);
 /* A reply's JSON with its binary values put in (lkh_values_put_buffers): owned, or NULL when
  * it is not a JSON object. */

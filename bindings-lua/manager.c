@@ -104,6 +104,9 @@ static void lkh_manager_walk_report(uv_handle_t *h, void *arg) {
 static void lkh_manager_shutdown(lkh_manager_t *lm, lua_State *L) {
   if (lm->loop_closed) return;
   if (!lm->closing) {
+    /* Host calls still waiting for the host get their answer first: no cell waits on a
+     * handle that can no longer reach the core. */
+    lkh_hostcall_cancel(lm, 1);
     lm->closing = 1;
     if (kh_manager_close(lm->m, lkh_manager_on_closed, lm) != 0) lm->closed = 1;
   }
@@ -170,6 +173,7 @@ static int lkh_manager_done_call(lua_State *L, lkh_manager_t *lm, lkh_done_op_t 
   w->fnref = fn != 0 ? lkh_events_ref(L, lm, fn) : LUA_NOREF;
   snprintf(w->kernel_id, sizeof(w->kernel_id), "%s", arg ? arg : "");
   rc = op(lm->m, arg, lkh_wait_on_done, w);
+  if (rc == 0) lkh_hostcall_cancel(lm, 0); /* a destroyed kernel's calls: answered, inert */
   if (rc != 0) {
     if (fn != 0) {
       lkh_events_unref(L, lm, w->fnref);
@@ -357,7 +361,8 @@ int lkh_manager_destroy_kernel(lua_State *L) {
   } else {
     n = lkh_manager_done_call(L, lm, kh_kernel_destroy, id, fn, "manager:destroy_kernel", 0);
   }
-  lkh_comm_sweep(L, lm); /* the kernel's comm objects go with it (it is closing already) */
+  lkh_comm_sweep(L, lm);     /* the kernel's comm objects go with it (it is closing already) */
+  lkh_hostcall_cancel(lm, 0); /* and its host calls' handles are answered, inert from now on */
   return n;
 }
 

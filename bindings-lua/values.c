@@ -266,7 +266,7 @@ void lkh_values_tag(json_t *o, const char *kernel_id, const char *exec_id) {
  * data tagged too (so an output reads like the event it was). Returns 0, or pushes nothing and
  * returns KH_EPROTO. */
 json_t *lkh_values_reply_doc(const char *json, size_t len, const kh_buffer_t *bufs, size_t nbufs) {
-  json_t *j = json_loadb(json, len, 0, NULL);
+  json_t *j = json_loadb(json, len, JSON_ALLOW_NUL, NULL); /* "\u0000" is text (print("\\0")) */
   if (j == NULL || !json_is_object(j)) {
     json_decref(j);
     return NULL;
@@ -282,6 +282,15 @@ void lkh_values_push_reply(lua_State *L, json_t *j, const char *kernel_id, const
   outputs = json_object_get(j, "outputs");
   json_array_foreach(outputs, i, o) lkh_values_tag(json_object_get(o, "data"), kernel_id, exec_id);
   lkh_values_push(L, j); /* result */
+}
+
+/* Gives the table on top of the stack kernelhost.empty_array's metatable, so that it converts
+ * back to [] even while empty (host functions hand empty lists to Lua so). */
+void lkh_values_mark_array(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &lkh_array_mt_key) == LUA_TTABLE) /* t, mt */
+    lua_setmetatable(L, -2);                                                /* t */
+  else
+    lua_pop(L, 1); /* t */
 }
 
 /* Sets M.null and M.empty_array on the module table on top of the stack. */

@@ -191,6 +191,21 @@ export interface KernelDetails extends KernelInfo {
   };
 }
 
+/** A value a host function receives from Python or answers with: None <-> null, bool, int <->
+ * number (BigInt beyond 2^53; an answer may be a BigInt within int64), float <-> number, str
+ * <-> string, bytes <-> Buffer (any typed array, DataView or ArrayBuffer answers as bytes),
+ * list <-> array, dict <-> plain object. `undefined` answers None (and is left out of objects).
+ * NaN, Infinity, functions, symbols, cycles, Dates, Maps, Sets and Promises inside a value make
+ * the call raise kernelhost.HostError in Python, naming what and where. */
+export type HostValue =
+  | null | boolean | number | bigint | string | Buffer | HostValue[]
+  | { [key: string]: HostValue };
+
+/** A function a kernel calls as `kernelhost.host.<name>(...args)`. A throw or a rejected
+ * Promise raises kernelhost.HostError(message) in Python. */
+export type HostFunction = (...args: any[]) =>
+  HostValue | undefined | ArrayBufferView | ArrayBuffer | PromiseLike<unknown>;
+
 /**
  * The host's side of a Jupyter comm (kernel.openComm, kernel.comm). 'msg' and 'close' get the
  * payload of the kernel's comm_msg / comm_close events for this comm. send() and close() return
@@ -222,6 +237,9 @@ export declare class Kernel {
   interrupt(): Promise<void>;
   inputReply(value: string): Promise<void>;
   restart(): Promise<void>;
+  /** Exposes fn to this kernel as kernelhost.host.<name> (replacing one of that name); null
+   * withdraws it. Throws KH_EINVAL (not a Python identifier), KH_ENOTFOUND, KH_ECLOSED. */
+  expose(name: string, fn: HostFunction | null): this;
   /** Completions at cursorPos (Unicode code points; default the end): Jupyter's complete_reply. */
   complete(code: string, cursorPos?: number, options?: { timeout?: number }): Promise<{
     status: string; matches: string[]; cursorStart: number; cursorEnd: number;

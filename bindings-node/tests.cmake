@@ -35,6 +35,12 @@ add_test(NAME node/install_scratch
 set_tests_properties(node/install_scratch PROPERTIES TIMEOUT 900 FIXTURES_REQUIRED kh_node_addon
   ENVIRONMENT "${KH_NODE_ENV}")
 
+# The README's host-function example, run as it is written (a cell drives a host scene).
+add_test(NAME node/example_scene COMMAND ${KH_NODE} ${CMAKE_SOURCE_DIR}/examples/node/scene.js)
+set_tests_properties(node/example_scene PROPERTIES TIMEOUT 120 FIXTURES_REQUIRED kh_node_addon
+  PASS_REGULAR_EXPRESSION "ship now at \\(4\\.5, 1\\.5\\)\nrefused: no entity 99\nok [{] id: 1"
+  FAIL_REGULAR_EXPRESSION "Error")
+
 # The same specs in worker mode (parameterised, not copied), with the kernelhost-worker that
 # `npm install` built next to the addon: no KH_WORKER_PATH, so the default lookup is tested.
 if(EXISTS ${CMAKE_SOURCE_DIR}/core/worker/main.c)
@@ -45,7 +51,7 @@ endif()
 
 # Every Node test uses (and node/build and node/install_scratch rebuild) bindings-node/build:
 # never run two at once.
-foreach(t node/build node/mocha node/install_scratch node/mocha_worker)
+foreach(t node/build node/mocha node/install_scratch node/mocha_worker node/example_scene)
   if(TEST ${t})
     set_tests_properties(${t} PROPERTIES RESOURCE_LOCK kh_node_addon_dir)
   endif()

@@ -144,6 +144,25 @@ function onNativeEvent(kernelId, executionId, type, json, bufs) {
   if (owner !== undefined) owner._dispatch(kernelId, executionId, type, json, bufs);
 }
 
+// Called by the addon for every call of an exposed host function; `this` is the NativeManager
+// (captures nothing, as onNativeEvent). `call` is the handle to answer through, once.
+function onNativeHostCall(kernelId, name, args, call) {
+  const owner = this[OWNER];
+  if (owner === undefined) this.hostError(call, 'the kernelhost manager is gone');
+  else owner._hostCall(kernelId, name, args, call);
+}
+
+// What a host function's throw (or rejection) tells Python: an Error's message (its name when
+// the message is empty), any other thrown value as String() makes it.
+function hostMessage(err) {
+  if (err instanceof Error) return err.message || err.name;
+  try {
+    return String(err);
+  } catch (_) {
+    return 'the host function threw a value that has no string form';
+  }
+}
+
 // A throwing listener must stop neither the other listeners nor this event's dispatch: its error
 // is rethrown on the next tick, where it reaches 'uncaughtException' as any callback's would.
 function reportListenerError(err) {
@@ -359,6 +378,19 @@ class Kernel {
   }
 
   /**
+   * Exposes `fn` to this kernel's Python as `kernelhost.host.<name>(...)` (and
+   * `kernelhost.call(name, ...)`), replacing a function exposed before under that name; `null`
+   * withdraws it. fn(...args) gets the call's arguments (None -> null, int -> number, or BigInt
+   * beyond 2^53, bytes -> Buffer) and answers with its return value, or the value its Promise
+   * resolves to; a throw or a rejection raises kernelhost.HostError(message) in Python. Returns
+   * this kernel; throws KH_EINVAL (name not a Python identifier), KH_ENOTFOUND, KH_ECLOSED.
+   */
+  expose(name, fn) {
+    this._manager._expose(this.id, name, fn);
+    return this;
+  }
+
+  /**
    * Opens a comm with the kernel's target `targetName` (registered in Python with
    * comm.get_comm_manager().register_target); `data` is an object, options {commId, metadata,
    * buffers} (commId: 32 hex digits when not given; buffers: Buffers, TypedArrays, DataViews or
@@ -394,11 +426,12 @@ class KernelManager extends EventEmitter {
     const json = optionsJson(options, 'manager options');
     const bad = nonFiniteOption(options);
     if (bad) throw khError('KH_EOPTION', bad);
-    this._native = new native.NativeManager(json, onNativeEvent);
+    this._native = new native.NativeManager(json, onNativeEvent, onNativeHostCall);
     this._native[OWNER] = this;
     this._listeners = new Map(); // kernelId -> Map(type -> [{fn, removed}])
     this._streams = new Map(); // executionId -> EventStream
     this._kernels = new Map(); // kernelId -> Kernel
+    this._exposed = new Map(); // kernelId -> Map(name -> host function)
     this._comms = new Map(); // kernelId -> Map(commId -> Comm), while the comm may be open
     this._closePromise = null;
   }
@@ -446,6 +479,52 @@ class KernelManager extends EventEmitter {
         });
       if (stream !== null) this._streams.set(executionId, stream);
     });
+  }
+
+  _expose(kernelId, name, fn) {
+    this._checkOpen();
+    if (typeof name !== 'string') throw new TypeError('name must be a string');
+    if (fn !== null && typeof fn !== 'function') {
+      throw new TypeError('fn must be a function (or null to withdraw the name)');
+    }
+    this._native.expose(kernelId, name, fn !== null);
+    let byName = this._exposed.get(kernelId);
+    if (fn === null) {
+      if (byName !== undefined) byName.delete(name);
+      return;
+    }
+    if (byName === undefined) this._exposed.set(kernelId, (byName = new Map()));
+    byName.set(name, fn);
+  }
+
+  // One call of a host function. A value answers at once; a thenable answers when it settles.
+  // The call's late answer (the kernel was interrupted, restarted or destroyed meanwhile) is
+  // dropped quietly: the addon reports KH_ECANCELED, which nobody needs to hear.
+  _hostCall(kernelId, name, args, call) {
+    const n = this._native;
+    const byName = this._exposed.get(kernelId);
+    const fn = byName === undefined ? undefined : byName.get(name);
+    if (fn === undefined) {
+      n.hostError(call, `no JS function is exposed as "${name}"`);
+      return;
+    }
+    let value;
+    let then;
+    try {
+      value = fn(...args);
+      if (value !== null && (typeof value === 'object' || typeof value === 'function')) {
+        then = value.then;
+      }
+    } catch (err) {
+      n.hostError(call, hostMessage(err));
+      return;
+    }
+    if (typeof then !== 'function') {
+      n.hostReturn(call, value);
+      return;
+    }
+    Promise.resolve(value).then((v) => n.hostReturn(call, v),
+      (err) => n.hostError(call, hostMessage(err)));
   }
 
   // --- comms ------------------------------------------------------------------------------
@@ -578,6 +657,7 @@ class KernelManager extends EventEmitter {
     return this._request((n, done) => n.destroy(id, done)).then(() => {
       this._kernels.delete(id);
       this._listeners.delete(id);
+      this._exposed.delete(id);
       this._comms.delete(id);
     });
   }
@@ -592,6 +672,9 @@ class KernelManager extends EventEmitter {
           this._listeners.delete(id);
           this._comms.delete(id);
         }
+      }
+      for (const id of this._exposed.keys()) {
+        if (this._native.kernelMode(id) === null) this._exposed.delete(id);
       }
       return count;
     });
@@ -656,6 +739,7 @@ class KernelManager extends EventEmitter {
       }).then(() => {
         this._kernels.clear();
         this._listeners.clear();
+        this._exposed.clear();
         this._comms.clear();
       });
     }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <node_api.h>
 
 #include "kernelhost.h"
@@ -29,12 +30,15 @@
 #define NKH_ID_MAX 256 /* longer ids cannot exist in the core (64 bytes): they are not found */
 
 typedef struct nkh_manager_s nkh_manager_t;
+typedef struct nkh_call_s nkh_call_t; /* a host function's call in flight (host functions) */
 
 struct nkh_manager_s {
   napi_env env;
   kh_manager_t *m;   /* NULL once closed */
   napi_ref self;     /* the wrapper object: weak, plus one strong count per held request */
   napi_ref on_event; /* function (kernelId, executionId, type, json), `this` = wrapper */
+  napi_ref on_hostcall; /* function (kernelId, name, args, call), `this` = wrapper */
+  nkh_call_t *calls;    /* host calls not answered yet (host functions owns the list) */
   napi_async_context actx;
   napi_async_cleanup_hook_handle hook; /* NULL once removed */
   int closing;                         /* kh_manager_close() was called */
@@ -418,6 +422,7 @@ static void nkh_kernel_on_done(kh_manager_t *m, const char *kernel_id, int statu
 static void nkh_manager_free(nkh_manager_t *w) {
   nkh_ref_delete(w->env, &w->self);
   nkh_ref_delete(w->env, &w->on_event);
+  nkh_ref_delete(w->env, &w->on_hostcall);
   if (w->actx != NULL) NAPI_CALL(w->env, napi_async_destroy(w->env, w->actx));
 fail:
   free(w);
@@ -436,11 +441,14 @@ static void nkh_manager_on_closed(kh_manager_t *m, void *data) {
 
 /* --- the wrapper's lifetime ------------------------------------------------------------------ */
 
+static void nkh_hostcall_cancel_all(nkh_manager_t *w);
+
 /* Starts kh_manager_close(). `r` gets the callback, or is NULL when nobody awaits the close
  * (the finalizer, the environment's teardown, a failed constructor). */
 static int nkh_manager_close_start(nkh_manager_t *w, nkh_req_t *r) {
   int rc;
   if (r == NULL && (r = nkh_req_new(w, NULL)) == NULL) return KH_ENOMEM;
+  nkh_hostcall_cancel_all(w);
   w->closing = 1;
   if ((rc = kh_manager_close(w->m, nkh_manager_on_closed, r)) != 0) {
     nkh_req_free(r);
@@ -517,10 +525,10 @@ static void nkh_manager_abandon(nkh_manager_t *w) {
   if (nkh_manager_close_start(w, NULL) != 0) nkh_manager_free(w); /* out of memory: leak m */
 }
 
-/* new NativeManager(optionsJson | null, onEvent) */
+/* new NativeManager(optionsJson | null, onEvent, onHostCall) */
 static napi_value nkh_manager_new(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], self, target, name;
+  size_t argc = 3;
+  napi_value argv[3], self, target, name;
   nkh_manager_t *w = NULL;
   char *opts = NULL;
   uv_loop_t *loop = NULL;
@@ -533,6 +541,7 @@ static napi_value nkh_manager_new(napi_env env, napi_callback_info info) {
   }
   if (nkh_optstr_get(env, argv[0], "options", &opts) != 0) return NULL;
   if (nkh_expect(env, argv[1], napi_function, "onEvent") != 0) goto fail;
+  if (nkh_expect(env, argv[2], napi_function, "onHostCall") != 0) goto fail;
   NAPI_CALL(env, napi_get_uv_event_loop(env, &loop));
   if ((w = calloc(1, sizeof(*w))) == NULL) {
     nkh_throw_kh(env, NULL, KH_ENOMEM);
@@ -553,6 +562,7 @@ static napi_value nkh_manager_new(napi_env env, napi_callback_info info) {
   NAPI_CALL(env, napi_create_string_utf8(env, "kernelhost", NAPI_AUTO_LENGTH, &name));
   NAPI_CALL(env, napi_async_init(env, self, name, &w->actx));
   NAPI_CALL(env, napi_create_reference(env, argv[1], 1, &w->on_event));
+  NAPI_CALL(env, napi_create_reference(env, argv[2], 1, &w->on_hostcall));
   NAPI_CALL(env, napi_add_async_cleanup_hook(env, nkh_manager_on_teardown, w, &w->hook));
   NAPI_CALL(env, napi_type_tag_object(env, self, &nkh_manager_tag));
   /* Last: from here on the finalizer owns w. */
@@ -963,6 +973,753 @@ static napi_value nkh_manager_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* --- host functions -------------------------------------------------------------------------- */
+
+/* A call of a host function, owned by the JS external the facade answers through
+ * (hostReturn/hostError). Its memory goes with the external's finalizer; while unanswered it is
+ * also linked into w->calls, so that close answers what the host never will.
+ *
+ *   call set,  w set     pending: the facade has the external
+ *   call NULL, w NULL    answered (by the facade, the finalizer, or close): inert
+ *
+ * The core keeps kh_hostcall_t valid until it is answered, whatever happens to the kernel, so
+ * every path answers exactly once: hostReturn/hostError, close (KH_ECANCELED for the host's
+ * late answer) or the finalizer (an external collected unanswered: the cell gets HostError). */
+struct nkh_call_s {
+  kh_hostcall_t *call;
+  nkh_manager_t *w;
+  nkh_call_t *prev, *next;
+  int canceled; /* answered by close, not by the host */
+  char name[];  /* the function's name, for messages */
+};
+
+static const napi_type_tag nkh_call_tag = {0x6b65726e656c686fULL, 0x7374486f737443ULL};
+
+#define NKH_HOST_DEPTH 64  /* deeper values are refused: a cycle is caught first, by identity */
+#define NKH_HOST_PATH 512  /* the JSON Pointer of the value being converted */
+#define NKH_SAFE_INT 9007199254740991.0 /* 2^53 - 1: beyond it a JS number is no exact integer */
+
+/* Takes c's call for answering: unlinks it. NULL when it was answered already. */
+static kh_hostcall_t *nkh_call_take(nkh_call_t *c) {
+  kh_hostcall_t *call = c->call;
+  nkh_manager_t *w = c->w;
+  if (call == NULL) return NULL;
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else if (w != NULL)
+    w->calls = c->next;
+  if (c->next != NULL) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  c->call = NULL;
+  c->w = NULL;
+  return call;
+}
+
+/* Close: the host's answers can no longer reach the core after it, so the calls get theirs
+ * now; the facade's late answer then learns KH_ECANCELED, as after an interrupt. */
+static void nkh_hostcall_cancel_all(nkh_manager_t *w) {
+  while (w->calls != NULL) {
+    nkh_call_t *c = w->calls;
+    kh_hostcall_t *call = nkh_call_take(c);
+    c->canceled = 1;
+    (void)kh_hostcall_error(call, "the host's kernelhost manager was closed");
+  }
+}
+
+static void nkh_call_finalize(napi_env env, void *data, void *hint) {
+  nkh_call_t *c = data;
+  kh_hostcall_t *call = nkh_call_take(c);
+  char msg[256];
+  if (call != NULL) {
+    snprintf(msg, sizeof(msg), "host function \"%.100s\" never answered (its call was dropped)",
+             c->name);
+    (void)kh_hostcall_error(call, msg);
+  }
+  free(c);
+}
+
+/* --- JSON and buffers -> JS values (a call's arguments) --- */
+
+/* Each buffer's null is replaced by a fresh empty object (jansson's null is one shared value;
+ * an object has an address of its own), which the conversion finds again and makes a Buffer. */
+typedef struct {
+  json_t **marks;
+  const kh_buffer_t *buffers;
+  size_t n;
+} nkh_marks_t;
+
+/* The next RFC 6901 token of *p (after its '/'), unescaped into tok: 1, 0 at the end of the
+ * pointer, -1 when it is malformed or too long. */
+static int nkh_ptr_token(const char **p, char *tok, size_t size) {
+  const char *s = *p;
+  size_t n = 0;
+  if (*s == '\0') return 0;
+  if (*s != '/') return -1;
+  for (s++; *s != '\0' && *s != '/'; s++) {
+    char ch = *s;
+    if (ch == '~') {
+      if (s[1] != '0' && s[1] != '1') return -1;
+      ch = s[1] == '0' ? '~' : '/';
+      s++;
+    }
+    if (n + 1 >= size) return -1;
+    tok[n++] = ch;
+  }
+  tok[n] = '\0';
+  *p = s;
+  return 1;
+}
+
+/* Replaces the null at `path` in root with `mark` (stolen); 0, or -1 when the path leads to no
+ * null (the core checks its own buffers, so that is a protocol error). */
+static int nkh_ptr_mark(json_t *root, const char *path, json_t *mark) {
+  char tok[NKH_HOST_PATH], *end;
+  json_t *parent = NULL, *cur = root;
+  long index = -1;
+  int r;
+  while ((r = nkh_ptr_token(&path, tok, sizeof(tok))) == 1) {
+    parent = cur;
+    if (json_is_array(cur)) {
+      if (tok[0] < '0' || tok[0] > '9' || (tok[0] == '0' && tok[1] != '\0')) break;
+      index = strtol(tok, &end, 10);
+      cur = *end == '\0' ? json_array_get(cur, (size_t)index) : NULL;
+    } else {
+      cur = json_is_object(cur) ? json_object_get(cur, tok) : NULL;
+    }
+    if (cur == NULL) break;
+  }
+  if (r != 0 || parent == NULL || !json_is_null(cur)) {
+    json_decref(mark);
+    return -1;
+  }
+  if (json_is_array(parent)) return json_array_set_new(parent, (size_t)index, mark);
+  return json_object_set_new(parent, tok, mark);
+}
+
+/* j as a JS value: null, booleans, numbers (integers beyond 2^53 as BigInt, so that none is
+ * rounded), strings, arrays, objects (own properties, "__proto__" included, as JSON.parse
+ * makes them), and the marked buffers as Buffers. NULL: an exception is pending. */
+static napi_value nkh_host_to_js(napi_env env, json_t *j, const nkh_marks_t *mk) {
+  napi_value out = NULL, v;
+  size_t i;
+  switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+      const char *k;
+      json_t *x;
+      for (i = 0; i < mk->n; i++) {
+        if (mk->marks[i] == j) {
+          const kh_buffer_t *b = &mk->buffers[i];
+          void *copy;
+          NAPI_CALL(env, napi_create_buffer_copy(env, b->len, b->len ? b->data : "", &copy, &out));
+          return out;
+        }
+      }
+      NAPI_CALL(env, napi_create_object(env, &out));
+      json_object_foreach(j, k, x) {
+        napi_property_descriptor d = {NULL, NULL, NULL, NULL, NULL, NULL,
+                                      napi_writable | napi_enumerable | napi_configurable, NULL};
+        NAPI_CALL(env, napi_create_string_utf8(env, k, NAPI_AUTO_LENGTH, &d.name));
+        if ((d.value = nkh_host_to_js(env, x, mk)) == NULL) return NULL;
+        /* defined, not set: a "__proto__" key must not replace the prototype */
+        NAPI_CALL(env, napi_define_properties(env, out, 1, &d));
+      }
+      return out;
+    }
+    case JSON_ARRAY: {
+      json_t *x;
+      NAPI_CALL(env, napi_create_array_with_length(env, json_array_size(j), &out));
+      json_array_foreach(j, i, x) {
+        if ((v = nkh_host_to_js(env, x, mk)) == NULL) return NULL;
+        NAPI_CALL(env, napi_set_element(env, out, (uint32_t)i, v));
+      }
+      return out;
+    }
+    case JSON_STRING:
+      NAPI_CALL(env, napi_create_string_utf8(env, json_string_value(j), json_string_length(j), &out));
+      return out;
+    case JSON_INTEGER: {
+      json_int_t x = json_integer_value(j);
+      if (x >= -(json_int_t)NKH_SAFE_INT && x <= (json_int_t)NKH_SAFE_INT)
+        NAPI_CALL(env, napi_create_int64(env, (int64_t)x, &out));
+      else
+        NAPI_CALL(env, napi_create_bigint_int64(env, (int64_t)x, &out));
+      return out;
+    }
+    case JSON_REAL:
+      NAPI_CALL(env, napi_create_double(env, json_real_value(j), &out));
+      return out;
+    case JSON_TRUE:
+    case JSON_FALSE:
+      NAPI_CALL(env, napi_get_boolean(env, json_is_true(j), &out));
+      return out;
+    default:
+      NAPI_CALL(env, napi_get_null(env, &out));
+      return out;
+  }
+fail:
+  return NULL;
+}
+
+/* --- JS values -> JSON and buffers (an answer) --- */
+
+typedef struct {
+  napi_env env;
+  kh_buffer_t *bufs; /* paths owned (malloc), data borrowed from the JS value being converted */
+  size_t n, cap;
+  char path[NKH_HOST_PATH];
+  size_t plen;
+  napi_value seen[NKH_HOST_DEPTH]; /* the objects being converted, outermost first */
+  int depth;
+  napi_value map_ctor, set_ctor; /* looked up once an object needs them */
+  char err[NKH_HOST_PATH + 200];
+  char msg[NKH_HOST_PATH + 360]; /* the whole message, as HostError carries it */
+} nkh_enc_t;
+
+static void nkh_enc_free(nkh_enc_t *e) {
+  size_t i;
+  for (i = 0; i < e->n; i++) free((char *)e->bufs[i].path);
+  free(e->bufs);
+  e->bufs = NULL;
+  e->n = e->cap = 0;
+}
+
+/* Records why the value cannot go; returns NULL, the conversion's failure. */
+static json_t *nkh_enc_fail(nkh_enc_t *e, const char *what) {
+  if (e->err[0] != '\0') return NULL; /* the innermost reason is kept */
+  if (e->plen)
+    snprintf(e->err, sizeof(e->err), "%s at %s", what, e->path);
+  else
+    snprintf(e->err, sizeof(e->err), "%s (the whole value)", what);
+  return NULL;
+}
+
+/* A napi call failed inside the conversion: a getter or a Proxy trap threw, most likely. The
+ * exception is the host's, but it has no JS caller here: it becomes the reason. */
+static json_t *nkh_enc_napi_fail(nkh_enc_t *e) {
+  napi_value exc, s;
+  bool pending = false;
+  char buf[200] = "reading the value failed";
+  size_t n;
+  if (napi_is_exception_pending(e->env, &pending) == napi_ok && pending &&
+      napi_get_and_clear_last_exception(e->env, &exc) == napi_ok &&
+      napi_coerce_to_string(e->env, exc, &s) == napi_ok &&
+      napi_get_value_string_utf8(e->env, s, buf + 26, sizeof(buf) - 26, &n) == napi_ok)
+    memcpy(buf + 24, ": ", 2);
+  return nkh_enc_fail(e, buf);
+}
+
+/* Strict UTF-16 -> UTF-8 (a lone surrogate fails, as it does for cell code: V8's own
+ * conversion would replace it silently). Returns a malloc'd string, or NULL with *bad set. */
+static char *nkh_utf16_to_utf8(const char16_t *u, size_t n, size_t *out_len, int *bad) {
+  unsigned char *s = malloc(n * 3 + 1);
+  size_t i, o = 0;
+  *bad = 0;
+  if (s == NULL) return NULL;
+  for (i = 0; i < n; i++) {
+    uint32_t c = u[i];
+    if (c < 0x80) {
+      s[o++] = (unsigned char)c;
+    } else if (c < 0x800) {
+      s[o++] = (unsigned char)(0xC0 | (c >> 6));
+      s[o++] = (unsigned char)(0x80 | (c & 0x3F));
+    } else if (c >= 0xD800 && c <= 0xDFFF) {
+      uint32_t lo = i + 1 < n ? u[i + 1] : 0;
+      if (c > 0xDBFF || lo < 0xDC00 || lo > 0xDFFF) {
+        free(s);
+        *bad = 1;
+        return NULL;
+      }
+      c = 0x10000 + ((c - 0xD800) << 10) + (lo - 0xDC00);
+      i++;
+      s[o++] = (unsigned char)(0xF0 | (c >> 18));
+      s[o++] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+      s[o++] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+      s[o++] = (unsigned char)(0x80 | (c & 0x3F));
+    } else {
+      s[o++] = (unsigned char)(0xE0 | (c >> 12));
+      s[o++] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+      s[o++] = (unsigned char)(0x80 | (c & 0x3F));
+    }
+  }
+  s[o] = '\0';
+  *out_len = o;
+  return (char *)s;
+}
+
+/* The JS string v as malloc'd UTF-8; NULL with the reason recorded. */
+static char *nkh_enc_string(nkh_enc_t *e, napi_value v, size_t *len) {
+  char16_t small[256], *u = small;
+  size_t n = 0;
+  char *s = NULL;
+  int bad = 0;
+  if (napi_get_value_string_utf16(e->env, v, NULL, 0, &n) != napi_ok) goto fail;
+  if (n >= sizeof(small) / sizeof(small[0]) && (u = malloc((n + 1) * sizeof(*u))) == NULL) {
+    nkh_enc_fail(e, "out of memory");
+    return NULL;
+  }
+  if (napi_get_value_string_utf16(e->env, v, u, n + 1, &n) != napi_ok) goto fail;
+  s = nkh_utf16_to_utf8(u, n, len, &bad);
+  if (s == NULL) nkh_enc_fail(e, bad ? "a string with a lone surrogate (not valid Unicode)"
+                                     : "out of memory");
+  if (u != small) free(u);
+  return s;
+fail:
+  if (u != small) free(u);
+  nkh_enc_napi_fail(e);
+  return NULL;
+}
+
+/* Appends one token (escaped per RFC 6901) to the path; 0, or -1 when it grows too long. */
+static int nkh_enc_push_path(nkh_enc_t *e, const char *tok, size_t len) {
+  size_t i, p = e->plen;
+  if (p + 1 >= sizeof(e->path)) return -1;
+  e->path[p++] = '/';
+  for (i = 0; i < len; i++) {
+    if (p + 3 >= sizeof(e->path)) return -1;
+    if (tok[i] == '~' || tok[i] == '/') {
+      e->path[p++] = '~';
+      e->path[p++] = tok[i] == '~' ? '0' : '1';
+    } else {
+      e->path[p++] = tok[i];
+    }
+  }
+  e->path[p] = '\0';
+  e->plen = p;
+  return 0;
+}
+
+static json_t *nkh_enc_value(nkh_enc_t *e, napi_value v, int *omit);
+
+/* A value one level down, at token `tok`; on failure the path stays where it failed. */
+static json_t *nkh_enc_child(nkh_enc_t *e, napi_value v, const char *tok, size_t len, int *omit) {
+  size_t saved = e->plen;
+  json_t *j;
+  if (nkh_enc_push_path(e, tok, len) != 0) return nkh_enc_fail(e, "the value nests too deeply");
+  j = nkh_enc_value(e, v, omit);
+  if (j != NULL || (omit != NULL && *omit)) {
+    e->plen = saved;
+    e->path[saved] = '\0';
+  }
+  return j;
+}
+
+/* Bytes at the current path: a buffer beside the JSON, null inside it. */
+static json_t *nkh_enc_bytes(nkh_enc_t *e, const void *data, size_t len) {
+  if (e->n == e->cap) {
+    size_t cap = e->cap ? e->cap * 2 : 4;
+    kh_buffer_t *b = realloc(e->bufs, cap * sizeof(*b));
+    if (b == NULL) return nkh_enc_fail(e, "out of memory");
+    e->bufs = b;
+    e->cap = cap;
+  }
+  if ((e->bufs[e->n].path = strdup(e->path)) == NULL) return nkh_enc_fail(e, "out of memory");
+  e->bufs[e->n].data = data;
+  e->bufs[e->n].len = len;
+  e->n++;
+  return json_null();
+}
+
+/* An object that is neither an array nor binary: refused kinds first, then own enumerable
+ * string-keyed properties, as JSON.stringify takes them (undefined and function values
+ * omitted there would hide a mistake: functions fail, undefined is left out). */
+static json_t *nkh_enc_object(nkh_enc_t *e, napi_value v) {
+  napi_env env = e->env;
+  napi_value keys, key, x, global;
+  uint32_t n, i;
+  bool is = false;
+  json_t *out = NULL, *j;
+  if (napi_is_date(env, v, &is) != napi_ok) return nkh_enc_napi_fail(e);
+  if (is) return nkh_enc_fail(e, "a Date (pass date.toISOString() or a number)");
+  if (napi_is_promise(env, v, &is) != napi_ok) return nkh_enc_napi_fail(e);
+  if (is) return nkh_enc_fail(e, "a Promise inside the value (await it first)");
+  if (e->map_ctor == NULL) {
+    if (napi_get_global(env, &global) != napi_ok ||
+        napi_get_named_property(env, global, "Map", &e->map_ctor) != napi_ok ||
+        napi_get_named_property(env, global, "Set", &e->set_ctor) != napi_ok)
+      return nkh_enc_napi_fail(e);
+  }
+  if (napi_instanceof(env, v, e->map_ctor, &is) != napi_ok) return nkh_enc_napi_fail(e);
+  if (is) return nkh_enc_fail(e, "a Map (pass Object.fromEntries(map))");
+  if (napi_instanceof(env, v, e->set_ctor, &is) != napi_ok) return nkh_enc_napi_fail(e);
+  if (is) return nkh_enc_fail(e, "a Set (pass [...set])");
+  if (napi_get_all_property_names(env, v, napi_key_own_only,
+                                  napi_key_enumerable | napi_key_skip_symbols,
+                                  napi_key_numbers_to_strings, &keys) != napi_ok ||
+      napi_get_array_length(env, keys, &n) != napi_ok)
+    return nkh_enc_napi_fail(e);
+  if ((out = json_object()) == NULL) return nkh_enc_fail(e, "out of memory");
+  for (i = 0; i < n; i++) {
+    size_t klen;
+    char *k;
+    int omit = 0;
+    if (napi_get_element(env, keys, i, &key) != napi_ok ||
+        napi_get_property(env, v, key, &x) != napi_ok) {
+      nkh_enc_napi_fail(e);
+      goto fail;
+    }
+    if ((k = nkh_enc_string(e, key, &klen)) == NULL) goto fail;
+    j = nkh_enc_child(e, x, k, klen, &omit);
+    if (j == NULL && !omit) {
+      free(k);
+      goto fail;
+    }
+    if (j != NULL && json_object_setn_new(out, k, klen, j) != 0) {
+      free(k);
+      nkh_enc_fail(e, "out of memory");
+      goto fail;
+    }
+    free(k);
+  }
+  return out;
+fail:
+  json_decref(out);
+  return NULL;
+}
+
+/* v as JSON. In an object, undefined makes *omit set (omit NULL: null instead, as in an array
+ * or at the top, where undefined is None). */
+static json_t *nkh_enc_value(nkh_enc_t *e, napi_value v, int *omit) {
+  napi_env env = e->env;
+  napi_valuetype t;
+  bool is = false;
+  json_t *out = NULL;
+  int d;
+  if (napi_typeof(env, v, &t) != napi_ok) return nkh_enc_napi_fail(e);
+  switch (t) {
+    case napi_undefined:
+      if (omit != NULL) {
+        *omit = 1;
+        return NULL;
+      }
+      return json_null();
+    case napi_null:
+      return json_null();
+    case napi_boolean: {
+      bool b;
+      if (napi_get_value_bool(env, v, &b) != napi_ok) return nkh_enc_napi_fail(e);
+      return json_boolean(b);
+    }
+    case napi_number: {
+      double x;
+      if (napi_get_value_double(env, v, &x) != napi_ok) return nkh_enc_napi_fail(e);
+      if (x != x) return nkh_enc_fail(e, "NaN (JSON has no NaN or Infinity)");
+      if (x > 1.7976931348623157e308 || x < -1.7976931348623157e308)
+        return nkh_enc_fail(e, x > 0 ? "Infinity (JSON has no NaN or Infinity)"
+                                     : "-Infinity (JSON has no NaN or Infinity)");
+      /* JS has one number type: an integral value within 2^53 is an int in Python. */
+      if (x >= -NKH_SAFE_INT && x <= NKH_SAFE_INT && x == (double)(int64_t)x)
+        return json_integer((json_int_t)x);
+      return json_real(x);
+    }
+    case napi_bigint: {
+      int64_t x;
+      bool lossless = false;
+      if (napi_get_value_bigint_int64(env, v, &x, &lossless) != napi_ok)
+        return nkh_enc_napi_fail(e);
+      if (!lossless) return nkh_enc_fail(e, "a BigInt beyond int64");
+      return json_integer((json_int_t)x);
+    }
+    case napi_string: {
+      size_t len;
+      char *s = nkh_enc_string(e, v, &len);
+      if (s == NULL) return NULL;
+      out = json_stringn_nocheck(s, len);
+      free(s);
+      return out != NULL ? out : nkh_enc_fail(e, "out of memory");
+    }
+    case napi_symbol:
+      return nkh_enc_fail(e, "a Symbol");
+    case napi_function:
+      return nkh_enc_fail(e, "a function");
+    case napi_external:
+      return nkh_enc_fail(e, "a native external value");
+    case napi_object:
+      break;
+  }
+  /* Binary: Buffer, any typed array or DataView, ArrayBuffer: its bytes. */
+  if (napi_is_typedarray(env, v, &is) != napi_ok) return nkh_enc_napi_fail(e);
+  if (is) {
+    napi_typedarray_type tt;
+    size_t length, offset;
+    void *data;
+    napi_value ab;
+    if (napi_get_typedarray_info(env, v, &tt, &length, &data, &ab, &offset) != napi_ok)
+      return nkh_enc_napi_fail(e);
+    static const size_t width[] = {1, 1, 1, 2, 2, 4, 4, 4, 8, 8, 8};
+    return nkh_enc_bytes(e, data, length * ((size_t)tt < sizeof(width) / sizeof(width[0])
+                                                ? width[tt] : 1));
+  }
+  if (napi_is_dataview(env, v, &is) != napi_ok) return nkh_enc_napi_fail(e);
+  if (is) {
+    size_t length, offset;
+    void *data;
+    napi_value ab;
+    if (napi_get_dataview_info(env, v, &length, &data, &ab, &offset) != napi_ok)
+      return nkh_enc_napi_fail(e);
+    return nkh_enc_bytes(e, data, length);
+  }
+  if (napi_is_arraybuffer(env, v, &is) != napi_ok) return nkh_enc_napi_fail(e);
+  if (is) {
+    size_t length;
+    void *data;
+    if (napi_get_arraybuffer_info(env, v, &data, &length) != napi_ok) return nkh_enc_napi_fail(e);
+    return nkh_enc_bytes(e, data, length);
+  }
+  /* A container: refused when it is one of those being converted (a cycle). */
+  for (d = 0; d < e->depth; d++) {
+    bool same = false;
+    if (napi_strict_equals(env, v, e->seen[d], &same) != napi_ok) return nkh_enc_napi_fail(e);
+    if (same) return nkh_enc_fail(e, "an object that contains itself (a cycle)");
+  }
+  if (e->depth >= NKH_HOST_DEPTH) return nkh_enc_fail(e, "objects nested too deeply");
+  e->seen[e->depth++] = v;
+  if (napi_is_array(env, v, &is) != napi_ok) {
+    nkh_enc_napi_fail(e);
+  } else if (is) {
+    uint32_t n, i;
+    char tok[16];
+    napi_value x;
+    json_t *j;
+    if (napi_get_array_length(env, v, &n) != napi_ok) {
+      nkh_enc_napi_fail(e);
+    } else if ((out = json_array()) == NULL) {
+      nkh_enc_fail(e, "out of memory");
+    } else {
+      for (i = 0; i < n; i++) {
+        snprintf(tok, sizeof(tok), "%u", i);
+        if (napi_get_element(env, v, i, &x) != napi_ok) {
+          nkh_enc_napi_fail(e);
+          break;
+        }
+        j = nkh_enc_child(e, x, tok, strlen(tok), NULL);
+        if (j == NULL || json_array_append_new(out, j) != 0) break;
+      }
+      if (i < n) {
+        json_decref(out);
+        out = NULL;
+      }
+    }
+  } else {
+    out = nkh_enc_object(e, v);
+  }
+  e->depth--;
+  return out;
+}
+
+/* Answers call with the JS value v. 0, or the core's code; KH_EINVAL when v cannot go to
+ * Python: then the call was answered with an error that says why (*why, borrowed from e). */
+static int nkh_host_answer(nkh_enc_t *e, napi_value v, kh_hostcall_t *call, const char *name,
+                           kh_manager_t *m, const char **why) {
+  json_t *j;
+  char *text = NULL;
+  int rc;
+  *why = NULL;
+  j = nkh_enc_value(e, v, NULL);
+  if (j == NULL) {
+    nkh_enc_free(e);
+    snprintf(e->msg, sizeof(e->msg), "host function \"%.100s\" answered with a value Python "
+             "cannot take: %s", name, e->err[0] ? e->err : "unknown reason");
+    *why = e->msg;
+    (void)kh_hostcall_error(call, e->msg);
+    return KH_EINVAL;
+  }
+  text = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+  json_decref(j);
+  if (text == NULL) {
+    nkh_enc_free(e);
+    (void)kh_hostcall_error(call, "out of memory");
+    return KH_ENOMEM;
+  }
+  rc = kh_hostcall_return(call, text, strlen(text), e->bufs, e->n);
+  free(text);
+  nkh_enc_free(e);
+  if (rc == KH_EINVAL) {
+    /* The core refused the value and left the call unanswered: every value was checked above,
+     * so this is no fault of the host's, but the cell must still get an answer. */
+    snprintf(e->msg, sizeof(e->msg), "host function \"%.100s\": kernelhost could not pass its "
+             "value to Python: %.300s", name, m != NULL ? kh_manager_errmsg(m) : "");
+    *why = e->msg;
+    (void)kh_hostcall_error(call, e->msg);
+  }
+  return rc;
+}
+
+/* --- the call's way through JS --- */
+
+/* The core's host function, for every name the facade exposed: hands (kernelId, name, args,
+ * call) to the facade's dispatcher, `this` the wrapper, which finds the JS function and answers
+ * through hostReturn/hostError, now or when its Promise settles. */
+static void nkh_on_hostcall(kh_manager_t *m, const char *kernel_id, const char *name,
+                            const char *args_json, size_t args_len, const kh_buffer_t *buffers,
+                            size_t nbuffers, kh_hostcall_t *call, void *data) {
+  nkh_manager_t *w = data;
+  napi_env env = w->env;
+  napi_handle_scope scope = NULL;
+  napi_value self, fn, argv[4];
+  json_t *args = NULL, **marks = NULL;
+  nkh_marks_t mk = {NULL, buffers, 0};
+  nkh_call_t *c = NULL;
+  const char *why = "the Node host is closing";
+  size_t i, n;
+  int handed = 0; /* the external owns c */
+  bool pending = false;
+  (void)m;
+  if (w->teardown || w->js_gone || w->closing || w->on_hostcall == NULL) goto done;
+  why = "kernelhost: the call's arguments are not a JSON array";
+  if (!json_is_array(args = json_loadb(args_json, args_len, JSON_ALLOW_NUL, NULL))) goto done;
+  if (nbuffers > 0) {
+    why = "out of memory";
+    if ((marks = calloc(nbuffers, sizeof(*marks))) == NULL) goto done;
+    why = "kernelhost: a buffer of the call leads to no null in its arguments";
+    for (i = 0; i < nbuffers; i++) /* args owns each mark (stolen); its address stays valid */
+      if ((marks[i] = json_object()) == NULL || nkh_ptr_mark(args, buffers[i].path, marks[i]) != 0)
+        goto done;
+    mk.marks = marks;
+    mk.n = nbuffers;
+  }
+  n = strlen(name);
+  why = "out of memory";
+  if ((c = calloc(1, sizeof(*c) + n + 1)) == NULL) goto done;
+  memcpy(c->name, name, n + 1);
+  why = "kernelhost: the Node host could not take the call";
+  NAPI_CALL(env, napi_open_handle_scope(env, &scope));
+  NAPI_CALL(env, napi_get_reference_value(env, w->self, &self));
+  if (self == NULL) goto fail; /* collected, not yet finalized */
+  NAPI_CALL(env, napi_get_reference_value(env, w->on_hostcall, &fn));
+  NAPI_CALL(env, napi_create_string_utf8(env, kernel_id, NAPI_AUTO_LENGTH, &argv[0]));
+  NAPI_CALL(env, napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &argv[1]));
+  if ((argv[2] = nkh_host_to_js(env, args, &mk)) == NULL) goto fail;
+  NAPI_CALL(env, napi_create_external(env, c, nkh_call_finalize, NULL, &argv[3]));
+  handed = 1;
+  c->call = call;
+  c->w = w;
+  c->next = w->calls;
+  if (w->calls != NULL) w->calls->prev = c;
+  w->calls = c;
+  call = NULL;
+  NAPI_CALL(env, napi_type_tag_object(env, argv[3], &nkh_call_tag));
+  NAPI_CALL(env, napi_make_callback(env, w->actx, self, fn, 4, argv, NULL));
+fail:
+  /* The facade answers or keeps the call; a dispatcher that threw did neither. */
+  if (handed && napi_is_exception_pending(env, &pending) == napi_ok && pending)
+    call = nkh_call_take(c);
+  nkh_flush_exception(env);
+  nkh_scope_close(env, scope);
+done:
+  if (call != NULL) (void)kh_hostcall_error(call, why);
+  if (!handed) free(c);
+  json_decref(args);
+  free(marks);
+}
+
+/* The external at v as its call; NULL: a TypeError is thrown. */
+static nkh_call_t *nkh_call_get(napi_env env, napi_value v) {
+  bool ours = false;
+  void *c = NULL;
+  napi_valuetype t;
+  NAPI_CALL(env, napi_typeof(env, v, &t));
+  if (t == napi_external) NAPI_CALL(env, napi_check_object_type_tag(env, v, &nkh_call_tag, &ours));
+  if (!ours) {
+    nkh_throw(env, NKH_TYPE_ERROR, NULL, "call must be a host call handle");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_get_value_external(env, v, &c));
+fail:
+  return c;
+}
+
+/* What an answer returns to the facade: undefined when it reached the kernel, else the code
+ * ("KH_ECANCELED": the kernel stopped waiting, the answer was dropped; "KH_EINVAL": the value
+ * could not go, and the kernel got an error saying why). A second answer is an Error. */
+static napi_value nkh_answer_result(napi_env env, int rc) {
+  napi_value out = NULL;
+  if (rc == 0)
+    NAPI_CALL(env, napi_get_undefined(env, &out));
+  else
+    NAPI_CALL(env, napi_create_string_utf8(env, kh_err_name(rc), NAPI_AUTO_LENGTH, &out));
+fail:
+  return out;
+}
+
+static kh_hostcall_t *nkh_answer_take(napi_env env, nkh_call_t *c, int *canceled) {
+  kh_hostcall_t *call = nkh_call_take(c);
+  *canceled = 0;
+  if (call == NULL && c->canceled) {
+    *canceled = 1;
+  } else if (call == NULL) {
+    nkh_throw(env, NKH_ERROR, "KH_EINVAL", "the host call was answered already");
+  }
+  return call;
+}
+
+/* hostReturn(call, value) -> undefined | code */
+static napi_value nkh_host_return(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  nkh_manager_t *w = nkh_this(env, info, 2, argv);
+  nkh_call_t *c;
+  kh_hostcall_t *call;
+  nkh_enc_t *e;
+  const char *why;
+  int canceled, rc;
+  if (w == NULL || (c = nkh_call_get(env, argv[0])) == NULL) return NULL;
+  if ((call = nkh_answer_take(env, c, &canceled)) == NULL)
+    return canceled ? nkh_answer_result(env, KH_ECANCELED) : NULL;
+  /* Large (paths, the cycle stack): on the heap. */
+  if ((e = calloc(1, sizeof(*e))) == NULL) {
+    (void)kh_hostcall_error(call, "out of memory");
+    return nkh_answer_result(env, KH_ENOMEM);
+  }
+  e->env = env;
+  rc = nkh_host_answer(e, argv[1], call, c->name, w->m, &why);
+  free(e);
+  return nkh_answer_result(env, rc);
+}
+
+/* hostError(call, message) -> undefined | code. Python raises kernelhost.HostError(message). */
+static napi_value nkh_host_error(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  nkh_manager_t *w = nkh_this(env, info, 2, argv);
+  nkh_call_t *c;
+  kh_hostcall_t *call;
+  char *msg = NULL;
+  size_t len;
+  int canceled, rc;
+  if (w == NULL || (c = nkh_call_get(env, argv[0])) == NULL) return NULL;
+  if (nkh_expect(env, argv[1], napi_string, "message") != 0) return NULL;
+  if ((call = nkh_answer_take(env, c, &canceled)) == NULL)
+    return canceled ? nkh_answer_result(env, KH_ECANCELED) : NULL;
+  /* Lone surrogates become U+FFFD here, as V8 converts them: a message is for reading. */
+  if (napi_get_value_string_utf8(env, argv[1], NULL, 0, &len) == napi_ok &&
+      (msg = malloc(len + 1)) != NULL &&
+      napi_get_value_string_utf8(env, argv[1], msg, len + 1, &len) != napi_ok) {
+    free(msg);
+    msg = NULL;
+  }
+  rc = kh_hostcall_error(call, msg != NULL ? msg : "the host function failed");
+  free(msg);
+  return nkh_answer_result(env, rc);
+}
+
+/* expose(kernelId, name, on) : exposes the name to the kernel (on) or withdraws it. The JS
+ * function itself stays in the facade, which the dispatcher asks by kernel and name. */
+static napi_value nkh_kernel_expose(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char id[NKH_ID_MAX], *name = NULL;
+  bool on = false;
+  nkh_manager_t *w = nkh_this(env, info, 3, argv);
+  int rc;
+  if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
+  if (nkh_id_get(env, argv[0], id, sizeof(id)) != 0) return NULL;
+  if (nkh_expect(env, argv[2], napi_boolean, "on") != 0) return NULL;
+  if ((name = nkh_str_get(env, argv[1], "name", NULL)) == NULL) return NULL;
+  NAPI_CALL(env, napi_get_value_bool(env, argv[2], &on));
+  rc = kh_kernel_expose(w->m, id, name, on ? nkh_on_hostcall : NULL, on ? w : NULL);
+  if (rc != 0) nkh_throw_kh(env, w, rc);
+fail:
+  free(name);
+  return NULL;
+}
+
 /* --- module ---------------------------------------------------------------------------------- */
 
 #define NKH_METHOD(name, fn) \
@@ -984,6 +1741,9 @@ static napi_value nkh_init(napi_env env, napi_value exports) {
       NKH_METHOD("info", nkh_kernel_info),
       NKH_METHOD("ref", nkh_manager_ref),
       NKH_METHOD("close", nkh_manager_close),
+      NKH_METHOD("expose", nkh_kernel_expose),
+      NKH_METHOD("hostReturn", nkh_host_return),
+      NKH_METHOD("hostError", nkh_host_error),
   };
   static const int all_codes[] = {
 #define NKH_CODE_(name, code, msg) code,

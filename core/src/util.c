@@ -294,8 +294,10 @@ int kh__bufs_check(const json_t *doc, const kh_buffer_t *b, size_t n, char *errm
       kh__set_err(errmsg, "buffer %zu has no path or no data", i);
       return KH_EINVAL;
     }
+    /* "" is the document itself: a host function's answer may be bytes and nothing else (a
+     * null document); an object or array document is no null, so "" cannot lead into it. */
     v = kh__json_pointer(doc, b[i].path);
-    if (v == NULL || !json_is_null(v) || b[i].path[0] == '\0') {
+    if (v == NULL || !json_is_null(v)) {
       kh__set_err(errmsg, "buffer path \"%s\" does not lead to a null in the JSON", b[i].path);
       return KH_EINVAL;
     }

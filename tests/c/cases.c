@@ -359,13 +359,14 @@ static json_t *request_events(run_t *r, const char *exec_id, int merge) {
         strcmp(json_string_value(json_object_get(last, "type")), "stream") == 0 &&
         strcmp(json_string_value(json_object_get(json_object_get(last, "data"), "name")), name) ==
             0) {
-      json_t *d = json_object_get(last, "data");
-      const char *a = json_string_value(json_object_get(d, "text"));
-      const char *b = json_string_value(json_object_get(e->data, "text"));
-      char *cat = malloc(strlen(a) + strlen(b) + 1);
-      strcpy(cat, a);
-      strcat(cat, b);
-      json_object_set_new(d, "text", json_string(cat));
+      /* By length: text may hold NUL characters (stream_nul_character). */
+      json_t *d = json_object_get(last, "data"), *ta = json_object_get(d, "text");
+      json_t *tb = json_object_get(e->data, "text");
+      size_t na = json_string_length(ta), nb = json_string_length(tb);
+      char *cat = malloc(na + nb + 1);
+      memcpy(cat, json_string_value(ta), na);
+      memcpy(cat + na, json_string_value(tb), nb + 1);
+      json_object_set_new(d, "text", json_stringn(cat, na + nb));
       free(cat);
       continue;
     }
@@ -378,7 +379,7 @@ static json_t *request_events(run_t *r, const char *exec_id, int merge) {
 
 /* The text of every stream event of the request with this name, concatenated (owned). */
 static json_t *stream_text(run_t *r, const char *exec_id, const char *name) {
-  size_t len = 0;
+  size_t len = 0, n;
   char *buf = calloc(1, 1);
   json_t *s;
   int i;
@@ -387,12 +388,14 @@ static json_t *stream_text(run_t *r, const char *exec_id, const char *name) {
     const char *text;
     if (e->type != KH_EVENT_STREAM || strcmp(e->exec_id, exec_id) != 0) continue;
     if (strcmp(json_string_value(json_object_get(e->data, "name")), name) != 0) continue;
+    /* By length: text may hold NUL characters (stream_nul_character). */
+    n = json_string_length(json_object_get(e->data, "text"));
     text = json_string_value(json_object_get(e->data, "text"));
-    buf = realloc(buf, len + strlen(text) + 1);
-    memcpy(buf + len, text, strlen(text) + 1);
-    len += strlen(text);
+    buf = realloc(buf, len + n + 1);
+    memcpy(buf + len, text, n + 1);
+    len += n;
   }
-  s = json_string(buf);
+  s = json_stringn(buf, len);
   free(buf);
   return s;
 }
@@ -418,7 +421,7 @@ static void on_executed(kh_manager_t *m, const kh_reply_t *rep, int status, void
   q->order = ++q->run->completed;
   snprintf(q->errmsg, sizeof(q->errmsg), "%s", rep->errmsg ? rep->errmsg : "");
   if (status == 0) {
-    q->reply = json_loadb(rep->json, rep->json_len, 0, &err);
+    q->reply = json_loadb(rep->json, rep->json_len, JSON_ALLOW_NUL, &err);
     if (q->reply == NULL) case_fail(q->run, "the reply is not JSON (%s)", err.text);
     th_put_buffers(q->reply, rep->buffers, rep->nbuffers);
   }
@@ -885,7 +888,7 @@ static void on_answered(kh_manager_t *m, const char *kernel_id, int status, cons
   e->calls++;
   e->status = status;
   snprintf(e->errmsg, sizeof(e->errmsg), "%s", errmsg ? errmsg : "");
-  if (status == 0 && (e->reply = json_loadb(json, len, 0, NULL)) == NULL)
+  if (status == 0 && (e->reply = json_loadb(json, len, JSON_ALLOW_NUL, NULL)) == NULL)
     case_fail(e->run, "the answer is not JSON");
   if (status != 0 && json != NULL) case_fail(e->run, "a failed answer carries JSON");
 }
@@ -1128,7 +1131,7 @@ typedef struct {
 static void run_done(kh_manager_t *m, const kh_reply_t *rep, int status, void *data) {
   run_call_t *rc = data;
   run_t *r = rc->run;
-  json_t *reply = status == 0 ? json_loadb(rep->json, rep->json_len, 0, NULL) : NULL;
+  json_t *reply = status == 0 ? json_loadb(rep->json, rep->json_len, JSON_ALLOW_NUL, NULL) : NULL;
   char msg[1024];
   int ret;
   (void)m;

@@ -127,8 +127,22 @@ ops["$prefix"] = function(arg, act, path)
   return fail(path, "$prefix", arg, act)
 end
 
--- A binary value is a Lua string of its bytes (the binding's form for kh_buffer_t).
+-- Bytes are kernelhost.bytes values here: the harness exposes its functions with
+-- {bytes = true}, so that bytes and str arguments stay apart (tests/cases/README.md).
+local BYTES_MT = getmetatable(kernelhost.bytes(""))
+
+local function is_bytes(v) return type(v) == "userdata" and getmetatable(v) == BYTES_MT end
+
+local function from_hex(h)
+  return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end))
+end
+
+-- A binary value is a Lua string of its bytes (the binding's form for kh_buffer_t), or a
+-- kernelhost.bytes value where the harness asked for those (host functions exposed with
+-- {bytes = true}); a string argument is the hex (the host-function cases' {"$bytes": HEX}).
 ops["$bytes"] = function(arg, act, path)
+  if type(arg) == "string" then arg = { hex = arg } end
+  if is_bytes(act) then act = tostring(act) end
   if type(act) == "string" then
     local hex = act:gsub(".", function(c) return string.format("%02x", c:byte()) end)
     if (arg.hex == nil or hex == arg.hex)
@@ -259,8 +273,8 @@ Run.__index = Run
 
 local function new_run(case, mode)
   local r = setmetatable({ case = case, mode = mode, step = 0, kernels = {}, reqs = {},
-                           completed = 0, in_call = false, ids_seen = {}, comms = {},
-                           comm_list = {} }, Run)
+                           completed = 0, in_call = false, ids_seen = {}, fns = {}, later = {},
+                           held = {}, problems = {}, comms = {}, comm_list = {} }, Run)
   local mopts = case.manager
   r.f = H.fixture(mopts and exec_options(mopts) or nil)
   -- Inputs are answered from inside the event listener, as a Lua host does.
@@ -315,6 +329,9 @@ function Run:create(name, opts, exp)
   local id, msg, code = self.f.m:create_kernel(self:kernel_options(opts))
   self:outcome(exp, id ~= nil, msg, code, "create")
   if id then self.kernels[name] = assert(self.f.m:get_kernel(id)) end
+  -- Its cells run inside the call that runs them, and its host functions with them.
+  self.host_thread = self.host_thread or {}
+  self.host_thread[name] = type(opts) == "table" and opts.thread == "host"
 end
 
 function Run:submit(spec)
@@ -491,7 +508,7 @@ end
 
 function Run:wait_requests(first, during)
   local due = during == nil
-  H.wait(self.f, function()
+  self:wait(function()
     local pending = false
     for i = first, #self.reqs do
       local q = self.reqs[i]
@@ -645,7 +662,7 @@ function Run:kernel_events(name, exp)
     end
     return out
   end
-  H.wait(self.f, function() return #own() >= #exp end, "the kernel's events")
+  self:wait(function() return #own() >= #exp end, "the kernel's events")
   self:expect(exp, own(), "kernel_events")
 end
 
@@ -680,7 +697,7 @@ function Run:request(step)
   if step["while"] ~= nil then
     cell = self:submit({ execute = step["while"].execute, kernel = step.kernel })
     if cell.refused then self:fail("the \"while\" cell was refused") end
-    H.wait(self.f, function()
+    self:wait(function()
       if cell.calls > 0 then self:fail("the \"while\" cell ended before its marker") end
       return self:due(cell, step["while"].when)
     end, "the \"while\" cell's marker")
@@ -711,8 +728,155 @@ function Run:request(step)
   if exp.reply ~= nil then self:expect(exp.reply, reply, step.request) end
   if cell ~= nil then
     assert(cell.kernel:interrupt())
-    H.wait(self.f, function() return cell.calls > 0 end, "the \"while\" cell's end")
+    self:wait(function() return cell.calls > 0 end, "the \"while\" cell's end")
   end
+end
+
+-- --- host functions ("expose", "host_calls": tests/cases/README.md, "Host functions") --------
+
+-- A VALUE of a case as the host answers it: {"$bytes": HEX} as kernelhost.bytes, the rest as
+-- dkjson decoded it (its metatables tell arrays from objects, as the binding reads them).
+local function to_host(v)
+  if type(v) ~= "table" then return v end
+  if json_kind(v) == "object" and type(v["$bytes"]) == "string" and next(v, next(v)) == nil then
+    return kernelhost.bytes(from_hex(v["$bytes"]))
+  end
+  local out = {}
+  for k, x in pairs(v) do out[k] = to_host(x) end
+  return setmetatable(out, getmetatable(v))
+end
+
+-- Records a failure seen inside a callback, where raising would only reach the binding's
+-- "error" report: the step that follows fails with it.
+function Run:problem(fmt, ...)
+  self.problems[#self.problems + 1] = fmt:format(...)
+end
+
+function Run:check_problems()
+  if #self.problems > 0 then self:fail("%s", table.concat(self.problems, "; ")) end
+end
+
+-- Answers a held call now: with a value (is_error false) or an error message.
+function Run:answer(call, is_error, v)
+  local ok, msg, code
+  if is_error then
+    ok, msg, code = call:error(v)
+  else
+    ok, msg, code = call:return_(v)
+  end
+  if not ok and code ~= "KH_ECANCELED" then
+    self:problem("answering %s failed: %s: %s", call.name, tostring(code), tostring(msg))
+  end
+end
+
+-- The later answers ("later": true), given from the pump: after the loop turn that held them.
+function Run:pump()
+  local due = self.later
+  self.later = {}
+  for _, a in ipairs(due) do self:answer(a.call, a.is_error, a.value) end
+end
+
+-- Runs the loop until cond() holds, answering later calls between turns.
+function Run:wait(cond, what)
+  H.wait(self.f, function()
+    self:pump()
+    self:check_problems()
+    return cond()
+  end, what)
+end
+
+-- The Lua function for behaviour bh of host function fn ({name, kernel, calls}), and whether
+-- it answers through a handle.
+function Run:host_function(fn, bh)
+  local later = bh.later == true
+  local function record(...)
+    if self.in_call and not self.host_thread[fn.kernel] then
+      self:problem("host function %s ran inside an API call", fn.name)
+    end
+    local args = table.pack(...)
+    local rec = setmetatable({}, getmetatable(kernelhost.empty_array))
+    for i = 1, args.n do rec[i] = args[i] == nil and NULL or args[i] end
+    fn.calls[#fn.calls + 1] = rec
+    return rec
+  end
+  if bh.run ~= nil then
+    return true, function(call, ...)
+      record(...)
+      self.held[#self.held + 1] = call
+      local target = self:kernel(bh.run.kernel)
+      local id, _, code = target:submit(code_of(bh.run.code), function(reply, _, c)
+        if reply == nil then
+          self:answer(call, true, c)
+        elseif reply.status == "ok" then
+          self:answer(call, false, reply.result and reply.result.data["text/plain"] or "")
+        else
+          self:answer(call, true, ("%s: %s"):format(reply.error.ename, reply.error.evalue))
+        end
+      end)
+      if id == nil then self:answer(call, true, code) end
+    end
+  end
+  local is_error, value = bh.error ~= nil, bh.error
+  if bh["return"] ~= nil then value = to_host(bh["return"]) end
+  if bh.echo == nil and bh.error == nil and bh["return"] == nil then
+    self:fail("host function %s has no behaviour", fn.name)
+  end
+  if later then
+    return true, function(call, ...)
+      local rec = record(...)
+      self.held[#self.held + 1] = call
+      self.later[#self.later + 1] = { call = call, is_error = is_error,
+                                      value = bh.echo and rec or value }
+    end
+  end
+  return false, function(...)
+    local rec = record(...)
+    if is_error then error(value) end
+    if bh.echo then return rec end
+    return value
+  end
+end
+
+function Run:expose(step)
+  local kname = step.kernel or "k"
+  local k = self:kernel(kname)
+  local names = {}
+  for name in pairs(step.expose) do names[#names + 1] = name end
+  table.sort(names) -- dkjson keeps no key order; the cases' steps succeed or fail as a whole
+  local ok, msg, code = true, nil, nil
+  for _, name in ipairs(names) do
+    local bh = step.expose[name]
+    local key = kname .. "\0" .. name
+    local fn = self.fns[key]
+    if fn == nil and bh ~= NULL then
+      fn = { name = name, kernel = kname, calls = {} }
+      self.fns[key] = fn
+    end
+    self.in_call = true
+    if bh == NULL then
+      ok, msg, code = k:expose(name, nil)
+    else
+      local async, f = self:host_function(fn, bh)
+      ok, msg, code = k:expose(name, f, { async = async, bytes = true })
+    end
+    self.in_call = false
+    if not ok then break end
+  end
+  self:outcome(step.expect, ok, msg, code, "expose")
+end
+
+function Run:host_calls(step)
+  local fn = self.fns[(step.kernel or "k") .. "\0" .. step.host_calls]
+  self:expect(step.expect, fn and fn.calls or {}, "host_calls")
+end
+
+-- Every call a host function held was answered by the end of the case.
+function Run:check_held()
+  self:pump()
+  for _, call in ipairs(self.held) do
+    if call.pending then self:fail("host function %s never answered a call", call.name) end
+  end
+  self:check_problems()
 end
 
 function Run:run_step(step)
@@ -744,6 +908,10 @@ function Run:run_step(step)
   elseif step.list ~= nil then
     self:expect(step.expect, assert(self.f.m:list_kernels(step.list ~= NULL and step.list or nil)),
                 "list")
+  elseif step.expose ~= nil then
+    self:expose(step)
+  elseif step.host_calls ~= nil then
+    self:host_calls(step)
   else
     for _, verb in ipairs({ "restart", "destroy", "interrupt", "input_reply" }) do
       if step[verb] ~= nil then return self:kernel_call(verb, step) end
@@ -759,8 +927,10 @@ local function run_case(case, mode)
     for i, step in ipairs(case.steps) do
       r.step = i
       r:run_step(step)
+      r:check_problems()
     end
     r.step = 0
+    r:check_held()
     r:check_comms()
   end)
   H.close(r.f)
@@ -772,22 +942,11 @@ local function run_case(case, mode)
   end
 end
 
--- TEMPORARY (issue 13): the "expose" and "host_calls" verbs (tests/cases/README.md, "Host
--- functions") come with the Lua binding's host functions (h/hostbind), which removes this gate.
-local function uses_host_functions(case)
-  for _, step in ipairs(case.steps) do
-    if step.expose ~= nil or step.host_calls ~= nil then return true end
-  end
-  return false
-end
-
 for _, file in ipairs(load_files()) do
   describe("cases: " .. file.concept, function()
     for _, case in ipairs(file.cases) do
       local mode = case.only or H.mode()
-      if uses_host_functions(case) then
-        pending(case.name .. " (TEMPORARY: the Lua harness has no host functions yet)")
-      elseif case.only and case.only ~= H.mode() then
+      if case.only and case.only ~= H.mode() then
         pending(case.name .. " (" .. case.only .. " only: " .. case.reason .. ")")
       else
         it(case.name, function() run_case(case, mode) end)

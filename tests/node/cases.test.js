@@ -74,9 +74,11 @@ const OPS = {
   $prefix(arg, act, where) {
     if (typeof act !== 'string' || !act.startsWith(arg)) fail(where, '$prefix', arg, act);
   },
-  // A binary value is a Buffer (the binding's form for kh_buffer_t).
+  // A binary value is a Buffer (the binding's form for kh_buffer_t); a string argument is the
+  // hex (the host-function cases' {"$bytes": HEX}).
   $bytes(arg, act, where) {
     const hex = Buffer.isBuffer(act) ? act.toString('hex') : null;
+    if (typeof arg === 'string') arg = { hex: arg };
     if (hex === null || (arg.hex !== undefined && hex !== arg.hex) ||
         (arg.prefix_hex !== undefined && !hex.startsWith(arg.prefix_hex)) ||
         (arg.len !== undefined && act.length !== arg.len)) fail(where, '$bytes', arg, act);
@@ -212,6 +214,10 @@ class Run {
     this.commList = [];
     this.m = manager(c.manager);
     this.listeners = [];
+    this.fns = new Map(); // `${kernel}\0${name}` -> {name, calls}
+    this.held = new Set(); // answers of host functions not given yet
+    this.inCall = false;
+    this.hostThread = new Set(); // kernels created with thread: "host"
     this.m.on('kernelEvent', (e) => {
       this.events.push(e);
       // Inputs are answered from inside the event listener, as a Node host does.
@@ -285,13 +291,21 @@ class Run {
     const [settled] = await Promise.allSettled([this.m.createKernel(this.kernelOptions(opts))]);
     this.outcome(exp, settled, 'create');
     if (settled.status === 'fulfilled') this.kernels.set(name, this.m.getKernel(settled.value));
+    // Its cells run inside the call that runs them, and its host functions with them.
+    if (opts && opts.thread === 'host') this.hostThread.add(name);
   }
 
   submit(spec) {
     const k = this.kernel(spec.kernel);
     const q = { spec, kernel: k, calls: 0, answered: 0, from: this.events.length };
     this.reqs.push(q);
-    const p = k.execute(codeOf(spec.execute), execOptions(spec.options));
+    this.inCall = true;
+    let p;
+    try {
+      p = k.execute(codeOf(spec.execute), execOptions(spec.options));
+    } finally {
+      this.inCall = false;
+    }
     // A then() handler always runs later; only the promise's own state, which util.inspect
     // reads synchronously, tells a promise settled inside the call (a refused call: it returns
     // a rejected promise) from one settled afterwards (a completion, which comes from the loop).
@@ -671,6 +685,99 @@ class Run {
     }
   }
 
+  // --- host functions ("expose", "host_calls": tests/cases/README.md, "Host functions") ----
+
+  /** The JS function for behaviour bh of host function fn ({name, calls}). */
+  hostFunction(fn, bh) {
+    const toHost = (v) => {
+      if (Array.isArray(v)) return v.map(toHost);
+      if (v === null || typeof v !== 'object') return v;
+      const keys = Object.keys(v);
+      if (keys.length === 1 && keys[0] === '$bytes' && typeof v.$bytes === 'string') {
+        return Buffer.from(v.$bytes, 'hex');
+      }
+      return Object.fromEntries(keys.map((k) => [k, toHost(v[k])]));
+    };
+    const record = (args) => {
+      if (this.inCall && !this.hostThread.has(fn.kernel)) {
+        this.error = this.error || this.err(`host function ${fn.name} ran inside an API call`);
+      }
+      fn.calls.push(args);
+      return args;
+    };
+    // A later answer is the settling of the promise the function returned, on a later turn.
+    const hold = (settle) => {
+      const p = new Promise((resolve, reject) => setImmediate(() => settle(resolve, reject)));
+      const tracked = p.finally(() => this.held.delete(tracked));
+      this.held.add(tracked);
+      tracked.catch(() => {});
+      return p;
+    };
+    if (bh.run !== undefined) {
+      return (...args) => {
+        record(args);
+        const target = this.kernel(bh.run.kernel);
+        const p = (async () => {
+          let r;
+          try {
+            r = await target.execute(codeOf(bh.run.code));
+          } catch (err) {
+            throw new Error(err.code);
+          }
+          if (r.status === 'ok') return r.result ? r.result.data['text/plain'] : '';
+          throw new Error(`${r.error.ename}: ${r.error.evalue}`);
+        })();
+        const tracked = p.finally(() => this.held.delete(tracked));
+        this.held.add(tracked);
+        tracked.catch(() => {});
+        return p;
+      };
+    }
+    if (bh.echo === undefined && bh.error === undefined && bh.return === undefined) {
+      this.fail(`host function ${fn.name} has no behaviour`);
+    }
+    const later = bh.later === true;
+    return (...args) => {
+      record(args);
+      if (bh.error !== undefined) {
+        if (!later) throw new Error(bh.error);
+        return hold((_, reject) => reject(new Error(bh.error)));
+      }
+      const v = bh.echo ? args : toHost(bh.return);
+      return later ? hold((resolve) => resolve(v)) : v;
+    };
+  }
+
+  expose(step) {
+    const kname = step.kernel || 'k';
+    const k = this.kernel(kname);
+    let settled = { status: 'fulfilled' };
+    for (const [name, bh] of Object.entries(step.expose)) { // in the order written
+      const key = `${kname}\0${name}`;
+      let fn = this.fns.get(key);
+      if (fn === undefined && bh !== null) {
+        fn = { name, kernel: kname, calls: [] };
+        this.fns.set(key, fn);
+      }
+      this.inCall = true;
+      try {
+        k.expose(name, bh === null ? null : this.hostFunction(fn, bh));
+      } catch (err) {
+        if (typeof err.code !== 'string') throw err;
+        settled = { status: 'rejected', reason: err };
+      } finally {
+        this.inCall = false;
+      }
+      if (settled.status === 'rejected') break;
+    }
+    this.outcome(step.expect, settled, 'expose');
+  }
+
+  hostCalls(step) {
+    const fn = this.fns.get(`${step.kernel || 'k'}\0${step.host_calls}`);
+    this.expect(step.expect, fn === undefined ? [] : fn.calls, 'host_calls');
+  }
+
   async runStep(step) {
     if (step.execute !== undefined || step.comm !== undefined || step.batch !== undefined) {
       const first = this.reqs.length;
@@ -706,6 +813,10 @@ class Run {
     } else if (step.info !== undefined) {
       const info = this.m.getKernelInfo(this.kernel(step.info).id);
       this.expect(step.expect, info === undefined ? undefined : toCore(info), 'info');
+    } else if (step.expose !== undefined) {
+      this.expose(step);
+    } else if (step.host_calls !== undefined) {
+      this.hostCalls(step);
     } else {
       const verb = ['restart', 'destroy', 'interrupt', 'input_reply']
         .find((v) => step[v] !== undefined);
@@ -721,8 +832,13 @@ async function runCase(c, mode) {
   for (const [i, step] of c.steps.entries()) {
     r.step = i + 1;
     await r.runStep(step);
+    if (r.error) throw r.error;
   }
   r.step = 0;
+  // Every answer a host function held was given by the end of the case.
+  await Promise.allSettled([...r.held]);
+  if (r.held.size !== 0) r.fail('a host function never answered a call');
+  if (r.error) throw r.error;
   r.checkComms();
   await closeAll();
   for (const q of r.reqs) if (q.calls !== 1) r.fail('a request never completed');
@@ -733,11 +849,7 @@ for (const file of fs.readdirSync(CASES_DIR).filter((f) => f.endsWith('.json')).
   describe(`cases: ${doc.concept}`, function () {
     afterEach(closeAll);
     for (const c of doc.cases) {
-      // TEMPORARY (issue 13): the "expose" and "host_calls" verbs (tests/cases/README.md, "Host
-      // functions") come with the Node binding's host functions (h/hostbind), which removes this.
-      if (c.steps.some((s) => s.expose !== undefined || s.host_calls !== undefined)) {
-        it(`${c.name} (TEMPORARY: the Node harness has no host functions yet)`);
-      } else if (c.only !== undefined && c.only !== MODE) {
+      if (c.only !== undefined && c.only !== MODE) {
         it(`${c.name} (${c.only} only: ${c.reason})`);
       } else {
         it(c.name, () => runCase(c, c.only || MODE));
