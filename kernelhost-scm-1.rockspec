@@ -1,7 +1,8 @@
--- kernelhost-scm-1.rockspec: `luarocks --lua-version=5.4 make` builds the Lua module with the
--- project's CMake (the core linked in statically) and installs kernelhost.so; nothing is
--- fetched from the network. Needs the Debian packages listed in README (libuv1-dev,
--- libjansson-dev, python3-dev, liblua5.4-dev, cmake).
+-- kernelhost-scm-1.rockspec: `luarocks --lua-version=5.4 make` (or --lua-version=5.1, for
+-- LuaJIT: Neovim, LÖVE) builds the Lua module with the project's CMake (the core linked in
+-- statically) and installs kernelhost.so and kernelhost-worker beside it; nothing is fetched
+-- from the network. Needs the Debian packages listed in README (libuv1-dev, libjansson-dev,
+-- python3-dev, cmake, and liblua5.4-dev, or liblua5.1-0-dev and lua-compat53-dev).
 rockspec_format = "3.0"
 package = "kernelhost"
 version = "scm-1"
@@ -11,15 +12,15 @@ source = {
 description = {
   summary = "Jupyter-grade Python kernels for Lua hosts",
   detailed = [[
-    require("kernelhost") gives Lua 5.4 scripts and host loops real CPython kernels (numpy,
-    matplotlib, pandas), with streamed output, rich display data, interrupts and an event bus
-    that maps onto Lua callbacks. Blocking calls pump events; manager:fd() and
+    require("kernelhost") gives Lua 5.4 and LuaJIT / Lua 5.1 scripts and host loops real
+    CPython kernels (numpy, matplotlib, pandas), with streamed output, rich display data,
+    interrupts and an event bus that maps onto Lua callbacks. Blocking calls pump events; manager:fd() and
     manager:timeout() let Neovim, luv or a game loop drive it without a polling timer.
   ]],
   license = "MIT",
 }
 dependencies = {
-  "lua >= 5.4",
+  "lua >= 5.1",
 }
 build = {
   type = "command",

@@ -1,7 +1,8 @@
 -- lua_roundtrip.lua: execute("1+1") round trip from Lua, p50/p99 over <runs> (default 10000).
 -- Usage (bench/run.py calls it): lua5.4 bench/lua_roundtrip.lua [main_thread|worker|host] [runs]
 -- [hostcall] ("host": a main_thread kernel whose cells run on this thread, kernel option
--- thread = "host") with LUA_CPATH pointing at <build>/lua/?.so. Prints one JSON line.
+-- thread = "host") with LUA_CPATH pointing at <build>/lua/?.so; or luajit with
+-- <build>/luajit/?.so (the same script: it is plain Lua 5.1). Prints one JSON line.
 -- With "hostcall" it also times, in the same run and kernel, a host call round trip: Python
 -- calling kernelhost.host.noop(), a Lua function that returns nothing, timed in the cell around
 -- each call (Python -> loop thread -> Lua -> Python), <runs> calls in one cell.

@@ -50,10 +50,10 @@ def run_json(cmd, timeout, env=None, cwd=ROOT):
                 pass
     if found is None:
         err = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or ["no output"])
-        return {"skip": "%s exited %d: %s" % (os.path.basename(cmd[1] if len(cmd) > 1 and
-                                                                cmd[0] in ("node", "lua5.4")
-                                                                else cmd[0]),
-                                              p.returncode, err[-1][:200])}
+        interp = os.path.basename(cmd[0]) in ("node", "lua5.4", "lua", "luajit")
+        what = cmd[1] if len(cmd) > 1 and interp else cmd[0]
+        return {"skip": "%s exited %d: %s" % (os.path.basename(what), p.returncode,
+                                              err[-1][:200])}
     return found
 
 
@@ -72,16 +72,23 @@ def ipy(metric, runs, extra=None, timeout=300):
 def script_roundtrip(lang, mode, runs, extra=()):
     """The Lua / Node round-trip scripts the bindings' authors drop in bench/. Expected: args
     [mode] [runs], one JSON line with execute_p50_us/execute_p99_us or raw "samples"."""
-    if lang == "lua":
+    if lang in ("lua", "luajit"):
+        # The same script and the same C source under two ABIs: Lua 5.4 (<build>/lua/) and
+        # LuaJIT 2.1 (<build>/luajit/, the Lua that Neovim and LÖVE embed).
         script = os.path.join(HERE, "lua_roundtrip.lua")
-        lua = shutil.which("lua5.4") or shutil.which("lua")
+        if lang == "lua":
+            lua = shutil.which("lua5.4") or shutil.which("lua")
+        else:
+            lua = shutil.which("luajit")
+            if lua is None:
+                return {"skip": "luajit not installed"}
         if not os.path.exists(script):
             return {"skip": "bench/lua_roundtrip.lua not present yet (Lua binding)"}
-        mod = os.path.join(BUILD, "lua", "kernelhost.so")
+        mod = os.path.join(BUILD, lang, "kernelhost.so")
         if not os.path.exists(mod):
             return {"skip": "Lua module not built (%s missing)" % os.path.relpath(mod, ROOT)}
         env = dict(os.environ)
-        cpath = os.path.join(BUILD, "lua", "?.so") + ";;"
+        cpath = os.path.join(BUILD, lang, "?.so") + ";;"
         env["LUA_CPATH"] = env["LUA_CPATH_5_4"] = cpath
         cmd = [lua, script, mode, str(runs)] + list(extra)
     else:
@@ -123,6 +130,31 @@ def script_roundtrip(lang, mode, runs, extra=()):
             return {"unit": "us", "summary": {"p50": r[p50], "p99": r.get(p99),
                                              "n": r.get("runs")}}
     return {"skip": "could not read the script's output: %s" % json.dumps(r)[:200]}
+
+
+def nvim_roundtrip(mode, runs):
+    """bench/nvim_latency.lua in headless Neovim: :KernelhostRun `1+1` to "Out[n]: 2" in the
+    plugin's output buffer (editors/nvim), with the LuaJIT module."""
+    nvim = shutil.which("nvim")
+    if nvim is None:
+        return {"skip": "nvim not installed"}
+    mod = os.path.join(BUILD, "luajit", "kernelhost.so")
+    if not os.path.exists(mod):
+        return {"skip": "LuaJIT module not built (%s missing)" % os.path.relpath(mod, ROOT)}
+    env = dict(os.environ)
+    env["LUA_CPATH"] = os.path.join(BUILD, "luajit", "?.so") + ";;"
+    env["KH_BENCH_MODE"], env["KH_BENCH_RUNS"] = mode, str(runs)
+    worker = os.path.join(BUILD, "kernelhost-worker")
+    if "KH_WORKER_PATH" not in env and os.path.exists(worker):
+        env["KH_WORKER_PATH"] = worker
+    cmd = [nvim, "--headless", "-u", "NORC", "-i", "NONE", "-n",
+           "--cmd", "set rtp^=" + os.path.join(ROOT, "editors", "nvim"),
+           "-c", "luafile " + os.path.join(HERE, "nvim_latency.lua")]
+    r = run_json(cmd, 300, env=env)
+    if "skip" in r:
+        return r
+    return {"unit": "us", "summary": {"p50": r["execute_p50_us"], "p99": r.get("execute_p99_us"),
+                                     "n": r.get("runs")}}
 
 
 def c_worker_roundtrip(runs):
@@ -237,6 +269,8 @@ def rows():
                  lambda: kh("hostcall", "main_thread", n(10000, 1000)), "hostcall"))
     R.append(Row("exec.lua.main", "execute 1+1, main_thread, Lua", "p50 ≤ 25 µs", 25,
                  lambda: script_roundtrip("lua", "main_thread", n(10000, 1000)), "execute"))
+    R.append(Row("exec.luajit.main", "execute 1+1, main_thread, LuaJIT", "p50 ≤ 25 µs", 25,
+                 lambda: script_roundtrip("luajit", "main_thread", n(10000, 1000)), "execute"))
     R.append(Row("exec.node.main", "execute 1+1, main_thread, Node", "p50 ≤ 25 µs", 25,
                  lambda: script_roundtrip("node", "main_thread", n(10000, 1000)), "execute"))
     R.append(Row("exec.c.host", "execute 1+1, main_thread thread=host, C", "p50 ≤ 25 µs", 25,
@@ -257,11 +291,19 @@ def rows():
                  "p50 ≤ 100 µs", 100, lambda: c_worker_roundtrip(n(10000, 1000)), "execute"))
     R.append(Row("exec.lua.worker", "execute 1+1, worker, Lua", "p50 ≤ 100 µs", 100,
                  lambda: script_roundtrip("lua", "worker", n(5000, 500)), "execute"))
+    R.append(Row("exec.luajit.worker", "execute 1+1, worker, LuaJIT", "p50 ≤ 100 µs", 100,
+                 lambda: script_roundtrip("luajit", "worker", n(5000, 500)), "execute"))
     R.append(Row("exec.node.worker", "execute 1+1, worker, Node", "p50 ≤ 100 µs", 100,
                  lambda: script_roundtrip("node", "worker", n(5000, 500)), "execute"))
+    # Issue 14: the Neovim plugin, end to end: the command, the kernel, the module's loop driven
+    # from vim.loop, the output buffer changed.
+    for mode, short in (("worker", "worker"), ("main_thread", "main")):
+        R.append(Row("exec.nvim." + short, ":KernelhostRun 1+1 → Out in the buffer, Neovim, %s"
+                     % mode, "-", None, lambda mode=mode: nvim_roundtrip(mode, n(300, 30)),
+                     "execute"))
     # Host functions (issue 13): Python -> host -> Python, a no-op, timed inside the cell around
     # each call, beside the same binding's execute 1+1 in the same run and kernel.
-    for lang, who in (("lua", "Lua"), ("node", "Node")):
+    for lang, who in (("lua", "Lua"), ("luajit", "LuaJIT"), ("node", "Node")):
         for mode, short, what in (("main_thread", "main", "main_thread"),
                                   ("host", "host", "main_thread thread=host"),
                                   ("worker", "worker", "worker")):

@@ -244,7 +244,7 @@ static void lkh_host_push(lua_State *L, json_t *j, const lkh_marks_t *mk, int to
       lua_pushlstring(L, json_string_value(j), json_string_length(j));
       return;
     case JSON_INTEGER:
-      lua_pushinteger(L, (lua_Integer)json_integer_value(j));
+      lkh_push_json_integer(L, (int64_t)json_integer_value(j)); /* beyond 2^53: lkh-compat.h */
       return;
     case JSON_REAL:
       lua_pushnumber(L, json_real_value(j));

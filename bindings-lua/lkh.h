@@ -11,7 +11,8 @@
  *   comm.c     kernelhost.Comm: kernel:open_comm, kernel:comm, and comm events to their comm
  *   events.c   subscriptions, and calling Lua back (pcall + traceback, "error" handlers)
  *   hostcall.c kernelhost.Kernel's expose and the HostCall handle: host functions
- *   values.c   JSON <-> Lua values (kernelhost.null, kernelhost.empty_array) */
+ *   values.c   JSON <-> Lua values (kernelhost.null, kernelhost.empty_array)
+ *   lkh-compat.h  what differs between Lua 5.4 and Lua 5.1 / LuaJIT (one place) */
 #ifndef LKH_H
 #define LKH_H
 
@@ -19,11 +20,10 @@
 #include <stdint.h>
 
 #include <jansson.h>
-#include <lauxlib.h>
-#include <lua.h>
 #include <uv.h>
 
 #include "kernelhost.h"
+#include "lkh-compat.h" /* <lua.h>, <lauxlib.h>, and what Lua 5.1 / LuaJIT lack */
 
 #define LKH_MANAGER_MT "kernelhost.Manager"
 #define LKH_KERNEL_MT "kernelhost.Kernel"

@@ -41,7 +41,7 @@ void lkh_values_push(lua_State *L, json_t *j) {
       lua_pushlstring(L, json_string_value(j), json_string_length(j));
       break;
     case JSON_INTEGER:
-      lua_pushinteger(L, (lua_Integer)json_integer_value(j));
+      lkh_push_json_integer(L, (int64_t)json_integer_value(j)); /* beyond 2^53: lkh-compat.h */
       break;
     case JSON_REAL:
       lua_pushnumber(L, json_real_value(j));

@@ -1,10 +1,12 @@
 -- scene.lua: a cell drives a tiny game scene through host functions. The game exposes
 -- entities() (answered at once) and move(id, dx, dy) (async: queued, answered on the next frame,
 -- after the game applied it). The cell is submitted without blocking; each frame polls once.
--- Run: lua5.4 examples/lua/scene.lua
+-- Run: lua5.4 examples/lua/scene.lua, or luajit examples/lua/scene.lua (with the LuaJIT module,
+-- cmake-build/luajit/, on LUA_CPATH): written for both, so it closes the manager itself rather
+-- than with Lua 5.4's <close>.
 local kernelhost = require("kernelhost")
 
-local manager <close> = assert(kernelhost.KernelManager.new())
+local manager = assert(kernelhost.KernelManager.new())
 local id = assert(manager:create_kernel{ mode = kernelhost.KernelMode.MAIN_THREAD })
 local kernel = manager:get_kernel(id)
 manager:on_kernel_event(id, kernelhost.KernelEvents.STREAM, function(d) io.write(d.text) end)
@@ -53,3 +55,4 @@ while not done do
   manager:poll(16) -- one frame: events, results and host calls that arrived meanwhile
 end
 print(("%d frames; ship at (%g, %g)"):format(frame, scene[1].x, scene[1].y))
+manager:close()

@@ -108,7 +108,7 @@ end
 ops["$type"] = function(arg, act, path)
   local t = type_name(act)
   if t == arg or (t == "empty" and (arg == "object" or arg == "array")) then return true end
-  if arg == "integer" and math.type(act) == "integer" then return true end
+  if arg == "integer" and H.is_integer(act) then return true end
   return fail(path, "$type", arg, act)
 end
 

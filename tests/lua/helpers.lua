@@ -17,6 +17,14 @@ function H.opts(extra)
   return o
 end
 
+-- An integer, as far as the running Lua can tell: math.type() on 5.3 and later; Lua 5.1
+-- (LuaJIT) has only doubles, where an integer the binding handed out is an integral number
+-- (beyond 2^53 it is handed out as a string of its digits: lkh-compat.h).
+function H.is_integer(v)
+  if math.type then return math.type(v) == "integer" end
+  return type(v) == "number" and v == math.floor(v) and math.abs(v) <= 2 ^ 53
+end
+
 -- A manager that records every event it sees, in order.
 function H.fixture(manager_opts)
   local f = { events = {} }

@@ -1,9 +1,10 @@
 -- lua_spec.lua: what only the Lua binding does: event order during blocking calls, errors in
 -- callbacks, fd/timeout embedding, submit completing in poll(), callback wrapper, __gc and
--- __close, misuse raising.
+-- __close (close54.lua: Lua 5.4 only), misuse raising.
 local kernelhost = require("kernelhost")
 local khtest = require("khtest")
 local H = require("helpers")
+local P = require("proc")
 local E = kernelhost.KernelEvents
 
 describe("lua host", function()
@@ -105,26 +106,28 @@ describe("lua host", function()
     assert.are.equal(0, f.m:poll(0))
   end)
 
+  if _VERSION == "Lua 5.4" then
+    it("lua_close_on_scope_exit", function()
+      -- __close of a manager (closes it, cancelling its work) and of a kernel object (destroys
+      -- its kernel): close54.lua, in the syntax only 5.4 parses
+      require("close54")(f, assert)
+    end)
+  else
+    -- `<close>` is Lua 5.4 syntax: a 5.1 host (LuaJIT) has manager:close(), kernel:destroy()
+    -- and __gc instead, which lua_close_on_gc_and_close checks on every version.
+    pending("lua_close_on_scope_exit needs Lua 5.4's <close>")
+  end
+
   it("lua_close_on_gc_and_close", function()
-    -- __close: a to-be-closed manager closes at the end of its scope, cancelling its work
-    local outer, st
+    -- manager:close() cancels the work in flight and makes the manager refuse further calls
     do
-      local m <close> = assert(kernelhost.KernelManager.new())
-      local g = { m = m, events = {} }
-      m:on_kernel_event(nil, E.ALL, function(e) g.events[#g.events + 1] = e end)
-      local id = assert(m:create_kernel(H.opts()))
-      st = select(2, H.start(g, m:get_kernel(id), "while True: pass"))
-      outer = m
+      local g = H.fixture()
+      local _, k = H.create(g)
+      local st = select(2, H.start(g, k, "while True: pass"))
+      assert(g.m:close())
+      assert.are.equal("KH_ECLOSED", select(3, g.m:list_kernels()))
+      assert.are.equal("KH_ECANCELED", st.code)
     end
-    assert.are.equal("KH_ECLOSED", select(3, outer:list_kernels()))
-    assert.are.equal("KH_ECANCELED", st.code)
-    -- a kernel object's __close destroys its kernel
-    local kid
-    do
-      local k <close> = select(2, H.create(f))
-      kid = k.id
-    end
-    assert.are.equal("KH_ENOTFOUND", select(3, f.m:get_kernel(kid)))
     -- __gc: an unreachable manager (with a kernel and a request in flight) is collected and
     -- closes; its callbacks are dropped, not called
     local weak = setmetatable({}, { __mode = "k" })
@@ -198,5 +201,82 @@ describe("lua host", function()
     assert.are.equal("worker", kernelhost.KernelMode.WORKER)
     assert.are.equal("*", E.ALL)
     assert.are.equal("update_display_data", E.UPDATE_DISPLAY_DATA)
+  end)
+
+  it("lua_host_process_untouched", function()
+    -- The module is a guest in its host (Neovim, LÖVE): loading it, a main_thread kernel and a
+    -- worker kernel leave the process's signal mask, ignored signals and caught signals as they
+    -- were, but for two that are not the module's: SIGCHLD, which libuv catches while it has a
+    -- child to reap (the worker; the host's libuv does the same for its own children, and Neovim
+    -- and the module share Debian's libuv), and glibc's reserved signals 32 and 33, whose
+    -- handler glibc installs when the process starts its first thread (a main_thread kernel's).
+    -- Read from /proc/self/status in a child host, before require() and after each kernel ran.
+    local kv, out = P.run_child({}, [[
+      local function masks(tag)
+        local fh = io.open("/proc/self/status")
+        local s = fh:read("a")
+        fh:close()
+        for _, n in ipairs({ "SigBlk", "SigIgn", "SigCgt" }) do
+          io.write(tag, n, "=", s:match(n .. ":%s*(%x+)"), "\n")
+        end
+      end
+      masks("before_")
+      local kernelhost = require("kernelhost")
+      local m = assert(kernelhost.KernelManager.new())
+      for _, mode in ipairs({ "main_thread", "worker" }) do
+        local id = assert(m:create_kernel({ mode = mode }))
+        local r = assert(m:get_kernel(id):execute("import signal\nsignal.getsignal(signal.SIGINT)"))
+        io.write(mode, "_status=", r.status, "\n")
+        masks(mode .. "_")
+      end
+      m:close()
+      masks("closed_")
+      io.write("done=yes\n")
+    ]])
+    assert.are.equal("yes", kv.done, out)
+    assert.are.equal("ok", kv.main_thread_status)
+    assert.are.equal("ok", kv.worker_status)
+    -- a mask is 16 hex digits, signal n at bit n - 1
+    local function without(hex, signals)
+      local d = {}
+      for i = 1, #hex do d[i] = tonumber(hex:sub(i, i), 16) end
+      for _, n in ipairs(signals) do
+        local i, v = #hex - math.floor((n - 1) / 4), 2 ^ ((n - 1) % 4)
+        if math.floor(d[i] / v) % 2 == 1 then d[i] = d[i] - v end
+      end
+      for i = 1, #d do d[i] = ("%x"):format(d[i]) end
+      return table.concat(d)
+    end
+    for _, n in ipairs({ "SigBlk", "SigIgn", "SigCgt" }) do
+      local before = without(kv["before_" .. n], { 17, 32, 33 })
+      assert.are.equal(16, #kv["before_" .. n])
+      for _, tag in ipairs({ "main_thread_", "worker_", "closed_" }) do
+        assert.are.equal(before, without(kv[tag .. n], { 17, 32, 33 }), n .. " " .. tag)
+      end
+    end
+  end)
+
+  it("lua_values_big_integers", function()
+    -- JSON integers beyond 2^53: exact integers on Lua 5.4; on Lua 5.1 (LuaJIT), whose numbers
+    -- are doubles, the strings of their digits: never a silently rounded number
+    local _, k = H.create(f)
+    local d
+    f.m:on_kernel_event(k.id, E.DISPLAY_DATA, function(x) d = x end)
+    assert.are.equal("ok", H.exec(k, "display({'text/plain': 'x'}, raw=True, metadata={" ..
+      "'small': 7, 'edge': 2**53, 'nedge': -2**53, 'big': 2**53 + 1, 'neg': -(2**62 + 1)})").status)
+    local m = d.metadata
+    assert.are.equal(7, m.small)
+    assert.are.equal(2 ^ 53, m.edge) -- still exact as a double: a number on every version
+    assert.are.equal(-(2 ^ 53), m.nedge)
+    assert.are.equal("9007199254740993", tostring(m.big))
+    assert.are.equal("-4611686018427387905", tostring(m.neg))
+    if math.type then
+      assert.are.equal("integer", math.type(m.big))
+      assert.are.equal("integer", math.type(m.neg))
+    else
+      assert.are.equal("string", type(m.big))
+      assert.are.equal("string", type(m.neg))
+      assert.are.equal("number", type(m.edge))
+    end
   end)
 end)

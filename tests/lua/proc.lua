@@ -19,17 +19,55 @@ function P.write_file(path, text)
   fh:close()
 end
 
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+P.quote = q
+
+-- The interpreter running the specs: child hosts run the same Lua (lua5.4, or luajit).
+P.LUA = jit and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+
+-- How a command ended, as Lua 5.2+ says it: true | nil, "exit" | "signal", code. Lua 5.1
+-- (LuaJIT) says less: os.execute returns the raw wait status, and a popen handle's close()
+-- returns true whatever happened, so there the shell writes $? to a file for close() to read.
+local legacy = _VERSION == "Lua 5.1"
+
+local function status_of(code)
+  if code > 128 then return nil, "signal", code - 128 end
+  return code == 0 or nil, "exit", code
+end
+
+function P.execute(cmd)
+  if not legacy then return os.execute(cmd) end
+  local st = os.execute(cmd)
+  if st % 256 ~= 0 then return nil, "signal", st % 128 end
+  return status_of(math.floor(st / 256))
+end
+
+-- io.popen(cmd, "r") whose close() returns how the command ended (see P.execute).
+function P.popen(cmd)
+  if not legacy then return io.popen(cmd, "r") end
+  local status = os.tmpname()
+  local fh, err = io.popen("(" .. cmd .. "); echo $? > " .. q(status), "r")
+  if not fh then return nil, err end
+  return {
+    read = function(_, ...) return fh:read(...) end,
+    close = function()
+      fh:close() -- waits for the shell, which wrote the status before it exited
+      local code = tonumber(read_file(status) or "")
+      os.remove(status)
+      if code == nil then return nil, "exit", -1 end
+      return status_of(code)
+    end,
+  }
+end
+
 -- Runs a shell command; returns its stdout (the command must succeed).
 function P.sh(cmd)
-  local fh = assert(io.popen(cmd, "r"))
+  local fh = assert(P.popen(cmd))
   local out = fh:read("a")
   local ok, how, code = fh:close()
   assert(ok, ("%s: %s %s"):format(cmd, tostring(how), tostring(code)))
   return out
 end
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-P.quote = q
 
 -- The pid of this Lua process (/proc/self is read by this process itself).
 function P.self_pid()
@@ -132,15 +170,15 @@ function P.script(source)
   return path
 end
 
--- Runs `source` in a child lua5.4 (it inherits LUA_PATH/LUA_CPATH/KH_WORKER_PATH) with the
+-- Runs `source` in a child P.LUA (it inherits LUA_PATH/LUA_CPATH/KH_WORKER_PATH) with the
 -- extra environment `env` (name -> value); waits for it to exit and returns its output
 -- (stdout and stderr) as a table of key -> value from lines "key=value", plus the raw text.
 function P.run_child(env, source)
   local path = P.script(source)
   local prefix = {}
   for k, v in pairs(env or {}) do prefix[#prefix + 1] = k .. "=" .. q(v) end
-  local fh = assert(io.popen("env " .. table.concat(prefix, " ") .. " lua5.4 " .. q(path) ..
-                             " 2>&1", "r"))
+  local fh = assert(P.popen("env " .. table.concat(prefix, " ") .. " " .. P.LUA .. " " ..
+                            q(path) .. " 2>&1"))
   local out = fh:read("a")
   local ok, how, code = fh:close()
   os.remove(path)

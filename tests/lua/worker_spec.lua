@@ -128,13 +128,13 @@ describe("worker", function()
       io.flush()
       while true do m:poll(60000) end -- until killed
     ]])
-    local child = assert(io.popen("exec lua5.4 " .. P.quote(path), "r"))
+    local child = assert(P.popen("exec " .. P.LUA .. " " .. P.quote(path)))
     local host = tonumber((child:read("l") or ""):match("^host=(%d+)$"))
     local worker = tonumber((child:read("l") or ""):match("^worker=(%d+)$"))
     assert.is_not_nil(host)
     assert.is_not_nil(worker)
     assert.is_true(P.alive(worker))
-    assert.is_true(os.execute("kill -9 " .. host))
+    assert.is_true(P.execute("kill -9 " .. host))
     local ok, how, sig = child:close() -- waits for the host
     os.remove(path)
     assert.is_nil(ok)
@@ -176,7 +176,7 @@ describe("worker", function()
         assert.are.same({ true }, cancelled)
       end
       f.events = {} -- keep the fixture's event log bounded
-      if i == CYCLES // 10 then
+      if i == CYCLES / 10 then
         collectgarbage()
         rss = P.rss_kb()
       end
