@@ -161,57 +161,47 @@ def m_stream(runs):
     out("stream", "ms", samples)
 
 
-def m_display_png(runs):
-    """The same 1 MiB PNG as kh_bench display_png: ipykernel sends it base64 in JSON, which
-    jupyter_client decodes; the time is until the client holds the message."""
+def display_run(metric, runs, setup, cell, mime, missing):
+    """Times cell (which displays 1 MiB of mime) until the client holds its display_data."""
     km, kc, _ = start()
-    run_cell(kc, "import os\n"
-             "class _KhBenchPng:\n"
-             "    data = b'\\x89PNG\\r\\n\\x1a\\n' + os.urandom((1 << 20) - 8)\n"
-             "    def _repr_png_(self): return self.data\n"
-             "    def __repr__(self): return 'png'\n"
-             "_kh_bench_png = _KhBenchPng()")
+    run_cell(kc, setup)
     samples = []
     for i in range(runs + 1):
         state = {"t": 0}
 
         def on(msg, t):
             if msg["msg_type"] == "display_data" and not state["t"]:
-                if len(msg["content"]["data"].get("image/png", "")) >= (1 << 20):
+                if len(msg["content"]["data"].get(mime, "")) >= (1 << 20):
                     state["t"] = t
 
         t0 = now_ns()
-        run_cell(kc, "display(_kh_bench_png)", on)
+        run_cell(kc, cell, on)
         if not state["t"]:
             stop(km, kc)
-            return skip("display_png", "no 1 MiB PNG display_data arrived")
+            return skip(metric, missing)
         if i > 0:
             samples.append((state["t"] - t0) / 1e6)
     stop(km, kc)
-    out("display_png", "ms", samples)
+    out(metric, "ms", samples)
+
+
+def m_display_png(runs):
+    """The same 1 MiB PNG as kh_bench display_png: ipykernel sends it base64 in JSON, which
+    jupyter_client decodes."""
+    display_run("display_png", runs,
+                "import os\n"
+                "class _KhBenchPng:\n"
+                "    data = b'\\x89PNG\\r\\n\\x1a\\n' + os.urandom((1 << 20) - 8)\n"
+                "    def _repr_png_(self): return self.data\n"
+                "    def __repr__(self): return 'png'\n"
+                "_kh_bench_png = _KhBenchPng()",
+                "display(_kh_bench_png)", "image/png", "no 1 MiB PNG display_data arrived")
 
 
 def m_display(runs):
-    km, kc, _ = start()
-    run_cell(kc, "_kh_bench_payload = 'x' * (1 << 20)")
-    samples = []
-    for i in range(runs + 1):
-        state = {"t": 0}
-
-        def on(msg, t):
-            if msg["msg_type"] == "display_data" and not state["t"]:
-                if len(msg["content"]["data"].get("text/plain", "")) >= (1 << 20):
-                    state["t"] = t
-
-        t0 = now_ns()
-        run_cell(kc, "display({'text/plain': _kh_bench_payload}, raw=True)", on)
-        if not state["t"]:
-            stop(km, kc)
-            return skip("display", "no 1 MiB display_data arrived")
-        if i > 0:
-            samples.append((state["t"] - t0) / 1e6)
-    stop(km, kc)
-    out("display", "ms", samples)
+    display_run("display", runs, "_kh_bench_payload = 'x' * (1 << 20)",
+                "display({'text/plain': _kh_bench_payload}, raw=True)", "text/plain",
+                "no 1 MiB display_data arrived")
 
 
 def m_interrupt(runs, kind):

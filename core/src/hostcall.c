@@ -512,43 +512,13 @@ void kh__hostcall_free(kh_kernel_t *k) {
 
 /* --- answers -------------------------------------------------------------------------------- */
 
-/* The length of the UTF-8 sequence at p (n bytes left): > 0 a valid one, < 0 minus the length
- * of its maximal ill-formed prefix (Unicode's "maximal subpart": one U+FFFD each, as Python's
- * "replace" decoder makes). */
-static int utf8_seq(const unsigned char *p, size_t n) {
-  unsigned c = p[0], lo = 0x80, hi = 0xBF;
-  int len, i;
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF)
-    len = 2;
-  else if (c >= 0xE0 && c <= 0xEF)
-    len = 3;
-  else if (c >= 0xF0 && c <= 0xF4)
-    len = 4;
-  else
-    return -1;
-  if (c == 0xE0)
-    lo = 0xA0; /* overlong */
-  else if (c == 0xED)
-    hi = 0x9F; /* surrogates */
-  else if (c == 0xF0)
-    lo = 0x90; /* overlong */
-  else if (c == 0xF4)
-    hi = 0x8F; /* past U+10FFFF */
-  for (i = 1; i < len; i++) {
-    if ((size_t)i >= n || p[i] < lo || p[i] > hi) return -i;
-    lo = 0x80;
-    hi = 0xBF;
-  }
-  return len;
-}
-
 /* A copy of s (n bytes) that is valid UTF-8: each ill-formed part becomes U+FFFD. Owned. */
 static char *utf8_clean(const char *s, size_t n) {
   kh__strbuf_t sb = {0};
   size_t i = 0;
   while (i < n) {
-    int l = utf8_seq((const unsigned char *)s + i, n - i);
+    int l = kh__utf8_seq((const unsigned char *)s + i, n - i);
+    if (l == 0) l = -(int)(n - i); /* cut short at the end: one ill-formed part */
     if (l > 0) {
       kh__sb_append(&sb, s + i, (size_t)l);
       i += (size_t)l;

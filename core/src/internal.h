@@ -49,6 +49,11 @@ void kh__set_err(char *buf, const char *fmt, ...);
 int kh__check_code(const char *code, size_t len, size_t max, char *errmsg);
 /* 1 when the len bytes at s are valid UTF-8 (NUL bytes included), else 0. Thread: any. */
 int kh__utf8_valid(const char *s, size_t len);
+/* The length of the UTF-8 sequence at p (n bytes available): > 0 a valid one, 0 cut short but
+ * possibly valid (more bytes may follow), < 0 invalid: minus the length of its maximal
+ * ill-formed prefix (Unicode's "maximal subpart", one U+FFFD each, as Python's "replace" and
+ * WHATWG decoders make). Thread: any. */
+int kh__utf8_seq(const unsigned char *p, size_t n);
 
 /* --- binary values beside JSON (util.c): the owned side of kh_buffer_t ---------------------
  * A blob is one refcounted allocation of bytes, shared by everything that hands the same bytes

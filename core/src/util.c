@@ -310,3 +310,33 @@ int kh__bufs_check(const json_t *doc, const kh_buffer_t *b, size_t n, char *errm
   }
   return 0;
 }
+
+int kh__utf8_seq(const unsigned char *p, size_t n) {
+  unsigned c = p[0];
+  int len, i;
+  unsigned lo = 0x80, hi = 0xBF;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF)
+    len = 2;
+  else if (c >= 0xE0 && c <= 0xEF)
+    len = 3;
+  else if (c >= 0xF0 && c <= 0xF4)
+    len = 4;
+  else
+    return -1;
+  if (c == 0xE0)
+    lo = 0xA0;
+  else if (c == 0xED)
+    hi = 0x9F; /* no surrogates */
+  else if (c == 0xF0)
+    lo = 0x90;
+  else if (c == 0xF4)
+    hi = 0x8F;
+  for (i = 1; i < len; i++) {
+    if ((size_t)i >= n) return 0;
+    if (p[i] < lo || p[i] > hi) return -i;
+    lo = 0x80;
+    hi = 0xBF;
+  }
+  return len;
+}

@@ -261,39 +261,6 @@ static int worker_emit(kh__sink_t *sink, const char *exec_id, int type, const ch
 
 /* --- fd 1 / fd 2 capture ------------------------------------------------------------------ */
 
-/* Length of the valid UTF-8 sequence at p (n bytes available): > 0 valid, 0 incomplete but
- * possibly valid, < 0 invalid: minus the length of its maximal ill-formed prefix, which
- * becomes one U+FFFD (as Python's "replace" and WHATWG decoders do). */
-static int utf8_seq(const unsigned char *p, size_t n) {
-  unsigned c = p[0];
-  int len, i;
-  unsigned lo = 0x80, hi = 0xBF;
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF)
-    len = 2;
-  else if (c >= 0xE0 && c <= 0xEF)
-    len = 3;
-  else if (c >= 0xF0 && c <= 0xF4)
-    len = 4;
-  else
-    return -1;
-  if (c == 0xE0)
-    lo = 0xA0;
-  else if (c == 0xED)
-    hi = 0x9F; /* no surrogates */
-  else if (c == 0xF0)
-    lo = 0x90;
-  else if (c == 0xF4)
-    hi = 0x8F;
-  for (i = 1; i < len; i++) {
-    if ((size_t)i >= n) return 0;
-    if (p[i] < lo || p[i] > hi) return -i;
-    lo = 0x80;
-    hi = 0xBF;
-  }
-  return len;
-}
-
 /* Emits buf (n bytes of stream `which`) as text, replacing invalid bytes with U+FFFD and
  * keeping an incomplete trailing sequence for the next read unless `final`. cap_mu held. */
 static void emit_capture(int which, const unsigned char *buf, size_t n, int final) {
@@ -301,7 +268,7 @@ static void emit_capture(int which, const unsigned char *buf, size_t n, int fina
   size_t i = 0;
   json_t *o;
   while (i < n) {
-    int l = utf8_seq(buf + i, n - i);
+    int l = kh__utf8_seq(buf + i, n - i);
     if (l > 0) {
       size_t j = i + (size_t)l;
       while (j < n && buf[j] < 0x80) j++; /* copy ASCII runs in one go */
