@@ -212,9 +212,11 @@ typedef struct {
   int store_history;   /* 1: count the cell and set `_` (default 1; forced 0 when silent) */
   int stop_on_error;   /* 1: queued requests abort after an error (default 1) */
   uint64_t timeout_ms; /* interrupt the cell when it runs longer (default 0: no limit) */
+  int allow_stdin;     /* 0: input() raises StdinNotImplementedError, no input_request event,
+                          as Jupyter's allow_stdin false (default 1) */
 } kh_execute_options_t;
 
-/* Sets the defaults: silent 0, store_history 1, stop_on_error 1, timeout_ms 0. */
+/* Sets the defaults: silent 0, store_history 1, stop_on_error 1, timeout_ms 0, allow_stdin 1. */
 KH_EXTERN void kh_execute_options_init(kh_execute_options_t *opts);
 
 /* Queues `code` (UTF-8, `len` bytes) on kernel `kernel_id`. Requests on one kernel run one at a
@@ -443,6 +445,58 @@ KH_EXTERN int kh_hostcall_error(kh_hostcall_t *call, const char *message);
 KH_EXTERN int kh_kernel_comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_type,
                                   const char *content_json, size_t len, const kh_buffer_t *buffers,
                                   size_t nbuffers);
+
+/* --- Jupyter's wire protocol (jupyter.c) ---------------------------------------------------
+ * Serves one kernel of this manager over Jupyter's ZeroMQ wire protocol (5.3): shell, control,
+ * iopub, stdin and heartbeat sockets, messages signed and checked with HMAC-SHA256, so that
+ * jupyter_client, `jupyter console --existing`, JupyterLab or nbclient can use the kernel while
+ * the host keeps using it too (both see every event of the kernel; each front end sees the
+ * host's cells as another client's, with a parent header of session "kernelhost-host"). The
+ * server runs on the manager's loop (uv_poll on the sockets' ZMQ_FD): no thread of the host
+ * is needed (libzmq has its own I/O thread). It is also what the `kernelhost-jupyter`
+ * executable runs for a kernelspec.
+ *
+ * `options_json` is NULL or a JSON object (camelCase or snake_case keys):
+ *   connection (object): the content of a connection file to serve, as jupyter_client writes it
+ *     ({transport, ip, shell_port, iopub_port, stdin_port, control_port, hb_port, key,
+ *     signature_scheme}); ports that are 0 or absent are chosen by the system;
+ *   connectionFile (string): where to write the connection file (mode 0600, replaced
+ *     atomically, removed when the server stops); default, unless `connection` is given:
+ *     <Jupyter's runtime dir>/kernel-kh-<kernel id>.json, the runtime dir being
+ *     $JUPYTER_RUNTIME_DIR, else $JUPYTER_DATA_DIR/runtime, else
+ *     ($XDG_DATA_HOME or ~/.local/share)/jupyter/runtime;
+ *   ip (default "127.0.0.1"), transport ("tcp", the default, or "ipc"), key (default 32 random
+ *     hex digits from the OS; "" disables signing, as Jupyter allows), kernelName (written
+ *     into the file, default "kernelhost");
+ *   shutdown: what a client's shutdown_request does after its reply: "stop" (the default:
+ *     restart: true restarts the kernel in place, otherwise the server stops and the kernel
+ *     keeps running), "destroy" (as "stop", but the kernel is destroyed too) or "none" (only
+ *     the KH_JUPYTER_SHUTDOWN note: the host decides).
+ * Messages with a bad signature (or none, when a key is set) are dropped unexecuted and counted.
+ *
+ * `cb` (may be NULL) gets the server's notes on the loop, never inside an API call:
+ * KH_JUPYTER_SHUTDOWN when a client asked for a shutdown (`restart` 0 or 1; the reply was sent
+ * already), and KH_JUPYTER_STOPPED exactly once and last, when the server has stopped for any
+ * reason (kh_jupyter_stop, its kernel destroyed, kh_manager_close, a shutdown); the handle is
+ * freed when that callback returns. Returns 0 and sets *out, or KH_EINVAL (m, kernel_id or out
+ * NULL), KH_ENOTFOUND, KH_ECLOSED, KH_EKERNELDEAD, KH_EOPTION (a bad option, named in
+ * kh_manager_errmsg), KH_EEXIST (the kernel is being served already), a UV_E* code (a socket
+ * could not be bound, UV_EADDRINUSE for instance, or the file not written: errmsg says why) or
+ * KH_ENOMEM. Thread: loop. */
+typedef struct kh_jupyter_s kh_jupyter_t;
+typedef enum { KH_JUPYTER_SHUTDOWN = 1, KH_JUPYTER_STOPPED = 2 } kh_jupyter_note_t;
+typedef void (*kh_jupyter_cb)(kh_jupyter_t *s, int note, int restart, void *data);
+
+KH_EXTERN int kh_jupyter_serve(kh_manager_t *m, const char *kernel_id, const char *options_json,
+                               kh_jupyter_cb cb, void *data, kh_jupyter_t **out);
+/* Stops serving: closes the sockets, removes the connection file the server wrote, and sends
+ * the KH_JUPYTER_STOPPED note from the loop. The kernel keeps running. Returns 0, KH_EINVAL (s
+ * NULL) or KH_ECLOSED (stopping already). */
+KH_EXTERN int kh_jupyter_stop(kh_jupyter_t *s);
+/* The server, as an owned JSON object (free with kh_free()): {kernel_id, connection_file (or
+ * null), connection: the connection file's content (key included), messages (accepted),
+ * dropped (bad signatures and malformed messages), stopping}; NULL when out of memory. */
+KH_EXTERN char *kh_jupyter_info(const kh_jupyter_t *s);
 
 /* --- events ----------------------------------------------------------------------------- */
 

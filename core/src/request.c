@@ -364,6 +364,7 @@ void kh_execute_options_init(kh_execute_options_t *opts) {
   memset(opts, 0, sizeof(*opts));
   opts->store_history = 1;
   opts->stop_on_error = 1;
+  opts->allow_stdin = 1;
 }
 
 /* Everything that can be refused is refused before the request exists, so a failed call has
