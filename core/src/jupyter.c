@@ -41,6 +41,9 @@ static const int sock_types[S_COUNT] = {ZMQ_ROUTER, ZMQ_ROUTER, ZMQ_ROUTER, ZMQ_
 
 #define DRAIN_BUDGET 256 /* messages per socket per turn: the host's loop keeps turning */
 #define LINGER_MS 1000   /* what a stopping server still gives its last replies */
+/* The largest frame a peer may send: a comm buffer's limit (256 MiB) and some; a peer that
+ * sends more is disconnected by ZeroMQ before the server allocates it. */
+#define MAX_FRAME ((int64_t)260 << 20)
 static const char host_session[] = "kernelhost-host";
 
 typedef enum { R_EXECUTE, R_COMM, R_OTHER } rkind_t;
@@ -1059,6 +1062,7 @@ int kh_jupyter_serve(kh_manager_t *m, const char *kernel_id, const char *options
   const char *transport, *ip, *file;
   char path[4096];
   int rc, i, one = 1, linger = LINGER_MS;
+  int64_t max_frame = MAX_FRAME;
   if (m == NULL || kernel_id == NULL || out == NULL) return KH_EINVAL;
   *out = NULL;
   if ((k = kh__kernel_lookup(m, kernel_id, &rc)) == NULL) return rc;
@@ -1092,6 +1096,7 @@ int kh_jupyter_serve(kh_manager_t *m, const char *kernel_id, const char *options
       break;
     }
     zmq_setsockopt(s->sock[i], ZMQ_LINGER, &linger, sizeof(linger));
+    zmq_setsockopt(s->sock[i], ZMQ_MAXMSGSIZE, &max_frame, sizeof(max_frame));
     /* A front end that reconnects with its old identity takes its routes over (ipykernel). */
     if (sock_types[i] == ZMQ_ROUTER) zmq_setsockopt(s->sock[i], ZMQ_ROUTER_HANDOVER, &one, sizeof(one));
     /* Every subscription is seen, a repeated one too, so that each front end is welcomed. */
