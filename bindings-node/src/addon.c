@@ -137,6 +137,24 @@ fail:
   return -1;
 }
 
+/* The data of the external at v, which must carry `tag` (so that no other external, nor any
+ * other value, is taken for one); NULL: a TypeError saying `msg` is thrown. */
+static void *nkh_external_get(napi_env env, napi_value v, const napi_type_tag *tag,
+                              const char *msg) {
+  bool ours = false;
+  void *data = NULL;
+  napi_valuetype t;
+  NAPI_CALL(env, napi_typeof(env, v, &t));
+  if (t == napi_external) NAPI_CALL(env, napi_check_object_type_tag(env, v, tag, &ours));
+  if (!ours) {
+    nkh_throw(env, NKH_TYPE_ERROR, NULL, msg);
+    return NULL;
+  }
+  NAPI_CALL(env, napi_get_value_external(env, v, &data));
+fail:
+  return data;
+}
+
 /* Reads a string argument into a malloc'd UTF-8 buffer (V8 turns lone surrogates into U+FFFD,
  * which is right for ids but not for code or input: see nkh_text_get). NULL: thrown. */
 static char *nkh_str_get(napi_env env, napi_value v, const char *what, size_t *len_out) {
@@ -1614,18 +1632,7 @@ done:
 
 /* The external at v as its call; NULL: a TypeError is thrown. */
 static nkh_call_t *nkh_call_get(napi_env env, napi_value v) {
-  bool ours = false;
-  void *c = NULL;
-  napi_valuetype t;
-  NAPI_CALL(env, napi_typeof(env, v, &t));
-  if (t == napi_external) NAPI_CALL(env, napi_check_object_type_tag(env, v, &nkh_call_tag, &ours));
-  if (!ours) {
-    nkh_throw(env, NKH_TYPE_ERROR, NULL, "call must be a host call handle");
-    return NULL;
-  }
-  NAPI_CALL(env, napi_get_value_external(env, v, &c));
-fail:
-  return c;
+  return nkh_external_get(env, v, &nkh_call_tag, "call must be a host call handle");
 }
 
 /* What an answer returns to the facade: undefined when it reached the kernel, else the code
@@ -1801,19 +1808,7 @@ static void nkh_jserver_finalize(napi_env env, void *data, void *hint) {
 
 /* The external at v as its server; NULL: a TypeError is thrown. */
 static nkh_jserver_t *nkh_jserver_get(napi_env env, napi_value v) {
-  bool ours = false;
-  void *j = NULL;
-  napi_valuetype t;
-  NAPI_CALL(env, napi_typeof(env, v, &t));
-  if (t == napi_external)
-    NAPI_CALL(env, napi_check_object_type_tag(env, v, &nkh_jserver_tag, &ours));
-  if (!ours) {
-    nkh_throw(env, NKH_TYPE_ERROR, NULL, "server must be a Jupyter server handle");
-    return NULL;
-  }
-  NAPI_CALL(env, napi_get_value_external(env, v, &j));
-fail:
-  return j;
+  return nkh_external_get(env, v, &nkh_jserver_tag, "server must be a Jupyter server handle");
 }
 
 /* serveJupyter(kernelId, optionsJson | null, onNote(note, restart)) -> server handle. Throws
@@ -1867,16 +1862,14 @@ fail:
 static napi_value nkh_jupyter_info(napi_env env, napi_callback_info info) {
   napi_value argv[1], out = NULL;
   nkh_jserver_t *j;
-  char *text;
   if (nkh_this(env, info, 1, argv) == NULL || (j = nkh_jserver_get(env, argv[0])) == NULL)
     return NULL;
-  text = j->s != NULL ? kh_jupyter_info(j->s) : j->info;
-  if (text == NULL)
+  if (j->s != NULL) return nkh_owned_json(env, kh_jupyter_info(j->s));
+  if (j->info == NULL)
     NAPI_CALL(env, napi_get_null(env, &out));
   else
-    NAPI_CALL(env, napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &out));
+    NAPI_CALL(env, napi_create_string_utf8(env, j->info, NAPI_AUTO_LENGTH, &out));
 fail:
-  if (j->s != NULL) kh_free(text);
   return out;
 }
 

@@ -31,11 +31,54 @@ static void on_note(kh_jupyter_t *s, int note, int restart, void *data) {
   }
 }
 
-/* A fresh directory under /tmp for connection files; rmdir'd by the test, which checks so that
- * the server removed what it wrote. */
-static void temp_dir(char *dir, size_t n) {
-  snprintf(dir, n, "/tmp/kh-jupyter-XXXXXX");
-  if (mkdtemp(dir) == NULL) FAIL("mkdtemp: %s", strerror(errno));
+/* A server whose connection file is connection.json in a fresh directory under /tmp, which
+ * served_done() removes: it must be empty by then, so the server removed what it wrote. */
+typedef struct {
+  char dir[64], file[192]; /* file: the directory and a kernel id */
+  notes_t n;
+  kh_jupyter_t *s;
+} served_t;
+
+static void temp_dir(served_t *sv) {
+  memset(sv, 0, sizeof(*sv));
+  snprintf(sv->dir, sizeof(sv->dir), "/tmp/kh-jupyter-XXXXXX");
+  if (mkdtemp(sv->dir) == NULL) FAIL("mkdtemp: %s", strerror(errno));
+  snprintf(sv->file, sizeof(sv->file), "%s/connection.json", sv->dir);
+}
+
+/* Serves kernel id on sv->file; `key` spells the option (the core takes "connectionFile" and
+ * "connection_file" alike). */
+static void serve(th_t *t, const char *id, served_t *sv, const char *key) {
+  char opts[256];
+  int rc;
+  temp_dir(sv);
+  snprintf(opts, sizeof(opts), "{\"%s\": \"%s\"}", key, sv->file);
+  if ((rc = kh_jupyter_serve(t->m, id, opts, on_note, &sv->n, &sv->s)) != 0)
+    FAIL("kh_jupyter_serve: %s: %s", kh_err_name(rc), kh_manager_errmsg(t->m));
+  ASSERT(sv->s != NULL);
+}
+
+static int file_gone(const char *path) {
+  return access(path, F_OK) != 0 && errno == ENOENT;
+}
+
+/* Runs the loop until STOPPED came, which took the connection file with it. */
+static void wait_stopped(th_t *t, served_t *sv) {
+  th_run_until(t, &sv->n.stopped);
+  ASSERT(file_gone(sv->file));
+}
+
+static void stop_served(th_t *t, served_t *sv) {
+  ASSERT_INT(kh_jupyter_stop(sv->s), ==, 0);
+  ASSERT_INT(sv->n.stopped, ==, 0); /* from the loop, never inside the call */
+  wait_stopped(t, sv);
+}
+
+/* After the manager closed: STOPPED came exactly once and last, and the directory is empty. */
+static void served_done(served_t *sv) {
+  ASSERT_INT(sv->n.stopped, ==, 1);
+  ASSERT_INT(sv->n.after_stopped, ==, 0);
+  ASSERT_INT(rmdir(sv->dir), ==, 0);
 }
 
 static json_t *load_file(const char *path) {
@@ -53,10 +96,6 @@ static json_t *server_info(kh_jupyter_t *s) {
   kh_free(text);
   ASSERT(j != NULL);
   return j;
-}
-
-static int file_gone(const char *path) {
-  return access(path, F_OK) != 0 && errno == ENOENT;
 }
 
 /* --- the wire client, a child process --------------------------------------------------------- */
@@ -166,26 +205,23 @@ TEST(jupyter_attach_live_host) {
   th_t t;
   host_t h;
   client_t c;
-  notes_t n = {0};
-  kh_jupyter_t *s = NULL;
-  char id[64], dir[64], file[128], opts[256];
+  served_t sv;
+  char id[64];
   json_t *info, *conn, *summary, *r;
+  th_event_t *e;
   th_result_t res;
   long ticks_at_spawn;
   int64_t sub;
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
-  temp_dir(dir, sizeof(dir));
-  snprintf(file, sizeof(file), "%s/connection.json", dir);
-  snprintf(opts, sizeof(opts), "{\"connectionFile\": \"%s\"}", file);
-  ASSERT_INT(kh_jupyter_serve(t.m, id, opts, on_note, &n, &s), ==, 0);
-  ASSERT(s != NULL);
+  serve(&t, id, &sv, "connectionFile");
 
   /* What the host learns of its server: the file it wrote and what it holds. */
-  info = server_info(s);
+  info = server_info(sv.s);
   ASSERT_STR(th_s(info, "kernel_id"), id);
-  ASSERT_STR(th_s(info, "connection_file"), file);
-  conn = load_file(file);
+  ASSERT_STR(th_s(info, "connection_file"), sv.file);
+  ASSERT(json_is_false(json_object_get(info, "stopping")));
+  conn = load_file(sv.file);
   ASSERT(json_equal(conn, json_object_get(info, "connection")));
   ASSERT_STR(th_s(conn, "ip"), "127.0.0.1");
   ASSERT_STR(th_s(conn, "transport"), "tcp");
@@ -201,7 +237,7 @@ TEST(jupyter_attach_live_host) {
   h.timer.data = &h;
   uv_timer_start(&h.timer, on_tick, 1, 1);
   ticks_at_spawn = h.ticks;
-  client_start(&t, &c, file, NULL);
+  client_start(&t, &c, sv.file, NULL);
   summary = client_wait(&t, &c);
   uv_close((uv_handle_t *)&h.timer, NULL);
 
@@ -216,34 +252,27 @@ TEST(jupyter_attach_live_host) {
    * under an execution id of its own; so did the interrupted cell's error. */
   ASSERT(h.marker_exec[0] != '\0');
   ASSERT(h.marker_ticks > ticks_at_spawn);
+  ASSERT(h.ticks > h.marker_ticks);
   ASSERT(th_find(&t, KH_EVENT_STREAM, h.marker_exec, 0) != NULL);
-  {
-    th_event_t *e = th_find(&t, KH_EVENT_EXECUTE_ERROR, NULL, 0);
-    ASSERT(e != NULL);
-    ASSERT_STR(th_s(e->data, "ename"), "KeyboardInterrupt");
-    ASSERT(strcmp(e->exec_id, h.marker_exec) != 0);
-  }
-  info = server_info(s);
+  e = th_find(&t, KH_EVENT_EXECUTE_ERROR, NULL, 0);
+  ASSERT(e != NULL);
+  ASSERT_STR(th_s(e->data, "ename"), "KeyboardInterrupt");
+  ASSERT(strcmp(e->exec_id, h.marker_exec) != 0);
+  info = server_info(sv.s);
   ASSERT(th_i(info, "messages") > 0);
   ASSERT_INT(th_i(info, "dropped"), ==, 0);
   json_decref(info);
-  ASSERT_INT(n.stopped, ==, 0);
+  ASSERT_INT(sv.n.stopped, ==, 0);
 
   /* Stopping: the note comes from the loop, the file is gone, the kernel runs on with what the
    * wire's cells left in its namespace. */
-  ASSERT_INT(kh_jupyter_stop(s), ==, 0);
-  ASSERT_INT(n.stopped, ==, 0);
-  th_run_until(&t, &n.stopped);
-  ASSERT_INT(n.stopped, ==, 1);
-  ASSERT_INT(n.shutdown, ==, 0);
-  ASSERT(file_gone(file));
+  stop_served(&t, &sv);
+  ASSERT_INT(sv.n.shutdown, ==, 0);
   r = th_exec(&t, id, "wire_value + 1", &res);
   ASSERT_STR(th_s(r, "result.data.text/plain"), "43");
   th_result_free(&res);
-  ASSERT_INT(rmdir(dir), ==, 0);
   th_fini(&t);
-  ASSERT_INT(n.stopped, ==, 1);
-  ASSERT_INT(n.after_stopped, ==, 0);
+  served_done(&sv);
 }
 
 /* A client's shutdown_request (restart false, the default shutdown "stop"): the SHUTDOWN note,
@@ -251,33 +280,26 @@ TEST(jupyter_attach_live_host) {
 TEST(jupyter_attach_shutdown) {
   th_t t;
   client_t c;
-  notes_t n = {0};
-  kh_jupyter_t *s;
-  char id[64], dir[64], file[128], opts[256];
+  served_t sv;
+  char id[64];
   json_t *summary, *r;
   th_result_t res;
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
-  temp_dir(dir, sizeof(dir));
-  snprintf(file, sizeof(file), "%s/connection.json", dir);
-  snprintf(opts, sizeof(opts), "{\"connection_file\": \"%s\"}", file);
-  ASSERT_INT(kh_jupyter_serve(t.m, id, opts, on_note, &n, &s), ==, 0);
-  client_start(&t, &c, file, "--shutdown");
+  serve(&t, id, &sv, "connection_file");
+  client_start(&t, &c, sv.file, "--shutdown");
   summary = client_wait(&t, &c);
   ASSERT_STR(th_s(summary, "shutdown.reply"), "shutdown_reply");
   json_decref(summary);
-  th_run_until(&t, &n.stopped);
-  ASSERT_INT(n.shutdown, ==, 1);
-  ASSERT_INT(n.restart, ==, 0);
-  ASSERT_INT(n.stopped, ==, 1);
-  ASSERT_INT(n.after_stopped, ==, 0);
-  ASSERT(file_gone(file));
+  wait_stopped(&t, &sv);
+  ASSERT_INT(sv.n.shutdown, ==, 1);
+  ASSERT_INT(sv.n.restart, ==, 0);
   ASSERT(kh_kernel_exists(t.m, id, NULL));
   r = th_exec(&t, id, "6 * 7", &res);
   ASSERT_STR(th_s(r, "result.data.text/plain"), "42");
   th_result_free(&res);
-  ASSERT_INT(rmdir(dir), ==, 0);
   th_fini(&t);
+  served_done(&sv);
 }
 
 /* --- the server's life as the host sees it ---------------------------------------------------- */
@@ -298,97 +320,74 @@ TEST(jupyter_serve_bad_options) {
       {"{\"key\":", "JSON"},
   };
   th_t t;
-  notes_t n = {0};
+  served_t sv;
+  notes_t never = {0};
   kh_jupyter_t *s = NULL;
   char id[64];
   size_t i;
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
   for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-    int rc = kh_jupyter_serve(t.m, id, bad[i].json, on_note, &n, &s);
+    int rc = kh_jupyter_serve(t.m, id, bad[i].json, on_note, &never, &s);
     if (rc != KH_EOPTION)
       FAIL("serve(%s): expected KH_EOPTION, got %s (%s)", bad[i].json, kh_err_name(rc),
            kh_manager_errmsg(t.m));
     ASSERT_CONTAINS(kh_manager_errmsg(t.m), bad[i].mention);
     ASSERT(s == NULL);
   }
-  /* Nothing was left serving: the kernel can be served now. */
-  {
-    char dir[64], opts[256], file[128];
-    temp_dir(dir, sizeof(dir));
-    snprintf(file, sizeof(file), "%s/c.json", dir);
-    snprintf(opts, sizeof(opts), "{\"connectionFile\": \"%s\"}", file);
-    ASSERT_INT(kh_jupyter_serve(t.m, id, opts, on_note, &n, &s), ==, 0);
-    ASSERT_INT(kh_jupyter_stop(s), ==, 0);
-    th_run_until(&t, &n.stopped);
-    ASSERT(file_gone(file));
-    ASSERT_INT(rmdir(dir), ==, 0);
-  }
+  /* Nothing was left serving, and no note came: the kernel can be served now. */
+  serve(&t, id, &sv, "connectionFile");
+  stop_served(&t, &sv);
   th_fini(&t);
-  ASSERT_INT(n.stopped, ==, 1);
-  ASSERT_INT(n.after_stopped, ==, 0);
+  served_done(&sv);
+  ASSERT_INT(never.stopped + never.shutdown, ==, 0);
 }
 
 /* One server per kernel: a second is KH_EEXIST while the first serves; once it stopped the
  * kernel can be served again. */
 TEST(jupyter_serve_twice) {
   th_t t;
-  notes_t n1 = {0}, n2 = {0};
-  kh_jupyter_t *s1, *s2 = NULL;
-  char id[64], dir[64], f1[128], f2[128], o1[256], o2[256];
+  served_t one, two;
+  kh_jupyter_t *s = NULL;
+  char id[64], opts[256];
   json_t *info;
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
-  temp_dir(dir, sizeof(dir));
-  snprintf(f1, sizeof(f1), "%s/one.json", dir);
-  snprintf(f2, sizeof(f2), "%s/two.json", dir);
-  snprintf(o1, sizeof(o1), "{\"connectionFile\": \"%s\"}", f1);
-  snprintf(o2, sizeof(o2), "{\"connectionFile\": \"%s\"}", f2);
-  ASSERT_INT(kh_jupyter_serve(t.m, id, o1, on_note, &n1, &s1), ==, 0);
-  ASSERT_ERR(kh_jupyter_serve(t.m, id, o2, on_note, &n2, &s2), KH_EEXIST);
+  serve(&t, id, &one, "connectionFile");
+  snprintf(opts, sizeof(opts), "{\"connectionFile\": \"%s/two.json\"}", one.dir);
+  ASSERT_ERR(kh_jupyter_serve(t.m, id, opts, on_note, &one.n, &s), KH_EEXIST);
   ASSERT_CONTAINS(kh_manager_errmsg(t.m), id);
-  ASSERT(s2 == NULL);
-  ASSERT(file_gone(f2));
-  info = server_info(s1);
+  ASSERT(s == NULL);
+  info = server_info(one.s);
   ASSERT(json_is_false(json_object_get(info, "stopping")));
   json_decref(info);
-  ASSERT_INT(kh_jupyter_stop(s1), ==, 0);
-  th_run_until(&t, &n1.stopped);
-  ASSERT_INT(kh_jupyter_serve(t.m, id, o2, on_note, &n2, &s2), ==, 0);
-  ASSERT_INT(kh_jupyter_stop(s2), ==, 0);
-  th_run_until(&t, &n2.stopped);
-  ASSERT(file_gone(f1) && file_gone(f2));
-  ASSERT_INT(rmdir(dir), ==, 0);
+  stop_served(&t, &one);
+  serve(&t, id, &two, "connectionFile");
+  stop_served(&t, &two);
   th_fini(&t);
-  ASSERT_INT(n1.stopped + n2.stopped, ==, 2);
+  served_done(&one); /* empty: two.json was never written */
+  served_done(&two);
 }
 
 /* A second stop while the first is under way is KH_ECLOSED, and STOPPED comes once. */
 TEST(jupyter_stop_twice) {
   th_t t;
-  notes_t n = {0};
-  kh_jupyter_t *s;
-  char id[64], dir[64], file[128], opts[256];
+  served_t sv;
+  char id[64];
   json_t *info;
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
-  temp_dir(dir, sizeof(dir));
-  snprintf(file, sizeof(file), "%s/c.json", dir);
-  snprintf(opts, sizeof(opts), "{\"connectionFile\": \"%s\"}", file);
-  ASSERT_INT(kh_jupyter_serve(t.m, id, opts, on_note, &n, &s), ==, 0);
-  ASSERT_INT(kh_jupyter_stop(s), ==, 0);
-  ASSERT_ERR(kh_jupyter_stop(s), KH_ECLOSED);
-  info = server_info(s); /* valid until STOPPED has run */
+  serve(&t, id, &sv, "connectionFile");
+  ASSERT_INT(kh_jupyter_stop(sv.s), ==, 0);
+  ASSERT_ERR(kh_jupyter_stop(sv.s), KH_ECLOSED);
+  info = server_info(sv.s); /* valid until STOPPED has run */
   ASSERT(json_is_true(json_object_get(info, "stopping")));
   json_decref(info);
   ASSERT_ERR(kh_jupyter_stop(NULL), KH_EINVAL);
-  ASSERT_INT(n.stopped, ==, 0);
-  th_run_until(&t, &n.stopped);
-  ASSERT(file_gone(file));
-  ASSERT_INT(rmdir(dir), ==, 0);
+  ASSERT_INT(sv.n.stopped, ==, 0);
+  wait_stopped(&t, &sv);
   th_fini(&t);
-  ASSERT_INT(n.stopped, ==, 1);
-  ASSERT_INT(n.after_stopped, ==, 0);
+  served_done(&sv);
 }
 
 /* No such kernel (never was, or destroyed): KH_ENOTFOUND; missing arguments: KH_EINVAL. */
@@ -416,64 +415,51 @@ TEST(jupyter_serve_unknown_kernel) {
  * it by name. */
 TEST(jupyter_connection_file_mode) {
   th_t t;
-  notes_t n = {0};
-  kh_jupyter_t *s;
-  char id[64], dir[64], file[128], def[192], opts[256];
+  served_t sv, def;
+  char id[64];
   struct stat st;
   mode_t old;
   json_t *info;
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
-  temp_dir(dir, sizeof(dir));
-  snprintf(file, sizeof(file), "%s/c.json", dir);
-  snprintf(opts, sizeof(opts), "{\"connectionFile\": \"%s\"}", file);
   old = umask(0);
-  ASSERT_INT(kh_jupyter_serve(t.m, id, opts, on_note, &n, &s), ==, 0);
+  serve(&t, id, &sv, "connectionFile");
   umask(old);
-  ASSERT_INT(stat(file, &st), ==, 0);
+  ASSERT_INT(stat(sv.file, &st), ==, 0);
   ASSERT_INT(st.st_mode & 07777, ==, 0600);
-  ASSERT_INT(kh_jupyter_stop(s), ==, 0);
-  th_run_until(&t, &n.stopped);
-  ASSERT(file_gone(file));
+  stop_served(&t, &sv);
 
-  setenv("JUPYTER_RUNTIME_DIR", dir, 1);
+  temp_dir(&def);
+  snprintf(def.file, sizeof(def.file), "%s/kernel-kh-%s.json", def.dir, id);
+  setenv("JUPYTER_RUNTIME_DIR", def.dir, 1);
   old = umask(0);
-  ASSERT_INT(kh_jupyter_serve(t.m, id, NULL, on_note, &n, &s), ==, 0);
+  ASSERT_INT(kh_jupyter_serve(t.m, id, NULL, on_note, &def.n, &def.s), ==, 0);
   umask(old);
   unsetenv("JUPYTER_RUNTIME_DIR");
-  snprintf(def, sizeof(def), "%s/kernel-kh-%s.json", dir, id);
-  info = server_info(s);
-  ASSERT_STR(th_s(info, "connection_file"), def);
+  info = server_info(def.s);
+  ASSERT_STR(th_s(info, "connection_file"), def.file);
   json_decref(info);
-  ASSERT_INT(stat(def, &st), ==, 0);
+  ASSERT_INT(stat(def.file, &st), ==, 0);
   ASSERT_INT(st.st_mode & 07777, ==, 0600);
-  ASSERT_INT(kh_jupyter_stop(s), ==, 0);
-  th_run_until(&t, &n.stopped);
-  ASSERT(file_gone(def));
-  ASSERT_INT(rmdir(dir), ==, 0);
+  stop_served(&t, &def);
   th_fini(&t);
+  served_done(&sv);
+  served_done(&def);
 }
 
 /* Destroying the kernel stops its server: STOPPED once, the file removed. */
 TEST(jupyter_serve_stops_on_destroy) {
   th_t t;
-  notes_t n = {0};
-  kh_jupyter_t *s;
-  char id[64], dir[64], file[128], opts[256];
+  served_t sv;
+  char id[64];
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
-  temp_dir(dir, sizeof(dir));
-  snprintf(file, sizeof(file), "%s/c.json", dir);
-  snprintf(opts, sizeof(opts), "{\"connectionFile\": \"%s\"}", file);
-  ASSERT_INT(kh_jupyter_serve(t.m, id, opts, on_note, &n, &s), ==, 0);
+  serve(&t, id, &sv, "connectionFile");
   th_destroy(&t, id);
-  th_run_until(&t, &n.stopped);
-  ASSERT(file_gone(file));
-  ASSERT_INT(rmdir(dir), ==, 0);
+  wait_stopped(&t, &sv);
   th_fini(&t);
-  ASSERT_INT(n.stopped, ==, 1);
-  ASSERT_INT(n.shutdown, ==, 0);
-  ASSERT_INT(n.after_stopped, ==, 0);
+  ASSERT_INT(sv.n.shutdown, ==, 0);
+  served_done(&sv);
 }
 
 typedef struct {
@@ -492,27 +478,21 @@ static void on_manager_closed(kh_manager_t *m, void *data) {
 /* Closing the manager stops its servers: STOPPED comes before the close's own callback. */
 TEST(jupyter_serve_stops_on_manager_close) {
   th_t t;
-  notes_t n = {0};
-  close_t c = {&n, 0, 0};
-  kh_jupyter_t *s;
-  char id[64], dir[64], file[128], opts[256];
+  served_t sv;
+  close_t c = {&sv.n, 0, 0};
+  char id[64];
   int i;
   th_init(&t, NULL);
   th_create(&t, th_opts(""), id);
-  temp_dir(dir, sizeof(dir));
-  snprintf(file, sizeof(file), "%s/c.json", dir);
-  snprintf(opts, sizeof(opts), "{\"connectionFile\": \"%s\"}", file);
-  ASSERT_INT(kh_jupyter_serve(t.m, id, opts, on_note, &n, &s), ==, 0);
+  serve(&t, id, &sv, "connectionFile");
   ASSERT_INT(kh_manager_close(t.m, on_manager_closed, &c), ==, 0);
   th_run_until(&t, &c.closed);
   ASSERT_INT(c.stopped_before_close, ==, 1);
-  ASSERT_INT(n.stopped, ==, 1);
-  ASSERT_INT(n.after_stopped, ==, 0);
-  ASSERT(file_gone(file));
-  ASSERT_INT(rmdir(dir), ==, 0);
+  ASSERT(file_gone(sv.file));
   /* th_fini's end, the manager being closed already. */
   uv_close((uv_handle_t *)&t.watchdog, NULL);
   uv_run(&t.loop, UV_RUN_DEFAULT);
   ASSERT_INT(uv_loop_close(&t.loop), ==, 0);
   for (i = 0; i < t.nevents; i++) json_decref(t.events[i].data);
+  served_done(&sv);
 }

@@ -47,29 +47,45 @@ local function host_loop(f, client, on_turn)
   error("watchdog: the wire client never finished")
 end
 
-local function temp_file(name)
-  local dir = P.mkdtemp("kh-lua-jupyter-")
-  return dir .. "/" .. name, dir
-end
-
 local function mode_of(path) return P.sh("stat -c %a " .. P.quote(path)):gsub("%s+$", "") end
+
+-- A call the binding refused as it does every runtime failure: nil, msg, code.
+local function refused(code, s, msg, got)
+  assert.is_nil(s)
+  assert.are.equal(code, got, msg)
+  assert.is_string(msg)
+  return msg
+end
 
 describe("jupyter", function()
   local f
   before_each(function() f = H.fixture() end)
   after_each(function() H.close(f) end)
 
+  -- Serves kernel id on connection.json in a fresh directory (`key` spells the option: the core
+  -- takes connection_file and connectionFile alike); sv.stopped counts its "stopped" callbacks,
+  -- and sv.done() checks the server removed its file before it removes the directory.
+  local function serve(id, key)
+    local sv = { dir = P.mkdtemp("kh-lua-jupyter-"), stopped = 0 }
+    sv.file = sv.dir .. "/connection.json"
+    sv.server = assert(f.m:serve_jupyter(id, { [key or "connection_file"] = sv.file }))
+    sv.server:on("stopped", function() sv.stopped = sv.stopped + 1 end)
+    function sv.done()
+      assert.is_true(gone(sv.file))
+      P.rmtree(sv.dir)
+    end
+    return sv
+  end
+
   it("jupyter_attach_live_host", function()
     local id, k = H.create(f)
-    local file, dir = temp_file("connection.json")
-    local server = assert(f.m:serve_jupyter(id, { connection_file = file }))
-    local stopped = 0
-    server:on("stopped", function() stopped = stopped + 1 end)
+    local sv = serve(id)
+    local server = sv.server
     assert.are.equal(id, server.kernel_id)
-    assert.are.equal(file, server:connection_file())
+    assert.are.equal(sv.file, server:connection_file())
     local info = server:info()
-    assert.are.equal(file, info.connection_file)
-    assert.are.same(json.decode(P.read_file(file)), info.connection)
+    assert.are.equal(sv.file, info.connection_file)
+    assert.are.same(json.decode(P.read_file(sv.file)), info.connection)
     assert.are.equal("127.0.0.1", info.connection.ip)
     assert.are.equal("tcp", info.connection.transport)
     assert.are.equal("hmac-sha256", info.connection.signature_scheme)
@@ -77,14 +93,15 @@ describe("jupyter", function()
     assert.is_true(info.connection.shell_port > 0)
     assert.is_false(info.stopping)
 
-    -- The host sees the wire's cells among its own events of the kernel.
+    -- The host's loop turns while the client runs, and the host sees the wire's cells among its
+    -- own events of the kernel.
     local turns, marker_turns, marker_exec = 0, -1, nil
     f.m:on_kernel_event(id, "stream", function(d)
       if marker_exec == nil and d.text:find("wire-marker 42", 1, true) then
         marker_turns, marker_exec = turns, d.execution_id
       end
     end)
-    local client = attach(file)
+    local client = attach(sv.file)
     host_loop(f, client, function() turns = turns + 1 end)
     local summary = client.result()
     assert.are.equal("ok", summary.execute.status)
@@ -101,33 +118,30 @@ describe("jupyter", function()
     info = server:info()
     assert.is_true(info.messages > 0)
     assert.are.equal(0, info.dropped)
-    assert.are.equal(0, stopped)
+    assert.are.equal(0, sv.stopped)
 
     -- Stopping: "stopped" once, the file gone, the kernel running on with the wire's namespace.
     assert.is_true(server:stop())
-    assert.are.equal(1, stopped)
-    assert.is_true(gone(file))
+    assert.are.equal(1, sv.stopped)
     assert.is_true(server:info().stopping)
     assert.are.equal("43", H.exec(k, "wire_value + 1").result.data["text/plain"])
-    P.rmtree(dir)
+    sv.done()
   end)
 
   it("jupyter_attach_shutdown", function()
     local id, k = H.create(f)
-    local file, dir = temp_file("connection.json")
-    local server = assert(f.m:serve_jupyter(id, { connectionFile = file }))
+    local sv = serve(id, "connectionFile")
     local notes = {}
-    server:on("shutdown", function(d) notes[#notes + 1] = "shutdown restart=" .. tostring(d.restart) end)
-    server:on("stopped", function() notes[#notes + 1] = "stopped" end)
-    local client = attach(file, "--shutdown")
+    sv.server:on("shutdown", function(d) notes[#notes + 1] = "restart=" .. tostring(d.restart) end)
+    sv.server:on("stopped", function() notes[#notes + 1] = "stopped" end)
+    local client = attach(sv.file, "--shutdown")
     host_loop(f, client, function() end)
     assert.are.equal("shutdown_reply", client.result().shutdown.reply)
     H.wait(f, function() return #notes == 2 end, "the server to stop")
-    assert.are.same({ "shutdown restart=false", "stopped" }, notes)
-    assert.is_true(gone(file))
+    assert.are.same({ "restart=false", "stopped" }, notes)
     assert.is_not_nil(f.m:get_kernel(id))
     assert.are.equal("42", H.exec(k, "6 * 7").result.data["text/plain"])
-    P.rmtree(dir)
+    sv.done()
   end)
 
   it("jupyter_serve_bad_options", function()
@@ -143,9 +157,7 @@ describe("jupyter", function()
       { { connection = { shell_port = 70000 } }, "shell_port" },
       { { connection = { shell_port = 0 / 0 } }, "shell_port" },
     }) do
-      local s, msg, code = f.m:serve_jupyter(id, case[1])
-      assert.is_nil(s)
-      assert.are.equal("KH_EOPTION", code, msg)
+      local msg = refused("KH_EOPTION", f.m:serve_jupyter(id, case[1]))
       assert.is_truthy(msg:find(case[2], 1, true), msg)
     end
     -- Misuse raises.
@@ -153,125 +165,101 @@ describe("jupyter", function()
     assert.has_error(function() f.m:serve_jupyter(nil) end)
     assert.has_error(function() f.m:serve_jupyter(id, { ip = print }) end)
     -- Nothing was left serving: the kernel can be served now.
-    local file, dir = temp_file("c.json")
-    local server = assert(f.m:serve_jupyter(id, { connection_file = file }))
-    assert.is_true(server:stop())
-    assert.is_true(gone(file))
-    P.rmtree(dir)
+    local sv = serve(id)
+    assert.is_true(sv.server:stop())
+    sv.done()
   end)
 
   it("jupyter_serve_twice", function()
     local id = H.create(f)
-    local f1, dir = temp_file("one.json")
-    local f2 = dir .. "/two.json"
-    local s1 = assert(f.m:serve_jupyter(id, { connection_file = f1 }))
-    local s, msg, code = f.m:serve_jupyter(id, { connection_file = f2 })
-    assert.is_nil(s)
-    assert.are.equal("KH_EEXIST", code)
+    local one = serve(id)
+    local two = one.dir .. "/two.json"
+    local msg = refused("KH_EEXIST", f.m:serve_jupyter(id, { connection_file = two }))
     assert.is_truthy(msg:find(id, 1, true), msg)
-    assert.is_true(gone(f2))
-    assert.is_false(s1:info().stopping)
-    assert.is_true(s1:stop())
-    local s2 = assert(f.m:serve_jupyter(id, { connection_file = f2 }))
-    assert.is_true(s2:stop())
-    assert.is_true(gone(f1) and gone(f2))
-    P.rmtree(dir)
+    assert.is_true(gone(two))
+    assert.is_false(one.server:info().stopping)
+    assert.is_true(one.server:stop())
+    local again = serve(id)
+    assert.is_true(again.server:stop())
+    one.done()
+    again.done()
   end)
 
   it("jupyter_stop_twice", function()
     local id = H.create(f)
-    local file, dir = temp_file("c.json")
-    local server = assert(f.m:serve_jupyter(id, { connection_file = file }))
-    local stopped = 0
-    server:on("stopped", function() stopped = stopped + 1 end)
-    assert.is_true(server:stop())
-    assert.are.equal(1, stopped)
-    assert.is_true(server:stop()) -- stopped already: no error, no second "stopped"
+    local sv = serve(id)
+    assert.is_true(sv.server:stop())
+    assert.are.equal(1, sv.stopped)
+    assert.is_true(sv.server:stop()) -- stopped already: no error, no second "stopped"
     assert(f.m:close())
-    assert.is_true(server:stop())
-    assert.are.equal(1, stopped)
-    assert.is_true(gone(file))
-    P.rmtree(dir)
+    assert.is_true(sv.server:stop())
+    assert.are.equal(1, sv.stopped)
+    sv.done()
   end)
 
   it("jupyter_serve_unknown_kernel", function()
-    local s, msg, code = f.m:serve_jupyter("no-such-kernel")
-    assert.is_nil(s)
-    assert.are.equal("KH_ENOTFOUND", code, msg)
+    refused("KH_ENOTFOUND", f.m:serve_jupyter("no-such-kernel"))
     local id = H.create(f)
     assert(f.m:destroy_kernel(id))
-    s, msg, code = f.m:serve_jupyter(id)
-    assert.is_nil(s)
-    assert.are.equal("KH_ENOTFOUND", code, msg)
+    refused("KH_ENOTFOUND", f.m:serve_jupyter(id))
     assert(f.m:close())
-    s, msg, code = f.m:serve_jupyter(id)
-    assert.is_nil(s)
-    assert.are.equal("KH_ECLOSED", code, msg)
+    refused("KH_ECLOSED", f.m:serve_jupyter(id))
   end)
 
   it("jupyter_connection_file_mode", function()
     local id = H.create(f)
-    local file, dir = temp_file("c.json")
-    local server = assert(f.m:serve_jupyter(id, { connection_file = file }))
-    assert.are.equal("600", mode_of(file))
-    assert.is_true(server:stop())
-    assert.is_true(gone(file))
-    P.rmtree(dir)
+    local sv = serve(id)
+    assert.are.equal("600", mode_of(sv.file))
+    assert.is_true(sv.server:stop())
+    sv.done()
   end)
 
   it("jupyter_serve_stops_on_destroy", function()
     local id = H.create(f)
-    local file, dir = temp_file("c.json")
-    local server = assert(f.m:serve_jupyter(id, { connection_file = file }))
-    local stopped = 0
-    server:on("stopped", function() stopped = stopped + 1 end)
+    local sv = serve(id)
     assert(f.m:destroy_kernel(id))
-    H.wait(f, function() return stopped > 0 end, "the server to stop")
-    assert.is_true(server:stop()) -- stopped already
-    assert.are.equal(1, stopped)
-    assert.is_true(gone(file))
-    P.rmtree(dir)
+    H.wait(f, function() return sv.stopped > 0 end, "the server to stop")
+    assert.is_true(sv.server:stop()) -- stopped already
+    assert.are.equal(1, sv.stopped)
+    sv.done()
   end)
 
   it("jupyter_serve_stops_on_manager_close", function()
     local id = H.create(f)
-    local file, dir = temp_file("c.json")
-    local server = assert(f.m:serve_jupyter(id, { connection_file = file }))
-    local stopped = 0
-    server:on("stopped", function() stopped = stopped + 1 end)
+    local sv = serve(id)
+    local server = sv.server
     assert(f.m:close())
-    assert.are.equal(1, stopped) -- during close()
-    assert.is_true(gone(file))
+    assert.are.equal(1, sv.stopped) -- during close()
+    assert.is_true(gone(sv.file))
     -- Every method is safe on a server whose manager closed.
     assert.is_true(server:info().stopping)
-    assert.are.equal(file, server:connection_file())
+    assert.are.equal(sv.file, server:connection_file())
     assert.is_true(server:stop())
-    assert.are.equal(server, server:on("stopped", function() stopped = stopped + 1 end))
-    assert.are.equal(1, stopped)
-    P.rmtree(dir)
+    assert.are.equal(server, server:on("stopped", function() sv.stopped = sv.stopped + 1 end))
+    assert.are.equal(1, sv.stopped)
+    sv.done()
   end)
 
   it("lua_jupyter_server_gc_and_close", function()
     -- A collected server stops, and its callbacks are dropped, not called; a to-be-closed one
     -- (Lua 5.4) stops at the end of its scope.
     local id = H.create(f)
-    local file, dir = temp_file("c.json")
     local weak = setmetatable({}, { __mode = "k" })
-    local called = 0
+    local sv
     do
-      local server = assert(f.m:serve_jupyter(id, { connection_file = file }))
-      server:on("stopped", function() called = called + 1 end)
-      weak[server] = true
+      sv = serve(id)
+      weak[sv.server] = true
+      sv.server = nil
     end
     collectgarbage()
     collectgarbage()
     assert.is_nil(next(weak))
-    assert.is_true(gone(file))
+    assert.is_true(gone(sv.file))
     -- The kernel can be served again; stopping that server runs the loop, where the collected
     -- one's STOPPED comes too.
-    local again = assert(f.m:serve_jupyter(id, { connection_file = file }))
-    assert.is_true(again:stop())
-    assert.are.equal(0, called)
+    local again = serve(id)
+    assert.is_true(again.server:stop())
+    assert.are.equal(0, sv.stopped)
     if _VERSION == "Lua 5.4" then
       local chunk = assert(load([[
         local m, id, file = ...
@@ -280,9 +268,9 @@ describe("jupyter", function()
           assert(io.open(file, "r")):close()
         end
       ]]))
-      chunk(f.m, id, file)
-      assert.is_true(gone(file))
+      chunk(f.m, id, again.file)
     end
-    P.rmtree(dir)
+    sv.done()
+    again.done()
   end)
 end)

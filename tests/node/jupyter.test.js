@@ -22,12 +22,16 @@ function gone(file) {
   return !fs.existsSync(file);
 }
 
+/** Asserts fn throws an Error (no TypeError) with this code; returns it. */
 function throwsCode(fn, code) {
+  let thrown;
   assert.throws(fn, (err) => {
     assert.ok(!(err instanceof TypeError), `a TypeError, not ${code}: ${err.message}`);
     assert.equal(err.code, code, err.message);
+    thrown = err;
     return true;
   });
+  return thrown;
 }
 
 /** Runs attach_client.py on the connection file; resolves with its summary once it exited,
@@ -59,21 +63,37 @@ function stoppedCount(server) {
   return c;
 }
 
+/**
+ * Serves kernel `id` on connection.json in a fresh directory (`key` spells the option: the core
+ * takes connectionFile and connection_file alike). `stopped` counts its 'stopped' events;
+ * done() checks the server removed its file before it removes the directory.
+ */
+function serve(m, id, key = 'connectionFile') {
+  const dir = tempDir();
+  const file = path.join(dir, 'connection.json');
+  const server = m.serveJupyter(id, { [key]: file });
+  return {
+    dir, file, server, stopped: stoppedCount(server),
+    done() {
+      assert.ok(gone(file));
+      fs.rmdirSync(dir);
+    },
+  };
+}
+
 describe('jupyter', function () {
   afterEach(closeAll);
 
   it('jupyter_attach_live_host', async function () {
     const { m, id, k } = await kernel();
     const rec = recorder(m);
-    const dir = tempDir();
-    const file = path.join(dir, 'connection.json');
-    const server = m.serveJupyter(id, { connectionFile: file });
-    const stopped = stoppedCount(server);
+    const sv = serve(m, id);
+    const { server } = sv;
     assert.ok(server instanceof kernelhost.JupyterServer);
     assert.equal(server.kernelId, id);
-    assert.equal(server.connectionFile, file);
+    assert.equal(server.connectionFile, sv.file);
     // connectionInfo is the file's content, keys as Jupyter writes them.
-    assert.deepEqual(server.connectionInfo, JSON.parse(fs.readFileSync(file, 'utf8')));
+    assert.deepEqual(server.connectionInfo, JSON.parse(fs.readFileSync(sv.file, 'utf8')));
     assert.equal(server.connectionInfo.ip, '127.0.0.1');
     assert.equal(server.connectionInfo.transport, 'tcp');
     assert.equal(server.connectionInfo.signature_scheme, 'hmac-sha256');
@@ -81,7 +101,8 @@ describe('jupyter', function () {
     assert.ok(server.connectionInfo.shell_port > 0);
     assert.equal(server.info().stopping, false);
 
-    // Node's own loop keeps turning while the client attaches and its cells run.
+    // Node's own loop keeps turning while the client attaches and its cells run, and this host
+    // sees the wire's cells among its own events of the kernel.
     let ticks = 0;
     const timer = setInterval(() => { ticks++; }, 1);
     let markerTicks = -1;
@@ -95,7 +116,7 @@ describe('jupyter', function () {
     const ticksAtSpawn = ticks;
     let summary;
     try {
-      summary = await attach(file);
+      summary = await attach(sv.file);
     } finally {
       clearInterval(timer);
     }
@@ -104,7 +125,6 @@ describe('jupyter', function () {
     assert.equal(summary.interrupt.ename, 'KeyboardInterrupt');
     assert.equal(summary.complete.status, 'ok');
 
-    // This host saw the wire's cells among its own events of the kernel.
     assert.notEqual(markerExec, null);
     assert.ok(markerTicks > ticksAtSpawn, `ticks ${ticksAtSpawn} -> ${markerTicks}`);
     assert.ok(ticks > markerTicks);
@@ -114,43 +134,37 @@ describe('jupyter', function () {
     const info = server.info();
     assert.ok(info.messages > 0);
     assert.equal(info.dropped, 0);
-    assert.equal(stopped.n, 0);
+    assert.equal(sv.stopped.n, 0);
 
     // Stopping: 'stopped' once, the file gone, the kernel running on with the wire's namespace.
     await server.stop();
-    assert.equal(stopped.n, 1);
+    assert.equal(sv.stopped.n, 1);
     assert.equal(server.stopped, true);
-    assert.ok(gone(file));
     assert.equal(server.info().stopping, true);
     const r = await k.execute('wire_value + 1');
     assert.equal(r.result.data['text/plain'], '43');
-    fs.rmdirSync(dir);
+    sv.done();
   });
 
   it('jupyter_attach_shutdown', async function () {
     const { m, id, k } = await kernel();
-    const dir = tempDir();
-    const file = path.join(dir, 'connection.json');
-    const server = m.serveJupyter(id, { connectionFile: file });
+    const sv = serve(m, id, 'connection_file');
     const notes = [];
-    server.on('shutdown', (d) => notes.push(['shutdown', d]));
-    server.on('stopped', () => notes.push(['stopped']));
-    const stopped = stoppedCount(server);
-    const summary = await attach(file, '--shutdown');
+    sv.server.on('shutdown', (d) => notes.push(['shutdown', d]));
+    sv.server.on('stopped', () => notes.push(['stopped']));
+    const summary = await attach(sv.file, '--shutdown');
     assert.equal(summary.shutdown.reply, 'shutdown_reply');
-    await stopped.done;
+    await sv.stopped.done;
     assert.deepEqual(notes, [['shutdown', { restart: false }], ['stopped']]);
-    assert.ok(gone(file));
     assert.ok(m.getKernel(id) !== undefined);
     assert.equal((await k.execute('6 * 7')).result.data['text/plain'], '42');
-    fs.rmdirSync(dir);
+    sv.done();
   });
 
   it('jupyter_serve_bad_options', async function () {
     const { m, id } = await kernel();
-    const dir = tempDir();
     // What the core refuses: an Error with code KH_EOPTION that names the option.
-    for (const [opts, mention] of [
+    for (const [options, mention] of [
       [{ bogus: 1 }, 'bogus'],
       [{ ip: 5 }, 'ip'],
       [{ connectionFile: true }, 'connectionFile'],
@@ -160,59 +174,47 @@ describe('jupyter', function () {
       [{ connection: { shell_port: 70000 } }, 'shell_port'],
       [{ connection: { shell_port: NaN } }, 'shell_port'],
     ]) {
-      assert.throws(() => m.serveJupyter(id, opts), (err) => {
-        assert.ok(!(err instanceof TypeError), `${JSON.stringify(opts)}: ${err.message}`);
-        assert.equal(err.code, 'KH_EOPTION', `${JSON.stringify(opts)}: ${err.message}`);
-        assert.ok(err.message.includes(mention), err.message);
-        return true;
-      });
+      const err = throwsCode(() => m.serveJupyter(id, options), 'KH_EOPTION');
+      assert.ok(err.message.includes(mention), err.message);
     }
     // Misuse: TypeError.
     assert.throws(() => m.serveJupyter(id, 'opts'), TypeError);
     assert.throws(() => m.serveJupyter(id, [1]), TypeError);
     assert.throws(() => m.serveJupyter(7), TypeError);
     // Nothing was left serving: the kernel can be served now.
-    const file = path.join(dir, 'c.json');
-    const server = m.serveJupyter(id, { connectionFile: file });
-    await server.stop();
-    assert.ok(gone(file));
-    fs.rmdirSync(dir);
+    const sv = serve(m, id);
+    await sv.server.stop();
+    sv.done();
   });
 
   it('jupyter_serve_twice', async function () {
     const { m, id } = await kernel();
-    const dir = tempDir();
-    const f1 = path.join(dir, 'one.json');
-    const f2 = path.join(dir, 'two.json');
-    const s1 = m.serveJupyter(id, { connectionFile: f1 });
-    throwsCode(() => m.serveJupyter(id, { connectionFile: f2 }), 'KH_EEXIST');
-    assert.ok(gone(f2));
-    assert.equal(s1.info().stopping, false);
-    await s1.stop();
-    const s2 = m.serveJupyter(id, { connectionFile: f2 });
-    assert.notEqual(s2, s1);
-    await s2.stop();
-    assert.ok(gone(f1) && gone(f2));
-    fs.rmdirSync(dir);
+    const one = serve(m, id);
+    const two = path.join(one.dir, 'two.json');
+    const err = throwsCode(() => m.serveJupyter(id, { connectionFile: two }), 'KH_EEXIST');
+    assert.ok(err.message.includes(id), err.message);
+    assert.ok(gone(two));
+    assert.equal(one.server.info().stopping, false);
+    await one.server.stop();
+    const again = serve(m, id);
+    assert.notEqual(again.server, one.server);
+    await again.server.stop();
+    one.done();
+    again.done();
   });
 
   it('jupyter_stop_twice', async function () {
     const { m, id } = await kernel();
-    const dir = tempDir();
-    const file = path.join(dir, 'c.json');
-    const server = m.serveJupyter(id, { connectionFile: file });
-    const stopped = stoppedCount(server);
-    const p1 = server.stop();
-    const p2 = server.stop();
+    const sv = serve(m, id);
+    const p1 = sv.server.stop();
+    const p2 = sv.server.stop();
     assert.equal(p1, p2);
-    assert.equal(stopped.n, 0); // from the loop, never inside stop()
+    assert.equal(sv.stopped.n, 0); // from the loop, never inside stop()
     await p1;
-    assert.equal(server.stop(), p1);
-    await server.stop();
+    assert.equal(sv.server.stop(), p1);
     await m.close();
-    assert.equal(stopped.n, 1);
-    assert.ok(gone(file));
-    fs.rmdirSync(dir);
+    assert.equal(sv.stopped.n, 1);
+    sv.done();
   });
 
   it('jupyter_serve_unknown_kernel', async function () {
@@ -227,57 +229,49 @@ describe('jupyter', function () {
 
   it('jupyter_connection_file_mode', async function () {
     const { m, id } = await kernel();
-    const dir = tempDir();
-    const file = path.join(dir, 'c.json');
-    let server = m.serveJupyter(id, { connectionFile: file });
-    assert.equal(fs.statSync(file).mode & 0o7777, 0o600);
-    await server.stop();
-    assert.ok(gone(file));
+    const sv = serve(m, id);
+    assert.equal(fs.statSync(sv.file).mode & 0o7777, 0o600);
+    await sv.server.stop();
     // The default place: Jupyter's runtime directory, where `jupyter console --existing`
     // finds the file by its name.
     const old = process.env.JUPYTER_RUNTIME_DIR;
-    process.env.JUPYTER_RUNTIME_DIR = dir;
+    process.env.JUPYTER_RUNTIME_DIR = sv.dir;
+    let server;
     try {
       server = m.serveJupyter(id);
     } finally {
       if (old === undefined) delete process.env.JUPYTER_RUNTIME_DIR;
       else process.env.JUPYTER_RUNTIME_DIR = old;
     }
-    const def = path.join(dir, `kernel-kh-${id}.json`);
+    const def = path.join(sv.dir, `kernel-kh-${id}.json`);
     assert.equal(server.connectionFile, def);
     assert.equal(fs.statSync(def).mode & 0o7777, 0o600);
     await server.stop();
     assert.ok(gone(def));
-    fs.rmdirSync(dir);
+    sv.done();
   });
 
   it('jupyter_serve_stops_on_destroy', async function () {
     const { m, id } = await kernel();
-    const dir = tempDir();
-    const file = path.join(dir, 'c.json');
-    const server = m.serveJupyter(id, { connectionFile: file });
-    const stopped = stoppedCount(server);
+    const sv = serve(m, id);
     await m.destroyKernel(id);
-    await stopped.done;
-    await server.stop(); // stopped already: resolves
-    assert.equal(stopped.n, 1);
-    assert.ok(gone(file));
-    fs.rmdirSync(dir);
+    await sv.stopped.done;
+    await sv.server.stop(); // stopped already: resolves
+    assert.equal(sv.stopped.n, 1);
+    sv.done();
   });
 
   it('jupyter_serve_stops_on_manager_close', async function () {
     const { m, id } = await kernel();
-    const dir = tempDir();
-    const file = path.join(dir, 'c.json');
-    const server = m.serveJupyter(id, { connectionFile: file });
-    const stopped = stoppedCount(server);
+    const sv = serve(m, id);
     await m.close();
-    assert.equal(stopped.n, 1); // before close() resolved
-    assert.ok(gone(file));
-    assert.equal(server.info().stopping, true);
-    await server.stop();
-    fs.rmdirSync(dir);
+    assert.equal(sv.stopped.n, 1); // before close() resolved
+    assert.ok(gone(sv.file));
+    assert.equal(sv.server.info().stopping, true);
+    await sv.server.stop();
+    sv.done();
   });
+
   // Like a listening net.Server, a served kernel keeps the process alive (a child that holds
   // no reference to anything and ran the garbage collector still serves); once the server
   // stopped, the process exits on its own though the kernel still exists.
