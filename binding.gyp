@@ -60,11 +60,14 @@
       "sources": [
         "<(kh_rel)/bindings-node/src/addon.c",
         "<!@(node <(kh_root)/bindings-node/tools/core-sources.js sources <(kh_rel))",
+        "<!@(node <(kh_root)/bindings-node/tools/core-sources.js wire <(kh_rel))",
         "<(SHARED_INTERMEDIATE_DIR)/kernelhost/runtime_sources.c",
       ],
       "defines": ["NAPI_VERSION=8"],
-      # No libuv here, ever: Node exports its own.
-      "libraries": ["<!@(pkg-config --libs python3-embed jansson yajl libseccomp)", "-ldl", "-lm", "-lpthread"],
+      # No libuv here, ever: Node exports its own; nor libcrypto: the wire server's HMAC and
+      # base64 use the OpenSSL that Node exports (its headers come with Node's).
+      "libraries": ["<!@(pkg-config --libs python3-embed jansson yajl libseccomp libzmq)", "-ldl",
+                    "-lm", "-lpthread"],
     },
     {
       # The worker executable, built next to the addon (bindings-node/build/Release/). It is a

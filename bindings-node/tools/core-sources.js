@@ -23,11 +23,13 @@ function section(name) {
 
 const lists = {
   sources: () => section('c').map((s) => `${rel}/${s}`),
+  // The Jupyter wire server: in the addon, not in the worker.
+  wire: () => section('wire').map((s) => `${rel}/${s}`),
   pysources: () => section('py').map((s) => path.join(root, s)),
   worker: () => section('worker').map((s) => `${rel}/${s}`),
 };
 if (!lists[what]) {
-  console.error(`core-sources.js: unknown list "${what}" (sources, pysources, worker)`);
+  console.error(`core-sources.js: unknown list "${what}" (sources, wire, pysources, worker)`);
   process.exitCode = 2;
 } else {
   console.log(lists[what]().join('\n'));

@@ -73,10 +73,11 @@ static int comm_is_open(kh_kernel_t *k, const char *id) {
   return k->comms != NULL && json_object_get(k->comms, id) != NULL;
 }
 
-static void comm_opened(kh_kernel_t *k, const char *id) {
+static void comm_opened(kh_kernel_t *k, const char *id, const json_t *target) {
   if (strlen(id) >= COMM_ID_MAX) return;
   if (k->comms == NULL && (k->comms = json_object()) == NULL) return;
-  json_object_set_new(k->comms, id, json_true());
+  json_object_set_new(k->comms, id, json_string(json_is_string(target) ? json_string_value(target)
+                                                                      : ""));
 }
 
 static void comm_closed(kh_kernel_t *k, const char *id) {
@@ -90,7 +91,7 @@ void kh__comm_event(kh_kernel_t *k, int type, const char *json, size_t len) {
   id = json_object_get(doc, "comm_id");
   if (json_is_string(id) && strlen(json_string_value(id)) == json_string_length(id)) {
     if (type == KH_EVENT_COMM_OPEN)
-      comm_opened(k, json_string_value(id));
+      comm_opened(k, json_string_value(id), json_object_get(doc, "target_name"));
     else
       comm_closed(k, json_string_value(id));
   }
@@ -182,6 +183,12 @@ static int check_state(kh_kernel_t *k, json_t *doc, const char *type, char *errm
 int kh_kernel_comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_type,
                         const char *content_json, size_t len, const kh_buffer_t *buffers,
                         size_t nbuffers) {
+  return kh__comm_send(m, kernel_id, msg_type, content_json, len, buffers, nbuffers, NULL);
+}
+
+int kh__comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_type,
+                  const char *content_json, size_t len, const kh_buffer_t *buffers,
+                  size_t nbuffers, char *exec_id_out) {
   kh_kernel_t *k;
   kh__request_t *r;
   const char *type = NULL;
@@ -256,11 +263,13 @@ int kh_kernel_comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_
   }
   /* Open from now on for the host's next message; closed at once by its own comm_close. */
   if (type == comm_types[0])
-    comm_opened(k, json_string_value(json_object_get(doc, "comm_id")));
+    comm_opened(k, json_string_value(json_object_get(doc, "comm_id")),
+                json_object_get(doc, "target_name"));
   else if (type == comm_types[2])
     comm_closed(k, json_string_value(json_object_get(doc, "comm_id")));
   json_decref(doc);
   kh__uuid(r->exec_id);
+  if (exec_id_out != NULL) memcpy(exec_id_out, r->exec_id, KH__EXEC_ID_MAX);
   r->silent = 1;
   r->cb = comm_done;
   kh__kernel_enqueue(k, r);

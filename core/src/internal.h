@@ -122,6 +122,14 @@ typedef struct {
   json_t *all;               /* owned: the normalised options object (for workers and info) */
 } kh__kernel_opts_t;
 
+/* kh_jupyter_serve's options: `all` is the normalised object (owned), shutdown the index of
+ * "stop", "destroy", "none". */
+typedef struct {
+  json_t *all;
+  int shutdown;
+} kh__jupyter_opts_t;
+int kh__jupyter_opts_parse(kh__jupyter_opts_t *o, const char *text, char *errmsg);
+
 typedef struct {
   size_t max_code_bytes;
   uint64_t interrupt_grace_ms;
@@ -387,7 +395,7 @@ struct kh_kernel_s {
   char dead_reason[256];
   struct kh__interact_s *interact; /* owned: editor requests in flight and the history */
   struct kh__hostfns_s *hostfns;   /* owned: exposed host functions and calls in flight, or NULL */
-  json_t *comms; /* owned or NULL: the ids of the kernel's open comms, as keys (comm.c) */
+  json_t *comms; /* owned or NULL: the kernel's open comms, {id: target_name} (comm.c) */
 };
 
 const char *kh__kstate_name(kh__kstate_t s);
@@ -507,6 +515,21 @@ int kh__hostcall_busy(kh_kernel_t *k);
 void kh__comm_event(kh_kernel_t *k, int type, const char *json, size_t len);
 /* The kernel's Python side is gone or new (restart, death, destroy): no comm is open. */
 void kh__comm_forget(kh_kernel_t *k);
+/* kh_kernel_comm_send that also copies the message's execution id to exec_id_out (if not NULL,
+ * KH__EXEC_ID_MAX bytes): the id of its busy and idle status and of its handler's output. */
+int kh__comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_type,
+                  const char *content_json, size_t len, const kh_buffer_t *buffers,
+                  size_t nbuffers, char *exec_id_out);
+
+/* --- Jupyter's wire protocol (jupyter.c) ----------------------------------------------------
+ * Servers are listed in their manager: a kernel's destroy stops its servers, and the manager's
+ * close stops them all and waits for them to be gone (m->servers) before it finishes. The core
+ * reaches jupyter.c only through these hooks, set by the first kh_jupyter_serve(): a program
+ * that never serves (kernelhost-worker) links neither jupyter.c nor libzmq. */
+typedef struct {
+  void (*kernel_closing)(kh_manager_t *m, const char *kernel_id);
+  void (*manager_close)(kh_manager_t *m);
+} kh__jupyter_hooks_t;
 
 /* Between kernel.c (the lifecycle) and request.c (the queue). */
 void kh__kernel_emit_status(kh_kernel_t *k, const char *state, const char *exec_id,
@@ -566,6 +589,8 @@ struct kh_manager_s {
   uint64_t hc_idle_until; /* uv_hrtime() when the window ends */
   int hc_idle_open;       /* hc_idle is initialised: the close closes it too */
   int handles_open;       /* handles the close waits for (the async, hc_idle) */
+  struct kh_jupyter_s *servers; /* Jupyter wire servers (jupyter.c), until they have stopped */
+  const kh__jupyter_hooks_t *jupyter; /* NULL until a server was started */
   char errmsg[KH__ERRMSG_MAX];
 };
 

@@ -321,6 +321,7 @@ int kh_kernel_destroy(kh_manager_t *m, const char *kernel_id, kh_kernel_done_cb 
   m->pending++; /* released when the waiter is answered, even without a callback */
   k->state = KH__K_CLOSING;
   m->destroying++;
+  if (m->jupyter != NULL) m->jupyter->kernel_closing(m, k->id);
   uv_timer_stop(&k->idle_timer);
   uv_timer_stop(&k->exec_timer);
   /* Pending restarts will not complete now. */

@@ -154,7 +154,7 @@ void kh__manager_unlink(kh_manager_t *m, kh_kernel_t *k) {
 }
 
 void kh__manager_kernel_gone(kh_manager_t *m) {
-  if (m->closing && m->kernels == NULL)
+  if (m->closing && m->kernels == NULL && m->servers == NULL)
     finish_close(m);
   else
     kh__manager_update_ref(m);
@@ -168,8 +168,9 @@ int kh_manager_close(kh_manager_t *m, kh_manager_close_cb cb, void *data) {
   m->close_cb = cb;
   m->close_data = data;
   kh__backends_manager_close(m);
+  if (m->jupyter != NULL) m->jupyter->manager_close(m);
   kh__manager_update_ref(m);
-  if (m->kernels == NULL) {
+  if (m->kernels == NULL && m->servers == NULL) {
     finish_close(m);
     return 0;
   }

@@ -364,6 +364,36 @@ static const opt_spec_t manager_spec[] = {
     {"pool", "pool", OPT_OBJECT, .sub = pool_spec},
     {NULL}};
 
+/* kh_jupyter_serve's options (jupyter.c). The connection's keys are those of Jupyter's
+ * connection files, which are snake_case; the camelCase spellings are accepted as everywhere. */
+static const char *const transport_choices[] = {"tcp", "ipc", NULL};
+static const char *const scheme_choices[] = {"hmac-sha256", NULL};
+static const char *const shutdown_choices[] = {"stop", "destroy", "none", NULL};
+
+static const opt_spec_t connection_spec[] = {
+    {"transport", "transport", OPT_CHOICE, .choices = transport_choices},
+    {"ip", "ip", OPT_STRING, 255},
+    {"shell_port", "shellPort", OPT_UINT, 65535},
+    {"iopub_port", "iopubPort", OPT_UINT, 65535},
+    {"stdin_port", "stdinPort", OPT_UINT, 65535},
+    {"control_port", "controlPort", OPT_UINT, 65535},
+    {"hb_port", "hbPort", OPT_UINT, 65535},
+    {"key", "key", OPT_STRING, 1024},
+    {"signature_scheme", "signatureScheme", OPT_CHOICE, .choices = scheme_choices},
+    {"kernel_name", "kernelName", OPT_STRING, 255},
+    {NULL}};
+
+static const opt_spec_t jupyter_spec[] = {
+    {"connection", "connection", OPT_OBJECT, .sub = connection_spec},
+    {"connection_file", "connectionFile", OPT_STRING, 4096},
+    {"ip", "ip", OPT_STRING, 255},
+    {"transport", "transport", OPT_CHOICE, .choices = transport_choices},
+    {"key", "key", OPT_STRING, 1024},
+    {"kernel_name", "kernelName", OPT_STRING, 255},
+    {"shutdown", "shutdown", OPT_CHOICE, .choices = shutdown_choices, .store = TO_INT,
+     .off = offsetof(kh__jupyter_opts_t, shutdown)},
+    {NULL}};
+
 /* --- the walker --------------------------------------------------------------------------- */
 
 /* Exact names only: "maxExecutionTime" or "max_execution_time", never "MAXEXECUTIONTIME", so
@@ -683,4 +713,17 @@ int kh__manager_opts_parse(kh__manager_opts_t *o, const char *text, char *errmsg
 void kh__manager_opts_free(kh__manager_opts_t *o) {
   free(o->worker_path);
   o->worker_path = NULL;
+}
+
+int kh__jupyter_opts_parse(kh__jupyter_opts_t *o, const char *text, char *errmsg) {
+  parse_t p = {o, "Jupyter server option", -1, errmsg};
+  int rc;
+  memset(o, 0, sizeof(*o));
+  if ((o->all = json_object()) == NULL) return KH_ENOMEM;
+  rc = parse(&p, jupyter_spec, text, "Jupyter server", o->all);
+  if (rc != 0) {
+    json_decref(o->all);
+    o->all = NULL;
+  }
+  return rc;
 }
