@@ -1,20 +1,23 @@
-# tests/jupyter/install.cmake: the ctest fixture jupyter/kernelspec_install. Writes the two
-# kernelspecs the suite runs against into a fresh PREFIX/share/jupyter/kernels:
-# kernelhost-test (worker mode, the default) and kernelhost-test-main (main_thread).
-# cmake -DEXE=<kernelhost-jupyter> -DPREFIX=<dir> -P install.cmake
+# tests/jupyter/install.cmake: the ctest fixture jupyter/kernelspec_install. Writes the
+# kernelspecs the suite runs against into a fresh PREFIX/share/jupyter/kernels: kernelhost-test
+# (worker mode, the default) and kernelhost-test-main (main_thread), and with ASAN_EXE (the
+# executable on the ASan core) kernelhost-test-asan.
+# cmake -DEXE=<kernelhost-jupyter> -DPREFIX=<dir> [-DASAN_EXE=<kernelhost-jupyter-asan>]
+#       -P install.cmake
 file(REMOVE_RECURSE ${PREFIX})
-foreach(spec "kernelhost-test" "kernelhost-test-main")
-  set(extra)
-  if(spec STREQUAL "kernelhost-test-main")
-    set(extra --options "{\"mode\":\"main_thread\"}")
-  endif()
-  execute_process(COMMAND ${EXE} install --prefix ${PREFIX} --name ${spec}
-                          --display-name "kernelhost (${spec})" ${extra}
+function(kh_install exe spec)
+  execute_process(COMMAND ${exe} install --prefix ${PREFIX} --name ${spec}
+                          --display-name "kernelhost (${spec})" ${ARGN}
                   RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "kernelhost-jupyter install --name ${spec} failed: ${rc}")
+    message(FATAL_ERROR "${exe} install --name ${spec} failed: ${rc}")
   endif()
   if(NOT EXISTS ${PREFIX}/share/jupyter/kernels/${spec}/kernel.json)
     message(FATAL_ERROR "no ${PREFIX}/share/jupyter/kernels/${spec}/kernel.json")
   endif()
-endforeach()
+endfunction()
+kh_install(${EXE} kernelhost-test)
+kh_install(${EXE} kernelhost-test-main --options "{\"mode\":\"main_thread\"}")
+if(ASAN_EXE)
+  kh_install(${ASAN_EXE} kernelhost-test-asan)
+endif()

@@ -15,22 +15,29 @@ class Execute(wire.KernelTestCase):
         return c["execution_count"] + 1
 
     def jupyter_execute_iopub_order(self):
+        # Several cells in a row, the first ones of a fresh kernel among them: each one's
+        # execute_input, execute_result and execute_reply carry the same execution_count.
         k = self.kernel
-        code = "print('out')\n6 * 7"
-        msg_id = k.send_execute(code)
-        reply = k.reply(msg_id)
-        msgs = k.iopub(msg_id)
-        self.assertEqual(types(msgs),
-                         ["status", "execute_input", "stream", "execute_result", "status"])
-        self.assertEqual([m["content"]["execution_state"] for m in (msgs[0], msgs[-1])],
-                         ["busy", "idle"])
-        n = msgs[1]["content"]["execution_count"]
-        self.assertEqual(msgs[1]["content"]["code"], code)
-        self.assertEqual(msgs[3]["content"]["execution_count"], n)
-        self.assertEqual(reply["content"]["execution_count"], n)
-        for m in msgs:
-            self.assertEqual(m["parent_header"]["msg_id"], msg_id)
-            self.assertEqual(m["parent_header"]["msg_type"], "execute_request")
+        counts = []
+        for i in range(5):
+            code = "print('out')\n6 * %d" % i
+            msg_id = k.send_execute(code)
+            reply = k.reply(msg_id)
+            msgs = k.iopub(msg_id)
+            self.assertEqual(types(msgs),
+                             ["status", "execute_input", "stream", "execute_result", "status"])
+            self.assertEqual([m["content"]["execution_state"] for m in (msgs[0], msgs[-1])],
+                             ["busy", "idle"])
+            self.assertEqual(msgs[1]["content"]["code"], code)
+            n = reply["content"]["execution_count"]
+            self.assertEqual((msgs[1]["content"]["execution_count"],
+                              msgs[3]["content"]["execution_count"]), (n, n),
+                             "execute_input, execute_result of cell %d" % i)
+            for m in msgs:
+                self.assertEqual(m["parent_header"]["msg_id"], msg_id)
+                self.assertEqual(m["parent_header"]["msg_type"], "execute_request")
+            counts.append(n)
+        self.assertEqual(counts, list(range(counts[0], counts[0] + 5)))
 
     def jupyter_execute_reply_ok(self):
         k = self.kernel

@@ -10,9 +10,7 @@ import wire
 class KernelSpec(unittest.TestCase):
 
     def jupyter_kernelspec_install(self):
-        from jupyter_client.kernelspec import KernelSpecManager
-
-        spec = KernelSpecManager().get_kernel_spec(wire.KERNEL_NAME)
+        spec = wire.spec_manager_for().get_kernel_spec(wire.KERNEL_NAME)
         self.assertEqual(spec.language, "python")
         self.assertTrue(spec.display_name)
         self.assertTrue(os.access(spec.argv[0], os.X_OK), spec.argv[0])
@@ -22,7 +20,7 @@ class KernelSpec(unittest.TestCase):
             # kernelhost's kernelspec asks for interrupt_request messages; Debian's ipykernel
             # kernelspec leaves interrupt_mode at its default, "signal".
             self.assertEqual(spec.interrupt_mode, "message")
-            self.assertEqual(os.path.basename(spec.argv[0]), "kernelhost-jupyter")
+            self.assertTrue(os.path.basename(spec.argv[0]).startswith("kernelhost-jupyter"))
 
     def jupyter_kernelspec_runs_mode(self):
         # Where the cells' Python runs: in the kernel's own process (main_thread, and

@@ -13,14 +13,7 @@ class Lifecycle(unittest.TestCase):
 
     def setUp(self):
         self.kernel = wire.Kernel()
-        self.addCleanup(self.close)
-
-    def close(self):
-        if self.kernel.km.has_kernel:
-            self.kernel.close()
-        else:
-            self.kernel.kc.stop_channels()
-            self.kernel.km.cleanup_resources()
+        self.addCleanup(self.kernel.close)
 
     def assert_all_gone(self, procs):
         """Every process of `procs` (the kernel and what it started) has exited; none is left

@@ -3,8 +3,6 @@
 import hashlib
 import hmac
 
-import zmq
-
 import wire
 
 DELIM = b"<IDS|MSG>"
@@ -76,8 +74,9 @@ class Sockets(wire.KernelTestCase):
         for m in welcome:
             self.assertEqual(m["content"], {"subscription": ""})
             self.assertEqual(m["parent_header"], {})
-        if welcome:
-            self.assertEqual(msgs[0]["msg_type"], "iopub_welcome")
+        # Not necessarily the first message: an XPUB registers the subscription inside libzmq
+        # before the kernel reads it and answers with the welcome, and what it publishes in
+        # between reaches the new subscriber already.
         # A cell run after the subscription is seen whole by the late subscriber.
         k = self.kernel
         msg_id = k.send_execute("print('late')")

@@ -6,6 +6,7 @@
 #   jupyter-main/<test>          each test against kernelhost-test-main
 #   jupyter-ipykernel/suite      the whole suite against Debian's ipykernel ("python3"), the
 #                                reference every test must pass against, one kernel per module
+#   jupyter-asan/suite           the whole suite against kernelhost-jupyter-asan (KH_ASAN_TESTS)
 # Every entry runs with JUPYTER_PATH on the fixture's prefix and a private home (run.py makes
 # one per run and removes it): the real home is never read nor written. Skipped (exit 77) when
 # jupyter_client, pyzmq or psutil is missing.
@@ -37,9 +38,13 @@ if(NOT TARGET kernelhost-jupyter)
   return()
 endif()
 
+set(kh_asan_exe)
+if(TARGET kernelhost-jupyter-asan)
+  set(kh_asan_exe -DASAN_EXE=$<TARGET_FILE:kernelhost-jupyter-asan>)
+endif()
 add_test(NAME jupyter/kernelspec_install
   COMMAND ${CMAKE_COMMAND} -DEXE=$<TARGET_FILE:kernelhost-jupyter> -DPREFIX=${KH_JUPYTER_PREFIX}
-          -P ${KH_JUPYTER_DIR}/install.cmake)
+          ${kh_asan_exe} -P ${KH_JUPYTER_DIR}/install.cmake)
 set_tests_properties(jupyter/kernelspec_install PROPERTIES FIXTURES_SETUP kh_jupyter_kernelspecs)
 
 foreach(mode worker main_thread)
@@ -58,3 +63,17 @@ foreach(mode worker main_thread)
       ENVIRONMENT "${KH_JUPYTER_ENV};KH_JUPYTER_MODE=${mode}")
   endforeach()
 endforeach()
+
+# The executable on the ASan + UBSan core (KH_ASAN_TESTS), worker mode: the whole suite once, one
+# kernel per module, so that what odd or hostile peers send (forged messages, binary buffers,
+# interrupts, shutdowns) is checked for memory errors and leaks at the kernel's exit; a report
+# makes the kernel exit non-zero, which the tests see.
+if(TARGET kernelhost-jupyter-asan)
+  set(kh_asan_env ${KH_JUPYTER_ENV} KH_JUPYTER_MODE=worker
+      ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1
+      LSAN_OPTIONS=suppressions=${CMAKE_SOURCE_DIR}/tests/c/lsan.supp:print_suppressions=0)
+  add_test(NAME jupyter-asan/suite
+    COMMAND /usr/bin/python3 ${KH_JUPYTER_DIR}/run.py --kernel kernelhost-test-asan)
+  set_tests_properties(jupyter-asan/suite PROPERTIES TIMEOUT 600 SKIP_RETURN_CODE 77
+    FIXTURES_REQUIRED kh_jupyter_kernelspecs ENVIRONMENT "${kh_asan_env}")
+endif()

@@ -12,7 +12,6 @@ import base64
 import os
 import re
 import shutil
-import tempfile
 import time
 import unittest
 from queue import Empty
@@ -73,13 +72,16 @@ class Kernel:
     def __init__(self, name=None, spec_manager=None):
         from jupyter_client import KernelManager
 
-        kw = {"kernel_name": name or KERNEL_NAME}
-        if spec_manager is not None:
-            kw["kernel_spec_manager"] = spec_manager
-        self.km = KernelManager(**kw)
+        self._args = (name, spec_manager)
+        # Set when a wait for a message ran out: the kernel may be stuck in that request, and
+        # KernelTestCase then gives the next test a new kernel.
+        self.timed_out = False
+        self.km = KernelManager(kernel_name=name or KERNEL_NAME,
+                                kernel_spec_manager=spec_manager or spec_manager_for())
         self.km.start_kernel()
         self.proc = self.km.provisioner.process  # the Popen of the kernel's process
         self._stash = {}
+        self._contexts = []  # the clients' zmq contexts, ours to destroy
         self.kc = self.connect()
         self.info = self.request("kernel_info_request")["content"]
 
@@ -92,11 +94,14 @@ class Kernel:
 
             s = self.km.session
             kw["session"] = Session(key=s.key, signature_scheme=s.signature_scheme)
-        kc = self.km.client(**kw)
+        ctx = monitored_context()
+        self._contexts.append(ctx)
+        kc = self.km.client(context=ctx, **kw)
         kc.start_channels()
         try:
-            kc.wait_for_ready(timeout=TIMEOUT)
-        except RuntimeError:
+            ctx.wait_connected()
+            ready(kc)
+        except BaseException:
             kc.stop_channels()
             raise
         return kc
@@ -107,10 +112,15 @@ class Kernel:
         return self.info.get("implementation") == "ipython"
 
     def close(self):
+        """Stops the clients and shuts the kernel down, if it still runs, as jupyter_client
+        does (it escalates to SIGTERM and SIGKILL when the kernel does not exit)."""
         self.kc.stop_channels()
         if self.km.has_kernel:
             self.km.shutdown_kernel(now=False)
-        self.km.cleanup_resources()
+        else:
+            self.km.cleanup_resources()
+        for ctx in self._contexts:
+            ctx.destroy(linger=0)
 
     # --- messages of one request ---------------------------------------------------------
 
@@ -133,6 +143,7 @@ class Kernel:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
+                self.timed_out = True
                 raise AssertionError("%s of %s: nothing more on %s after %ss"
                                      % (what, msg_id, channel, TIMEOUT))
             try:
@@ -226,6 +237,74 @@ class Kernel:
         return [root] + root.children(recursive=True)
 
 
+def monitored_context():
+    """A context for a kernel client (jupyter_client wants a zmq.asyncio.Context) that
+    watches the sockets the client creates in it, so that its wait_connected() can wait until
+    each has completed its handshake with the kernel."""
+    import zmq
+    import zmq.asyncio
+    from zmq.utils.monitor import recv_monitor_message
+
+    class Context(zmq.asyncio.Context):
+        monitors = None  # declared here: pyzmq takes unknown attributes for socket options
+
+        def socket(self, socket_type, **kw):
+            sock = super().socket(socket_type, **kw)
+            # shell, control, stdin and IOPub; not the heartbeat's REQ (its thread remakes it
+            # at will) nor the monitors' own PAIR sockets.
+            if socket_type in (zmq.DEALER, zmq.SUB):
+                mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+                # A blocking view of the monitor socket, to wait on it outside asyncio.
+                self.monitors.append((sock, mon, zmq.Socket.shadow(mon.underlying)))
+            return sock
+
+        def wait_connected(self):
+            """A client's sockets retry their connection every 100 ms until the kernel has
+            bound its ports. A fast kernel answers shell and IOPub before stdin has retried,
+            and a ROUTER drops what it sends to a peer it does not know yet: the first
+            input_request would be lost. So every socket waits for its handshake."""
+            deadline = time.monotonic() + TIMEOUT
+            for sock, mon, view in self.monitors:
+                if not view.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                    raise AssertionError("a socket of type %s never connected" % sock.type)
+                recv_monitor_message(view)
+                sock.disable_monitor()
+                mon.close(0)
+            self.monitors = []
+
+    ctx = Context()
+    ctx.monitors = []
+    return ctx
+
+
+def ready(kc):
+    """Waits until the kernel answers kernel_info on shell and its IOPub reaches kc, as
+    jupyter_client's wait_for_ready does, without its fixed 0.2 s waits on IOPub (they are a
+    fifth of a test's time here). The busy/idle of a kernel_info that the kernel published
+    before kc's subscription reached it is lost: then another kernel_info is sent."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        msg_id = kc.kernel_info()
+        while True:
+            try:
+                msg = kc.get_shell_msg(timeout=max(0.0, deadline - time.monotonic()))
+            except Empty:
+                raise AssertionError("no kernel_info_reply within %ss" % TIMEOUT) from None
+            if msg["parent_header"].get("msg_id") == msg_id:
+                break
+        # Once the reply is here, the idle was published too: it arrives within moments if
+        # the subscription was in place, or never.
+        patience = time.monotonic() + 1.0
+        while time.monotonic() < patience:
+            try:
+                msg = kc.get_iopub_msg(timeout=max(0.0, patience - time.monotonic()))
+            except Empty:
+                break
+            if msg["parent_header"].get("msg_id") == msg_id and is_idle(msg):
+                return
+    raise AssertionError("IOPub never answered within %ss" % TIMEOUT)
+
+
 def is_idle(msg):
     return msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
 
@@ -250,14 +329,24 @@ def b64decode(text):
     return base64.b64decode("".join(text.split()), validate=True)
 
 
+def spec_manager_for(kernel_dirs=None):
+    """The KernelSpecManager of the tests: jupyter_client's, finding kernelspecs in
+    `kernel_dirs` (default: Jupyter's path, JUPYTER_PATH first), without what costs a quarter
+    of a second at every start: importing IPython for ~/.ipython/kernels (in the private home,
+    empty) and ipykernel to offer a "python3" (Debian installs that kernelspec)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_core.paths import jupyter_path
+
+    return KernelSpecManager(ensure_native_kernel=False,
+                             kernel_dirs=kernel_dirs or jupyter_path("kernels"))
+
+
 def signal_kernelspec(name, where):
     """A copy of kernelspec `name` in `where` (a directory) whose interrupt_mode is "signal";
     returns (the copy's name, a KernelSpecManager that finds it)."""
     import json
 
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    spec = KernelSpecManager().get_kernel_spec(name)
+    spec = spec_manager_for().get_kernel_spec(name)
     copy = name + "-signal"
     dest = os.path.join(where, "kernels", copy)
     shutil.copytree(spec.resource_dir, dest)
@@ -267,7 +356,7 @@ def signal_kernelspec(name, where):
     doc["interrupt_mode"] = "signal"
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(doc, fh)
-    return copy, KernelSpecManager(kernel_dirs=[os.path.join(where, "kernels")])
+    return copy, spec_manager_for([os.path.join(where, "kernels")])
 
 
 class KernelTestCase(unittest.TestCase):
@@ -286,7 +375,10 @@ class KernelTestCase(unittest.TestCase):
             cls.kernel.close()
             cls.kernel = None
 
-    def scratch(self):
-        d = tempfile.mkdtemp(prefix="khj-")
-        self.addCleanup(shutil.rmtree, d, True)
-        return d
+    def setUp(self):
+        # A test that timed out may have left the kernel stuck in its request: the tests after
+        # it get a new kernel, so that one failure is reported once, not by every later test.
+        k = type(self).kernel
+        if k is not None and k.timed_out:
+            k.close()
+            type(self).kernel = Kernel(*k._args)
