@@ -71,9 +71,8 @@ def main():
     args = ap.parse_args()
 
     try:
-        import jupyter_client  # noqa: F401
-        import psutil  # noqa: F401
-        import zmq  # noqa: F401
+        for needed in ("jupyter_client", "zmq", "psutil"):
+            importlib.import_module(needed)
     except ImportError as e:
         print("run.py: skipped, %s (Debian: python3-jupyter-client python3-zmq python3-psutil)"
               % e)

@@ -14,6 +14,12 @@ class Execute(wire.KernelTestCase):
         c, _ = self.kernel.ok("pass")
         return c["execution_count"] + 1
 
+    def one_display(self, msgs):
+        """The one display_data among a cell's messages."""
+        shown = [m for m in msgs if m["msg_type"] == "display_data"]
+        self.assertEqual(len(shown), 1)
+        return shown[0]
+
     def jupyter_execute_iopub_order(self):
         # Several cells in a row, the first ones of a fresh kernel among them: each one's
         # execute_input, execute_result and execute_reply carry the same execution_count.
@@ -104,24 +110,21 @@ class Execute(wire.KernelTestCase):
             "    def __repr__(self): return 'KhRich()'\n"
             "from IPython.display import display\n"
             "display(KhRich())\n")
-        shown = [m for m in msgs if m["msg_type"] == "display_data"]
-        self.assertEqual(len(shown), 1)
-        data = shown[0]["content"]["data"]
+        shown = self.one_display(msgs)
+        data = shown["content"]["data"]
         self.assertEqual(set(data), {"image/png", "text/html", "text/plain"})
         self.assertEqual(wire.b64decode(data["image/png"]), PNG_MAGIC + b"kh-bytes\x00\xff")
         self.assertEqual(data["text/html"], "<b>kh</b>")
         self.assertEqual(data["text/plain"], "KhRich()")
-        self.assertIsInstance(shown[0]["content"]["metadata"], dict)
-        self.assertEqual(shown[0]["parent_header"]["msg_type"], "execute_request")
+        self.assertIsInstance(shown["content"]["metadata"], dict)
+        self.assertEqual(shown["parent_header"]["msg_type"], "execute_request")
 
     def jupyter_execute_display_matplotlib_png(self):
         _, msgs = self.kernel.ok(
             "import matplotlib.pyplot as plt\n"
             "plt.plot([1, 3, 2])\n"
             "plt.show()\n")
-        shown = [m for m in msgs if m["msg_type"] == "display_data"]
-        self.assertEqual(len(shown), 1)
-        data = shown[0]["content"]["data"]
+        data = self.one_display(msgs)["content"]["data"]
         self.assertIn("image/png", data)
         self.assertIn("text/plain", data)
         self.assertTrue(wire.b64decode(data["image/png"]).startswith(PNG_MAGIC))

@@ -98,16 +98,20 @@ class Introspection(wire.KernelTestCase):
         self.assertEqual(self.is_complete("1 +* 2")["status"], "invalid")
         self.assertEqual(self.is_complete(")")["status"], "invalid")
 
-    def jupyter_history_tail(self):
+    def tail(self, cells, output):
+        """Runs `cells`, then asks for the last len(cells) entries of the history; returns
+        (their execution counts, the history_reply's entries)."""
         k = self.kernel
-        cells = ["kh_h = 6 * 7", "kh_h", "print('kh history')"]
         counts = [k.ok(code)[0]["execution_count"] for code in cells]
-        reply = k.request("history_request", {"hist_access_type": "tail", "n": 3,
-                                              "output": False, "raw": True})
+        reply = k.request("history_request", {"hist_access_type": "tail", "n": len(cells),
+                                              "output": output, "raw": True})
         self.assertEqual(reply["msg_type"], "history_reply")
-        c = reply["content"]
-        self.assertEqual(c["status"], "ok")
-        hist = c["history"]
+        self.assertEqual(reply["content"]["status"], "ok")
+        return counts, reply["content"]["history"]
+
+    def jupyter_history_tail(self):
+        cells = ["kh_h = 6 * 7", "kh_h", "print('kh history')"]
+        counts, hist = self.tail(cells, False)
         self.assertEqual([h[2] for h in hist], cells)
         self.assertEqual([h[1] for h in hist], counts)
         session = hist[0][0]
@@ -118,12 +122,7 @@ class Introspection(wire.KernelTestCase):
         # output=True: each entry is [session, line, [input, output]], the output being the
         # cell's execute_result as text/plain, null for a cell without one. (ipykernel needs
         # HistoryManager.db_log_output for this, which wire.isolate sets for it.)
-        k = self.kernel
-        cells = ["kh_o = 6 * 7", "kh_o", "print('kh output')"]
-        counts = [k.ok(code)[0]["execution_count"] for code in cells]
-        reply = k.request("history_request", {"hist_access_type": "tail", "n": 3,
-                                              "output": True, "raw": True})
-        hist = reply["content"]["history"]
+        counts, hist = self.tail(["kh_o = 6 * 7", "kh_o", "print('kh output')"], True)
         self.assertEqual([h[1] for h in hist], counts)
         self.assertEqual([h[2] for h in hist],
                          [["kh_o = 6 * 7", None], ["kh_o", "42"], ["print('kh output')", None]])

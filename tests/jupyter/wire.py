@@ -21,6 +21,7 @@ KERNEL_NAME = os.environ.get("KH_JUPYTER_KERNEL", "kernelhost-test")
 # event that must come, so a failure shows up as a timeout, never as a flaky pass.
 TIMEOUT = float(os.environ.get("KH_JUPYTER_TIMEOUT", "30"))
 
+DELIM = b"<IDS|MSG>"  # between a message's identities (or IOPub topic) and its signature
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -374,6 +375,28 @@ class KernelTestCase(unittest.TestCase):
         if cls.kernel is not None:
             cls.kernel.close()
             cls.kernel = None
+
+    def raw(self, channel):
+        """A socket of the test's own on `channel` ("shell", "control", "iopub" subscribed to
+        every topic, "hb"), connected as a client's would be, closed at the end of the test."""
+        sock = getattr(self.kernel.km, "connect_" + channel)()
+        self.addCleanup(sock.close, 0)
+        return sock
+
+    def assert_signed(self, frames):
+        """Asserts that a message as received (its frames) is signed as the protocol says:
+        after the identities (or topic) and the delimiter, the hex HMAC-SHA256 with the
+        connection's key over header, parent header, metadata and content. Returns the index
+        of the delimiter."""
+        import hashlib
+        import hmac
+
+        i = frames.index(DELIM)
+        self.assertEqual(self.kernel.km.session.signature_scheme, "hmac-sha256")
+        want = hmac.new(self.kernel.km.session.key, b"".join(frames[i + 2:i + 6]),
+                        hashlib.sha256).hexdigest()
+        self.assertEqual(frames[i + 1].decode(), want)
+        return i
 
     def setUp(self):
         # A test that timed out may have left the kernel stuck in its request: the tests after
