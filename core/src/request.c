@@ -400,6 +400,7 @@ int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, 
   r->silent = opts ? opts->silent != 0 : 0;
   r->store_history = (opts == NULL || opts->store_history < 0) ? 1 : opts->store_history != 0;
   r->stop_on_error = (opts == NULL || opts->stop_on_error < 0) ? 1 : opts->stop_on_error != 0;
+  r->allow_stdin = (opts == NULL || opts->allow_stdin < 0) ? 1 : opts->allow_stdin != 0;
   /* Jupyter's rule: a silent cell never touches history (nor the counter, nor `_`). */
   if (r->silent) r->store_history = 0;
   r->timeout_ms = opts ? opts->timeout_ms : 0;
