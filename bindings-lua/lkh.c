@@ -1,5 +1,5 @@
 /* lkh.c: the Lua binding's entry point, require("kernelhost"): builds the module table from each
- * concept's part (manager.c, kernel.c, events.c, values.c; lkh.h lists them), and owns the
+ * concept's part (manager.c, kernel.c, events.c, values.c, ...; lkh.h lists them), and owns the
  * results convention (nil, message, "KH_E...", as luv does) and the module's constants and small
  * functions (KernelMode, KernelEvents, errors, strerror, hrtime, version). Loop thread. */
 #define _GNU_SOURCE
@@ -86,6 +86,7 @@ LKH_EXPORT int luaopen_kernelhost(lua_State *L) {
   lkh_pin_module();
   lkh_kernel_open(L);       /* */
   lkh_comm_open(L);         /* */
+  lkh_jupyter_open(L);      /* */
   lua_newtable(L);          /* M */
   lkh_hostcall_open(L);     /* M: bytes */
   lkh_manager_open(L);      /* M: KernelManager */

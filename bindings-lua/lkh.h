@@ -9,6 +9,7 @@
  *   kernel.c   kernelhost.Kernel: execute, submit, interrupt, input_reply, restart, destroy
  *   interact.c kernelhost.Kernel's editor requests: complete, inspect, is_complete, history
  *   comm.c     kernelhost.Comm: kernel:open_comm, kernel:comm, and comm events to their comm
+ *   jupyter.c  kernelhost.JupyterServer: manager:serve_jupyter, a kernel on Jupyter's wire
  *   events.c   subscriptions, and calling Lua back (pcall + traceback, "error" handlers)
  *   hostcall.c kernelhost.Kernel's expose and the HostCall handle: host functions
  *   values.c   JSON <-> Lua values (kernelhost.null, kernelhost.empty_array)
@@ -85,6 +86,10 @@ extern const luaL_Reg lkh_comm_kernel_methods[];
 void lkh_comm_open(lua_State *L);
 /* Drops the comm objects of kernels that are gone (after a destroy). */
 void lkh_comm_sweep(lua_State *L, lkh_manager_t *lm);
+
+/* jupyter.c: manager:serve_jupyter and kernelhost.JupyterServer */
+extern const luaL_Reg lkh_jupyter_manager_methods[];
+void lkh_jupyter_open(lua_State *L);
 
 /* interact.c: kernel:complete, inspect, is_complete, history, kernel_info */
 extern const luaL_Reg lkh_interact_methods[];

@@ -462,6 +462,7 @@ void lkh_manager_open(lua_State *L) {
   luaL_newmetatable(L, LKH_MANAGER_MT); /* M, mt */
   luaL_newlib(L, lkh_manager_methods);  /* M, mt, methods */
   luaL_setfuncs(L, lkh_events_methods, 0);
+  luaL_setfuncs(L, lkh_jupyter_manager_methods, 0); /* jupyter.c's serve_jupyter */
   lua_setfield(L, -2, "__index"); /* M, mt */
   lua_pushcfunction(L, lkh_manager_gc);
   lua_setfield(L, -2, "__gc");

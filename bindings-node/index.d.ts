@@ -270,6 +270,87 @@ export declare class Kernel {
   comm(commId: string): Comm;
 }
 
+/** The content of a Jupyter connection file, keys as Jupyter writes them. */
+export interface JupyterConnection {
+  transport: 'tcp' | 'ipc';
+  ip: string;
+  shell_port: number;
+  iopub_port: number;
+  stdin_port: number;
+  control_port: number;
+  hb_port: number;
+  key: string;
+  signature_scheme: 'hmac-sha256';
+  kernel_name?: string;
+  [key: string]: unknown;
+}
+
+/** manager.serveJupyter() options (camelCase or snake_case keys; the core checks them: an
+ * unknown key or a wrong type throws an Error with code KH_EOPTION naming it). */
+export interface JupyterServeOptions {
+  /** Where to write the connection file (mode 0600, removed when the server stops). Default,
+   * unless `connection` is given: <Jupyter's runtime dir>/kernel-kh-<kernel id>.json, the
+   * runtime dir being $JUPYTER_RUNTIME_DIR, else $JUPYTER_DATA_DIR/runtime, else
+   * ($XDG_DATA_HOME or ~/.local/share)/jupyter/runtime. */
+  connectionFile?: string;
+  /** A connection file's content to serve (ports 0 or absent are chosen by the system). */
+  connection?: Partial<JupyterConnection>;
+  /** Default '127.0.0.1'. */
+  ip?: string;
+  /** Default 'tcp'. */
+  transport?: 'tcp' | 'ipc';
+  /** The signing key; default 32 random hex digits from the OS; '' disables signing. */
+  key?: string;
+  /** Written into the connection file; default 'kernelhost'. */
+  kernelName?: string;
+  /** What a client's shutdown_request does after its reply: 'stop' (default: restart: true
+   * restarts the kernel in place, otherwise the server stops and the kernel keeps running),
+   * 'destroy' (as 'stop', and the kernel is destroyed) or 'none' (only the 'shutdown' event). */
+  shutdown?: 'stop' | 'destroy' | 'none';
+  [option: string]: unknown;
+}
+
+export interface JupyterServerInfo {
+  kernelId: string;
+  /** The file the server wrote (removed once it stopped), or null. */
+  connectionFile: string | null;
+  connection: JupyterConnection;
+  /** Messages accepted. */
+  messages: number;
+  /** Messages dropped unexecuted: bad signatures, malformed messages. */
+  dropped: number;
+  stopping: boolean;
+}
+
+/**
+ * A kernel served on Jupyter's wire protocol (manager.serveJupyter): `jupyter console
+ * --existing <connectionFile>`, JupyterLab or jupyter_client attach to it while this process
+ * keeps using the kernel; both see every event of the kernel. The server runs on Node's own
+ * loop. Like a listening net.Server it keeps the process alive until it stops (there is no
+ * unref()), and it stays alive without a reference to it: stop it with stop(), destroyKernel()
+ * or manager.close(). Stopping leaves the kernel running.
+ */
+export declare class JupyterServer extends EventEmitter {
+  readonly kernelId: string;
+  /** The connection file written, or null (when `connection` was given without a file). */
+  readonly connectionFile: string | null;
+  /** The connection file's content (the key included). */
+  readonly connectionInfo: JupyterConnection;
+  /** True once 'stopped' was emitted. */
+  readonly stopped: boolean;
+  /** The server's counters; after 'stopped', as they were then. */
+  info(): JupyterServerInfo;
+  /** Stops serving and removes the connection file; resolves on 'stopped'. Every call returns
+   * the same Promise (resolved at once when the server stopped already). */
+  stop(): Promise<void>;
+  /** A client asked for a shutdown (its reply was sent); what follows is the shutdown option's. */
+  on(event: 'shutdown', listener: (data: { restart: boolean }) => void): this;
+  /** Exactly once, last: the server stopped (stop(), its kernel destroyed, the manager closed,
+   * a client's shutdown). */
+  on(event: 'stopped', listener: () => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
 export declare class KernelManager extends EventEmitter {
   constructor(options?: ManagerOptions);
   createKernel(options?: KernelOptions): Promise<string>;
@@ -285,10 +366,15 @@ export declare class KernelManager extends EventEmitter {
     listener: (data: EventDataMap[E]) => void): this;
   onKernelEvent(id: string, event: '*', listener: (event: KernelEventRecord) => void): this;
   offKernelEvent(id: string, event: KernelEventName, listener?: (...args: any[]) => void): this;
+  /** Serves kernel `id` on Jupyter's wire protocol and writes its connection file. Throws an
+   * Error with a code when refused: KH_EOPTION, KH_ENOTFOUND, KH_EEXIST (served already),
+   * KH_EKERNELDEAD, KH_ECLOSED, UV_EADDRINUSE, ...; a TypeError for options that are no object. */
+  serveJupyter(id: string, options?: JupyterServeOptions): JupyterServer;
   /** Keep the process alive while kernels exist. */
   ref(): this;
   /** The default: only requests in flight keep the process alive. */
   unref(): this;
+  /** Destroys every kernel and stops every Jupyter server ('stopped' comes first). */
   close(): Promise<void>;
   on(event: 'kernelEvent', listener: (event: ManagerEvent) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
@@ -298,6 +384,7 @@ declare const kernelhost: {
   KernelManager: typeof KernelManager;
   Kernel: typeof Kernel;
   Comm: typeof Comm;
+  JupyterServer: typeof JupyterServer;
   KernelMode: typeof KernelMode;
   KernelEvents: typeof KernelEvents;
   ErrorCodes: typeof ErrorCodes;

@@ -298,6 +298,82 @@ class Comm extends EventEmitter {
   }
 }
 
+/**
+ * One kernel of a KernelManager served on Jupyter's wire protocol (manager.serveJupyter), so that
+ * `jupyter console --existing <connectionFile>`, JupyterLab or jupyter_client attach to it while
+ * this process keeps using the kernel too. An EventEmitter: 'shutdown' ({restart}) when a client
+ * asked for a shutdown (what follows is the `shutdown` option's), and 'stopped' exactly once,
+ * last, when the server has stopped for any reason (stop(), the kernel destroyed, the manager
+ * closed, a client's shutdown). Like a listening net.Server it keeps the process alive until it
+ * stops.
+ */
+class JupyterServer extends EventEmitter {
+  constructor(manager, kernelId, optionsJson) {
+    super();
+    Object.defineProperty(this, '_manager', { value: manager });
+    Object.defineProperty(this, 'kernelId', { value: kernelId, enumerable: true });
+    this._stopped = false;
+    this._stopPromise = null;
+    this._resolveStop = null;
+    // The note function holds this object; the addon holds it until 'stopped'.
+    this._handle = manager._native.serveJupyter(kernelId, optionsJson,
+      (note, restart) => this._note(note, restart));
+    const info = this.info();
+    Object.defineProperty(this, 'connectionFile', { value: info.connectionFile, enumerable: true });
+    Object.defineProperty(this, 'connectionInfo', { value: info.connection, enumerable: true });
+  }
+
+  _note(note, restart) {
+    if (note === 'stopped') {
+      this._stopped = true;
+      if (this._resolveStop !== null) this._resolveStop();
+    }
+    try {
+      if (note === 'shutdown') this.emit('shutdown', { restart });
+      else this.emit('stopped');
+    } catch (err) {
+      reportListenerError(err);
+    }
+  }
+
+  /** True once 'stopped' was emitted. */
+  get stopped() {
+    return this._stopped;
+  }
+
+  /** {kernelId, connectionFile, connection, messages, dropped, stopping}: messages accepted,
+   * messages dropped (bad signatures, malformed); after 'stopped', as they were then. */
+  info() {
+    const json = this._manager._native.jupyterInfo(this._handle);
+    if (json === null) throw khError('KH_ENOMEM', 'out of memory');
+    const { connection, ...rest } = JSON.parse(json);
+    const out = camelKeys(rest);
+    if (out.connectionFile === undefined) out.connectionFile = null;
+    out.connection = connection; // the connection file's content, keys as Jupyter writes them
+    return out;
+  }
+
+  /** Stops serving (the kernel keeps running) and removes the connection file; resolves on
+   * 'stopped'. Every call returns the same Promise. */
+  stop() {
+    if (this._stopPromise === null) {
+      this._stopPromise = new Promise((resolve, reject) => {
+        if (this._stopped) {
+          resolve();
+          return;
+        }
+        this._resolveStop = resolve;
+        try {
+          this._manager._native.jupyterStop(this._handle);
+        } catch (err) {
+          reject(err);
+        }
+      });
+    }
+    return this._stopPromise;
+  }
+}
+
 // A Kernel is a handle (id and mode) and nothing more: the kernel's state lives in the core, so
 // a handle kept after a destroy just gets KH_ENOTFOUND. Frozen, as it can never change.
 class Kernel {
@@ -684,6 +760,23 @@ class KernelManager extends EventEmitter {
     });
   }
 
+  /**
+   * Serves kernel `id` on Jupyter's wire protocol and writes its connection file (mode 0600; by
+   * default kernel-kh-<id>.json in Jupyter's runtime directory). options: {connectionFile, ip
+   * (default '127.0.0.1'), transport ('tcp' | 'ipc'), key, kernelName, connection (a connection
+   * file's content to serve: ports, key, ...), shutdown ('stop' | 'destroy' | 'none')}. Returns
+   * the JupyterServer; throws an Error with a code when refused: KH_EOPTION, KH_ENOTFOUND,
+   * KH_EEXIST (served already), KH_EKERNELDEAD, KH_ECLOSED, UV_EADDRINUSE, ...
+   */
+  serveJupyter(id, options) {
+    checkId(id);
+    const json = optionsJson(options, 'Jupyter server options');
+    const bad = nonFiniteOption(options);
+    if (bad) throw khError('KH_EOPTION', bad);
+    this._checkOpen();
+    return new JupyterServer(this, id, json);
+  }
+
   /** Calls listener(data) for each `event` of kernel `id` (KernelEvents.ALL: {type, data}). */
   onKernelEvent(id, event, listener) {
     checkId(id);
@@ -729,7 +822,8 @@ class KernelManager extends EventEmitter {
     return this;
   }
 
-  /** Destroys every kernel (pending requests reject KH_ECANCELED) and releases the manager. */
+  /** Destroys every kernel (pending requests reject KH_ECANCELED), stops its Jupyter servers
+   * (each emits 'stopped' before this resolves) and releases the manager. */
   close() {
     // Idempotent: every later call (and every other method, through _checkOpen) sees this
     // promise, so a second close waits for the same completion.
@@ -786,6 +880,7 @@ module.exports = {
   KernelManager,
   Kernel,
   Comm,
+  JupyterServer,
   KernelMode,
   KernelEvents,
   ErrorCodes,

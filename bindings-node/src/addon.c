@@ -137,6 +137,24 @@ fail:
   return -1;
 }
 
+/* The data of the external at v, which must carry `tag` (so that no other external, nor any
+ * other value, is taken for one); NULL: a TypeError saying `msg` is thrown. */
+static void *nkh_external_get(napi_env env, napi_value v, const napi_type_tag *tag,
+                              const char *msg) {
+  bool ours = false;
+  void *data = NULL;
+  napi_valuetype t;
+  NAPI_CALL(env, napi_typeof(env, v, &t));
+  if (t == napi_external) NAPI_CALL(env, napi_check_object_type_tag(env, v, tag, &ours));
+  if (!ours) {
+    nkh_throw(env, NKH_TYPE_ERROR, NULL, msg);
+    return NULL;
+  }
+  NAPI_CALL(env, napi_get_value_external(env, v, &data));
+fail:
+  return data;
+}
+
 /* Reads a string argument into a malloc'd UTF-8 buffer (V8 turns lone surrogates into U+FFFD,
  * which is right for ids but not for code or input: see nkh_text_get). NULL: thrown. */
 static char *nkh_str_get(napi_env env, napi_value v, const char *what, size_t *len_out) {
@@ -1618,18 +1636,7 @@ done:
 
 /* The external at v as its call; NULL: a TypeError is thrown. */
 static nkh_call_t *nkh_call_get(napi_env env, napi_value v) {
-  bool ours = false;
-  void *c = NULL;
-  napi_valuetype t;
-  NAPI_CALL(env, napi_typeof(env, v, &t));
-  if (t == napi_external) NAPI_CALL(env, napi_check_object_type_tag(env, v, &nkh_call_tag, &ours));
-  if (!ours) {
-    nkh_throw(env, NKH_TYPE_ERROR, NULL, "call must be a host call handle");
-    return NULL;
-  }
-  NAPI_CALL(env, napi_get_value_external(env, v, &c));
-fail:
-  return c;
+  return nkh_external_get(env, v, &nkh_call_tag, "call must be a host call handle");
 }
 
 /* What an answer returns to the facade: undefined when it reached the kernel, else the code
@@ -1724,6 +1731,165 @@ fail:
   return NULL;
 }
 
+/* --- Jupyter's wire protocol ------------------------------------------------------------------ */
+
+/* One kernel served on the wire (kh_jupyter_serve), owned by the JS external that the facade's
+ * JupyterServer holds. While it serves, the addon holds that external, its note function and
+ * the wrapper (one strong count on w->self, as a request does): a served kernel keeps its
+ * manager and its server object alive, as a listening net.Server keeps itself, and the core's
+ * sockets keep the loop alive. The STOPPED note (exactly once, last) lets all three go and keeps
+ * the server's last kh_jupyter_info, which info() returns from then on.
+ *
+ *   s set     serving or stopping: the core's note callback gets this struct
+ *   s NULL    stopped: inert but for `info`; freed by the external's finalizer
+ *
+ * At the environment's teardown the finalizer may come first (every reference is finalized
+ * then); STOPPED, which the manager's close waits for, frees the struct in that case. */
+typedef struct {
+  nkh_manager_t *w;
+  kh_jupyter_t *s;  /* NULL once STOPPED ran */
+  napi_ref self;    /* the external: strong while serving */
+  napi_ref on_note; /* function (note, restart): strong while serving */
+  char *info;       /* owned (kh_free): kh_jupyter_info at STOPPED */
+  int held;         /* holds a strong count on w->self */
+  int js_gone;      /* the external was finalized */
+} nkh_jserver_t;
+
+static const napi_type_tag nkh_jserver_tag = {0x6b65726e656c686fULL, 0x73744a7570797472ULL};
+
+/* Lets go of what a serving server holds. Safe in finalizers and at teardown. */
+static void nkh_jserver_release(nkh_jserver_t *j) {
+  uint32_t n;
+  nkh_manager_t *w = j->w;
+  nkh_ref_delete(w->env, &j->on_note);
+  nkh_ref_delete(w->env, &j->self);
+  if (j->held && !w->js_gone) NAPI_CALL(w->env, napi_reference_unref(w->env, w->self, &n));
+fail:
+  j->held = 0;
+}
+
+static void nkh_jserver_free(nkh_jserver_t *j) {
+  kh_free(j->info);
+  free(j);
+}
+
+static void nkh_jserver_on_note(kh_jupyter_t *s, int note, int restart, void *data) {
+  nkh_jserver_t *j = data;
+  nkh_manager_t *w = j->w;
+  napi_env env = w->env;
+  napi_handle_scope scope = NULL;
+  napi_value fn, recv, argv[2];
+  int stopped = note == KH_JUPYTER_STOPPED;
+  if (stopped) {
+    j->info = kh_jupyter_info(s); /* the handle is freed when this returns */
+    j->s = NULL;
+  }
+  if (w->teardown || j->js_gone || j->on_note == NULL) goto done;
+  NAPI_CALL(env, napi_open_handle_scope(env, &scope));
+  NAPI_CALL(env, napi_create_string_utf8(env, stopped ? "stopped" : "shutdown", NAPI_AUTO_LENGTH,
+                                         &argv[0]));
+  NAPI_CALL(env, napi_get_boolean(env, restart != 0, &argv[1]));
+  NAPI_CALL(env, napi_get_reference_value(env, j->on_note, &fn));
+  NAPI_CALL(env, napi_get_global(env, &recv));
+  NAPI_CALL(env, napi_make_callback(env, w->actx, recv, fn, 2, argv, NULL));
+fail:
+  nkh_flush_exception(env);
+  nkh_scope_close(env, scope);
+done:
+  if (!stopped) return;
+  nkh_jserver_release(j);
+  if (j->js_gone) nkh_jserver_free(j);
+}
+
+static void nkh_jserver_finalize(napi_env env, void *data, void *hint) {
+  nkh_jserver_t *j = data;
+  (void)env;
+  (void)hint;
+  j->js_gone = 1;
+  nkh_jserver_release(j);
+  if (j->s == NULL) nkh_jserver_free(j);
+}
+
+/* The external at v as its server; NULL: a TypeError is thrown. */
+static nkh_jserver_t *nkh_jserver_get(napi_env env, napi_value v) {
+  return nkh_external_get(env, v, &nkh_jserver_tag, "server must be a Jupyter server handle");
+}
+
+/* serveJupyter(kernelId, optionsJson | null, onNote(note, restart)) -> server handle. Throws
+ * the core's code (KH_EOPTION, KH_EEXIST, KH_ENOTFOUND, UV_EADDRINUSE, ...) when it refuses. */
+static napi_value nkh_jupyter_serve(napi_env env, napi_callback_info info) {
+  napi_value argv[3], out = NULL;
+  char id[NKH_ID_MAX], *opts = NULL;
+  uint32_t n;
+  nkh_jserver_t *j = NULL;
+  nkh_manager_t *w = nkh_this(env, info, 3, argv);
+  int rc;
+  if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
+  if (nkh_id_get(env, argv[0], id, sizeof(id)) != 0) return NULL;
+  if (nkh_expect(env, argv[2], napi_function, "onNote") != 0) return NULL;
+  if (nkh_optstr_get(env, argv[1], "options", &opts) != 0) return NULL;
+  if ((j = calloc(1, sizeof(*j))) == NULL) {
+    nkh_throw_kh(env, NULL, KH_ENOMEM);
+    goto fail;
+  }
+  j->w = w;
+  NAPI_CALL(env, napi_create_external(env, j, nkh_jserver_finalize, NULL, &out));
+  NAPI_CALL(env, napi_type_tag_object(env, out, &nkh_jserver_tag));
+  /* From here on the external's finalizer owns j. */
+  NAPI_CALL(env, napi_create_reference(env, argv[2], 1, &j->on_note));
+  NAPI_CALL(env, napi_create_reference(env, out, 1, &j->self));
+  if ((rc = kh_jupyter_serve(w->m, id, opts, nkh_jserver_on_note, j, &j->s)) != 0) {
+    nkh_throw_kh(env, w, rc);
+    goto fail;
+  }
+  if (!w->js_gone && w->self != NULL) {
+    NAPI_CALL(env, napi_reference_ref(env, w->self, &n));
+    j->held = 1;
+  }
+  free(opts);
+  return out;
+fail:
+  /* Served but not handed to JS (a napi call failed): stop it; STOPPED lets go of the rest. */
+  if (j != NULL && j->s != NULL) (void)kh_jupyter_stop(j->s);
+  /* Refused (or never started): nothing holds the external, which frees j when collected. */
+  if (j != NULL && j->s == NULL) {
+    if (out == NULL)
+      free(j);
+    else
+      nkh_jserver_release(j);
+  }
+  free(opts);
+  return NULL;
+}
+
+/* jupyterInfo(server) -> JSON text (kh_jupyter_info; after STOPPED, as it was then) | null */
+static napi_value nkh_jupyter_info(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out = NULL;
+  nkh_jserver_t *j;
+  if (nkh_this(env, info, 1, argv) == NULL || (j = nkh_jserver_get(env, argv[0])) == NULL)
+    return NULL;
+  if (j->s != NULL) return nkh_owned_json(env, kh_jupyter_info(j->s));
+  if (j->info == NULL)
+    NAPI_CALL(env, napi_get_null(env, &out));
+  else
+    NAPI_CALL(env, napi_create_string_utf8(env, j->info, NAPI_AUTO_LENGTH, &out));
+fail:
+  return out;
+}
+
+/* jupyterStop(server): starts the stop; the 'stopped' note follows from the loop. A server that
+ * is stopping or stopped already is left as it is (no error: stop() is idempotent). */
+static napi_value nkh_jupyter_stop(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  nkh_jserver_t *j;
+  nkh_manager_t *w = nkh_this(env, info, 1, argv);
+  int rc;
+  if (w == NULL || (j = nkh_jserver_get(env, argv[0])) == NULL) return NULL;
+  if (j->s != NULL && (rc = kh_jupyter_stop(j->s)) != 0 && rc != KH_ECLOSED)
+    nkh_throw_kh(env, w, rc);
+  return NULL;
+}
+
 /* --- module ---------------------------------------------------------------------------------- */
 
 #define NKH_METHOD(name, fn) \
@@ -1748,6 +1914,9 @@ static napi_value nkh_init(napi_env env, napi_value exports) {
       NKH_METHOD("expose", nkh_kernel_expose),
       NKH_METHOD("hostReturn", nkh_host_return),
       NKH_METHOD("hostError", nkh_host_error),
+      NKH_METHOD("serveJupyter", nkh_jupyter_serve),
+      NKH_METHOD("jupyterInfo", nkh_jupyter_info),
+      NKH_METHOD("jupyterStop", nkh_jupyter_stop),
   };
   static const int all_codes[] = {
 #define NKH_CODE_(name, code, msg) code,

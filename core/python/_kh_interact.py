@@ -595,8 +595,7 @@ def is_complete(kernel, content):
 # -- kernel_info ----------------------------------------------------------------------------
 
 def kernel_info(kernel, content):
-    import platform
-    version = platform.python_version()
+    version = "%d.%d.%d" % sys.version_info[:3]  # platform.python_version(), without its import
     return {
         "status": "ok",
         "protocol_version": "5.3",
