@@ -530,6 +530,9 @@ int kh__comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_type,
 typedef struct {
   void (*kernel_closing)(kh_manager_t *m, const char *kernel_id);
   void (*manager_close)(kh_manager_t *m);
+  /* A request was handed to the backend (kh__kernel_pump): the moment its counter is known
+   * (execute_input's), which its busy event, delivered later, can no longer tell. */
+  void (*request_started)(kh_kernel_t *k, const char *exec_id);
 } kh__jupyter_hooks_t;
 
 /* Between kernel.c (the lifecycle) and request.c (the queue). */

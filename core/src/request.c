@@ -169,6 +169,7 @@ void kh__kernel_pump(kh_kernel_t *k) {
     k->state = KH__K_BUSY;
     uv_timer_stop(&k->idle_timer);
     kh__kernel_emit_status(k, "busy", r->exec_id, NULL);
+    if (k->m->jupyter != NULL) k->m->jupyter->request_started(k, r->exec_id);
     if (r->timeout_ms && (limit == 0 || r->timeout_ms < limit)) limit = r->timeout_ms;
     if (limit) kh__kernel_arm_exec_timer(k, limit);
     if (r->comm_type == NULL) kh__history_cell_started(k, r); /* before the backend takes code */
