@@ -129,12 +129,19 @@ static void kick(kh_jupyter_t *s) {
     uv_idle_start(&s->idle, on_idle);
 }
 
+static int has_input(void *sock);
+static void subscriptions(kh_jupyter_t *s);
+
 static int send_to(kh_jupyter_t *s, int chan, const kh__jframes_t *idents, const char *msg_type,
                    const json_t *parent, const json_t *metadata, const char *content, size_t len,
                    const kh__jbuf_t *bufs, size_t nbufs) {
   char topic[KH__ID_MAX + 96];
   int rc;
   if (s->stopping && chan == S_IOPUB) return 0;
+  /* A subscription ZeroMQ has taken since the last drain is welcomed before anything else
+   * reaches that subscriber: ZMQ_EVENTS makes the socket apply it, and queue it for us. */
+  if (chan == S_IOPUB && strcmp(msg_type, "iopub_welcome") != 0)
+    while (has_input(s->sock[S_IOPUB])) subscriptions(s);
   if (chan == S_IOPUB) snprintf(topic, sizeof(topic), "kernel.%s.%s", s->kernel_id, msg_type);
   rc = kh__jwire_send(&s->wire, s->sock[chan], idents, chan == S_IOPUB ? topic : NULL, msg_type,
                       parent, metadata, content, len, bufs, nbufs);
