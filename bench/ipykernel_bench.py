@@ -100,6 +100,19 @@ def run_cell(kc, code, on_iopub=None):
     return reply
 
 
+def time_cells(kc, code, runs):
+    """Microseconds of each of `runs` round trips of code (run_cell), after min(runs // 10,
+    100) that warm up and are not kept."""
+    warm = min(runs // 10, 100)
+    samples = []
+    for i in range(warm + runs):
+        t0 = now_ns()
+        run_cell(kc, code)
+        if i >= warm:
+            samples.append((now_ns() - t0) / 1e3)
+    return samples
+
+
 def m_create(runs):
     samples = []
     for _ in range(runs):
@@ -115,13 +128,7 @@ def m_execute(runs, metric="execute", prelude=None):
     km, kc, _ = start()
     if prelude:
         run_cell(kc, prelude)
-    warm = min(runs // 10, 100)
-    samples = []
-    for i in range(warm + runs):
-        t0 = now_ns()
-        run_cell(kc, "1+1")
-        if i >= warm:
-            samples.append((now_ns() - t0) / 1e3)
+    samples = time_cells(kc, "1+1", runs)
     stop(km, kc)
     out(metric, "us", samples)
 

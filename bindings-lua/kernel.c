@@ -105,6 +105,8 @@ static void lkh_kernel_exec_opts(lua_State *L, int idx, kh_execute_options_t *o)
       flag = &o->store_history;
     else if (strcmp(k, "stop_on_error") == 0)
       flag = &o->stop_on_error;
+    else if (strcmp(k, "allow_stdin") == 0)
+      flag = &o->allow_stdin;
     if (flag != NULL) {
       if (!lua_isboolean(L, -1))
         luaL_argerror(L, idx, lua_pushfstring(L, "option '%s' must be a boolean", k));

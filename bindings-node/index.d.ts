@@ -133,6 +133,10 @@ export interface ExecuteOptions {
   stopOnError?: boolean;
   /** Interrupt the cell after this many ms (default 0: no limit). */
   timeout?: number;
+  /** false: input(), getpass and sys.stdin reads in the cell (and in threads it starts) raise
+   * StdinNotImplementedError and no input_request event is sent, as with Jupyter's allow_stdin
+   * false (default true). */
+  allowStdin?: boolean;
 }
 
 export interface KernelOptions {

@@ -53,7 +53,8 @@ const KernelEvents = Object.freeze({
 const ErrorCodes = Object.freeze({ ...native.errorCodes });
 
 const EVENT_NAMES = new Set(Object.values(KernelEvents));
-const EXECUTE_OPTIONS = new Set(['silent', 'storeHistory', 'stopOnError', 'timeout']);
+const EXECUTE_OPTIONS = new Set(['silent', 'storeHistory', 'stopOnError', 'timeout',
+  'allowStdin']);
 // Where a NativeManager keeps its KernelManager (see onNativeEvent).
 const OWNER = Symbol('kernelhost.owner');
 
@@ -98,25 +99,28 @@ function optionsJson(options, what) {
 }
 
 // Execute options as the native call takes them, positionally (no property reads in C on the
-// hot path): [silent, storeHistory, stopOnError, timeout], defaults as kh_execute_options_init.
+// hot path): [silent, storeHistory, stopOnError, timeout, allowStdin], defaults as
+// kh_execute_options_init.
 function executeOptions(options) {
-  if (options === undefined || options === null) return [false, true, true, 0];
+  if (options === undefined || options === null) return [false, true, true, 0, true];
   if (typeof options !== 'object' || Array.isArray(options)) {
     throw new TypeError('execute options must be an object');
   }
   for (const key of Object.keys(options)) {
     if (!EXECUTE_OPTIONS.has(key)) throw new TypeError(`unknown execute option "${key}"`);
   }
-  const { silent = false, storeHistory = true, stopOnError = true, timeout = 0 } = options;
+  const {
+    silent = false, storeHistory = true, stopOnError = true, timeout = 0, allowStdin = true,
+  } = options;
   for (const [name, v] of [['silent', silent], ['storeHistory', storeHistory],
-    ['stopOnError', stopOnError]]) {
+    ['stopOnError', stopOnError], ['allowStdin', allowStdin]]) {
     if (typeof v !== 'boolean') throw new TypeError(`execute option ${name} must be a boolean`);
   }
   if (typeof timeout !== 'number') throw new TypeError('execute option timeout must be a number');
   if (!Number.isFinite(timeout) || timeout < 0) {
     throw new RangeError('execute option timeout must be a finite number of ms >= 0');
   }
-  return [silent, storeHistory, stopOnError, Math.floor(timeout)];
+  return [silent, storeHistory, stopOnError, Math.floor(timeout), allowStdin];
 }
 
 // Called by the addon for every event of the manager; `this` is the NativeManager. It captures
@@ -548,7 +552,7 @@ class KernelManager extends EventEmitter {
       // The core delivers every event and the reply from the loop, never inside this call, so
       // the stream is registered before the request's first event ("busy") can arrive.
       const executionId = this._native.execute(kernelId, code, opts[0], opts[1], opts[2], opts[3],
-        (errCode, message, json, bufs) => {
+        opts[4], (errCode, message, json, bufs) => {
           if (stream !== null) this._streams.delete(executionId);
           if (errCode) reject(khError(errCode, message));
           else resolve(toResult(kernelId, executionId, json, bufs));

@@ -615,41 +615,45 @@ fail:
   return out;
 }
 
-/* execute(kernelId, code, silent, storeHistory, stopOnError, timeoutMs, cb) -> executionId */
+/* execute(kernelId, code, silent, storeHistory, stopOnError, timeoutMs, allowStdin, cb)
+ *   -> executionId */
 static napi_value nkh_kernel_execute(napi_env env, napi_callback_info info) {
-  napi_value argv[7], out = NULL;
+  napi_value argv[8], out = NULL;
   char id[NKH_ID_MAX], exec_id[64] = "";
   char *code = NULL;
   size_t len = 0;
-  bool silent, store, stop;
+  bool silent, store, stop, allow_stdin;
   double timeout;
   kh_execute_options_t o;
   nkh_req_t *r;
-  nkh_manager_t *w = nkh_this(env, info, 7, argv);
+  nkh_manager_t *w = nkh_this(env, info, 8, argv);
   int rc;
   if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
   if (nkh_id_get(env, argv[0], id, sizeof(id)) != 0) return NULL;
   if (nkh_expect(env, argv[2], napi_boolean, "silent") != 0 ||
       nkh_expect(env, argv[3], napi_boolean, "storeHistory") != 0 ||
       nkh_expect(env, argv[4], napi_boolean, "stopOnError") != 0 ||
-      nkh_expect(env, argv[5], napi_number, "timeout") != 0)
+      nkh_expect(env, argv[5], napi_number, "timeout") != 0 ||
+      nkh_expect(env, argv[6], napi_boolean, "allowStdin") != 0)
     return NULL;
   NAPI_CALL(env, napi_get_value_bool(env, argv[2], &silent));
   NAPI_CALL(env, napi_get_value_bool(env, argv[3], &store));
   NAPI_CALL(env, napi_get_value_bool(env, argv[4], &stop));
   NAPI_CALL(env, napi_get_value_double(env, argv[5], &timeout));
+  NAPI_CALL(env, napi_get_value_bool(env, argv[6], &allow_stdin));
   /* Also false for NaN. 2^53 - 1: the largest integral double, exactly a uint64_t. */
   if (!(timeout >= 0 && timeout <= 9007199254740991.0)) {
     nkh_throw(env, NKH_RANGE_ERROR, NULL, "timeout must be a number of milliseconds >= 0");
     return NULL;
   }
   if (nkh_text_get(env, argv[1], "code", &code, &len) != 0) return NULL;
-  if ((r = nkh_req_new(w, argv[6])) == NULL) goto fail;
+  if ((r = nkh_req_new(w, argv[7])) == NULL) goto fail;
   kh_execute_options_init(&o);
   o.silent = silent;
   o.store_history = store;
   o.stop_on_error = stop;
   o.timeout_ms = (uint64_t)timeout;
+  o.allow_stdin = allow_stdin;
   rc = kh_kernel_execute(w->m, id, code, len, &o, exec_id, sizeof(exec_id), nkh_kernel_on_executed,
                          r);
   if (rc != 0) {

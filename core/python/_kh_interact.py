@@ -585,9 +585,13 @@ def is_complete(kernel, content):
     except (RecursionError, MemoryError):
         # The compiler gave up (a too deeply nested expression): the kernel cannot tell.
         return {"status": "unknown"}
-    if ok is not None and not code.rstrip(" \t").endswith("\\"):
-        return {"status": "complete"}
     last = next((l for l in reversed(lines) if l.strip()), "")
+    if ok is not None and not code.rstrip(" \t").endswith("\\"):
+        # IPython's rule: a block whose last line is indented, with no newline after it, may
+        # go on: Enter adds a line at that indent (ipykernel answers so).
+        if len(lines) > 1 and not code.endswith("\n") and _indent_of(lines[-1]) > 0:
+            return {"status": "incomplete", "indent": " " * _indent_of(lines[-1])}
+        return {"status": "complete"}
     indent = _indent_of(last) + (4 if last.rstrip().endswith(":") else 0)
     return {"status": "incomplete", "indent": " " * indent}
 
@@ -595,8 +599,7 @@ def is_complete(kernel, content):
 # -- kernel_info ----------------------------------------------------------------------------
 
 def kernel_info(kernel, content):
-    import platform
-    version = platform.python_version()
+    version = "%d.%d.%d" % sys.version_info[:3]  # platform.python_version(), without its import
     return {
         "status": "ok",
         "protocol_version": "5.3",

@@ -162,6 +162,34 @@ def _getpass(prompt="Password: ", stream=None):
 _orig_getpass = None
 
 
+class StdinNotImplementedError(NotImplementedError):
+    """input() (getpass, a sys.stdin read) in a cell whose request said allow_stdin false: the
+    front end cannot answer input requests. Raised only where IPython, whose class of this name
+    ipykernel raises, cannot be imported; `kernelhost.StdinNotImplementedError` is the class
+    raised either way."""
+    __module__ = "kernelhost"
+
+
+_stdin_error_class = None
+
+
+def stdin_error():
+    """The class input() raises without allow_stdin: IPython.core.error's, as ipykernel's
+    kernels raise it (so `except StdinNotImplementedError` written for IPython catches it), or
+    the runtime's own. Looked up once per process, at the first need: importing IPython costs
+    ~0.3 s, which no kernel should pay at start."""
+    global _stdin_error_class
+    if _stdin_error_class is None:
+        try:
+            import _kh_ipython
+            with _kh_ipython._Home():
+                from IPython.core.error import StdinNotImplementedError as cls
+        except Exception:  # ImportError, or a broken or sandboxed install
+            cls = StdinNotImplementedError
+        _stdin_error_class = cls
+    return _stdin_error_class
+
+
 class _RoutedStdin:
     """sys.stdin: reads in a kernel become input requests; closing it (as exit() does) is
     harmless."""
@@ -200,7 +228,8 @@ def _patch_threading():
 
     def start(self):
         ctx = _kh_streams.current()
-        self._kh_ctx = _kh_streams.ThreadContext(ctx.kernel) if ctx is not None else None
+        self._kh_ctx = (_kh_streams.ThreadContext(ctx.kernel, ctx.allow_stdin)
+                        if ctx is not None else None)
         return orig_start(self)
 
     def _bootstrap_inner(self):
@@ -475,10 +504,14 @@ class Kernel:
     # -- input --------------------------------------------------------------------------------
 
     def raw_input(self, prompt, password):
+        ctx = _kh_streams.current()
+        if ctx is not None and not ctx.allow_stdin:
+            # ipykernel's words, and IPython's class when there is one (_stdin_error).
+            raise stdin_error()("%s was called, but this frontend does not support input "
+                                "requests." % ("getpass" if password else "raw_input"))
         if self.host_thread:
             raise RuntimeError("input() is not available in a kernel that runs its cells on the "
                                "host thread (kernel option thread = \"host\")")
-        ctx = _kh_streams.current()
         self.out.flush()
         with self._input_cond:
             self._input_value = None
@@ -692,14 +725,15 @@ class Kernel:
         self.active_exec = ""
         return gate.end(b'{"status":"ok"}')
 
-    def execute(self, exec_id, code, silent=False, store_history=True):
+    def execute(self, exec_id, code, silent=False, store_history=True, allow_stdin=True):
         """Runs one cell; returns the reply (status, execution_count, result?, error?) as UTF-8
-        JSON bytes. Events go out through emit() as the cell runs."""
+        JSON bytes. Events go out through emit() as the cell runs. allow_stdin False: the
+        cell's input() raises StdinNotImplementedError instead of asking (raw_input)."""
         gate = self.gate
         gate.begin(exec_id)  # first: an interrupt from here on is this cell's
         if silent:
             store_history = False
-        ctx = _kh_streams.Context(self, exec_id)
+        ctx = _kh_streams.Context(self, exec_id, bool(allow_stdin))
         _kh_streams.set_current(ctx)
         self.out.start_cell()
         self.active_exec = exec_id

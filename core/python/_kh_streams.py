@@ -25,23 +25,29 @@ def set_current(ctx):
 
 
 class Context:
-    __slots__ = ("kernel", "exec_id", "out")
+    """A kernel's own thread while it runs request exec_id; allow_stdin False: that request's
+    input() raises StdinNotImplementedError (Jupyter's allow_stdin, _kh_runtime.raw_input)."""
+    __slots__ = ("kernel", "exec_id", "out", "allow_stdin")
 
-    def __init__(self, kernel, exec_id):
+    def __init__(self, kernel, exec_id, allow_stdin=True):
         self.kernel = kernel
         self.exec_id = exec_id
         self.out = kernel.out
+        self.allow_stdin = allow_stdin
 
 
 class ThreadContext:
     """The context of a thread a cell started: its output goes to the request its kernel runs
     when it writes (between cells, to the kernel's own events), the rule ipykernel 6 follows and
-    the only one fd-level output (a worker's os.write(1, ...)) can follow too."""
-    __slots__ = ("kernel", "out")
+    the only one fd-level output (a worker's os.write(1, ...)) can follow too. Its input()
+    follows the allow_stdin of the cell that started it (or of the thread that did), whichever
+    request runs when it asks: a front end that said it cannot answer is never asked."""
+    __slots__ = ("kernel", "out", "allow_stdin")
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, allow_stdin=True):
         self.kernel = kernel
         self.out = kernel.out
+        self.allow_stdin = allow_stdin
 
     @property
     def exec_id(self):

@@ -13,6 +13,10 @@ A call waits for the host's answer and returns it; an interrupt stops the wait a
 the call leaves the kernel. A host function that fails raises HostError with the host's
 message, as does a name the host has not exposed to this kernel. Nothing else of the host can
 be reached from here.
+
+kernelhost.StdinNotImplementedError is what input() raises in a cell that its request ran with
+allow_stdin false (a front end that cannot answer input requests): IPython's class of that
+name when IPython is installed, as in ipykernel, else the runtime's own (a NotImplementedError).
 """
 
 import threading
@@ -91,3 +95,11 @@ class _Host:
 
 
 host = _Host()
+
+
+def __getattr__(name):
+    # Looked up when first asked for: finding IPython's class imports IPython (~0.3 s).
+    if name == "StdinNotImplementedError":
+        import _kh_runtime
+        return _kh_runtime.stdin_error()
+    raise AttributeError("module 'kernelhost' has no attribute %r" % name)

@@ -59,7 +59,7 @@ static int host_execute(kh_kernel_t *k, kh__request_t *r) {
                                &n);
   else
     reply = kh__py_kernel_execute(h->py, r->exec_id, r->code, r->len, r->silent,
-                                  r->store_history, &n, &bufs);
+                                  r->store_history, r->allow_stdin, &n, &bufs);
   kh__hostcall_host_leave(prev);
   h->in_cell = 0;
   if (reply != NULL) kh__sink_post_bufs(k->sink, KH__MSG_REPLY, 0, 0, r->exec_id, reply, n, &bufs);

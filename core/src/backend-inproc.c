@@ -30,6 +30,7 @@ typedef struct cmd_s {
   size_t len;
   int silent;
   int store_history;
+  int allow_stdin;
 } cmd_t;
 
 typedef struct {
@@ -114,7 +115,7 @@ static void kernel_thread(void *arg) {
       char *reply = py == NULL ? NULL
                     : c->kind == CMD_EXEC
                         ? kh__py_kernel_execute(py, c->exec_id, c->code, c->len, c->silent,
-                                                c->store_history, &n, &bufs)
+                                                c->store_history, c->allow_stdin, &n, &bufs)
                         : kh__py_kernel_comm(py, c->exec_id, c->comm_type, c->code, c->len,
                                              &c->bufs, &n);
       if (reply == NULL) {
@@ -200,6 +201,7 @@ static int inproc_execute(kh_kernel_t *k, kh__request_t *r) {
   c->len = r->len;
   c->silent = r->silent;
   c->store_history = r->store_history;
+  c->allow_stdin = r->allow_stdin;
   post_cmd(ip, c);
   return 0;
 }

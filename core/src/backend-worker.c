@@ -388,9 +388,9 @@ static int worker_execute(kh_kernel_t *k, kh__request_t *r) {
     rc = nb == r->comm_bufs.n ? kh__wproc_send_bufs(wk->w, msg, views, nb) : KH_ENOMEM;
     free(views);
   } else {
-    msg = json_pack("{s:s, s:s, s:s%, s:b, s:b}", "t", kh__proto_name(KH__P_EXEC), "id",
+    msg = json_pack("{s:s, s:s, s:s%, s:b, s:b, s:b}", "t", kh__proto_name(KH__P_EXEC), "id",
                     r->exec_id, "code", r->code, r->len, "silent", r->silent, "store_history",
-                    r->store_history);
+                    r->store_history, "allow_stdin", r->allow_stdin);
     if (msg == NULL) return KH_ENOMEM;
     rc = kh__wproc_send(wk->w, msg);
   }

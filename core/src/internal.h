@@ -282,6 +282,7 @@ typedef struct kh__request_s {
   int silent;
   int store_history;
   int stop_on_error;
+  int allow_stdin; /* 0: input() raises StdinNotImplementedError (cells only) */
   uint64_t timeout_ms;
   kh_execute_cb cb; /* NULL once its completion is queued: a "zombie" still running */
   void *data;
@@ -529,6 +530,9 @@ int kh__comm_send(kh_manager_t *m, const char *kernel_id, const char *msg_type,
 typedef struct {
   void (*kernel_closing)(kh_manager_t *m, const char *kernel_id);
   void (*manager_close)(kh_manager_t *m);
+  /* A request was handed to the backend (kh__kernel_pump): the moment its counter is known
+   * (execute_input's), which its busy event, delivered later, can no longer tell. */
+  void (*request_started)(kh_kernel_t *k, const char *exec_id);
 } kh__jupyter_hooks_t;
 
 /* Between kernel.c (the lifecycle) and request.c (the queue). */
@@ -640,10 +644,12 @@ typedef struct kh__pyk_s kh__pyk_t;
  * own, since the runtime reads it while the loop may read the kernel's options. */
 int kh__py_kernel_open(kh__pyk_t **out, kh__sink_t *sink, const char *kernel_id, int host_thread,
                        const json_t *figure_formats, int binary_base64, char *errmsg);
-/* Thread: kernel. Runs one cell; returns the reply JSON (owned, malloc) and its length, and its
- * binary values in *bufs (empty before). */
+/* Thread: kernel. Runs one cell (allow_stdin 0: its input() raises StdinNotImplementedError);
+ * returns the reply JSON (owned, malloc) and its length, and its binary values in *bufs (empty
+ * before). */
 char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
-                            int silent, int store_history, size_t *out_len, kh__bufs_t *bufs);
+                            int silent, int store_history, int allow_stdin, size_t *out_len,
+                            kh__bufs_t *bufs);
 /* Thread: kernel. Hands a comm message from the host (content: its JSON, checked by comm.c; bufs:
  * its buffers, borrowed, at "/buffers/N") to the kernel's comm manager (_kh_comm); returns the
  * runtime's reply JSON as execute does (a comm message's reply has no binary values). */

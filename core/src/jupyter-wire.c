@@ -226,11 +226,11 @@ int kh__jwire_recv(kh__jwire_t *w, void *sock, kh__jmsg_t *msg) {
 static void iso_now(char *out, size_t n) {
   struct timespec ts;
   struct tm tm;
-  char base[32];
+  char base[24]; /* "2026-12-02T12:00:00" */
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
   strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out, n, "%s.%06ldZ", base, ts.tv_nsec / 1000);
+  snprintf(out, n, "%.19s.%06dZ", base, (int)(ts.tv_nsec / 1000) % 1000000);
 }
 
 void kh__jwire_date(char *out, size_t n) { iso_now(out, n); }

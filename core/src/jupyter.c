@@ -60,6 +60,7 @@ typedef struct req_s {
   char started[48];
   char *code;
   int silent, allow_stdin;
+  int count; /* execute_input's execution_count, known when the request started */
   int cb_pending;  /* the core owes its callback */
   int busy_sent;   /* a busy status went out for it */
   int idle_sent;   /* ... and its idle */
@@ -96,6 +97,10 @@ struct kh_jupyter_s {
   req_t *reqs;
   parked_t *parked_head, *parked_tail;
   uint64_t messages, dropped;
+  /* A request that started inside the kh_kernel_execute that queued it, before its id was
+   * known here: its id and counter, for handle_execute to pick up. */
+  char started_id[KH__EXEC_ID_MAX];
+  int started_count;
 };
 
 static void drain(kh_jupyter_t *s);
@@ -124,12 +129,19 @@ static void kick(kh_jupyter_t *s) {
     uv_idle_start(&s->idle, on_idle);
 }
 
+static int has_input(void *sock);
+static void subscriptions(kh_jupyter_t *s);
+
 static int send_to(kh_jupyter_t *s, int chan, const kh__jframes_t *idents, const char *msg_type,
                    const json_t *parent, const json_t *metadata, const char *content, size_t len,
                    const kh__jbuf_t *bufs, size_t nbufs) {
   char topic[KH__ID_MAX + 96];
   int rc;
   if (s->stopping && chan == S_IOPUB) return 0;
+  /* A subscription ZeroMQ has taken since the last drain is welcomed before anything else
+   * reaches that subscriber: ZMQ_EVENTS makes the socket apply it, and queue it for us. */
+  if (chan == S_IOPUB && strcmp(msg_type, "iopub_welcome") != 0)
+    while (has_input(s->sock[S_IOPUB])) subscriptions(s);
   if (chan == S_IOPUB) snprintf(topic, sizeof(topic), "kernel.%s.%s", s->kernel_id, msg_type);
   rc = kh__jwire_send(&s->wire, s->sock[chan], idents, chan == S_IOPUB ? topic : NULL, msg_type,
                       parent, metadata, content, len, bufs, nbufs);
@@ -337,7 +349,6 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
   kh_jupyter_t *s = data;
   req_t *r;
   const char *state = NULL;
-  kh_kernel_t *k = kernel_of(s);
   if (s->stopping) return;
   if (ev->type == KH_EVENT_STATUS) {
     json_t *doc = json_loadb(ev->json, ev->json_len, 0, NULL);
@@ -359,8 +370,7 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *data) {
     publish_event(s, ev, r->header);
     r->busy_sent = 1;
     if (r->kind == R_EXECUTE && !r->silent && r->code != NULL) {
-      json_t *c = json_pack("{s:s, s:i}", "code", r->code, "execution_count",
-                            k ? k->execution_count + 1 : 0);
+      json_t *c = json_pack("{s:s, s:i}", "code", r->code, "execution_count", r->count);
       send_json(s, S_IOPUB, NULL, "execute_input", r->header, NULL, c);
     }
   } else if (state != NULL && strcmp(state, "idle") == 0) {
@@ -463,6 +473,8 @@ static void handle_execute(kh_jupyter_t *s, int chan, kh__jmsg_t *msg) {
   }
   if (rc == 0) {
     r->cb_pending = 1;
+    if (strcmp(s->started_id, r->exec_id) == 0) r->count = s->started_count;
+    s->started_id[0] = '\0';
     return;
   }
   /* Refused before it ran: answered now, the way a failed cell is. */
@@ -1045,12 +1057,28 @@ static void hook_kernel_closing(kh_manager_t *m, const char *kernel_id) {
     }
 }
 
+static void hook_request_started(kh_kernel_t *k, const char *exec_id) {
+  kh_jupyter_t *s;
+  for (s = k->m->servers; s; s = s->next) {
+    req_t *r;
+    if (s->stopping || strcmp(s->kernel_id, k->id) != 0) continue;
+    /* IPython's next number: the one this cell takes when it counts. */
+    if ((r = req_find(s, exec_id)) != NULL) {
+      r->count = k->execution_count + 1;
+    } else {
+      snprintf(s->started_id, sizeof(s->started_id), "%s", exec_id);
+      s->started_count = k->execution_count + 1;
+    }
+  }
+}
+
 static void hook_manager_close(kh_manager_t *m) {
   kh_jupyter_t *s;
   for (s = m->servers; s; s = s->next) stop(s);
 }
 
-static const kh__jupyter_hooks_t hooks = {hook_kernel_closing, hook_manager_close};
+static const kh__jupyter_hooks_t hooks = {hook_kernel_closing, hook_manager_close,
+                                          hook_request_started};
 
 /* --- the API ------------------------------------------------------------------------------------ */
 

@@ -71,6 +71,7 @@ struct opt_spec_s {
    * normalised value, parent the normalised object it sits in. 0 or KH_ENOTSUP. */
   int (*honour)(parse_t *p, const json_t *v, const json_t *parent, const char *path);
   int hidden; /* kept out of the normalised object (id: the kernel's info shows it anyway) */
+  int empty_ok; /* OPT_STRING: "" is a value (a Jupyter key: no signing) */
 };
 
 struct parse_s {
@@ -378,9 +379,10 @@ static const opt_spec_t connection_spec[] = {
     {"stdin_port", "stdinPort", OPT_UINT, 65535},
     {"control_port", "controlPort", OPT_UINT, 65535},
     {"hb_port", "hbPort", OPT_UINT, 65535},
-    {"key", "key", OPT_STRING, 1024},
+    {"key", "key", OPT_STRING, 1024, .empty_ok = 1},
     {"signature_scheme", "signatureScheme", OPT_CHOICE, .choices = scheme_choices},
-    {"kernel_name", "kernelName", OPT_STRING, 255},
+    /* jupyter_client writes "" when it started no named kernelspec */
+    {"kernel_name", "kernelName", OPT_STRING, 255, .empty_ok = 1},
     {NULL}};
 
 static const opt_spec_t jupyter_spec[] = {
@@ -388,7 +390,7 @@ static const opt_spec_t jupyter_spec[] = {
     {"connection_file", "connectionFile", OPT_STRING, 4096},
     {"ip", "ip", OPT_STRING, 255},
     {"transport", "transport", OPT_CHOICE, .choices = transport_choices},
-    {"key", "key", OPT_STRING, 1024},
+    {"key", "key", OPT_STRING, 1024, .empty_ok = 1},
     {"kernel_name", "kernelName", OPT_STRING, 255},
     {"shutdown", "shutdown", OPT_CHOICE, .choices = shutdown_choices, .store = TO_INT,
      .off = offsetof(kh__jupyter_opts_t, shutdown)},
@@ -414,9 +416,13 @@ static void join_path(char *out, const char *prefix, const char *key) {
     snprintf(out, PATH_MAX_LEN, "%s.%s", prefix, key);
 }
 
-static int check_string(parse_t *p, const json_t *v, const char *path, size_t max) {
+static int check_string(parse_t *p, const json_t *v, const char *path, size_t max,
+                        int empty_ok) {
   if (!json_is_string(v))
     return fail(p, KH_EOPTION, "option '%s' must be a string, got %s", path, got(p, v));
+  if (empty_ok && json_string_length(v) == 0) return 0;
+  if (empty_ok && json_string_length(v) > max)
+    return fail(p, KH_EOPTION, "option '%s' must be at most %zu characters long", path, max);
   if (json_string_length(v) == 0 || json_string_length(v) > max)
     return fail(p, KH_EOPTION, "option '%s' must be 1 to %zu characters long", path, max);
   /* Strings go on into C APIs (paths, setenv): an embedded NUL would cut them silently. */
@@ -559,7 +565,7 @@ static int validate_one(parse_t *p, const opt_spec_t *s, const json_t *v, const 
       norm = json_integer((json_int_t)u); /* 1e6 is kept as 1000000: readers want integers */
       break;
     case OPT_STRING:
-      rc = check_string(p, v, path, (size_t)s->max);
+      rc = check_string(p, v, path, (size_t)s->max, s->empty_ok);
       break;
     case OPT_CHOICE:
       rc = check_choice(p, s, v, path, &index);

@@ -59,7 +59,9 @@
  *   READY     worker -> host  sandbox?: object ({layers, missing}, what was applied), or
  *                             error: string and code?: int (KH_ENOTSUP: cannot confine)
  *   EXEC      host -> worker  id: string (the execution id), code: string, silent: bool,
- *                             store_history: bool
+ *                             store_history: bool, allow_stdin: bool (false: the cell's
+ *                             input(), getpass and sys.stdin reads raise
+ *                             StdinNotImplementedError and send no input_request)
  *   EV        worker -> host  type: string (an event name other than "status", which only the
  *                             host reports), id: string ("" for no request), data: object,
  *                             bufs?: [string] (its binary values, see above)

@@ -246,14 +246,16 @@ static char *request_reply(PyObject *r, size_t *out_len, kh__bufs_t *bufs) {
 }
 
 char *kh__py_kernel_execute(kh__pyk_t *p, const char *exec_id, const char *code, size_t len,
-                            int silent, int store_history, size_t *out_len, kh__bufs_t *bufs) {
+                            int silent, int store_history, int allow_stdin, size_t *out_len,
+                            kh__bufs_t *bufs) {
   PyObject *text, *r = NULL;
   PyEval_RestoreThread(p->ts);
   /* The core has checked the code is UTF-8 without NULs (KH_EENCODING), so this cannot fail
    * on the text; if it fails at all (memory), the reply says so like any runtime failure. */
   text = PyUnicode_DecodeUTF8(code, (Py_ssize_t)len, "strict");
   if (text != NULL) {
-    r = PyObject_CallMethod(p->rt, "execute", "sOii", exec_id, text, silent, store_history);
+    r = PyObject_CallMethod(p->rt, "execute", "sOiii", exec_id, text, silent, store_history,
+                            allow_stdin);
     Py_DECREF(text);
   }
   return request_reply(r, out_len, bufs);

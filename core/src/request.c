@@ -169,6 +169,7 @@ void kh__kernel_pump(kh_kernel_t *k) {
     k->state = KH__K_BUSY;
     uv_timer_stop(&k->idle_timer);
     kh__kernel_emit_status(k, "busy", r->exec_id, NULL);
+    if (k->m->jupyter != NULL) k->m->jupyter->request_started(k, r->exec_id);
     if (r->timeout_ms && (limit == 0 || r->timeout_ms < limit)) limit = r->timeout_ms;
     if (limit) kh__kernel_arm_exec_timer(k, limit);
     if (r->comm_type == NULL) kh__history_cell_started(k, r); /* before the backend takes code */
@@ -400,6 +401,7 @@ int kh_kernel_execute(kh_manager_t *m, const char *kernel_id, const char *code, 
   r->silent = opts ? opts->silent != 0 : 0;
   r->store_history = (opts == NULL || opts->store_history < 0) ? 1 : opts->store_history != 0;
   r->stop_on_error = (opts == NULL || opts->stop_on_error < 0) ? 1 : opts->stop_on_error != 0;
+  r->allow_stdin = (opts == NULL || opts->allow_stdin < 0) ? 1 : opts->allow_stdin != 0;
   /* Jupyter's rule: a silent cell never touches history (nor the counter, nor `_`). */
   if (r->silent) r->store_history = 0;
   r->timeout_ms = opts ? opts->timeout_ms : 0;

@@ -881,6 +881,7 @@ static void do_exec(json_t *msg, kh__pmsg_t kind, const kh__bufs_t *bufs) {
   json_t *code = json_object_get(msg, "code");
   int silent = json_is_true(json_object_get(msg, "silent"));
   int store = json_is_true(json_object_get(msg, "store_history"));
+  int allow_stdin = json_is_true(json_object_get(msg, "allow_stdin"));
   int comm = kind == KH__P_COMM;
   PyObject *text = NULL, *r = NULL;
   json_t *head;
@@ -926,7 +927,7 @@ static void do_exec(json_t *msg, kh__pmsg_t kind, const kh__bufs_t *bufs) {
     text =
         PyUnicode_FromStringAndSize(json_string_value(code), (Py_ssize_t)json_string_length(code));
     if (text != NULL && rt != NULL)
-      r = PyObject_CallMethod(rt, "execute", "sOii", id, text, silent, store);
+      r = PyObject_CallMethod(rt, "execute", "sOiii", id, text, silent, store, allow_stdin);
     Py_XDECREF(text);
   }
   free(content);

@@ -340,6 +340,7 @@ static void execute_options(json_t *o, kh_execute_options_t *out) {
   if ((v = json_object_get(o, "silent")) != NULL) out->silent = json_is_true(v);
   if ((v = json_object_get(o, "store_history")) != NULL) out->store_history = json_is_true(v);
   if ((v = json_object_get(o, "stop_on_error")) != NULL) out->stop_on_error = json_is_true(v);
+  if ((v = json_object_get(o, "allow_stdin")) != NULL) out->allow_stdin = json_is_true(v);
   if ((v = json_object_get(o, "timeout")) != NULL)
     out->timeout_ms = (uint64_t)json_integer_value(v);
 }

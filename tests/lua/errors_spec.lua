@@ -19,6 +19,8 @@ describe("errors", function()
     -- execute options of the wrong type or name, no code, no callback
     local _, k = H.create(f)
     assert.has_error(function() k:execute("1", { silent = "yes" }) end)
+    assert.has_error(function() k:execute("1", { allow_stdin = 0 }) end)
+    assert.has_error(function() k:execute("1", { allowStdin = false }) end)
     assert.has_error(function() k:execute("1", { timeout = -5 }) end)
     assert.has_error(function() k:execute("1", { sielnt = true }) end)
     assert.has_error(function() k:execute(nil) end)

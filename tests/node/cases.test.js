@@ -173,7 +173,9 @@ function toCoreDeep(v) {
 // Execute options in the facade's spelling.
 function execOptions(o) {
   if (o === undefined) return undefined;
-  const names = { store_history: 'storeHistory', stop_on_error: 'stopOnError' };
+  const names = {
+    store_history: 'storeHistory', stop_on_error: 'stopOnError', allow_stdin: 'allowStdin',
+  };
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [names[k] || k, v]));
 }
 

@@ -24,6 +24,8 @@ describe('errors', function () {
     assert.throws(() => k.execute('1', { timeout: -1 }), RangeError);
     assert.throws(() => k.execute('1', { timeout: '5' }), TypeError);
     assert.throws(() => k.execute('1', { silent: 1 }), TypeError);
+    assert.throws(() => k.execute('1', { allowStdin: 'no' }), TypeError);
+    assert.throws(() => k.execute('1', { allow_stdin: false }), TypeError);
     assert.throws(() => k.execute('1', { bogus: true }), TypeError);
     assert.throws(() => k.execute(42), TypeError);
     // An input reply that is not a string.

@@ -26,19 +26,15 @@ async function main() {
   const kernelOptions = { mode: job.mode, binary: 'base64' };
   if (job.mode === 'worker') kernelOptions.cwd = job.cwd;
   const out = { kernel: { mode: job.mode }, cells: [] };
-  // No one types at a notebook run: input() gets an empty line (ipykernel, run with
-  // allow_stdin=False, raises StdinNotImplementedError instead; either way the cell goes on).
-  const create = async () => {
-    const kid = await m.createKernel(kernelOptions);
-    m.onKernelEvent(kid, 'input_request', () => { m.getKernel(kid).inputReply('').catch(() => {}); });
-    return kid;
-  };
+  // No one types at a notebook run: input() raises StdinNotImplementedError, as in ipykernel,
+  // which compare.py runs with allow_stdin=False too.
+  const create = () => m.createKernel(kernelOptions);
   let id = await create();
   for (const code of job.cells) {
     const t0 = process.hrtime.bigint();
     const cell = { status: null, outputs: [], error: null, ms: 0 };
     try {
-      const r = await m.getKernel(id).execute(code, { timeout: job.timeout_ms });
+      const r = await m.getKernel(id).execute(code, { timeout: job.timeout_ms, allowStdin: false });
       cell.status = r.status;
       cell.outputs = r.outputs.filter((o) => o.type !== 'status');
       if (r.error) cell.error = r.error;
