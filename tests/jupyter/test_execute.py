@@ -29,9 +29,10 @@ class Execute(wire.KernelTestCase):
             code = "print('out')\n6 * %d" % i
             msg_id = k.send_execute(code)
             reply = k.reply(msg_id)
-            msgs = k.iopub(msg_id)
+            msgs = wire.merge_streams(k.iopub(msg_id))
             self.assertEqual(types(msgs),
                              ["status", "execute_input", "stream", "execute_result", "status"])
+            self.assertEqual(msgs[2]["content"], {"name": "stdout", "text": "out\n"})
             self.assertEqual([m["content"]["execution_state"] for m in (msgs[0], msgs[-1])],
                              ["busy", "idle"])
             self.assertEqual(msgs[1]["content"]["code"], code)
@@ -134,10 +135,9 @@ class Execute(wire.KernelTestCase):
         _, msgs = self.kernel.ok(
             "from IPython.display import display, HTML\n"
             "print('a')\ndisplay(HTML('<i>b</i>'))\nprint('c')\n'd'")
-        self.assertEqual(types(outputs(msgs)),
-                         ["stream", "display_data", "stream", "execute_result"])
-        self.assertEqual([m["content"].get("text") for m in outputs(msgs)],
-                         ["a\n", None, "c\n", None])
+        outs = wire.merge_streams(outputs(msgs))
+        self.assertEqual(types(outs), ["stream", "display_data", "stream", "execute_result"])
+        self.assertEqual([m["content"].get("text") for m in outs], ["a\n", None, "c\n", None])
 
     def _queued_behind_error(self, stop_on_error):
         """Runs a failing cell that first blocks in input(), queues two cells behind it while

@@ -94,7 +94,7 @@ class Info(wire.KernelTestCase):
                 if m["parent_header"].get("msg_id") == msg_id:
                     seen.append(m)
             self.assertEqual(types(seen), ["status", "execute_input", "stream", "status"])
-            self.assertEqual(seen[2]["content"]["text"], "shared\n")
+            self.assertEqual(wire.stream_text(seen, "stdout"), "shared\n")
             self.assertEqual(seen[0]["parent_header"]["session"], k.kc.session.session)
             # The second client's own request is answered to it, not to the first.
             msg2 = kc2.kernel_info()

@@ -310,8 +310,25 @@ def is_idle(msg):
     return msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
 
 
+def merge_streams(msgs):
+    """msgs with each run of consecutive stream messages of one name merged into the first
+    (its text the run's text): how a kernel cuts a stream into messages is its own timing
+    (ipykernel may send print('out')'s "out" and "\n" apart), what a front end shows is not."""
+    out = []
+    for m in msgs:
+        prev = out[-1] if out else None
+        if (m["msg_type"] == "stream" and prev is not None and prev["msg_type"] == "stream"
+                and prev["content"]["name"] == m["content"]["name"]):
+            out[-1] = dict(prev, content=dict(prev["content"],
+                                              text=prev["content"]["text"] + m["content"]["text"]))
+        else:
+            out.append(m)
+    return out
+
+
 def types(msgs):
-    return [m["msg_type"] for m in msgs]
+    """The message types of msgs, a run of one stream's messages counting once."""
+    return [m["msg_type"] for m in merge_streams(msgs)]
 
 
 def outputs(msgs):
