@@ -2,8 +2,12 @@
 # with Debian's jupyter_client, pyzmq and nbclient, against kernelspecs of kernelhost-jupyter.
 #   jupyter/kernelspec_install   the fixture: kernelhost-test (worker) and kernelhost-test-main
 #                                (main_thread) installed into <build>/jupyter-prefix
-#   jupyter/<test>               each test against kernelhost-test
-#   jupyter-main/<test>          each test against kernelhost-test-main
+#   jupyter/<area>               the tests of tests/jupyter/test_<area>.py against kernelhost-test,
+#                                sharing one kernel as run.py runs them (KH_JUPYTER_CTEST=module,
+#                                the default), or jupyter/<test>, one entry per test, each with a
+#                                kernel of its own (KH_JUPYTER_CTEST=test: twice the time, since
+#                                every entry starts Python, jupyter_client and a kernel)
+#   jupyter-main/...             the same against kernelhost-test-main
 #   jupyter-ipykernel/suite      the whole suite against Debian's ipykernel ("python3"), the
 #                                reference every test must pass against, one kernel per module
 #   jupyter-asan/suite           the whole suite against kernelhost-jupyter-asan (KH_ASAN_TESTS)
@@ -16,16 +20,26 @@ set(KH_JUPYTER_PREFIX ${CMAKE_BINARY_DIR}/jupyter-prefix)
 set(KH_JUPYTER_ENV "JUPYTER_PATH=${KH_JUPYTER_PREFIX}/share/jupyter"
     "MPLCONFIGDIR=${CMAKE_BINARY_DIR}/jupyter-mplconfig")
 
-# The test names: the jupyter_* methods of tests/jupyter/test_*.py (run.py takes them one by one).
+set(KH_JUPYTER_CTEST module CACHE STRING
+    "tests/jupyter in ctest: one entry per module (module) or per test (test)")
+set_property(CACHE KH_JUPYTER_CTEST PROPERTY STRINGS module test)
+
+# What run.py is given, one per entry: module names (test_<area>), or the test names (the
+# jupyter_* methods of tests/jupyter/test_*.py).
 file(GLOB kh_jupyter_modules CONFIGURE_DEPENDS ${KH_JUPYTER_DIR}/test_*.py)
-set(KH_JUPYTER_TESTS)
+set(KH_JUPYTER_UNITS)
 foreach(f ${kh_jupyter_modules})
-  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${f})
-  file(STRINGS ${f} defs REGEX "^    def jupyter_[a-z0-9_]+\\(self\\):")
-  foreach(d ${defs})
-    string(REGEX REPLACE "^    def (jupyter_[a-z0-9_]+)\\(self\\):.*" "\\1" n "${d}")
-    list(APPEND KH_JUPYTER_TESTS ${n})
-  endforeach()
+  get_filename_component(mod ${f} NAME_WE)
+  if(KH_JUPYTER_CTEST STREQUAL "test")
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${f})
+    file(STRINGS ${f} defs REGEX "^    def jupyter_[a-z0-9_]+\\(self\\):")
+    foreach(d ${defs})
+      string(REGEX REPLACE "^    def (jupyter_[a-z0-9_]+)\\(self\\):.*" "\\1" n "${d}")
+      list(APPEND KH_JUPYTER_UNITS ${n})
+    endforeach()
+  else()
+    list(APPEND KH_JUPYTER_UNITS ${mod})
+  endif()
 endforeach()
 
 add_test(NAME jupyter-ipykernel/suite
@@ -55,10 +69,11 @@ foreach(mode worker main_thread)
     set(group jupyter-main)
     set(spec kernelhost-test-main)
   endif()
-  foreach(n ${KH_JUPYTER_TESTS})
+  foreach(u ${KH_JUPYTER_UNITS})
+    string(REGEX REPLACE "^test_" "" n ${u})  # jupyter/execute for test_execute
     add_test(NAME ${group}/${n}
-      COMMAND /usr/bin/python3 ${KH_JUPYTER_DIR}/run.py --kernel ${spec} ${n})
-    set_tests_properties(${group}/${n} PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
+      COMMAND /usr/bin/python3 ${KH_JUPYTER_DIR}/run.py --kernel ${spec} ${u})
+    set_tests_properties(${group}/${n} PROPERTIES TIMEOUT 300 SKIP_RETURN_CODE 77
       FIXTURES_REQUIRED kh_jupyter_kernelspecs
       ENVIRONMENT "${KH_JUPYTER_ENV};KH_JUPYTER_MODE=${mode}")
   endforeach()
