@@ -1022,15 +1022,8 @@ static void stop(kh_jupyter_t *s) {
   s->sub_id = 0;
   for (r = s->reqs; r; r = next) {
     next = r->next;
-    if (r->cb_pending) {
-      r->s = NULL; /* its callback frees it */
-    } else {
-      r->s = NULL;
-      kh__jframes_free(&r->idents);
-      json_decref(r->header);
-      free(r->code);
-      free(r);
-    }
+    r->s = NULL; /* one whose callback is owed is freed by it */
+    if (!r->cb_pending) req_free(r);
   }
   s->reqs = NULL;
   while (s->parked_head != NULL) {
