@@ -66,7 +66,9 @@
       "defines": ["NAPI_VERSION=8"],
       # No libuv here, ever: Node exports its own; nor libcrypto: the wire server's HMAC and
       # base64 use the OpenSSL that Node exports (its headers come with Node's).
-      "libraries": ["<!@(pkg-config --libs python3-embed jansson yajl libseccomp libzmq)", "-ldl",
+      # libcurl and libwebsockets (remote kernels) bring the system's libssl/libcrypto, the
+      # same OpenSSL 3.0 release as Node's own on Debian 12.
+      "libraries": ["<!@(pkg-config --libs python3-embed jansson yajl libseccomp libzmq libcurl libwebsockets)", "-ldl",
                     "-lm", "-lpthread"],
     },
     {

@@ -55,7 +55,9 @@ extern "C" {
   X(EOPTION, -30013, "invalid option")                       \
   X(EBUSY, -30014, "resource busy")                          \
   X(EPROTO, -30015, "protocol error")                        \
-  X(EWORKER, -30016, "worker process failure")
+  X(EWORKER, -30016, "worker process failure")              \
+  X(EREMOTE, -30017, "remote gateway failure")               \
+  X(EAUTH, -30018, "gateway refused the credentials")
 
 typedef enum {
 #define KH_ERRNO_ENUM_(name, code, msg) KH_##name = (code),
@@ -154,7 +156,17 @@ typedef void (*kh_event_cb)(kh_manager_t *m, const kh_event_t *ev, void *data);
 /* Creates a manager on `loop` (borrowed; it must outlive the manager). `options_json` is NULL
  * or a JSON object (keys accept camelCase or snake_case):
  *   maxCodeBytes (int, default 4 MiB), interruptGraceMs (int, default 3000),
- *   workerPath (string), pool ({size}).
+ *   workerPath (string), pool ({size}),
+ *   gateway ({url, token, headers, validateCert, kernelName, connectTimeout, requestTimeout,
+ *   reconnectTimeout}): the Jupyter Server / Kernel Gateway / Enterprise Gateway that mode
+ *   "remote" kernels run on. url: "http://host:port/base" or "https://..."; token: sent as
+ *   "Authorization: token ..." and never shown in errors, info or logs; headers: {name: value}
+ *   added to every request; validateCert (default true); kernelName: the kernelspec (default
+ *   "python3"); connectTimeout / requestTimeout (ms, default 40000 / 42000, as jupyter's
+ *   gateway client): TCP+TLS connect and a whole REST request; reconnectTimeout (ms, default
+ *   30000): how long a dropped WebSocket is retried (with backoff) before the kernel is
+ *   reported dead. Keys not given come from KERNELHOST_GATEWAY_URL, KERNELHOST_GATEWAY_TOKEN,
+ *   KERNELHOST_GATEWAY_KERNEL_NAME, KERNELHOST_GATEWAY_HEADERS (a JSON object) when set.
  * Returns 0 and sets *out, or KH_EOPTION / KH_EINVAL (text: kh_manager_errmsg(NULL)). Thread: loop.
  */
 KH_EXTERN int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *options_json);
@@ -191,7 +203,7 @@ KH_EXTERN void kh_free(void *p);
 /* --- kernels ---------------------------------------------------------------------------- */
 
 /* Creates a kernel. `options_json` is NULL or a JSON object (camelCase or snake_case keys):
- *   mode ("worker" | "main_thread", default "worker"), id (string), namespace (string),
+ *   mode ("worker" | "main_thread" | "remote", default "worker"), id (string), namespace (string),
  *   maxExecutionTime (ms), inactivityTimeout (ms), filesystem ({enabled, root, mountPoint,
  *   readOnly}), env ({name: value}), cwd, permissions, limits, autoRestart, sandbox, thread,
  *   figureFormats, historyFile, binary ("bytes", the default: binary values of events and
@@ -205,6 +217,34 @@ KH_EXTERN void kh_free(void *p);
  * honour), KH_EEXIST (id in use), KH_EWORKER (no usable worker executable) or KH_ENOMEM. */
 KH_EXTERN int kh_kernel_create(kh_manager_t *m, const char *options_json, char *id_out,
                                size_t id_out_size, kh_kernel_create_cb cb, void *data);
+
+/* Remote kernels (mode "remote", on the manager's gateway): options mode, id, namespace,
+ * kernelName (the gateway's kernelspec, default the gateway's kernelName), env (sent in the
+ * POST /api/kernels body: Enterprise Gateway reads KERNEL_* variables from it), remoteId (attach
+ * to the gateway's running kernel with that id instead of starting one), shutdown (bool: destroy
+ * shuts the remote kernel down; default true for a started kernel, false for an attached one),
+ * maxExecutionTime, inactivityTimeout, historyFile, binary. permissions, filesystem, limits,
+ * sandbox, cwd, thread, autoRestart and figureFormats cannot be enforced from here: KH_ENOTSUP
+ * names them (the gateway's kernelspec decides). Failures at start: KH_EREMOTE (the gateway
+ * cannot be reached or answered badly: the message names the URL, without the token, and the
+ * cause), KH_EAUTH (401/403), UV_ETIMEDOUT. */
+
+/* Attaches to the gateway's running kernel `remote_id`: kh_kernel_create() with mode "remote"
+ * and remoteId set (options_json may add id, namespace, ...; the local id is remote_id unless
+ * `id` is given). Same returns and callback as kh_kernel_create(). */
+KH_EXTERN int kh_kernel_connect(kh_manager_t *m, const char *remote_id, const char *options_json,
+                                char *id_out, size_t id_out_size, kh_kernel_create_cb cb,
+                                void *data);
+
+/* Asks the manager's gateway for `what`: "kernels" (GET /api/kernels: a JSON array of {id,
+ * name, last_activity, execution_state, connections}) or "kernelspecs" (GET /api/kernelspecs:
+ * {default, kernelspecs: {name: {name, spec, resources}}}). `cb` (kh_request_cb, kernel_id
+ * NULL) gets status 0 and the server's JSON, or KH_EREMOTE, KH_EAUTH, UV_ETIMEDOUT or
+ * KH_ECANCELED (manager close) with errmsg. Returns 0, KH_EINVAL (what unknown, cb NULL),
+ * KH_ENOTSUP (the manager has no gateway), KH_ECLOSED or KH_ENOMEM. */
+typedef void (*kh_request_cb)(kh_manager_t *m, const char *kernel_id, int status, const char *json,
+                              size_t json_len, const char *errmsg, void *data);
+KH_EXTERN int kh_gateway_list(kh_manager_t *m, const char *what, kh_request_cb cb, void *data);
 
 /* Execute options: fill with kh_execute_options_init(), then change what you need. */
 typedef struct {
@@ -298,10 +338,9 @@ KH_EXTERN char *kh_kernel_info(kh_manager_t *m, const char *kernel_id);
  * UV_ETIMEDOUT, KH_EPYTHON (the runtime failed: errmsg says why), KH_ECANCELED (interrupt,
  * restart, destroy, close) or KH_EKERNELDEAD (the kernel died first). */
 
-/* The answer to an editor request. json: the reply content (status 0), else NULL; errmsg: the
- * detail of a failure, else NULL. Both borrowed for the callback. */
-typedef void (*kh_request_cb)(kh_manager_t *m, const char *kernel_id, int status, const char *json,
-                              size_t json_len, const char *errmsg, void *data);
+/* The answer to an editor request (kh_request_cb, declared above): json: the reply content
+ * (status 0), else NULL; errmsg: the detail of a failure, else NULL. Both borrowed for the
+ * callback. */
 
 /* complete_reply: {status, matches, cursor_start, cursor_end, metadata:
  * {_jupyter_types_experimental: [{start, end, text, type, signature}]}}. jedi (with the

@@ -102,7 +102,7 @@ json_t *kh__json_pointer(const json_t *doc, const char *path);
  * there). Keys are accepted in snake_case or camelCase; the normalised object `all` uses
  * snake_case, as every JSON the core hands out does. Thread: loop. */
 
-typedef enum { KH__MODE_WORKER = 0, KH__MODE_MAIN_THREAD = 1 } kh__mode_t;
+typedef enum { KH__MODE_WORKER = 0, KH__MODE_MAIN_THREAD = 1, KH__MODE_REMOTE = 2 } kh__mode_t;
 
 #define KH__NO_LIMIT UINT64_MAX /* an unsigned limit that was not given */
 
@@ -119,6 +119,9 @@ typedef struct {
   const char *cwd;           /* borrowed from all: the worker's directory, or NULL */
   json_t *figure_formats;    /* borrowed from all: an array of figure format names, or NULL */
   int binary_base64;         /* binary: "base64": binary values as base64 strings in the JSON */
+  const char *kernel_name;   /* remote, borrowed from all: the kernelspec, or NULL */
+  const char *remote_id;     /* remote, borrowed from all: the kernel to attach to, or NULL */
+  int shutdown;              /* remote: destroy shuts the remote kernel down (-1: not given) */
   json_t *all;               /* owned: the normalised options object (for workers and info) */
 } kh__kernel_opts_t;
 
@@ -135,6 +138,7 @@ typedef struct {
   uint64_t interrupt_grace_ms;
   char *worker_path; /* owned or NULL */
   int pool_size;
+  json_t *gateway; /* owned or NULL: the normalised gateway object (snake_case keys) */
 } kh__manager_opts_t;
 
 /* Both return 0, KH_EOPTION (a bad value, an unknown key: errmsg names the option's path as

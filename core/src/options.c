@@ -51,6 +51,8 @@ typedef enum {
 #define M_WORKER (1u << KH__MODE_WORKER)
 #define M_MAIN (1u << KH__MODE_MAIN_THREAD)
 #define M_ANY (M_WORKER | M_MAIN)
+#define M_REMOTE (1u << KH__MODE_REMOTE)
+#define M_ALL (M_ANY | M_REMOTE)
 
 typedef struct parse_s parse_t;
 typedef struct opt_spec_s opt_spec_t;
@@ -86,7 +88,9 @@ struct parse_s {
 #define U53 9007199254740992ULL /* 2^53: the largest integer a JavaScript number keeps exact */
 
 const char *kh__mode_name(kh__mode_t mode) {
-  return mode == KH__MODE_MAIN_THREAD ? "main_thread" : "worker";
+  return mode == KH__MODE_MAIN_THREAD ? "main_thread"
+         : mode == KH__MODE_REMOTE    ? "remote"
+                                      : "worker";
 }
 
 static const char *json_type_name(const json_t *v) {
@@ -182,8 +186,10 @@ static int check_id(parse_t *p, const json_t *v, const char *path) {
 static int check_mode(parse_t *p, const json_t *v, const char *path) {
   kh__kernel_opts_t *o = p->base;
   (void)path;
-  o->mode =
-      strcmp(json_string_value(v), "main_thread") == 0 ? KH__MODE_MAIN_THREAD : KH__MODE_WORKER;
+  const char *s = json_string_value(v);
+  o->mode = strcmp(s, "main_thread") == 0 ? KH__MODE_MAIN_THREAD
+            : strcmp(s, "remote") == 0    ? KH__MODE_REMOTE
+                                          : KH__MODE_WORKER;
   p->mode = (int)o->mode; /* what pass 2 judges the other options by */
   return 0;
 }
@@ -219,15 +225,72 @@ static int check_net(parse_t *p, const json_t *v, const char *path) {
   return 0;
 }
 
+/* A kernel id as Jupyter Server makes them (a UUID) or any id a gateway could: it goes into
+ * URL paths, so only characters that need no escaping there. */
+static int check_remote_id(parse_t *p, const json_t *v, const char *path) {
+  const char *s;
+  for (s = json_string_value(v); *s; s++)
+    if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
+      return fail(p, KH_EOPTION, "option '%s' may hold only letters, digits and . _ -", path);
+  return 0;
+}
+
+static int check_gateway_url(parse_t *p, const json_t *v, const char *path) {
+  const char *s = json_string_value(v);
+  size_t i;
+  if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0)
+    return fail(p, KH_EOPTION, "manager option '%s' must start with http:// or https://, got %s",
+                path, got(p, v));
+  for (i = 0; s[i]; i++)
+    if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f || s[i] == '?' || s[i] == '#')
+      return fail(p, KH_EOPTION,
+                  "manager option '%s' must be a URL without spaces, controls, query or fragment",
+                  path);
+  return 0;
+}
+
+/* A header's value: no CR, LF or other control (a header injected into the request). */
+static int check_value_chars(parse_t *p, const char *s, const char *path) {
+  for (; *s; s++)
+    if (((unsigned char)*s < ' ' && *s != '\t') || *s == 0x7f)
+      return fail(p, KH_EOPTION, "manager option '%s' must not hold control characters", path);
+  return 0;
+}
+
+static int check_header_value(parse_t *p, const json_t *v, const char *path) {
+  return check_value_chars(p, json_string_value(v), path);
+}
+
+static int check_headers(parse_t *p, const json_t *v, const char *path) {
+  const char *name, *c;
+  json_t *val;
+  char sub[PATH_MAX_LEN];
+  json_object_foreach((json_t *)v, name, val) {
+    snprintf(sub, sizeof(sub), "%s.%s", path, name);
+    for (c = name; *c; c++)
+      if (!isalnum((unsigned char)*c) && !strchr("!#$%&'*+-.^_`|~", *c))
+        return fail(p, KH_EOPTION, "manager option '%s' is not an HTTP header name", sub);
+    if (check_value_chars(p, json_string_value(val), sub) != 0) return KH_EOPTION;
+  }
+  return 0;
+}
+
 /* --- what a mode can honour (pass 2) ------------------------------------------------------ */
 
 /* The mode(s) a set of M_* bits names, for "use mode ..." */
 static const char *supporting_mode(unsigned modes) {
-  return kh__mode_name((modes & M_WORKER) ? KH__MODE_WORKER : KH__MODE_MAIN_THREAD);
+  return kh__mode_name((modes & M_WORKER) ? KH__MODE_WORKER
+                       : (modes & M_MAIN) ? KH__MODE_MAIN_THREAD
+                                          : KH__MODE_REMOTE);
 }
 
 /* The standard refusal: the option, the mode that cannot honour it, and one that can. */
 static int not_in_mode(parse_t *p, const char *path, unsigned modes) {
+  if (p->mode == KH__MODE_REMOTE)
+    return fail(p, KH_ENOTSUP,
+                "option '%s' cannot be enforced from here in mode \"remote\" (the gateway's "
+                "kernelspec decides what its kernels may do); use mode \"%s\" for a local kernel",
+                path, supporting_mode(modes));
   return fail(p, KH_ENOTSUP, "option '%s' is not supported in mode \"%s\"%s; use mode \"%s\"", path,
               kh__mode_name(p->mode),
               p->mode == KH__MODE_MAIN_THREAD ? " (kernels share the host process)" : "",
@@ -285,7 +348,7 @@ static int honour_max_execution(parse_t *p, const json_t *v, const json_t *all, 
 #define K(f) offsetof(kh__kernel_opts_t, f)
 #define MG(f) offsetof(kh__manager_opts_t, f)
 
-static const char *const mode_choices[] = {"worker", "main_thread", NULL};
+static const char *const mode_choices[] = {"worker", "main_thread", "remote", NULL};
 static const char *const thread_choices[] = {"kernel", "host", NULL};
 static const char *const sandbox_choices[] = {"strict", "best-effort", NULL};
 static const char *const binary_choices[] = {"bytes", "base64", NULL};
@@ -321,20 +384,21 @@ static const opt_spec_t limits_spec[] = {
     {NULL}};
 
 static const opt_spec_t kernel_spec[] = {
-    {"mode", "mode", OPT_CHOICE, .choices = mode_choices, .modes = M_ANY, .check = check_mode},
-    {"id", "id", OPT_STRING, KH__ID_MAX - 1, .modes = M_ANY, .check = check_id, .hidden = 1},
-    {"namespace", "namespace", OPT_STRING, 255, .modes = M_ANY, .store = TO_STR,
+    {"mode", "mode", OPT_CHOICE, .choices = mode_choices, .modes = M_ALL, .check = check_mode},
+    {"id", "id", OPT_STRING, KH__ID_MAX - 1, .modes = M_ALL, .check = check_id, .hidden = 1},
+    {"namespace", "namespace", OPT_STRING, 255, .modes = M_ALL, .store = TO_STR,
      .off = K(namespace_)},
-    {"max_execution_time", "maxExecutionTime", OPT_UINT, U53, .modes = M_ANY, .store = TO_U64,
+    {"max_execution_time", "maxExecutionTime", OPT_UINT, U53, .modes = M_ALL, .store = TO_U64,
      .off = K(max_execution_ms), .honour = honour_max_execution},
-    {"inactivity_timeout", "inactivityTimeout", OPT_UINT, U53, .modes = M_ANY, .store = TO_U64,
+    {"inactivity_timeout", "inactivityTimeout", OPT_UINT, U53, .modes = M_ALL, .store = TO_U64,
      .off = K(inactivity_ms)},
     {"filesystem", "filesystem", OPT_OBJECT, .sub = filesystem_spec, .modes = M_ANY},
     {"thread", "thread", OPT_CHOICE, .choices = thread_choices, .modes = M_ANY, .store = TO_INT,
      .off = K(host_thread), .honour = honour_thread},
     {"permissions", "permissions", OPT_OBJECT, .sub = permissions_spec, .modes = M_WORKER},
     {"limits", "limits", OPT_OBJECT, .sub = limits_spec, .modes = M_WORKER},
-    {"env", "env", OPT_ENV, .modes = M_WORKER, .store = TO_JSON, .off = K(env)},
+    /* remote: sent in the POST /api/kernels body, where Enterprise Gateway reads KERNEL_* */
+    {"env", "env", OPT_ENV, .modes = M_WORKER | M_REMOTE, .store = TO_JSON, .off = K(env)},
     {"cwd", "cwd", OPT_STRING, 4096, .modes = M_WORKER, .store = TO_CSTR, .off = K(cwd)},
     {"auto_restart", "autoRestart", OPT_BOOL, .modes = M_WORKER, .store = TO_INT,
      .off = K(auto_restart)},
@@ -344,16 +408,35 @@ static const opt_spec_t kernel_spec[] = {
      .modes = M_ANY, .store = TO_JSON, .off = K(figure_formats)},
     /* How binary values (image/png, comm buffers, ...) reach the host: as bytes beside the
      * JSON (kh_buffer_t), or as base64 strings inside it, as Jupyter's messages carry them. */
-    {"binary", "binary", OPT_CHOICE, .choices = binary_choices, .modes = M_ANY, .store = TO_INT,
+    {"binary", "binary", OPT_CHOICE, .choices = binary_choices, .modes = M_ALL, .store = TO_INT,
      .off = K(binary_base64)},
     /* Where the kernel's history is appended and read back from (interact.c). */
-    {"history_file", "historyFile", OPT_STRING, 4096, .modes = M_ANY},
+    {"history_file", "historyFile", OPT_STRING, 4096, .modes = M_ALL},
+    /* mode "remote" (backend-remote.c): the gateway's kernelspec, the running kernel to attach
+     * to, and whether destroy shuts the remote kernel down. */
+    {"kernel_name", "kernelName", OPT_STRING, 255, .modes = M_REMOTE, .store = TO_CSTR,
+     .off = K(kernel_name)},
+    {"remote_id", "remoteId", OPT_STRING, 255, .modes = M_REMOTE, .store = TO_CSTR,
+     .off = K(remote_id), .check = check_remote_id},
+    {"shutdown", "shutdown", OPT_BOOL, .modes = M_REMOTE, .store = TO_INT, .off = K(shutdown)},
     {NULL}};
 
 static const opt_spec_t pool_spec[] = {
     /* Each warm worker is a whole process with its own CPython: the cap keeps a typo from
      * forking hundreds of them. */
     {"size", "size", OPT_UINT, 64, .store = TO_INT, .off = MG(pool_size)},
+    {NULL}};
+
+/* gateway: where mode "remote" kernels run (backend-remote.c). */
+static const opt_spec_t gateway_spec[] = {
+    {"url", "url", OPT_STRING, 2048, .check = check_gateway_url},
+    {"token", "token", OPT_STRING, 4096, .empty_ok = 1, .check = check_header_value},
+    {"headers", "headers", OPT_ENV, .check = check_headers},
+    {"validate_cert", "validateCert", OPT_BOOL},
+    {"kernel_name", "kernelName", OPT_STRING, 255},
+    {"connect_timeout", "connectTimeout", OPT_UINT, U53},
+    {"request_timeout", "requestTimeout", OPT_UINT, U53},
+    {"reconnect_timeout", "reconnectTimeout", OPT_UINT, U53},
     {NULL}};
 
 /* A manager serves every mode: its options have no `modes` and skip pass 2. */
@@ -363,6 +446,7 @@ static const opt_spec_t manager_spec[] = {
      .off = MG(interrupt_grace_ms)},
     {"worker_path", "workerPath", OPT_STRING, 4096, .store = TO_STR, .off = MG(worker_path)},
     {"pool", "pool", OPT_OBJECT, .sub = pool_spec},
+    {"gateway", "gateway", OPT_OBJECT, .sub = gateway_spec},
     {NULL}};
 
 /* kh_jupyter_serve's options (jupyter.c). The connection's keys are those of Jupyter's
@@ -679,6 +763,7 @@ int kh__kernel_opts_parse(kh__kernel_opts_t *o, const char *text, char *errmsg) 
   int rc;
   memset(o, 0, sizeof(*o));
   o->max_output_bytes = KH__NO_LIMIT; /* 0 is a real limit (no output at all), not "none" */
+  o->shutdown = -1;
   o->all = json_object();
   if (o->all == NULL) return KH_ENOMEM;
   if ((rc = parse(&p, kernel_spec, text, "kernel", o->all)) != 0) {
@@ -700,17 +785,88 @@ void kh__kernel_opts_free(kh__kernel_opts_t *o) {
   o->env = NULL;
   o->cwd = NULL;
   o->figure_formats = NULL;
+  o->kernel_name = NULL;
+  o->remote_id = NULL;
+}
+
+/* The gateway's keys that the environment may give (as jupyter's JUPYTER_GATEWAY_URL does);
+ * an option given in the manager's options wins. */
+static const struct {
+  const char *var, *key;
+  int json;
+} gateway_env[] = {{"KERNELHOST_GATEWAY_URL", "url", 0},
+                   {"KERNELHOST_GATEWAY_TOKEN", "token", 0},
+                   {"KERNELHOST_GATEWAY_KERNEL_NAME", "kernel_name", 0},
+                   {"KERNELHOST_GATEWAY_HEADERS", "headers", 1}};
+
+/* Adds what the environment says to the caller's options (a copy as text in *out, or NULL when
+ * the environment says nothing). The result is parsed like any options, so a bad variable is
+ * reported as the option it stands for. */
+static int gateway_from_env(const char *text, char **out, char *errmsg) {
+  json_t *doc, *gw;
+  size_t i;
+  int any = 0;
+  *out = NULL;
+  for (i = 0; i < sizeof(gateway_env) / sizeof(gateway_env[0]); i++)
+    if (getenv(gateway_env[i].var) != NULL) any = 1;
+  if (!any) return 0;
+  doc = (text == NULL || text[0] == 0) ? json_object() : json_loads(text, 0, NULL);
+  if (!json_is_object(doc)) { /* the parse that follows reports it */
+    json_decref(doc);
+    return 0;
+  }
+  gw = json_object_get(doc, "gateway");
+  if (gw == NULL || json_is_null(gw)) {
+    gw = json_object();
+    json_object_set_new(doc, "gateway", gw);
+  }
+  if (json_is_object(gw)) {
+    for (i = 0; i < sizeof(gateway_env) / sizeof(gateway_env[0]); i++) {
+      const char *val = getenv(gateway_env[i].var), *camel = gateway_env[i].key;
+      json_t *jv;
+      if (val == NULL || json_object_get(gw, gateway_env[i].key) != NULL) continue;
+      if (strcmp(camel, "kernel_name") == 0 && json_object_get(gw, "kernelName") != NULL)
+        continue;
+      jv = gateway_env[i].json ? json_loads(val, 0, NULL) : json_string(val);
+      if (jv == NULL) {
+        snprintf(errmsg, KH__ERRMSG_MAX, "%s must be %s", gateway_env[i].var,
+                 gateway_env[i].json ? "a JSON object" : "valid UTF-8");
+        json_decref(doc);
+        return KH_EOPTION;
+      }
+      json_object_set_new(gw, gateway_env[i].key, jv);
+    }
+  }
+  *out = json_dumps(doc, JSON_COMPACT);
+  json_decref(doc);
+  return *out == NULL ? KH_ENOMEM : 0;
 }
 
 int kh__manager_opts_parse(kh__manager_opts_t *o, const char *text, char *errmsg) {
   parse_t p = {o, "manager option", -1, errmsg};
   json_t *all = json_object();
+  char *merged = NULL;
   int rc;
   memset(o, 0, sizeof(*o));
   o->max_code_bytes = 4u << 20;
   o->interrupt_grace_ms = 3000;
   if (all == NULL) return KH_ENOMEM;
-  rc = parse(&p, manager_spec, text, "manager", all);
+  if ((rc = gateway_from_env(text, &merged, errmsg)) != 0) {
+    json_decref(all);
+    return rc;
+  }
+  rc = parse(&p, manager_spec, merged != NULL ? merged : text, "manager", all);
+  free(merged);
+  if (rc == 0) {
+    json_t *gw = json_object_get(all, "gateway");
+    if (gw != NULL && json_object_get(gw, "url") == NULL) {
+      rc = fail(&p, KH_EOPTION,
+                "manager option 'gateway.url' is required with 'gateway' (or set "
+                "KERNELHOST_GATEWAY_URL)");
+    } else if (gw != NULL) {
+      o->gateway = json_incref(gw);
+    }
+  }
   json_decref(all); /* nothing shows a manager's options yet: the typed fields are all */
   if (rc != 0) kh__manager_opts_free(o);
   return rc;
@@ -719,6 +875,8 @@ int kh__manager_opts_parse(kh__manager_opts_t *o, const char *text, char *errmsg
 void kh__manager_opts_free(kh__manager_opts_t *o) {
   free(o->worker_path);
   o->worker_path = NULL;
+  json_decref(o->gateway);
+  o->gateway = NULL;
 }
 
 int kh__jupyter_opts_parse(kh__jupyter_opts_t *o, const char *text, char *errmsg) {
