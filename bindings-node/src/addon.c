@@ -615,6 +615,31 @@ fail:
   return out;
 }
 
+/* connectKernel(remoteId, optionsJson | null, cb(code, msg, id)) -> id: attaches to the
+ * gateway's running kernel remoteId (kh_kernel_connect). */
+static napi_value nkh_kernel_connect(napi_env env, napi_callback_info info) {
+  napi_value argv[3], out = NULL;
+  char id[64] = "";
+  char *remote = NULL, *opts = NULL;
+  nkh_req_t *r;
+  nkh_manager_t *w = nkh_this(env, info, 3, argv);
+  int rc;
+  if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
+  if ((remote = nkh_str_get(env, argv[0], "remote kernel id", NULL)) == NULL) return NULL;
+  if (nkh_optstr_get(env, argv[1], "options", &opts) != 0) goto fail;
+  if ((r = nkh_req_new(w, argv[2])) == NULL) goto fail;
+  if ((rc = kh_kernel_connect(w->m, remote, opts, id, sizeof(id), nkh_kernel_on_created, r)) != 0) {
+    nkh_req_free(r);
+    nkh_throw_kh(env, w, rc);
+    goto fail;
+  }
+  NAPI_CALL(env, napi_create_string_utf8(env, id, NAPI_AUTO_LENGTH, &out));
+fail:
+  free(remote);
+  free(opts);
+  return out;
+}
+
 /* execute(kernelId, code, silent, storeHistory, stopOnError, timeoutMs, allowStdin, cb)
  *   -> executionId */
 static napi_value nkh_kernel_execute(napi_env env, napi_callback_info info) {
@@ -739,6 +764,25 @@ static napi_value nkh_kernel_interact(napi_env env, napi_callback_info info) {
 fail:
   free(op);
   free(code);
+  return NULL;
+}
+
+/* gatewayList(what, cb(code, msg, json)): the gateway's "kernels" or "kernelspecs"
+ * (kh_gateway_list), answered like an editor request. */
+static napi_value nkh_gateway_list(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char *what = NULL;
+  nkh_req_t *r;
+  nkh_manager_t *w = nkh_this(env, info, 2, argv);
+  int rc;
+  if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
+  if ((what = nkh_str_get(env, argv[0], "what", NULL)) == NULL) return NULL;
+  if ((r = nkh_req_new(w, argv[1])) != NULL &&
+      (rc = kh_gateway_list(w->m, what, nkh_kernel_on_answer, r)) != 0) {
+    nkh_req_free(r);
+    nkh_throw_kh(env, w, rc);
+  }
+  free(what);
   return NULL;
 }
 
@@ -916,7 +960,7 @@ static napi_value nkh_manager_destroy_all(napi_env env, napi_callback_info info)
   return NULL;
 }
 
-/* kernelMode(kernelId) -> "worker" | "main_thread" | null */
+/* kernelMode(kernelId) -> "worker" | "main_thread" | "remote" | null */
 static napi_value nkh_kernel_mode(napi_env env, napi_callback_info info) {
   napi_value argv[1], out = NULL;
   char id[NKH_ID_MAX];
@@ -1898,6 +1942,8 @@ static napi_value nkh_jupyter_stop(napi_env env, napi_callback_info info) {
 static napi_value nkh_init(napi_env env, napi_value exports) {
   static const napi_property_descriptor methods[] = {
       NKH_METHOD("createKernel", nkh_kernel_create),
+      NKH_METHOD("connectKernel", nkh_kernel_connect),
+      NKH_METHOD("gatewayList", nkh_gateway_list),
       NKH_METHOD("execute", nkh_kernel_execute),
       NKH_METHOD("interrupt", nkh_kernel_interrupt),
       NKH_METHOD("interact", nkh_kernel_interact),
