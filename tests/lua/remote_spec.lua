@@ -127,13 +127,17 @@ describe("remote", function()
     return table.concat(parts)
   end
 
-  -- The first stream event of kernel id runs fn once (the subscription is then removed).
-  local function on_first_stream(id, fn)
+  -- Posts cmd to the fixture on kernel id's first stream event (its answer is read later, out
+  -- of the callback); the returned table's `sent` is then true.
+  local function post_on_first_stream(id, cmd)
+    local st = { sent = false }
     local sub
     sub = f.m:on_kernel_event(id, kernelhost.KernelEvents.STREAM, function()
       f.m:off_kernel_event(sub)
-      fn()
+      gw:post(cmd)
+      st.sent = true
     end)
+    return st
   end
 
   it("remote_execute_events_in_order", function()
@@ -264,13 +268,9 @@ describe("remote", function()
 
   it("remote_websocket_cut_mid_cell", function()
     local id, k = create()
-    local cut = false
-    on_first_stream(id, function()
-      gw:post("cut")
-      cut = true
-    end)
+    local cut = post_on_first_stream(id, "cut")
     local r = H.exec(k, "import time\nfor i in range(5):\n    print(i, flush=True); time.sleep(0.3)")
-    assert.is_true(cut, "no stream event came")
+    assert.is_true(cut.sent, "no stream event came")
     assert.is_true(gw:answer("cut").cut > 0, "the proxy had no connection to cut")
     assert.are.equal("ok", r.status)
     assert.are.equal("0\n1\n2\n3\n4\n", stream_text(r))
@@ -280,14 +280,10 @@ describe("remote", function()
 
   it("remote_server_killed_mid_cell", function()
     local id, k = create()
-    local killed = false
-    on_first_stream(id, function()
-      gw:post("kill")
-      killed = true
-    end)
+    local killed = post_on_first_stream(id, "kill")
     local r, msg, code = k:execute('print("<started>", flush=True)\nimport time; time.sleep(30)')
     local waited, werr = true, nil
-    if killed then
+    if killed.sent then
       gw:answer("kill")
       waited, werr = pcall(H.wait, f, function()
         for _, e in ipairs(H.statuses(f, "dead")) do if e.kernel_id == id then return true end end
@@ -295,7 +291,7 @@ describe("remote", function()
       end, "a dead status")
       gw:send("start") -- the next specs need the server, whatever happened here
     end
-    assert.is_true(killed, "no stream event came")
+    assert.is_true(killed.sent, "no stream event came")
     assert(waited, werr)
     assert.is_nil(r)
     assert.are.equal("KH_EKERNELDEAD", code, msg)

@@ -108,6 +108,18 @@ describe('remote', function () {
     return info.remote.id;
   }
 
+  /** Sends `cmd` to the fixture on kernel id's first stream event: `sent.answer` is then the
+   * Promise of its answer (null until then). */
+  function sendOnFirstStream(m, id, cmd) {
+    const sent = { answer: null };
+    const onStream = () => {
+      m.offKernelEvent(id, 'stream', onStream);
+      sent.answer = quiet(gw.send(cmd));
+    };
+    m.onKernelEvent(id, 'stream', onStream);
+    return sent;
+  }
+
   /** The types of a request's events, each run of stream events counted once (ipykernel may
    * send a print's text and its newline apart). */
   function eventTypes(r) {
@@ -242,16 +254,11 @@ describe('remote', function () {
 
   it('remote_websocket_cut_mid_cell', async function () {
     const { m, rec, id, k } = await remoteKernel();
-    let cut = null;
-    const onStream = () => {
-      m.offKernelEvent(id, 'stream', onStream);
-      cut = quiet(gw.send('cut'));
-    };
-    m.onKernelEvent(id, 'stream', onStream);
+    const cut = sendOnFirstStream(m, id, 'cut');
     const r = await k.execute('import time\nfor i in range(5):\n    print(i, flush=True); ' +
       'time.sleep(0.3)');
-    assert.ok(cut !== null, 'no stream event came');
-    assert.ok((await cut).cut > 0, 'the proxy had no connection to cut');
+    assert.ok(cut.answer !== null, 'no stream event came');
+    assert.ok((await cut.answer).cut > 0, 'the proxy had no connection to cut');
     assert.equal(r.status, 'ok', JSON.stringify(r.error));
     assert.equal(streamText(r), '0\n1\n2\n3\n4\n');
     // Listeners saw each output once too.
@@ -262,24 +269,19 @@ describe('remote', function () {
 
   it('remote_server_killed_mid_cell', async function () {
     const { m, rec, id, k } = await remoteKernel();
-    let killed = null;
-    const onStream = () => {
-      m.offKernelEvent(id, 'stream', onStream);
-      killed = quiet(gw.send('kill'));
-    };
-    m.onKernelEvent(id, 'stream', onStream);
+    const killed = sendOnFirstStream(m, id, 'kill');
     try {
       await rejects(k.execute('print("<started>", flush=True)\nimport time; time.sleep(30)'),
         'KH_EKERNELDEAD');
-      assert.ok(killed !== null, 'no stream event came');
-      await killed;
+      assert.ok(killed.answer !== null, 'no stream event came');
+      await killed.answer;
       const dead = await rec.waitFor((e) => e.kernelId === id && e.type === 'status' &&
         e.data.execution_state === 'dead');
       assert.ok(dead.data.reason, `dead without a reason: ${JSON.stringify(dead.data)}`);
     } finally {
       // The next tests need the server, whatever happened here.
-      if (killed !== null) {
-        await killed;
+      if (killed.answer !== null) {
+        await killed.answer;
         await gw.send('start');
       }
     }
