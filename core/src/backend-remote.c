@@ -443,11 +443,19 @@ static void remote_manager_free(kh_manager_t *m) {
   int i;
   if (gw == NULL) return;
   while (gw->reqs != NULL) hreq_cancel(gw->reqs);
-  if (gw->lws != NULL) lws_context_destroy(gw->lws);
-  gw->lws = NULL;
-  curl_multi_cleanup(gw->multi);
+  curl_multi_cleanup(gw->multi); /* closes its sockets' watchers */
   gw->multi = NULL;
   uv_close((uv_handle_t *)&gw->curl_timer, NULL);
+  /* With a foreign loop the context goes in steps: the first call closes its handles, the
+   * second, once they have closed (the private loop ran dry), frees the rest and NULLs gw->lws
+   * (info.pcontext). Each wait is bounded, should a library never say it is done. */
+  if (gw->lws != NULL) {
+    lws_context_destroy(gw->lws);
+    for (i = 0; i < 100 && uv_run(&gw->net, UV_RUN_NOWAIT) != 0; i++) {
+    }
+    if (gw->lws != NULL) lws_context_destroy(gw->lws);
+    gw->lws = NULL;
+  }
   for (i = 0; i < 100 && uv_run(&gw->net, UV_RUN_NOWAIT) != 0; i++) {
   }
   uv_walk(&gw->net, on_net_handle_close, NULL);
@@ -1111,6 +1119,7 @@ static int gw_lws_open(gw_t *gw) {
   info.options = LWS_SERVER_OPTION_LIBUV;
   if (gw->tls) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
   info.foreign_loops = loops;
+  info.pcontext = &gw->lws; /* NULLed once its destroy has completed on the loop */
   gw->lws = lws_create_context(&info);
   return gw->lws ? 0 : KH_EREMOTE;
 }
