@@ -28,6 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 #include <libwebsockets.h>
 #include <openssl/evp.h>
@@ -1053,13 +1057,22 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
       }
       return 0;
     }
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    case LWS_CALLBACK_CLIENT_ESTABLISHED: {
+      int one = 1;
       if (rk == NULL) return -1;
+      /* small messages both ways: Nagle against the peer's delayed ACK costs 40 ms a cell */
+      setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       rk->ws_open = 1;
       if (rk->out_head) lws_callback_on_writable(wsi);
       return 0;
-    case LWS_CALLBACK_CLIENT_RECEIVE:
+    }
+    case LWS_CALLBACK_CLIENT_RECEIVE: {
+      int one = 1;
       if (rk == NULL) return -1;
+      /* Jupyter Server writes a cell's messages one by one with Nagle on (tornado's default):
+       * each waits for our ACK of the one before, which Linux delays by 40 ms unless told to
+       * ACK at once; the flag does not stick, so it is set again after every read. */
+      setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
       if (rk->rx.len + len > WS_RX_MAX) return -1;
       kh__sb_append(&rk->rx, in, len);
       if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) {
@@ -1070,6 +1083,7 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         kh__sb_free(&rx);
       }
       return 0;
+    }
     case LWS_CALLBACK_CLIENT_WRITEABLE: {
       outmsg_t *o;
       if (rk == NULL) return -1;
