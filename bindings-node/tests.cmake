@@ -58,7 +58,7 @@ add_test(NAME node/remote
   COMMAND ${KH_NODE} ${CMAKE_SOURCE_DIR}/node_modules/mocha/bin/mocha.js
           --config tests/node/.mocharc.remote.json
   WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
-set_tests_properties(node/remote PROPERTIES TIMEOUT 600 FIXTURES_REQUIRED kh_node_addon
+set_tests_properties(node/remote PROPERTIES TIMEOUT 300 FIXTURES_REQUIRED kh_node_addon
   DEPENDS node/install_scratch)
 
 # Every Node test uses (and node/build and node/install_scratch rebuild) bindings-node/build:

@@ -7,7 +7,7 @@
 
 const path = require('node:path');
 const readline = require('node:readline');
-const { spawn } = require('node:child_process');
+const { execFile, spawn } = require('node:child_process');
 const {
   assert, kernelhost, manager, closeAll, rejects, recorder, outputsOf, streamText, quiet,
 } = require('./helpers');
@@ -130,6 +130,29 @@ describe('remote', function () {
     }
     return out;
   }
+
+  // First, while this process has closed no manager of remote kernels: the scenario runs in a
+  // child Node, so that a host it breaks fails this test rather than the suite's teardown.
+  it('node_child_process_untouched', async function () {
+    const script = `
+      const { spawnSync } = require('node:child_process');
+      const { KernelManager } = require(${JSON.stringify(path.join(__dirname, '..', '..'))});
+      (async () => {
+        const m = new KernelManager({ gateway: ${JSON.stringify({ url: gw.url, token: gw.token })} });
+        const id = await m.createKernel({ mode: 'remote' });
+        await m.getKernel(id).execute('1');
+        await m.close();
+        const r = spawnSync('/bin/true');
+        process.stdout.write('true: ' + r.status + ' ' + r.signal + ' ' + r.error);
+      })();`;
+    const { code, signal, stdout, stderr } = await new Promise((resolve) => {
+      execFile(process.execPath, ['-e', script], (err, out, errOut) => resolve({
+        code: err ? err.code : 0, signal: err ? err.signal : null, stdout: out, stderr: errOut,
+      }));
+    });
+    assert.equal(stdout, 'true: 0 null undefined', `child: ${code} ${signal} ${stderr}`);
+    assert.equal(code, 0, `the host ended with ${code} ${signal}: ${stderr}`);
+  });
 
   it('remote_execute_events_in_order', async function () {
     const { k } = await remoteKernel();
