@@ -45,7 +45,7 @@ static void fx_start(fx_t *f) {
   snprintf(f->url, sizeof(f->url), "%s", th_s(f->info, "url"));
   snprintf(f->token, sizeof(f->token), "%s", th_s(f->info, "token"));
   snprintf(f->mopts, sizeof(f->mopts),
-           "{\"gateway\":{\"url\":\"%s\",\"token\":\"%s\",\"reconnectTimeout\":3000}}", f->url,
+           "{\"gateway\":{\"url\":\"%s\",\"token\":\"%s\",\"reconnectTimeout\":3000,\"pollInterval\":500}}", f->url,
            f->token);
 }
 
@@ -401,6 +401,12 @@ TEST(remote_server_killed_mid_cell) {
   fx_stop(&f);
 }
 
+static void host_fn(kh_manager_t *m, const char *kernel_id, const char *name, const char *args,
+                    size_t len, const kh_buffer_t *b, size_t nb, kh_hostcall_t *call, void *data) {
+  (void)m, (void)kernel_id, (void)name, (void)args, (void)len, (void)b, (void)nb, (void)data;
+  kh_hostcall_error(call, "never called");
+}
+
 TEST(remote_options_refused) {
   th_t t;
   th_init(&t, "{\"gateway\":{\"url\":\"http://127.0.0.1:1\"}}");
@@ -412,6 +418,16 @@ TEST(remote_options_refused) {
                   "limits");
   th_create_error(&t, "{\"mode\":\"worker\",\"remoteId\":\"abc\"}", KH_ENOTSUP, "remoteId");
   th_create_error(&t, "{\"mode\":\"remote\",\"kernelName\":3}", KH_EOPTION, "kernelName");
+  /* host functions: a remote kernel has no way back into this process */
+  {
+    char id[64];
+    int d[2] = {0, 0};
+    ASSERT_INT(kh_kernel_create(t.m, rmode, id, sizeof(id), th_done_cb, d), ==, 0);
+    ASSERT_ERR(kh_kernel_expose(t.m, id, "f", host_fn, NULL), KH_ENOTSUP);
+    ASSERT_CONTAINS(kh_manager_errmsg(t.m), "remote");
+    th_run_until(&t, &d[0]);
+    ASSERT_ERR(d[1], KH_EREMOTE);
+  }
   th_fini(&t);
   ASSERT_ERR(kh_manager_new(&t.m, uv_default_loop(), "{\"gateway\":{\"url\":\"ftp://x\"}}"),
              KH_EOPTION);
@@ -460,6 +476,81 @@ TEST(remote_complete) {
   th_result_free(&a);
   th_result_free(&b);
   th_result_free(&c);
+  th_destroy(&t, id);
+  th_fini(&t);
+  fx_stop(&f);
+}
+
+TEST(remote_env_passed_in_create) {
+  fx_t f;
+  th_t t;
+  char id[64];
+  json_t *a, *post;
+  fx_start(&f);
+  th_init(&t, f.mopts);
+  th_create(&t, "{\"mode\":\"remote\",\"kernelName\":\"python3\",\"env\":{\"KERNEL_USERNAME\":\"alice\"}}",
+            id);
+  a = fx_cmd(&f, "posts");
+  post = json_array_get(json_object_get(a, "posts"), 0);
+  ASSERT_STR(th_s(post, "name"), "python3");
+  ASSERT_STR(th_s(post, "env.KERNEL_USERNAME"), "alice");
+  json_decref(a);
+  th_destroy(&t, id);
+  th_fini(&t);
+  fx_stop(&f);
+}
+
+TEST(remote_kernel_culled) {
+  fx_t f;
+  th_t t;
+  char id[64], rid[256], cmd[300];
+  th_event_t *e;
+  fx_start(&f);
+  th_init(&t, f.mopts);
+  th_create(&t, rmode, id);
+  remote_id_of(&t, id, rid, sizeof(rid));
+  snprintf(cmd, sizeof(cmd), "delete %s", rid);
+  json_decref(fx_cmd(&f, cmd));
+  th_wait_status(&t, "", "dead");
+  e = th_find(&t, KH_EVENT_STATUS, NULL, 0);
+  for (int i = 0; i < t.nevents; i++)
+    if (t.events[i].type == KH_EVENT_STATUS &&
+        strcmp(th_s(t.events[i].data, "execution_state"), "dead") == 0)
+      e = &t.events[i];
+  ASSERT_CONTAINS(th_s(e->data, "reason.message"), "gone");
+  ASSERT_ERR(kh_kernel_execute(t.m, id, "1", 1, NULL, NULL, 0, th_never_cb, NULL), KH_EKERNELDEAD);
+  th_destroy(&t, id);
+  th_fini(&t);
+  fx_stop(&f);
+}
+
+TEST(remote_comm_buffers) {
+  fx_t f;
+  th_t t;
+  char id[64];
+  th_result_t res;
+  th_event_t *e;
+  kh_buffer_t b = {"/buffers/0", "abc", 3};
+  static const char open[] = "{\"comm_id\":\"c1\",\"target_name\":\"echo\",\"data\":{}}";
+  static const char msg[] = "{\"comm_id\":\"c1\",\"data\":{\"x\":1},\"buffers\":[null]}";
+  fx_start(&f);
+  th_init(&t, f.mopts);
+  th_create(&t, rmode, id);
+  th_exec(&t, id,
+          "def _echo(comm, msg):\n"
+          "    @comm.on_msg\n"
+          "    def _r(m):\n"
+          "        comm.send({'got': m['content']['data']}, buffers=[bytes(x)[::-1] for x in m['buffers']])\n"
+          "get_ipython().kernel.comm_manager.register_target('echo', _echo)",
+          &res);
+  ASSERT_STR(th_s(res.json, "status"), "ok");
+  th_result_free(&res);
+  ASSERT_INT(kh_kernel_comm_send(t.m, id, "comm_open", open, strlen(open), NULL, 0), ==, 0);
+  ASSERT_INT(kh_kernel_comm_send(t.m, id, "comm_msg", msg, strlen(msg), &b, 1), ==, 0);
+  th_wait_events(&t, KH_EVENT_COMM_MSG, NULL, 1);
+  e = th_find(&t, KH_EVENT_COMM_MSG, NULL, 0);
+  ASSERT_INT(th_i(e->data, "data.got.x"), ==, 1);
+  ASSERT_STR(th_s(e->data, "buffers[0].$binary"), "636261");
   th_destroy(&t, id);
   th_fini(&t);
   fx_stop(&f);
