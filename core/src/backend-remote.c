@@ -597,12 +597,15 @@ typedef struct pend_s {
   json_t *reply;  /* the shell reply's content, once it came */
   json_t *result; /* the last execute_result's content */
   int idle;       /* iopub's status idle for it came */
+  int written;    /* handed to the socket */
+  int at_risk;    /* written before the channel dropped: its reply may be lost */
 } pend_t;
 
 typedef struct outmsg_s {
   struct outmsg_s *next;
   size_t len;
   int binary; /* Jupyter Server's binary framing: a message with buffers */
+  char msg_id[40];
   unsigned char buf[]; /* LWS_PRE bytes, then len bytes of the message */
 } outmsg_t;
 
@@ -700,6 +703,7 @@ static void out_push(rk_t *rk, const char *text, size_t len, const kh__bufs_t *b
   if (o == NULL) return; /* the request then times out: nothing else to do without memory */
   o->next = NULL;
   o->len = total;
+  o->msg_id[0] = 0;
   o->binary = n > 0;
   b = o->buf + LWS_PRE;
   if (n > 0) {
@@ -755,6 +759,7 @@ static int send_msg_bufs(rk_t *rk, const char *channel, const char *msg_type, js
   json_decref(msg);
   if (text == NULL) return KH_ENOMEM;
   out_push(rk, text, strlen(text), bufs);
+  if (rk->out_tail != NULL) snprintf(rk->out_tail->msg_id, sizeof(rk->out_tail->msg_id), "%s", id);
   free(text);
   if (msg_id_out) snprintf(msg_id_out, 40, "%s", id);
   return 0;
@@ -931,7 +936,7 @@ static void on_hello(rk_t *rk) {
       }
     }
     for (p = rk->pend; p; p = p->next)
-      if (p->kind == P_EXEC || p->kind == P_COMM) {
+      if ((p->kind == P_EXEC || p->kind == P_COMM) && p->at_risk) {
         lost_check_arm(rk);
         break;
       }
@@ -1109,6 +1114,11 @@ static void ws_lost(rk_t *rk, const char *why) {
     rk_maybe_stopped(rk);
     return;
   }
+  {
+    pend_t *p;
+    for (p = rk->pend; p; p = p->next)
+      if (p->written) p->at_risk = 1;
+  }
   if (!rk->reconnecting) {
     rk->reconnecting = 1;
     rk->drop_at = uv_now(rk->gw->m->loop);
@@ -1181,6 +1191,10 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         return -1;
       rk->out_head = o->next;
       if (rk->out_head == NULL) rk->out_tail = NULL;
+      {
+        pend_t *p = o->msg_id[0] ? pend_find(rk, o->msg_id) : NULL;
+        if (p != NULL) p->written = 1;
+      }
       free(o);
       if (rk->out_head) lws_callback_on_writable(wsi);
       return 0;
@@ -1421,7 +1435,7 @@ static void on_lost_probe(hreq_t *h, void *data) {
   if (st != NULL && strcmp(st, "idle") == 0) {
     for (p = rk->pend; p; p = next) {
       next = p->next;
-      if (p->kind == P_EXEC || p->kind == P_COMM) {
+      if ((p->kind == P_EXEC || p->kind == P_COMM) && p->at_risk) {
         char id[sizeof(p->id)];
         snprintf(id, sizeof(id), "%s", p->id);
         pend_remove(rk, p);
@@ -1443,7 +1457,7 @@ static void on_lost_timer(uv_timer_t *t) {
   int any = 0;
   if (rk->phase == PH_STOP || rk->hreq != NULL || rk->reconnecting) return;
   for (p = rk->pend; p; p = p->next)
-    if (p->kind == P_EXEC || p->kind == P_COMM) any = 1;
+    if ((p->kind == P_EXEC || p->kind == P_COMM) && p->at_risk) any = 1;
   if (!any) return;
   snprintf(path, sizeof(path), "/api/kernels/%s", rk->remote_id);
   rk->hreq = hreq_start(rk->gw, "GET", path, NULL, on_lost_probe, rk);

@@ -555,3 +555,34 @@ TEST(remote_comm_buffers) {
   th_fini(&t);
   fx_stop(&f);
 }
+
+TEST(remote_kernel_crash_restarted) {
+  fx_t f;
+  th_t t;
+  char id[64];
+  th_result_t res;
+  json_t *r;
+  int i, restarting = 0;
+  fx_start(&f);
+  th_init(&t, f.mopts);
+  th_create(&t, rmode, id);
+  th_exec(&t, id, "x = 1", &res);
+  th_result_free(&res);
+  /* the kernel's process dies; the server's restarter starts a new one and says so */
+  ASSERT_INT(th_submit(&t, id, "import os; os._exit(1)", NULL, &res), ==, 0);
+  th_run_until(&t, &res.done);
+  ASSERT_ERR(res.status, KH_EKERNELDEAD);
+  th_result_free(&res);
+  for (i = 0; i < t.nevents; i++)
+    if (t.events[i].type == KH_EVENT_STATUS &&
+        strcmp(th_s(t.events[i].data, "execution_state"), "restarting") == 0)
+      restarting = 1;
+  ASSERT(restarting);
+  r = th_exec(&t, id, "'x' in globals()", &res); /* waits for the fresh kernel */
+  ASSERT_STR(th_s(r, "result.data.text/plain"), "False");
+  ASSERT_INT(th_i(r, "execution_count"), ==, 1);
+  th_result_free(&res);
+  th_destroy(&t, id);
+  th_fini(&t);
+  fx_stop(&f);
+}
