@@ -1245,6 +1245,8 @@ static int gw_lws_open(gw_t *gw) {
   info.gid = (gid_t)-1;
   info.uid = (uid_t)-1;
   info.options = LWS_SERVER_OPTION_LIBUV;
+  /* the bound on a channel's connect and handshake, as connectTimeout bounds libcurl's */
+  info.timeout_secs = gw->connect_ms >= 2000 ? (unsigned)(gw->connect_ms / 1000) : 1;
   if (gw->tls) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
   info.foreign_loops = loops;
   info.pcontext = &gw->lws; /* NULLed once its destroy has completed on the loop */

@@ -215,16 +215,21 @@ TEST(remote_restart) {
 TEST(remote_destroy_shuts_down) {
   fx_t f;
   th_t t;
-  char id[64], rid[256];
+  char id[64], id2[64], rid[256], rid2[256];
   fx_start(&f);
   th_init(&t, f.mopts);
   th_create(&t, rmode, id);
+  th_create(&t, rmode, id2);
   remote_id_of(&t, id, rid, sizeof(rid));
-  ASSERT(rid[0] != 0);
+  remote_id_of(&t, id2, rid2, sizeof(rid2));
+  ASSERT(rid[0] != 0 && strcmp(rid, rid2) != 0);
   ASSERT(remote_listed(&f, rid));
   th_destroy(&t, id);
   ASSERT(!remote_listed(&f, rid));
+  /* closing the manager destroys the other one: shut down on the server as well */
+  ASSERT(remote_listed(&f, rid2));
   th_fini(&t);
+  ASSERT(!remote_listed(&f, rid2));
   fx_stop(&f);
 }
 
