@@ -591,3 +591,46 @@ TEST(remote_kernel_crash_restarted) {
   th_fini(&t);
   fx_stop(&f);
 }
+
+TEST(remote_execute_options) {
+  fx_t f;
+  th_t t;
+  char id[64];
+  th_result_t res;
+  kh_execute_options_t o;
+  json_t *r;
+  fx_start(&f);
+  th_init(&t, f.mopts);
+  th_create(&t, rmode, id);
+  /* silent: no execute_result, the counter stays */
+  kh_execute_options_init(&o);
+  o.silent = 1;
+  ASSERT_INT(th_submit(&t, id, "y = 41\ny + 1", &o, &res), ==, 0);
+  th_run_until(&t, &res.done);
+  ASSERT_INT(res.status, ==, 0);
+  ASSERT(th_get(res.json, "result") == NULL);
+  ASSERT(th_find(&t, KH_EVENT_EXECUTE_RESULT, res.id, 0) == NULL);
+  th_result_free(&res);
+  r = th_exec(&t, id, "y", &res);
+  ASSERT_INT(th_i(r, "execution_count"), ==, 1);
+  ASSERT_STR(th_s(r, "result.data.text/plain"), "41");
+  th_result_free(&res);
+  /* allow_stdin off: input() raises, no input_request */
+  kh_execute_options_init(&o);
+  o.allow_stdin = 0;
+  ASSERT_INT(th_submit(&t, id, "input('?')", &o, &res), ==, 0);
+  th_run_until(&t, &res.done);
+  ASSERT_STR(th_s(res.json, "error.ename"), "StdinNotImplementedError");
+  ASSERT(th_find(&t, KH_EVENT_INPUT_REQUEST, res.id, 0) == NULL);
+  th_result_free(&res);
+  /* timeout_ms: the core interrupts the remote cell */
+  kh_execute_options_init(&o);
+  o.timeout_ms = 1000;
+  ASSERT_INT(th_submit(&t, id, "import time; time.sleep(30)", &o, &res), ==, 0);
+  th_run_until(&t, &res.done);
+  ASSERT_STR(th_s(res.json, "error.ename"), "KeyboardInterrupt");
+  th_result_free(&res);
+  th_destroy(&t, id);
+  th_fini(&t);
+  fx_stop(&f);
+}
