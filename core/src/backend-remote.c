@@ -72,6 +72,7 @@ struct gw_s {
   uv_timer_t outer_timer;
   uv_idle_t outer_idle;
   int running; /* inside uv_run(net) */
+  int dirty;   /* a library was touched during that run: run again */
   CURLM *multi;
   uv_timer_t curl_timer; /* on net */
   struct lws_context *lws;
@@ -308,10 +309,16 @@ static void on_outer_poll(uv_poll_t *h, int status, int events) {
 /* Runs the private loop once, then re-arms the outer handles by what it now waits for. */
 static void net_run(gw_t *gw) {
   int t;
+  int n = 0;
   if (gw->running || !gw->net_open) return;
-  gw->running = 1;
-  uv_run(&gw->net, UV_RUN_NOWAIT);
-  gw->running = 0;
+  /* A watcher started inside the run (a reply's callback sent the next request) reaches the
+   * private loop's epoll set only in its next run: so run again while that happened. */
+  do {
+    gw->dirty = 0;
+    gw->running = 1;
+    uv_run(&gw->net, UV_RUN_NOWAIT);
+    gw->running = 0;
+  } while (gw->dirty && gw->net_open && ++n < 16);
   if (!gw->net_open) return;
   t = uv_backend_timeout(&gw->net);
   uv_timer_stop(&gw->outer_timer);
@@ -326,7 +333,11 @@ static void net_run(gw_t *gw) {
 /* The core touched libcurl or libwebsockets: their new watchers and timers reach the private
  * loop's epoll set only when it runs, so it runs on the host loop's next turn. */
 static void net_kick(gw_t *gw) {
-  if (gw->net_open && !gw->running) uv_idle_start(&gw->outer_idle, on_outer_idle);
+  if (!gw->net_open) return;
+  if (gw->running)
+    gw->dirty = 1;
+  else
+    uv_idle_start(&gw->outer_idle, on_outer_idle);
 }
 
 /* --- the gateway's lifetime ---------------------------------------------------------------- */
@@ -1161,7 +1172,10 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
       /* small messages both ways: Nagle against the peer's delayed ACK costs 40 ms a cell */
       setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       rk->ws_open = 1;
-      if (rk->out_head) lws_callback_on_writable(wsi);
+      if (rk->out_head) {
+        lws_callback_on_writable(wsi);
+        net_kick(rk->gw);
+      }
       return 0;
     }
     case LWS_CALLBACK_CLIENT_RECEIVE: {
@@ -1196,7 +1210,10 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         if (p != NULL) p->written = 1;
       }
       free(o);
-      if (rk->out_head) lws_callback_on_writable(wsi);
+      if (rk->out_head) {
+        lws_callback_on_writable(wsi);
+        net_kick(rk->gw);
+      }
       return 0;
     }
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
