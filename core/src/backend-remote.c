@@ -59,6 +59,7 @@ struct gw_s {
   char kernel_name[256];
   long connect_ms, request_ms;
   uint64_t reconnect_ms;
+  uint64_t poll_ms; /* how often a kernel's existence is asked (0: never) */
   /* for libwebsockets: parsed from base by libcurl's URL API */
   char host[256];
   int port;
@@ -71,6 +72,7 @@ struct gw_s {
   uv_timer_t outer_timer;
   uv_idle_t outer_idle;
   int running; /* inside uv_run(net) */
+  int dirty;   /* a library was touched during that run: run again */
   CURLM *multi;
   uv_timer_t curl_timer; /* on net */
   struct lws_context *lws;
@@ -307,10 +309,16 @@ static void on_outer_poll(uv_poll_t *h, int status, int events) {
 /* Runs the private loop once, then re-arms the outer handles by what it now waits for. */
 static void net_run(gw_t *gw) {
   int t;
+  int n = 0;
   if (gw->running || !gw->net_open) return;
-  gw->running = 1;
-  uv_run(&gw->net, UV_RUN_NOWAIT);
-  gw->running = 0;
+  /* A watcher started inside the run (a reply's callback sent the next request) reaches the
+   * private loop's epoll set only in its next run: so run again while that happened. */
+  do {
+    gw->dirty = 0;
+    gw->running = 1;
+    uv_run(&gw->net, UV_RUN_NOWAIT);
+    gw->running = 0;
+  } while (gw->dirty && gw->net_open && ++n < 16);
   if (!gw->net_open) return;
   t = uv_backend_timeout(&gw->net);
   uv_timer_stop(&gw->outer_timer);
@@ -325,7 +333,11 @@ static void net_run(gw_t *gw) {
 /* The core touched libcurl or libwebsockets: their new watchers and timers reach the private
  * loop's epoll set only when it runs, so it runs on the host loop's next turn. */
 static void net_kick(gw_t *gw) {
-  if (gw->net_open && !gw->running) uv_idle_start(&gw->outer_idle, on_outer_idle);
+  if (!gw->net_open) return;
+  if (gw->running)
+    gw->dirty = 1;
+  else
+    uv_idle_start(&gw->outer_idle, on_outer_idle);
 }
 
 /* --- the gateway's lifetime ---------------------------------------------------------------- */
@@ -372,6 +384,8 @@ static gw_t *gw_get(kh_manager_t *m, int *rc) {
   gw->request_ms = v ? (long)json_integer_value(v) : 42000;
   v = json_object_get(o, "reconnect_timeout");
   gw->reconnect_ms = v ? (uint64_t)json_integer_value(v) : 30000;
+  v = json_object_get(o, "poll_interval");
+  gw->poll_ms = v ? (uint64_t)json_integer_value(v) : 5000;
   /* host, port and path for libwebsockets, by libcurl's own URL parser */
   if ((u = curl_url()) == NULL) goto oom;
   if (curl_url_set(u, CURLUPART_URL, gw->base, 0) != CURLUE_OK) {
@@ -594,11 +608,15 @@ typedef struct pend_s {
   json_t *reply;  /* the shell reply's content, once it came */
   json_t *result; /* the last execute_result's content */
   int idle;       /* iopub's status idle for it came */
+  int written;    /* handed to the socket */
+  int at_risk;    /* written before the channel dropped: its reply may be lost */
 } pend_t;
 
 typedef struct outmsg_s {
   struct outmsg_s *next;
   size_t len;
+  int binary; /* Jupyter Server's binary framing: a message with buffers */
+  char msg_id[40];
   unsigned char buf[]; /* LWS_PRE bytes, then len bytes of the message */
 } outmsg_t;
 
@@ -628,6 +646,9 @@ struct rk_s {
   hreq_t *hreq; /* this kernel's REST request in flight */
   uv_timer_t timer; /* reconnect backoff, the lost-reply check (on the host loop, unref'd) */
   int timer_open;
+  uv_timer_t probe; /* every pollInterval: does the server still have the kernel? */
+  char passed_var[64]; /* the variable the passed options went in ("": none were) */
+  int handles;      /* open timers: rk is freed when the last has closed */
   int stopped;
 };
 
@@ -635,7 +656,9 @@ static void ws_connect(rk_t *rk);
 static void rk_maybe_stopped(rk_t *rk);
 static void hello(rk_t *rk);
 static void lost_check_arm(rk_t *rk);
+static void on_probe_timer(uv_timer_t *t);
 static void report_dead(rk_t *rk, const char *why);
+static void on_started(hreq_t *h, void *data);
 
 static void pend_free(pend_t *p) {
   json_decref(p->reply);
@@ -681,12 +704,46 @@ static void iso_now(char *out, size_t n) {
            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)tv.tv_usec);
 }
 
-static void out_push(rk_t *rk, const char *text, size_t len) {
-  outmsg_t *o = malloc(sizeof(*o) + LWS_PRE + len);
+/* Queues a message: text alone, or with buffers in Jupyter Server's binary framing (a count n,
+ * n big-endian uint32 offsets, the JSON, then each buffer). */
+static void out_push(rk_t *rk, const char *text, size_t len, const kh__bufs_t *bufs) {
+  size_t n = bufs ? bufs->n : 0, total = len, i, off;
+  outmsg_t *o;
+  unsigned char *b;
+  for (i = 0; i < n; i++) total += bufs->v[i].blob->len;
+  if (n > 0) total += 4 * (n + 2);
+  o = malloc(sizeof(*o) + LWS_PRE + total);
   if (o == NULL) return; /* the request then times out: nothing else to do without memory */
   o->next = NULL;
-  o->len = len;
-  memcpy(o->buf + LWS_PRE, text, len);
+  o->len = total;
+  o->msg_id[0] = 0;
+  o->binary = n > 0;
+  b = o->buf + LWS_PRE;
+  if (n > 0) {
+    /* [count = n + 1][offset of the JSON][offset of buffer 0] ... [offset of buffer n-1] */
+    size_t w = 0;
+    uint32_t word;
+    off = 4 * (n + 2);
+    for (w = 0; w < n + 2; w++) {
+      if (w == 0) {
+        word = (uint32_t)(n + 1);
+      } else {
+        word = (uint32_t)off;
+        off += w == 1 ? len : bufs->v[w - 2].blob->len;
+      }
+      b[4 * w] = (unsigned char)(word >> 24);
+      b[4 * w + 1] = (unsigned char)(word >> 16);
+      b[4 * w + 2] = (unsigned char)(word >> 8);
+      b[4 * w + 3] = (unsigned char)word;
+    }
+    b += 4 * (n + 2);
+  }
+  memcpy(b, text, len);
+  b += len;
+  for (i = 0; i < n; i++) {
+    memcpy(b, bufs->v[i].blob->data, bufs->v[i].blob->len);
+    b += bufs->v[i].blob->len;
+  }
   if (rk->out_tail)
     rk->out_tail->next = o;
   else
@@ -699,8 +756,8 @@ static void out_push(rk_t *rk, const char *text, size_t len) {
 }
 
 /* Sends msg_type on channel with content (taken); msg_id_out gets the new msg_id. */
-static int send_msg(rk_t *rk, const char *channel, const char *msg_type, json_t *content,
-                    char *msg_id_out) {
+static int send_msg_bufs(rk_t *rk, const char *channel, const char *msg_type, json_t *content,
+                         const kh__bufs_t *bufs, char *msg_id_out) {
   char id[40], date[64];
   json_t *msg;
   char *text;
@@ -714,10 +771,16 @@ static int send_msg(rk_t *rk, const char *channel, const char *msg_type, json_t 
   text = json_dumps(msg, JSON_COMPACT);
   json_decref(msg);
   if (text == NULL) return KH_ENOMEM;
-  out_push(rk, text, strlen(text));
+  out_push(rk, text, strlen(text), bufs);
+  if (rk->out_tail != NULL) snprintf(rk->out_tail->msg_id, sizeof(rk->out_tail->msg_id), "%s", id);
   free(text);
   if (msg_id_out) snprintf(msg_id_out, 40, "%s", id);
   return 0;
+}
+
+static int send_msg(rk_t *rk, const char *channel, const char *msg_type, json_t *content,
+                    char *msg_id_out) {
+  return send_msg_bufs(rk, channel, msg_type, content, NULL, msg_id_out);
 }
 
 static pend_t *pend_new(rk_t *rk, pkind_t kind, const char *id) {
@@ -886,12 +949,14 @@ static void on_hello(rk_t *rk) {
       }
     }
     for (p = rk->pend; p; p = p->next)
-      if (p->kind == P_EXEC || p->kind == P_COMM) {
+      if ((p->kind == P_EXEC || p->kind == P_COMM) && p->at_risk) {
         lost_check_arm(rk);
         break;
       }
     return;
   }
+  if (rk->gw->poll_ms > 0 && !uv_is_active((uv_handle_t *)&rk->probe))
+    uv_timer_start(&rk->probe, on_probe_timer, rk->gw->poll_ms, rk->gw->poll_ms);
   if (rk->phase == PH_START) {
     rk->phase = PH_READY;
     kh__kernel_on_ready(k, 0, NULL);
@@ -901,8 +966,15 @@ static void on_hello(rk_t *rk) {
   }
 }
 
-/* One message from the server (parsed). */
-static void on_message(rk_t *rk, json_t *msg) {
+/* A message's binary buffers, as they came in a binary frame. */
+typedef struct {
+  const unsigned char *p[64];
+  size_t len[64];
+  size_t n;
+} inbufs_t;
+
+/* One message from the server (parsed), with its buffers (NULL: none). */
+static void on_message(rk_t *rk, json_t *msg, const inbufs_t *ib) {
   kh_kernel_t *k = rk->k;
   json_t *header = json_object_get(msg, "header"), *parent = json_object_get(msg, "parent_header");
   json_t *content = json_object_get(msg, "content");
@@ -976,6 +1048,27 @@ static void on_message(rk_t *rk, json_t *msg) {
       split_binary(json_object_get(c, "data"), "/data", &bufs);
     if (type == KH_EVENT_INPUT_REQUEST && json_object_get(c, "password") == NULL)
       json_object_set_new(c, "password", json_false());
+    if (ib != NULL && ib->n > 0) { /* comm buffers: as the local runtime hands them out */
+      json_t *arr = json_array();
+      size_t i;
+      char path[32];
+      for (i = 0; i < ib->n && arr != NULL; i++) {
+        if (k->opts.binary_base64) {
+          size_t bl = 4 * ((ib->len[i] + 2) / 3) + 1;
+          char *b64 = malloc(bl);
+          if (b64 != NULL) {
+            EVP_EncodeBlock((unsigned char *)b64, ib->p[i], (int)ib->len[i]);
+            json_array_append_new(arr, json_string(b64));
+            free(b64);
+          }
+        } else {
+          snprintf(path, sizeof(path), "/buffers/%zu", i);
+          json_array_append_new(arr, json_null());
+          kh__bufs_add_copy(&bufs, path, ib->p[i], ib->len[i]);
+        }
+      }
+      if (arr != NULL) json_object_set_new(c, "buffers", arr);
+    }
     text = json_dumps(c, JSON_COMPACT);
     json_decref(c);
     if (text != NULL) kh__kernel_on_event(k, type, p->id, text, strlen(text), &bufs);
@@ -987,23 +1080,36 @@ static void on_message(rk_t *rk, json_t *msg) {
 /* Jupyter Server's binary frames: a count n, n big-endian uint32 offsets (the JSON message's,
  * then each buffer's), the message, the buffers. The buffers (comm buffers) are dropped here:
  * the message itself is handled. */
+static uint32_t be32(const unsigned char *b) {
+  return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+}
+
 static void on_frame(rk_t *rk, const char *data, size_t len, int binary) {
   json_t *msg;
+  inbufs_t ib;
+  ib.n = 0;
   if (binary) {
     const unsigned char *b = (const unsigned char *)data;
-    uint32_t n, start, end;
+    uint32_t n, i, start, end;
     if (len < 8) return;
-    n = ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
-    if (n < 1 || n > 1024 || len < 4 + 4 * (size_t)n) return;
-    start = ((uint32_t)b[4] << 24) | ((uint32_t)b[5] << 16) | ((uint32_t)b[6] << 8) | b[7];
-    end = n > 1 ? (((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16) | ((uint32_t)b[10] << 8) | b[11])
-                : (uint32_t)len;
-    if (start > end || end > len) return;
+    n = be32(b); /* the JSON and n - 1 buffers; anything malformed is dropped */
+    if (n < 1 || n > 65 || len < 4 + 4 * (size_t)n) return;
+    for (i = 0; i < n; i++) {
+      start = be32(b + 4 + 4 * i);
+      end = i + 1 < n ? be32(b + 8 + 4 * i) : (uint32_t)len;
+      if (start > end || end > len || start < 4 + 4 * n) return;
+      if (i > 0) {
+        ib.p[ib.n] = b + start;
+        ib.len[ib.n++] = end - start;
+      }
+    }
+    start = be32(b + 4);
+    end = n > 1 ? be32(b + 8) : (uint32_t)len;
     msg = json_loadb(data + start, end - start, 0, NULL);
   } else {
     msg = json_loadb(data, len, 0, NULL);
   }
-  if (json_is_object(msg)) on_message(rk, msg);
+  if (json_is_object(msg)) on_message(rk, msg, &ib);
   json_decref(msg);
 }
 
@@ -1020,6 +1126,11 @@ static void ws_lost(rk_t *rk, const char *why) {
   if (rk->phase == PH_STOP) {
     rk_maybe_stopped(rk);
     return;
+  }
+  {
+    pend_t *p;
+    for (p = rk->pend; p; p = p->next)
+      if (p->written) p->at_risk = 1;
   }
   if (!rk->reconnecting) {
     rk->reconnecting = 1;
@@ -1063,7 +1174,10 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
       /* small messages both ways: Nagle against the peer's delayed ACK costs 40 ms a cell */
       setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       rk->ws_open = 1;
-      if (rk->out_head) lws_callback_on_writable(wsi);
+      if (rk->out_head) {
+        lws_callback_on_writable(wsi);
+        net_kick(rk->gw);
+      }
       return 0;
     }
     case LWS_CALLBACK_CLIENT_RECEIVE: {
@@ -1088,11 +1202,20 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
       outmsg_t *o;
       if (rk == NULL) return -1;
       if ((o = rk->out_head) == NULL) return 0;
-      if (lws_write(wsi, o->buf + LWS_PRE, o->len, LWS_WRITE_TEXT) < (int)o->len) return -1;
+      if (lws_write(wsi, o->buf + LWS_PRE, o->len, o->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) <
+          (int)o->len)
+        return -1;
       rk->out_head = o->next;
       if (rk->out_head == NULL) rk->out_tail = NULL;
+      {
+        pend_t *p = o->msg_id[0] ? pend_find(rk, o->msg_id) : NULL;
+        if (p != NULL) p->written = 1;
+      }
       free(o);
-      if (rk->out_head) lws_callback_on_writable(wsi);
+      if (rk->out_head) {
+        lws_callback_on_writable(wsi);
+        net_kick(rk->gw);
+      }
       return 0;
     }
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
@@ -1116,6 +1239,16 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
   }
 }
 
+static const uint32_t ws_backoff[] = {1000};
+static const lws_retry_bo_t ws_policy = {
+    .retry_ms_table = ws_backoff,
+    .retry_ms_table_count = 1,
+    .conceal_count = 0,
+    .secs_since_valid_ping = 15,
+    .secs_since_valid_hangup = 30,
+    .jitter_percent = 0,
+};
+
 static const struct lws_protocols protocols[] = {
     {"kh-jupyter-channels", on_lws, 0, 65536, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
@@ -1131,6 +1264,8 @@ static int gw_lws_open(gw_t *gw) {
   info.gid = (gid_t)-1;
   info.uid = (uid_t)-1;
   info.options = LWS_SERVER_OPTION_LIBUV;
+  /* the bound on a channel's connect and handshake, as connectTimeout bounds libcurl's */
+  info.timeout_secs = gw->connect_ms >= 2000 ? (unsigned)(gw->connect_ms / 1000) : 1;
   if (gw->tls) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
   info.foreign_loops = loops;
   info.pcontext = &gw->lws; /* NULLed once its destroy has completed on the loop */
@@ -1161,6 +1296,7 @@ static void ws_connect(rk_t *rk) {
     ci.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
                          LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
   ci.local_protocol_name = protocols[0].name;
+  ci.retry_and_idle_policy = &ws_policy; /* pings: a silent, half-open connection is a drop */
   ci.opaque_user_data = rk;
   rk->ws_open = 0;
   rk->hello_pending = 1;
@@ -1213,7 +1349,13 @@ static void ws_close(rk_t *rk) {
 
 static void rk_free_timer_closed(uv_handle_t *h) {
   rk_t *rk = h->data;
-  free(rk);
+  if (--rk->handles == 0) free(rk);
+}
+
+static void rk_close_timers(rk_t *rk) {
+  rk->timer.data = rk->probe.data = rk;
+  uv_close((uv_handle_t *)&rk->timer, rk_free_timer_closed);
+  uv_close((uv_handle_t *)&rk->probe, rk_free_timer_closed);
 }
 
 static void report_dead(rk_t *rk, const char *why) {
@@ -1224,6 +1366,7 @@ static void report_dead(rk_t *rk, const char *why) {
   ws_close(rk);
   rk->reconnecting = 0;
   if (rk->timer_open) uv_timer_stop(&rk->timer);
+  uv_timer_stop(&rk->probe);
   if (rk->phase == PH_START || rk->phase == PH_RESTART) {
     int restart = rk->phase == PH_RESTART;
     rk->phase = PH_READY;
@@ -1313,7 +1456,7 @@ static void on_lost_probe(hreq_t *h, void *data) {
   if (st != NULL && strcmp(st, "idle") == 0) {
     for (p = rk->pend; p; p = next) {
       next = p->next;
-      if (p->kind == P_EXEC || p->kind == P_COMM) {
+      if ((p->kind == P_EXEC || p->kind == P_COMM) && p->at_risk) {
         char id[sizeof(p->id)];
         snprintf(id, sizeof(id), "%s", p->id);
         pend_remove(rk, p);
@@ -1335,7 +1478,7 @@ static void on_lost_timer(uv_timer_t *t) {
   int any = 0;
   if (rk->phase == PH_STOP || rk->hreq != NULL || rk->reconnecting) return;
   for (p = rk->pend; p; p = p->next)
-    if (p->kind == P_EXEC || p->kind == P_COMM) any = 1;
+    if ((p->kind == P_EXEC || p->kind == P_COMM) && p->at_risk) any = 1;
   if (!any) return;
   snprintf(path, sizeof(path), "/api/kernels/%s", rk->remote_id);
   rk->hreq = hreq_start(rk->gw, "GET", path, NULL, on_lost_probe, rk);
@@ -1343,6 +1486,47 @@ static void on_lost_timer(uv_timer_t *t) {
 
 static void lost_check_arm(rk_t *rk) {
   uv_timer_start(&rk->timer, on_lost_timer, LOST_CHECK_MS, 0);
+}
+
+/* The server keeps a channel open to a kernel someone shut down (or culled): only its REST API
+ * says the kernel is gone, as JupyterLab finds out by polling it. */
+static void on_probe_answer(hreq_t *h, void *data) {
+  rk_t *rk = data;
+  char err[700];
+  int rc;
+  rk->hreq = NULL;
+  if (rk->phase == PH_STOP) {
+    rk_maybe_stopped(rk);
+    return;
+  }
+  rc = hreq_error(h, err, sizeof(err));
+  if (h->code == 404) {
+    report_dead(rk, "the kernel is gone from the gateway (shut down or culled there)");
+    return;
+  }
+  if (rc == KH_EAUTH) {
+    report_dead(rk, err);
+    return;
+  }
+  if (rc == 0) {
+    json_t *doc = json_loadb(h->body.buf ? h->body.buf : "", h->body.len, 0, NULL);
+    const char *st = json_string_value(json_object_get(doc, "execution_state"));
+    int dead = st != NULL && strcmp(st, "dead") == 0;
+    json_decref(doc);
+    if (dead) {
+      report_dead(rk, "the gateway reports the kernel dead");
+      return;
+    }
+  }
+  /* unreachable: the channel's own drop and reconnect decide */
+}
+
+static void on_probe_timer(uv_timer_t *t) {
+  rk_t *rk = t->data;
+  char path[600];
+  if (rk->phase != PH_READY || rk->reconnecting || rk->hreq != NULL) return;
+  snprintf(path, sizeof(path), "/api/kernels/%s", rk->remote_id);
+  rk->hreq = hreq_start(rk->gw, "GET", path, NULL, on_probe_answer, rk);
 }
 
 /* Stopped once the channel, the REST call and the timer are all gone. */
@@ -1360,12 +1544,7 @@ static void rk_maybe_stopped(rk_t *rk) {
   rk->gw->nkernels--;
   k->backend = NULL;
   kh__kernel_on_stopped(k);
-  if (rk->timer_open) {
-    rk->timer.data = rk;
-    uv_close((uv_handle_t *)&rk->timer, rk_free_timer_closed);
-  } else {
-    free(rk);
-  }
+  rk_close_timers(rk);
 }
 
 /* --- the backend's ops --------------------------------------------------------------------- */
@@ -1411,11 +1590,103 @@ static void on_started(hreq_t *h, void *data) {
   ws_connect(rk);
 }
 
+/* The options a remote kernelhost kernel enforces itself (kernelhost-jupyter reads them from
+ * the variable its kernelspec names); any other kernelspec cannot, and they are refused. */
+static const char *const passed_keys[] = {"permissions", "filesystem", "limits", "sandbox", "cwd",
+                                          NULL};
+
+static json_t *passed_options(const kh_kernel_t *k) {
+  json_t *o = json_object(), *v;
+  int i;
+  for (i = 0; passed_keys[i]; i++)
+    if ((v = json_object_get(k->opts.all, passed_keys[i])) != NULL) json_object_set(o, passed_keys[i], v);
+  if (json_object_size(o) == 0) {
+    json_decref(o);
+    return NULL;
+  }
+  return o;
+}
+
+/* POST /api/kernels, with env (plus the passed options under `var`, when not NULL). */
+static int post_kernel(rk_t *rk, const char *var) {
+  kh_kernel_t *k = rk->k;
+  json_t *body = json_pack("{s:s}", "name", k->opts.kernel_name ? k->opts.kernel_name : rk->gw->kernel_name);
+  json_t *env = k->opts.env ? json_deep_copy(k->opts.env) : json_object();
+  char *text;
+  if (var != NULL) {
+    json_t *po = passed_options(k);
+    char *pt = po ? json_dumps(po, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (pt != NULL) json_object_set_new(env, var, json_string(pt));
+    free(pt);
+    json_decref(po);
+  }
+  if (body != NULL && json_object_size(env) > 0) json_object_set(body, "env", env);
+  json_decref(env);
+  text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+  json_decref(body);
+  if (text != NULL) rk->hreq = hreq_start(rk->gw, "POST", "/api/kernels", text, on_started, rk);
+  free(text);
+  return rk->hreq ? 0 : KH_ENOMEM;
+}
+
+/* GET /api/kernelspecs/{name}: {name, spec: {argv, metadata, ...}, resources} */
+static json_t *spec_metadata(json_t *doc) {
+  return json_object_get(json_object_get(doc, "spec"), "metadata");
+}
+
+static void on_kernelspec(hreq_t *h, void *data) {
+  rk_t *rk = data;
+  kh_kernel_t *k = rk->k;
+  char err[900];
+  int rc;
+  json_t *doc, *po;
+  const char *var, *first;
+  const char *name = k->opts.kernel_name ? k->opts.kernel_name : rk->gw->kernel_name;
+  rk->hreq = NULL;
+  if (rk->phase == PH_STOP) {
+    rk_maybe_stopped(rk);
+    return;
+  }
+  if ((rc = hreq_error(h, err, sizeof(err))) != 0) {
+    kh__kernel_on_ready(k, rc, err);
+    return;
+  }
+  doc = json_loadb(h->body.buf ? h->body.buf : "", h->body.len, 0, NULL);
+  var = json_string_value(
+      json_object_get(json_object_get(spec_metadata(doc), "kernelhost"), "options_env"));
+  if (var != NULL && strncmp(var, "KERNEL_", 7) == 0 && strspn(var, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789") == strlen(var)) {
+    snprintf(rk->passed_var, sizeof(rk->passed_var), "%s", var);
+    json_decref(doc);
+    if (post_kernel(rk, rk->passed_var) != 0) kh__kernel_on_ready(k, KH_ENOMEM, NULL);
+    return;
+  }
+  json_decref(doc);
+  po = passed_options(k);
+  first = "permissions";
+  {
+    int i;
+    for (i = 0; passed_keys[i]; i++)
+      if (json_object_get(po, passed_keys[i]) != NULL) {
+        first = passed_keys[i];
+        break;
+      }
+  }
+  json_decref(po);
+  snprintf(err, sizeof(err),
+           "option '%s' cannot be enforced from here in mode \"remote\": the gateway's kernelspec "
+           "\"%.200s\" decides what its kernels may do, and it is no kernelhost kernelspec that "
+           "takes such options (use one installed by kernelhost-jupyter install, or mode "
+           "\"worker\" for a local kernel)",
+           first, name);
+  kh__kernel_on_ready(k, KH_ENOTSUP, err);
+}
+
 static int remote_start(kh_kernel_t *k) {
   kh_manager_t *m = k->m;
   gw_t *gw;
   rk_t *rk;
   int rc = 0;
+  json_t *po;
   if ((gw = gw_get(m, &rc)) == NULL) return rc;
   if (gw->closing) return KH_ECLOSED;
   if ((rk = calloc(1, sizeof(*rk))) == NULL) return KH_ENOMEM;
@@ -1423,27 +1694,40 @@ static int remote_start(kh_kernel_t *k) {
   rk->gw = gw;
   kh__uuid(rk->session);
   uv_timer_init(m->loop, &rk->timer);
+  uv_timer_init(m->loop, &rk->probe);
   uv_unref((uv_handle_t *)&rk->timer);
-  rk->timer.data = rk;
+  uv_unref((uv_handle_t *)&rk->probe);
+  rk->timer.data = rk->probe.data = rk;
   rk->timer_open = 1;
+  rk->handles = 2;
   rk->attached = k->opts.remote_id != NULL;
   rk->shutdown = k->opts.shutdown >= 0 ? k->opts.shutdown : !rk->attached;
-  if (rk->attached) {
+  po = passed_options(k);
+  if (po != NULL && rk->attached) {
+    json_decref(po);
+    rk_close_timers(rk);
+    kh__set_err(m->errmsg,
+                "options permissions, filesystem, limits, sandbox and cwd apply when a kernel "
+                "starts: a kernel attached by remoteId runs already");
+    return KH_ENOTSUP;
+  }
+  if (po != NULL) {
+    /* the kernelspec decides: ask it first (on_kernelspec) */
+    char path[600];
+    json_decref(po);
+    snprintf(path, sizeof(path), "/api/kernelspecs/%s",
+             k->opts.kernel_name ? k->opts.kernel_name : gw->kernel_name);
+    rk->hreq = hreq_start(gw, "GET", path, NULL, on_kernelspec, rk);
+  } else if (rk->attached) {
     char path[600];
     snprintf(rk->remote_id, sizeof(rk->remote_id), "%s", k->opts.remote_id);
     snprintf(path, sizeof(path), "/api/kernels/%s", rk->remote_id);
     rk->hreq = hreq_start(gw, "GET", path, NULL, on_started, rk);
   } else {
-    json_t *body = json_pack("{s:s}", "name", k->opts.kernel_name ? k->opts.kernel_name : gw->kernel_name);
-    char *text;
-    if (body != NULL && k->opts.env != NULL) json_object_set(body, "env", k->opts.env);
-    text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (text != NULL) rk->hreq = hreq_start(gw, "POST", "/api/kernels", text, on_started, rk);
-    free(text);
+    post_kernel(rk, NULL);
   }
   if (rk->hreq == NULL) {
-    uv_close((uv_handle_t *)&rk->timer, rk_free_timer_closed);
+    rk_close_timers(rk);
     return KH_ENOMEM;
   }
   gw->nkernels++;
@@ -1456,14 +1740,16 @@ static int remote_execute(kh_kernel_t *k, kh__request_t *r) {
   pend_t *p;
   json_t *content;
   if (r->comm_type != NULL) {
-    if (r->comm_bufs.n > 0) return KH_ENOTSUP; /* binary comm frames: not sent to gateways yet */
+    /* comm.c checked the content and ordered the buffers (/buffers/0 ...); the message carries
+     * them beside its JSON, not in the content */
     content = json_loadb(r->code, r->len, 0, NULL);
     if (content == NULL) return KH_EINVAL;
+    json_object_del(content, "buffers");
     if ((p = pend_new(rk, P_COMM, r->exec_id)) == NULL) {
       json_decref(content);
       return KH_ENOMEM;
     }
-    return send_msg(rk, "shell", r->comm_type, content, p->msg_id);
+    return send_msg_bufs(rk, "shell", r->comm_type, content, &r->comm_bufs, p->msg_id);
   }
   content = json_pack("{s:s%, s:b, s:b, s:{}, s:b, s:b}", "code", r->code, r->len, "silent",
                       r->silent, "store_history", r->store_history, "user_expressions",
@@ -1605,6 +1891,16 @@ static void remote_info(kh_kernel_t *k, json_t *info) {
                 "connection",
                 rk->ws_open ? "open" : rk->reconnecting ? "reconnecting" : "connecting",
                 "shutdown_on_destroy", rk->shutdown));
+  if (rk->passed_var[0]) {
+    json_t *po = passed_options(k), *names = json_array();
+    const char *key;
+    json_t *v;
+    json_object_foreach(po, key, v) json_array_append_new(names, json_string(key));
+    json_decref(po);
+    /* what the kernelhost kernelspec on the gateway was given to enforce, and how */
+    json_object_set_new(json_object_get(info, "remote"), "passed_options", names);
+    json_object_set_new(json_object_get(info, "remote"), "passed_in", json_string(rk->passed_var));
+  }
 }
 
 const kh__backend_t kh__remote_backend = {

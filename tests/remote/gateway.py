@@ -10,7 +10,10 @@ proxy that the test can cut. It prints one JSON line:
     {"url": "http://127.0.0.1:<proxy port>", "server_url": "http://127.0.0.1:<port>",
      "token": "...", "pid": <server pid>}
 
-then answers each command line on stdin with one JSON line ({"ok": true, ...} or
+With --kernelhost-jupyter PATH it also serves kernelspec "kernelhost", installed by that
+kernelhost-jupyter (`install`), so a remote kernel can be a kernelhost kernel.
+
+Then it answers each command line on stdin with one JSON line ({"ok": true, ...} or
 {"ok": false, "error": "..."}):
 
     cut            closes every connection through the proxy (WebSockets included), as a
@@ -19,6 +22,9 @@ then answers each command line on stdin with one JSON line ({"ok": true, ...} or
     start          starts the server again on the same port; answers once it serves
     kernels        the server's GET /api/kernels, asked directly: {"ok": true, "kernels": [...]}
     delete <id>    DELETE /api/kernels/<id> directly (a kernel culled on the server)
+    posts          the JSON bodies of every POST /api/kernels that came through the proxy, in
+                   order: {"ok": true, "posts": [...]} (what Enterprise Gateway would read, env
+                   included; Jupyter Server itself ignores env)
 
 End of input (the test exited or closed the pipe) stops everything and removes the files.
 """
@@ -50,6 +56,7 @@ class Proxy:
         self.target = target_port
         self.lock = threading.Lock()
         self.conns = []
+        self.sent = []  # what clients sent, per connection (the first 256 KiB of each)
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -70,17 +77,21 @@ class Proxy:
                 continue
             for s in (c, u):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            log = bytearray()
             with self.lock:
                 self.conns.append((c, u))
-            threading.Thread(target=self.pump, args=(c, u), daemon=True).start()
-            threading.Thread(target=self.pump, args=(u, c), daemon=True).start()
+                self.sent.append(log)
+            threading.Thread(target=self.pump, args=(c, u, log), daemon=True).start()
+            threading.Thread(target=self.pump, args=(u, c, None), daemon=True).start()
 
-    def pump(self, a, b):
+    def pump(self, a, b, log):
         try:
             while True:
                 data = a.recv(65536)
                 if not data:
                     break
+                if log is not None and len(log) < 262144:
+                    log += data
                 b.sendall(data)
         except OSError:
             pass
@@ -89,6 +100,34 @@ class Proxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def posts(self):
+        """The bodies of the POST /api/kernels requests in the clients' bytes (HTTP/1.1 with
+        Content-Length, as libcurl sends them): the test's own view of what went out."""
+        out = []
+        with self.lock:
+            logs = [bytes(l) for l in self.sent]
+        for log in logs:
+            pos = 0
+            while True:
+                i = log.find(b"POST ", pos)
+                if i < 0:
+                    break
+                head_end = log.find(b"\r\n\r\n", i)
+                if head_end < 0:
+                    break
+                head = log[i:head_end].decode("latin-1")
+                pos = head_end + 4
+                length = 0
+                for h in head.split("\r\n")[1:]:
+                    k, _, v = h.partition(":")
+                    if k.strip().lower() == "content-length":
+                        length = int(v.strip())
+                body = log[pos:pos + length]
+                pos += length
+                if head.split(" ")[1].split("?")[0].rstrip("/").endswith("/api/kernels"):
+                    out.append(json.loads(body) if body else None)
+        return out
 
     def cut(self):
         with self.lock:
@@ -105,7 +144,7 @@ class Proxy:
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, kernelhost_jupyter=None):
         self.dir = tempfile.mkdtemp(prefix="kh-gateway-")
         self.port = free_port()
         self.token = "kh-test-" + os.urandom(12).hex()
@@ -116,11 +155,17 @@ class Server:
                        "display_name": "Python 3 (ipykernel)", "language": "python",
                        "metadata": {"debugger": False}}, f)
         os.makedirs(os.path.join(self.dir, "root"))
+        paths = [os.path.join(self.dir, "data")]
+        if kernelhost_jupyter:
+            prefix = os.path.join(self.dir, "kh")
+            subprocess.run([kernelhost_jupyter, "install", "--prefix", prefix, "--name", "kernelhost"],
+                           check=True, stdout=subprocess.DEVNULL)
+            paths.append(os.path.join(prefix, "share", "jupyter"))
         self.env = dict(os.environ)
         self.env.update({"JUPYTER_CONFIG_DIR": os.path.join(self.dir, "config"),
                          "JUPYTER_DATA_DIR": os.path.join(self.dir, "data"),
                          "JUPYTER_RUNTIME_DIR": os.path.join(self.dir, "runtime"),
-                         "JUPYTER_PATH": os.path.join(self.dir, "data"),
+                         "JUPYTER_PATH": os.pathsep.join(paths),
                          "JUPYTER_PLATFORM_DIRS": "1", "IPYTHONDIR": os.path.join(self.dir, "ipython"),
                          "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
         self.env.pop("JUPYTER_GATEWAY_URL", None)
@@ -178,7 +223,12 @@ class Server:
 
 
 def main():
-    srv = Server()
+    kj = None
+    if len(sys.argv) == 3 and sys.argv[1] == "--kernelhost-jupyter":
+        kj = sys.argv[2]
+    elif len(sys.argv) != 1:
+        sys.exit("usage: gateway.py [--kernelhost-jupyter PATH]")
+    srv = Server(kj)
     try:
         srv.start()
         proxy = Proxy(srv.port)
@@ -198,6 +248,8 @@ def main():
                 elif cmd[0] == "start":
                     srv.start()
                     out = {"ok": True, "pid": srv.proc.pid}
+                elif cmd[0] == "posts":
+                    out = {"ok": True, "posts": proxy.posts()}
                 elif cmd[0] == "kernels":
                     out = {"ok": True, "kernels": srv.request("GET", "/api/kernels")}
                 elif cmd[0] == "delete" and len(cmd) == 2:
