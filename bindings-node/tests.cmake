@@ -60,6 +60,12 @@ add_test(NAME node/remote
   WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
 set_tests_properties(node/remote PROPERTIES TIMEOUT 300 FIXTURES_REQUIRED kh_node_addon
   DEPENDS node/install_scratch)
+# remote_options_passed_to_kernelhost: the loopback server serves kernelhost-jupyter's own
+# kernelspec too.
+if(TARGET kernelhost-jupyter)
+  set_tests_properties(node/remote PROPERTIES
+    ENVIRONMENT "KH_JUPYTER_EXE=$<TARGET_FILE:kernelhost-jupyter>")
+endif()
 
 # Every Node test uses (and node/build and node/install_scratch rebuild) bindings-node/build:
 # never run two at once.

@@ -23,13 +23,16 @@ end
 local Gateway = {}
 Gateway.__index = Gateway
 
-function Gateway.start()
+-- kernelhost_jupyter: also serve kernelspec "kernelhost", that kernelhost-jupyter's own.
+function Gateway.start(kernelhost_jupyter)
   local g = setmetatable({}, Gateway)
   g.dir = P.mkdtemp("kh-gateway-lua-")
   local fifo = g.dir .. "/out"
   P.sh("mkfifo " .. P.quote(fifo))
   local script = P.sh("cd ../remote && pwd"):gsub("%s+$", "") .. "/gateway.py"
-  g.stdin = assert(io.popen("exec /usr/bin/python3 " .. P.quote(script) .. " > " ..
+  local args = kernelhost_jupyter and (" --kernelhost-jupyter " .. P.quote(kernelhost_jupyter))
+               or ""
+  g.stdin = assert(io.popen("exec /usr/bin/python3 " .. P.quote(script) .. args .. " > " ..
                             P.quote(fifo), "w"))
   g.stdout = assert(io.open(fifo, "r")) -- opens once the shell has opened the other end
   local line = assert(g.stdout:read("l"), "gateway.py exited before it served")
@@ -58,6 +61,13 @@ function Gateway:send(cmd)
   return self:answer(cmd)
 end
 
+-- The body of the last POST /api/kernels that went through the proxy.
+function Gateway:last_post()
+  local posts = self:send("posts").posts
+  assert(#posts > 0, "no POST /api/kernels went through the proxy")
+  return posts[#posts]
+end
+
 -- The server's kernel ids (id -> true), asked of the server directly.
 function Gateway:kernel_ids()
   local set = {}
@@ -74,13 +84,14 @@ end
 describe("remote", function()
   local gw, f
 
-  setup(function() gw = Gateway.start() end)
+  -- ctest gives KH_JUPYTER_EXE (remote_options_passed_to_kernelhost serves its kernelspec).
+  setup(function() gw = Gateway.start(os.getenv("KH_JUPYTER_EXE")) end)
   teardown(function() if gw then gw:stop() end end)
 
   -- A manager on the fixture's gateway; closing it destroys its kernels, which shuts the remote
   -- ones down.
   local function gateway_fixture(extra)
-    local g = { url = gw.url, token = gw.token, reconnect_timeout = 3000 }
+    local g = { url = gw.url, token = gw.token, reconnect_timeout = 3000, poll_interval = 500 }
     for k, v in pairs(extra or {}) do g[k] = v end
     return H.fixture({ gateway = g })
   end
@@ -313,8 +324,44 @@ describe("remote", function()
       assert.is_nil(id, name)
       assert.are.equal("KH_ENOTSUP", code, name .. ": " .. tostring(msg))
       assert.is_truthy(msg:find("'" .. name, 1, true), name .. ": " .. msg)
+      -- The kernelspec decides, and Debian's ipykernel one takes no such options.
+      assert.is_truthy(msg:find('kernelspec "python3"', 1, true), name .. ": " .. msg)
     end
     assert.are.same({}, f.m:list_kernels())
+    assert.are.same({}, gw:kernel_ids())
+    -- What no remote kernel can honour is refused at once, whatever the kernelspec.
+    for _, case in ipairs({ { "auto_restart", true }, { "thread", "host" },
+                            { "figure_formats", { "svg" } } }) do
+      local name, value = case[1], case[2]
+      local id, msg, code = f.m:create_kernel({ mode = REMOTE, [name] = value })
+      assert.is_nil(id, name)
+      assert.are.equal("KH_ENOTSUP", code, name .. ": " .. tostring(msg))
+    end
+    -- Host functions: a remote kernel has no way back into this process.
+    local _, k = create()
+    local ok, msg, code = k:expose("f", function() return 1 end)
+    assert.is_nil(ok)
+    assert.are.equal("KH_ENOTSUP", code, msg)
+    assert.is_truthy(msg:find("remote", 1, true), msg)
+  end)
+
+  it("remote_options_passed_to_kernelhost", function()
+    assert(os.getenv("KH_JUPYTER_EXE"),
+           "KH_JUPYTER_EXE must name the kernelhost-jupyter whose kernelspec the server serves")
+    local id, k = create({ kernel_name = "kernelhost", permissions = { read = { "/tmp" } },
+                           limits = { memory_bytes = 2000000000 } })
+    -- Said in the kernel's info: what went to the kernelspec, in which variable.
+    local remote = assert(f.m:kernel_info(id)).remote
+    assert.are.same({ "permissions", "limits" }, remote.passed_options)
+    assert.are.equal("KERNEL_KERNELHOST_OPTIONS", remote.passed_in)
+    -- And in the create request.
+    local opts = json_decode(gw:last_post().env.KERNEL_KERNELHOST_OPTIONS)
+    assert.are.same({ "/tmp" }, opts.permissions.read)
+    assert.are.equal(2000000000, opts.limits.memory_bytes)
+    -- The remote kernel is a kernelhost kernel.
+    local r = H.exec(k, "import kernelhost; 6 * 7")
+    assert.are.equal("ok", r.status)
+    assert.are.equal("42", r.result.data["text/plain"])
   end)
 
   it("remote_no_gateway", function()
@@ -358,5 +405,85 @@ describe("remote", function()
     assert.is_true(has_os, "no 'os' among the matches")
     assert.are.equal("incomplete", assert(k:is_complete("for i in x:")).status)
     assert.is_true(assert(k:inspect("len", 3)).found)
+  end)
+
+  it("remote_env_passed_in_create", function()
+    create({ kernel_name = "python3", env = { KERNEL_USERNAME = "alice" } })
+    local post = gw:last_post()
+    assert.are.equal("python3", post.name)
+    assert.are.equal("alice", post.env.KERNEL_USERNAME)
+  end)
+
+  it("remote_kernel_culled", function()
+    local id, k = create()
+    gw:send("delete " .. remote_id(id))
+    local dead
+    H.wait(f, function()
+      for _, e in ipairs(H.statuses(f, "dead")) do if e.kernel_id == id then dead = e end end
+      return dead ~= nil
+    end, "the culled kernel's dead status")
+    assert.is_truthy(tostring(dead.data.reason.message):find("gone", 1, true),
+                     tostring(dead.data.reason.message))
+    local r, msg, code = k:execute("1")
+    assert.is_nil(r)
+    assert.are.equal("KH_EKERNELDEAD", code, msg)
+  end)
+
+  it("remote_comm_buffers", function()
+    local _, k = create()
+    local r = H.exec(k, "def _echo(comm, msg):\n" ..
+                        "    @comm.on_msg\n" ..
+                        "    def _r(m):\n" ..
+                        "        comm.send({'got': m['content']['data']}, " ..
+                        "buffers=[bytes(x)[::-1] for x in m['buffers']])\n" ..
+                        "get_ipython().kernel.comm_manager.register_target('echo', _echo)")
+    assert.are.equal("ok", r.status)
+    local comm = assert(k:open_comm("echo", {}))
+    local got
+    comm:on_msg(function(m) got = m end)
+    assert(comm:send({ x = 1 }, { buffers = { "abc" } }))
+    H.wait(f, function() return got ~= nil end, "the echo's comm_msg")
+    assert.are.equal(1, got.data.got.x)
+    assert.are.equal("cba", got.buffers[1])
+  end)
+
+  it("remote_kernel_crash_restarted", function()
+    local id, k = create()
+    assert.are.equal("ok", H.exec(k, "x = 1").status)
+    -- The kernel's process dies; the server's restarter starts a new one and says so.
+    local r, msg, code = k:execute("import os; os._exit(1)")
+    assert.is_nil(r)
+    assert.are.equal("KH_EKERNELDEAD", code, msg)
+    r = H.exec(k, "'x' in globals()") -- waits for the fresh kernel
+    local states = {}
+    for _, e in ipairs(H.events(f, "status")) do
+      if e.kernel_id == id then states[#states + 1] = e.data.execution_state end
+    end
+    assert.is_truthy(table.concat(states, " "):find("restarting", 1, true),
+                     "no restarting status in " .. table.concat(states, " "))
+    assert.are.equal("ok", r.status)
+    assert.are.equal("False", r.result.data["text/plain"])
+    assert.are.equal(1, r.execution_count)
+  end)
+
+  it("remote_execute_options", function()
+    local _, k = create()
+    -- silent: no execute_result, the counter stays.
+    local s = H.exec(k, "y = 41\ny + 1", { silent = true })
+    assert.are.equal("ok", s.status)
+    assert.is_nil(s.result)
+    assert.are.equal(0, #outputs_of(s, "execute_result"))
+    local y = H.exec(k, "y")
+    assert.are.equal(1, y.execution_count)
+    assert.are.equal("41", y.result.data["text/plain"])
+    -- allow_stdin false: input() raises, no input_request.
+    local i = H.exec(k, "input('?')", { allow_stdin = false })
+    assert.are.equal("error", i.status)
+    assert.are.equal("StdinNotImplementedError", i.error.ename)
+    assert.are.equal(0, #outputs_of(i, "input_request"))
+    -- timeout: the core interrupts the remote cell.
+    local t = H.exec(k, "import time; time.sleep(30)", { timeout = 1000 })
+    assert.are.equal("error", t.status)
+    assert.are.equal("KeyboardInterrupt", t.error.ename)
   end)
 end)

@@ -20,8 +20,11 @@ const GATEWAY_PY = path.join(__dirname, '..', 'remote', 'gateway.py');
  * per command line. Closing its stdin stops the server and removes its files.
  */
 class Gateway {
-  constructor() {
-    this.proc = spawn('/usr/bin/python3', [GATEWAY_PY], { stdio: ['pipe', 'pipe', 'inherit'] });
+  /** kernelhostJupyter: also serve kernelspec "kernelhost", that kernelhost-jupyter's own. */
+  constructor(kernelhostJupyter) {
+    const args = kernelhostJupyter ? [GATEWAY_PY, '--kernelhost-jupyter', kernelhostJupyter]
+      : [GATEWAY_PY];
+    this.proc = spawn('/usr/bin/python3', args, { stdio: ['pipe', 'pipe', 'inherit'] });
     this.lines = [];
     this.waiters = [];
     this.exited = new Promise((resolve) => this.proc.on('exit', (code, signal) => {
@@ -57,6 +60,13 @@ class Gateway {
     return answer;
   }
 
+  /** The body of the last POST /api/kernels that went through the proxy. */
+  async lastPost() {
+    const { posts } = await this.send('posts');
+    assert.ok(posts.length > 0, 'no POST /api/kernels went through the proxy');
+    return posts[posts.length - 1];
+  }
+
   /** The server's kernel ids, asked of the server directly. */
   async kernelIds() {
     return (await this.send('kernels')).kernels.map((k) => k.id);
@@ -77,7 +87,8 @@ describe('remote', function () {
     for (const v of ['URL', 'TOKEN', 'KERNEL_NAME', 'HEADERS']) {
       delete process.env[`KERNELHOST_GATEWAY_${v}`];
     }
-    gw = await new Gateway().ready();
+    // ctest gives KH_JUPYTER_EXE (remote_options_passed_to_kernelhost serves its kernelspec).
+    gw = await new Gateway(process.env.KH_JUPYTER_EXE).ready();
   });
 
   after(async function () {
@@ -89,7 +100,9 @@ describe('remote', function () {
 
   /** A manager on the fixture's gateway (closed after the test), with `extra` gateway keys. */
   function gatewayManager(extra = {}) {
-    return manager({ gateway: { url: gw.url, token: gw.token, reconnectTimeout: 3000, ...extra } });
+    return manager({
+      gateway: { url: gw.url, token: gw.token, reconnectTimeout: 3000, pollInterval: 500, ...extra },
+    });
   }
 
   /** A manager on the fixture's gateway and one remote kernel on it. */
@@ -322,8 +335,47 @@ describe('remote', function () {
         () => assert.fail(`createKernel with ${name} succeeded`), (e) => e);
       assert.equal(err.code, 'KH_ENOTSUP', `${name}: ${err.message}`);
       assert.ok(err.message.includes(`'${name}`), `${name}: ${err.message}`);
+      // The kernelspec decides, and Debian's ipykernel one takes no such options.
+      assert.ok(err.message.includes('kernelspec "python3"'), `${name}: ${err.message}`);
     }
     assert.deepEqual(m.listKernels(), []);
+    assert.deepEqual(await gw.kernelIds(), []);
+    // What no remote kernel can honour is refused at once, whatever the kernelspec.
+    for (const [name, value] of [['autoRestart', true], ['thread', 'host'],
+      ['figureFormats', ['svg']]]) {
+      const err = await m.createKernel({ mode: KernelMode.REMOTE, [name]: value }).then(
+        () => assert.fail(`createKernel with ${name} succeeded`), (e) => e);
+      assert.equal(err.code, 'KH_ENOTSUP', `${name}: ${err.message}`);
+      assert.ok(err.message.includes(name), `${name}: ${err.message}`);
+    }
+    // Host functions: a remote kernel has no way back into this process.
+    const k = m.getKernel(await m.createKernel({ mode: KernelMode.REMOTE }));
+    assert.throws(() => k.expose('f', () => 1), (err) => {
+      assert.equal(err.code, 'KH_ENOTSUP', err.message);
+      assert.match(err.message, /remote/);
+      return true;
+    });
+  });
+
+  it('remote_options_passed_to_kernelhost', async function () {
+    assert.ok(process.env.KH_JUPYTER_EXE,
+      'KH_JUPYTER_EXE must name the kernelhost-jupyter whose kernelspec the server serves');
+    const m = gatewayManager();
+    const id = await m.createKernel({ mode: KernelMode.REMOTE, kernelName: 'kernelhost',
+      permissions: { read: ['/tmp'] }, limits: { memoryBytes: 2000000000 } });
+    // Said in the kernel's info: what went to the kernelspec, in which variable.
+    const { remote } = m.getKernelInfo(id);
+    assert.deepEqual(remote.passedOptions, ['permissions', 'limits']);
+    assert.equal(remote.passedIn, 'KERNEL_KERNELHOST_OPTIONS');
+    // And in the create request.
+    const post = await gw.lastPost();
+    const opts = JSON.parse(post.env.KERNEL_KERNELHOST_OPTIONS);
+    assert.deepEqual(opts.permissions.read, ['/tmp']);
+    assert.equal(opts.limits.memory_bytes, 2000000000);
+    // The remote kernel is a kernelhost kernel.
+    const r = await m.getKernel(id).execute('import kernelhost; 6 * 7');
+    assert.equal(r.status, 'ok', JSON.stringify(r.error));
+    assert.equal(r.result.data['text/plain'], '42');
   });
 
   it('remote_no_gateway', async function () {
@@ -346,5 +398,73 @@ describe('remote', function () {
     assert.equal((await k.isComplete('for i in x:')).status, 'incomplete');
     const i = await k.inspect('len', 3);
     assert.equal(i.found, true);
+  });
+
+  it('remote_env_passed_in_create', async function () {
+    await remoteKernel({ kernelName: 'python3', env: { KERNEL_USERNAME: 'alice' } });
+    const post = await gw.lastPost();
+    assert.equal(post.name, 'python3');
+    assert.equal(post.env.KERNEL_USERNAME, 'alice');
+  });
+
+  it('remote_kernel_culled', async function () {
+    const { m, rec, id, k } = await remoteKernel();
+    await gw.send(`delete ${remoteId(m, id)}`);
+    const dead = await rec.waitFor((e) => e.kernelId === id && e.type === 'status' &&
+      e.data.execution_state === 'dead');
+    assert.match(dead.data.reason.message, /gone/);
+    await rejects(k.execute('1'), 'KH_EKERNELDEAD');
+  });
+
+  it('remote_comm_buffers', async function () {
+    const { k } = await remoteKernel();
+    const r = await k.execute('def _echo(comm, msg):\n' +
+      '    @comm.on_msg\n' +
+      '    def _r(m):\n' +
+      "        comm.send({'got': m['content']['data']}, buffers=[bytes(x)[::-1] for x in m['buffers']])\n" +
+      "get_ipython().kernel.comm_manager.register_target('echo', _echo)");
+    assert.equal(r.status, 'ok', JSON.stringify(r.error));
+    const comm = k.openComm('echo', {});
+    const got = new Promise((resolve) => comm.once('msg', resolve));
+    comm.send({ x: 1 }, { buffers: [Buffer.from('abc')] });
+    const msg = await got;
+    assert.deepEqual(msg.data.got, { x: 1 });
+    assert.ok(Buffer.isBuffer(msg.buffers[0]), `buffers: ${JSON.stringify(msg.buffers)}`);
+    assert.equal(msg.buffers[0].toString(), 'cba');
+  });
+
+  it('remote_kernel_crash_restarted', async function () {
+    const { rec, id, k } = await remoteKernel();
+    assert.equal((await k.execute('x = 1')).status, 'ok');
+    // The kernel's process dies; the server's restarter starts a new one and says so.
+    await rejects(k.execute('import os; os._exit(1)'), 'KH_EKERNELDEAD');
+    const r = await k.execute("'x' in globals()"); // waits for the fresh kernel
+    const states = rec.events.filter((e) => e.kernelId === id && e.type === 'status')
+      .map((e) => e.data.execution_state);
+    assert.ok(states.includes('restarting'), `no restarting status in ${states.join(' ')}`);
+    assert.equal(r.status, 'ok', JSON.stringify(r.error));
+    assert.equal(r.result.data['text/plain'], 'False');
+    assert.equal(r.executionCount, 1);
+  });
+
+  it('remote_execute_options', async function () {
+    const { k } = await remoteKernel();
+    // silent: no execute_result, the counter stays.
+    const s = await k.execute('y = 41\ny + 1', { silent: true });
+    assert.equal(s.status, 'ok', JSON.stringify(s.error));
+    assert.equal(s.result, undefined);
+    assert.deepEqual(outputsOf(s, 'execute_result'), []);
+    const y = await k.execute('y');
+    assert.equal(y.executionCount, 1);
+    assert.equal(y.result.data['text/plain'], '41');
+    // allowStdin false: input() raises, no input_request.
+    const i = await k.execute("input('?')", { allowStdin: false });
+    assert.equal(i.status, 'error');
+    assert.equal(i.error.ename, 'StdinNotImplementedError');
+    assert.deepEqual(outputsOf(i, 'input_request'), []);
+    // timeout: the core interrupts the remote cell.
+    const t = await k.execute('import time; time.sleep(30)', { timeout: 1000 });
+    assert.equal(t.status, 'error');
+    assert.equal(t.error.ename, 'KeyboardInterrupt');
   });
 });
