@@ -454,7 +454,11 @@ describe("remote", function()
     local r, msg, code = k:execute("import os; os._exit(1)")
     assert.is_nil(r)
     assert.are.equal("KH_EKERNELDEAD", code, msg)
-    r = H.exec(k, "'x' in globals()") -- waits for the fresh kernel
+    -- Waits for the fresh kernel (submitted, so that the watchdog names a reply that never
+    -- comes rather than the spec blocking in execute).
+    local _, st = H.submit(k, "'x' in globals()")
+    H.wait(f, function() return st.done end, "the reply from the restarted kernel")
+    r = assert(st.result, ("execute: %s: %s"):format(tostring(st.code), tostring(st.msg)))
     local states = {}
     for _, e in ipairs(H.events(f, "status")) do
       if e.kernel_id == id then states[#states + 1] = e.data.execution_state end
