@@ -12,7 +12,9 @@
 //            swaps each time): from the call to the kernel ready: kernelhost's
 //            createKernel({mode: "remote"}) resolving; for @jupyterlab/services,
 //            KernelManager.startNew() then the connection "connected", the kernel_info reply in
-//            (kernel.info) and the status "idle". Each kernel is shut down after it (not timed).
+//            (kernel.info) and the status "idle". Each kernel is then checked to run on the server
+//            (its os.getppid() is the server's pid, so a kernel that ran anywhere else fails the
+//            side instead of giving a number) and shut down (neither timed).
 //   execute  one kernel per client, 50 warm-up cells each, then `executes` timed `1+1` per
 //            client in ten alternating blocks: kernelhost's kernel.execute("1+1") resolving;
 //            services' requestExecute({code: "1+1"}).done (the execute_reply and the request's
@@ -31,6 +33,7 @@ const ROOT = path.join(__dirname, '..');
 const SYS_PY = '/usr/bin/python3'; // Debian's, with jupyter_server and ipykernel
 const WARMUP = 50;
 const BLOCKS = 10;
+const PPID_CELL = 'import os; os.getppid()';
 
 const now = () => process.hrtime.bigint();
 const msSince = (t0) => Number(now() - t0) / 1e6;
@@ -120,6 +123,15 @@ function servicesClient(info) {
       const reply = await conn.requestExecute({ code: '1+1' }).done;
       if (reply.content.status !== 'ok') throw new Error(`1+1: ${reply.content.status}`);
     },
+    async ppid(conn) {
+      let text = null;
+      const future = conn.requestExecute({ code: PPID_CELL });
+      future.onIOPub = (msg) => {
+        if (msg.header.msg_type === 'execute_result') text = msg.content.data['text/plain'];
+      };
+      await future.done;
+      return text;
+    },
     async stop(conn) {
       await conn.shutdown();
       conn.dispose();
@@ -147,6 +159,10 @@ function kernelhostClient(info) {
       const r = await kernel.execute('1+1');
       if (r.status !== 'ok') throw new Error(`1+1: ${r.status}`);
     },
+    async ppid(kernel) {
+      const r = await kernel.execute(PPID_CELL);
+      return r.status === 'ok' && r.result ? r.result.data['text/plain'] : null;
+    },
     async stop(kernel) {
       await manager.destroyKernel(kernel.id);
     },
@@ -154,6 +170,15 @@ function kernelhostClient(info) {
       await manager.close();
     },
   };
+}
+
+// Throws unless kernel `k` of client `c` is a child of the fixture's server.
+async function checkOnServer(c, k, serverPid) {
+  const ppid = await c.ppid(k);
+  if (ppid !== String(serverPid)) {
+    throw new Error(`the kernel does not run on the server (its parent is ${ppid}, the ` +
+      `server's pid ${serverPid})`);
+  }
 }
 
 function why(err) {
@@ -185,8 +210,10 @@ async function main() {
     }
   }
   // A failing side stops being measured (its skip says why); the other goes on.
+  const failed = [];
   const fail = (key, what, err) => {
     out[key] = { skip: `${what}: ${why(err)}` };
+    failed.push(sides[key].client);
     delete sides[key];
   };
   const live = () => Object.keys(sides);
@@ -201,6 +228,7 @@ async function main() {
         const t0 = now();
         k = await side.client.start();
         side.start.push(msSince(t0));
+        await checkOnServer(side.client, k, server.info.pid);
       } catch (err) {
         fail(key, 'create → ready', err);
         continue;
@@ -217,6 +245,7 @@ async function main() {
   for (const key of live()) {
     try {
       kernels[key] = await sides[key].client.start();
+      await checkOnServer(sides[key].client, kernels[key], server.info.pid);
       for (let i = 0; i < WARMUP; i++) await sides[key].client.execute(kernels[key]);
     } catch (err) {
       fail(key, 'execute warm-up', err);
@@ -252,6 +281,7 @@ async function main() {
       out[key].close_error = why(err);
     }
   }
+  for (const c of failed) await c.close().catch(() => {});
   await server.stop();
 
   if (process.argv.includes('--json')) {
