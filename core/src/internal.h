@@ -329,6 +329,9 @@ typedef struct kh__backend_s {
    * kh_manager_close. May be NULL. The state lives in m->backend_state[index]. */
   void (*manager_open)(kh_manager_t *m);
   void (*manager_close)(kh_manager_t *m);
+  /* Last: every kernel has stopped and the manager's memory goes once the handles it closes
+   * (kh__manager_close_handle) have closed. May be NULL. */
+  void (*manager_free)(kh_manager_t *m);
   /* Checks the kernel's options for this backend, then starts it; later the backend calls
    * kh__kernel_on_ready() (never from inside start). An error return means nothing started
    * (errmsg may be in m->errmsg). */
@@ -371,7 +374,13 @@ typedef struct kh__backend_s {
 } kh__backend_t;
 
 /* Every backend's slot in backend.c's table and in m->backend_state[]. */
-enum { KH__BACKEND_INPROC = 0, KH__BACKEND_HOST, KH__BACKEND_WORKER, KH__BACKEND_MAX };
+enum {
+  KH__BACKEND_INPROC = 0,
+  KH__BACKEND_HOST,
+  KH__BACKEND_WORKER,
+  KH__BACKEND_REMOTE,
+  KH__BACKEND_MAX
+};
 
 struct kh_kernel_s {
   kh_manager_t *m;
@@ -413,6 +422,8 @@ void kh__kernel_on_event(kh_kernel_t *k, int type, const char *exec_id, const ch
 void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, size_t len,
                          kh__bufs_t *bufs);
 void kh__kernel_on_reset(kh_kernel_t *k, int status, const char *errmsg);
+/* The running request exec_id will get no reply: it fails with status and msg. */
+void kh__kernel_on_lost(kh_kernel_t *k, const char *exec_id, int status, const char *msg);
 void kh__kernel_on_stopped(kh_kernel_t *k);
 void kh__kernel_on_dead(kh_kernel_t *k, const char *reason_json);
 /* The backend replaces the kernel's process on its own (an interrupt that did not land, or
@@ -597,6 +608,7 @@ struct kh_manager_s {
   uint64_t hc_idle_until; /* uv_hrtime() when the window ends */
   int hc_idle_open;       /* hc_idle is initialised: the close closes it too */
   int handles_open;       /* handles the close waits for (the async, hc_idle) */
+  void *keep; /* freed with the manager (kh__manager_keep) */
   struct kh_jupyter_s *servers; /* Jupyter wire servers (jupyter.c), until they have stopped */
   const kh__jupyter_hooks_t *jupyter; /* NULL until a server was started */
   char errmsg[KH__ERRMSG_MAX];
@@ -605,6 +617,10 @@ struct kh_manager_s {
 kh_kernel_t *kh__manager_find(kh_manager_t *m, const char *id);
 kh_kernel_t *kh__manager_find_serial(kh_manager_t *m, uint64_t serial);
 void kh__manager_update_ref(kh_manager_t *m);
+/* For a backend's manager_free: closes h (its data becomes m); the manager's memory waits for
+ * it. kh__manager_keep: p (malloc'd) is freed with the manager, after every such handle. */
+void kh__manager_close_handle(kh_manager_t *m, uv_handle_t *h);
+void kh__manager_keep(kh_manager_t *m, void *p);
 /* Takes k out of the manager's list (before its destroy callbacks run, so they see it gone). */
 void kh__manager_unlink(kh_manager_t *m, kh_kernel_t *k);
 /* After a kernel left: finishes a pending manager close, or updates the loop reference. */
@@ -633,10 +649,14 @@ void kh__deliver_create(kh_manager_t *m, kh_kernel_create_cb cb, void *data, con
 const kh__backend_t *kh__backend_for(const kh__kernel_opts_t *o);
 void kh__backends_manager_open(kh_manager_t *m);
 void kh__backends_manager_close(kh_manager_t *m);
+void kh__backends_manager_free(kh_manager_t *m);
 
 extern const kh__backend_t kh__inproc_backend; /* main_thread (backend-inproc.c) */
 extern const kh__backend_t kh__host_backend;   /* main_thread, thread: "host" (backend-host.c) */
 extern const kh__backend_t kh__worker_backend; /* worker (backend-worker.c) */
+/* remote (backend-remote.c; kernelhost-worker, which never reaches a gateway, links
+ * core/worker/no-remote.c's instead, so libcurl and libwebsockets stay out of its start). */
+extern const kh__backend_t kh__remote_backend;
 
 /* --- Python, in-process (py-host.c); the only interface to files that include Python.h --- */
 

@@ -120,7 +120,19 @@ static void on_handle_closed(uv_handle_t *h) {
   if (m->close_cb) m->close_cb(m, m->close_data);
   uv_mutex_destroy(&m->inbox.mu);
   kh__manager_opts_free(&m->opts);
+  free(m->keep);
   free(m);
+}
+
+void kh__manager_close_handle(kh_manager_t *m, uv_handle_t *h) {
+  m->handles_open++;
+  h->data = m;
+  uv_close(h, on_handle_closed);
+}
+
+void kh__manager_keep(kh_manager_t *m, void *p) {
+  free(m->keep);
+  m->keep = p;
 }
 
 /* The close's own delivery: it runs after every delivery queued before it. */
@@ -129,6 +141,7 @@ static void close_now(kh_manager_t *m, void *arg) {
   if (m->inbox_discarding) return;
   kh__bus_free_all(m);
   m->handles_open = 1;
+  kh__backends_manager_free(m); /* may close handles of its own (kh__manager_close_handle) */
   if (m->hc_idle_open) {
     m->handles_open++;
     m->hc_idle.data = m;

@@ -336,6 +336,20 @@ void kh__kernel_on_reply(kh_kernel_t *k, const char *exec_id, const char *json, 
   kh__kernel_settle(k);
 }
 
+/* The running request's reply can no longer come (a remote kernel's channel dropped with it):
+ * its caller gets status, and the kernel is free for the next one. */
+void kh__kernel_on_lost(kh_kernel_t *k, const char *exec_id, int status, const char *msg) {
+  kh__request_t *r = k->running;
+  if (r == NULL || strcmp(r->exec_id, exec_id) != 0) return;
+  uv_timer_stop(&k->exec_timer);
+  kh__request_fail(k, r, status, msg);
+  if (k->state == KH__K_BUSY) k->state = KH__K_IDLE;
+  kh__kernel_emit_status(k, "idle", r->exec_id, NULL);
+  k->running = NULL;
+  kh__request_free(r);
+  kh__kernel_settle(k);
+}
+
 /* --- the API ------------------------------------------------------------------------------ */
 
 kh_kernel_t *kh__kernel_lookup(kh_manager_t *m, const char *kernel_id, int *rc) {
