@@ -28,6 +28,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 #include <libwebsockets.h>
 #include <openssl/evp.h>
@@ -1018,6 +1022,19 @@ static void ws_lost(rk_t *rk, const char *why) {
   schedule_retry(rk);
 }
 
+/* Jupyter Server (tornado) leaves Nagle on for the channels WebSocket: a reply queued behind
+ * an unacknowledged frame waits for our delayed ACK (40 ms). Ask Linux to ACK at once; the
+ * flag does not stick, so it is set again around every read and write. */
+static void quickack(struct lws *wsi) {
+#ifdef TCP_QUICKACK
+  int one = 1;
+  lws_sockfd_type fd = lws_get_socket_fd(wsi);
+  if (fd >= 0) (void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+#else
+  (void)wsi;
+#endif
+}
+
 static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                   size_t len) {
   rk_t *rk = lws_get_opaque_user_data(wsi);
@@ -1052,6 +1069,7 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
       return 0;
     case LWS_CALLBACK_CLIENT_RECEIVE:
       if (rk == NULL) return -1;
+      quickack(wsi);
       if (rk->rx.len + len > WS_RX_MAX) return -1;
       kh__sb_append(&rk->rx, in, len);
       if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) {
@@ -1066,6 +1084,7 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
       outmsg_t *o;
       if (rk == NULL) return -1;
       if ((o = rk->out_head) == NULL) return 0;
+      quickack(wsi);
       if (lws_write(wsi, o->buf + LWS_PRE, o->len, LWS_WRITE_TEXT) < (int)o->len) return -1;
       rk->out_head = o->next;
       if (rk->out_head == NULL) rk->out_tail = NULL;
