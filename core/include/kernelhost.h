@@ -158,15 +158,18 @@ typedef void (*kh_event_cb)(kh_manager_t *m, const kh_event_t *ev, void *data);
  *   maxCodeBytes (int, default 4 MiB), interruptGraceMs (int, default 3000),
  *   workerPath (string), pool ({size}),
  *   gateway ({url, token, headers, validateCert, kernelName, connectTimeout, requestTimeout,
- *   reconnectTimeout}): the Jupyter Server / Kernel Gateway / Enterprise Gateway that mode
+ *   reconnectTimeout, pollInterval}): the Jupyter Server / Kernel Gateway / Enterprise Gateway that mode
  *   "remote" kernels run on. url: "http://host:port/base" or "https://..."; token: sent as
  *   "Authorization: token ..." and never shown in errors, info or logs; headers: {name: value}
  *   added to every request; validateCert (default true); kernelName: the kernelspec (default
  *   "python3"); connectTimeout / requestTimeout (ms, default 40000 / 42000, as jupyter's
  *   gateway client): TCP+TLS connect and a whole REST request; reconnectTimeout (ms, default
  *   30000): how long a dropped WebSocket is retried (with backoff) before the kernel is
- *   reported dead. Keys not given come from KERNELHOST_GATEWAY_URL, KERNELHOST_GATEWAY_TOKEN,
- *   KERNELHOST_GATEWAY_KERNEL_NAME, KERNELHOST_GATEWAY_HEADERS (a JSON object) when set.
+ *   reported dead; pollInterval (ms, default 5000, 0: never): how often each remote kernel's
+ *   existence is asked (GET /api/kernels/{id}), since a server keeps the channel of a kernel
+ *   shut down or culled there open and silent. Keys not given come from
+ *   KERNELHOST_GATEWAY_URL, KERNELHOST_GATEWAY_TOKEN, KERNELHOST_GATEWAY_KERNEL_NAME and
+ *   KERNELHOST_GATEWAY_HEADERS (a JSON object) when set.
  * Returns 0 and sets *out, or KH_EOPTION / KH_EINVAL (text: kh_manager_errmsg(NULL)). Thread: loop.
  */
 KH_EXTERN int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *options_json);
@@ -422,7 +425,8 @@ typedef void (*kh_hostcall_fn)(kh_manager_t *m, const char *kernel_id, const cha
  * "_", not starting with a digit, at most 64 bytes), replacing an earlier one of that name
  * (calls in flight keep the function that got them); fn NULL withdraws it (0 if it was not
  * exposed). `data` is passed to fn. Only exposed names are callable; a kernel with none has no
- * bridge. Returns 0, KH_EINVAL (bad name), KH_ENOTFOUND, KH_ECLOSED or KH_ENOMEM. */
+ * bridge. Returns 0, KH_EINVAL (bad name), KH_ENOTFOUND, KH_ECLOSED, KH_ENOTSUP (a remote
+ * kernel: it cannot call back into this process) or KH_ENOMEM. */
 KH_EXTERN int kh_kernel_expose(kh_manager_t *m, const char *kernel_id, const char *name,
                                kh_hostcall_fn fn, void *data);
 /* Answers `call` with a value: JSON (len bytes, UTF-8; any JSON value, "null" included) and its

@@ -59,6 +59,7 @@ struct gw_s {
   char kernel_name[256];
   long connect_ms, request_ms;
   uint64_t reconnect_ms;
+  uint64_t poll_ms; /* how often a kernel's existence is asked (0: never) */
   /* for libwebsockets: parsed from base by libcurl's URL API */
   char host[256];
   int port;
@@ -372,6 +373,8 @@ static gw_t *gw_get(kh_manager_t *m, int *rc) {
   gw->request_ms = v ? (long)json_integer_value(v) : 42000;
   v = json_object_get(o, "reconnect_timeout");
   gw->reconnect_ms = v ? (uint64_t)json_integer_value(v) : 30000;
+  v = json_object_get(o, "poll_interval");
+  gw->poll_ms = v ? (uint64_t)json_integer_value(v) : 5000;
   /* host, port and path for libwebsockets, by libcurl's own URL parser */
   if ((u = curl_url()) == NULL) goto oom;
   if (curl_url_set(u, CURLUPART_URL, gw->base, 0) != CURLUE_OK) {
@@ -447,11 +450,19 @@ static void remote_manager_free(kh_manager_t *m) {
   int i;
   if (gw == NULL) return;
   while (gw->reqs != NULL) hreq_cancel(gw->reqs);
-  if (gw->lws != NULL) lws_context_destroy(gw->lws);
-  gw->lws = NULL;
-  curl_multi_cleanup(gw->multi);
+  curl_multi_cleanup(gw->multi); /* closes its sockets' watchers */
   gw->multi = NULL;
   uv_close((uv_handle_t *)&gw->curl_timer, NULL);
+  /* With a foreign loop the context goes in steps: the first call closes its handles, the
+   * second, once they have closed (the private loop ran dry), frees the rest and NULLs gw->lws
+   * (info.pcontext). Each wait is bounded, should a library never say it is done. */
+  if (gw->lws != NULL) {
+    lws_context_destroy(gw->lws);
+    for (i = 0; i < 100 && uv_run(&gw->net, UV_RUN_NOWAIT) != 0; i++) {
+    }
+    if (gw->lws != NULL) lws_context_destroy(gw->lws);
+    gw->lws = NULL;
+  }
   for (i = 0; i < 100 && uv_run(&gw->net, UV_RUN_NOWAIT) != 0; i++) {
   }
   uv_walk(&gw->net, on_net_handle_close, NULL);
@@ -586,11 +597,15 @@ typedef struct pend_s {
   json_t *reply;  /* the shell reply's content, once it came */
   json_t *result; /* the last execute_result's content */
   int idle;       /* iopub's status idle for it came */
+  int written;    /* handed to the socket */
+  int at_risk;    /* written before the channel dropped: its reply may be lost */
 } pend_t;
 
 typedef struct outmsg_s {
   struct outmsg_s *next;
   size_t len;
+  int binary; /* Jupyter Server's binary framing: a message with buffers */
+  char msg_id[40];
   unsigned char buf[]; /* LWS_PRE bytes, then len bytes of the message */
 } outmsg_t;
 
@@ -620,6 +635,8 @@ struct rk_s {
   hreq_t *hreq; /* this kernel's REST request in flight */
   uv_timer_t timer; /* reconnect backoff, the lost-reply check (on the host loop, unref'd) */
   int timer_open;
+  uv_timer_t probe; /* every pollInterval: does the server still have the kernel? */
+  int handles;      /* open timers: rk is freed when the last has closed */
   int stopped;
 };
 
@@ -627,6 +644,7 @@ static void ws_connect(rk_t *rk);
 static void rk_maybe_stopped(rk_t *rk);
 static void hello(rk_t *rk);
 static void lost_check_arm(rk_t *rk);
+static void on_probe_timer(uv_timer_t *t);
 static void report_dead(rk_t *rk, const char *why);
 
 static void pend_free(pend_t *p) {
@@ -673,12 +691,46 @@ static void iso_now(char *out, size_t n) {
            tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)tv.tv_usec);
 }
 
-static void out_push(rk_t *rk, const char *text, size_t len) {
-  outmsg_t *o = malloc(sizeof(*o) + LWS_PRE + len);
+/* Queues a message: text alone, or with buffers in Jupyter Server's binary framing (a count n,
+ * n big-endian uint32 offsets, the JSON, then each buffer). */
+static void out_push(rk_t *rk, const char *text, size_t len, const kh__bufs_t *bufs) {
+  size_t n = bufs ? bufs->n : 0, total = len, i, off;
+  outmsg_t *o;
+  unsigned char *b;
+  for (i = 0; i < n; i++) total += bufs->v[i].blob->len;
+  if (n > 0) total += 4 * (n + 2);
+  o = malloc(sizeof(*o) + LWS_PRE + total);
   if (o == NULL) return; /* the request then times out: nothing else to do without memory */
   o->next = NULL;
-  o->len = len;
-  memcpy(o->buf + LWS_PRE, text, len);
+  o->len = total;
+  o->msg_id[0] = 0;
+  o->binary = n > 0;
+  b = o->buf + LWS_PRE;
+  if (n > 0) {
+    /* [count = n + 1][offset of the JSON][offset of buffer 0] ... [offset of buffer n-1] */
+    size_t w = 0;
+    uint32_t word;
+    off = 4 * (n + 2);
+    for (w = 0; w < n + 2; w++) {
+      if (w == 0) {
+        word = (uint32_t)(n + 1);
+      } else {
+        word = (uint32_t)off;
+        off += w == 1 ? len : bufs->v[w - 2].blob->len;
+      }
+      b[4 * w] = (unsigned char)(word >> 24);
+      b[4 * w + 1] = (unsigned char)(word >> 16);
+      b[4 * w + 2] = (unsigned char)(word >> 8);
+      b[4 * w + 3] = (unsigned char)word;
+    }
+    b += 4 * (n + 2);
+  }
+  memcpy(b, text, len);
+  b += len;
+  for (i = 0; i < n; i++) {
+    memcpy(b, bufs->v[i].blob->data, bufs->v[i].blob->len);
+    b += bufs->v[i].blob->len;
+  }
   if (rk->out_tail)
     rk->out_tail->next = o;
   else
@@ -691,8 +743,8 @@ static void out_push(rk_t *rk, const char *text, size_t len) {
 }
 
 /* Sends msg_type on channel with content (taken); msg_id_out gets the new msg_id. */
-static int send_msg(rk_t *rk, const char *channel, const char *msg_type, json_t *content,
-                    char *msg_id_out) {
+static int send_msg_bufs(rk_t *rk, const char *channel, const char *msg_type, json_t *content,
+                         const kh__bufs_t *bufs, char *msg_id_out) {
   char id[40], date[64];
   json_t *msg;
   char *text;
@@ -706,10 +758,16 @@ static int send_msg(rk_t *rk, const char *channel, const char *msg_type, json_t 
   text = json_dumps(msg, JSON_COMPACT);
   json_decref(msg);
   if (text == NULL) return KH_ENOMEM;
-  out_push(rk, text, strlen(text));
+  out_push(rk, text, strlen(text), bufs);
+  if (rk->out_tail != NULL) snprintf(rk->out_tail->msg_id, sizeof(rk->out_tail->msg_id), "%s", id);
   free(text);
   if (msg_id_out) snprintf(msg_id_out, 40, "%s", id);
   return 0;
+}
+
+static int send_msg(rk_t *rk, const char *channel, const char *msg_type, json_t *content,
+                    char *msg_id_out) {
+  return send_msg_bufs(rk, channel, msg_type, content, NULL, msg_id_out);
 }
 
 static pend_t *pend_new(rk_t *rk, pkind_t kind, const char *id) {
@@ -878,12 +936,14 @@ static void on_hello(rk_t *rk) {
       }
     }
     for (p = rk->pend; p; p = p->next)
-      if (p->kind == P_EXEC || p->kind == P_COMM) {
+      if ((p->kind == P_EXEC || p->kind == P_COMM) && p->at_risk) {
         lost_check_arm(rk);
         break;
       }
     return;
   }
+  if (rk->gw->poll_ms > 0 && !uv_is_active((uv_handle_t *)&rk->probe))
+    uv_timer_start(&rk->probe, on_probe_timer, rk->gw->poll_ms, rk->gw->poll_ms);
   if (rk->phase == PH_START) {
     rk->phase = PH_READY;
     kh__kernel_on_ready(k, 0, NULL);
@@ -893,8 +953,15 @@ static void on_hello(rk_t *rk) {
   }
 }
 
-/* One message from the server (parsed). */
-static void on_message(rk_t *rk, json_t *msg) {
+/* A message's binary buffers, as they came in a binary frame. */
+typedef struct {
+  const unsigned char *p[64];
+  size_t len[64];
+  size_t n;
+} inbufs_t;
+
+/* One message from the server (parsed), with its buffers (NULL: none). */
+static void on_message(rk_t *rk, json_t *msg, const inbufs_t *ib) {
   kh_kernel_t *k = rk->k;
   json_t *header = json_object_get(msg, "header"), *parent = json_object_get(msg, "parent_header");
   json_t *content = json_object_get(msg, "content");
@@ -968,6 +1035,27 @@ static void on_message(rk_t *rk, json_t *msg) {
       split_binary(json_object_get(c, "data"), "/data", &bufs);
     if (type == KH_EVENT_INPUT_REQUEST && json_object_get(c, "password") == NULL)
       json_object_set_new(c, "password", json_false());
+    if (ib != NULL && ib->n > 0) { /* comm buffers: as the local runtime hands them out */
+      json_t *arr = json_array();
+      size_t i;
+      char path[32];
+      for (i = 0; i < ib->n && arr != NULL; i++) {
+        if (k->opts.binary_base64) {
+          size_t bl = 4 * ((ib->len[i] + 2) / 3) + 1;
+          char *b64 = malloc(bl);
+          if (b64 != NULL) {
+            EVP_EncodeBlock((unsigned char *)b64, ib->p[i], (int)ib->len[i]);
+            json_array_append_new(arr, json_string(b64));
+            free(b64);
+          }
+        } else {
+          snprintf(path, sizeof(path), "/buffers/%zu", i);
+          json_array_append_new(arr, json_null());
+          kh__bufs_add_copy(&bufs, path, ib->p[i], ib->len[i]);
+        }
+      }
+      if (arr != NULL) json_object_set_new(c, "buffers", arr);
+    }
     text = json_dumps(c, JSON_COMPACT);
     json_decref(c);
     if (text != NULL) kh__kernel_on_event(k, type, p->id, text, strlen(text), &bufs);
@@ -979,23 +1067,36 @@ static void on_message(rk_t *rk, json_t *msg) {
 /* Jupyter Server's binary frames: a count n, n big-endian uint32 offsets (the JSON message's,
  * then each buffer's), the message, the buffers. The buffers (comm buffers) are dropped here:
  * the message itself is handled. */
+static uint32_t be32(const unsigned char *b) {
+  return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+}
+
 static void on_frame(rk_t *rk, const char *data, size_t len, int binary) {
   json_t *msg;
+  inbufs_t ib;
+  ib.n = 0;
   if (binary) {
     const unsigned char *b = (const unsigned char *)data;
-    uint32_t n, start, end;
+    uint32_t n, i, start, end;
     if (len < 8) return;
-    n = ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
-    if (n < 1 || n > 1024 || len < 4 + 4 * (size_t)n) return;
-    start = ((uint32_t)b[4] << 24) | ((uint32_t)b[5] << 16) | ((uint32_t)b[6] << 8) | b[7];
-    end = n > 1 ? (((uint32_t)b[8] << 24) | ((uint32_t)b[9] << 16) | ((uint32_t)b[10] << 8) | b[11])
-                : (uint32_t)len;
-    if (start > end || end > len) return;
+    n = be32(b); /* the JSON and n - 1 buffers; anything malformed is dropped */
+    if (n < 1 || n > 65 || len < 4 + 4 * (size_t)n) return;
+    for (i = 0; i < n; i++) {
+      start = be32(b + 4 + 4 * i);
+      end = i + 1 < n ? be32(b + 8 + 4 * i) : (uint32_t)len;
+      if (start > end || end > len || start < 4 + 4 * n) return;
+      if (i > 0) {
+        ib.p[ib.n] = b + start;
+        ib.len[ib.n++] = end - start;
+      }
+    }
+    start = be32(b + 4);
+    end = n > 1 ? be32(b + 8) : (uint32_t)len;
     msg = json_loadb(data + start, end - start, 0, NULL);
   } else {
     msg = json_loadb(data, len, 0, NULL);
   }
-  if (json_is_object(msg)) on_message(rk, msg);
+  if (json_is_object(msg)) on_message(rk, msg, &ib);
   json_decref(msg);
 }
 
@@ -1013,6 +1114,11 @@ static void ws_lost(rk_t *rk, const char *why) {
     rk_maybe_stopped(rk);
     return;
   }
+  {
+    pend_t *p;
+    for (p = rk->pend; p; p = p->next)
+      if (p->written) p->at_risk = 1;
+  }
   if (!rk->reconnecting) {
     rk->reconnecting = 1;
     rk->drop_at = uv_now(rk->gw->m->loop);
@@ -1020,19 +1126,6 @@ static void ws_lost(rk_t *rk, const char *why) {
   }
   snprintf(rk->drop_why, sizeof(rk->drop_why), "%s", why && *why ? why : "connection closed");
   schedule_retry(rk);
-}
-
-/* Jupyter Server (tornado) leaves Nagle on for the channels WebSocket: a reply queued behind
- * an unacknowledged frame waits for our delayed ACK (40 ms). Ask Linux to ACK at once; the
- * flag does not stick, so it is set again around every read and write. */
-static void quickack(struct lws *wsi) {
-#ifdef TCP_QUICKACK
-  int one = 1;
-  lws_sockfd_type fd = lws_get_socket_fd(wsi);
-  if (fd >= 0) (void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
-#else
-  (void)wsi;
-#endif
 }
 
 static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -1062,14 +1155,22 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
       }
       return 0;
     }
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    case LWS_CALLBACK_CLIENT_ESTABLISHED: {
+      int one = 1;
       if (rk == NULL) return -1;
+      /* small messages both ways: Nagle against the peer's delayed ACK costs 40 ms a cell */
+      setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       rk->ws_open = 1;
       if (rk->out_head) lws_callback_on_writable(wsi);
       return 0;
-    case LWS_CALLBACK_CLIENT_RECEIVE:
+    }
+    case LWS_CALLBACK_CLIENT_RECEIVE: {
+      int one = 1;
       if (rk == NULL) return -1;
-      quickack(wsi);
+      /* Jupyter Server writes a cell's messages one by one with Nagle on (tornado's default):
+       * each waits for our ACK of the one before, which Linux delays by 40 ms unless told to
+       * ACK at once; the flag does not stick, so it is set again after every read. */
+      setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
       if (rk->rx.len + len > WS_RX_MAX) return -1;
       kh__sb_append(&rk->rx, in, len);
       if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) {
@@ -1080,14 +1181,20 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         kh__sb_free(&rx);
       }
       return 0;
+    }
     case LWS_CALLBACK_CLIENT_WRITEABLE: {
       outmsg_t *o;
       if (rk == NULL) return -1;
       if ((o = rk->out_head) == NULL) return 0;
-      quickack(wsi);
-      if (lws_write(wsi, o->buf + LWS_PRE, o->len, LWS_WRITE_TEXT) < (int)o->len) return -1;
+      if (lws_write(wsi, o->buf + LWS_PRE, o->len, o->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) <
+          (int)o->len)
+        return -1;
       rk->out_head = o->next;
       if (rk->out_head == NULL) rk->out_tail = NULL;
+      {
+        pend_t *p = o->msg_id[0] ? pend_find(rk, o->msg_id) : NULL;
+        if (p != NULL) p->written = 1;
+      }
       free(o);
       if (rk->out_head) lws_callback_on_writable(wsi);
       return 0;
@@ -1113,6 +1220,16 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
   }
 }
 
+static const uint32_t ws_backoff[] = {1000};
+static const lws_retry_bo_t ws_policy = {
+    .retry_ms_table = ws_backoff,
+    .retry_ms_table_count = 1,
+    .conceal_count = 0,
+    .secs_since_valid_ping = 15,
+    .secs_since_valid_hangup = 30,
+    .jitter_percent = 0,
+};
+
 static const struct lws_protocols protocols[] = {
     {"kh-jupyter-channels", on_lws, 0, 65536, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
@@ -1130,6 +1247,7 @@ static int gw_lws_open(gw_t *gw) {
   info.options = LWS_SERVER_OPTION_LIBUV;
   if (gw->tls) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
   info.foreign_loops = loops;
+  info.pcontext = &gw->lws; /* NULLed once its destroy has completed on the loop */
   gw->lws = lws_create_context(&info);
   return gw->lws ? 0 : KH_EREMOTE;
 }
@@ -1157,6 +1275,7 @@ static void ws_connect(rk_t *rk) {
     ci.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
                          LCCSCF_ALLOW_EXPIRED | LCCSCF_ALLOW_INSECURE;
   ci.local_protocol_name = protocols[0].name;
+  ci.retry_and_idle_policy = &ws_policy; /* pings: a silent, half-open connection is a drop */
   ci.opaque_user_data = rk;
   rk->ws_open = 0;
   rk->hello_pending = 1;
@@ -1209,7 +1328,13 @@ static void ws_close(rk_t *rk) {
 
 static void rk_free_timer_closed(uv_handle_t *h) {
   rk_t *rk = h->data;
-  free(rk);
+  if (--rk->handles == 0) free(rk);
+}
+
+static void rk_close_timers(rk_t *rk) {
+  rk->timer.data = rk->probe.data = rk;
+  uv_close((uv_handle_t *)&rk->timer, rk_free_timer_closed);
+  uv_close((uv_handle_t *)&rk->probe, rk_free_timer_closed);
 }
 
 static void report_dead(rk_t *rk, const char *why) {
@@ -1220,6 +1345,7 @@ static void report_dead(rk_t *rk, const char *why) {
   ws_close(rk);
   rk->reconnecting = 0;
   if (rk->timer_open) uv_timer_stop(&rk->timer);
+  uv_timer_stop(&rk->probe);
   if (rk->phase == PH_START || rk->phase == PH_RESTART) {
     int restart = rk->phase == PH_RESTART;
     rk->phase = PH_READY;
@@ -1309,7 +1435,7 @@ static void on_lost_probe(hreq_t *h, void *data) {
   if (st != NULL && strcmp(st, "idle") == 0) {
     for (p = rk->pend; p; p = next) {
       next = p->next;
-      if (p->kind == P_EXEC || p->kind == P_COMM) {
+      if ((p->kind == P_EXEC || p->kind == P_COMM) && p->at_risk) {
         char id[sizeof(p->id)];
         snprintf(id, sizeof(id), "%s", p->id);
         pend_remove(rk, p);
@@ -1331,7 +1457,7 @@ static void on_lost_timer(uv_timer_t *t) {
   int any = 0;
   if (rk->phase == PH_STOP || rk->hreq != NULL || rk->reconnecting) return;
   for (p = rk->pend; p; p = p->next)
-    if (p->kind == P_EXEC || p->kind == P_COMM) any = 1;
+    if ((p->kind == P_EXEC || p->kind == P_COMM) && p->at_risk) any = 1;
   if (!any) return;
   snprintf(path, sizeof(path), "/api/kernels/%s", rk->remote_id);
   rk->hreq = hreq_start(rk->gw, "GET", path, NULL, on_lost_probe, rk);
@@ -1339,6 +1465,47 @@ static void on_lost_timer(uv_timer_t *t) {
 
 static void lost_check_arm(rk_t *rk) {
   uv_timer_start(&rk->timer, on_lost_timer, LOST_CHECK_MS, 0);
+}
+
+/* The server keeps a channel open to a kernel someone shut down (or culled): only its REST API
+ * says the kernel is gone, as JupyterLab finds out by polling it. */
+static void on_probe_answer(hreq_t *h, void *data) {
+  rk_t *rk = data;
+  char err[700];
+  int rc;
+  rk->hreq = NULL;
+  if (rk->phase == PH_STOP) {
+    rk_maybe_stopped(rk);
+    return;
+  }
+  rc = hreq_error(h, err, sizeof(err));
+  if (h->code == 404) {
+    report_dead(rk, "the kernel is gone from the gateway (shut down or culled there)");
+    return;
+  }
+  if (rc == KH_EAUTH) {
+    report_dead(rk, err);
+    return;
+  }
+  if (rc == 0) {
+    json_t *doc = json_loadb(h->body.buf ? h->body.buf : "", h->body.len, 0, NULL);
+    const char *st = json_string_value(json_object_get(doc, "execution_state"));
+    int dead = st != NULL && strcmp(st, "dead") == 0;
+    json_decref(doc);
+    if (dead) {
+      report_dead(rk, "the gateway reports the kernel dead");
+      return;
+    }
+  }
+  /* unreachable: the channel's own drop and reconnect decide */
+}
+
+static void on_probe_timer(uv_timer_t *t) {
+  rk_t *rk = t->data;
+  char path[600];
+  if (rk->phase != PH_READY || rk->reconnecting || rk->hreq != NULL) return;
+  snprintf(path, sizeof(path), "/api/kernels/%s", rk->remote_id);
+  rk->hreq = hreq_start(rk->gw, "GET", path, NULL, on_probe_answer, rk);
 }
 
 /* Stopped once the channel, the REST call and the timer are all gone. */
@@ -1356,12 +1523,7 @@ static void rk_maybe_stopped(rk_t *rk) {
   rk->gw->nkernels--;
   k->backend = NULL;
   kh__kernel_on_stopped(k);
-  if (rk->timer_open) {
-    rk->timer.data = rk;
-    uv_close((uv_handle_t *)&rk->timer, rk_free_timer_closed);
-  } else {
-    free(rk);
-  }
+  rk_close_timers(rk);
 }
 
 /* --- the backend's ops --------------------------------------------------------------------- */
@@ -1419,9 +1581,12 @@ static int remote_start(kh_kernel_t *k) {
   rk->gw = gw;
   kh__uuid(rk->session);
   uv_timer_init(m->loop, &rk->timer);
+  uv_timer_init(m->loop, &rk->probe);
   uv_unref((uv_handle_t *)&rk->timer);
-  rk->timer.data = rk;
+  uv_unref((uv_handle_t *)&rk->probe);
+  rk->timer.data = rk->probe.data = rk;
   rk->timer_open = 1;
+  rk->handles = 2;
   rk->attached = k->opts.remote_id != NULL;
   rk->shutdown = k->opts.shutdown >= 0 ? k->opts.shutdown : !rk->attached;
   if (rk->attached) {
@@ -1439,7 +1604,7 @@ static int remote_start(kh_kernel_t *k) {
     free(text);
   }
   if (rk->hreq == NULL) {
-    uv_close((uv_handle_t *)&rk->timer, rk_free_timer_closed);
+    rk_close_timers(rk);
     return KH_ENOMEM;
   }
   gw->nkernels++;
@@ -1452,14 +1617,16 @@ static int remote_execute(kh_kernel_t *k, kh__request_t *r) {
   pend_t *p;
   json_t *content;
   if (r->comm_type != NULL) {
-    if (r->comm_bufs.n > 0) return KH_ENOTSUP; /* binary comm frames: not sent to gateways yet */
+    /* comm.c checked the content and ordered the buffers (/buffers/0 ...); the message carries
+     * them beside its JSON, not in the content */
     content = json_loadb(r->code, r->len, 0, NULL);
     if (content == NULL) return KH_EINVAL;
+    json_object_del(content, "buffers");
     if ((p = pend_new(rk, P_COMM, r->exec_id)) == NULL) {
       json_decref(content);
       return KH_ENOMEM;
     }
-    return send_msg(rk, "shell", r->comm_type, content, p->msg_id);
+    return send_msg_bufs(rk, "shell", r->comm_type, content, &r->comm_bufs, p->msg_id);
   }
   content = json_pack("{s:s%, s:b, s:b, s:{}, s:b, s:b}", "code", r->code, r->len, "silent",
                       r->silent, "store_history", r->store_history, "user_expressions",

@@ -238,6 +238,12 @@ int kh_kernel_expose(kh_manager_t *m, const char *kernel_id, const char *name, k
   hostfn_t *f, **pp;
   int rc;
   if ((k = kh__kernel_lookup(m, kernel_id, &rc)) == NULL) return rc;
+  if (k->opts.mode == KH__MODE_REMOTE) {
+    /* A gateway's kernel has no way back to this process: Jupyter's protocol has none. */
+    kh__set_err(m->errmsg, "host functions need a local kernel (mode \"main_thread\" or "
+                           "\"worker\"): a remote kernel cannot call back into this process");
+    return KH_ENOTSUP;
+  }
   if (!valid_name(name)) {
     kh__set_err(m->errmsg,
                 "host function name \"%.80s\" is not an identifier of ASCII letters, digits and "

@@ -437,6 +437,7 @@ static const opt_spec_t gateway_spec[] = {
     {"connect_timeout", "connectTimeout", OPT_UINT, U53},
     {"request_timeout", "requestTimeout", OPT_UINT, U53},
     {"reconnect_timeout", "reconnectTimeout", OPT_UINT, U53},
+    {"poll_interval", "pollInterval", OPT_UINT, U53},
     {NULL}};
 
 /* A manager serves every mode: its options have no `modes` and skip pass 2. */

@@ -61,7 +61,7 @@ describe("errors", function()
       assert.is_true(code < -30000)
       assert.are.equal("string", type(kernelhost.strerror(code)))
     end
-    assert.are.equal(15, n) -- KH_ERRNO_MAP in kernelhost.h
+    assert.are.equal(17, n) -- KH_ERRNO_MAP in kernelhost.h
     -- runtime failures return nil, message, name; the name is one of those
     local id, k = H.create(f)
     local failures = {

@@ -54,7 +54,7 @@ describe('errors', function () {
     const names = Object.keys(ErrorCodes);
     for (const n of ['KH_EINVAL', 'KH_ENOTFOUND', 'KH_ECLOSED', 'KH_ECANCELED', 'KH_EKERNELDEAD',
       'KH_ENOTSUP', 'KH_EEXIST', 'KH_ENOMEM', 'KH_EPYTHON', 'KH_EENCODING',
-      'KH_ETOOBIG', 'KH_EOPTION', 'KH_EBUSY', 'KH_EPROTO', 'KH_EWORKER']) {
+      'KH_ETOOBIG', 'KH_EOPTION', 'KH_EBUSY', 'KH_EPROTO', 'KH_EWORKER', 'KH_EREMOTE', 'KH_EAUTH']) {
       assert.ok(names.includes(n), n);
       assert.ok(ErrorCodes[n] < -4100, n);
     }

@@ -19,6 +19,9 @@ then answers each command line on stdin with one JSON line ({"ok": true, ...} or
     start          starts the server again on the same port; answers once it serves
     kernels        the server's GET /api/kernels, asked directly: {"ok": true, "kernels": [...]}
     delete <id>    DELETE /api/kernels/<id> directly (a kernel culled on the server)
+    posts          the JSON bodies of every POST /api/kernels that came through the proxy, in
+                   order: {"ok": true, "posts": [...]} (what Enterprise Gateway would read, env
+                   included; Jupyter Server itself ignores env)
 
 End of input (the test exited or closed the pipe) stops everything and removes the files.
 """
@@ -50,6 +53,7 @@ class Proxy:
         self.target = target_port
         self.lock = threading.Lock()
         self.conns = []
+        self.sent = []  # what clients sent, per connection (the first 256 KiB of each)
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -70,17 +74,21 @@ class Proxy:
                 continue
             for s in (c, u):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            log = bytearray()
             with self.lock:
                 self.conns.append((c, u))
-            threading.Thread(target=self.pump, args=(c, u), daemon=True).start()
-            threading.Thread(target=self.pump, args=(u, c), daemon=True).start()
+                self.sent.append(log)
+            threading.Thread(target=self.pump, args=(c, u, log), daemon=True).start()
+            threading.Thread(target=self.pump, args=(u, c, None), daemon=True).start()
 
-    def pump(self, a, b):
+    def pump(self, a, b, log):
         try:
             while True:
                 data = a.recv(65536)
                 if not data:
                     break
+                if log is not None and len(log) < 262144:
+                    log += data
                 b.sendall(data)
         except OSError:
             pass
@@ -89,6 +97,34 @@ class Proxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def posts(self):
+        """The bodies of the POST /api/kernels requests in the clients' bytes (HTTP/1.1 with
+        Content-Length, as libcurl sends them): the test's own view of what went out."""
+        out = []
+        with self.lock:
+            logs = [bytes(l) for l in self.sent]
+        for log in logs:
+            pos = 0
+            while True:
+                i = log.find(b"POST ", pos)
+                if i < 0:
+                    break
+                head_end = log.find(b"\r\n\r\n", i)
+                if head_end < 0:
+                    break
+                head = log[i:head_end].decode("latin-1")
+                pos = head_end + 4
+                length = 0
+                for h in head.split("\r\n")[1:]:
+                    k, _, v = h.partition(":")
+                    if k.strip().lower() == "content-length":
+                        length = int(v.strip())
+                body = log[pos:pos + length]
+                pos += length
+                if head.split(" ")[1].split("?")[0].rstrip("/").endswith("/api/kernels"):
+                    out.append(json.loads(body) if body else None)
+        return out
 
     def cut(self):
         with self.lock:
@@ -198,6 +234,8 @@ def main():
                 elif cmd[0] == "start":
                     srv.start()
                     out = {"ok": True, "pid": srv.proc.pid}
+                elif cmd[0] == "posts":
+                    out = {"ok": True, "posts": proxy.posts()}
                 elif cmd[0] == "kernels":
                     out = {"ok": True, "kernels": srv.request("GET", "/api/kernels")}
                 elif cmd[0] == "delete" and len(cmd) == 2:
