@@ -22,6 +22,7 @@
  * server replays what it buffered meanwhile (duplicates are dropped by msg_id); a request whose
  * reply cannot come any more (the kernel went idle without it) fails with KH_EREMOTE; a kernel
  * the server no longer knows, or a server that stays away past reconnectTimeout, is dead. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1253,10 +1254,22 @@ static const struct lws_protocols protocols[] = {
     {"kh-jupyter-channels", on_lws, 0, 65536, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
+/* libwebsockets loads its libuv plugin with dlopen() and unloads it with the last context. The
+ * plugin names the system's libuv.so.1, which goes with it; in Node, whose own libuv is the one
+ * every uv_* symbol binds to, that unload runs libuv.so.1's destructor, bound to Node's own
+ * uv_library_shutdown(): Node's signal lock and threadpool would be gone (the next
+ * child_process spawn aborts). So the plugin is pinned, RTLD_NODELETE, before the first context:
+ * it and libuv.so.1 stay until exit, where Node's libuv has shut itself down already. */
+static void pin_uv_plugin(void) {
+  (void)dlopen("libwebsockets-evlib_uv.so", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+}
+static uv_once_t pin_once = UV_ONCE_INIT;
+
 static int gw_lws_open(gw_t *gw) {
   struct lws_context_creation_info info;
   void *loops[1];
   if (gw->lws != NULL) return 0;
+  uv_once(&pin_once, pin_uv_plugin);
   memset(&info, 0, sizeof(info));
   loops[0] = &gw->net;
   info.port = CONTEXT_PORT_NO_LISTEN;
