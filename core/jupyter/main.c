@@ -4,6 +4,11 @@
  *       What jupyter_client starts from a kernelspec: serves one new kernel (worker mode unless
  *       the options say otherwise) on the ports and key of the connection file until a client
  *       asks for a shutdown (or SIGTERM, or the parent's death). SIGINT interrupts the cell.
+ *       KERNEL_KERNELHOST_OPTIONS (a JSON object, set by a gateway from the kernel's create
+ *       request: Enterprise Gateway passes KERNEL_* variables on) adds kernel options for this
+ *       kernel only: permissions, filesystem, limits, sandbox, cwd, the ones a remote kernelhost
+ *       client cannot enforce itself. Those --options gives win: the kernelspec's owner decides,
+ *       a request may only add what it left open.
  *   kernelhost-jupyter install [--user | --prefix DIR] [--name NAME] [--display-name NAME]
  *                              [--options JSON] [--manager-options JSON] [--env NAME=VALUE]...
  *       Writes a kernelspec (kernels/NAME/kernel.json) whose argv runs this executable with
@@ -131,9 +136,40 @@ static char *read_connection(const char *path) {
   return text;
 }
 
-static int serve(const char *conn_path, const char *kopts, const char *mopts) {
+/* The kernel's options: --options, plus what KERNEL_KERNELHOST_OPTIONS adds (owned, or NULL
+ * for none). */
+static char *request_options(const char *kopts) {
+  static const char *const allowed[] = {"permissions", "filesystem", "limits", "sandbox", "cwd",
+                                        NULL};
+  const char *env = getenv("KERNEL_KERNELHOST_OPTIONS");
+  json_t *base, *extra, *v;
+  const char *key;
+  char *text;
+  int i;
+  if (env == NULL || !*env) return kopts ? strdup(kopts) : NULL;
+  extra = json_loads(env, 0, NULL);
+  if (!json_is_object(extra)) die("%s", "KERNEL_KERNELHOST_OPTIONS must be a JSON object");
+  base = kopts ? json_loads(kopts, 0, NULL) : json_object();
+  if (!json_is_object(base)) die("%s", "bad --options: not a JSON object");
+  json_object_foreach(extra, key, v) {
+    for (i = 0; allowed[i] && strcmp(allowed[i], key) != 0; i++) {
+    }
+    if (allowed[i] == NULL)
+      die("KERNEL_KERNELHOST_OPTIONS may set permissions, filesystem, limits, sandbox and cwd, "
+          "not \"%s\"",
+          key);
+    if (json_object_get(base, key) == NULL) json_object_set(base, key, v);
+  }
+  text = json_dumps(base, JSON_COMPACT);
+  json_decref(base);
+  json_decref(extra);
+  return text;
+}
+
+static int serve(const char *conn_path, const char *kopts_given, const char *mopts) {
   app_t a;
   char *sopts = read_connection(conn_path);
+  char *kopts = request_options(kopts_given);
   int rc;
   memset(&a, 0, sizeof(a));
   /* Gone with the front end that started us, as ipykernel's parent poller makes it. */
@@ -154,6 +190,7 @@ static int serve(const char *conn_path, const char *kopts, const char *mopts) {
     return 1;
   }
   free(sopts);
+  free(kopts);
   uv_signal_init(a.loop, &a.sigint);
   uv_signal_init(a.loop, &a.sigterm);
   a.sigint.data = a.sigterm.data = &a;
@@ -281,8 +318,11 @@ static int install(int argc, char **argv) {
     json_array_append_new(args, json_string("--manager-options"));
     json_array_append_new(args, json_string(mopts));
   }
-  spec = json_pack("{s:o, s:s, s:s, s:s, s:{s:b}}", "argv", args, "display_name", display,
-                   "language", "python", "interrupt_mode", "message", "metadata", "debugger", 0);
+  /* metadata.kernelhost: a remote kernelhost client may send this kernel options it cannot
+   * enforce itself (KERNEL_KERNELHOST_OPTIONS, see above) */
+  spec = json_pack("{s:o, s:s, s:s, s:s, s:{s:b, s:{s:s}}}", "argv", args, "display_name",
+                   display, "language", "python", "interrupt_mode", "message", "metadata",
+                   "debugger", 0, "kernelhost", "options_env", "KERNEL_KERNELHOST_OPTIONS");
   if (json_object_size(env) > 0) json_object_set(spec, "env", env);
   json_decref(env);
   mkdirs(dir);

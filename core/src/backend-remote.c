@@ -22,6 +22,7 @@
  * server replays what it buffered meanwhile (duplicates are dropped by msg_id); a request whose
  * reply cannot come any more (the kernel went idle without it) fails with KH_EREMOTE; a kernel
  * the server no longer knows, or a server that stays away past reconnectTimeout, is dead. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -72,6 +73,7 @@ struct gw_s {
   uv_timer_t outer_timer;
   uv_idle_t outer_idle;
   int running; /* inside uv_run(net) */
+  int dirty;   /* a library was touched during that run: run again */
   CURLM *multi;
   uv_timer_t curl_timer; /* on net */
   struct lws_context *lws;
@@ -308,10 +310,16 @@ static void on_outer_poll(uv_poll_t *h, int status, int events) {
 /* Runs the private loop once, then re-arms the outer handles by what it now waits for. */
 static void net_run(gw_t *gw) {
   int t;
+  int n = 0;
   if (gw->running || !gw->net_open) return;
-  gw->running = 1;
-  uv_run(&gw->net, UV_RUN_NOWAIT);
-  gw->running = 0;
+  /* A watcher started inside the run (a reply's callback sent the next request) reaches the
+   * private loop's epoll set only in its next run: so run again while that happened. */
+  do {
+    gw->dirty = 0;
+    gw->running = 1;
+    uv_run(&gw->net, UV_RUN_NOWAIT);
+    gw->running = 0;
+  } while (gw->dirty && gw->net_open && ++n < 16);
   if (!gw->net_open) return;
   t = uv_backend_timeout(&gw->net);
   uv_timer_stop(&gw->outer_timer);
@@ -326,7 +334,11 @@ static void net_run(gw_t *gw) {
 /* The core touched libcurl or libwebsockets: their new watchers and timers reach the private
  * loop's epoll set only when it runs, so it runs on the host loop's next turn. */
 static void net_kick(gw_t *gw) {
-  if (gw->net_open && !gw->running) uv_idle_start(&gw->outer_idle, on_outer_idle);
+  if (!gw->net_open) return;
+  if (gw->running)
+    gw->dirty = 1;
+  else
+    uv_idle_start(&gw->outer_idle, on_outer_idle);
 }
 
 /* --- the gateway's lifetime ---------------------------------------------------------------- */
@@ -636,6 +648,7 @@ struct rk_s {
   uv_timer_t timer; /* reconnect backoff, the lost-reply check (on the host loop, unref'd) */
   int timer_open;
   uv_timer_t probe; /* every pollInterval: does the server still have the kernel? */
+  char passed_var[64]; /* the variable the passed options went in ("": none were) */
   int handles;      /* open timers: rk is freed when the last has closed */
   int stopped;
 };
@@ -646,6 +659,7 @@ static void hello(rk_t *rk);
 static void lost_check_arm(rk_t *rk);
 static void on_probe_timer(uv_timer_t *t);
 static void report_dead(rk_t *rk, const char *why);
+static void on_started(hreq_t *h, void *data);
 
 static void pend_free(pend_t *p) {
   json_decref(p->reply);
@@ -1161,7 +1175,10 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
       /* small messages both ways: Nagle against the peer's delayed ACK costs 40 ms a cell */
       setsockopt(lws_get_socket_fd(wsi), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       rk->ws_open = 1;
-      if (rk->out_head) lws_callback_on_writable(wsi);
+      if (rk->out_head) {
+        lws_callback_on_writable(wsi);
+        net_kick(rk->gw);
+      }
       return 0;
     }
     case LWS_CALLBACK_CLIENT_RECEIVE: {
@@ -1196,7 +1213,10 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         if (p != NULL) p->written = 1;
       }
       free(o);
-      if (rk->out_head) lws_callback_on_writable(wsi);
+      if (rk->out_head) {
+        lws_callback_on_writable(wsi);
+        net_kick(rk->gw);
+      }
       return 0;
     }
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
@@ -1234,10 +1254,22 @@ static const struct lws_protocols protocols[] = {
     {"kh-jupyter-channels", on_lws, 0, 65536, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
+/* libwebsockets loads its libuv plugin with dlopen() and unloads it with the last context. The
+ * plugin names the system's libuv.so.1, which goes with it; in Node, whose own libuv is the one
+ * every uv_* symbol binds to, that unload runs libuv.so.1's destructor, bound to Node's own
+ * uv_library_shutdown(): Node's signal lock and threadpool would be gone (the next
+ * child_process spawn aborts). So the plugin is pinned, RTLD_NODELETE, before the first context:
+ * it and libuv.so.1 stay until exit, where Node's libuv has shut itself down already. */
+static void pin_uv_plugin(void) {
+  (void)dlopen("libwebsockets-evlib_uv.so", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+}
+static uv_once_t pin_once = UV_ONCE_INIT;
+
 static int gw_lws_open(gw_t *gw) {
   struct lws_context_creation_info info;
   void *loops[1];
   if (gw->lws != NULL) return 0;
+  uv_once(&pin_once, pin_uv_plugin);
   memset(&info, 0, sizeof(info));
   loops[0] = &gw->net;
   info.port = CONTEXT_PORT_NO_LISTEN;
@@ -1245,6 +1277,8 @@ static int gw_lws_open(gw_t *gw) {
   info.gid = (gid_t)-1;
   info.uid = (uid_t)-1;
   info.options = LWS_SERVER_OPTION_LIBUV;
+  /* the bound on a channel's connect and handshake, as connectTimeout bounds libcurl's */
+  info.timeout_secs = gw->connect_ms >= 2000 ? (unsigned)(gw->connect_ms / 1000) : 1;
   if (gw->tls) info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
   info.foreign_loops = loops;
   info.pcontext = &gw->lws; /* NULLed once its destroy has completed on the loop */
@@ -1569,11 +1603,103 @@ static void on_started(hreq_t *h, void *data) {
   ws_connect(rk);
 }
 
+/* The options a remote kernelhost kernel enforces itself (kernelhost-jupyter reads them from
+ * the variable its kernelspec names); any other kernelspec cannot, and they are refused. */
+static const char *const passed_keys[] = {"permissions", "filesystem", "limits", "sandbox", "cwd",
+                                          NULL};
+
+static json_t *passed_options(const kh_kernel_t *k) {
+  json_t *o = json_object(), *v;
+  int i;
+  for (i = 0; passed_keys[i]; i++)
+    if ((v = json_object_get(k->opts.all, passed_keys[i])) != NULL) json_object_set(o, passed_keys[i], v);
+  if (json_object_size(o) == 0) {
+    json_decref(o);
+    return NULL;
+  }
+  return o;
+}
+
+/* POST /api/kernels, with env (plus the passed options under `var`, when not NULL). */
+static int post_kernel(rk_t *rk, const char *var) {
+  kh_kernel_t *k = rk->k;
+  json_t *body = json_pack("{s:s}", "name", k->opts.kernel_name ? k->opts.kernel_name : rk->gw->kernel_name);
+  json_t *env = k->opts.env ? json_deep_copy(k->opts.env) : json_object();
+  char *text;
+  if (var != NULL) {
+    json_t *po = passed_options(k);
+    char *pt = po ? json_dumps(po, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (pt != NULL) json_object_set_new(env, var, json_string(pt));
+    free(pt);
+    json_decref(po);
+  }
+  if (body != NULL && json_object_size(env) > 0) json_object_set(body, "env", env);
+  json_decref(env);
+  text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+  json_decref(body);
+  if (text != NULL) rk->hreq = hreq_start(rk->gw, "POST", "/api/kernels", text, on_started, rk);
+  free(text);
+  return rk->hreq ? 0 : KH_ENOMEM;
+}
+
+/* GET /api/kernelspecs/{name}: {name, spec: {argv, metadata, ...}, resources} */
+static json_t *spec_metadata(json_t *doc) {
+  return json_object_get(json_object_get(doc, "spec"), "metadata");
+}
+
+static void on_kernelspec(hreq_t *h, void *data) {
+  rk_t *rk = data;
+  kh_kernel_t *k = rk->k;
+  char err[900];
+  int rc;
+  json_t *doc, *po;
+  const char *var, *first;
+  const char *name = k->opts.kernel_name ? k->opts.kernel_name : rk->gw->kernel_name;
+  rk->hreq = NULL;
+  if (rk->phase == PH_STOP) {
+    rk_maybe_stopped(rk);
+    return;
+  }
+  if ((rc = hreq_error(h, err, sizeof(err))) != 0) {
+    kh__kernel_on_ready(k, rc, err);
+    return;
+  }
+  doc = json_loadb(h->body.buf ? h->body.buf : "", h->body.len, 0, NULL);
+  var = json_string_value(
+      json_object_get(json_object_get(spec_metadata(doc), "kernelhost"), "options_env"));
+  if (var != NULL && strncmp(var, "KERNEL_", 7) == 0 && strspn(var, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789") == strlen(var)) {
+    snprintf(rk->passed_var, sizeof(rk->passed_var), "%s", var);
+    json_decref(doc);
+    if (post_kernel(rk, rk->passed_var) != 0) kh__kernel_on_ready(k, KH_ENOMEM, NULL);
+    return;
+  }
+  json_decref(doc);
+  po = passed_options(k);
+  first = "permissions";
+  {
+    int i;
+    for (i = 0; passed_keys[i]; i++)
+      if (json_object_get(po, passed_keys[i]) != NULL) {
+        first = passed_keys[i];
+        break;
+      }
+  }
+  json_decref(po);
+  snprintf(err, sizeof(err),
+           "option '%s' cannot be enforced from here in mode \"remote\": the gateway's kernelspec "
+           "\"%.200s\" decides what its kernels may do, and it is no kernelhost kernelspec that "
+           "takes such options (use one installed by kernelhost-jupyter install, or mode "
+           "\"worker\" for a local kernel)",
+           first, name);
+  kh__kernel_on_ready(k, KH_ENOTSUP, err);
+}
+
 static int remote_start(kh_kernel_t *k) {
   kh_manager_t *m = k->m;
   gw_t *gw;
   rk_t *rk;
   int rc = 0;
+  json_t *po;
   if ((gw = gw_get(m, &rc)) == NULL) return rc;
   if (gw->closing) return KH_ECLOSED;
   if ((rk = calloc(1, sizeof(*rk))) == NULL) return KH_ENOMEM;
@@ -1589,19 +1715,29 @@ static int remote_start(kh_kernel_t *k) {
   rk->handles = 2;
   rk->attached = k->opts.remote_id != NULL;
   rk->shutdown = k->opts.shutdown >= 0 ? k->opts.shutdown : !rk->attached;
-  if (rk->attached) {
+  po = passed_options(k);
+  if (po != NULL && rk->attached) {
+    json_decref(po);
+    rk_close_timers(rk);
+    kh__set_err(m->errmsg,
+                "options permissions, filesystem, limits, sandbox and cwd apply when a kernel "
+                "starts: a kernel attached by remoteId runs already");
+    return KH_ENOTSUP;
+  }
+  if (po != NULL) {
+    /* the kernelspec decides: ask it first (on_kernelspec) */
+    char path[600];
+    json_decref(po);
+    snprintf(path, sizeof(path), "/api/kernelspecs/%s",
+             k->opts.kernel_name ? k->opts.kernel_name : gw->kernel_name);
+    rk->hreq = hreq_start(gw, "GET", path, NULL, on_kernelspec, rk);
+  } else if (rk->attached) {
     char path[600];
     snprintf(rk->remote_id, sizeof(rk->remote_id), "%s", k->opts.remote_id);
     snprintf(path, sizeof(path), "/api/kernels/%s", rk->remote_id);
     rk->hreq = hreq_start(gw, "GET", path, NULL, on_started, rk);
   } else {
-    json_t *body = json_pack("{s:s}", "name", k->opts.kernel_name ? k->opts.kernel_name : gw->kernel_name);
-    char *text;
-    if (body != NULL && k->opts.env != NULL) json_object_set(body, "env", k->opts.env);
-    text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    if (text != NULL) rk->hreq = hreq_start(gw, "POST", "/api/kernels", text, on_started, rk);
-    free(text);
+    post_kernel(rk, NULL);
   }
   if (rk->hreq == NULL) {
     rk_close_timers(rk);
@@ -1768,6 +1904,16 @@ static void remote_info(kh_kernel_t *k, json_t *info) {
                 "connection",
                 rk->ws_open ? "open" : rk->reconnecting ? "reconnecting" : "connecting",
                 "shutdown_on_destroy", rk->shutdown));
+  if (rk->passed_var[0]) {
+    json_t *po = passed_options(k), *names = json_array();
+    const char *key;
+    json_t *v;
+    json_object_foreach(po, key, v) json_array_append_new(names, json_string(key));
+    json_decref(po);
+    /* what the kernelhost kernelspec on the gateway was given to enforce, and how */
+    json_object_set_new(json_object_get(info, "remote"), "passed_options", names);
+    json_object_set_new(json_object_get(info, "remote"), "passed_in", json_string(rk->passed_var));
+  }
 }
 
 const kh__backend_t kh__remote_backend = {

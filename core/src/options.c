@@ -359,28 +359,28 @@ static const char *const figure_format_choices[] = {"png",  "png2x", "retina", "
 
 /* filesystem: a directory of the host as the kernel's workspace (DESIGN.md §7). */
 static const opt_spec_t filesystem_spec[] = {
-    {"enabled", "enabled", OPT_BOOL, .modes = M_ANY},
-    {"root", "root", OPT_STRING, 4096, .modes = M_ANY, .check = check_abs},
-    {"mount_point", "mountPoint", OPT_STRING, 4096, .modes = M_ANY, .check = check_mount_point,
+    {"enabled", "enabled", OPT_BOOL, .modes = M_ALL},
+    {"root", "root", OPT_STRING, 4096, .modes = M_ALL, .check = check_abs},
+    {"mount_point", "mountPoint", OPT_STRING, 4096, .modes = M_ALL, .check = check_mount_point,
      .honour = honour_mount_point},
-    {"read_only", "readOnly", OPT_BOOL, .modes = M_ANY, .honour = honour_read_only},
+    {"read_only", "readOnly", OPT_BOOL, .modes = M_ALL, .honour = honour_read_only},
     {NULL}};
 
 /* permissions: Deno's model; once given, anything not granted is denied. */
 static const opt_spec_t permissions_spec[] = {
-    {"read", "read", OPT_PATHS, .modes = M_WORKER},
-    {"write", "write", OPT_PATHS, .modes = M_WORKER},
-    {"net", "net", OPT_GRANT, .modes = M_WORKER, .check = check_net},
-    {"env", "env", OPT_GRANT, .modes = M_WORKER},
-    {"run", "run", OPT_BOOL, .modes = M_WORKER},
+    {"read", "read", OPT_PATHS, .modes = M_WORKER | M_REMOTE},
+    {"write", "write", OPT_PATHS, .modes = M_WORKER | M_REMOTE},
+    {"net", "net", OPT_GRANT, .modes = M_WORKER | M_REMOTE, .check = check_net},
+    {"env", "env", OPT_GRANT, .modes = M_WORKER | M_REMOTE},
+    {"run", "run", OPT_BOOL, .modes = M_WORKER | M_REMOTE},
     {NULL}};
 
 static const opt_spec_t limits_spec[] = {
-    {"memory_bytes", "memoryBytes", OPT_UINT, U53, .modes = M_WORKER},
-    {"cpu_seconds", "cpuSeconds", OPT_UINT, U53, .modes = M_WORKER},
-    {"max_output_bytes", "maxOutputBytes", OPT_UINT, U53, .modes = M_WORKER, .store = TO_U64,
+    {"memory_bytes", "memoryBytes", OPT_UINT, U53, .modes = M_WORKER | M_REMOTE},
+    {"cpu_seconds", "cpuSeconds", OPT_UINT, U53, .modes = M_WORKER | M_REMOTE},
+    {"max_output_bytes", "maxOutputBytes", OPT_UINT, U53, .modes = M_WORKER | M_REMOTE, .store = TO_U64,
      .off = K(max_output_bytes)},
-    {"max_processes", "maxProcesses", OPT_UINT, U53, .modes = M_WORKER},
+    {"max_processes", "maxProcesses", OPT_UINT, U53, .modes = M_WORKER | M_REMOTE},
     {NULL}};
 
 static const opt_spec_t kernel_spec[] = {
@@ -392,17 +392,19 @@ static const opt_spec_t kernel_spec[] = {
      .off = K(max_execution_ms), .honour = honour_max_execution},
     {"inactivity_timeout", "inactivityTimeout", OPT_UINT, U53, .modes = M_ALL, .store = TO_U64,
      .off = K(inactivity_ms)},
-    {"filesystem", "filesystem", OPT_OBJECT, .sub = filesystem_spec, .modes = M_ANY},
+    /* remote: passed on to a kernelhost kernelspec, refused by any other (backend-remote.c) */
+    {"filesystem", "filesystem", OPT_OBJECT, .sub = filesystem_spec, .modes = M_ALL},
     {"thread", "thread", OPT_CHOICE, .choices = thread_choices, .modes = M_ANY, .store = TO_INT,
      .off = K(host_thread), .honour = honour_thread},
-    {"permissions", "permissions", OPT_OBJECT, .sub = permissions_spec, .modes = M_WORKER},
-    {"limits", "limits", OPT_OBJECT, .sub = limits_spec, .modes = M_WORKER},
+    {"permissions", "permissions", OPT_OBJECT, .sub = permissions_spec,
+     .modes = M_WORKER | M_REMOTE},
+    {"limits", "limits", OPT_OBJECT, .sub = limits_spec, .modes = M_WORKER | M_REMOTE},
     /* remote: sent in the POST /api/kernels body, where Enterprise Gateway reads KERNEL_* */
     {"env", "env", OPT_ENV, .modes = M_WORKER | M_REMOTE, .store = TO_JSON, .off = K(env)},
-    {"cwd", "cwd", OPT_STRING, 4096, .modes = M_WORKER, .store = TO_CSTR, .off = K(cwd)},
+    {"cwd", "cwd", OPT_STRING, 4096, .modes = M_WORKER | M_REMOTE, .store = TO_CSTR, .off = K(cwd)},
     {"auto_restart", "autoRestart", OPT_BOOL, .modes = M_WORKER, .store = TO_INT,
      .off = K(auto_restart)},
-    {"sandbox", "sandbox", OPT_CHOICE, .choices = sandbox_choices, .modes = M_WORKER},
+    {"sandbox", "sandbox", OPT_CHOICE, .choices = sandbox_choices, .modes = M_WORKER | M_REMOTE},
     /* The formats matplotlib figures are sent in (Jupyter's InlineBackend.figure_formats). */
     {"figure_formats", "figureFormats", OPT_CHOICES, .choices = figure_format_choices,
      .modes = M_ANY, .store = TO_JSON, .off = K(figure_formats)},

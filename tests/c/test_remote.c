@@ -21,10 +21,13 @@ typedef struct {
   char url[256], token[256], mopts[1024];
 } fx_t;
 
-static void fx_start(fx_t *f) {
+/* kh: also serve kernelspec "kernelhost" (kernelhost-jupyter's own, from $KH_JUPYTER_EXE). */
+static void fx_start_with(fx_t *f, int kh) {
   int to[2], from[2];
+  const char *exe = getenv("KH_JUPYTER_EXE");
   char line[4096];
   memset(f, 0, sizeof(*f));
+  if (kh && (exe == NULL || !*exe)) FAIL("KH_JUPYTER_EXE must name the kernelhost-jupyter to serve");
   if (pipe(to) != 0 || pipe(from) != 0) FAIL("pipe");
   f->pid = fork();
   if (f->pid == 0) {
@@ -32,7 +35,11 @@ static void fx_start(fx_t *f) {
     dup2(from[1], 1);
     close(to[1]);
     close(from[0]);
-    execl("/usr/bin/python3", "python3", KH_SOURCE_DIR "/tests/remote/gateway.py", (char *)NULL);
+    if (kh)
+      execl("/usr/bin/python3", "python3", KH_SOURCE_DIR "/tests/remote/gateway.py",
+            "--kernelhost-jupyter", exe, (char *)NULL);
+    else
+      execl("/usr/bin/python3", "python3", KH_SOURCE_DIR "/tests/remote/gateway.py", (char *)NULL);
     _exit(127);
   }
   close(to[0]);
@@ -48,6 +55,8 @@ static void fx_start(fx_t *f) {
            "{\"gateway\":{\"url\":\"%s\",\"token\":\"%s\",\"reconnectTimeout\":3000,\"pollInterval\":500}}", f->url,
            f->token);
 }
+
+static void fx_start(fx_t *f) { fx_start_with(f, 0); }
 
 /* Sends one command; returns its answer (owned) and fails the test unless it is ok. */
 static json_t *fx_cmd(fx_t *f, const char *cmd) {
@@ -215,16 +224,21 @@ TEST(remote_restart) {
 TEST(remote_destroy_shuts_down) {
   fx_t f;
   th_t t;
-  char id[64], rid[256];
+  char id[64], id2[64], rid[256], rid2[256];
   fx_start(&f);
   th_init(&t, f.mopts);
   th_create(&t, rmode, id);
+  th_create(&t, rmode, id2);
   remote_id_of(&t, id, rid, sizeof(rid));
-  ASSERT(rid[0] != 0);
+  remote_id_of(&t, id2, rid2, sizeof(rid2));
+  ASSERT(rid[0] != 0 && strcmp(rid, rid2) != 0);
   ASSERT(remote_listed(&f, rid));
   th_destroy(&t, id);
   ASSERT(!remote_listed(&f, rid));
+  /* closing the manager destroys the other one: shut down on the server as well */
+  ASSERT(remote_listed(&f, rid2));
   th_fini(&t);
+  ASSERT(!remote_listed(&f, rid2));
   fx_stop(&f);
 }
 
@@ -407,17 +421,44 @@ static void host_fn(kh_manager_t *m, const char *kernel_id, const char *name, co
   kh_hostcall_error(call, "never called");
 }
 
+/* Creates a kernel that must fail to start with code; its message must name `mention`. */
+static void create_fails(th_t *t, const char *opts, int code, const char *mention) {
+  char id[64];
+  int d[2] = {0, 0};
+  ASSERT_INT(kh_kernel_create(t->m, opts, id, sizeof(id), on_create_msg, d), ==, 0);
+  th_run_until(t, &d[0]);
+  ASSERT_ERR(d[1], code);
+  ASSERT_CONTAINS(last_create_msg, mention);
+}
+
 TEST(remote_options_refused) {
+  fx_t f;
   th_t t;
-  th_init(&t, "{\"gateway\":{\"url\":\"http://127.0.0.1:1\"}}");
-  th_create_error(&t, "{\"mode\":\"remote\",\"permissions\":{\"read\":[\"/tmp\"]}}", KH_ENOTSUP,
-                  "permissions");
-  th_create_error(&t, "{\"mode\":\"remote\",\"filesystem\":{\"enabled\":true,\"root\":\"/tmp\"}}",
-                  KH_ENOTSUP, "filesystem");
-  th_create_error(&t, "{\"mode\":\"remote\",\"limits\":{\"memoryBytes\":1000000}}", KH_ENOTSUP,
-                  "limits");
+  fx_start(&f);
+  th_init(&t, f.mopts);
+  /* the kernelspec decides, and Debian's ipykernel one takes no such options */
+  create_fails(&t, "{\"mode\":\"remote\",\"permissions\":{\"read\":[\"/tmp\"]}}", KH_ENOTSUP,
+               "permissions");
+  ASSERT_CONTAINS(last_create_msg, "kernelspec \"python3\"");
+  create_fails(&t, "{\"mode\":\"remote\",\"filesystem\":{\"enabled\":true,\"root\":\"/tmp\"}}",
+               KH_ENOTSUP, "filesystem");
+  create_fails(&t, "{\"mode\":\"remote\",\"limits\":{\"memoryBytes\":1000000}}", KH_ENOTSUP,
+               "limits");
+  {
+    json_t *a = fx_cmd(&f, "kernels");
+    ASSERT_INT(json_array_size(json_object_get(a, "kernels")), ==, 0);
+    json_decref(a);
+  }
+  /* what no remote kernel can honour is refused at once */
+  th_create_error(&t, "{\"mode\":\"remote\",\"autoRestart\":true}", KH_ENOTSUP, "autoRestart");
+  th_create_error(&t, "{\"mode\":\"remote\",\"thread\":\"host\"}", KH_ENOTSUP, "thread");
+  th_create_error(&t, "{\"mode\":\"remote\",\"figureFormats\":[\"svg\"]}", KH_ENOTSUP,
+                  "figureFormats");
+  th_create_error(&t, "{\"mode\":\"remote\",\"remoteId\":\"x\",\"cwd\":\"/tmp\"}", KH_ENOTSUP,
+                  "runs already");
   th_create_error(&t, "{\"mode\":\"worker\",\"remoteId\":\"abc\"}", KH_ENOTSUP, "remoteId");
   th_create_error(&t, "{\"mode\":\"remote\",\"kernelName\":3}", KH_EOPTION, "kernelName");
+  th_create_error(&t, "{\"mode\":\"remote\",\"permissions\":{\"nope\":1}}", KH_EOPTION, "nope");
   /* host functions: a remote kernel has no way back into this process */
   {
     char id[64];
@@ -426,9 +467,11 @@ TEST(remote_options_refused) {
     ASSERT_ERR(kh_kernel_expose(t.m, id, "f", host_fn, NULL), KH_ENOTSUP);
     ASSERT_CONTAINS(kh_manager_errmsg(t.m), "remote");
     th_run_until(&t, &d[0]);
-    ASSERT_ERR(d[1], KH_EREMOTE);
+    ASSERT_INT(d[1], ==, 0);
+    th_destroy(&t, id);
   }
   th_fini(&t);
+  fx_stop(&f);
   ASSERT_ERR(kh_manager_new(&t.m, uv_default_loop(), "{\"gateway\":{\"url\":\"ftp://x\"}}"),
              KH_EOPTION);
   ASSERT_CONTAINS(kh_manager_errmsg(NULL), "gateway.url");
@@ -438,6 +481,47 @@ TEST(remote_options_refused) {
   ASSERT_ERR(kh_manager_new(&t.m, uv_default_loop(),
                             "{\"gateway\":{\"url\":\"http://x\",\"headers\":{\"X\":\"a\\r\\nB: c\"}}}"),
              KH_EOPTION);
+  ASSERT_ERR(kh_manager_new(&t.m, uv_default_loop(), "{\"gateway\":{\"token\":\"t\"}}"), KH_EOPTION);
+  ASSERT_CONTAINS(kh_manager_errmsg(NULL), "gateway.url");
+}
+
+TEST(remote_options_passed_to_kernelhost) {
+  fx_t f;
+  th_t t;
+  char id[64], *info;
+  th_result_t res;
+  json_t *j, *a, *opts, *r;
+  fx_start_with(&f, 1);
+  th_init(&t, f.mopts);
+  th_create(&t,
+            "{\"mode\":\"remote\",\"kernelName\":\"kernelhost\",\"permissions\":{\"read\":[\"/tmp\"]},"
+            "\"limits\":{\"memoryBytes\":2000000000}}",
+            id);
+  /* said in the kernel's info: what went to the kernelspec, in which variable */
+  info = kh_kernel_info(t.m, id);
+  j = json_loads(info, 0, NULL);
+  ASSERT_STR(th_s(j, "remote.passed_options[0]"), "permissions");
+  ASSERT_STR(th_s(j, "remote.passed_options[1]"), "limits");
+  ASSERT_STR(th_s(j, "remote.passed_in"), "KERNEL_KERNELHOST_OPTIONS");
+  json_decref(j);
+  kh_free(info);
+  /* and in the create request, where a gateway that passes KERNEL_* on (Enterprise Gateway)
+   * hands it to kernelhost-jupyter (Jupyter Server 1.23 drops env: enforcing them is
+   * jupyter/kernelspec's jupyter_kernelspec_options_from_request) */
+  a = fx_cmd(&f, "posts");
+  opts = json_loads(th_s(json_array_get(json_object_get(a, "posts"), 0),
+                         "env.KERNEL_KERNELHOST_OPTIONS"), 0, NULL);
+  ASSERT_STR(th_s(opts, "permissions.read[0]"), "/tmp");
+  ASSERT_INT(th_i(opts, "limits.memory_bytes"), ==, 2000000000);
+  json_decref(opts);
+  json_decref(a);
+  /* the remote kernel is a kernelhost kernel */
+  r = th_exec(&t, id, "import kernelhost; 6 * 7", &res);
+  ASSERT_STR(th_s(r, "result.data.text/plain"), "42");
+  th_result_free(&res);
+  th_destroy(&t, id);
+  th_fini(&t);
+  fx_stop(&f);
 }
 
 TEST(remote_no_gateway) {
@@ -581,6 +665,49 @@ TEST(remote_kernel_crash_restarted) {
   r = th_exec(&t, id, "'x' in globals()", &res); /* waits for the fresh kernel */
   ASSERT_STR(th_s(r, "result.data.text/plain"), "False");
   ASSERT_INT(th_i(r, "execution_count"), ==, 1);
+  th_result_free(&res);
+  th_destroy(&t, id);
+  th_fini(&t);
+  fx_stop(&f);
+}
+
+TEST(remote_execute_options) {
+  fx_t f;
+  th_t t;
+  char id[64];
+  th_result_t res;
+  kh_execute_options_t o;
+  json_t *r;
+  fx_start(&f);
+  th_init(&t, f.mopts);
+  th_create(&t, rmode, id);
+  /* silent: no execute_result, the counter stays */
+  kh_execute_options_init(&o);
+  o.silent = 1;
+  ASSERT_INT(th_submit(&t, id, "y = 41\ny + 1", &o, &res), ==, 0);
+  th_run_until(&t, &res.done);
+  ASSERT_INT(res.status, ==, 0);
+  ASSERT(th_get(res.json, "result") == NULL);
+  ASSERT(th_find(&t, KH_EVENT_EXECUTE_RESULT, res.id, 0) == NULL);
+  th_result_free(&res);
+  r = th_exec(&t, id, "y", &res);
+  ASSERT_INT(th_i(r, "execution_count"), ==, 1);
+  ASSERT_STR(th_s(r, "result.data.text/plain"), "41");
+  th_result_free(&res);
+  /* allow_stdin off: input() raises, no input_request */
+  kh_execute_options_init(&o);
+  o.allow_stdin = 0;
+  ASSERT_INT(th_submit(&t, id, "input('?')", &o, &res), ==, 0);
+  th_run_until(&t, &res.done);
+  ASSERT_STR(th_s(res.json, "error.ename"), "StdinNotImplementedError");
+  ASSERT(th_find(&t, KH_EVENT_INPUT_REQUEST, res.id, 0) == NULL);
+  th_result_free(&res);
+  /* timeout_ms: the core interrupts the remote cell */
+  kh_execute_options_init(&o);
+  o.timeout_ms = 1000;
+  ASSERT_INT(th_submit(&t, id, "import time; time.sleep(30)", &o, &res), ==, 0);
+  th_run_until(&t, &res.done);
+  ASSERT_STR(th_s(res.json, "error.ename"), "KeyboardInterrupt");
   th_result_free(&res);
   th_destroy(&t, id);
   th_fini(&t);

@@ -38,3 +38,27 @@ class KernelSpec(unittest.TestCase):
                 self.assertIn(pid, [p.pid for p in k.descendants()])
         finally:
             k.close()
+
+    def jupyter_kernelspec_options_from_request(self):
+        # A gateway passes a kernel's create request on as KERNEL_* variables (Enterprise
+        # Gateway does): kernelhost-jupyter takes permissions, filesystem, limits, sandbox and
+        # cwd for this kernel from KERNEL_KERNELHOST_OPTIONS, which its kernelspec names.
+        if not wire.KERNEL_NAME.startswith("kernelhost"):
+            self.skipTest("kernelhost-jupyter's own variable: the reference kernel has none")
+        if os.environ.get("KH_JUPYTER_MODE") != "worker":
+            self.skipTest("permissions and cwd are worker-mode options")
+        spec = wire.spec_manager_for().get_kernel_spec(wire.KERNEL_NAME)
+        self.assertEqual(spec.metadata["kernelhost"]["options_env"], "KERNEL_KERNELHOST_OPTIONS")
+        os.environ["KERNEL_KERNELHOST_OPTIONS"] = (
+            '{"permissions": {"read": ["/tmp"], "write": ["/tmp"]}, "cwd": "/tmp"}')
+        try:
+            k = wire.Kernel()
+        finally:
+            del os.environ["KERNEL_KERNELHOST_OPTIONS"]
+        try:
+            self.assertEqual(k.value("__import__('os').getcwd()"), "'/tmp'")
+            k.ok("try:\n    open('/etc/hostname').read(); r = 0\n"
+                 "except PermissionError:\n    r = 1")
+            self.assertEqual(k.value("r"), "1")
+        finally:
+            k.close()

@@ -10,7 +10,10 @@ proxy that the test can cut. It prints one JSON line:
     {"url": "http://127.0.0.1:<proxy port>", "server_url": "http://127.0.0.1:<port>",
      "token": "...", "pid": <server pid>}
 
-then answers each command line on stdin with one JSON line ({"ok": true, ...} or
+With --kernelhost-jupyter PATH it also serves kernelspec "kernelhost", installed by that
+kernelhost-jupyter (`install`), so a remote kernel can be a kernelhost kernel.
+
+Then it answers each command line on stdin with one JSON line ({"ok": true, ...} or
 {"ok": false, "error": "..."}):
 
     cut            closes every connection through the proxy (WebSockets included), as a
@@ -141,7 +144,7 @@ class Proxy:
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, kernelhost_jupyter=None):
         self.dir = tempfile.mkdtemp(prefix="kh-gateway-")
         self.port = free_port()
         self.token = "kh-test-" + os.urandom(12).hex()
@@ -152,11 +155,17 @@ class Server:
                        "display_name": "Python 3 (ipykernel)", "language": "python",
                        "metadata": {"debugger": False}}, f)
         os.makedirs(os.path.join(self.dir, "root"))
+        paths = [os.path.join(self.dir, "data")]
+        if kernelhost_jupyter:
+            prefix = os.path.join(self.dir, "kh")
+            subprocess.run([kernelhost_jupyter, "install", "--prefix", prefix, "--name", "kernelhost"],
+                           check=True, stdout=subprocess.DEVNULL)
+            paths.append(os.path.join(prefix, "share", "jupyter"))
         self.env = dict(os.environ)
         self.env.update({"JUPYTER_CONFIG_DIR": os.path.join(self.dir, "config"),
                          "JUPYTER_DATA_DIR": os.path.join(self.dir, "data"),
                          "JUPYTER_RUNTIME_DIR": os.path.join(self.dir, "runtime"),
-                         "JUPYTER_PATH": os.path.join(self.dir, "data"),
+                         "JUPYTER_PATH": os.pathsep.join(paths),
                          "JUPYTER_PLATFORM_DIRS": "1", "IPYTHONDIR": os.path.join(self.dir, "ipython"),
                          "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
         self.env.pop("JUPYTER_GATEWAY_URL", None)
@@ -214,7 +223,12 @@ class Server:
 
 
 def main():
-    srv = Server()
+    kj = None
+    if len(sys.argv) == 3 and sys.argv[1] == "--kernelhost-jupyter":
+        kj = sys.argv[2]
+    elif len(sys.argv) != 1:
+        sys.exit("usage: gateway.py [--kernelhost-jupyter PATH]")
+    srv = Server(kj)
     try:
         srv.start()
         proxy = Proxy(srv.port)
