@@ -42,12 +42,20 @@ const usSince = (t0) => Number(now() - t0) / 1e3;
 // The fixture: started once, answers on its stdout; end of its stdin stops it and its kernels.
 function startServer() {
   const proc = spawn(SYS_PY, [path.join(ROOT, 'tests', 'remote', 'gateway.py')],
-    { stdio: ['pipe', 'pipe', 'inherit'] });
+    { stdio: ['pipe', 'pipe', 'pipe'] });
+  // Its stderr passes through; the last line names the cause when it cannot start (no
+  // python3-jupyter-server, say).
+  let lastErr = '';
+  readline.createInterface({ input: proc.stderr }).on('line', (line) => {
+    process.stderr.write(line + '\n');
+    if (line.trim()) lastErr = line.trim();
+  });
   const lines = readline.createInterface({ input: proc.stdout });
   const it = lines[Symbol.asyncIterator]();
   return new Promise((resolve, reject) => {
     proc.once('error', reject);
-    proc.once('exit', (code) => reject(new Error(`tests/remote/gateway.py exited ${code}`)));
+    proc.once('exit', (code) => setImmediate(() => reject(new Error(
+      `tests/remote/gateway.py exited ${code}${lastErr ? ': ' + lastErr : ''}`))));
     it.next().then(({ value, done }) => {
       if (done) return;
       let info;
@@ -303,6 +311,7 @@ async function main() {
 }
 
 main().then(() => process.exit(0), (err) => {
-  console.error(`remote_bench: ${err.stack || err}`);
+  // One line: run.py shows the last line of stderr as the rows' reason.
+  console.error(`remote_bench: ${why(err)}`);
   process.exit(1);
 });
