@@ -638,7 +638,7 @@ struct rk_s {
   int hello_pending; /* the kernel_info that (re)opens the channel is in flight */
   int attempt;
   uint64_t drop_at;
-  char drop_why[640];
+  char drop_why[700];
   kh__strbuf_t rx;
   outmsg_t *out_head, *out_tail;
   pend_t *pend;
