@@ -638,7 +638,7 @@ struct rk_s {
   int hello_pending; /* the kernel_info that (re)opens the channel is in flight */
   int attempt;
   uint64_t drop_at;
-  char drop_why[640];
+  char drop_why[700];
   kh__strbuf_t rx;
   outmsg_t *out_head, *out_tail;
   pend_t *pend;
@@ -1396,25 +1396,32 @@ static void report_dead(rk_t *rk, const char *why) {
   free(text);
 }
 
+/* GET /api/kernels/{id} answered: 1 when the answer says the kernel is gone for us (no such
+ * kernel, or the credentials no longer work), reported dead here; else *rc is its status. */
+static int answer_says_gone(rk_t *rk, hreq_t *h, char *err, size_t n, int *rc) {
+  *rc = hreq_error(h, err, n);
+  if (h->code == 404) {
+    report_dead(rk, "the kernel is gone from the gateway (shut down or culled there, or the "
+                    "server restarted without it)");
+    return 1;
+  }
+  if (*rc == KH_EAUTH) {
+    report_dead(rk, err);
+    return 1;
+  }
+  return 0;
+}
+
 static void on_kernel_probe(hreq_t *h, void *data) {
   rk_t *rk = data;
-  char err[600];
+  char err[700];
   int rc;
   rk->hreq = NULL;
   if (rk->phase == PH_STOP) {
     rk_maybe_stopped(rk);
     return;
   }
-  rc = hreq_error(h, err, sizeof(err));
-  if (h->code == 404) {
-    report_dead(rk, "the kernel is gone from the gateway (shut down, culled, or the server "
-                    "restarted without it)");
-    return;
-  }
-  if (rc == KH_EAUTH) {
-    report_dead(rk, err);
-    return;
-  }
+  if (answer_says_gone(rk, h, err, sizeof(err), &rc)) return;
   if (rc == 0) {
     ws_connect(rk);
     return;
@@ -1512,15 +1519,7 @@ static void on_probe_answer(hreq_t *h, void *data) {
     rk_maybe_stopped(rk);
     return;
   }
-  rc = hreq_error(h, err, sizeof(err));
-  if (h->code == 404) {
-    report_dead(rk, "the kernel is gone from the gateway (shut down or culled there)");
-    return;
-  }
-  if (rc == KH_EAUTH) {
-    report_dead(rk, err);
-    return;
-  }
+  if (answer_says_gone(rk, h, err, sizeof(err), &rc)) return;
   if (rc == 0) {
     json_t *doc = json_loadb(h->body.buf ? h->body.buf : "", h->body.len, 0, NULL);
     const char *st = json_string_value(json_object_get(doc, "execution_state"));
