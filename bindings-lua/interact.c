@@ -8,16 +8,8 @@
 
 #include "lkh.h"
 
-typedef struct {
-  int done;
-  int status;
-  char *json;   /* owned copy of the answer */
-  char *errmsg; /* owned copy of the failure detail */
-  size_t len;
-} lkh_answer_t;
-
-static void lkh_interact_on_answer(kh_manager_t *m, const char *kernel_id, int status,
-                                   const char *json, size_t len, const char *errmsg, void *data) {
+void lkh_answer_on_answer(kh_manager_t *m, const char *kernel_id, int status, const char *json,
+                          size_t len, const char *errmsg, void *data) {
   lkh_answer_t *a = data;
   (void)m;
   (void)kernel_id;
@@ -67,7 +59,7 @@ static int64_t lkh_interact_cursor(lua_State *L, int idx) {
 }
 
 /* Waits for the answer of a request the call `rc` started, then pushes its results. */
-static int lkh_interact_finish(lua_State *L, lkh_manager_t *lm, lkh_answer_t *a, int rc) {
+int lkh_answer_finish(lua_State *L, lkh_manager_t *lm, lkh_answer_t *a, int rc) {
   int n;
   if (rc != 0) return lkh_fail(L, rc, kh_manager_errmsg(lm->m));
   lkh_manager_wait(lm, L, &a->done);
@@ -104,9 +96,9 @@ static int lkh_kernel_complete(lua_State *L) {
   int64_t cursor = lkh_interact_cursor(L, 3);
   uint64_t timeout = lkh_interact_timeout(L, 4);
   LKH_INTERACT_BEGIN("complete");
-  return lkh_interact_finish(
+  return lkh_answer_finish(
       L, lm, &a,
-      kh_kernel_complete(lm->m, id, code, len, cursor, timeout, lkh_interact_on_answer, &a));
+      kh_kernel_complete(lm->m, id, code, len, cursor, timeout, lkh_answer_on_answer, &a));
 }
 
 /* kernel:inspect(code[, cursor_pos][, detail_level][, opts]) -> {found, data, metadata} */
@@ -117,9 +109,9 @@ static int lkh_kernel_inspect(lua_State *L) {
   int detail = (int)luaL_optinteger(L, 4, 0);
   uint64_t timeout = lkh_interact_timeout(L, 5);
   LKH_INTERACT_BEGIN("inspect");
-  return lkh_interact_finish(
+  return lkh_answer_finish(
       L, lm, &a,
-      kh_kernel_inspect(lm->m, id, code, len, cursor, detail, timeout, lkh_interact_on_answer, &a));
+      kh_kernel_inspect(lm->m, id, code, len, cursor, detail, timeout, lkh_answer_on_answer, &a));
 }
 
 /* kernel:is_complete(code[, opts]) -> {status, indent?} */
@@ -128,8 +120,8 @@ static int lkh_kernel_is_complete(lua_State *L) {
   const char *code = luaL_checklstring(L, 2, &len);
   uint64_t timeout = lkh_interact_timeout(L, 3);
   LKH_INTERACT_BEGIN("is_complete");
-  return lkh_interact_finish(
-      L, lm, &a, kh_kernel_is_complete(lm->m, id, code, len, timeout, lkh_interact_on_answer, &a));
+  return lkh_answer_finish(
+      L, lm, &a, kh_kernel_is_complete(lm->m, id, code, len, timeout, lkh_answer_on_answer, &a));
 }
 
 /* kernel:history(request) -> {status, history = {{session, line, input}, ...}}; request is
@@ -143,9 +135,9 @@ static int lkh_kernel_history(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   req = lkh_values_encode_opts(L, 2);
   if (req == NULL) return luaL_argerror(L, 2, "the history request cannot be encoded as JSON");
-  rc = kh_kernel_history(lm->m, id, req, lkh_interact_on_answer, &a);
+  rc = kh_kernel_history(lm->m, id, req, lkh_answer_on_answer, &a);
   free(req);
-  return lkh_interact_finish(L, lm, &a, rc);
+  return lkh_answer_finish(L, lm, &a, rc);
 }
 
 /* kernel:kernel_info([opts]) -> Jupyter's kernel_info_reply content. (manager:kernel_info(id)
@@ -153,8 +145,8 @@ static int lkh_kernel_history(lua_State *L) {
 static int lkh_kernel_kernel_info(lua_State *L) {
   uint64_t timeout = lkh_interact_timeout(L, 2);
   LKH_INTERACT_BEGIN("kernel_info");
-  return lkh_interact_finish(L, lm, &a,
-                             kh_kernel_kernel_info(lm->m, id, timeout, lkh_interact_on_answer, &a));
+  return lkh_answer_finish(L, lm, &a,
+                           kh_kernel_kernel_info(lm->m, id, timeout, lkh_answer_on_answer, &a));
 }
 
 const luaL_Reg lkh_interact_methods[] = {

@@ -92,11 +92,13 @@ LKH_EXPORT int luaopen_kernelhost(lua_State *L) {
   lkh_manager_open(L);      /* M: KernelManager */
   lkh_events_open(L);       /* M: set_callback_wrapper */
   lkh_values_open(L);       /* M: null, empty_array */
-  lua_createtable(L, 0, 2); /* M, KernelMode */
+  lua_createtable(L, 0, 3); /* M, KernelMode */
   lua_pushliteral(L, "main_thread");
   lua_setfield(L, -2, "MAIN_THREAD");
   lua_pushliteral(L, "worker");
   lua_setfield(L, -2, "WORKER");
+  lua_pushliteral(L, "remote");
+  lua_setfield(L, -2, "REMOTE");
   lua_setfield(L, -2, "KernelMode");   /* M */
   lkh_push_event_names(L);             /* M, KernelEvents */
   lua_setfield(L, -2, "KernelEvents"); /* M */

@@ -5,7 +5,8 @@
  *
  * The files, by concept (as luv splits its sources):
  *   lkh.c      the module: luaopen_kernelhost, the results convention, module functions
- *   manager.c  kernelhost.Manager: the private loop, blocking calls, close and __gc
+ *   manager.c  kernelhost.Manager: the private loop, blocking calls, close and __gc, and
+ *              the gateway's calls (connect_kernel, list_remote_kernels, list_kernelspecs)
  *   kernel.c   kernelhost.Kernel: execute, submit, interrupt, input_reply, restart, destroy
  *   interact.c kernelhost.Kernel's editor requests: complete, inspect, is_complete, history
  *   comm.c     kernelhost.Comm: kernel:open_comm, kernel:comm, and comm events to their comm
@@ -93,6 +94,20 @@ void lkh_jupyter_open(lua_State *L);
 
 /* interact.c: kernel:complete, inspect, is_complete, history, kernel_info */
 extern const luaL_Reg lkh_interact_methods[];
+/* The answer of a request that completes through a kh_request_cb (editor requests, the
+ * gateway's lists): zero it, pass lkh_answer_on_answer and it to the core call, then
+ * lkh_answer_finish(L, lm, &a, rc) blocks until it is answered and pushes the answer's table,
+ * or nil, msg, code. */
+typedef struct {
+  int done;
+  int status;
+  char *json;   /* owned copy of the answer */
+  char *errmsg; /* owned copy of the failure detail */
+  size_t len;
+} lkh_answer_t;
+void lkh_answer_on_answer(kh_manager_t *m, const char *kernel_id, int status, const char *json,
+                          size_t len, const char *errmsg, void *data);
+int lkh_answer_finish(lua_State *L, lkh_manager_t *lm, lkh_answer_t *a, int rc);
 
 /* events.c */
 extern const luaL_Reg lkh_events_methods[];

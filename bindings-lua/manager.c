@@ -281,28 +281,71 @@ static int lkh_manager_tostring(lua_State *L) {
   return 1;
 }
 
-/* manager:create_kernel([opts]) -> id | nil, msg, code. Blocks until the kernel is ready. */
-static int lkh_manager_create_kernel(lua_State *L) {
+/* Creates a kernel from the options table at `arg` (remote_id NULL), or attaches to the
+ * gateway's kernel remote_id; blocks until it is ready and returns its id | nil, msg, code. */
+static int lkh_manager_start_kernel(lua_State *L, const char *remote_id, int arg,
+                                    const char *where) {
   lkh_manager_t *lm = lkh_manager_get(L, 1);
   char *opts, bad[320];
   lkh_wait_t w;
   int rc;
-  if (lkh_values_check_opts(L, 2, bad, sizeof(bad))) return lkh_fail(L, KH_EOPTION, bad);
-  opts = lkh_values_encode_opts(L, 2);
+  if (lkh_values_check_opts(L, arg, bad, sizeof(bad))) return lkh_fail(L, KH_EOPTION, bad);
+  opts = lkh_values_encode_opts(L, arg);
   if (lm == NULL || lm->depth > 0) {
     free(opts);
-    return lm == NULL ? lkh_fail_closed(L) : lkh_fail_busy(L, "manager:create_kernel");
+    return lm == NULL ? lkh_fail_closed(L) : lkh_fail_busy(L, where);
   }
   memset(&w, 0, sizeof(w));
   w.lm = lm;
   w.fnref = LUA_NOREF;
-  rc = kh_kernel_create(lm->m, opts, w.kernel_id, sizeof(w.kernel_id), lkh_wait_on_done, &w);
+  if (remote_id == NULL)
+    rc = kh_kernel_create(lm->m, opts, w.kernel_id, sizeof(w.kernel_id), lkh_wait_on_done, &w);
+  else
+    rc = kh_kernel_connect(lm->m, remote_id, opts, w.kernel_id, sizeof(w.kernel_id),
+                           lkh_wait_on_done, &w);
   free(opts);
   if (rc != 0) return lkh_fail(L, rc, kh_manager_errmsg(lm->m));
   lkh_manager_wait(lm, L, &w.done);
   if (w.status != 0) return lkh_fail(L, w.status, w.errmsg);
   lua_pushstring(L, w.kernel_id);
   return 1;
+}
+
+/* manager:create_kernel([opts]) -> id | nil, msg, code. Blocks until the kernel is ready. */
+static int lkh_manager_create_kernel(lua_State *L) {
+  return lkh_manager_start_kernel(L, NULL, 2, "manager:create_kernel");
+}
+
+/* manager:connect_kernel(remote_id[, opts]) -> id | nil, msg, code: attaches to the gateway's
+ * running kernel remote_id as a mode "remote" kernel (kh_kernel_connect; the local id is
+ * remote_id unless opts.id is given; destroying it leaves the remote kernel running unless
+ * opts.shutdown is true). Blocks until it is ready. */
+static int lkh_manager_connect_kernel(lua_State *L) {
+  const char *remote_id = luaL_checkstring(L, 2);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  return lkh_manager_start_kernel(L, remote_id, 3, "manager:connect_kernel");
+}
+
+/* Asks the gateway for `what` (kh_gateway_list) and blocks until it answers. */
+static int lkh_manager_gateway_list(lua_State *L, const char *what, const char *where) {
+  lkh_manager_t *lm = lkh_manager_get(L, 1);
+  lkh_answer_t a;
+  memset(&a, 0, sizeof(a));
+  if (lm == NULL) return lkh_fail_closed(L);
+  if (lm->depth > 0) return lkh_fail_busy(L, where);
+  return lkh_answer_finish(L, lm, &a, kh_gateway_list(lm->m, what, lkh_answer_on_answer, &a));
+}
+
+/* manager:list_remote_kernels() -> {{id, name, last_activity, execution_state, connections},
+ * ...} | nil, msg, code: every kernel the gateway runs (GET /api/kernels). Blocks. */
+static int lkh_manager_list_remote_kernels(lua_State *L) {
+  return lkh_manager_gateway_list(L, "kernels", "manager:list_remote_kernels");
+}
+
+/* manager:list_kernelspecs() -> {default, kernelspecs = {name = {name, spec, resources}}} |
+ * nil, msg, code: the gateway's kernelspecs (GET /api/kernelspecs). Blocks. */
+static int lkh_manager_list_kernelspecs(lua_State *L) {
+  return lkh_manager_gateway_list(L, "kernelspecs", "manager:list_kernelspecs");
 }
 
 /* manager:get_kernel(id) -> kernel | nil, msg, "KH_ENOTFOUND" */
@@ -433,6 +476,10 @@ static int lkh_manager_timeout(lua_State *L) {
 }
 
 static const luaL_Reg lkh_manager_methods[] = {{"create_kernel", lkh_manager_create_kernel},
+                                               {"connect_kernel", lkh_manager_connect_kernel},
+                                               {"list_remote_kernels",
+                                                lkh_manager_list_remote_kernels},
+                                               {"list_kernelspecs", lkh_manager_list_kernelspecs},
                                                {"get_kernel", lkh_manager_get_kernel},
                                                {"list_kernels", lkh_manager_list_kernels},
                                                {"kernel_info", lkh_manager_kernel_info},

@@ -1,7 +1,9 @@
 // index.d.ts: types for every public name of require("kernelhost") / import "kernelhost".
 import { EventEmitter } from 'node:events';
 
-export declare const KernelMode: Readonly<{ MAIN_THREAD: 'main_thread'; WORKER: 'worker' }>;
+export declare const KernelMode: Readonly<{
+  MAIN_THREAD: 'main_thread'; WORKER: 'worker'; REMOTE: 'remote';
+}>;
 export type KernelModeValue = (typeof KernelMode)[keyof typeof KernelMode];
 
 export declare const KernelEvents: Readonly<{
@@ -26,7 +28,8 @@ export declare const ErrorCodes: Readonly<Record<KernelErrorCode, number>>;
 export type KernelErrorCode =
   | 'KH_EINVAL' | 'KH_ENOTFOUND' | 'KH_ECLOSED' | 'KH_ECANCELED' | 'KH_EKERNELDEAD'
   | 'KH_ENOTSUP' | 'KH_EEXIST' | 'KH_ENOMEM' | 'KH_EPYTHON' | 'KH_EENCODING'
-  | 'KH_ETOOBIG' | 'KH_EOPTION' | 'KH_EBUSY' | 'KH_EPROTO' | 'KH_EWORKER';
+  | 'KH_ETOOBIG' | 'KH_EOPTION' | 'KH_EBUSY' | 'KH_EPROTO' | 'KH_EWORKER' | 'KH_EREMOTE'
+  | 'KH_EAUTH';
 
 /** The Error that API failures reject (or throw) with. */
 export interface KernelError extends Error {
@@ -158,7 +161,61 @@ export interface KernelOptions {
   /** The formats matplotlib figures are sent in, as Jupyter's InlineBackend.figure_formats
    * (default ["png"]; "retina"/"png2x": PNG at twice the dpi, with width/height metadata). */
   figureFormats?: Array<"png" | "png2x" | "retina" | "jpg" | "jpeg" | "svg" | "pdf">;
+  /** mode "remote": the gateway's kernelspec (default the gateway's kernelName, "python3"). */
+  kernelName?: string;
+  /** mode "remote": attach to the gateway's running kernel with this id instead of starting one
+   * (manager.connectKernel(remoteId) says the same). */
+  remoteId?: string;
+  /** mode "remote": destroying the kernel shuts the remote kernel down (default true for a
+   * kernel this manager started, false for one it attached to). */
+  shutdown?: boolean;
   [option: string]: unknown;
+}
+
+/** The manager option `gateway`: the Jupyter Server / Kernel Gateway / Enterprise Gateway that
+ * mode "remote" kernels run on. Keys not given come from KERNELHOST_GATEWAY_URL,
+ * KERNELHOST_GATEWAY_TOKEN, KERNELHOST_GATEWAY_KERNEL_NAME and KERNELHOST_GATEWAY_HEADERS (a
+ * JSON object) when they are set. */
+export interface GatewayOptions {
+  /** "http://host:port/base" or "https://...". */
+  url?: string;
+  /** Sent as "Authorization: token ..."; never shown in errors, info or logs. */
+  token?: string;
+  /** Added to every request. */
+  headers?: Record<string, string>;
+  /** Default true. */
+  validateCert?: boolean;
+  /** The kernelspec remote kernels start with (default "python3"). */
+  kernelName?: string;
+  /** ms: TCP + TLS connect (default 40000). */
+  connectTimeout?: number;
+  /** ms: a whole REST request (default 42000). */
+  requestTimeout?: number;
+  /** ms: how long a dropped WebSocket is retried before the kernel is reported dead (default
+   * 30000). */
+  reconnectTimeout?: number;
+}
+
+/** A kernel the gateway runs (GET /api/kernels), keys in camelCase. */
+export interface RemoteKernel {
+  id: string;
+  name: string;
+  lastActivity?: string;
+  executionState?: string;
+  connections?: number;
+  [key: string]: unknown;
+}
+
+/** The gateway's kernelspecs (GET /api/kernelspecs): keys in camelCase, the kernelspecs' names
+ * as they are. */
+export interface Kernelspecs {
+  default: string;
+  kernelspecs: Record<string, {
+    name: string;
+    spec: { argv?: string[]; displayName: string; language: string; interruptMode?: string;
+      env?: Record<string, string>; metadata?: Record<string, any>; [key: string]: unknown };
+    resources: Record<string, string>;
+  }>;
 }
 
 export interface ManagerOptions {
@@ -166,6 +223,8 @@ export interface ManagerOptions {
   interruptGraceMs?: number;
   workerPath?: string;
   pool?: { size?: number };
+  /** Where mode "remote" kernels run. */
+  gateway?: GatewayOptions;
   [option: string]: unknown;
 }
 
@@ -182,6 +241,9 @@ export interface KernelInfo {
 export interface KernelDetails extends KernelInfo {
   /** The kernel's options as the core normalised them. */
   options: KernelOptions;
+  /** Remote mode: the gateway's kernel (its id, the server's kernel id) and the gateway's URL
+   * (never its token). */
+  remote?: { id: string; [key: string]: unknown };
   /** Worker mode: the process id, and whether it was claimed from the warm pool. */
   pid?: number;
   pooled?: boolean;
@@ -354,6 +416,15 @@ export declare class JupyterServer extends EventEmitter {
 export declare class KernelManager extends EventEmitter {
   constructor(options?: ManagerOptions);
   createKernel(options?: KernelOptions): Promise<string>;
+  /** Attaches to the gateway's running kernel `remoteId` as a mode "remote" kernel; resolves
+   * with its local id (remoteId unless options.id is given). Destroying it leaves the remote
+   * kernel running unless options.shutdown is true. */
+  connectKernel(remoteId: string, options?: Omit<KernelOptions, 'mode' | 'remoteId'>):
+    Promise<string>;
+  /** Every kernel the gateway runs. Rejects KH_ENOTSUP (no gateway), KH_EREMOTE, KH_EAUTH. */
+  listRemoteKernels(): Promise<RemoteKernel[]>;
+  /** The gateway's kernelspecs. Rejects as listRemoteKernels(). */
+  listKernelspecs(): Promise<Kernelspecs>;
   getKernel(id: string): Kernel | undefined;
   listKernels(namespace?: string): KernelInfo[];
   /** Details of one kernel (options; in worker mode pid, pooled, sandbox), or undefined. */

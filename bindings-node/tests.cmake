@@ -49,6 +49,24 @@ if(EXISTS ${CMAKE_SOURCE_DIR}/core/worker/main.c)
     ENVIRONMENT "KH_TEST_MODE=worker")
 endif()
 
+# Remote kernels (tests/node/remote.test.js, left out of node/mocha by .mocharc.json): mode
+# "remote" does not depend on KH_TEST_MODE, so it runs once, against its own Jupyter Server
+# (tests/remote/gateway.py). It only reads bindings-node/build: instead of the lock below it waits
+# for node/install_scratch, the one test after node/build that rebuilds it, and then runs beside
+# the other Node entries.
+add_test(NAME node/remote
+  COMMAND ${KH_NODE} ${CMAKE_SOURCE_DIR}/node_modules/mocha/bin/mocha.js
+          --config tests/node/.mocharc.remote.json
+  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
+set_tests_properties(node/remote PROPERTIES TIMEOUT 300 FIXTURES_REQUIRED kh_node_addon
+  DEPENDS node/install_scratch)
+# remote_options_passed_to_kernelhost: the loopback server serves kernelhost-jupyter's own
+# kernelspec too.
+if(TARGET kernelhost-jupyter)
+  set_tests_properties(node/remote PROPERTIES
+    ENVIRONMENT "KH_JUPYTER_EXE=$<TARGET_FILE:kernelhost-jupyter>")
+endif()
+
 # Every Node test uses (and node/build and node/install_scratch rebuild) bindings-node/build:
 # never run two at once.
 foreach(t node/build node/mocha node/install_scratch node/mocha_worker node/example_scene)

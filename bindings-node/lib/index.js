@@ -32,7 +32,7 @@ function loadAddon() {
 
 const native = loadAddon();
 
-const KernelMode = Object.freeze({ MAIN_THREAD: 'main_thread', WORKER: 'worker' });
+const KernelMode = Object.freeze({ MAIN_THREAD: 'main_thread', WORKER: 'worker', REMOTE: 'remote' });
 
 const KernelEvents = Object.freeze({
   STREAM: 'stream',
@@ -698,6 +698,48 @@ class KernelManager extends EventEmitter {
     const bad = nonFiniteOption(options);
     if (bad) return Promise.reject(khError('KH_EOPTION', bad));
     return this._request((n, done) => n.createKernel(json, done));
+  }
+
+  /**
+   * Attaches to the gateway's running kernel `remoteId` (one listRemoteKernels() lists, or one
+   * another client started) as a mode "remote" kernel of this manager; resolves with its local
+   * id (remoteId unless options.id says otherwise) once it is ready. options: those of a remote
+   * createKernel() but mode and remoteId (id, namespace, shutdown: false by default, so that
+   * destroying it leaves the remote kernel running).
+   */
+  connectKernel(remoteId, options) {
+    checkId(remoteId, 'remote kernel id');
+    const json = optionsJson(options, 'kernel options');
+    const bad = nonFiniteOption(options);
+    if (bad) return Promise.reject(khError('KH_EOPTION', bad));
+    return this._request((n, done) => n.connectKernel(remoteId, json, done));
+  }
+
+  /** The gateway's kernels (GET /api/kernels): [{id, name, lastActivity, executionState,
+   * connections}], every kernel the gateway runs, whoever started it. Rejects KH_ENOTSUP when
+   * the manager has no gateway, KH_EREMOTE, KH_EAUTH, UV_ETIMEDOUT. */
+  listRemoteKernels() {
+    return this._request((n, done) => n.gatewayList('kernels', done))
+      .then((json) => camelKeys(JSON.parse(json)));
+  }
+
+  /** The gateway's kernelspecs (GET /api/kernelspecs): {default, kernelspecs: {name: {name,
+   * spec: {argv, displayName, language, ...}, resources}}}; the kernelspecs' names are kept as
+   * they are. Rejects as listRemoteKernels(). */
+  listKernelspecs() {
+    return this._request((n, done) => n.gatewayList('kernelspecs', done)).then((json) => {
+      const doc = JSON.parse(json);
+      const specs = doc.kernelspecs;
+      const out = camelKeys({ ...doc, kernelspecs: null });
+      out.kernelspecs = {};
+      if (specs !== null && typeof specs === 'object') {
+        for (const [name, spec] of Object.entries(specs)) {
+          Object.defineProperty(out.kernelspecs, name,
+            { value: camelKeys(spec), writable: true, enumerable: true, configurable: true });
+        }
+      }
+      return out;
+    });
   }
 
   /** The Kernel with this id, or undefined when there is none. */

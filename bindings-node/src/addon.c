@@ -593,26 +593,41 @@ fail:
   return NULL;
 }
 
-/* createKernel(optionsJson | null, cb(code, msg, id)) -> id */
-static napi_value nkh_kernel_create(napi_env env, napi_callback_info info) {
-  napi_value argv[2], out = NULL;
+/* createKernel(optionsJson | null, cb(code, msg, id)) -> id, and (connect) connectKernel(remoteId,
+ * optionsJson | null, cb(code, msg, id)) -> id, which attaches to the gateway's running kernel
+ * remoteId (kh_kernel_connect). */
+static napi_value nkh_kernel_start(napi_env env, napi_callback_info info, int connect) {
+  napi_value argv[3], out = NULL, *args = connect ? argv + 1 : argv;
   char id[64] = "";
-  char *opts = NULL;
+  char *remote = NULL, *opts = NULL;
   nkh_req_t *r;
-  nkh_manager_t *w = nkh_this(env, info, 2, argv);
+  nkh_manager_t *w = nkh_this(env, info, connect ? 3 : 2, argv);
   int rc;
   if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
-  if (nkh_optstr_get(env, argv[0], "options", &opts) != 0) return NULL;
-  if ((r = nkh_req_new(w, argv[1])) == NULL) goto fail;
-  if ((rc = kh_kernel_create(w->m, opts, id, sizeof(id), nkh_kernel_on_created, r)) != 0) {
+  if (connect && (remote = nkh_str_get(env, argv[0], "remote kernel id", NULL)) == NULL)
+    return NULL;
+  if (nkh_optstr_get(env, args[0], "options", &opts) != 0) goto fail;
+  if ((r = nkh_req_new(w, args[1])) == NULL) goto fail;
+  rc = connect ? kh_kernel_connect(w->m, remote, opts, id, sizeof(id), nkh_kernel_on_created, r)
+               : kh_kernel_create(w->m, opts, id, sizeof(id), nkh_kernel_on_created, r);
+  if (rc != 0) {
     nkh_req_free(r);
     nkh_throw_kh(env, w, rc);
     goto fail;
   }
   NAPI_CALL(env, napi_create_string_utf8(env, id, NAPI_AUTO_LENGTH, &out));
 fail:
+  free(remote);
   free(opts);
   return out;
+}
+
+static napi_value nkh_kernel_create(napi_env env, napi_callback_info info) {
+  return nkh_kernel_start(env, info, 0);
+}
+
+static napi_value nkh_kernel_connect(napi_env env, napi_callback_info info) {
+  return nkh_kernel_start(env, info, 1);
 }
 
 /* execute(kernelId, code, silent, storeHistory, stopOnError, timeoutMs, allowStdin, cb)
@@ -898,25 +913,46 @@ static napi_value nkh_kernel_destroy(napi_env env, napi_callback_info info) {
   return nkh_kernel_done_op(env, info, 1);
 }
 
-/* destroyAll(namespace | null, cb(code, msg, count)) */
-static napi_value nkh_manager_destroy_all(napi_env env, napi_callback_info info) {
+/* A call of the manager with one string argument (null: NULL) that completes through cb. */
+typedef int (*nkh_str_op_t)(kh_manager_t *m, const char *arg, nkh_req_t *r);
+
+static napi_value nkh_manager_str_call(napi_env env, napi_callback_info info, const char *what,
+                                       nkh_str_op_t op) {
   napi_value argv[2];
-  char *ns = NULL;
+  char *arg = NULL;
   nkh_req_t *r;
   nkh_manager_t *w = nkh_this(env, info, 2, argv);
   int rc;
   if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
-  if (nkh_optstr_get(env, argv[0], "namespace", &ns) != 0) return NULL;
-  if ((r = nkh_req_new(w, argv[1])) != NULL &&
-      (rc = kh_manager_destroy_all(w->m, ns, nkh_kernel_on_done, r)) != 0) {
+  if (nkh_optstr_get(env, argv[0], what, &arg) != 0) return NULL;
+  if ((r = nkh_req_new(w, argv[1])) != NULL && (rc = op(w->m, arg, r)) != 0) {
     nkh_req_free(r);
     nkh_throw_kh(env, w, rc);
   }
-  free(ns);
+  free(arg);
   return NULL;
 }
 
-/* kernelMode(kernelId) -> "worker" | "main_thread" | null */
+static int nkh_op_destroy_all(kh_manager_t *m, const char *ns, nkh_req_t *r) {
+  return kh_manager_destroy_all(m, ns, nkh_kernel_on_done, r);
+}
+
+static int nkh_op_gateway_list(kh_manager_t *m, const char *what, nkh_req_t *r) {
+  return kh_gateway_list(m, what, nkh_kernel_on_answer, r);
+}
+
+/* destroyAll(namespace | null, cb(code, msg, count)) */
+static napi_value nkh_manager_destroy_all(napi_env env, napi_callback_info info) {
+  return nkh_manager_str_call(env, info, "namespace", nkh_op_destroy_all);
+}
+
+/* gatewayList(what, cb(code, msg, json)): the gateway's "kernels" or "kernelspecs"
+ * (kh_gateway_list), answered like an editor request. */
+static napi_value nkh_gateway_list(napi_env env, napi_callback_info info) {
+  return nkh_manager_str_call(env, info, "what", nkh_op_gateway_list);
+}
+
+/* kernelMode(kernelId) -> "worker" | "main_thread" | "remote" | null */
 static napi_value nkh_kernel_mode(napi_env env, napi_callback_info info) {
   napi_value argv[1], out = NULL;
   char id[NKH_ID_MAX];
@@ -1898,6 +1934,8 @@ static napi_value nkh_jupyter_stop(napi_env env, napi_callback_info info) {
 static napi_value nkh_init(napi_env env, napi_value exports) {
   static const napi_property_descriptor methods[] = {
       NKH_METHOD("createKernel", nkh_kernel_create),
+      NKH_METHOD("connectKernel", nkh_kernel_connect),
+      NKH_METHOD("gatewayList", nkh_gateway_list),
       NKH_METHOD("execute", nkh_kernel_execute),
       NKH_METHOD("interrupt", nkh_kernel_interrupt),
       NKH_METHOD("interact", nkh_kernel_interact),
