@@ -94,6 +94,38 @@ def jb_first(kernel, runs):
     return {"unit": r["unit"], "samples": r.get("first_samples", [])}
 
 
+# Issue 16: one bench/remote_bench.js run gives both clients' figures of both remote.* rows
+# (kernelhost's Node binding and @jupyterlab/services, alternating against one Jupyter Server).
+_remote_run = None
+
+
+def remote(side, metric):
+    """`metric` ("start" or "execute") of `side` ("kernelhost" or "services") from the one
+    remote_bench.js run of this bench run (made on first use)."""
+    global _remote_run
+    if _remote_run is None:
+        node = shutil.which("node")
+        if node is None:
+            _remote_run = {"skip": "node not installed"}
+        elif not os.path.isdir(os.path.join(ROOT, "node_modules", "@jupyterlab", "services")):
+            _remote_run = {"skip": "@jupyterlab/services not installed (npm install)"}
+        else:
+            _remote_run = run_json([node, os.path.join(HERE, "remote_bench.js"), str(n(10, 2)),
+                                    str(n(500, 50)), "--json"], 900,
+                                   env=dict(os.environ, KH_BUILD=BUILD))
+    r = _remote_run
+    if "skip" in r:
+        return r
+    r = r.get(side) or {"skip": "remote_bench.js printed no %s figures" % side}
+    return r if "skip" in r else r[metric]
+
+
+def remote_other():
+    """The name of the client in the remote rows' second column, once known."""
+    v = (_remote_run or {}).get("services", {}).get("version")
+    return "@jupyterlab/services" + (" " + v if v else "")
+
+
 def script_roundtrip(lang, mode, runs, extra=()):
     """The Lua / Node round-trip scripts the bindings' authors drop in bench/. Expected: args
     [mode] [runs], one JSON line with execute_p50_us/execute_p99_us or raw "samples"."""
@@ -268,7 +300,7 @@ def value(s):
 
 class Row:
     def __init__(self, rid, label, target, target_val, kh_fn, ipy_key, kh_pick=None,
-                 ipy_pick=None, min_ratio=None, target_of=None, tail=99):
+                 ipy_pick=None, min_ratio=None, target_of=None, tail=99, other=None):
         self.rid, self.label, self.target, self.target_val = rid, label, target, target_val
         # The percentile shown after the p50 (99, or 90 where a row says "[p50 / p90]").
         self.tail = tail
@@ -279,6 +311,9 @@ class Row:
         self.min_ratio = min_ratio
         # A target read from the result itself (the same run's execute round trip), in µs.
         self.target_of = target_of
+        # What the second column measures when it is not ipykernel through jupyter_client: a
+        # function giving its name once the row has run (printed under the table).
+        self.other = other
 
 
 def rows():
@@ -425,6 +460,18 @@ def rows():
                      "execute → reply + idle), %s" % mode, "-", None,
                      lambda mode=mode: jb("execute", mode, n(1000, 100)), "wire_execute",
                      tail=90))
+    # Remote kernels (issue 16): a kernel of a Jupyter Server on loopback (tests/remote/gateway.py:
+    # Debian's jupyter_server 1.23, an ipykernel kernelspec) through kernelhost's Node binding,
+    # and through @jupyterlab/services (JupyterLab's own client) in the second column: the same
+    # server and kernels, only the client differs. Target: kernelhost at least as fast.
+    R.append(Row("remote.start", "create → ready, remote kernel on a loopback Jupyter Server, "
+                 "Node (2nd column: @jupyterlab/services)", "≥ 1× the other client", None,
+                 lambda: remote("kernelhost", "start"), "remote_start", min_ratio=1, tail=90,
+                 other=remote_other))
+    R.append(Row("remote.exec", "execute 1+1, remote kernel on a loopback Jupyter Server, "
+                 "Node (2nd column: @jupyterlab/services)", "≥ 1× the other client", None,
+                 lambda: remote("kernelhost", "execute"), "remote_execute", min_ratio=1,
+                 tail=90, other=remote_other))
     R.append(Row("rss.worker.1", "RSS, one idle worker kernel", "≤ 12 MB", mb(12),
                  lambda: kh_rss_worker(), "rss",
                  kh_pick=lambda r: r.get("kernel_rss_kib"),
@@ -511,6 +558,8 @@ IPY_PLAN = {
     "wire_start": lambda: jb("start", "ipykernel", n(15, 3)),
     "wire_first": lambda: jb_first("ipykernel", n(15, 3)),
     "wire_execute": lambda: jb("execute", "ipykernel", n(1000, 100)),
+    "remote_start": lambda: remote("services", "start"),
+    "remote_execute": lambda: remote("services", "execute"),
 }
 
 
@@ -625,8 +674,10 @@ def main():
             met = kv <= target_val
         if row.min_ratio is not None and ratio is not None:
             met = (met is not False) and ratio >= row.min_ratio
+        other = row.other() if row.other else None
         out_rows.append({"id": row.rid, "label": label, "target": row.target, "tail": row.tail,
                          "kernelhost": khs, "ipykernel": ips, "ratio": ratio, "met": met,
+                         **({"other": other} if other else {}),
                          "seconds": round(time.time() - t0, 1),
                          "loadavg": round(os.getloadavg()[0], 2)})
         print("  .. %-18s %-24s %-24s (%.0f s)" % (row.rid, cell(khs, row.tail),
@@ -650,10 +701,16 @@ def main():
     for x in lines:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(x, widths)) + " |")
     print()
+    others = sorted({(o["id"].split(".")[0], o["other"]) for o in out_rows if o.get("other")})
+    for prefix, other in others:
+        print("%s.* rows: the ipykernel column is %s (driving the same ipykernel kernels)"
+              % (prefix, other))
     skipped = [(o["label"], side, o[side]["skip"]) for o in out_rows
                for side in ("kernelhost", "ipykernel") if "skip" in o[side]]
     for label, side, why in skipped:
         print("%s, %s: not available: %s" % (label, side, why))
+    if _remote_run and "server" in _remote_run:
+        mach["remote_server"] = _remote_run["server"]
     mach["loadavg_end"] = os.getloadavg()[0]
     dur = time.time() - t_start
     print("\n%d rows in %.0f s; load average %.2f at start, %.2f at end; n = samples per side "

@@ -22,6 +22,7 @@
  * server replays what it buffered meanwhile (duplicates are dropped by msg_id); a request whose
  * reply cannot come any more (the kernel went idle without it) fails with KH_EREMOTE; a kernel
  * the server no longer knows, or a server that stays away past reconnectTimeout, is dead. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -637,7 +638,7 @@ struct rk_s {
   int hello_pending; /* the kernel_info that (re)opens the channel is in flight */
   int attempt;
   uint64_t drop_at;
-  char drop_why[640];
+  char drop_why[700];
   kh__strbuf_t rx;
   outmsg_t *out_head, *out_tail;
   pend_t *pend;
@@ -1253,10 +1254,22 @@ static const struct lws_protocols protocols[] = {
     {"kh-jupyter-channels", on_lws, 0, 65536, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}};
 
+/* libwebsockets loads its libuv plugin with dlopen() and unloads it with the last context. The
+ * plugin names the system's libuv.so.1, which goes with it; in Node, whose own libuv is the one
+ * every uv_* symbol binds to, that unload runs libuv.so.1's destructor, bound to Node's own
+ * uv_library_shutdown(): Node's signal lock and threadpool would be gone (the next
+ * child_process spawn aborts). So the plugin is pinned, RTLD_NODELETE, before the first context:
+ * it and libuv.so.1 stay until exit, where Node's libuv has shut itself down already. */
+static void pin_uv_plugin(void) {
+  (void)dlopen("libwebsockets-evlib_uv.so", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+}
+static uv_once_t pin_once = UV_ONCE_INIT;
+
 static int gw_lws_open(gw_t *gw) {
   struct lws_context_creation_info info;
   void *loops[1];
   if (gw->lws != NULL) return 0;
+  uv_once(&pin_once, pin_uv_plugin);
   memset(&info, 0, sizeof(info));
   loops[0] = &gw->net;
   info.port = CONTEXT_PORT_NO_LISTEN;
@@ -1383,25 +1396,32 @@ static void report_dead(rk_t *rk, const char *why) {
   free(text);
 }
 
+/* GET /api/kernels/{id} answered: 1 when the answer says the kernel is gone for us (no such
+ * kernel, or the credentials no longer work), reported dead here; else *rc is its status. */
+static int answer_says_gone(rk_t *rk, hreq_t *h, char *err, size_t n, int *rc) {
+  *rc = hreq_error(h, err, n);
+  if (h->code == 404) {
+    report_dead(rk, "the kernel is gone from the gateway (shut down or culled there, or the "
+                    "server restarted without it)");
+    return 1;
+  }
+  if (*rc == KH_EAUTH) {
+    report_dead(rk, err);
+    return 1;
+  }
+  return 0;
+}
+
 static void on_kernel_probe(hreq_t *h, void *data) {
   rk_t *rk = data;
-  char err[600];
+  char err[700];
   int rc;
   rk->hreq = NULL;
   if (rk->phase == PH_STOP) {
     rk_maybe_stopped(rk);
     return;
   }
-  rc = hreq_error(h, err, sizeof(err));
-  if (h->code == 404) {
-    report_dead(rk, "the kernel is gone from the gateway (shut down, culled, or the server "
-                    "restarted without it)");
-    return;
-  }
-  if (rc == KH_EAUTH) {
-    report_dead(rk, err);
-    return;
-  }
+  if (answer_says_gone(rk, h, err, sizeof(err), &rc)) return;
   if (rc == 0) {
     ws_connect(rk);
     return;
@@ -1499,15 +1519,7 @@ static void on_probe_answer(hreq_t *h, void *data) {
     rk_maybe_stopped(rk);
     return;
   }
-  rc = hreq_error(h, err, sizeof(err));
-  if (h->code == 404) {
-    report_dead(rk, "the kernel is gone from the gateway (shut down or culled there)");
-    return;
-  }
-  if (rc == KH_EAUTH) {
-    report_dead(rk, err);
-    return;
-  }
+  if (answer_says_gone(rk, h, err, sizeof(err), &rc)) return;
   if (rc == 0) {
     json_t *doc = json_loadb(h->body.buf ? h->body.buf : "", h->body.len, 0, NULL);
     const char *st = json_string_value(json_object_get(doc, "execution_state"));
