@@ -636,6 +636,7 @@ struct rk_s {
   int connecting; /* inside lws_client_connect_via_info */
   int reconnecting;
   int hello_pending; /* the kernel_info that (re)opens the channel is in flight */
+  int nudges;        /* kernel_info asked again while iopub was silent */
   int attempt;
   uint64_t drop_at;
   char drop_why[700];
@@ -967,6 +968,45 @@ static void on_hello(rk_t *rk) {
   }
 }
 
+/* A channel is open when a kernel_info_request of ours has its reply on shell and its status
+ * on iopub: the server's iopub subscription to a kernel that just (re)started joins late, and
+ * what the kernel publishes before that is lost (a cell's outputs and idle, so its reply would
+ * never complete). Until iopub answers, kernel_info is asked again every NUDGE_MS, as Jupyter
+ * Server's own nudge does when a client connects; after NUDGE_MAX tries the channel is taken as
+ * it is. */
+#define NUDGE_MS 200
+#define NUDGE_MAX 50
+
+static void hello_done(rk_t *rk) {
+  pend_t *p, *next;
+  for (p = rk->pend; p; p = next) {
+    next = p->next;
+    if (p->kind == P_HELLO) pend_remove(rk, p);
+  }
+  uv_timer_stop(&rk->timer);
+  rk->nudges = 0;
+  on_hello(rk);
+}
+
+static void on_nudge(uv_timer_t *t) {
+  rk_t *rk = t->data;
+  if (rk->phase == PH_STOP || !rk->hello_pending) return;
+  if (++rk->nudges >= NUDGE_MAX) {
+    hello_done(rk);
+    return;
+  }
+  hello(rk);
+  uv_timer_start(&rk->timer, on_nudge, NUDGE_MS, 0);
+}
+
+static void hello_check(rk_t *rk, pend_t *p) {
+  if (p->reply != NULL && p->idle) {
+    hello_done(rk);
+  } else if (p->reply != NULL && !uv_is_active((uv_handle_t *)&rk->timer)) {
+    uv_timer_start(&rk->timer, on_nudge, NUDGE_MS, 0);
+  }
+}
+
 /* A message's binary buffers, as they came in a binary frame. */
 typedef struct {
   const unsigned char *p[64];
@@ -1003,7 +1043,10 @@ static void on_message(rk_t *rk, json_t *msg, const inbufs_t *ib) {
       }
       return;
     }
-    if (strcmp(st, "idle") == 0 && (p = pend_find(rk, parent_id)) != NULL) {
+    if ((p = pend_find(rk, parent_id)) != NULL && p->kind == P_HELLO) {
+      p->idle = 1; /* iopub flows: busy or idle, either says so */
+      hello_check(rk, p);
+    } else if (p != NULL && strcmp(st, "idle") == 0) {
       p->idle = 1;
       maybe_finish(rk, p);
     }
@@ -1012,8 +1055,9 @@ static void on_message(rk_t *rk, json_t *msg, const inbufs_t *ib) {
   if (parent_id == NULL || (p = pend_find(rk, parent_id)) == NULL) return; /* not ours */
   if (strcmp(channel, "shell") == 0) {
     if (p->kind == P_HELLO) {
-      pend_remove(rk, p);
-      on_hello(rk);
+      json_decref(p->reply);
+      p->reply = json_incref(content);
+      hello_check(rk, p);
     } else if (p->kind == P_INTERACT) {
       char *text = json_dumps(content, JSON_COMPACT);
       char id[sizeof(p->id)];
