@@ -226,11 +226,15 @@ KH_EXTERN int kh_kernel_create(kh_manager_t *m, const char *options_json, char *
  * POST /api/kernels body: Enterprise Gateway reads KERNEL_* variables from it), remoteId (attach
  * to the gateway's running kernel with that id instead of starting one), shutdown (bool: destroy
  * shuts the remote kernel down; default true for a started kernel, false for an attached one),
- * maxExecutionTime, inactivityTimeout, historyFile, binary. permissions, filesystem, limits,
- * sandbox, cwd, thread, autoRestart and figureFormats cannot be enforced from here: KH_ENOTSUP
- * names them (the gateway's kernelspec decides). Failures at start: KH_EREMOTE (the gateway
- * cannot be reached or answered badly: the message names the URL, without the token, and the
- * cause), KH_EAUTH (401/403), UV_ETIMEDOUT. */
+ * maxExecutionTime, inactivityTimeout, historyFile, binary. thread, autoRestart and
+ * figureFormats are refused at once (KH_ENOTSUP names them). permissions, filesystem, limits,
+ * sandbox and cwd cannot be enforced from here: they go to a kernelhost kernelspec on the gateway
+ * (its metadata.kernelhost.options_env names the KERNEL_* variable of the create request's env
+ * that carries them; kernel info's remote.passed_options lists them), and any other kernelspec
+ * refuses them: the callback gets KH_ENOTSUP naming the option and the kernelspec. Failures at
+ * start: KH_EREMOTE (the gateway cannot be reached or answered badly: the message names the URL,
+ * without the token, and the cause), KH_EAUTH (401/403), UV_ETIMEDOUT. Host functions
+ * (kh_kernel_expose) are refused with KH_ENOTSUP. */
 
 /* Attaches to the gateway's running kernel `remote_id`: kh_kernel_create() with mode "remote"
  * and remoteId set (options_json may add id, namespace, ...; the local id is remote_id unless
