@@ -1440,6 +1440,18 @@ static void report_dead(rk_t *rk, const char *why) {
   free(text);
 }
 
+/* A kernel's REST request is done: its slot is free. NULL when the kernel is stopping (the
+ * answer no longer matters, and the stop may complete now). */
+static rk_t *rk_answered(void *data) {
+  rk_t *rk = data;
+  rk->hreq = NULL;
+  if (rk->phase == PH_STOP) {
+    rk_maybe_stopped(rk);
+    return NULL;
+  }
+  return rk;
+}
+
 /* GET /api/kernels/{id} answered: 1 when the answer says the kernel is gone for us (no such
  * kernel, or the credentials no longer work), reported dead here; else *rc is its status. */
 static int answer_says_gone(rk_t *rk, hreq_t *h, char *err, size_t n, int *rc) {
@@ -1457,14 +1469,10 @@ static int answer_says_gone(rk_t *rk, hreq_t *h, char *err, size_t n, int *rc) {
 }
 
 static void on_kernel_probe(hreq_t *h, void *data) {
-  rk_t *rk = data;
+  rk_t *rk = rk_answered(data);
   char err[700];
   int rc;
-  rk->hreq = NULL;
-  if (rk->phase == PH_STOP) {
-    rk_maybe_stopped(rk);
-    return;
-  }
+  if (rk == NULL) return;
   if (answer_says_gone(rk, h, err, sizeof(err), &rc)) return;
   if (rc == 0) {
     ws_connect(rk);
@@ -1505,15 +1513,11 @@ static void schedule_retry(rk_t *rk) {
  * what the server kept for us came already. The kernel's execution_state decides: idle means
  * the reply is lost; busy means it still runs and its reply will come on the open channel. */
 static void on_lost_probe(hreq_t *h, void *data) {
-  rk_t *rk = data;
+  rk_t *rk = rk_answered(data);
   json_t *doc;
   const char *st;
   pend_t *p, *next;
-  rk->hreq = NULL;
-  if (rk->phase == PH_STOP) {
-    rk_maybe_stopped(rk);
-    return;
-  }
+  if (rk == NULL) return;
   if (hreq_error(h, rk->drop_why, sizeof(rk->drop_why)) != 0) return; /* the next drop tells */
   doc = json_loadb(h->body.buf ? h->body.buf : "", h->body.len, 0, NULL);
   st = json_string_value(json_object_get(doc, "execution_state"));
@@ -1555,14 +1559,10 @@ static void lost_check_arm(rk_t *rk) {
 /* The server keeps a channel open to a kernel someone shut down (or culled): only its REST API
  * says the kernel is gone, as JupyterLab finds out by polling it. */
 static void on_probe_answer(hreq_t *h, void *data) {
-  rk_t *rk = data;
+  rk_t *rk = rk_answered(data);
   char err[700];
   int rc;
-  rk->hreq = NULL;
-  if (rk->phase == PH_STOP) {
-    rk_maybe_stopped(rk);
-    return;
-  }
+  if (rk == NULL) return;
   if (answer_says_gone(rk, h, err, sizeof(err), &rc)) return;
   if (rc == 0) {
     json_t *doc = json_loadb(h->body.buf ? h->body.buf : "", h->body.len, 0, NULL);
@@ -1691,18 +1691,15 @@ static json_t *spec_metadata(json_t *doc) {
 }
 
 static void on_kernelspec(hreq_t *h, void *data) {
-  rk_t *rk = data;
-  kh_kernel_t *k = rk->k;
+  rk_t *rk = rk_answered(data);
+  kh_kernel_t *k;
   char err[900];
   int rc;
   json_t *doc, *po;
-  const char *var, *first;
-  const char *name = k->opts.kernel_name ? k->opts.kernel_name : rk->gw->kernel_name;
-  rk->hreq = NULL;
-  if (rk->phase == PH_STOP) {
-    rk_maybe_stopped(rk);
-    return;
-  }
+  const char *var, *first, *name;
+  if (rk == NULL) return;
+  k = rk->k;
+  name = k->opts.kernel_name ? k->opts.kernel_name : rk->gw->kernel_name;
   if ((rc = hreq_error(h, err, sizeof(err))) != 0) {
     kh__kernel_on_ready(k, rc, err);
     return;
@@ -1835,14 +1832,10 @@ static int remote_input_reply(kh_kernel_t *k, const char *value, size_t len) {
 }
 
 static void on_restarted(hreq_t *h, void *data) {
-  rk_t *rk = data;
+  rk_t *rk = rk_answered(data);
   char err[700];
   int rc;
-  rk->hreq = NULL;
-  if (rk->phase == PH_STOP) {
-    rk_maybe_stopped(rk);
-    return;
-  }
+  if (rk == NULL) return;
   if ((rc = hreq_error(h, err, sizeof(err))) != 0) {
     rk->phase = PH_READY;
     kh__kernel_on_reset(rk->k, rc, err);
