@@ -35,9 +35,8 @@
 
 #include <curl/curl.h>
 #include <libwebsockets.h>
-#include <openssl/evp.h>
 
-#include "internal.h"
+#include "jupyter-internal.h" /* Jupyter message headers, base64 */
 
 #define WS_RX_MAX (512u << 20)  /* one message from the server */
 #define SEEN_MAX 512            /* msg_ids remembered against replays */
@@ -78,9 +77,7 @@ struct gw_s {
   uv_timer_t curl_timer; /* on net */
   struct lws_context *lws;
   hreq_t *reqs;  /* REST requests in flight */
-  int nkernels;  /* remote kernels not yet stopped */
   int closing;   /* the manager is closing */
-  int torn_down;
 };
 
 typedef struct {
@@ -392,12 +389,8 @@ static gw_t *gw_get(kh_manager_t *m, int *rc) {
   if (curl_url_set(u, CURLUPART_URL, gw->base, 0) != CURLUE_OK) {
     curl_url_cleanup(u);
     kh__set_err(m->errmsg, "manager option 'gateway.url' is not a URL libcurl can parse");
-    free(gw->base);
-    free(gw->token);
-    json_decref(gw->headers);
-    free(gw);
     *rc = KH_EOPTION;
-    return NULL;
+    goto fail;
   }
   if (curl_url_get(u, CURLUPART_HOST, &part, 0) == CURLUE_OK) {
     /* [v6] literals come bracketed */
@@ -440,13 +433,14 @@ static gw_t *gw_get(kh_manager_t *m, int *rc) {
   m->backend_state[KH__BACKEND_REMOTE] = gw;
   return gw;
 oom:
+  *rc = KH_ENOMEM;
+fail:
   if (gw != NULL) {
     free(gw->base);
     free(gw->token);
     json_decref(gw->headers);
     free(gw);
   }
-  *rc = KH_ENOMEM;
   return NULL;
 }
 
@@ -500,8 +494,6 @@ typedef struct {
   char *json;
   size_t len;
   char errmsg[KH__ERRMSG_MAX];
-  hreq_t *h;
-  struct list_s *self;
 } list_t;
 
 static void run_list(kh_manager_t *m, void *arg) {
@@ -566,7 +558,7 @@ int kh_gateway_list(kh_manager_t *m, const char *what, kh_request_cb cb, void *d
   if ((l = calloc(1, sizeof(*l))) == NULL) return KH_ENOMEM;
   l->cb = cb;
   l->data = data;
-  if ((l->h = hreq_start(gw, "GET", path, NULL, list_done, l)) == NULL) {
+  if (hreq_start(gw, "GET", path, NULL, list_done, l) == NULL) {
     free(l);
     return KH_ENOMEM;
   }
@@ -647,7 +639,6 @@ struct rk_s {
   int seen_pos;
   hreq_t *hreq; /* this kernel's REST request in flight */
   uv_timer_t timer; /* reconnect backoff, the lost-reply check (on the host loop, unref'd) */
-  int timer_open;
   uv_timer_t probe; /* every pollInterval: does the server still have the kernel? */
   char passed_var[64]; /* the variable the passed options went in ("": none were) */
   int handles;      /* open timers: rk is freed when the last has closed */
@@ -695,20 +686,9 @@ static void pend_clear(rk_t *rk) {
 
 /* --- messages ---------------------------------------------------------------------------- */
 
-static void iso_now(char *out, size_t n) {
-  uv_timeval64_t tv;
-  struct tm tm;
-  time_t t;
-  uv_gettimeofday(&tv);
-  t = (time_t)tv.tv_sec;
-  gmtime_r(&t, &tm);
-  snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)tv.tv_usec);
-}
-
 /* Queues a message: text alone, or with buffers in Jupyter Server's binary framing (a count n,
  * n big-endian uint32 offsets, the JSON, then each buffer). */
-static void out_push(rk_t *rk, const char *text, size_t len, const kh__bufs_t *bufs) {
+static void out_push(rk_t *rk, const char *text, size_t len, const kh__bufs_t *bufs, int front) {
   size_t n = bufs ? bufs->n : 0, total = len, i, off;
   outmsg_t *o;
   unsigned char *b;
@@ -746,11 +726,16 @@ static void out_push(rk_t *rk, const char *text, size_t len, const kh__bufs_t *b
     memcpy(b, bufs->v[i].blob->data, bufs->v[i].blob->len);
     b += bufs->v[i].blob->len;
   }
-  if (rk->out_tail)
-    rk->out_tail->next = o;
-  else
+  if (front) { /* a channel's kernel_info goes ahead of what waited for the channel */
+    o->next = rk->out_head;
     rk->out_head = o;
-  rk->out_tail = o;
+    if (rk->out_tail == NULL) rk->out_tail = o;
+  } else if (rk->out_tail) {
+    rk->out_tail->next = o;
+    rk->out_tail = o;
+  } else {
+    rk->out_head = rk->out_tail = o;
+  }
   if (rk->wsi != NULL && rk->ws_open) {
     lws_callback_on_writable(rk->wsi);
     net_kick(rk->gw);
@@ -759,22 +744,24 @@ static void out_push(rk_t *rk, const char *text, size_t len, const kh__bufs_t *b
 
 /* Sends msg_type on channel with content (taken); msg_id_out gets the new msg_id. */
 static int send_msg_bufs(rk_t *rk, const char *channel, const char *msg_type, json_t *content,
-                         const kh__bufs_t *bufs, char *msg_id_out) {
-  char id[40], date[64];
+                         const kh__bufs_t *bufs, int front, char *msg_id_out) {
+  char id[40];
   json_t *msg;
   char *text;
   kh__uuid(id);
-  iso_now(date, sizeof(date));
-  msg = json_pack("{s:{s:s, s:s, s:s, s:s, s:s, s:s}, s:{}, s:{}, s:o, s:s, s:[]}", "header",
-                  "msg_id", id, "session", rk->session, "username", "kernelhost", "date", date,
-                  "msg_type", msg_type, "version", "5.3", "parent_header", "metadata", "content",
-                  content ? content : json_object(), "channel", channel, "buffers");
+  msg = json_pack("{s:o, s:{}, s:{}, s:o, s:s, s:[]}", "header",
+                  kh__jwire_header(NULL, msg_type, rk->session, id, "kernelhost"),
+                  "parent_header", "metadata", "content", content ? content : json_object(),
+                  "channel", channel, "buffers");
   if (msg == NULL) return KH_ENOMEM;
   text = json_dumps(msg, JSON_COMPACT);
   json_decref(msg);
   if (text == NULL) return KH_ENOMEM;
-  out_push(rk, text, strlen(text), bufs);
-  if (rk->out_tail != NULL) snprintf(rk->out_tail->msg_id, sizeof(rk->out_tail->msg_id), "%s", id);
+  out_push(rk, text, strlen(text), bufs, front);
+  {
+    outmsg_t *o = front ? rk->out_head : rk->out_tail;
+    if (o != NULL) snprintf(o->msg_id, sizeof(o->msg_id), "%s", id);
+  }
   free(text);
   if (msg_id_out) snprintf(msg_id_out, 40, "%s", id);
   return 0;
@@ -782,7 +769,7 @@ static int send_msg_bufs(rk_t *rk, const char *channel, const char *msg_type, js
 
 static int send_msg(rk_t *rk, const char *channel, const char *msg_type, json_t *content,
                     char *msg_id_out) {
-  return send_msg_bufs(rk, channel, msg_type, content, NULL, msg_id_out);
+  return send_msg_bufs(rk, channel, msg_type, content, NULL, 0, msg_id_out);
 }
 
 static pend_t *pend_new(rk_t *rk, pkind_t kind, const char *id) {
@@ -825,32 +812,19 @@ static void split_binary(json_t *bundle, const char *prefix, kh__bufs_t *bufs) {
     char path[512], esc[300];
     size_t i, j, n;
     unsigned char *raw;
-    int len;
+    size_t len = 0, c = 0;
+    char *clean;
+    const char *text;
     if (!json_is_string(v) || !is_binary_mime(mime)) continue;
     n = json_string_length(v);
-    if ((raw = malloc(n / 4 * 3 + 4)) == NULL) continue;
+    text = json_string_value(v);
+    if ((clean = malloc(n + 1)) == NULL) continue;
     /* the base64 may be wrapped in lines (IPython's Image keeps them) */
-    {
-      char *clean = malloc(n + 1);
-      const char *s = json_string_value(v);
-      size_t c = 0;
-      if (clean == NULL) {
-        free(raw);
-        continue;
-      }
-      for (i = 0; i < n; i++)
-        if (s[i] != '\n' && s[i] != '\r' && s[i] != ' ') clean[c++] = s[i];
-      len = c % 4 == 0 ? EVP_DecodeBlock(raw, (unsigned char *)clean, (int)c) : -1;
-      if (len >= 0) { /* EVP_DecodeBlock counts the padding's bytes too */
-        if (c >= 1 && clean[c - 1] == '=') len--;
-        if (c >= 2 && clean[c - 2] == '=') len--;
-      }
-      free(clean);
-    }
-    if (len < 0) {
-      free(raw);
-      continue; /* not base64 after all: left as the text it is */
-    }
+    for (i = 0; i < n; i++)
+      if (text[i] != '\n' && text[i] != '\r' && text[i] != ' ') clean[c++] = text[i];
+    raw = kh__jwire_b64_bytes(clean, c, &len);
+    free(clean);
+    if (raw == NULL) continue; /* not base64 after all: left as the text it is */
     for (i = 0, j = 0; mime[i] && j + 3 < sizeof(esc); i++) {
       if (mime[i] == '~') {
         esc[j++] = '~';
@@ -864,7 +838,7 @@ static void split_binary(json_t *bundle, const char *prefix, kh__bufs_t *bufs) {
     }
     esc[j] = 0;
     snprintf(path, sizeof(path), "%s/%s", prefix, esc);
-    if (kh__bufs_add_copy(bufs, path, raw, (size_t)len) == 0) json_object_set_new(bundle, mime, json_null());
+    if (kh__bufs_add_copy(bufs, path, raw, len) == 0) json_object_set_new(bundle, mime, json_null());
     free(raw);
   }
 }
@@ -1099,13 +1073,7 @@ static void on_message(rk_t *rk, json_t *msg, const inbufs_t *ib) {
       char path[32];
       for (i = 0; i < ib->n && arr != NULL; i++) {
         if (k->opts.binary_base64) {
-          size_t bl = 4 * ((ib->len[i] + 2) / 3) + 1;
-          char *b64 = malloc(bl);
-          if (b64 != NULL) {
-            EVP_EncodeBlock((unsigned char *)b64, ib->p[i], (int)ib->len[i]);
-            json_array_append_new(arr, json_string(b64));
-            free(b64);
-          }
+          json_array_append_new(arr, kh__jwire_b64_string(ib->p[i], ib->len[i]));
         } else {
           snprintf(path, sizeof(path), "/buffers/%zu", i);
           json_array_append_new(arr, json_null());
@@ -1379,17 +1347,8 @@ static void ws_connect(rk_t *rk) {
  * answers. It is queued ahead of everything else that waits for the channel. */
 static void hello(rk_t *rk) {
   pend_t *p = pend_new(rk, P_HELLO, NULL);
-  outmsg_t *rest;
   if (p == NULL) return;
-  rest = rk->out_head;
-  rk->out_head = rk->out_tail = NULL;
-  send_msg(rk, "shell", "kernel_info_request", json_object(), p->msg_id);
-  if (rk->out_tail) rk->out_tail->next = rest;
-  {
-    outmsg_t *t = rk->out_head;
-    while (t && t->next) t = t->next;
-    rk->out_tail = t;
-  }
+  send_msg_bufs(rk, "shell", "kernel_info_request", json_object(), NULL, 1, p->msg_id);
 }
 
 static void ws_close(rk_t *rk) {
@@ -1422,7 +1381,7 @@ static void report_dead(rk_t *rk, const char *why) {
   pend_clear(rk);
   ws_close(rk);
   rk->reconnecting = 0;
-  if (rk->timer_open) uv_timer_stop(&rk->timer);
+  uv_timer_stop(&rk->timer);
   uv_timer_stop(&rk->probe);
   if (rk->phase == PH_START || rk->phase == PH_RESTART) {
     int restart = rk->phase == PH_RESTART;
@@ -1597,7 +1556,6 @@ static void rk_maybe_stopped(rk_t *rk) {
     free(o);
   }
   kh__sb_free(&rk->rx);
-  rk->gw->nkernels--;
   k->backend = NULL;
   kh__kernel_on_stopped(k);
   rk_close_timers(rk);
@@ -1751,7 +1709,6 @@ static int remote_start(kh_kernel_t *k) {
   uv_unref((uv_handle_t *)&rk->timer);
   uv_unref((uv_handle_t *)&rk->probe);
   rk->timer.data = rk->probe.data = rk;
-  rk->timer_open = 1;
   rk->handles = 2;
   rk->attached = k->opts.remote_id != NULL;
   rk->shutdown = k->opts.shutdown >= 0 ? k->opts.shutdown : !rk->attached;
@@ -1783,7 +1740,6 @@ static int remote_start(kh_kernel_t *k) {
     rk_close_timers(rk);
     return KH_ENOMEM;
   }
-  gw->nkernels++;
   k->backend = rk;
   return 0;
 }
@@ -1802,7 +1758,7 @@ static int remote_execute(kh_kernel_t *k, kh__request_t *r) {
       json_decref(content);
       return KH_ENOMEM;
     }
-    return send_msg_bufs(rk, "shell", r->comm_type, content, &r->comm_bufs, p->msg_id);
+    return send_msg_bufs(rk, "shell", r->comm_type, content, &r->comm_bufs, 0, p->msg_id);
   }
   content = json_pack("{s:s%, s:b, s:b, s:{}, s:b, s:b}", "code", r->code, r->len, "silent",
                       r->silent, "store_history", r->store_history, "user_expressions",
@@ -1965,6 +1921,7 @@ const kh__backend_t kh__remote_backend = {
     .info = remote_info,
     .interact = remote_interact,
     .interact_cancel = remote_interact_cancel,
+    .no_host_functions = 1,
     .index = KH__BACKEND_REMOTE,
 };
 

@@ -238,10 +238,10 @@ int kh_kernel_expose(kh_manager_t *m, const char *kernel_id, const char *name, k
   hostfn_t *f, **pp;
   int rc;
   if ((k = kh__kernel_lookup(m, kernel_id, &rc)) == NULL) return rc;
-  if (k->opts.mode == KH__MODE_REMOTE) {
-    /* A gateway's kernel has no way back to this process: Jupyter's protocol has none. */
+  if (k->ops->no_host_functions) {
     kh__set_err(m->errmsg, "host functions need a local kernel (mode \"main_thread\" or "
-                           "\"worker\"): a remote kernel cannot call back into this process");
+                           "\"worker\"): a %s kernel cannot call back into this process",
+                k->ops->name);
     return KH_ENOTSUP;
   }
   if (!valid_name(name)) {

@@ -370,6 +370,9 @@ typedef struct kh__backend_s {
   void (*expose)(kh_kernel_t *k, const json_t *names);
   int (*hostcall_answer)(kh_kernel_t *k, int64_t id, const json_t *value, const char *message,
                          const kh_buffer_t *buffers, size_t nbuffers);
+  /* 1: the kernel's Python cannot call back into this process (a gateway's kernel: Jupyter's
+   * protocol has no way), so kh_kernel_expose refuses it with KH_ENOTSUP. */
+  int no_host_functions;
   int index; /* position in backend.c's table (m->backend_state[index]) */
 } kh__backend_t;
 

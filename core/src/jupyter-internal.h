@@ -55,6 +55,10 @@ int kh__jframes_copy(kh__jframes_t *dst, const kh__jframes_t *src);
 json_t *kh__jwire_header(kh__jwire_t *w, const char *msg_type, const char *session,
                          const char *msg_id, const char *username);
 void kh__jwire_date(char *out, size_t n);
+/* base64 (OpenSSL's EVP blocks): a JSON string of data, or the bytes of text (owned, *out_len
+ * set; NULL when it is no base64 or out of memory). Also for the remote backend's messages. */
+json_t *kh__jwire_b64_string(const void *data, size_t len);
+unsigned char *kh__jwire_b64_bytes(const char *text, size_t len, size_t *out_len);
 /* Sends one message: idents (may be NULL) for a ROUTER peer, topic (may be NULL) for iopub,
  * parent and metadata NULL for {}; content is JSON text. 0 or a negative code. */
 int kh__jwire_send(kh__jwire_t *w, void *sock, const kh__jframes_t *idents, const char *topic,

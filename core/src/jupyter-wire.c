@@ -6,6 +6,7 @@
  *   [routing ids...] "<IDS|MSG>" signature header parent_header metadata content [buffers...]
  * where the signature is the lowercase hex HMAC of the four JSON frames, keyed by the
  * connection's key; an empty key means no signing (the signature frame is then empty). */
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
@@ -287,4 +288,33 @@ int kh__jwire_send(kh__jwire_t *w, void *sock, const kh__jframes_t *idents, cons
     rc = send_frame(sock, bufs[i].data, bufs[i].len, i + 1 < nbufs);
   for (i = 0; i < 3; i++) free(texts[i]);
   return rc;
+}
+
+/* --- base64, as Jupyter's JSON carries binary values ------------------------------------- */
+
+json_t *kh__jwire_b64_string(const void *data, size_t len) {
+  size_t out = 4 * ((len + 2) / 3);
+  unsigned char *b = malloc(out + 1);
+  json_t *v;
+  if (b == NULL) return NULL;
+  EVP_EncodeBlock(b, data, (int)len);
+  v = json_stringn((const char *)b, out);
+  free(b);
+  return v;
+}
+
+unsigned char *kh__jwire_b64_bytes(const char *text, size_t len, size_t *out_len) {
+  unsigned char *b;
+  int n;
+  size_t pad = 0;
+  if (len % 4 != 0 || len > INT_MAX) return NULL;
+  if ((b = malloc(len / 4 * 3 + 1)) == NULL) return NULL;
+  if ((n = EVP_DecodeBlock(b, (const unsigned char *)text, (int)len)) < 0) {
+    free(b);
+    return NULL;
+  }
+  if (len >= 1 && text[len - 1] == '=') pad++;
+  if (len >= 2 && text[len - 2] == '=') pad++;
+  *out_len = (size_t)n - pad;
+  return b;
 }

@@ -253,34 +253,6 @@ static void pointer_set(json_t *doc, const char *path, json_t *v) {
     json_decref(v);
 }
 
-static json_t *base64_string(const void *data, size_t len) {
-  size_t out = 4 * ((len + 2) / 3);
-  unsigned char *b = malloc(out + 1);
-  json_t *v;
-  if (b == NULL) return NULL;
-  EVP_EncodeBlock(b, data, (int)len);
-  v = json_stringn((const char *)b, out);
-  free(b);
-  return v;
-}
-
-/* Decoded base64 (a comm buffer of a binary "base64" kernel), owned; NULL when it is none. */
-static unsigned char *base64_bytes(const char *text, size_t len, size_t *out_len) {
-  unsigned char *b;
-  int n;
-  size_t pad = 0;
-  if (len % 4 != 0 || len > INT_MAX) return NULL;
-  if ((b = malloc(len / 4 * 3 + 1)) == NULL) return NULL;
-  if ((n = EVP_DecodeBlock(b, (const unsigned char *)text, (int)len)) < 0) {
-    free(b);
-    return NULL;
-  }
-  if (len >= 1 && text[len - 1] == '=') pad++;
-  if (len >= 2 && text[len - 2] == '=') pad++;
-  *out_len = (size_t)n - pad;
-  return b;
-}
-
 /* An event as the content of its iopub message: binary values go into the JSON as base64
  * (Jupyter's display data), except a comm's buffers, which become the message's binary frames;
  * a comm's "metadata" member is the message's metadata. */
@@ -308,7 +280,7 @@ static void publish_event(kh_jupyter_t *s, const kh_event_t *ev, const json_t *p
         if (idx + 1 > nbufs) nbufs = idx + 1;
       }
     } else {
-      pointer_set(doc, b->path, base64_string(b->data, b->len));
+      pointer_set(doc, b->path, kh__jwire_b64_string(b->data, b->len));
     }
   }
   if (comm) {
@@ -320,7 +292,7 @@ static void publish_event(kh_jupyter_t *s, const kh_event_t *ev, const json_t *p
          i++) {
       json_t *v = json_array_get(arr, i);
       size_t n = 0;
-      unsigned char *b = json_is_string(v) ? base64_bytes(json_string_value(v),
+      unsigned char *b = json_is_string(v) ? kh__jwire_b64_bytes(json_string_value(v),
                                                           json_string_length(v), &n)
                                            : NULL;
       owned[nowned++] = b;

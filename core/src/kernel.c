@@ -16,6 +16,9 @@
  *                 │                       └──── on_restarting (autoRestart, interrupt timeout)
  *                 └──── destroy() from every state; on_stopped() then releases the kernel
  *
+ * on_lost (a remote kernel's reply that can no longer come) ends BUSY like on_reply, the
+ * request failing instead.
+ *
  * Rules that hold in every state:
  * - Requests run one at a time, in FIFO order, only from IDLE (kh__kernel_pump).
  * - Every callback is delivered from the loop through the inbox (delivery.c), never inside
