@@ -102,6 +102,9 @@ static void kill_group(kh__wproc_t *w) {
 
 void kh__wproc_kill(kh__wproc_t *w) {
   w->killed = 1;
+  /* A record the fork server is still making has no handles yet: it is killed when it arrives
+   * (wproc_started), or freed if it never does (worker-pool.c). */
+  if (w->to.loop == NULL) return;
   close_pipes(w);
   if (!w->exited) {
     kill_group(w);
