@@ -55,14 +55,14 @@ const CSP = [
 function presets(root, home) {
   return {
     'worker-sandboxed': {
-      label: 'Python (worker, sandboxed: notebook folder only, no network)',
+      label: 'worker, sandboxed (this folder only, no network)',
       // HOME is a private scratch folder: matplotlib and jedi keep their caches there.
       options: { mode: KernelMode.WORKER, cwd: root, sandbox: 'best-effort',
         env: { HOME: home, MPLCONFIGDIR: path.join(home, 'matplotlib') },
         permissions: { read: [root, home], write: [root, home], net: false, run: false } },
     },
-    worker: { label: 'Python (worker process)', options: { mode: KernelMode.WORKER, cwd: root } },
-    main_thread: { label: 'Python (main_thread, in the server: trusted code only)',
+    worker: { label: 'worker (unconfined)', options: { mode: KernelMode.WORKER, cwd: root } },
+    main_thread: { label: 'main_thread (in the server: trusted code)',
       options: { mode: KernelMode.MAIN_THREAD } },
   };
 }
@@ -465,7 +465,12 @@ if (require.main === module) {
     process.exit(0);
   }
   if (!fs.existsSync(o.folder)) fs.mkdirSync(o.folder, { recursive: true });
-  startServer({ ...o, log: (s) => console.log(`notebook: ${s}`) }).then((s) => {
+  const log = (s) => console.log(`notebook: ${s}`);
+  // Port 8890 unless it is taken (or --port says otherwise): then any free one.
+  startServer({ ...o, port: o.port ?? 8890, log }).catch((err) => {
+    if (err.code !== 'EADDRINUSE' || o.port !== undefined) throw err;
+    return startServer({ ...o, port: 0, log });
+  }).then((s) => {
     console.log(`kernelhost notebook: ${s.url}`);
     console.log(`notebooks in ${path.resolve(o.folder)}; Ctrl-C stops the server`);
     s.manager.ref();
