@@ -190,6 +190,19 @@ async function main() {
     cell = await runCell(page, 'secret');
     await cell.locator('.output.error[data-ename="NameError"]').waitFor();
 
+    // A notebook as Jupyter writes it (nbformat 4.4, no cell ids, sources as lists of lines).
+    execFileSync('/usr/bin/python3', ['-c', [
+      'import sys, nbformat',
+      'from nbformat.v4 import new_notebook, new_markdown_cell, new_code_cell, new_output',
+      'nb = new_notebook(cells=[new_markdown_cell("# From *Jupyter*\\nline two"),',
+      '  new_code_cell("1 + 2", execution_count=7, metadata={"tags": ["kept"]}, outputs=[',
+      '    new_output("stream", name="stdout", text="from jupyter\\n"),',
+      '    new_output("execute_result", {"text/plain": "3"}, execution_count=7)])])',
+      'nb.nbformat_minor = 4',
+      'for c in nb.cells: c.pop("id", None)',
+      'nbformat.write(nb, sys.argv[1])'].join('\n'), path.join(folder, 'jupyter.ipynb')],
+    { stdio: 'inherit' });
+
     step('reload: the tab takes its kernel back and reopens the file');
     const before = [...server.kernels.keys()];
     await page.reload();
@@ -203,6 +216,22 @@ async function main() {
     await page.locator('.output.execute_result table').first().waitFor();
     await page.locator('.output.error[data-ename="ZeroDivisionError"]').waitFor();
     await page.locator('.cell .prompt', { hasText: '[1]:' }).first().waitFor();
+
+    step('a notebook written by nbformat opens, and saves back valid with its metadata');
+    await page.selectOption('#files', 'jupyter.ipynb');
+    await page.click('#open');
+    await page.locator('body[data-opened="jupyter.ipynb"]').waitFor();
+    await page.locator('.cell.markdown h1', { hasText: 'From Jupyter' }).waitFor();
+    await page.locator('.cell .prompt', { hasText: '[7]:' }).waitFor();
+    await page.locator('.output.stream', { hasText: 'from jupyter' }).waitFor();
+    await page.fill('#path', 'jupyter-again.ipynb');
+    await page.click('#save');
+    await page.locator('body[data-saved="jupyter-again.ipynb"]').waitFor();
+    const again = path.join(folder, 'jupyter-again.ipynb');
+    execFileSync('/usr/bin/python3', ['-c',
+      'import sys, nbformat\nnb = nbformat.read(sys.argv[1], as_version=4)\nnbformat.validate(nb)\n' +
+      'assert nb.cells[1].metadata.tags == ["kept"], nb.cells[1].metadata\n' +
+      'assert nb.cells[1].outputs[1].data["text/plain"] == "3"', again], { stdio: 'inherit' });
 
     assert.deepEqual(pageErrors.map(String), []);
     step('ok');

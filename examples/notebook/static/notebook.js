@@ -137,6 +137,8 @@ class Cell {
     this.id = /^[a-zA-Z0-9_-]{1,64}$/.test(id) ? id : uuid();
     this.type = type;
     this.executionCount = null;
+    this.metadata = {}; // kept as the file had it (tags, collapsed, ...)
+    this.attachments = undefined;
     this.outs = []; // {nb: the nbformat output, el}
     this.clearOnNext = false;
     this.el = document.createElement('div');
@@ -320,11 +322,12 @@ class Cell {
   toJSON() {
     const source = this.input.value;
     if (this.type !== 'code') {
-      const c = { id: this.id, cell_type: this.type, metadata: {}, source };
+      const c = { id: this.id, cell_type: this.type, metadata: this.metadata, source };
+      if (this.attachments) c.attachments = this.attachments;
       return c;
     }
     return { id: this.id, cell_type: 'code', execution_count: this.executionCount ?? null,
-      metadata: {}, source, outputs: this.outs.map((o) => o.nb) };
+      metadata: this.metadata, source, outputs: this.outs.map((o) => o.nb) };
   }
 }
 
@@ -454,12 +457,15 @@ function completionKey(e) {
 }
 
 // ---- notebooks -----------------------------------------------------------------------------
+let notebookMetadata = {}; // the opened file's, kept on save
+
 function toNotebook() {
   return {
     nbformat: 4, nbformat_minor: 5,
     metadata: {
       kernelspec: { name: 'python3', display_name: 'Python 3 (ipykernel)', language: 'python' },
       language_info: { name: 'python' },
+      ...notebookMetadata,
     },
     cells: cells.map((c) => c.toJSON()),
   };
@@ -469,9 +475,12 @@ function loadNotebook(nb) {
   for (const c of cells) c.el.remove();
   cells.length = 0;
   displays.clear();
+  notebookMetadata = nb.metadata && typeof nb.metadata === 'object' ? nb.metadata : {};
   for (const c of nb.cells || []) {
     const type = ['code', 'markdown', 'raw'].includes(c.cell_type) ? c.cell_type : 'raw';
     const cell = new Cell(type, join(c.source ?? ''), c.id);
+    if (c.metadata && typeof c.metadata === 'object') cell.metadata = c.metadata;
+    if (type !== 'code' && c.attachments) cell.attachments = c.attachments;
     cells.push(cell);
     cellsEl.append(cell.el);
     if (type === 'markdown') cell.renderMarkdown();
