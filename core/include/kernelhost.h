@@ -156,7 +156,14 @@ typedef void (*kh_event_cb)(kh_manager_t *m, const kh_event_t *ev, void *data);
 /* Creates a manager on `loop` (borrowed; it must outlive the manager). `options_json` is NULL
  * or a JSON object (keys accept camelCase or snake_case):
  *   maxCodeBytes (int, default 4 MiB), interruptGraceMs (int, default 3000),
- *   workerPath (string), pool ({size}),
+ *   workerPath (string),
+ *   pool ({size, mode, preload}): worker processes made ahead of need. mode "spawn" (the
+ *   default): `size` workers spawned and waiting (Python up). mode "fork": a fork server, one
+ *   template process that starts Python, imports the runtime and `preload` (module names such
+ *   as "pandas" or "matplotlib.pyplot") and forks a worker per kernel, `size` (default 1) kept
+ *   forked and waiting. Every pooled worker applies its kernel's options (env, cwd, the whole
+ *   sandbox) when it is claimed; a kernel whose env sets LD_*, MALLOC_* or GLIBC_TUNABLES is
+ *   always spawned fresh. See kh_manager_pool_ready() for the fork server's start and faults.
  *   gateway ({url, token, headers, validateCert, kernelName, connectTimeout, requestTimeout,
  *   reconnectTimeout, pollInterval}): the Jupyter Server / Kernel Gateway / Enterprise Gateway that mode
  *   "remote" kernels run on. url: "http://host:port/base" or "https://..."; token: sent as
@@ -252,6 +259,17 @@ KH_EXTERN int kh_kernel_connect(kh_manager_t *m, const char *remote_id, const ch
 typedef void (*kh_request_cb)(kh_manager_t *m, const char *kernel_id, int status, const char *json,
                               size_t json_len, const char *errmsg, void *data);
 KH_EXTERN int kh_gateway_list(kh_manager_t *m, const char *what, kh_request_cb cb, void *data);
+
+/* Waits for the manager's pool to settle: `cb` (kh_request_cb, kernel_id NULL) runs once, from
+ * the loop, with status 0 and the pool's info as JSON ({mode, size, waiting, and for a fork
+ * server: preload, state "ready", pid, restarts, forked, last_exit}) once the fork server has
+ * said it is up (a spawn pool answers at once); or with KH_EOPTION when a pool.preload module
+ * cannot be imported (errmsg names it; kernels created on this manager then fail with the same
+ * error), KH_EWORKER when the fork server cannot start or keeps dying (kernels start cold), or
+ * KH_ECANCELED (manager close). A fork server that dies after starting is started again
+ * (`restarts`, `last_exit` say so) and kernels created meanwhile start cold; call again to wait
+ * for it. Returns 0, KH_EINVAL (cb NULL), KH_ENOTSUP (no pool), KH_ECLOSED or KH_ENOMEM. */
+KH_EXTERN int kh_manager_pool_ready(kh_manager_t *m, kh_request_cb cb, void *data);
 
 /* Execute options: fill with kh_execute_options_init(), then change what you need. */
 typedef struct {

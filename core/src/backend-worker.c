@@ -23,6 +23,7 @@ typedef struct {
   kh__wproc_t *w; /* the current process, or NULL */
   phase_t phase;
   int pooled;
+  const char *origin; /* where its process came from: "fork", "warm" or "cold" */
   int stopping;
   kh__refs_t refs;  /* processes held and not yet closed, plus the grace timer while open */
   uv_timer_t grace; /* an interrupt that does not land within grace: kill and restart */
@@ -118,8 +119,12 @@ static void get_process(worker_t *wk, phase_t phase) {
   char path[4096], err[KH__ERRMSG_MAX] = "";
   int rc;
   wk->phase = phase;
-  wk->w = kh__wpool_claim(k->m, k->opts.env, &kernel_cbs, wk);
+  wk->w = kh__wpool_claim(k->m, k->opts.env, &kernel_cbs, wk, &rc, err, &wk->origin);
   wk->pooled = wk->w != NULL;
+  if (rc != 0) {
+    phase_failed_later(wk, rc, err);
+    return;
+  }
   if (wk->w != NULL) {
     kh__refs_get(&wk->refs);
     if (wk->w->phase == KH__WP_HELLO && (rc = send_open(wk)) != 0) open_failed(wk, rc, 1);
@@ -296,7 +301,8 @@ static void on_exited(void *holder, kh__wproc_t *w) {
   uv_timer_stop(&wk->grace);
   kh__wproc_describe_exit(w, reason, sizeof(reason), text, sizeof(text));
   if (wk->phase != PH_READY) {
-    phase_failed(wk, KH_EWORKER, text);
+    /* A record the fork server never made says why itself (a pool.preload that fails). */
+    phase_failed(wk, w->start_code ? w->start_code : KH_EWORKER, w->start_code ? w->why : text);
     return;
   }
   kh__kernel_on_dead(k, reason);
@@ -455,6 +461,7 @@ static void worker_info(kh_kernel_t *k, json_t *info) {
   if (wk == NULL) return;
   if (wk->w != NULL) json_object_set_new(info, "pid", json_integer(wk->w->pid));
   json_object_set_new(info, "pooled", json_boolean(wk->pooled));
+  if (wk->origin != NULL) json_object_set_new(info, "origin", json_string(wk->origin));
   if (wk->sandbox != NULL) {
     json_t *o, *missing;
     kh__sandbox_info(wk->sandbox, info);

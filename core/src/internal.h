@@ -138,6 +138,8 @@ typedef struct {
   uint64_t interrupt_grace_ms;
   char *worker_path; /* owned or NULL */
   int pool_size;
+  int pool_fork;         /* pool.mode "fork": a fork server (worker-pool.c) */
+  json_t *pool_preload;  /* owned with pool_fork (an array of module names), else NULL */
   json_t *gateway; /* owned or NULL: the normalised gateway object (snake_case keys) */
 } kh__manager_opts_t;
 
@@ -843,15 +845,19 @@ struct kh__wproc_s {
   int killed;         /* kh__wproc_kill(): its exit is no news */
   int failed;         /* a protocol error or "fatal": nothing more is read from it */
   int protocol_error; /* the death report's cause is "protocol_error" */
+  int start_code;     /* never got a process, for this reason (KH_EOPTION: pool.preload) */
   int64_t exit_status;
   int term_signal;
   char why[300]; /* the "fatal" message or the protocol error, for the death report */
   json_t *plan;  /* owned: the sandbox plan it was opened with (cgroup cleanup), or NULL */
   /* worker-proc.c's own: handles, the decoder and the request bookkeeping. */
+  int adopted;    /* made by the fork server: watched by reap, not proc */
+  int pidfd;      /* adopted: the process's pidfd (reap's), or -1 */
+  uv_poll_t reap; /* adopted: readable once the process has exited */
   uv_process_t proc;
   uv_pipe_t to;    /* host -> worker (its fd 3) */
   uv_pipe_t from;  /* worker -> host (its fd 4) */
-  kh__refs_t refs; /* the three handles: w is freed when the last has closed */
+  kh__refs_t refs; /* the three handles (proc or reap): w is freed when the last has closed */
   kh__frame_dec_t dec;
   char inflight[KH__EXEC_ID_MAX]; /* the request sent and not yet replied to, or "" */
   char recent[KH__WPROC_RECENT][KH__EXEC_ID_MAX]; /* ids sent, a ring */
@@ -871,6 +877,21 @@ int kh__wproc_path(kh_manager_t *m, char *out, size_t n, char *errmsg);
  * Returns 0 and *out, or KH_ENOMEM / KH_EWORKER with errmsg. */
 int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
                     const kh__wproc_cbs_t *cbs, void *holder, kh__wproc_t **out, char *errmsg);
+/* A record with no process yet, for one the fork server is making (worker-pool.c); then one of
+ * kh__wproc_start (spawn it after all) or kh__wproc_adopt (the fork server's answer). A record
+ * that never got a process is freed with kh__wproc_free_unstarted (its holder hears "closed",
+ * as for any record). */
+kh__wproc_t *kh__wproc_new(const kh__wproc_cbs_t *cbs, void *holder);
+void kh__wproc_free_unstarted(kh__wproc_t *w);
+/* Spawns the record's process (kh__wproc_spawn's work). On KH_EWORKER the record closes itself
+ * (its holder hears "closed"); on KH_ENOMEM it is untouched. */
+int kh__wproc_start(kh__wproc_t *w, uv_loop_t *loop, const char *path, const json_t *env,
+                    char *errmsg);
+/* Takes over a worker the fork server forked: pid (the host's child, by CLONE_PARENT) and the
+ * two pipe ends pending on `ipc` (uv_accept'ed: command pipe, then frame pipe). 0: it is the
+ * record's now (a failure after this point is reported as its death); KH_EWORKER: it could not
+ * be watched, was killed, and the record closes itself. */
+int kh__wproc_adopt(kh__wproc_t *w, uv_loop_t *loop, uv_pipe_t *ipc, int pid, char *errmsg);
 /* Sends one message (a host -> worker one, in its phase: "open" once after "hello", the rest
  * once ready, one "exec" at a time). Returns 0, KH_EKERNELDEAD (gone, or not ready yet),
  * KH_EINVAL (out of the protocol's order or shape: a host bug), KH_ENOMEM, KH_ETOOBIG, or a
@@ -890,10 +911,13 @@ void kh__wproc_describe_exit(const kh__wproc_t *w, char *json, size_t n, char *t
  * manager_open and manager_close. */
 void kh__wpool_open(kh_manager_t *m);  /* kh_manager_new: starts the pool */
 void kh__wpool_close(kh_manager_t *m); /* kh_manager_close: kills pooled workers */
-/* A warm process for a kernel with this `env` (may be NULL), now held through cbs/holder; or
- * NULL (no pool, none left, or variables only a fresh process can honour). Refills the pool. */
+/* A pooled process for a kernel with this `env` (may be NULL), now held through cbs/holder (a
+ * fork server's may still be on its way: phase KH__WP_SPAWNED until its "hello"); or NULL: spawn
+ * one (no pool, none left, the fork server is restarting, or variables only a fresh process can
+ * honour), or with *rc set, fail with errmsg (KH_EOPTION: a pool.preload module cannot be
+ * imported). *origin: "fork", "warm" or "cold". Refills the pool. */
 kh__wproc_t *kh__wpool_claim(kh_manager_t *m, const json_t *env, const kh__wproc_cbs_t *cbs,
-                             void *holder);
+                             void *holder, int *rc, char *errmsg, const char **origin);
 
 /* --- sandbox: OS-enforced permissions, mounts and limits for workers ---------------------
  * Three files, one concept each: sandbox-plan.c decides on the host what a kernel's options

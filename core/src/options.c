@@ -32,6 +32,7 @@ typedef enum {
   OPT_PATHS,   /* an array of absolute paths */
   OPT_GRANT,   /* true, false, or an array of strings: a Deno-style permission */
   OPT_ENV,     /* an object of strings: environment variables to set */
+  OPT_STRINGS, /* an array of strings (the check says more) */
   OPT_OBJECT   /* an object whose keys are the nested table sub[] */
 } opt_type_t;
 
@@ -423,10 +424,46 @@ static const opt_spec_t kernel_spec[] = {
     {"shutdown", "shutdown", OPT_BOOL, .modes = M_REMOTE, .store = TO_INT, .off = K(shutdown)},
     {NULL}};
 
+/* pool.preload: Python module names ("numpy", "matplotlib.pyplot"), each imported by the fork
+ * server before it forks. Names only: the template runs them as `import NAME`, never code. */
+static int check_modules(parse_t *p, const json_t *v, const char *path) {
+  size_t i, j;
+  json_t *e;
+  if (json_array_size(v) > 64)
+    return fail(p, KH_EOPTION, "option '%s' names more than 64 modules", path);
+  json_array_foreach(v, i, e) {
+    const char *s = json_string_value(e);
+    size_t n = json_string_length(e);
+    int ok = n > 0 && n <= 255;
+    for (j = 0; ok && j < n; j++) {
+      unsigned char c = (unsigned char)s[j];
+      int start = j == 0 || s[j - 1] == '.';
+      if (c == '.')
+        ok = !start && j + 1 < n;
+      else
+        ok = c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+             (!start && c >= '0' && c <= '9');
+    }
+    if (!ok)
+      return fail(p, KH_EOPTION,
+                  "option '%s[%zu]' must be a module name such as \"numpy\" or "
+                  "\"matplotlib.pyplot\", got %s",
+                  path, i, got(p, e));
+  }
+  return 0;
+}
+
+static const char *const pool_mode_choices[] = {"spawn", "fork", NULL};
+
 static const opt_spec_t pool_spec[] = {
     /* Each warm worker is a whole process with its own CPython: the cap keeps a typo from
-     * forking hundreds of them. */
+     * forking hundreds of them. With mode "fork", the forked workers kept waiting. */
     {"size", "size", OPT_UINT, 64, .store = TO_INT, .off = MG(pool_size)},
+    /* "spawn": workers spawned ahead of need; "fork": one template that forks them. */
+    {"mode", "mode", OPT_CHOICE, .choices = pool_mode_choices, .store = TO_INT,
+     .off = MG(pool_fork)},
+    {"preload", "preload", OPT_STRINGS, .check = check_modules, .store = TO_JSON,
+     .off = MG(pool_preload)},
     {NULL}};
 
 /* gateway: where mode "remote" kernels run (backend-remote.c). */
@@ -663,6 +700,9 @@ static int validate_one(parse_t *p, const opt_spec_t *s, const json_t *v, const 
     case OPT_PATHS:
       rc = check_strings(p, v, path, 1);
       break;
+    case OPT_STRINGS:
+      rc = check_strings(p, v, path, 0);
+      break;
     case OPT_GRANT:
       if (!json_is_boolean(v) && check_strings(p, v, path, 0) != 0)
         return fail(p, KH_EOPTION, "option '%s' must be a boolean or an array of strings", path);
@@ -860,6 +900,22 @@ int kh__manager_opts_parse(kh__manager_opts_t *o, const char *text, char *errmsg
   }
   rc = parse(&p, manager_spec, merged != NULL ? merged : text, "manager", all);
   free(merged);
+  if (rc != 0) o->pool_preload = NULL; /* borrowed from `all` until kept below */
+  if (rc == 0) {
+    json_t *pool = json_object_get(all, "pool");
+    if (o->pool_preload != NULL && !o->pool_fork) {
+      o->pool_preload = NULL;
+      rc = fail(&p, KH_EOPTION,
+                "manager option 'pool.preload' needs 'pool.mode' \"fork\" (a spawned worker "
+                "imports nothing ahead)");
+    } else if (o->pool_fork) {
+      /* Borrowed from `all` until now. Without a size, one forked worker waits. */
+      o->pool_preload = o->pool_preload ? json_incref(o->pool_preload) : json_array();
+      if (json_object_get(pool, "size") == NULL) o->pool_size = 1;
+    } else {
+      o->pool_preload = NULL;
+    }
+  }
   if (rc == 0) {
     json_t *gw = json_object_get(all, "gateway");
     if (gw != NULL && json_object_get(gw, "url") == NULL) {
@@ -880,6 +936,8 @@ void kh__manager_opts_free(kh__manager_opts_t *o) {
   o->worker_path = NULL;
   json_decref(o->gateway);
   o->gateway = NULL;
+  json_decref(o->pool_preload);
+  o->pool_preload = NULL;
 }
 
 int kh__jupyter_opts_parse(kh__jupyter_opts_t *o, const char *text, char *errmsg) {

@@ -70,7 +70,8 @@
  *   INTERRUPT host -> worker  id: string (the cell to interrupt, if it still runs)
  *   INPUT     host -> worker  value: string (the answer to the last input_request;
  *                             the only string that may hold NULs)
- *   FATAL     worker -> host  message: string (why it is about to exit)
+ *   FATAL     worker -> host  message: string (why it is about to exit), module?: string (a
+ *                             template's preload that failed to import)
  *   INTERACT  host -> worker  id: string (the editor request's), op: string ("complete",
  *                             "inspect", "is_complete", "kernel_info"), content: object
  *                             (Jupyter's request content), timeout_ms: int. Any time once
@@ -105,7 +106,29 @@
  *                             "content", not "data"). A request like EXEC, in the same
  *                             one-at-a-time order: the kernel's comm manager handles it on the
  *                             main thread (_kh_comm), its handlers' events carry its id, and it
- *                             ends with a REPLY ({status}) */
+ *                             ends with a REPLY ({status})
+ *   FORK      host -> template  seq: int (the host's number for this request): fork a worker
+ *   FORKED    template -> host  seq: int (a FORK's, answered in order), pid?: int (the new
+ *                             worker's), error?: string (why there is none). With pid, the
+ *                             frame carries two descriptors (SCM_RIGHTS): the write end of the
+ *                             worker's command pipe, then the read end of its frame pipe.
+ *
+ * The fork server (manager option pool.mode "fork", worker-pool.c): one template process,
+ * `kernelhost-worker --kernelhost-template PARENT_PID [MODULE...]`, whose fd 3 is one Unix
+ * socket for both directions. It starts Python, imports the runtime and the modules named,
+ * freezes the heap (gc.freeze) and then, single-threaded for good, forks workers on request:
+ *
+ *     host                                                 template
+ *      |<--------------------------------------------- hello |  Python up, modules imported
+ *      |<--------------------------------------------- fatal |  or why not (module?: the
+ *      |                                                     |  preload that failed); exits
+ *      | fork (seq) ---------------------------------------->|  any number, answered in order
+ *      |<------------------------------- forked (seq, pid) + 2 fds
+ *
+ * Each worker is made with clone(CLONE_PARENT): it is the host's child, as a spawned worker is
+ * (the host reaps it, its parent-death signal follows the host, and the template's death takes
+ * no kernel with it). It starts in its own session on the two pipes it was given, then speaks
+ * the protocol above from "hello" on, exactly as a spawned worker does. */
 #ifndef KH_PROTOCOL_H
 #define KH_PROTOCOL_H
 
@@ -129,7 +152,9 @@
   X(EXPOSE, "expose", KH__P_TO_WORKER)       \
   X(CALL, "call", KH__P_TO_HOST)             \
   X(RESULT, "result", KH__P_TO_WORKER)       \
-  X(COMM, "comm", KH__P_TO_WORKER)
+  X(COMM, "comm", KH__P_TO_WORKER)           \
+  X(FORK, "fork", KH__P_TO_WORKER)           \
+  X(FORKED, "forked", KH__P_TO_HOST)
 
 /* Which way a message travels. */
 typedef enum { KH__P_TO_WORKER = 1, KH__P_TO_HOST = 2 } kh__pdir_t;

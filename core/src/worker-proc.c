@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -71,6 +73,7 @@ static void wproc_release(kh__refs_t *r) {
   void *holder = w->holder;
   kh__frame_dec_free(&w->dec);
   json_decref(w->plan);
+  if (w->pidfd >= 0) close(w->pidfd);
   free(w);
   if (cbs != NULL) cbs->closed(holder);
 }
@@ -82,12 +85,19 @@ static void close_pipes(kh__wproc_t *w) {
   kh__refs_close(&w->refs, (uv_handle_t *)&w->from);
 }
 
+/* The handle that watches the process: libuv's for a spawned one, the pidfd's poll for one the
+ * fork server made (which libuv did not spawn and so does not reap). */
+static uv_handle_t *proc_handle(kh__wproc_t *w) {
+  return w->adopted ? (uv_handle_t *)&w->reap : (uv_handle_t *)&w->proc;
+}
+
 /* SIGKILL to the whole process group: the worker leads its own, and takes whatever its cells
- * started (subprocesses, a fork bomb) down with it. */
+ * started (subprocesses, a fork bomb) down with it. The process itself too, in case it has not
+ * made its group yet (a forked one does so first thing). */
 static void kill_group(kh__wproc_t *w) {
-  if (w->exited) return;
-  if (w->pid > 0) kill(-w->pid, SIGKILL);
-  uv_process_kill(&w->proc, SIGKILL);
+  if (w->exited || w->pid <= 0) return;
+  kill(-w->pid, SIGKILL);
+  kill(w->pid, SIGKILL);
 }
 
 void kh__wproc_kill(kh__wproc_t *w) {
@@ -95,7 +105,7 @@ void kh__wproc_kill(kh__wproc_t *w) {
   close_pipes(w);
   if (!w->exited) {
     kill_group(w);
-    uv_ref((uv_handle_t *)&w->proc); /* keep the loop running until it is reaped */
+    if (w->pid > 0) uv_ref(proc_handle(w)); /* keep the loop running until it is reaped */
   }
 }
 
@@ -128,8 +138,7 @@ static void fail_at_eof(kh__wproc_t *w, const char *fmt, ...) {
   va_end(ap);
 }
 
-static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
-  kh__wproc_t *w = p->data;
+static void proc_exited(kh__wproc_t *w, int64_t status, int sig) {
   w->exited = 1;
   w->exit_status = status;
   w->term_signal = sig;
@@ -146,9 +155,33 @@ static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
     }
   }
   close_pipes(w);
-  kh__refs_close(&w->refs, (uv_handle_t *)&w->proc);
+  kh__refs_close(&w->refs, proc_handle(w));
   /* A process killed on purpose is no news to its holder. */
   if (!w->killed && w->cbs != NULL) w->cbs->exited(w->holder, w);
+}
+
+static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
+  proc_exited(p->data, status, sig);
+}
+
+/* A forked worker's pidfd is readable once it has exited: the host, its parent, reaps it. */
+static void on_reap(uv_poll_t *h, int status, int events) {
+  kh__wproc_t *w = h->data;
+  int st = 0;
+  pid_t r;
+  (void)status;
+  (void)events;
+  do r = waitpid(w->pid, &st, WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r == 0) return; /* not yet */
+  uv_poll_stop(h);
+  if (r < 0) {
+    /* Reaped by someone else (a host whose SIGCHLD is ignored): gone, cause unknown. */
+    if (!w->why[0]) snprintf(w->why, sizeof(w->why), "its exit status was not available");
+    proc_exited(w, -1, 0);
+  } else {
+    proc_exited(w, WIFEXITED(st) ? WEXITSTATUS(st) : 0, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  }
 }
 
 /* --- sending ------------------------------------------------------------------------------ */
@@ -465,27 +498,53 @@ static void free_env(char **env) {
   free(env);
 }
 
-int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
-                    const kh__wproc_cbs_t *cbs, void *holder, kh__wproc_t **out, char *errmsg) {
+kh__wproc_t *kh__wproc_new(const kh__wproc_cbs_t *cbs, void *holder) {
   kh__wproc_t *w = calloc(1, sizeof(*w));
+  if (w == NULL) return NULL;
+  kh__frame_dec_init(&w->dec, 0);
+  kh__refs_init(&w->refs, wproc_release);
+  w->pidfd = -1;
+  w->cbs = cbs;
+  w->holder = holder;
+  return w;
+}
+
+void kh__wproc_free_unstarted(kh__wproc_t *w) {
+  wproc_release(&w->refs); /* as if its last handle had closed: the holder hears "closed" */
+}
+
+/* The pipes are open and the process is watched: read its frames, and never let it keep the
+ * loop alive by itself (the manager's requests do). */
+static void wproc_started(kh__wproc_t *w) {
+  uv_unref(proc_handle(w));
+  uv_unref((uv_handle_t *)&w->to);
+  uv_unref((uv_handle_t *)&w->from);
+  uv_read_start((uv_stream_t *)&w->from, on_alloc, on_read);
+  /* Killed while the fork server was still making it: it goes now. */
+  if (w->killed) {
+    w->killed = 0;
+    kh__wproc_kill(w);
+  }
+}
+
+static void init_pipes(kh__wproc_t *w, uv_loop_t *loop) {
+  uv_pipe_init(loop, &w->to, 0);
+  uv_pipe_init(loop, &w->from, 0);
+  w->to.data = w->from.data = w->proc.data = w->reap.data = w;
+  kh__refs_handle(&w->refs, &w->to);
+  kh__refs_handle(&w->refs, &w->from);
+}
+
+int kh__wproc_start(kh__wproc_t *w, uv_loop_t *loop, const char *path, const json_t *env,
+                    char *errmsg) {
   uv_process_options_t o;
   uv_stdio_container_t stdio[5];
   char ppid[32];
   char *args[4];
   char **envp = NULL;
   int rc;
-  if (w == NULL) return KH_ENOMEM;
-  if (json_object_size(env) > 0 && (envp = build_env(env)) == NULL) {
-    free(w);
-    return KH_ENOMEM;
-  }
-  kh__frame_dec_init(&w->dec, 0);
-  uv_pipe_init(loop, &w->to, 0);
-  uv_pipe_init(loop, &w->from, 0);
-  w->to.data = w->from.data = w->proc.data = w;
-  kh__refs_init(&w->refs, wproc_release);
-  kh__refs_handle(&w->refs, &w->to);
-  kh__refs_handle(&w->refs, &w->from);
+  if (json_object_size(env) > 0 && (envp = build_env(env)) == NULL) return KH_ENOMEM;
+  init_pipes(w, loop);
   kh__refs_handle(&w->refs, &w->proc);
   /* The worker checks that this is still its parent: a host that died before the worker's
    * prctl(PR_SET_PDEATHSIG) ran would leave it orphaned otherwise. */
@@ -517,20 +576,63 @@ int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
   free_env(envp);
   if (rc != 0) {
     kh__set_err(errmsg, "cannot start the worker \"%s\": %s", path, uv_strerror(rc));
+    /* The record goes with its handles: the holder hears "closed" as for any process. */
+    w->killed = 1;
+    w->exited = 1;
     kh__refs_close(&w->refs, (uv_handle_t *)&w->to);
     kh__refs_close(&w->refs, (uv_handle_t *)&w->from);
     kh__refs_close(&w->refs, (uv_handle_t *)&w->proc);
     return KH_EWORKER;
   }
   w->pid = w->proc.pid;
+  wproc_started(w);
+  return 0;
+}
+
+int kh__wproc_spawn(uv_loop_t *loop, const char *path, const json_t *env,
+                    const kh__wproc_cbs_t *cbs, void *holder, kh__wproc_t **out, char *errmsg) {
+  kh__wproc_t *w = kh__wproc_new(NULL, NULL);
+  int rc;
+  if (w == NULL) return KH_ENOMEM;
+  if ((rc = kh__wproc_start(w, loop, path, env, errmsg)) != 0) {
+    if (rc == KH_ENOMEM) kh__wproc_free_unstarted(w);
+    return rc;
+  }
   w->cbs = cbs;
   w->holder = holder;
-  /* Workers never keep the host alive by themselves (the manager's requests do). */
-  uv_unref((uv_handle_t *)&w->proc);
-  uv_unref((uv_handle_t *)&w->to);
-  uv_unref((uv_handle_t *)&w->from);
-  uv_read_start((uv_stream_t *)&w->from, on_alloc, on_read);
   *out = w;
+  return 0;
+}
+
+int kh__wproc_adopt(kh__wproc_t *w, uv_loop_t *loop, uv_pipe_t *ipc, int pid, char *errmsg) {
+  int rc, fd;
+  w->adopted = 1;
+  w->pid = pid;
+  init_pipes(w, loop);
+  /* The host is its parent (CLONE_PARENT) and has not reaped it: the pid cannot be reused
+   * meanwhile, so its pidfd is that process's. */
+  fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0 || uv_poll_init(loop, &w->reap, fd) != 0) {
+    kh__set_err(errmsg, "cannot watch the forked worker %d: %s", pid, strerror(errno));
+    if (fd >= 0) close(fd);
+    kill(pid, SIGKILL);
+    w->exited = w->killed = 1;
+    close_pipes(w);
+    return KH_EWORKER;
+  }
+  w->pidfd = fd;
+  kh__refs_handle(&w->refs, &w->reap);
+  uv_poll_start(&w->reap, UV_READABLE, on_reap);
+  rc = uv_accept((uv_stream_t *)ipc, (uv_stream_t *)&w->to);
+  if (rc == 0) rc = uv_accept((uv_stream_t *)ipc, (uv_stream_t *)&w->from);
+  if (rc != 0) {
+    /* Reported as its death, once it is reaped. */
+    snprintf(w->why, sizeof(w->why), "the fork server's pipes did not arrive: %s",
+             uv_strerror(rc));
+    w->failed = 1;
+    kill(pid, SIGKILL);
+  }
+  wproc_started(w);
   return 0;
 }
 

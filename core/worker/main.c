@@ -13,6 +13,8 @@
  * does), drops every other event, and exits when its copy of the cell ends (status 0, or 1 if
  * the cell failed), never reading a command. Whatever it does (lives on, sleeps, exits,
  * raises), the worker does not wait for it; it dies with the worker's process group. */
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -25,6 +27,8 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -1058,6 +1062,282 @@ static int start_python(char *err) {
   return 0;
 }
 
+
+/* --- the fork server ---------------------------------------------------------------------- */
+
+/* With the manager option pool.mode "fork" the host starts this program once as a template
+ * (protocol.h's second diagram): Python up, the runtime and the preload modules imported, the
+ * heap frozen, then one fork per request. The template stays single-threaded, so a child starts
+ * with no lock held by a thread it does not have; the child then goes on exactly as a spawned
+ * worker does after start_python(), from "hello" on. */
+
+static int tmpl_fd = -1; /* the template's socket to the host: requests in, answers out */
+
+/* Thread pools that numerical libraries start when they are loaded (OpenBLAS starts one thread
+ * per core at `import numpy` when it is the BLAS, as OpenMP runtimes do) would make the
+ * template multi-threaded and its children unsafe. The template asks them for one thread,
+ * unless the host's environment chose a number itself; each child forgets that request before
+ * its kernel opens, and gives OpenBLAS back its own count once its sandbox is on (blas_restore). */
+static const char *const one_thread_vars[] = {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                              "MKL_NUM_THREADS", "BLIS_NUM_THREADS"};
+#define N_ONE_THREAD_VARS (sizeof(one_thread_vars) / sizeof(one_thread_vars[0]))
+static unsigned one_thread_set; /* bit i: the template set one_thread_vars[i] */
+
+static int thread_count(void) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+  if (d == NULL) return -1;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+/* A "fatal" naming the preload module that could not be imported (or that left threads). */
+static void tmpl_fail(const char *module, const char *fmt, ...) {
+  char buf[KH__ERRMSG_MAX];
+  va_list ap;
+  json_t *o;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  o = json_pack("{s:s, s:s}", "t", kh__proto_name(KH__P_FATAL), "message", buf);
+  if (o != NULL && module != NULL) json_object_set_new(o, "module", json_string(module));
+  if (o != NULL) write_json(o);
+  json_decref(o);
+  _exit(72);
+}
+
+/* Imports the runtime's modules that opening a kernel needs and the preload list, and freezes
+ * what they made: objects in the permanent generation are never visited by the collector, so
+ * a child's collections do not write to (and copy) the pages it shares with the template. */
+static void tmpl_preload(int n, char **mods) {
+  static const char *const runtime[] = {"json", "_kh_sandbox"};
+  PyObject *m, *r;
+  size_t k;
+  int i, t;
+  for (k = 0; k < sizeof(runtime) / sizeof(runtime[0]); k++) {
+    m = PyImport_ImportModule(runtime[k]);
+    if (m == NULL) {
+      char buf[KH__ERRMSG_MAX - 64];
+      kh__py_describe_error(buf, sizeof(buf));
+      tmpl_fail(NULL, "the fork server cannot load the runtime's %s: %s", runtime[k], buf);
+    }
+    Py_DECREF(m);
+  }
+  for (i = 0; i < n; i++) {
+    m = PyImport_ImportModule(mods[i]);
+    if (m == NULL) {
+      char buf[KH__ERRMSG_MAX - 128];
+      kh__py_describe_error(buf, sizeof(buf));
+      tmpl_fail(mods[i], "pool.preload: module \"%s\" cannot be imported: %s", mods[i], buf);
+    }
+    Py_DECREF(m);
+    if ((t = thread_count()) != 1)
+      tmpl_fail(mods[i],
+                "pool.preload: importing \"%s\" left the fork server with %d threads; a "
+                "process with threads cannot be forked safely",
+                mods[i], t);
+  }
+  m = PyImport_ImportModule("gc");
+  r = m ? PyObject_CallMethod(m, "collect", NULL) : NULL;
+  Py_XDECREF(r);
+  r = m ? PyObject_CallMethod(m, "freeze", NULL) : NULL;
+  Py_XDECREF(r);
+  Py_XDECREF(m);
+  PyErr_Clear();
+}
+
+/* The answer to one "fork": pid and the host's ends of the pipes, or an error. */
+static void tmpl_answer(json_int_t seq, pid_t pid, const char *error, int to_w, int from_r) {
+  json_t *o = json_pack("{s:s, s:I}", "t", kh__proto_name(KH__P_FORKED), "seq", seq);
+  char *frame = NULL;
+  size_t len = 0;
+  if (o != NULL) {
+    json_object_set_new(o, pid > 0 ? "pid" : "error",
+                        pid > 0 ? json_integer(pid) : json_string(error));
+    frame = kh__frame_encode(o, &len);
+  }
+  json_decref(o);
+  if (frame == NULL) _exit(70);
+  if (pid > 0) {
+    union {
+      struct cmsghdr h;
+      char b[CMSG_SPACE(2 * sizeof(int))];
+    } c;
+    struct iovec iov = {frame, len};
+    struct msghdr mh;
+    int fds[2] = {to_w, from_r};
+    ssize_t w;
+    memset(&mh, 0, sizeof(mh));
+    memset(&c, 0, sizeof(c));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = c.b;
+    mh.msg_controllen = sizeof(c.b);
+    c.h.cmsg_level = SOL_SOCKET;
+    c.h.cmsg_type = SCM_RIGHTS;
+    c.h.cmsg_len = CMSG_LEN(sizeof(fds));
+    memcpy(CMSG_DATA(&c.h), fds, sizeof(fds));
+    /* The descriptors travel with the first byte; the rest of a frame cut short follows. */
+    do w = sendmsg(tmpl_fd, &mh, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0) _exit(0); /* the host is gone */
+    if ((size_t)w < len) {
+      struct iovec rest = {frame + w, len - (size_t)w};
+      write_iov_locked(&rest, 1);
+    }
+  } else {
+    struct iovec all = {frame, len};
+    write_iov_locked(&all, 1);
+  }
+  free(frame);
+}
+
+/* In a new child: the pipes become fds 3 and 4, as a spawned worker's are, and nothing else of
+ * the template's stays open (its socket, its copies of other children's pipes, whatever a
+ * preload module opened). Its own session and process group, as UV_PROCESS_DETACHED gives a
+ * spawned worker; the host's death kills it, as it kills a spawned one. */
+static void tmpl_child(int cmd_r, int frame_w, pid_t host) {
+  PyObject *m, *r;
+  if (dup2(cmd_r, 3) < 0 || dup2(frame_w, 4) < 0) _exit(70);
+  if (syscall(SYS_close_range, 5u, ~0u, 0u) != 0) {
+    int fd;
+    for (fd = 5; fd < 1024; fd++) close(fd);
+  }
+  tmpl_fd = in_fd = out_fd = diag_fd = -1;
+  kh__frame_dec_free(&cmd_dec);
+  kh__frame_dec_init(&cmd_dec, 0);
+  setsid();
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != host) _exit(0);
+  /* Python's `random` reseeded itself in PyOS_AfterFork_Child (os.register_at_fork); numpy's
+   * legacy global RandomState, seeded from the OS once at import, does not: two kernels
+   * would draw the same np.random.rand(). */
+  m = PyImport_ImportModule("sys");
+  r = m ? PyObject_GetAttrString(m, "modules") : NULL;
+  Py_XDECREF(m);
+  m = r ? PyDict_GetItemString(r, "numpy.random") : NULL;
+  if (m != NULL) {
+    PyObject *x = PyObject_CallMethod(m, "seed", NULL);
+    if (x == NULL) fatal("reseeding numpy.random failed");
+    Py_DECREF(x);
+  }
+  Py_XDECREF(r);
+  /* The one-thread requests were the template's, not the kernel's. */
+  if (one_thread_set) {
+    PyObject *os = PyImport_ImportModule("os"), *env = os ? PyObject_GetAttrString(os, "environ") : NULL;
+    size_t i;
+    for (i = 0; i < N_ONE_THREAD_VARS; i++) {
+      if (!(one_thread_set & (1u << i))) continue;
+      r = env ? PyObject_CallMethod(env, "pop", "sO", one_thread_vars[i], Py_None) : NULL;
+      Py_XDECREF(r);
+      unsetenv(one_thread_vars[i]);
+    }
+    Py_XDECREF(env);
+    Py_XDECREF(os);
+    PyErr_Clear();
+  }
+}
+
+/* After the kernel opened (its sandbox on, its env applied): OpenBLAS, if it is the BLAS and
+ * was held to one thread by the template, gets the count a spawned worker's would have had. */
+static void blas_restore(void) {
+  static const char *const libs[] = {"libopenblas.so.0", "libopenblasp.so.0", "libblas.so.3"};
+  const char *v = getenv("OPENBLAS_NUM_THREADS");
+  long n = v != NULL ? atol(v) : sysconf(_SC_NPROCESSORS_ONLN);
+  size_t i;
+  if (!(one_thread_set & 1u) || n <= 1) return;
+  for (i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
+    void *h = dlopen(libs[i], RTLD_NOW | RTLD_NOLOAD);
+    void (*set)(int) = h ? (void (*)(int))dlsym(h, "openblas_set_num_threads") : NULL;
+    if (h != NULL) dlclose(h);
+    if (set != NULL) {
+      set((int)n);
+      return;
+    }
+  }
+}
+
+/* The template's life: requests until the host goes away; returns only in a new child. */
+static void tmpl_serve(pid_t host) {
+  pid_t *tid_addr = NULL;
+  /* glibc's record of this thread's id, which its fork() updates in the child: a raw clone must
+   * do the same (CLONE_CHILD_SETTID), or the child's pthread_kill() of its main thread, the
+   * worker's interrupt, would target the template's id. */
+  if (prctl(PR_GET_TID_ADDRESS, &tid_addr) != 0 || tid_addr == NULL)
+    tmpl_fail(NULL, "the fork server cannot find its thread id (PR_GET_TID_ADDRESS): %s",
+              strerror(errno));
+  for (;;) {
+    char why[160];
+    json_t *msg = read_first_frame();
+    json_int_t seq;
+    int cmd[2], frm[2], t;
+    long pid;
+    if (kh__proto_check(msg, KH__P_TO_WORKER, 0, why, sizeof(why)) != KH__P_FORK)
+      fatal("fork server: expected \"fork\": %s", why);
+    seq = json_integer_value(json_object_get(msg, "seq"));
+    json_decref(msg);
+    if ((t = thread_count()) != 1) {
+      tmpl_fail(NULL, "the fork server has %d threads; a process with threads cannot be forked "
+                      "safely", t);
+    }
+    if (pipe2(cmd, O_CLOEXEC) != 0) {
+      tmpl_answer(seq, 0, strerror(errno), -1, -1);
+      continue;
+    }
+    if (pipe2(frm, O_CLOEXEC) != 0) {
+      tmpl_answer(seq, 0, strerror(errno), -1, -1);
+      close(cmd[0]);
+      close(cmd[1]);
+      continue;
+    }
+    PyOS_BeforeFork();
+    pid = syscall(SYS_clone, (unsigned long)(CLONE_PARENT | CLONE_CHILD_SETTID |
+                                             CLONE_CHILD_CLEARTID | SIGCHLD),
+                  NULL, NULL, tid_addr, NULL);
+    if (pid == 0) {
+      PyOS_AfterFork_Child();
+      tmpl_child(cmd[0], frm[1], host);
+      return;
+    }
+    PyOS_AfterFork_Parent();
+    if (pid < 0)
+      tmpl_answer(seq, 0, strerror(errno), -1, -1);
+    else
+      tmpl_answer(seq, (pid_t)pid, NULL, cmd[1], frm[0]);
+    close(cmd[0]);
+    close(cmd[1]);
+    close(frm[0]);
+    close(frm[1]);
+  }
+}
+
+/* The template's start: its socket above 10, fds 3 and 4 kept busy (so that a child's pipes
+ * never land on them before its dup2s), the one-thread requests, Python, the modules. */
+static void tmpl_start(int nmods, char **mods) {
+  size_t i;
+  int nul;
+  tmpl_fd = fcntl(3, F_DUPFD_CLOEXEC, 10);
+  diag_fd = fcntl(2, F_DUPFD_CLOEXEC, 10);
+  if (tmpl_fd < 0) {
+    diag("kernelhost-worker: fd 3 must be the host's socket; this program is started by "
+         "libkernelhost, not by hand");
+    _exit(2);
+  }
+  in_fd = out_fd = tmpl_fd;
+  nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 3) < 0 || dup2(nul, 4) < 0)
+    fatal("/dev/null: %s", strerror(errno));
+  close(nul);
+  for (i = 0; i < N_ONE_THREAD_VARS; i++) {
+    if (getenv(one_thread_vars[i]) != NULL) continue;
+    setenv(one_thread_vars[i], "1", 1);
+    one_thread_set |= 1u << i;
+  }
+}
+
 /* The open message's "sandbox" plan: confines this process (still single-threaded), then
  * installs the Python layer. On failure the host hears why in a "ready" frame and the worker
  * exits: it never runs a kernel unconfined. *report gets {layers, missing} (owned). */
@@ -1105,22 +1385,37 @@ int main(int argc, char **argv) {
   char err[KH__ERRMSG_MAX];
   json_t *hello, *first, *report = NULL;
   kh__pmsg_t kind;
+  pid_t host;
+  int template = argc >= 3 && strcmp(argv[1], "--kernelhost-template") == 0;
   main_tid = pthread_self();
-  if (argc < 3 || strcmp(argv[1], "--kernelhost-worker") != 0) {
+  if (argc < 3 || (!template && strcmp(argv[1], "--kernelhost-worker") != 0)) {
     fprintf(stderr,
             "usage: kernelhost-worker --kernelhost-worker PARENT_PID\n"
+            "       kernelhost-worker --kernelhost-template PARENT_PID [MODULE...]\n"
             "This program is started by libkernelhost for worker-mode kernels.\n");
     return 2;
   }
+  host = (pid_t)atol(argv[2]);
   /* No orphans: die with the host. PDEATHSIG follows the host thread that spawned us (the
    * loop thread, which lives as long as the manager), and the check below closes the race
    * with a host that died before prctl ran. EOF on the command pipe is the second net. */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != (pid_t)atol(argv[2])) _exit(0);
+  if (getppid() != host) _exit(0);
+  kh__frame_dec_init(&cmd_dec, 0);
+  if (template) {
+    json_t *ok;
+    tmpl_start(argc - 3, argv + 3);
+    if (start_python(err) != 0) tmpl_fail(NULL, "%s", err);
+    tmpl_preload(argc - 3, argv + 3);
+    ok = json_pack("{s:s, s:i, s:s}", "t", kh__proto_name(KH__P_HELLO), "pid", (int)getpid(),
+                   "python", PY_VERSION);
+    write_json(ok);
+    json_decref(ok);
+    tmpl_serve(host); /* returns in a new worker */
+  }
   setup_fds();
   if (pthread_atfork(NULL, NULL, forked_child) != 0) fatal("pthread_atfork failed");
-  kh__frame_dec_init(&cmd_dec, 0);
-  if (start_python(err) != 0) fatal("%s", err);
+  if (!template && start_python(err) != 0) fatal("%s", err);
   hello = json_pack("{s:s, s:i, s:s}", "t", kh__proto_name(KH__P_HELLO), "pid", (int)getpid(),
                     "python", PY_VERSION);
   write_json(hello);
@@ -1140,6 +1435,7 @@ int main(int argc, char **argv) {
   start_thread(command_thread);
   start_thread(capture_thread);
   do_open(first, report);
+  blas_restore();
   json_decref(report);
   json_decref(first);
   for (;;) {

@@ -119,11 +119,33 @@ static void on_watchdog(uv_timer_t *h) {
   FAIL("watchdog: the awaited callback or event never came");
 }
 
+/* KH_TEST_POOL ("fork" or "spawn"): every manager that does not choose a pool itself gets one,
+ * so that one suite runs with kernels from the fork server, the warm pool, or cold (unset). */
+static char *with_test_pool(const char *manager_opts) {
+  const char *pool = getenv("KH_TEST_POOL");
+  json_t *o;
+  char *s;
+  if (pool == NULL || !*pool) return NULL;
+  o = manager_opts ? json_loads(manager_opts, 0, NULL) : json_object();
+  if (!json_is_object(o) || json_object_get(o, "pool") != NULL) {
+    json_decref(o);
+    return NULL;
+  }
+  json_object_set_new(o, "pool",
+                      strcmp(pool, "fork") == 0 ? json_pack("{s:s, s:i}", "mode", "fork", "size", 1)
+                                                : json_pack("{s:i}", "size", 1));
+  s = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  return s;
+}
+
 void th_init(th_t *t, const char *manager_opts) {
+  char *pooled = with_test_pool(manager_opts);
   memset(t, 0, sizeof(*t));
   ASSERT_INT(uv_loop_init(&t->loop), ==, 0);
-  if (kh_manager_new(&t->m, &t->loop, manager_opts) != 0)
+  if (kh_manager_new(&t->m, &t->loop, pooled ? pooled : manager_opts) != 0)
     FAIL("kh_manager_new: %s", kh_manager_errmsg(NULL));
+  free(pooled);
   ASSERT_INT(kh_subscribe(t->m, NULL, KH_EVENT_ALL, on_event, t, &t->sub), ==, 0);
   ASSERT(t->sub > 0);
   uv_timer_init(&t->loop, &t->watchdog);

@@ -1,0 +1,353 @@
+/* test_fork.c: the fork server (manager option pool.mode "fork"): kernels forked from a template
+ * that imported the preload modules, each applying its own options; the fork-safety points
+ * (threads, random state, descriptors, hash secret) and the faults (a preload that fails, a
+ * template that dies, a host SIGKILLed with a template and kernels alive). The worker behaviour
+ * suite itself runs against the fork server as ctest fork/<name> (KH_TEST_POOL=fork). These
+ * tests choose worker mode themselves. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kh_test.h"
+
+#define WORKER "{\"mode\": \"worker\"}"
+
+typedef struct {
+  int done;
+  int status;
+  char errmsg[1024];
+  json_t *info;
+} ready_t;
+
+static void on_ready(kh_manager_t *m, const char *kernel_id, int status, const char *json,
+                     size_t len, const char *errmsg, void *data) {
+  ready_t *r = data;
+  (void)m;
+  (void)kernel_id;
+  r->done = 1;
+  r->status = status;
+  if (errmsg) snprintf(r->errmsg, sizeof(r->errmsg), "%s", errmsg);
+  r->info = json ? json_loadb(json, len, 0, NULL) : NULL;
+}
+
+static void on_created(kh_manager_t *m, const char *kernel_id, int status, const char *errmsg,
+                       void *data) {
+  ready_t *r = data;
+  (void)m;
+  (void)kernel_id;
+  r->done = 1;
+  r->status = status;
+  if (errmsg) snprintf(r->errmsg, sizeof(r->errmsg), "%s", errmsg);
+}
+
+/* Waits for the pool to settle; returns its info (owned) and fills *status. */
+static json_t *pool_ready(th_t *t, int *status, char *errmsg, size_t n) {
+  ready_t r;
+  memset(&r, 0, sizeof(r));
+  ASSERT_INT(kh_manager_pool_ready(t->m, on_ready, &r), ==, 0);
+  th_run_until(t, &r.done);
+  *status = r.status;
+  if (errmsg) snprintf(errmsg, n, "%s", r.errmsg);
+  return r.info;
+}
+
+static json_t *pool_ready_ok(th_t *t) {
+  int status;
+  char err[1024];
+  json_t *info = pool_ready(t, &status, err, sizeof(err));
+  if (status != 0) FAIL("pool not ready: %s: %s", kh_err_name(status), err);
+  ASSERT_STR(th_s(info, "state"), "ready");
+  return info;
+}
+
+static json_t *kinfo(th_t *t, const char *id) {
+  char *s = kh_kernel_info(t->m, id);
+  json_t *j = s ? json_loads(s, 0, NULL) : NULL;
+  kh_free(s);
+  ASSERT(j != NULL);
+  return j;
+}
+
+static void assert_origin(th_t *t, const char *id, const char *origin) {
+  json_t *j = kinfo(t, id);
+  ASSERT_STR(th_s(j, "origin"), origin);
+  json_decref(j);
+}
+
+static int kpid(th_t *t, const char *id) {
+  json_t *j = kinfo(t, id);
+  int pid = (int)th_i(j, "pid");
+  json_decref(j);
+  ASSERT(pid > 0);
+  return pid;
+}
+
+/* The text/plain result of a cell. */
+static char *eval(th_t *t, const char *id, const char *code) {
+  th_result_t r;
+  char *s;
+  th_exec(t, id, code, &r);
+  if (th_get(r.json, "result.data.text/plain") == NULL)
+    FAIL("no result for %s: %s", code, json_dumps(r.json, JSON_COMPACT));
+  s = strdup(th_s(r.json, "result.data.text/plain"));
+  th_result_free(&r);
+  return s;
+}
+
+static void assert_eval(th_t *t, const char *id, const char *code, const char *want) {
+  char *got = eval(t, id, code);
+  ASSERT_STR(got, want);
+  free(got);
+}
+
+static int ppid_of(int pid) {
+  char path[64], buf[512], *rp;
+  int ppid = -1;
+  FILE *f;
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  if ((f = fopen(path, "r")) == NULL) return -1;
+  if (fgets(buf, sizeof(buf), f) && (rp = strrchr(buf, ')')) != NULL) sscanf(rp + 4, "%d", &ppid);
+  fclose(f);
+  return ppid;
+}
+
+TEST(fork_kernel_from_template) {
+  th_t t;
+  char a[64], b[64];
+  json_t *info;
+  int tpid;
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"preload\": [\"json\", \"email.mime.text\"]}}");
+  info = pool_ready_ok(&t);
+  tpid = (int)th_i(info, "pid");
+  ASSERT(tpid > 0);
+  ASSERT_STR(th_s(info, "mode"), "fork");
+  json_decref(info);
+  th_create(&t, WORKER, a);
+  th_create(&t, WORKER, b);
+  assert_origin(&t, a, "fork");
+  assert_origin(&t, b, "fork");
+  /* The host's children (CLONE_PARENT), not the template's; each in its own process group. */
+  ASSERT_INT(ppid_of(kpid(&t, a)), ==, getpid());
+  ASSERT_INT(getpgid(kpid(&t, a)), ==, kpid(&t, a));
+  ASSERT(kpid(&t, a) != kpid(&t, b) && kpid(&t, a) != tpid);
+  /* The preload is imported already; the kernels are separate processes. */
+  assert_eval(&t, a, "import sys\n'email.mime.text' in sys.modules", "True");
+  assert_eval(&t, a, "x = 41\nx + 1", "42");
+  assert_eval(&t, b, "'x' in globals()", "False");
+  assert_eval(&t, b, "import os\nos.getpid() != os.getppid()", "True");
+  th_interrupt_sleep(&t, a);
+  assert_eval(&t, a, "x", "41");
+  th_fini(&t);
+}
+
+TEST(fork_kernel_options_applied) {
+  th_t t;
+  char a[64];
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 2}}");
+  json_decref(pool_ready_ok(&t));
+  th_create(&t, "{\"mode\": \"worker\", \"env\": {\"KH_FORK\": \"a\"}, \"cwd\": \"/tmp\"}", a);
+  assert_origin(&t, a, "fork");
+  assert_eval(&t, a, "import os\n(os.environ['KH_FORK'], os.getcwd())", "('a', '/tmp')");
+  th_fini(&t);
+}
+
+TEST(fork_loader_variables_spawn_fresh) {
+  th_t t;
+  char a[64];
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\"}}");
+  json_decref(pool_ready_ok(&t));
+  th_create(&t, "{\"mode\": \"worker\", \"env\": {\"LD_KH_TEST\": \"1\"}}", a);
+  assert_origin(&t, a, "cold");
+  assert_eval(&t, a, "import os\nos.environ['LD_KH_TEST']", "'1'");
+  th_fini(&t);
+}
+
+TEST(fork_restart_from_template) {
+  th_t t;
+  char a[64];
+  int done[2] = {0, 0}, before;
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 0}}");
+  json_decref(pool_ready_ok(&t));
+  th_create(&t, WORKER, a);
+  assert_origin(&t, a, "fork");
+  before = kpid(&t, a);
+  assert_eval(&t, a, "y = 1\ny", "1");
+  ASSERT_INT(kh_kernel_restart(t.m, a, th_done_cb, done), ==, 0);
+  th_run_until(&t, &done[0]);
+  ASSERT_INT(done[1], ==, 0);
+  assert_origin(&t, a, "fork");
+  ASSERT(kpid(&t, a) != before);
+  ASSERT_INT(ppid_of(kpid(&t, a)), ==, getpid());
+  assert_eval(&t, a, "'y' in globals()", "False");
+  th_fini(&t);
+}
+
+TEST(fork_random_state_per_kernel) {
+  th_t t;
+  char a[64], b[64];
+  char *ra, *rb, *na, *nb;
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 2, \"preload\": [\"random\", \"numpy\"]}}");
+  json_decref(pool_ready_ok(&t));
+  th_create(&t, WORKER, a);
+  th_create(&t, WORKER, b);
+  assert_origin(&t, a, "fork");
+  assert_origin(&t, b, "fork");
+  ra = eval(&t, a, "import random\nrandom.random()");
+  rb = eval(&t, b, "import random\nrandom.random()");
+  ASSERT(strcmp(ra, rb) != 0);
+  /* numpy's legacy global RandomState is seeded once at import, in the template. */
+  na = eval(&t, a, "import numpy as np\nrepr(np.random.rand())");
+  nb = eval(&t, b, "import numpy as np\nrepr(np.random.rand())");
+  ASSERT(strcmp(na, nb) != 0);
+  free(ra);
+  free(rb);
+  free(na);
+  free(nb);
+  th_fini(&t);
+}
+
+TEST(fork_no_template_descriptors) {
+  th_t t;
+  char a[64];
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\"}}");
+  json_decref(pool_ready_ok(&t));
+  th_create(&t, WORKER, a);
+  assert_origin(&t, a, "fork");
+  /* Nothing of the template's (its socket, other children's pipes) is open in a kernel: every
+   * descriptor is one a spawned worker has too (stdio, the protocol pipes above 10, the capture
+   * pipes, the eventfd). No socket at all. */
+  assert_eval(&t, a,
+              "import os, stat\n"
+              "kinds = [stat.S_IFMT(os.fstat(int(fd)).st_mode) for fd in os.listdir('/proc/self/fd')\n"
+              "         if os.path.exists('/proc/self/fd/' + fd)]\n"
+              "stat.S_IFSOCK in kinds",
+              "False");
+  th_fini(&t);
+}
+
+TEST(fork_single_threaded_template) {
+  th_t t;
+  char a[64];
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"preload\": [\"numpy\"]}}");
+  json_decref(pool_ready_ok(&t));
+  th_create(&t, WORKER, a);
+  /* The template asked BLAS/OpenMP pools for one thread while it imported; the kernel does not
+   * inherit that request. */
+  assert_eval(&t, a, "import os\nos.environ.get('OPENBLAS_NUM_THREADS'), os.environ.get('OMP_NUM_THREADS')",
+              "(None, None)");
+  th_fini(&t);
+}
+
+TEST(fork_preload_error_names_module) {
+  th_t t;
+  json_t *info;
+  int status;
+  char err[1024], id[64];
+  ready_t made;
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"preload\": [\"json\", \"kh_no_such_module\"]}}");
+  info = pool_ready(&t, &status, err, sizeof(err));
+  ASSERT_INT(status, ==, KH_EOPTION);
+  ASSERT(strstr(err, "kh_no_such_module") != NULL);
+  json_decref(info);
+  /* Kernels on this manager fail with the same error, at creation. */
+  memset(&made, 0, sizeof(made));
+  ASSERT_INT(kh_kernel_create(t.m, WORKER, id, sizeof(id), on_created, &made), ==, 0);
+  th_run_until(&t, &made.done);
+  ASSERT_INT(made.status, ==, KH_EOPTION);
+  ASSERT(strstr(made.errmsg, "kh_no_such_module") != NULL);
+  th_fini(&t);
+}
+
+TEST(fork_preload_name_checked) {
+  kh_manager_t *m;
+  uv_loop_t loop;
+  const char *bad[] = {"{\"pool\": {\"mode\": \"fork\", \"preload\": [\"os; import x\"]}}",
+                       "{\"pool\": {\"mode\": \"fork\", \"preload\": \"numpy\"}}",
+                       "{\"pool\": {\"mode\": \"fork\", \"preload\": [\"\"]}}",
+                       "{\"pool\": {\"mode\": \"fork\", \"preload\": [\"a..b\"]}}",
+                       "{\"pool\": {\"preload\": [\"numpy\"]}}",
+                       "{\"pool\": {\"mode\": \"vfork\"}}",
+                       "{\"pool\": {\"mode\": \"fork\", \"preloads\": []}}"};
+  size_t i;
+  ASSERT_INT(uv_loop_init(&loop), ==, 0);
+  for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    ASSERT_ERR(kh_manager_new(&m, &loop, bad[i]), KH_EOPTION);
+    ASSERT(strstr(kh_manager_errmsg(NULL), "pool") != NULL);
+  }
+  ASSERT_INT(uv_loop_close(&loop), ==, 0);
+}
+
+TEST(fork_template_death_restarts) {
+  th_t t;
+  char a[64], b[64], c[64];
+  json_t *info;
+  int tpid, status;
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 0}}");
+  info = pool_ready_ok(&t);
+  tpid = (int)th_i(info, "pid");
+  json_decref(info);
+  th_create(&t, WORKER, a);
+  assert_origin(&t, a, "fork");
+  ASSERT_INT(kill(tpid, SIGKILL), ==, 0);
+  /* The kernel made by the dead template lives on (it is the host's child). */
+  assert_eval(&t, a, "1 + 1", "2");
+  /* Meanwhile kernels start cold or from the restarted template; then it is back. */
+  th_create(&t, WORKER, b);
+  assert_eval(&t, b, "2 + 2", "4");
+  info = pool_ready(&t, &status, NULL, 0);
+  ASSERT_INT(status, ==, 0);
+  ASSERT_STR(th_s(info, "state"), "ready");
+  ASSERT(th_i(info, "restarts") >= 1);
+  ASSERT(strstr(th_s(info, "last_exit"), "SIGKILL") != NULL);
+  ASSERT(th_i(info, "pid") != tpid);
+  json_decref(info);
+  th_create(&t, WORKER, c);
+  assert_origin(&t, c, "fork");
+  assert_eval(&t, c, "3 + 3", "6");
+  th_fini(&t);
+}
+
+static int pid_open(int pid) {
+  return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+static void wait_pid_gone(int pidfd) {
+  struct pollfd p = {pidfd, POLLIN, 0};
+  ASSERT_INT(poll(&p, 1, 30000), ==, 1);
+  close(pidfd);
+}
+
+TEST(fork_no_orphan_after_host_sigkill) {
+  int p[2], status, pids[2], fd[2];
+  pid_t host;
+  ASSERT_INT(pipe(p), ==, 0);
+  host = fork();
+  ASSERT(host >= 0);
+  if (host == 0) {
+    th_t t;
+    char id[64];
+    json_t *info;
+    close(p[0]);
+    th_init(&t, "{\"pool\": {\"mode\": \"fork\"}}");
+    info = pool_ready_ok(&t);
+    pids[0] = (int)th_i(info, "pid");
+    th_create(&t, WORKER, id);
+    pids[1] = kpid(&t, id);
+    if (write(p[1], pids, sizeof(pids)) != sizeof(pids)) _exit(1);
+    for (;;) pause();
+  }
+  close(p[1]);
+  ASSERT_INT(read(p[0], pids, sizeof(pids)), ==, sizeof(pids));
+  close(p[0]);
+  fd[0] = pid_open(pids[0]);
+  fd[1] = pid_open(pids[1]);
+  ASSERT(fd[0] >= 0 && fd[1] >= 0);
+  ASSERT_INT(kill(host, SIGKILL), ==, 0);
+  ASSERT_INT(waitpid(host, &status, 0), ==, host);
+  wait_pid_gone(fd[0]); /* the template */
+  wait_pid_gone(fd[1]); /* the forked kernel */
+}
