@@ -19,7 +19,8 @@ const STATIC = path.join(__dirname, 'static');
 function vendorDirs() {
   // Where Node would load the package from (some packages export no package.json to resolve).
   const dir = (pkg, sub) => {
-    const base = require.resolve.paths(pkg).find((p) => fs.existsSync(path.join(p, pkg, 'package.json')));
+    const base = require.resolve.paths(pkg)
+      .find((p) => fs.existsSync(path.join(p, pkg, 'package.json')));
     if (!base) throw new Error(`npm package ${pkg} is missing: run npm install`);
     return path.join(base, pkg, sub);
   };
@@ -85,7 +86,9 @@ function tokenEquals(given, token) {
 function cookieToken(req, name) {
   for (const part of (req.headers.cookie || '').split(';')) {
     const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return decodeURIComponent(part.slice(eq + 1).trim());
+    if (eq > 0 && part.slice(0, eq).trim() === name) {
+      return decodeURIComponent(part.slice(eq + 1).trim());
+    }
   }
   return undefined;
 }
@@ -191,7 +194,8 @@ async function startServer(options) {
       // The token becomes a cookie so that the page's own files and its WebSocket need no
       // token in their URLs; SameSite=Strict keeps other sites' pages from using it.
       serveFile(res, path.join(STATIC, 'index.html'), {
-        'Set-Cookie': `${cookieName}=${encodeURIComponent(token)}; Path=/; HttpOnly; SameSite=Strict`,
+        'Set-Cookie':
+          `${cookieName}=${encodeURIComponent(token)}; Path=/; HttpOnly; SameSite=Strict`,
       });
       return;
     }
@@ -241,7 +245,9 @@ async function startServer(options) {
 
   function owned(conn, kernelId) {
     const k = typeof kernelId === 'string' ? kernels.get(kernelId) : undefined;
-    if (!k || k.owner !== conn) throw new ClientError('KH_ENOTFOUND', `no kernel ${kernelId} in this tab`);
+    if (!k || k.owner !== conn) {
+      throw new ClientError('KH_ENOTFOUND', `no kernel ${kernelId} in this tab`);
+    }
     return manager.getKernel(kernelId);
   }
 
@@ -316,7 +322,9 @@ async function startServer(options) {
       adopt(conn, id);
       manager.onKernelEvent(id, 'status', (data) => {
         const k = kernels.get(id);
-        if (k && k.owner) send(k.owner.ws, { ev: 'status', kernelId: id, state: data.execution_state });
+        if (k && k.owner) {
+          send(k.owner.ws, { ev: 'status', kernelId: id, state: data.execution_state });
+        }
       });
       log(`kernel ${id} started (${msg.preset})`);
       const info = manager.getKernelInfo(id);
@@ -326,7 +334,9 @@ async function startServer(options) {
     async attach(conn, msg) {
       const id = str(msg, 'kernelId');
       const k = kernels.get(id);
-      if (!k || (k.owner && !k.owner.closed)) throw new ClientError('KH_ENOTFOUND', `no free kernel ${id}`);
+      if (!k || (k.owner && !k.owner.closed)) {
+        throw new ClientError('KH_ENOTFOUND', `no free kernel ${id}`);
+      }
       adopt(conn, id);
       return { kernelId: id, preset: k.preset };
     },
@@ -345,7 +355,8 @@ async function startServer(options) {
         if (item.type === undefined) {
           result = item;
         } else if (item.type !== 'status') {
-          send(conn.ws, { ev: 'output', kernelId: kernel.id, cellId, type: item.type, data: item.data });
+          send(conn.ws,
+            { ev: 'output', kernelId: kernel.id, cellId, type: item.type, data: item.data });
         }
       }
       return { status: result.status, executionCount: result.executionCount };
@@ -392,13 +403,15 @@ async function startServer(options) {
       const rid = msg.rid;
       const op = Object.hasOwn(ops, msg.op) ? ops[msg.op] : null;
       if (!op) {
-        send(ws, { rid, ok: false, code: 'EOP', message: `unknown op ${String(msg.op).slice(0, 40)}` });
+        const message = `unknown op ${String(msg.op).slice(0, 40)}`;
+        send(ws, { rid, ok: false, code: 'EOP', message });
         return;
       }
       Promise.resolve()
         .then(() => op(conn, msg))
         .then((reply) => send(ws, { rid, ok: true, ...reply }),
-          (err) => send(ws, { rid, ok: false, code: err.code || 'EFAIL', message: String(err.message) }));
+          (err) => send(ws,
+            { rid, ok: false, code: err.code || 'EFAIL', message: String(err.message) }));
     });
     ws.on('close', () => {
       conn.closed = true;

@@ -56,7 +56,8 @@ function client(s, { token = s.token, headers } = {}) {
     }),
     closed: new Promise((resolve) => ws.once('close', (code) => resolve(code))),
     send: (x) => ws.send(typeof x === 'string' || Buffer.isBuffer(x) ? x : JSON.stringify(x)),
-    next: () => (queue.length ? Promise.resolve(queue.shift()) : new Promise((r) => waiters.push(r))),
+    next: () => (queue.length ? Promise.resolve(queue.shift())
+      : new Promise((r) => waiters.push(r))),
     /** The reply to a request (pushed events before it are skipped). */
     async call(op, args = {}) {
       const id = ++rid;
@@ -108,12 +109,13 @@ describe('notebook server', function () {
     assert.equal((await c.call('hello')).ok, true);
   });
 
-  it('notebook_invalid_json_answered bad JSON and binary frames get an error, not a crash', async () => {
+  it('notebook_invalid_json_answered bad JSON and binary frames: an error, no crash', async () => {
     const s = await server();
     const c = await connected(s);
     for (const bad of ['not json', '{"op":', '\u0000\uffff', '']) {
       c.send(bad);
-      assert.deepEqual(await c.next(), { ok: false, code: 'EJSON', message: 'messages are JSON text' });
+      assert.deepEqual(await c.next(),
+        { ok: false, code: 'EJSON', message: 'messages are JSON text' });
     }
     c.send(Buffer.from([0xff, 0x00, 0x7b]));
     assert.equal((await c.next()).code, 'EJSON');
@@ -190,7 +192,7 @@ describe('notebook server', function () {
     assert.deepEqual((await c.call('open', { path: 'in.ipynb' })).notebook, nb);
   });
 
-  it('notebook_tab_closed_kernel_culled a closed tab\'s kernel goes after the timeout', async () => {
+  it('notebook_tab_closed_kernel_culled a closed tab\'s kernel goes after a timeout', async () => {
     const s = await server({ cullMs: 50 });
     const c = await connected(s);
     const { kernelId } = await c.call('start', { preset: MODE });

@@ -146,7 +146,8 @@ async function main() {
     await cell.locator('textarea').press('Escape');
     await cell.locator('textarea').fill('sec');
     await cell.locator('textarea').press('Tab');
-    await page.waitForFunction(() => document.querySelector('.cell:last-child textarea').value === 'secret');
+    await page.waitForFunction(
+      () => document.querySelector('.cell:last-child textarea').value === 'secret');
     await cell.locator('textarea').fill('');
 
     step('a second tab: its own kernel, picked main_thread');
@@ -229,9 +230,18 @@ async function main() {
     await page.locator('body[data-saved="jupyter-again.ipynb"]').waitFor();
     const again = path.join(folder, 'jupyter-again.ipynb');
     execFileSync('/usr/bin/python3', ['-c',
-      'import sys, nbformat\nnb = nbformat.read(sys.argv[1], as_version=4)\nnbformat.validate(nb)\n' +
+      'import sys, nbformat\nnb = nbformat.read(sys.argv[1], as_version=4)\n' +
+      'nbformat.validate(nb)\n' +
       'assert nb.cells[1].metadata.tags == ["kept"], nb.cells[1].metadata\n' +
       'assert nb.cells[1].outputs[1].data["text/plain"] == "3"', again], { stdio: 'inherit' });
+
+    step('run all: the opened notebook runs again in this tab\'s kernel');
+    await page.click('#run-all');
+    const code = page.locator('.cell.code').first();
+    // [1] was 'secret', the first cell since the restart.
+    await code.locator('.prompt', { hasText: '[2]:' }).waitFor();
+    await code.locator('.output.execute_result', { hasText: '3' }).waitFor();
+    assert.equal(await code.locator('.output.stream').count(), 0);
 
     assert.deepEqual(pageErrors.map(String), []);
     step('ok');

@@ -263,10 +263,12 @@ class Cell {
         last.nb.text = carriageReturns(last.nb.text + data.text);
         this.draw(last);
       } else {
-        this.addOutput({ output_type: 'stream', name: data.name, text: carriageReturns(data.text) });
+        this.addOutput(
+          { output_type: 'stream', name: data.name, text: carriageReturns(data.text) });
       }
     } else if (type === 'display_data') {
-      this.addOutput({ output_type: 'display_data', data: data.data, metadata: data.metadata || {} },
+      this.addOutput(
+        { output_type: 'display_data', data: data.data, metadata: data.metadata || {} },
         data.transient?.display_id);
     } else if (type === 'execute_result') {
       this.addOutput({ output_type: 'execute_result', execution_count: data.execution_count,
@@ -313,7 +315,8 @@ class Cell {
       const r = await call('execute', { kernelId, cellId: this.id, code: this.input.value });
       this.executionCount = r.status === 'aborted' ? null : r.executionCount;
     } catch (err) {
-      this.addOutput({ output_type: 'stream', name: 'stderr', text: `[${err.code}] ${err.message}\n` });
+      const text = `[${err.code}] ${err.message}\n`;
+      this.addOutput({ output_type: 'stream', name: 'stderr', text });
     }
     this.el.dataset.state = 'idle';
     this.showPrompt();
@@ -588,7 +591,9 @@ function connect() {
   ws.addEventListener('message', onMessage);
   ws.addEventListener('close', () => {
     setState('disconnected');
-    for (const p of pending.values()) p.reject(Object.assign(new Error('disconnected'), { code: 'ECONN' }));
+    for (const p of pending.values()) {
+      p.reject(Object.assign(new Error('disconnected'), { code: 'ECONN' }));
+    }
     pending.clear();
   });
   ws.addEventListener('open', guard(async () => {
