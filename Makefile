@@ -3,7 +3,7 @@
 BUILD ?= cmake-build
 JOBS ?= 2
 
-.PHONY: all setup build demo test bench nbcompare fuzz-long clean
+.PHONY: all setup build demo test bench nbcompare notebook notebook-screenshot fuzz-long clean
 
 all: build
 
@@ -31,6 +31,23 @@ NBCOMPARE_ARGS ?=
 nbcompare: setup
 	@npm install --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null
 	@/usr/bin/python3 tests/notebooks/compare.py $(NBCOMPARE_ARGS)
+
+# The notebook page (examples/notebook): builds the Node addon (npm install, offline, against the
+# installed Node headers) and serves the .ipynb files of NOTEBOOK_DIR on 127.0.0.1; the URL it
+# prints carries the token. NOTEBOOK_ARGS for more (--port 8888, --cull SECONDS).
+NOTEBOOK_DIR ?= notebooks
+NOTEBOOK_ARGS ?=
+NODE_PREFIX := $(shell p=$$(command -v node) && dirname "$$(dirname "$$(readlink -f "$$p")")")
+NPM_INSTALL = npm_config_nodedir=$(NODE_PREFIX) npm install --prefer-offline --no-audit --no-fund \
+  --loglevel=error >/dev/null
+notebook: setup
+	@$(NPM_INSTALL)
+	@node examples/notebook/server.js $(NOTEBOOK_DIR) $(NOTEBOOK_ARGS)
+
+# The README's screenshot (docs/notebook.png), taken by the browser test (ctest notebook/browser).
+notebook-screenshot: setup
+	@$(NPM_INSTALL)
+	@KH_NOTEBOOK_SCREENSHOT=docs/notebook.png node tests/notebook/browser.js
 
 # Not part of `make test`: the frame decoder's fuzzer for 10 million executions in FUZZ_JOBS
 # niced processes (FUZZ_RUNS, FUZZ_JOBS to change), its figure printed at the end; builds only
