@@ -952,6 +952,22 @@ static napi_value nkh_gateway_list(napi_env env, napi_callback_info info) {
   return nkh_manager_str_call(env, info, "what", nkh_op_gateway_list);
 }
 
+/* poolReady(cb(code, msg, json)): the pool's info once it has settled (kh_manager_pool_ready),
+ * answered like an editor request; KH_ENOTSUP (no pool) is thrown. */
+static napi_value nkh_manager_pool_ready(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  nkh_req_t *r;
+  nkh_manager_t *w = nkh_this(env, info, 1, argv);
+  int rc;
+  if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
+  if ((r = nkh_req_new(w, argv[0])) != NULL &&
+      (rc = kh_manager_pool_ready(w->m, nkh_kernel_on_answer, r)) != 0) {
+    nkh_req_free(r);
+    nkh_throw_kh(env, w, rc);
+  }
+  return NULL;
+}
+
 /* kernelMode(kernelId) -> "worker" | "main_thread" | "remote" | null */
 static napi_value nkh_kernel_mode(napi_env env, napi_callback_info info) {
   napi_value argv[1], out = NULL;
@@ -1936,6 +1952,7 @@ static napi_value nkh_init(napi_env env, napi_value exports) {
       NKH_METHOD("createKernel", nkh_kernel_create),
       NKH_METHOD("connectKernel", nkh_kernel_connect),
       NKH_METHOD("gatewayList", nkh_gateway_list),
+      NKH_METHOD("poolReady", nkh_manager_pool_ready),
       NKH_METHOD("execute", nkh_kernel_execute),
       NKH_METHOD("interrupt", nkh_kernel_interrupt),
       NKH_METHOD("interact", nkh_kernel_interact),
