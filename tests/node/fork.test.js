@@ -63,7 +63,8 @@ describe('fork', function () {
     assert.equal(await evaluate(m, b, "'x' in globals()"), 'False');
     assert.equal(await evaluate(m, b, 'import os\nos.getpid() != os.getppid()'), 'True');
     const sleeping = nextEvent(m, a, 'stream', (d) => d.text.includes('sleeping'));
-    const slept = m.getKernel(a).execute("import time\nprint('sleeping', flush=True)\ntime.sleep(100)");
+    const slept = m.getKernel(a)
+      .execute("import time\nprint('sleeping', flush=True)\ntime.sleep(100)");
     await sleeping;
     await m.getKernel(a).interrupt();
     assert.equal((await slept).error.ename, 'KeyboardInterrupt');
