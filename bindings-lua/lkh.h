@@ -7,6 +7,7 @@
  *   lkh.c      the module: luaopen_kernelhost, the results convention, module functions
  *   manager.c  kernelhost.Manager: the private loop, blocking calls, close and __gc, and
  *              the gateway's calls (connect_kernel, list_remote_kernels, list_kernelspecs)
+ *              and pool_ready
  *   kernel.c   kernelhost.Kernel: execute, submit, interrupt, input_reply, restart, destroy
  *   interact.c kernelhost.Kernel's editor requests: complete, inspect, is_complete, history
  *   comm.c     kernelhost.Comm: kernel:open_comm, kernel:comm, and comm events to their comm
@@ -95,7 +96,7 @@ void lkh_jupyter_open(lua_State *L);
 /* interact.c: kernel:complete, inspect, is_complete, history, kernel_info */
 extern const luaL_Reg lkh_interact_methods[];
 /* The answer of a request that completes through a kh_request_cb (editor requests, the
- * gateway's lists): zero it, pass lkh_answer_on_answer and it to the core call, then
+ * gateway's lists, pool_ready): zero it, pass lkh_answer_on_answer and it to the core call, then
  * lkh_answer_finish(L, lm, &a, rc) blocks until it is answered and pushes the answer's table,
  * or nil, msg, code. */
 typedef struct {

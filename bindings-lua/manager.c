@@ -326,26 +326,37 @@ static int lkh_manager_connect_kernel(lua_State *L) {
   return lkh_manager_start_kernel(L, remote_id, 3, "manager:connect_kernel");
 }
 
-/* Asks the gateway for `what` (kh_gateway_list) and blocks until it answers. */
-static int lkh_manager_gateway_list(lua_State *L, const char *what, const char *where) {
+/* Asks the gateway for `what` (kh_gateway_list), or with `what` NULL waits for the pool
+ * (kh_manager_pool_ready), and blocks until it answers. */
+static int lkh_manager_ask(lua_State *L, const char *what, const char *where) {
   lkh_manager_t *lm = lkh_manager_get(L, 1);
   lkh_answer_t a;
   memset(&a, 0, sizeof(a));
   if (lm == NULL) return lkh_fail_closed(L);
   if (lm->depth > 0) return lkh_fail_busy(L, where);
-  return lkh_answer_finish(L, lm, &a, kh_gateway_list(lm->m, what, lkh_answer_on_answer, &a));
+  return lkh_answer_finish(L, lm, &a,
+                           what != NULL ? kh_gateway_list(lm->m, what, lkh_answer_on_answer, &a)
+                                        : kh_manager_pool_ready(lm->m, lkh_answer_on_answer, &a));
 }
 
 /* manager:list_remote_kernels() -> {{id, name, last_activity, execution_state, connections},
  * ...} | nil, msg, code: every kernel the gateway runs (GET /api/kernels). Blocks. */
 static int lkh_manager_list_remote_kernels(lua_State *L) {
-  return lkh_manager_gateway_list(L, "kernels", "manager:list_remote_kernels");
+  return lkh_manager_ask(L, "kernels", "manager:list_remote_kernels");
 }
 
 /* manager:list_kernelspecs() -> {default, kernelspecs = {name = {name, spec, resources}}} |
  * nil, msg, code: the gateway's kernelspecs (GET /api/kernelspecs). Blocks. */
 static int lkh_manager_list_kernelspecs(lua_State *L) {
-  return lkh_manager_gateway_list(L, "kernelspecs", "manager:list_kernelspecs");
+  return lkh_manager_ask(L, "kernelspecs", "manager:list_kernelspecs");
+}
+
+/* manager:pool_ready() -> {mode, size, waiting, and for a fork server preload, state, pid,
+ * restarts, forked, last_exit, error?} | nil, msg, code: blocks until the pool has settled
+ * (kh_manager_pool_ready; KH_ENOTSUP: no pool, KH_EOPTION: a preload module failed to import,
+ * KH_EWORKER: the fork server cannot start). */
+static int lkh_manager_pool_ready(lua_State *L) {
+  return lkh_manager_ask(L, NULL, "manager:pool_ready");
 }
 
 /* manager:get_kernel(id) -> kernel | nil, msg, "KH_ENOTFOUND" */
@@ -480,6 +491,7 @@ static const luaL_Reg lkh_manager_methods[] = {{"create_kernel", lkh_manager_cre
                                                {"list_remote_kernels",
                                                 lkh_manager_list_remote_kernels},
                                                {"list_kernelspecs", lkh_manager_list_kernelspecs},
+                                               {"pool_ready", lkh_manager_pool_ready},
                                                {"get_kernel", lkh_manager_get_kernel},
                                                {"list_kernels", lkh_manager_list_kernels},
                                                {"kernel_info", lkh_manager_kernel_info},

@@ -222,10 +222,37 @@ export interface ManagerOptions {
   maxCodeBytes?: number;
   interruptGraceMs?: number;
   workerPath?: string;
-  pool?: { size?: number };
+  /** Worker processes made ahead of need. mode "spawn" (the default): `size` workers spawned
+   * and waiting. mode "fork": a fork server, one template process that imports the runtime and
+   * `preload` (module names such as "numpy" or "matplotlib.pyplot") and forks a worker per
+   * kernel, `size` (default 1) kept forked and waiting. poolReady() says when it is up. */
+  pool?: { size?: number; mode?: 'spawn' | 'fork'; preload?: string[] };
   /** Where mode "remote" kernels run. */
   gateway?: GatewayOptions;
   [option: string]: unknown;
+}
+
+/** manager.poolReady(): what the pool is doing, keys in camelCase. */
+export interface PoolInfo {
+  mode: 'spawn' | 'fork';
+  size: number;
+  /** Workers made and waiting to be claimed. */
+  waiting: number;
+  /** Fork server: the modules the template imported. */
+  preload?: string[];
+  /** Fork server: "ready" once poolReady() resolves. */
+  state?: 'off' | 'starting' | 'ready' | 'restarting' | 'failed';
+  /** Fork server: the template's process id (null until it is up). */
+  pid?: number | null;
+  /** Fork server: templates started after the first (after one died). */
+  restarts?: number;
+  /** Fork server: workers the templates forked. */
+  forked?: number;
+  /** Fork server: how the last template died ("the fork server (pid 12) was killed by
+   * SIGKILL", ...), or null. */
+  lastExit?: string | null;
+  /** Fork server: why it failed, when it did. */
+  error?: string;
 }
 
 export interface KernelInfo {
@@ -247,6 +274,9 @@ export interface KernelDetails extends KernelInfo {
   /** Worker mode: the process id, and whether it was claimed from the warm pool. */
   pid?: number;
   pooled?: boolean;
+  /** Worker mode: where its process came from: forked by the fork server, claimed from the
+   * warm pool, or spawned cold. */
+  origin?: 'fork' | 'warm' | 'cold';
   /** Worker mode, sandboxed kernels: the layers the running worker reports as active. */
   sandbox?: {
     mode: 'strict' | 'best-effort';
@@ -425,6 +455,10 @@ export declare class KernelManager extends EventEmitter {
   listRemoteKernels(): Promise<RemoteKernel[]>;
   /** The gateway's kernelspecs. Rejects as listRemoteKernels(). */
   listKernelspecs(): Promise<Kernelspecs>;
+  /** Resolves with the pool's info once it has settled (a fork server: once its template is
+   * up). Rejects KH_ENOTSUP (no pool), KH_EOPTION (a pool.preload module cannot be imported:
+   * the message names it), KH_EWORKER (the fork server cannot start), KH_ECANCELED (close). */
+  poolReady(): Promise<PoolInfo>;
   getKernel(id: string): Kernel | undefined;
   listKernels(namespace?: string): KernelInfo[];
   /** Details of one kernel (options; in worker mode pid, pooled, sandbox), or undefined. */

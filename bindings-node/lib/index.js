@@ -742,6 +742,17 @@ class KernelManager extends EventEmitter {
     });
   }
 
+  /** The pool's info once it has settled (manager option pool): {mode, size, waiting, and for
+   * a fork server (pool.mode "fork") preload, state, pid, restarts, forked, lastExit, error?}.
+   * Rejects KH_ENOTSUP when the manager has no pool, KH_EOPTION when a pool.preload module
+   * cannot be imported (the message names it), KH_EWORKER when the fork server cannot start or
+   * keeps dying, KH_ECANCELED when the manager closes. A fork server that died is started
+   * again: call it again to wait for it. */
+  poolReady() {
+    return this._request((n, done) => n.poolReady(done))
+      .then((json) => camelKeys(JSON.parse(json)));
+  }
+
   /** The Kernel with this id, or undefined when there is none. */
   getKernel(id) {
     checkId(id);

@@ -913,7 +913,8 @@ static napi_value nkh_kernel_destroy(napi_env env, napi_callback_info info) {
   return nkh_kernel_done_op(env, info, 1);
 }
 
-/* A call of the manager with one string argument (null: NULL) that completes through cb. */
+/* A call of the manager with one string argument `what` (null: NULL), or none when `what` is
+ * NULL, that completes through cb, its last argument. */
 typedef int (*nkh_str_op_t)(kh_manager_t *m, const char *arg, nkh_req_t *r);
 
 static napi_value nkh_manager_str_call(napi_env env, napi_callback_info info, const char *what,
@@ -921,11 +922,12 @@ static napi_value nkh_manager_str_call(napi_env env, napi_callback_info info, co
   napi_value argv[2];
   char *arg = NULL;
   nkh_req_t *r;
-  nkh_manager_t *w = nkh_this(env, info, 2, argv);
+  size_t argc = what != NULL ? 2 : 1;
+  nkh_manager_t *w = nkh_this(env, info, argc, argv);
   int rc;
   if (w == NULL || nkh_open_check(env, w) != 0) return NULL;
-  if (nkh_optstr_get(env, argv[0], what, &arg) != 0) return NULL;
-  if ((r = nkh_req_new(w, argv[1])) != NULL && (rc = op(w->m, arg, r)) != 0) {
+  if (what != NULL && nkh_optstr_get(env, argv[0], what, &arg) != 0) return NULL;
+  if ((r = nkh_req_new(w, argv[argc - 1])) != NULL && (rc = op(w->m, arg, r)) != 0) {
     nkh_req_free(r);
     nkh_throw_kh(env, w, rc);
   }
@@ -950,6 +952,17 @@ static napi_value nkh_manager_destroy_all(napi_env env, napi_callback_info info)
  * (kh_gateway_list), answered like an editor request. */
 static napi_value nkh_gateway_list(napi_env env, napi_callback_info info) {
   return nkh_manager_str_call(env, info, "what", nkh_op_gateway_list);
+}
+
+static int nkh_op_pool_ready(kh_manager_t *m, const char *none, nkh_req_t *r) {
+  (void)none;
+  return kh_manager_pool_ready(m, nkh_kernel_on_answer, r);
+}
+
+/* poolReady(cb(code, msg, json)): the pool's info once it has settled (kh_manager_pool_ready),
+ * answered like an editor request; KH_ENOTSUP (no pool) is thrown. */
+static napi_value nkh_manager_pool_ready(napi_env env, napi_callback_info info) {
+  return nkh_manager_str_call(env, info, NULL, nkh_op_pool_ready);
 }
 
 /* kernelMode(kernelId) -> "worker" | "main_thread" | "remote" | null */
@@ -1936,6 +1949,7 @@ static napi_value nkh_init(napi_env env, napi_value exports) {
       NKH_METHOD("createKernel", nkh_kernel_create),
       NKH_METHOD("connectKernel", nkh_kernel_connect),
       NKH_METHOD("gatewayList", nkh_gateway_list),
+      NKH_METHOD("poolReady", nkh_manager_pool_ready),
       NKH_METHOD("execute", nkh_kernel_execute),
       NKH_METHOD("interrupt", nkh_kernel_interrupt),
       NKH_METHOD("interact", nkh_kernel_interact),

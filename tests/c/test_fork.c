@@ -351,3 +351,23 @@ TEST(fork_no_orphan_after_host_sigkill) {
   wait_pid_gone(fd[0]); /* the template */
   wait_pid_gone(fd[1]); /* the forked kernel */
 }
+
+TEST(fork_pool_ready_no_pool) {
+  const char *none[] = {"{}", "{\"pool\": {\"size\": 0}}"};
+  size_t i;
+  for (i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+    th_t t;
+    char a[64];
+    ready_t r;
+    memset(&r, 0, sizeof(r));
+    th_init(&t, none[i]);
+    ASSERT_ERR(kh_manager_pool_ready(t.m, on_ready, &r), KH_ENOTSUP);
+    ASSERT(strstr(kh_manager_errmsg(t.m), "pool") != NULL);
+    /* Refused: its callback never runs, while the loop runs a kernel's creation and a cell. */
+    th_create(&t, WORKER, a);
+    assert_origin(&t, a, "cold");
+    assert_eval(&t, a, "1 + 1", "2");
+    ASSERT_INT(r.done, ==, 0);
+    th_fini(&t);
+  }
+}
