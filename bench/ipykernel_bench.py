@@ -393,6 +393,30 @@ def m_comm(runs):
     out("comm", "us", samples)
 
 
+def m_import(runs, module):
+    """The first import of `module` in a new kernel: the cell's round trip (samples) and the
+    import statement alone, timed in the cell (inner_us), as kh_bench's import metric."""
+    code = ("import time as _kh_t\n_kh_a = _kh_t.perf_counter_ns()\nimport %s\n"
+            "(_kh_t.perf_counter_ns() - _kh_a) // 1000" % module)
+    samples, inner = [], []
+    for _ in range(runs):
+        km, kc, _ = start()
+        got = []
+
+        def on(msg, t):
+            if msg["msg_type"] == "execute_result":
+                got.append(int(msg["content"]["data"]["text/plain"]))
+
+        t0 = now_ns()
+        run_cell(kc, code, on)
+        samples.append((now_ns() - t0) / 1e3)
+        stop(km, kc)
+        if not got:
+            return skip("import", "no result from the import cell")
+        inner.append(got[0])
+    out("import", "us", samples, module=module, inner_us=inner)
+
+
 def m_rss(count):
     # One idle kernel, then `count` idle kernels together (started at once, as a host would).
     # Started one after another, each waited for: 50 ipykernels started at once on 2 vCPUs
@@ -458,6 +482,8 @@ def main():
             m_complete_first(runs)
         elif metric == "comm":
             m_comm(runs)
+        elif metric == "import":
+            m_import(runs, extra or "pandas")
         else:
             sys.exit("ipykernel_bench: unknown metric %r" % metric)
     except Exception as e:  # a measurement that broke is reported, never invented

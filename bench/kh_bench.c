@@ -26,8 +26,18 @@
  *   comm      main_thread|worker   issue 13: kh_kernel_comm_send(comm_msg) on a comm whose
  *                                  Python handler sends the data back -> that comm_msg event
  *                                  (then the message's idle, before the next one)
+ *   import    worker [module]      issue 17: `import pandas` (or the module given) as the first
+ *                                  cell of a new kernel, execute -> reply; one kernel per sample
+ *   burst     worker [count]       issue 17: `count` (default 200) kernels created at once;
+ *                                  samples are each kernel's submit -> ready
+ *
+ * Environment (issue 17): KH_BENCH_POOL, the manager's pool option as JSON (for example
+ * {"mode":"fork","size":2,"preload":["pandas"]}), replaces the metric's own pool (the fork server
+ * is waited for with kh_manager_pool_ready before measuring, and rss then reports its template's
+ * memory too); KH_BENCH_KOPTS, members added to every kernel's options (",\"permissions\":{}").
  */
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -58,6 +68,7 @@ static struct {
   char answer_err[256];
   uint64_t comm_ns; /* a comm_msg event arrived */
   int idles;        /* idle status events of requests (not the kernel's own) */
+  long result_int;  /* the last execute_result's text/plain, when it is an integer */
 } st;
 
 static double *samples;
@@ -155,6 +166,10 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *d) {
     case KH_EVENT_COMM_MSG:
       if (st.comm_ns == 0) st.comm_ns = now;
       break;
+    case KH_EVENT_EXECUTE_RESULT:
+      p = strstr(ev->json, "\"text/plain\":\"");
+      st.result_int = p ? strtol(p + 14, NULL, 10) : -1;
+      break;
     case KH_EVENT_STATUS:
       if (ev->execution_id[0] && strstr(ev->json, "\"idle\"") != NULL) st.idles++;
       break;
@@ -177,7 +192,7 @@ static void on_event(kh_manager_t *m, const kh_event_t *ev, void *d) {
 static const char *extra_kernel_opts = ""; /* appended to every kernel's options */
 
 static const char *opts_for(const char *mode) {
-  static char buf[192];
+  static char buf[1024];
   if (strcmp(mode, "host") == 0) /* main_thread, cells on this thread (thread "host") */
     snprintf(buf, sizeof(buf), "{\"mode\":\"main_thread\",\"thread\":\"host\"%s}",
              extra_kernel_opts);
@@ -246,6 +261,60 @@ static long info_int(const char *id, const char *key) {
   return v;
 }
 
+/* A string field of kh_kernel_info() into buf ("" when absent). */
+static const char *info_str(const char *id, const char *key, char *buf, size_t n) {
+  char *info = kh_kernel_info(mgr, id), pat[64], *p, *e;
+  buf[0] = 0;
+  if (info == NULL) return buf;
+  snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+  if ((p = strstr(info, pat)) != NULL && (e = strchr(p + strlen(pat), '"')) != NULL)
+    snprintf(buf, n, "%.*s", (int)(e - p - strlen(pat)), p + strlen(pat));
+  kh_free(info);
+  return buf;
+}
+
+/* --- the pool under test (KH_BENCH_POOL) -------------------------------------------------- */
+
+static int fork_pool;    /* KH_BENCH_POOL has mode "fork" */
+static long tmpl_pid;    /* the fork server's pid, from kh_manager_pool_ready */
+static int pool_answered, pool_status;
+static char pool_err[512];
+
+static void on_pool_ready(kh_manager_t *m, const char *id, int status, const char *json,
+                          size_t len, const char *errmsg, void *d) {
+  const char *p = json ? strstr(json, "\"pid\":") : NULL;
+  pool_status = status;
+  snprintf(pool_err, sizeof(pool_err), "%s", errmsg ? errmsg : "");
+  tmpl_pid = p ? strtol(p + 6, NULL, 10) : 0;
+  pool_answered = 1;
+}
+
+/* Waits for a fork server to be up; 0, or -1 with st.errmsg set. */
+static int wait_pool(void) {
+  int rc;
+  if (!fork_pool) return 0;
+  pool_answered = 0;
+  if ((rc = kh_manager_pool_ready(mgr, on_pool_ready, NULL)) != 0) {
+    snprintf(st.errmsg, sizeof(st.errmsg), "kh_manager_pool_ready: %s", kh_err_name(rc));
+    return -1;
+  }
+  run_until(&pool_answered);
+  if (pool_status != 0) {
+    snprintf(st.errmsg, sizeof(st.errmsg), "the fork server failed: %s: %.400s",
+             kh_err_name(pool_status), pool_err);
+    return -1;
+  }
+  return 0;
+}
+
+/* With a fork server, a kernel that did not come from it is not a sample of it. */
+static int origin_ok(const char *id, char *why, size_t n) {
+  char origin[16];
+  if (!fork_pool || strcmp(info_str(id, "origin", origin, sizeof(origin)), "fork") == 0) return 1;
+  snprintf(why, n, "a kernel came from \"%s\", not from the fork server", origin);
+  return 0;
+}
+
 /* VmRSS / Pss of a process from /proc, in KiB (-1 when unreadable). */
 static long proc_kib(long pid, const char *file, const char *key) {
   char path[64], line[256];
@@ -296,11 +365,13 @@ static int m_pool(const char *mode, int runs, int size) {
   char id[64], why[600];
   int i, pooled = 0;
   /* The pool fills in the background: give it time before each create. */
-  run_for(2000);
+  if (wait_pool() < 0) return skip("pool", mode, st.errmsg), 0;
+  run_for(fork_pool ? 300 : 2000);
   for (i = 0; i < runs; i++) {
     double us = create_kernel(mode, id);
     long p;
     if (us < 0) return skip("pool", mode, st.errmsg), 0;
+    if (!origin_ok(id, why, sizeof(why))) return skip("pool", mode, why), 0;
     p = info_int(id, "pooled");
     if (p < 0) {
       snprintf(why, sizeof(why),
@@ -314,7 +385,8 @@ static int m_pool(const char *mode, int runs, int size) {
       pooled++;
     }
     destroy_kernel(id);
-    run_for(1000); /* let the pool refill: a cold worker start takes 100-200 ms here */
+    /* let the pool refill: a cold worker start takes 100-200 ms here, a fork a few */
+    run_for(fork_pool ? 100 : 1000);
   }
   if (pooled == 0) {
     snprintf(why, sizeof(why), "none of %d kernels came from the pool (pooled=false)", runs);
@@ -478,9 +550,9 @@ static int m_interrupt(const char *mode, int runs, const char *kind) {
 }
 
 static int m_restart(const char *mode, int runs) {
-  char id[64];
+  char id[64], why[200];
   int i;
-  if (create_kernel(mode, id) < 0) return skip("restart", mode, st.errmsg), 0;
+  if (wait_pool() < 0 || create_kernel(mode, id) < 0) return skip("restart", mode, st.errmsg), 0;
   for (i = 0; i < runs; i++) {
     uint64_t t0;
     int rc;
@@ -492,6 +564,7 @@ static int m_restart(const char *mode, int runs) {
     run_until(&st.restarted);
     if (st.restart_status != 0) return skip("restart", mode, kh_err_name(st.restart_status)), 0;
     samples[nsamples++] = (double)(uv_hrtime() - t0) / 1e3;
+    if (!origin_ok(id, why, sizeof(why))) return skip("restart", mode, why), 0;
   }
   emit_samples("restart", mode, "us", NULL);
   return 0;
@@ -623,13 +696,22 @@ static int m_comm(const char *mode, int runs) {
   return 0;
 }
 
+/* Private memory (USS) of a process in KiB: its private clean and dirty pages. */
+static long uss_kib(long pid) {
+  long c = proc_kib(pid, "smaps_rollup", "Private_Clean:");
+  long d = proc_kib(pid, "smaps_rollup", "Private_Dirty:");
+  return c < 0 || d < 0 ? -1 : c + d;
+}
+
 static int m_rss(const char *mode, int count) {
-  char(*ids)[64] = calloc((size_t)count, 64), extra[400];
+  char(*ids)[64] = calloc((size_t)count, 64), extra[800], why[200];
   long host0 = proc_kib(0, "status", "VmRSS:"), host1 = 0, host_n;
-  long rss1 = 0, pss1 = 0, rss_sum = 0, pss_sum = 0;
+  long rss1 = 0, pss1 = 0, rss_sum = 0, pss_sum = 0, uss_sum = 0, tmpl_pss = 0;
   int i, worker = strcmp(mode, "worker") == 0;
+  if (wait_pool() < 0) return skip("rss", mode, st.errmsg), 0;
   for (i = 0; i < count; i++) {
     if (create_kernel(mode, ids[i]) < 0) return skip("rss", mode, st.errmsg), 0;
+    if (!origin_ok(ids[i], why, sizeof(why))) return skip("rss", mode, why), 0;
     if (execute(ids[i], "1+1") < 0) return skip("rss", mode, "execute failed"), 0;
     if (i == 0) {
       run_for(200);
@@ -649,17 +731,108 @@ static int m_rss(const char *mode, int count) {
       long pid = info_int(ids[i], "pid");
       rss_sum += proc_kib(pid, "status", "VmRSS:");
       pss_sum += proc_kib(pid, "smaps_rollup", "Pss:");
+      uss_sum += uss_kib(pid);
     }
+  /* The fork server's template shares its pages with the kernels: its own share is counted in
+   * the total (and a pre-forked worker waiting in the pool is not: it is not a kernel). */
+  if (fork_pool && tmpl_pid > 0) tmpl_pss = proc_kib(tmpl_pid, "smaps_rollup", "Pss:");
   /* main_thread: the first kernel brings CPython into the host; later ones cost their thread,
    * namespace and runtime objects. */
   snprintf(extra, sizeof(extra),
            "\"count\":%d,\"host_before_kib\":%ld,\"host_after_first_kib\":%ld,"
            "\"host_after_all_kib\":%ld,\"kernel_rss_kib\":%ld,\"kernel_pss_kib\":%ld,"
-           "\"all_rss_kib\":%ld,\"all_pss_kib\":%ld,\"per_extra_kernel_kib\":%.1f",
+           "\"all_rss_kib\":%ld,\"all_pss_kib\":%ld,\"per_extra_kernel_kib\":%.1f,"
+           "\"all_uss_kib\":%ld,\"per_kernel_uss_kib\":%.1f,\"template_pss_kib\":%ld,"
+           "\"total_pss_kib\":%ld",
            count, host0, host1, host_n, rss1, pss1, rss_sum, pss_sum,
-           count > 1 ? (double)(host_n - host1) / (count - 1) : 0.0);
+           count > 1 ? (double)(host_n - host1) / (count - 1) : 0.0, uss_sum,
+           (double)uss_sum / count, tmpl_pss, pss_sum + tmpl_pss);
   emit_samples("rss", mode, "kib", extra);
   for (i = 0; i < count; i++) destroy_kernel(ids[i]);
+  free(ids);
+  return 0;
+}
+
+/* The first import of a module in a new kernel: one kernel per sample. */
+static int m_import(const char *mode, int runs, const char *module) {
+  char id[64], code[300], why[200], *inner = calloc((size_t)runs, 24);
+  size_t at = 0;
+  int i;
+  /* The cell also times the import statement itself (perf_counter_ns around it): the rest of
+   * the round trip is the first cell's own cost in a new process. */
+  snprintf(code, sizeof(code),
+           "import time as _kh_t\n_kh_a = _kh_t.perf_counter_ns()\nimport %s\n"
+           "(_kh_t.perf_counter_ns() - _kh_a) // 1000",
+           module);
+  if (wait_pool() < 0) return skip("import", mode, st.errmsg), 0;
+  for (i = 0; i < runs; i++) {
+    double us;
+    if (create_kernel(mode, id) < 0) return skip("import", mode, st.errmsg), 0;
+    if (!origin_ok(id, why, sizeof(why))) return skip("import", mode, why), 0;
+    st.result_int = -1;
+    us = execute(id, code);
+    if (us < 0 || strcmp(st.reply_status_str, "ok") != 0 || st.result_int < 0)
+      return skip("import", mode, "the import failed"), 0;
+    samples[nsamples++] = us;
+    at += (size_t)snprintf(inner + at, 24, "%s%ld", i ? "," : "", st.result_int);
+    destroy_kernel(id);
+    run_for(fork_pool ? 50 : 0);
+  }
+  {
+    char *extra = malloc(at + 100);
+    snprintf(extra, at + 100, "\"module\":\"%s\",\"inner_us\":[%s]", module, inner);
+    emit_samples("import", mode, "us", extra);
+    free(extra);
+  }
+  free(inner);
+  return 0;
+}
+
+/* `count` kernels created at once, as a host serving a burst of users would. */
+static struct {
+  uint64_t t0;
+  int done, failed;
+  char err[400];
+} burst;
+
+static void on_burst(kh_manager_t *m, const char *id, int status, const char *e, void *d) {
+  if (status == 0)
+    samples[nsamples++] = (double)(uv_hrtime() - burst.t0) / 1e3;
+  else if (burst.failed++ == 0)
+    snprintf(burst.err, sizeof(burst.err), "%s: %.300s", kh_err_name(status), e ? e : "");
+  burst.done++;
+}
+
+static int m_burst(const char *mode, int count) {
+  char(*ids)[64] = calloc((size_t)count, 64), extra[600], origin[16];
+  int i, forked = 0, rc;
+  double wall;
+  free(samples);
+  samples = calloc((size_t)count + 1, sizeof(double));
+  if (wait_pool() < 0) return skip("burst", mode, st.errmsg), 0;
+  run_for(300);
+  burst.t0 = uv_hrtime();
+  for (i = 0; i < count; i++) {
+    if ((rc = kh_kernel_create(mgr, opts_for(mode), ids[i], 64, on_burst, NULL)) != 0) {
+      snprintf(st.errmsg, sizeof(st.errmsg), "kh_kernel_create #%d: %s: %s", i, kh_err_name(rc),
+               kh_manager_errmsg(mgr));
+      return skip("burst", mode, st.errmsg), 0;
+    }
+  }
+  while (burst.done < count) uv_run(&loop, UV_RUN_ONCE);
+  wall = (double)(uv_hrtime() - burst.t0) / 1e6;
+  if (burst.failed) {
+    snprintf(extra, sizeof(extra), "%d of %d kernels failed: %s", burst.failed, count, burst.err);
+    return skip("burst", mode, extra), 0;
+  }
+  for (i = 0; i < count; i++)
+    if (strcmp(info_str(ids[i], "origin", origin, sizeof(origin)), "fork") == 0) forked++;
+  snprintf(extra, sizeof(extra), "\"count\":%d,\"wall_ms\":%.1f,\"rate_per_s\":%.1f,\"forked\":%d",
+           count, wall, count / (wall / 1e3), forked);
+  emit_samples("burst", mode, "us", extra);
+  st.destroyed = 0;
+  for (i = 0; i < count; i++) kh_kernel_destroy(mgr, ids[i], on_destroyed, NULL);
+  while (st.destroyed < count) uv_run(&loop, UV_RUN_ONCE);
   free(ids);
   return 0;
 }
@@ -718,17 +891,29 @@ int main(int argc, char **argv) {
   const char *mode = argc > 2 ? argv[2] : "main_thread";
   int runs = argc > 3 ? atoi(argv[3]) : 1000;
   const char *extra = argc > 4 ? argv[4] : NULL;
-  char mopts[128] = "";
+  char mopts[1024] = "";
+  const char *pool = getenv("KH_BENCH_POOL");
+  struct rlimit nofile;
   int rc;
   if (runs < 1) runs = 1;
+  /* 200 kernels hold more pipes than the usual soft limit of 1024 descriptors. */
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  if (getenv("KH_BENCH_KOPTS")) extra_kernel_opts = getenv("KH_BENCH_KOPTS");
   samples = calloc((size_t)runs + 1, sizeof(double));
   uv_loop_init(&loop);
   if (strcmp(metric, "pool") == 0)
     snprintf(mopts, sizeof(mopts), "{\"pool\":{\"size\":%d}}", extra ? atoi(extra) : 2);
   else if (strcmp(mode, "worker") == 0)
     snprintf(mopts, sizeof(mopts), "{\"pool\":{\"size\":0}}"); /* cold starts */
+  if (pool != NULL) {
+    snprintf(mopts, sizeof(mopts), "{\"pool\":%.1000s}", pool);
+    fork_pool = strstr(pool, "\"fork\"") != NULL;
+  }
   rc = kh_manager_new(&mgr, &loop, mopts[0] ? mopts : NULL);
-  if (rc != 0 && strcmp(metric, "pool") != 0) rc = kh_manager_new(&mgr, &loop, NULL);
+  if (rc != 0 && pool == NULL && strcmp(metric, "pool") != 0) rc = kh_manager_new(&mgr, &loop, NULL);
   if (rc != 0) {
     char why[600];
     snprintf(why, sizeof(why), "kh_manager_new(%s): %s: %s", mopts, kh_err_name(rc),
@@ -768,6 +953,10 @@ int main(int argc, char **argv) {
     m_hostcall(mode, runs);
   else if (strcmp(metric, "comm") == 0)
     m_comm(mode, runs);
+  else if (strcmp(metric, "import") == 0)
+    m_import(mode, runs, extra ? extra : "pandas");
+  else if (strcmp(metric, "burst") == 0)
+    m_burst(mode, extra ? atoi(extra) : 200);
   else {
     fprintf(stderr, "kh_bench: unknown metric \"%s\"\n", metric);
     return 2;

@@ -62,6 +62,51 @@ def kh(metric, mode, runs, extra=None, timeout=300):
     return run_json(cmd, timeout)
 
 
+# Issue 17: the fork server. A manager pool option for kh_bench (KH_BENCH_POOL) and members
+# added to each kernel's options (KH_BENCH_KOPTS).
+FORK = {"mode": "fork", "size": 2}
+FORK_DATA = {"mode": "fork", "size": 2, "preload": ["numpy", "pandas", "matplotlib.pyplot"]}
+SANDBOX_DIR = "/tmp/kh_bench_sandbox"
+# Every layer: cgroup (as root), user + mount + network namespaces with a bind mount, rlimits,
+# the environment filter, no_new_privs, Landlock (files and TCP) and seccomp.
+FULL_SANDBOX = (',"permissions":{"read":["%s"],"write":["%s/ws"],"net":false,"run":false},'
+                '"filesystem":{"root":"%s/ws","mountPoint":"%s/mnt"},'
+                '"limits":{"memoryBytes":4294967296,"cpuSeconds":600,"maxProcesses":64,'
+                '"maxOutputBytes":10000000}' % ((SANDBOX_DIR,) * 4))
+
+
+# The same without limits.maxProcesses: as root that limit is a pids cgroup, and moving a process
+# into a cgroup waits for an RCU grace period here (cgroup v1: 5-25 ms).
+SANDBOX_NO_CGROUP = FULL_SANDBOX.replace(',"maxProcesses":64', '')
+
+
+def khp(pool, metric, mode, runs, extra=None, kopts=None, timeout=400):
+    """kh() with the manager's pool option `pool` (a dict, or None for the metric's own) and
+    kernel options added."""
+    env = dict(os.environ)
+    if pool is not None:
+        env["KH_BENCH_POOL"] = json.dumps(pool)
+    if kopts:
+        os.makedirs(os.path.join(SANDBOX_DIR, "ws"), exist_ok=True)
+        env["KH_BENCH_KOPTS"] = kopts
+    cmd = [KH_BENCH, metric, mode, str(runs)] + ([str(extra)] if extra is not None else [])
+    return run_json(cmd, timeout, env=env)
+
+
+def inner_of(r):
+    """The import statement alone, timed inside the cell (the import metric's inner_us)."""
+    if "skip" in r:
+        return r
+    return {"unit": "us", "samples": r.get("inner_us", [])}
+
+
+def wall_of(r):
+    """How long all of a burst took (the burst metric's wall_ms), as one sample."""
+    if "skip" in r:
+        return r
+    return {"unit": "us", "samples": [r["wall_ms"] * 1e3]}
+
+
 def ipy(metric, runs, extra=None, timeout=300):
     cmd = [SYS_PY, os.path.join(HERE, "ipykernel_bench.py"), metric, str(runs)]
     if extra is not None:
@@ -327,6 +372,40 @@ def rows():
                  lambda: kh("create", "worker", n(30, 3)), "create"))
     R.append(Row("start.pool", "create → ready, worker, warm pool", "≤ 2 ms", 2e3,
                  lambda: kh("pool", "worker", n(15, 3), 2), "create"))
+    # Issue 17: the fork server beside today's cold start and warm pool, same run.
+    R.append(Row("start.fork", "create → ready, worker, fork server (2 forked, waiting)",
+                 "≤ 3 ms", 3e3, lambda: khp(FORK, "pool", "worker", n(30, 3)), "create"))
+    R.append(Row("start.fork.demand", "create → ready, worker, fork server (size 0: forked "
+                 "on demand)", "≤ 3 ms", 3e3,
+                 lambda: khp({"mode": "fork", "size": 0}, "pool", "worker", n(30, 3)), "create"))
+    R.append(Row("start.fork.sandbox", "create → ready, worker, fork server, full sandbox",
+                 "≤ 3 ms", 3e3,
+                 lambda: khp(FORK, "pool", "worker", n(30, 3), kopts=FULL_SANDBOX), "create"))
+    R.append(Row("start.fork.sandbox.nocg", "create → ready, worker, fork server, full sandbox "
+                 "but maxProcesses (no pids cgroup)", "-", None,
+                 lambda: khp(FORK, "pool", "worker", n(30, 3), kopts=SANDBOX_NO_CGROUP),
+                 "create"))
+    R.append(Row("start.pool.sandbox", "create → ready, worker, warm pool, full sandbox", "-",
+                 None, lambda: khp({"size": 2}, "pool", "worker", n(15, 3), kopts=FULL_SANDBOX),
+                 "create"))
+    R.append(Row("start.worker.sandbox", "create → ready, worker, cold, full sandbox", "-", None,
+                 lambda: khp(None, "create", "worker", n(15, 3), kopts=FULL_SANDBOX), "create"))
+    R.append(Row("restart.fork", "restart → ready, worker, fork server", "≤ 5 ms", 5e3,
+                 lambda: khp(FORK, "restart", "worker", n(30, 3)), "restart"))
+    R.append(Row("import.fork.cell", "first cell `import pandas` → reply, new kernel, fork "
+                 "server with pandas preloaded", "-", None,
+                 lambda: khp({"mode": "fork", "size": 2, "preload": ["pandas"]}, "import",
+                             "worker", n(15, 3), "pandas"), "import"))
+    R.append(Row("import.fork.stmt", "the same `import pandas` statement alone (timed in the "
+                 "cell)", "≤ 1 ms", 1e3, lambda: inner_of(kh_cache("import.fork.cell")),
+                 "import_inner"))
+    R.append(Row("import.fork.none", "first `import pandas` statement, fork server without "
+                 "preload", "-", None,
+                 lambda: inner_of(khp(FORK, "import", "worker", n(5, 2), "pandas")),
+                 "import_inner"))
+    R.append(Row("import.worker.none", "first `import pandas` statement, cold worker", "-", None,
+                 lambda: inner_of(khp(None, "import", "worker", n(5, 2), "pandas")),
+                 "import_inner"))
     R.append(Row("exec.c.main", "execute 1+1, main_thread, C", "p50 ≤ 25 µs", 25,
                  lambda: kh("execute", "main_thread", n(10000, 1000)), "execute"))
     R.append(Row("hostcall.c.main", "host call round trip (no-op function), main_thread, C",
@@ -484,6 +563,35 @@ def rows():
                  lambda: kh_cache("rss.worker.1"), "rss",
                  kh_pick=lambda r: r.get("all_pss_kib"),
                  ipy_pick=lambda r: r.get("all_pss_kib")))
+    # Issue 17: memory of fork-server kernels. PSS totals count the template's share; the
+    # second column is ipykernel's 50 idle kernels (nothing imported) where a figure is given.
+    for count, target, tval in ((10, "-", None), (50, "≤ 150 MB", mb(150)), (200, "-", None)):
+        R.append(Row("rss.fork.%d.pss" % count, "PSS, %d idle fork-server kernels together "
+                     "(+ template)" % count, target, tval,
+                     (lambda c=count: khp(FORK, "rss", "worker", 1, n(c, 5), timeout=900)),
+                     "rss" if count == 50 else "none",
+                     kh_pick=lambda r: r.get("total_pss_kib"),
+                     ipy_pick=lambda r: r.get("all_pss_kib")))
+    R.append(Row("rss.fork.50.uss", "USS (private memory) per idle fork-server kernel, of 50",
+                 "≤ 3 MB", mb(3), lambda: kh_cache("rss.fork.50.pss"), "none",
+                 kh_pick=lambda r: r.get("per_kernel_uss_kib")))
+    R.append(Row("rss.fork.50.data.pss", "PSS, 50 idle fork-server kernels, numpy + pandas + "
+                 "matplotlib.pyplot preloaded (+ template)", "≤ 250 MB", mb(250),
+                 lambda: khp(FORK_DATA, "rss", "worker", 1, n(50, 5), timeout=900), "rss",
+                 kh_pick=lambda r: r.get("total_pss_kib"),
+                 ipy_pick=lambda r: r.get("all_pss_kib")))
+    R.append(Row("rss.worker.10.pss", "PSS, 10 idle cold worker kernels together", "-", None,
+                 lambda: khp(None, "rss", "worker", 1, n(10, 5)), "none",
+                 kh_pick=lambda r: r.get("all_pss_kib")))
+    R.append(Row("burst.fork.200", "200 kernels created at once, fork server: submit → ready", "-", None,
+                 lambda: khp(FORK, "burst", "worker", 1, n(200, 20), timeout=900), "none",
+                 tail=90))
+    R.append(Row("burst.fork.200.all", "the same 200: all ready", "-", None,
+                 lambda: wall_of(kh_cache("burst.fork.200")), "none"))
+    R.append(Row("burst.worker.200.all", "200 cold worker kernels created at once: all ready",
+                 "-", None,
+                 lambda: wall_of(khp(None, "burst", "worker", 1, n(200, 20), timeout=900)),
+                 "none"))
     R.append(Row("rss.main.per", "host RSS growth per extra main_thread kernel", "-", None,
                  lambda: kh("rss", "main_thread", 1, n(50, 5)), "rss",
                  kh_pick=lambda r: r.get("per_extra_kernel_kib"),
@@ -535,6 +643,16 @@ def kh_rss_worker():
     return kh("rss", "worker", 1, n(50, 5), timeout=400)
 
 
+_ipy_raw = {}  # ipykernel's raw results of this run, by IPY_PLAN key
+
+
+def ipy_raw_of(key):
+    """ipykernel's result for `key` in this run (run now if no row needed it yet)."""
+    if key not in _ipy_raw:
+        _ipy_raw[key] = IPY_PLAN[key]()
+    return _ipy_raw[key]
+
+
 IPY_PLAN = {
     "create": lambda: ipy("create", n(15, 2)),
     "execute": lambda: ipy("execute", n(600, 100)),
@@ -555,6 +673,11 @@ IPY_PLAN = {
     # ipykernel has no host functions: a call into the program that runs the kernel.
     "hostcall": lambda: {"skip": "ipykernel has no host functions"},
     "comm": lambda: ipy("comm", n(600, 100)),
+    "import": lambda: ipy("import", n(5, 2), "pandas"),
+    "import_inner": lambda: inner_of(ipy_raw_of("import")),
+    # What ipykernel is not run for: 200 at once on 2 vCPUs (ipykernel_bench.m_rss says why
+    # even 50 start one after another), and figures it has no counterpart of.
+    "none": lambda: {"skip": "no ipykernel counterpart run"},
     "wire_start": lambda: jb("start", "ipykernel", n(15, 3)),
     "wire_first": lambda: jb_first("ipykernel", n(15, 3)),
     "wire_execute": lambda: jb("execute", "ipykernel", n(1000, 100)),
@@ -633,7 +756,7 @@ def main():
           % (mach["cpu"], mach["cpus"], mach["memory"], mach["os"], mach["python"],
              mach["ipykernel"]), flush=True)
     plan = [r for r in rows() if not ONLY or any(r.rid.startswith(o) for o in ONLY)]
-    ipy_raw = {}
+    ipy_raw = _ipy_raw
     out_rows = []
     # Each ipykernel metric runs right after the first kernelhost row that needs it, so the two
     # sides of a ratio are measured close together in time.

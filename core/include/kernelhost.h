@@ -262,13 +262,15 @@ KH_EXTERN int kh_gateway_list(kh_manager_t *m, const char *what, kh_request_cb c
 
 /* Waits for the manager's pool to settle: `cb` (kh_request_cb, kernel_id NULL) runs once, from
  * the loop, with status 0 and the pool's info as JSON ({mode, size, waiting, and for a fork
- * server: preload, state "ready", pid, restarts, forked, last_exit}) once the fork server has
- * said it is up (a spawn pool answers at once); or with KH_EOPTION when a pool.preload module
- * cannot be imported (errmsg names it; kernels created on this manager then fail with the same
- * error), KH_EWORKER when the fork server cannot start or keeps dying (kernels start cold), or
- * KH_ECANCELED (manager close). A fork server that dies after starting is started again
- * (`restarts`, `last_exit` say so) and kernels created meanwhile start cold; call again to wait
- * for it. Returns 0, KH_EINVAL (cb NULL), KH_ENOTSUP (no pool), KH_ECLOSED or KH_ENOMEM. */
+ * server: preload, state "ready", pid, restarts, forked, last_exit}) once the fork server (if
+ * any) is up and `size` processes are waiting for kernels, so that the next `size` creations
+ * are warm; or with KH_EOPTION when a pool.preload module cannot be imported (errmsg names it;
+ * kernels created on this manager then fail with the same error), KH_EWORKER when the fork
+ * server cannot start or keeps dying, or pooled workers keep dying before they start (kernels
+ * start cold), or KH_ECANCELED (manager close). A fork server that dies after starting is
+ * started again (`restarts`, `last_exit` say so) and kernels created meanwhile start cold; call
+ * again to wait for it. Returns 0, KH_EINVAL (cb NULL), KH_ENOTSUP (no pool), KH_ECLOSED or
+ * KH_ENOMEM. */
 KH_EXTERN int kh_manager_pool_ready(kh_manager_t *m, kh_request_cb cb, void *data);
 
 /* Execute options: fill with kh_execute_options_init(), then change what you need. */

@@ -85,6 +85,7 @@ static void phase_failed(worker_t *wk, int status, const char *errmsg) {
   kh_kernel_t *k = wk->k;
   phase_t ph = wk->phase;
   wk->phase = PH_NONE;
+  kh__wpool_refill(k->m);
   if (ph == PH_START)
     kh__kernel_on_ready(k, status, errmsg);
   else if (ph == PH_RESET || ph == PH_AUTO)
@@ -209,6 +210,7 @@ static void on_ready(worker_t *wk, kh__wproc_t *w, json_t *msg) {
   json_decref(wk->applied);
   wk->applied = json_is_object(applied) ? json_incref(applied) : NULL;
   wk->phase = PH_READY;
+  kh__wpool_refill(k->m); /* the pool waited for this kernel to be up */
   send_expose(wk, NULL); /* a fresh process knows nothing of the host's functions yet */
   if (ph == PH_START)
     kh__kernel_on_ready(k, 0, NULL);

@@ -892,6 +892,9 @@ int kh__wproc_start(kh__wproc_t *w, uv_loop_t *loop, const char *path, const jso
  * record's now (a failure after this point is reported as its death); KH_EWORKER: it could not
  * be watched, was killed, and the record closes itself. */
 int kh__wproc_adopt(kh__wproc_t *w, uv_loop_t *loop, uv_pipe_t *ipc, int pid, char *errmsg);
+/* Encodes msg (+ bufs) as one frame and writes it to s (a worker's or the fork server's pipe);
+ * a failed write shows up later as the peer's death. 0, KH_ENOMEM, KH_ETOOBIG or a uv error. */
+int kh__stream_send_frame(uv_stream_t *s, const json_t *msg, const kh_buffer_t *bufs, size_t nb);
 /* Sends one message (a host -> worker one, in its phase: "open" once after "hello", the rest
  * once ready, one "exec" at a time). Returns 0, KH_EKERNELDEAD (gone, or not ready yet),
  * KH_EINVAL (out of the protocol's order or shape: a host bug), KH_ENOMEM, KH_ETOOBIG, or a
@@ -915,9 +918,12 @@ void kh__wpool_close(kh_manager_t *m); /* kh_manager_close: kills pooled workers
  * fork server's may still be on its way: phase KH__WP_SPAWNED until its "hello"); or NULL: spawn
  * one (no pool, none left, the fork server is restarting, or variables only a fresh process can
  * honour), or with *rc set, fail with errmsg (KH_EOPTION: a pool.preload module cannot be
- * imported). *origin: "fork", "warm" or "cold". Refills the pool. */
+ * imported). *origin: "fork", "warm" or "cold". The pool refills when the kernel calls
+ * kh__wpool_refill, or 50 ms later. */
 kh__wproc_t *kh__wpool_claim(kh_manager_t *m, const json_t *env, const kh__wproc_cbs_t *cbs,
                              void *holder, int *rc, char *errmsg, const char **origin);
+/* A kernel got its process going, or failed to: the pool refills now, off its critical path. */
+void kh__wpool_refill(kh_manager_t *m);
 
 /* --- sandbox: OS-enforced permissions, mounts and limits for workers ---------------------
  * Three files, one concept each: sandbox-plan.c decides on the host what a kernel's options

@@ -18,6 +18,7 @@
  * Thread: loop. */
 #include <signal.h>
 #include <stdio.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #define POOL_MAX_FAILURES 3 /* pool workers dying before "hello": stop refilling */
 #define TMPL_MAX_FAILURES 5 /* templates dying before "hello" in a row: give up (cold only) */
 #define TMPL_DELAY_MS 100   /* the second restart's delay, doubled after each failure */
+#define REFILL_MS 50        /* a claim's refill, if the kernel has not said it is up by then */
 
 typedef enum {
   T_OFF = 0,   /* mode "spawn", or given up after TMPL_MAX_FAILURES */
@@ -81,7 +83,8 @@ struct pool_s {
   int fork;
   tstate_t state;
   tmpl_t *t;
-  uv_timer_t timer; /* the template's restart delay */
+  uv_timer_t timer; /* the template's restart delay, or a claim's refill (refill_due) */
+  int refill_due;
   fork_req_t *reqs, **reqs_tail;
   json_int_t next_seq;
   int tfailures;  /* templates that died before "hello", in a row */
@@ -114,7 +117,10 @@ static void pool_frame(void *holder, kh__wproc_t *w, kh__pmsg_t kind, json_t *ms
   (void)msg;
   (void)data;
   (void)len;
-  if (kind == KH__P_HELLO) p->failures = 0;
+  if (kind == KH__P_HELLO) {
+    p->failures = 0;
+    settle(p);
+  }
 }
 
 static void pool_exited(void *holder, kh__wproc_t *w) {
@@ -128,7 +134,10 @@ static void pool_exited(void *holder, kh__wproc_t *w) {
       break;
     }
   }
-  if (p->m != NULL) pool_fill(p);
+  if (p->m != NULL) {
+    pool_fill(p);
+    settle(p); /* a pool that stopped refilling is as full as it gets */
+  }
 }
 
 static void pool_closed(void *holder) {
@@ -188,6 +197,8 @@ static void fork_fallback(pool_t *p, kh__wproc_t *w, const char *why) {
       }
     }
     kh__wproc_free_unstarted(w);
+    p->failures++; /* refilled by the next template, or not at all (pool_fill) */
+    settle(p);
     return;
   }
   if (p->state == T_FAILED) {
@@ -226,37 +237,10 @@ static void tmpl_release(kh__refs_t *r) {
   kh__refs_put(&p->refs);
 }
 
-typedef struct {
-  uv_write_t req;
-  char *buf;
-} tmpl_write_t;
-
-static void tmpl_written(uv_write_t *req, int status) {
-  tmpl_write_t *w = (tmpl_write_t *)req;
-  (void)status; /* a failed write shows up as the template's death */
-  free(w->buf);
-  free(w);
-}
-
 static int tmpl_send(tmpl_t *t, json_int_t seq) {
   json_t *o = json_pack("{s:s, s:I}", "t", kh__proto_name(KH__P_FORK), "seq", seq);
-  tmpl_write_t *w = calloc(1, sizeof(*w));
-  uv_buf_t b;
-  size_t n = 0;
-  int rc;
-  if (w != NULL && o != NULL) w->buf = kh__frame_encode(o, &n);
+  int rc = o ? kh__stream_send_frame((uv_stream_t *)&t->ctl, o, NULL, 0) : KH_ENOMEM;
   json_decref(o);
-  if (w == NULL || w->buf == NULL) {
-    if (w != NULL) free(w->buf);
-    free(w);
-    return KH_ENOMEM;
-  }
-  b = uv_buf_init(w->buf, (unsigned)n);
-  rc = uv_write(&w->req, (uv_stream_t *)&t->ctl, &b, 1, tmpl_written);
-  if (rc != 0) {
-    free(w->buf);
-    free(w);
-  }
   return rc;
 }
 
@@ -369,6 +353,15 @@ static void tmpl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
 }
 
+/* The template has exited, whether or not it was reaped yet (WNOWAIT leaves that to libuv). */
+static int tmpl_gone(const tmpl_t *t) {
+  siginfo_t si;
+  if (t->exited) return 1;
+  memset(&si, 0, sizeof(si));
+  if (waitid(P_PID, (id_t)t->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) return 1;
+  return si.si_pid != 0;
+}
+
 static void tmpl_restart_cb(uv_timer_t *h) {
   pool_t *p = h->data;
   if (p->m != NULL && p->state == T_RESTARTING && p->t == NULL) tmpl_start(p);
@@ -416,6 +409,7 @@ static void tmpl_exit(uv_process_t *h, int64_t status, int sig) {
   }
   p->state = T_RESTARTING;
   p->restarts++;
+  p->refill_due = 0; /* the timer is the restart's now; the new template refills on "hello" */
   uv_timer_start(&p->timer, tmpl_restart_cb,
                  p->tfailures == 0 ? 0 : (uint64_t)TMPL_DELAY_MS << (p->tfailures - 1), 0);
 }
@@ -487,21 +481,36 @@ static void tmpl_start(pool_t *p) {
   uv_read_start((uv_stream_t *)&t->ctl, tmpl_alloc, tmpl_read);
 }
 
+static void refill_cb(uv_timer_t *h) {
+  pool_t *p = h->data;
+  p->refill_due = 0;
+  pool_fill(p);
+}
+
 /* --- kh_manager_pool_ready ---------------------------------------------------------------- */
 
 static const char *const state_names[] = {"off", "starting", "ready", "restarting", "failed"};
 
-/* {mode, size, preload, state, pid, restarts, forked, last_exit, error}: what the pool is
- * doing, for kh_manager_pool_ready's answer. Owned. */
+/* Processes that said "hello" and wait for a kernel. */
+static int waiting(const pool_t *p) {
+  const kh__wproc_t *w;
+  int n = 0;
+  for (w = p->procs; w != NULL; w = w->next)
+    if (w->phase == KH__WP_HELLO) n++;
+  return n;
+}
+
+/* {mode, size, waiting, preload, state, pid, restarts, forked, last_exit, error}: what the pool
+ * is doing, for kh_manager_pool_ready's answer. Owned. */
 static json_t *pool_info(pool_t *p) {
   json_t *o;
   if (!p->fork)
     return json_pack("{s:s, s:i, s:i}", "mode", "spawn", "size", p->m ? p->m->opts.pool_size : 0,
-                     "waiting", p->count);
+                     "waiting", waiting(p));
   o = json_pack("{s:s, s:i, s:O, s:s, s:i, s:i, s:i}", "mode", "fork", "size",
                 p->m ? p->m->opts.pool_size : 0, "preload",
                 p->m ? p->m->opts.pool_preload : json_null(), "state", state_names[p->state],
-                "restarts", p->restarts, "forked", p->forked, "waiting", p->count);
+                "restarts", p->restarts, "forked", p->forked, "waiting", waiting(p));
   if (o == NULL) return NULL;
   json_object_set_new(o, "pid", p->t && p->t->hello ? json_integer(p->t->pid) : json_null());
   json_object_set_new(o, "last_exit", p->last_exit[0] ? json_string(p->last_exit) : json_null());
@@ -530,19 +539,31 @@ static void run_answer(kh_manager_t *m, void *arg) {
   free(a);
 }
 
-/* Answers the waiters once the template has settled (ready, failed, given up), or with
- * KH_ECANCELED when the manager closes: each through the manager's inbox, so never inside an
- * API call. */
+/* Answers the waiters once the pool has settled: the template up (or failed, or given up) and
+ * `size` processes waiting for kernels (or the pool stopped refilling after failures); with
+ * KH_ECANCELED when the manager closes. Each answer goes through the manager's inbox, so never
+ * inside an API call. */
 static void answer_waiters(pool_t *p, kh_manager_t *m, int cancel) {
   waiter_t *w;
   json_t *info;
   int status;
+  if (p->waiters == NULL) return;
   if (!cancel && p->fork && (p->state == T_STARTING || p->state == T_RESTARTING)) return;
+  /* A template that died before the loop saw it is not "ready": its exit (and the restart,
+   * which answers) is on its way. */
+  if (!cancel && p->fork && p->state == T_READY && p->t != NULL && tmpl_gone(p->t)) return;
+  if (!cancel && (!p->fork || p->state == T_READY) && waiting(p) < m->opts.pool_size &&
+      p->failures < POOL_MAX_FAILURES)
+    return;
   info = pool_info(p);
   status = cancel                          ? KH_ECANCELED
            : p->state == T_FAILED          ? KH_EOPTION
            : p->fork && p->state == T_OFF  ? KH_EWORKER
+           : waiting(p) < m->opts.pool_size ? KH_EWORKER
                                            : 0;
+  if (status == KH_EWORKER && !p->err[0])
+    snprintf(p->err, sizeof(p->err), "the pool's workers keep dying before they start: %d in a row",
+             p->failures);
   while ((w = p->waiters) != NULL) {
     answer_t *a = calloc(1, sizeof(*a));
     p->waiters = w->next;
@@ -594,6 +615,7 @@ int kh_manager_pool_ready(kh_manager_t *m, kh_request_cb cb, void *data) {
   w->next = p->waiters;
   p->waiters = w;
   m->pending++; /* keeps the loop alive until it is answered */
+  kh__manager_update_ref(m);
   settle(p);
   return 0;
 }
@@ -613,7 +635,10 @@ static void pool_fill(pool_t *p) {
       }
     } else if (kh__wproc_path(p->m, path, sizeof(path), err) != 0 ||
                kh__wproc_spawn(p->loop, path, NULL, &pool_cbs, p, &w, err) != 0) {
-      return; /* kernels will get the error at creation */
+      /* Kernels will get the error at creation; the pool stops trying. */
+      snprintf(p->err, sizeof(p->err), "%s", err);
+      p->failures = POOL_MAX_FAILURES;
+      return;
     }
     w->next = p->procs;
     p->procs = w;
@@ -716,6 +741,28 @@ kh__wproc_t *kh__wpool_claim(kh_manager_t *m, const json_t *env, const kh__wproc
     }
   }
   if (w != NULL) *origin = p->fork ? "fork" : "warm";
-  pool_fill(p);
+  /* The refill waits until this kernel is up (kh__wpool_refill): a spawn or a fork started now
+   * would take the CPU from the very worker being opened (2 cores: 1-2 ms of a 2 ms start).
+   * The timer refills anyway if the kernel never says. */
+  if (!p->refill_due && !uv_is_active((uv_handle_t *)&p->timer)) {
+    p->refill_due = 1;
+    uv_timer_start(&p->timer, refill_cb, REFILL_MS, 0);
+  }
   return w;
+}
+
+static void run_refill(kh_manager_t *m, void *arg) {
+  pool_t *p = pool_of(m);
+  (void)arg;
+  if (p != NULL && !m->inbox_discarding) pool_fill(p);
+}
+
+void kh__wpool_refill(kh_manager_t *m) {
+  pool_t *p = pool_of(m);
+  if (p == NULL || !p->refill_due) return;
+  p->refill_due = 0;
+  uv_timer_stop(&p->timer);
+  /* Behind the kernel's own news in the inbox: its callback runs first (a spawn blocks the loop
+   * until the child has exec'd). */
+  if (kh__defer(m, run_refill, NULL) != 0) pool_fill(p);
 }

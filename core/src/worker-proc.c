@@ -196,9 +196,29 @@ typedef struct {
 
 static void on_written(uv_write_t *req, int status) {
   wreq_t *r = (wreq_t *)req;
-  (void)status; /* a failed write shows up as the worker's death */
+  (void)status; /* a failed write shows up as the peer's death */
   free(r->buf);
   free(r);
+}
+
+int kh__stream_send_frame(uv_stream_t *s, const json_t *msg, const kh_buffer_t *bufs, size_t nb) {
+  wreq_t *r = calloc(1, sizeof(*r));
+  uv_buf_t b;
+  size_t n;
+  int rc;
+  if (r == NULL) return KH_ENOMEM;
+  r->buf = kh__frame_encode_bufs(msg, bufs, nb, &n);
+  if (r->buf == NULL) {
+    free(r);
+    return KH_ETOOBIG;
+  }
+  b = uv_buf_init(r->buf, (unsigned)n);
+  rc = uv_write(&r->req, s, &b, 1, on_written);
+  if (rc != 0) {
+    free(r->buf);
+    free(r);
+  }
+  return rc;
 }
 
 /* Remembers an execution id given to this process: events may name it from then on. */
@@ -223,9 +243,6 @@ int kh__wproc_send_bufs(kh__wproc_t *w, const json_t *msg, const kh_buffer_t *bu
   char why[160];
   kh__pmsg_t kind = kh__proto_check(msg, KH__P_TO_WORKER, 0, why, sizeof(why));
   const char *id = json_string_value(json_object_get(msg, "id"));
-  wreq_t *r;
-  uv_buf_t b;
-  size_t n;
   int rc;
   if (w->killed || w->exited || w->failed || uv_is_closing((uv_handle_t *)&w->to))
     return KH_EKERNELDEAD;
@@ -236,20 +253,7 @@ int kh__wproc_send_bufs(kh__wproc_t *w, const json_t *msg, const kh_buffer_t *bu
   /* One request at a time: a cell or a comm message. */
   if ((kind == KH__P_EXEC || kind == KH__P_COMM) && w->inflight[0]) return KH_EINVAL;
   if (kind == KH__P_INTERACT && asked_slot(w, "") < 0) return KH_EBUSY;
-  r = calloc(1, sizeof(*r));
-  if (r == NULL) return KH_ENOMEM;
-  r->buf = kh__frame_encode_bufs(msg, bufs, nb, &n);
-  if (r->buf == NULL) {
-    free(r);
-    return KH_ETOOBIG;
-  }
-  b = uv_buf_init(r->buf, (unsigned)n);
-  rc = uv_write(&r->req, (uv_stream_t *)&w->to, &b, 1, on_written);
-  if (rc != 0) {
-    free(r->buf);
-    free(r);
-    return rc;
-  }
+  if ((rc = kh__stream_send_frame((uv_stream_t *)&w->to, msg, bufs, nb)) != 0) return rc;
   if (kind == KH__P_OPEN) w->phase = KH__WP_OPENING;
   if (kind == KH__P_INTERACT) snprintf(w->asked[asked_slot(w, "")], KH__EXEC_ID_MAX, "%s", id);
   if (kind == KH__P_EXEC || kind == KH__P_COMM) {

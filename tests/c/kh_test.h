@@ -126,6 +126,14 @@ void th_never_cb(kh_manager_t *m, const kh_reply_t *r, int status, void *data);
 /* Asserts kh_kernel_create(opts) returns `code` at once, with a detail text naming `mention`. */
 void th_create_error(th_t *t, const char *opts, int code, const char *mention);
 void th_destroy(th_t *t, const char *id);
+/* With a pool on the manager (KH_TEST_POOL, or the test's own), waits until it is full
+ * (kh_manager_pool_ready), so that counts of descriptors and processes compare like with like;
+ * nothing without one. */
+void th_pool_settle(th_t *t);
+/* A pidfd for pid (it becomes readable when the process exits), and the wait for that, with a
+ * bound of 60 s; it closes the pidfd. */
+int th_pid_open(int pid);
+void th_wait_pid_gone(int pidfd);
 /* Runs a cell that prints and then sleeps for 100 s, interrupts it once the print has arrived
  * (the cell is inside, on its way into sleep), and asserts the reply is a KeyboardInterrupt. */
 void th_interrupt_sleep(th_t *t, const char *id);

@@ -1,6 +1,10 @@
 /* runner.c: runs one named C test per process (ctest registers each name): a TEST() of
  * tests/c/test_<concept>.c, or else a case of tests/cases/<concept>.json (cases.c); and the fixture
  * helpers from kh_test.h. */
+#include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "kh_test.h"
 
 typedef struct {
@@ -374,4 +378,34 @@ void th_wait_status(th_t *t, const char *exec_id, const char *state) {
     if (!seen) uv_run(&t->loop, UV_RUN_ONCE);
   }
   uv_timer_stop(&t->watchdog);
+}
+
+static void on_pool_settled(kh_manager_t *m, const char *kernel_id, int status, const char *json,
+                            size_t len, const char *errmsg, void *data) {
+  int *d = data;
+  (void)m;
+  (void)kernel_id;
+  (void)json;
+  (void)len;
+  if (status != 0) FAIL("the pool did not settle: %s: %s", kh_err_name(status), errmsg);
+  d[0] = 1;
+}
+
+void th_pool_settle(th_t *t) {
+  int done = 0, rc = kh_manager_pool_ready(t->m, on_pool_settled, &done);
+  if (rc == KH_ENOTSUP) return; /* no pool */
+  ASSERT_INT(rc, ==, 0);
+  th_run_until(t, &done);
+}
+
+int th_pid_open(int pid) {
+  return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+void th_wait_pid_gone(int pidfd) {
+  struct pollfd p;
+  p.fd = pidfd;
+  p.events = POLLIN;
+  if (poll(&p, 1, 60000) != 1) FAIL("the process did not exit");
+  close(pidfd);
 }

@@ -286,6 +286,8 @@ TEST(fork_template_death_restarts) {
   char a[64], b[64], c[64];
   json_t *info;
   int tpid, status;
+  ready_t early;
+  memset(&early, 0, sizeof(early));
   th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 0}}");
   info = pool_ready_ok(&t);
   tpid = (int)th_i(info, "pid");
@@ -293,11 +295,24 @@ TEST(fork_template_death_restarts) {
   th_create(&t, WORKER, a);
   assert_origin(&t, a, "fork");
   ASSERT_INT(kill(tpid, SIGKILL), ==, 0);
+  {
+    /* Dead (not reaped: the loop has not seen it yet) before the next call: the pool must not
+     * call a dead template ready. */
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    ASSERT_INT(waitid(P_PID, (id_t)tpid, &si, WEXITED | WNOWAIT), ==, 0);
+  }
+  ASSERT_INT(kh_manager_pool_ready(t.m, on_ready, &early), ==, 0);
   /* The kernel made by the dead template lives on (it is the host's child). */
   assert_eval(&t, a, "1 + 1", "2");
   /* Meanwhile kernels start cold or from the restarted template; then it is back. */
   th_create(&t, WORKER, b);
   assert_eval(&t, b, "2 + 2", "4");
+  th_run_until(&t, &early.done);
+  ASSERT_INT(early.status, ==, 0);
+  ASSERT(th_i(early.info, "pid") != tpid);
+  ASSERT(th_i(early.info, "restarts") >= 1);
+  json_decref(early.info);
   info = pool_ready(&t, &status, NULL, 0);
   ASSERT_INT(status, ==, 0);
   ASSERT_STR(th_s(info, "state"), "ready");
@@ -309,16 +324,6 @@ TEST(fork_template_death_restarts) {
   assert_origin(&t, c, "fork");
   assert_eval(&t, c, "3 + 3", "6");
   th_fini(&t);
-}
-
-static int pid_open(int pid) {
-  return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-static void wait_pid_gone(int pidfd) {
-  struct pollfd p = {pidfd, POLLIN, 0};
-  ASSERT_INT(poll(&p, 1, 30000), ==, 1);
-  close(pidfd);
 }
 
 TEST(fork_no_orphan_after_host_sigkill) {
@@ -343,13 +348,13 @@ TEST(fork_no_orphan_after_host_sigkill) {
   close(p[1]);
   ASSERT_INT(read(p[0], pids, sizeof(pids)), ==, sizeof(pids));
   close(p[0]);
-  fd[0] = pid_open(pids[0]);
-  fd[1] = pid_open(pids[1]);
+  fd[0] = th_pid_open(pids[0]);
+  fd[1] = th_pid_open(pids[1]);
   ASSERT(fd[0] >= 0 && fd[1] >= 0);
   ASSERT_INT(kill(host, SIGKILL), ==, 0);
   ASSERT_INT(waitpid(host, &status, 0), ==, host);
-  wait_pid_gone(fd[0]); /* the template */
-  wait_pid_gone(fd[1]); /* the forked kernel */
+  th_wait_pid_gone(fd[0]); /* the template */
+  th_wait_pid_gone(fd[1]); /* the forked kernel */
 }
 
 TEST(fork_pool_ready_no_pool) {
@@ -370,4 +375,61 @@ TEST(fork_pool_ready_no_pool) {
     ASSERT_INT(r.done, ==, 0);
     th_fini(&t);
   }
+}
+
+TEST(fork_pool_ready_holds_loop) {
+  th_t t;
+  ready_t r;
+  memset(&r, 0, sizeof(r));
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 0}}");
+  /* A host whose loop has nothing else to do: the wait itself keeps uv_run() going until the
+   * template's "hello" is answered (the harness's watchdog is not running here). */
+  ASSERT_INT(kh_manager_pool_ready(t.m, on_ready, &r), ==, 0);
+  uv_run(&t.loop, UV_RUN_DEFAULT);
+  ASSERT_INT(r.done, ==, 1);
+  ASSERT_INT(r.status, ==, 0);
+  json_decref(r.info);
+  th_fini(&t);
+}
+
+TEST(fork_pools_coexist) {
+  th_t t, u;
+  char a[64], b[64];
+  /* A fork server and a warm pool in one host process, one per manager. */
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 1}}");
+  th_init(&u, "{\"pool\": {\"size\": 1}}");
+  json_decref(pool_ready_ok(&t));
+  th_pool_settle(&u);
+  th_create(&t, WORKER, a);
+  th_create(&u, WORKER, b);
+  assert_origin(&t, a, "fork");
+  assert_origin(&u, b, "warm");
+  assert_eval(&t, a, "x = 20\nx + 1", "21");
+  assert_eval(&u, b, "x = 30\nx + 1", "31");
+  th_fini(&u);
+  th_fini(&t);
+}
+
+TEST(fork_hash_secret_per_template) {
+  th_t t;
+  char a[64], b[64], c[64];
+  char *ha, *hb, *hc;
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 0}}");
+  json_decref(pool_ready_ok(&t));
+  th_create(&t, WORKER, a);
+  th_create(&t, WORKER, b);
+  /* A cold kernel (loader variables skip the pool) starts its own interpreter. */
+  th_create(&t, "{\"mode\": \"worker\", \"env\": {\"LD_KH_TEST\": \"1\"}}", c);
+  assert_origin(&t, a, "fork");
+  assert_origin(&t, c, "cold");
+  ha = eval(&t, a, "hash('kernelhost')");
+  hb = eval(&t, b, "hash('kernelhost')");
+  hc = eval(&t, c, "hash('kernelhost')");
+  /* Python fixes the secret at start-up: kernels of one template share it (README says so). */
+  ASSERT_STR(ha, hb);
+  ASSERT(strcmp(ha, hc) != 0);
+  free(ha);
+  free(hb);
+  free(hc);
+  th_fini(&t);
 }

@@ -75,22 +75,9 @@ static void wait_status_n(th_t *t, const char *state, int n) {
   while (count_status(t, NULL, state) < n) th_step(t);
 }
 
-/* A pidfd becomes readable when the process exits: an event to wait on, with a bound. */
-static int pid_open(int pid) {
-  return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-static void wait_pid_gone(int pidfd) {
-  struct pollfd p;
-  p.fd = pidfd;
-  p.events = POLLIN;
-  if (poll(&p, 1, 60000) != 1) FAIL("the worker process did not exit");
-  close(pidfd);
-}
-
 /* Runs the loop until the (not yet reaped) process pid has exited. */
 static void wait_worker_exit(th_t *t, int pid) {
-  int fd = pid_open(pid);
+  int fd = th_pid_open(pid);
   struct pollfd p;
   if (fd < 0) return; /* already gone and reaped */
   p.fd = fd;
@@ -212,12 +199,12 @@ TEST(worker_no_orphan_after_host_sigkill) {
   close(p[1]);
   ASSERT_INT(read(p[0], &worker, sizeof(worker)), ==, sizeof(worker));
   close(p[0]);
-  pidfd = pid_open(worker);
+  pidfd = th_pid_open(worker);
   ASSERT(pidfd >= 0);
   ASSERT_INT(kill(host, SIGKILL), ==, 0);
   ASSERT_INT(waitpid(host, &status, 0), ==, host);
   ASSERT(WIFSIGNALED(status));
-  wait_pid_gone(pidfd);
+  th_wait_pid_gone(pidfd);
 }
 
 static int count_dir(const char *path) {
@@ -273,6 +260,7 @@ TEST(worker_create_destroy_cycles) {
   /* One cycle first, so that lazily created state (libuv's signal pipe) is in the baseline. */
   th_create(&t, wopts(""), id);
   th_destroy(&t, id);
+  th_pool_settle(&t);
   fds = count_dir("/proc/self/fd");
   threads = count_dir("/proc/self/task");
   children = count_children();
@@ -294,6 +282,7 @@ TEST(worker_create_destroy_cycles) {
     if (i == CYCLES / 10) rss = rss_kb();
     clear_events(&t); /* keep the harness's event log bounded */
   }
+  th_pool_settle(&t);
   ASSERT_INT(count_dir("/proc/self/fd"), ==, fds);
   ASSERT_INT(count_dir("/proc/self/task"), ==, threads);
   ASSERT_INT(count_children(), ==, children);
@@ -349,7 +338,7 @@ TEST(worker_inactivity_timeout) {
   th_init(&t, NULL);
   th_create(&t, wopts("\"inactivityTimeout\": 300"), id);
   pid = kernel_pid(&t, id);
-  pidfd = pid_open(pid);
+  pidfd = th_pid_open(pid);
   ASSERT(pidfd >= 0);
   /* busy for longer than the timeout: never destroyed while busy */
   th_exec(&t, id, "import time\ntime.sleep(0.6)\n'done'", &r);

@@ -140,4 +140,20 @@ describe("fork", function()
       f = nil
     end
   end)
+
+  it("fork_pools_coexist", function()
+    -- A fork server and a warm pool in one host process, one per manager.
+    f = H.fixture({ pool = { mode = "fork", size = 1 } })
+    local g = H.fixture({ pool = { size = 1 } })
+    pool_ready_ok(f)
+    local gi = assert(g.m:pool_ready())
+    assert.are.equal("spawn", gi.mode)
+    local a, ka = create(f)
+    local b, kb = H.create_worker(g)
+    assert.are.equal("fork", info(f, a).origin)
+    assert.are.equal("warm", info(g, b).origin)
+    assert.are.equal("21", eval(ka, "x = 20\nx + 1"))
+    assert.are.equal("31", eval(kb, "x = 30\nx + 1"))
+    H.close(g)
+  end)
 end)

@@ -5,6 +5,8 @@
 'use strict';
 
 const fs = require('node:fs');
+const path = require('node:path');
+const { execFile } = require('node:child_process');
 const { assert, kernelhost, manager, closeAll, rejects, nextEvent, kernelInfo } =
   require('./helpers');
 
@@ -129,5 +131,37 @@ describe('fork', function () {
       assert.equal(kernelInfo(m, a).origin, 'cold');
       assert.equal(await evaluate(m, a, '1 + 1'), '2');
     }
+  });
+
+  // A Node process with nothing else to do: the wait alone keeps it alive until the template
+  // is up (the process would otherwise end with the promise pending and print nothing).
+  it('fork_pool_ready_holds_loop', async function () {
+    const script = `
+      const { KernelManager } = require(${JSON.stringify(path.join(__dirname, '..', '..'))});
+      const m = new KernelManager({ pool: { mode: 'fork', size: 0 } });
+      m.poolReady().then((info) => {
+        process.stdout.write('state: ' + info.state);
+        return m.close();
+      });`;
+    const { code, stdout, stderr } = await new Promise((resolve) => {
+      execFile(process.execPath, ['-e', script], { env: process.env }, (err, out, errOut) =>
+        resolve({ code: err ? err.code : 0, stdout: out, stderr: errOut }));
+    });
+    assert.equal(stdout, 'state: ready', `child: ${code}: ${stderr}`);
+    assert.equal(code, 0, stderr);
+  });
+
+  it('fork_pools_coexist', async function () {
+    // A fork server and a warm pool in one host process, one per manager.
+    const mf = manager({ pool: { mode: 'fork', size: 1 } });
+    const mw = manager({ pool: { size: 1 } });
+    await poolReadyOk(mf);
+    assert.equal((await mw.poolReady()).mode, 'spawn');
+    const a = await mf.createKernel(WORKER);
+    const b = await mw.createKernel(WORKER);
+    assert.equal(kernelInfo(mf, a).origin, 'fork');
+    assert.equal(kernelInfo(mw, b).origin, 'warm');
+    assert.equal(await evaluate(mf, a, 'x = 20\nx + 1'), '21');
+    assert.equal(await evaluate(mw, b, 'x = 30\nx + 1'), '31');
   });
 });
