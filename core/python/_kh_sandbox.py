@@ -40,9 +40,20 @@ def _under(path, prefixes):
     return False
 
 
+def _realpath(path):
+    """os.path.realpath(path), from the C library where it can answer (a kernel opening with a
+    sandbox resolves a score of paths on its critical path)."""
+    try:
+        import _kernelhost
+        r = _kernelhost.realpath(path)
+    except (ImportError, AttributeError):
+        r = None
+    return r if r is not None else os.path.realpath(path)
+
+
 class Policy:
     def __init__(self, plan):
-        real = lambda ps: tuple(os.path.realpath(p) for p in ps)
+        real = lambda ps: tuple(_realpath(p) for p in ps)
         self.read = real(list(plan.get("read", ())) + list(plan.get("runtime_read", ()))
                          + list(plan.get("runtime_read_write", ())))
         self.write = real(list(plan.get("write", ())) + list(plan.get("runtime_read_write", ())))
@@ -260,12 +271,20 @@ def _make_hook(pol):
 
 
 def _sync_environ(plan):
-    """The process environment was already filtered in C; make os.environ agree."""
+    """The process environment was already filtered in C; make os.environ agree. Its mapping is
+    trimmed directly where it can be (os._Environ keeps the encoded pairs in _data): unsetenv
+    again for each name the C layer already removed is most of the cost otherwise."""
     grant = plan.get("env", False)
     if grant is not True:
         keep = set(grant or ())
-        for k in [k for k in os.environ if k not in keep]:
-            del os.environ[k]
+        data = getattr(os.environ, "_data", None)
+        if isinstance(data, dict):
+            keep_b = {os.fsencode(k) for k in keep}  # _data's keys are bytes on POSIX
+            for k in [k for k in data if k not in keep_b]:
+                del data[k]
+        else:
+            for k in [k for k in os.environ if k not in keep]:
+                del os.environ[k]
     os.environ.update(plan.get("set_env") or {})
 
 

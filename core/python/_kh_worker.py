@@ -59,6 +59,22 @@ def _after_fork_in_child():
             ctx.out = out
 
 
+def rehearse():
+    """In a worker forked from the fork server's template that waits in the pool for a kernel
+    (main.c's tmpl_child): runs, on throwaway data, what opening a sandboxed kernel and its first
+    cell will run (parsing the plan, building the sandbox's policy, compiling and running code),
+    so that the pages those touch are copied from the template now, not on the kernel's critical
+    path. Nothing is kept and nothing is installed."""
+    import json
+    import _kh_sandbox
+
+    plan = json.loads('{"confine": true, "read": ["/tmp"], "write": [], "runtime_read": '
+                      '["/usr/lib", "/usr/share", "/etc/python3"], "runtime_read_write": '
+                      '["/dev/null"], "net": false, "env": [], "set_env": {}}')
+    _kh_sandbox.Policy(plan)
+    exec(compile("_ = [1 + 1]", "<kernelhost rehearsal>", "exec"), {})
+
+
 def open_kernel(kernel_id, env_json, cwd, max_output, figure_formats=None):
     """Applies the kernel's options that live inside this process and returns its runtime Kernel.
     Called when the host opens the kernel, which for a pooled worker is long after start-up, so

@@ -850,6 +850,7 @@ struct kh__wproc_s {
   int term_signal;
   char why[300]; /* the "fatal" message or the protocol error, for the death report */
   json_t *plan;  /* owned: the sandbox plan it was opened with (cgroup cleanup), or NULL */
+  const char *pids_cgroup; /* kh__sandbox_pids_cgroup() when it joined its group pre-forked */
   /* worker-proc.c's own: handles, the decoder and the request bookkeeping. */
   int adopted;    /* made by the fork server: watched by reap, not proc */
   int pidfd;      /* adopted: the process's pidfd (reap's), or -1 */
@@ -951,6 +952,13 @@ const json_t *kh__sandbox_plan(const kh__sandbox_t *sb);
 void kh__sandbox_info(const kh__sandbox_t *sb, json_t *info);
 /* Host side, after the worker `pid` was reaped: removes its pids cgroup, if it had one. */
 void kh__sandbox_cleanup(const json_t *plan, int pid);
+/* Host side: the pids cgroup directory workers make their groups in (root with a writable pids
+ * controller), or NULL. Cached; cheap (no namespace probe). The fork server's pre-forked workers
+ * join theirs ahead of need (worker-pool.c), so that a kernel with limits.maxProcesses does not
+ * wait for the move (an RCU grace period: 5-25 ms here) when it is claimed. */
+const char *kh__sandbox_pids_cgroup(void);
+/* Removes the group of worker `pid` under `base` (empty once the worker was reaped). */
+void kh__sandbox_cgroup_remove(const char *base, int pid);
 
 /* Worker side: applies the plan to the calling process. It must be single-threaded (user
  * namespaces, Landlock and seccomp bind one thread and its future children only): call it
@@ -959,6 +967,15 @@ void kh__sandbox_cleanup(const json_t *plan, int pid);
  * NULL to skip), or KH_ENOTSUP / KH_ENOMEM (KH_EINVAL when threads run) with errmsg: the
  * worker must then exit, never run the kernel unconfined. */
 int kh__sandbox_apply(const json_t *plan, json_t **report, char *errmsg);
+/* Worker side, as root, while nothing waits: makes an empty network namespace ahead of need
+ * and keeps it (a descriptor above 10), the process staying in its own. kh__sandbox_apply
+ * enters it for a plan without network (setns: microseconds) instead of unsharing one (0.5-1 ms
+ * here: a fork server's pooled worker does this before its "hello"), and closes it either way.
+ * A no-op when not root, or when it fails. */
+void kh__sandbox_prepare_netns(void);
+/* Closes that namespace if it is still kept (a kernel without a sandbox, or without a network
+ * namespace): nothing of it outlives the kernel's opening. */
+void kh__sandbox_release_netns(void);
 
 /* Shared by the host's probe (which tries, in a child, what a worker will do) and the worker
  * (sandbox-apply.c). Both return 0 or -errno. Thread: any, but they act on the process. */

@@ -75,7 +75,7 @@ static const field_t fields[KH__P_COUNT_][MAX_FIELDS] = {
                       {"value", F_ANY, 0, 0},
                       {"error", F_TEXT, 0, 0},
                       {"bufs", F_STRS, 0, 0}},
-    [KH__P_FORK] = {{"seq", F_INT, 1, 0}},
+    [KH__P_FORK] = {{"seq", F_INT, 1, 0}, {"pooled", F_BOOL, 0, 0}, {"pids_cgroup", F_STR, 0, 0}},
     [KH__P_FORKED] = {{"seq", F_INT, 1, 0}, {"pid", F_INT, 0, 0}, {"error", F_STR, 0, 0}},
     [KH__P_COMM] = {{"id", F_STR, 1, KH__P_EXEC_ID_MAX},
                     {"msg_type", F_STR, 1, 31},

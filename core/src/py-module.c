@@ -1,7 +1,10 @@
 /* py-module.c: the builtin module _kernelhost through which the Python runtime reaches C (emit,
- * note_interrupt, the Gate of interrupts (py-gate.c), the stream types (py-stream.c) and the
+ * note_interrupt, realpath, the Gate of interrupts (py-gate.c), the stream types (py-stream.c) and the
  * embedded sources that _kh_importer serves), and the error helpers the py-*.c files share.
  * Thread: any thread holding the GIL. */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "py-internal.h"
@@ -157,8 +160,27 @@ static PyObject *py_note_interrupt(PyObject *self, PyObject *noargs) {
   Py_RETURN_NONE;
 }
 
+/* realpath(path) -> str, or None when the C library cannot resolve it (a component missing,
+ * too long): the caller then takes os.path.realpath's answer, which also resolves a path whose
+ * tail does not exist. The sandbox's policy resolves a score of paths while a kernel opens,
+ * and posixpath's pure-Python walk costs ~15 us a path against ~2 us here. */
+static PyObject *py_realpath(PyObject *self, PyObject *arg) {
+  PyObject *bytes = NULL, *out;
+  char buf[PATH_MAX];
+  (void)self;
+  if (!PyUnicode_FSConverter(arg, &bytes)) return NULL;
+  if (realpath(PyBytes_AS_STRING(bytes), buf) == NULL) {
+    Py_DECREF(bytes);
+    Py_RETURN_NONE;
+  }
+  Py_DECREF(bytes);
+  out = PyUnicode_DecodeFSDefault(buf);
+  return out;
+}
+
 static PyMethodDef methods[] = {
     {"note_interrupt", py_note_interrupt, METH_NOARGS, "the SIGINT handler ran (workers)"},
+    {"realpath", py_realpath, METH_O, "realpath(path): the C library's, or None"},
     {"emit", py_emit, METH_VARARGS, "emit(sink, exec_id, type, payload_json_bytes, buffers=None)"},
     {NULL, NULL, 0, NULL}};
 

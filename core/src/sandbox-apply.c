@@ -108,6 +108,30 @@ static int mkdir_p(const char *path) {
 
 /* limits.max_processes as root: RLIMIT_NPROC never binds uid 0, a pids cgroup does. Each
  * worker gets its own child group "w-<pid>" (kh__sandbox_cleanup removes it after the reap). */
+/* Whether this process is in cgroup directory dir already (a fork server's pooled worker
+ * joined it before it was claimed): /proc/self/cgroup names the pids hierarchy's group (v1,
+ * "N:pids:/path") or the unified one (v2, "0::/path"), relative to the hierarchy's mount. */
+static int in_cgroup(const char *dir) {
+  char line[512];
+  int found = 0;
+  FILE *f = fopen("/proc/self/cgroup", "re");
+  if (f == NULL) return 0;
+  while (!found && fgets(line, sizeof(line), f)) {
+    char *ctl = strchr(line, ':'), *path = ctl ? strchr(ctl + 1, ':') : NULL;
+    size_t n, d = strlen(dir);
+    if (path == NULL) continue;
+    *ctl = '\0';
+    *path++ = '\0';
+    path[strcspn(path, "\n")] = '\0';
+    n = strlen(path);
+    if (strcmp(line, "0") != 0 && strstr(ctl + 1, "pids") == NULL) continue;
+    /* path starts with '/': a match ends at a component boundary of dir. */
+    found = n > 1 && n < d && strcmp(dir + d - n, path) == 0;
+  }
+  fclose(f);
+  return found;
+}
+
 static int join_pids_cgroup(apply_t *a, const char *base, uint64_t max) {
   char dir[300], f[340], num[32];
   int rc;
@@ -116,7 +140,7 @@ static int join_pids_cgroup(apply_t *a, const char *base, uint64_t max) {
     return layer_failed(a, "pids_cgroup", "cannot create pids cgroup %s: %s", dir, strerror(errno));
   snprintf(f, sizeof(f), "%s/pids.max", dir);
   snprintf(num, sizeof(num), "%llu", (unsigned long long)max);
-  if ((rc = kh__sandbox_write_file(f, num)) == 0) {
+  if ((rc = kh__sandbox_write_file(f, num)) == 0 && !in_cgroup(dir)) {
     snprintf(f, sizeof(f), "%s/cgroup.procs", dir);
     snprintf(num, sizeof(num), "%d", (int)getpid());
     rc = kh__sandbox_write_file(f, num);
@@ -276,11 +300,41 @@ static int apply_mount(apply_t *a, const json_t *m) {
 /* A user namespace where the system allows one (so an unprivileged host can mount), else, as
  * root, plain mount and network namespaces. The network namespace holds only a loopback that
  * is down: nothing inside can reach any host. */
+/* kh__sandbox_prepare_netns's namespace, or -1. */
+static int spare_netns = -1;
+
+void kh__sandbox_prepare_netns(void) {
+  int own, spare;
+  if (geteuid() != 0 || spare_netns >= 0) return;
+  if ((own = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) < 0) return;
+  if (unshare(CLONE_NEWNET) == 0) {
+    spare = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    /* Back to its own: a kernel with network must find the host's. Failing that, this process
+     * cannot serve it: it exits, and the pool makes another. */
+    if (setns(own, CLONE_NEWNET) != 0) _exit(72);
+    if (spare >= 0) {
+      spare_netns = fcntl(spare, F_DUPFD_CLOEXEC, 10);
+      close(spare);
+    }
+  }
+  close(own);
+}
+
+void kh__sandbox_release_netns(void) {
+  if (spare_netns >= 0) close(spare_netns);
+  spare_netns = -1;
+}
+
 static int apply_namespaces(apply_t *a, int want_net, int want_mount) {
   uid_t uid = getuid();
   gid_t gid = getgid();
   int flags = CLONE_NEWNS | (want_net ? CLONE_NEWNET : 0);
   int rc;
+  /* The empty network namespace made ahead of need, entered while still root in ours (setns
+   * needs CAP_SYS_ADMIN over it); it is owned by the initial user namespace, so the kernel's
+   * own user namespace gets no capability in it at all. */
+  if (want_net && spare_netns >= 0 && setns(spare_netns, CLONE_NEWNET) == 0) flags &= ~CLONE_NEWNET;
+  kh__sandbox_release_netns();
   if (unshare(CLONE_NEWUSER | flags) == 0) {
     if ((rc = kh__sandbox_map_ids(uid, gid)) != 0) {
       kh__set_err(a->errmsg, "sandbox: cannot write the user namespace's id maps: %s",

@@ -500,11 +500,31 @@ void kh__sandbox_info(const kh__sandbox_t *sb, json_t *info) {
   if (o != NULL) json_object_set_new(info, "sandbox", o);
 }
 
+void kh__sandbox_cgroup_remove(const char *base, int pid) {
+  char dir[300];
+  /* The group the worker made for itself (sandbox-apply.c, or the fork server's child). */
+  snprintf(dir, sizeof(dir), "%s/w-%d", base, pid);
+  rmdir(dir);
+}
+
 void kh__sandbox_cleanup(const json_t *plan, int pid) {
   const char *cg = json_string_value(json_object_get(plan, "pids_cgroup"));
-  char dir[300];
-  if (cg == NULL) return;
-  /* The group the worker made for itself (sandbox-apply.c); empty once it was reaped. */
-  snprintf(dir, sizeof(dir), "%s/w-%d", cg, pid);
-  rmdir(dir);
+  if (cg != NULL) kh__sandbox_cgroup_remove(cg, pid);
+}
+
+static pthread_once_t cgroup_once = PTHREAD_ONCE_INIT;
+static char cgroup_dir[256];
+
+static void cgroup_run(void) {
+  const char *pretend = getenv("KH_SANDBOX_PRETEND_MISSING");
+  probe_t p;
+  if (geteuid() != 0 || (pretend != NULL && has_token(pretend, "pids"))) return;
+  memset(&p, 0, sizeof(p));
+  probe_pids_cgroup(&p);
+  snprintf(cgroup_dir, sizeof(cgroup_dir), "%s", p.pids_cgroup);
+}
+
+const char *kh__sandbox_pids_cgroup(void) {
+  pthread_once(&cgroup_once, cgroup_run);
+  return cgroup_dir[0] ? cgroup_dir : NULL;
 }

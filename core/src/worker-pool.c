@@ -60,6 +60,8 @@ typedef struct fork_req_s {
   struct fork_req_s *next;
   json_int_t seq;
   kh__wproc_t *w;
+  int pooled;              /* for the pool, not a waiting kernel: it gets ready ahead of need */
+  const char *pids_cgroup; /* pooled: its pids cgroup, joined ahead of need (root), or NULL */
 } fork_req_t;
 
 /* A kh_manager_pool_ready() waiting for the template to settle. */
@@ -149,18 +151,22 @@ static const kh__wproc_cbs_t pool_cbs = {pool_frame, pool_exited, pool_closed};
 
 /* --- the fork server's requests ----------------------------------------------------------- */
 
-static int tmpl_send(tmpl_t *t, json_int_t seq);
+static int tmpl_send(tmpl_t *t, const fork_req_t *r);
 
 /* Asks the template for a process, into record w (the pool's or a kernel's). The request goes
- * now if the template is up, else when it says "hello". */
+ * now if the template is up, else when it says "hello". A process the pool keeps waiting gets
+ * ready ahead of need before it says "hello", off any kernel's path (it joins its pids cgroup as
+ * root, and rehearses opening a kernel: main.c's tmpl_child); one forked for a waiting kernel
+ * does neither (most kernels need no group, and it would only move the cost). */
 static int fork_request(pool_t *p, kh__wproc_t *w) {
   fork_req_t *r = calloc(1, sizeof(*r));
   if (r == NULL) return KH_ENOMEM;
   r->seq = ++p->next_seq;
   r->w = w;
+  if ((r->pooled = w->holder == p)) w->pids_cgroup = r->pids_cgroup = kh__sandbox_pids_cgroup();
   *p->reqs_tail = r;
   p->reqs_tail = &r->next;
-  if (p->state == T_READY && p->t != NULL && p->t->hello && tmpl_send(p->t, r->seq) != 0) {
+  if (p->state == T_READY && p->t != NULL && p->t->hello && tmpl_send(p->t, r) != 0) {
     /* The socket is failing: the template's death follows and takes this request along. */
   }
   return 0;
@@ -237,8 +243,11 @@ static void tmpl_release(kh__refs_t *r) {
   kh__refs_put(&p->refs);
 }
 
-static int tmpl_send(tmpl_t *t, json_int_t seq) {
-  json_t *o = json_pack("{s:s, s:I}", "t", kh__proto_name(KH__P_FORK), "seq", seq);
+static int tmpl_send(tmpl_t *t, const fork_req_t *r) {
+  json_t *o = json_pack("{s:s, s:I}", "t", kh__proto_name(KH__P_FORK), "seq", r->seq);
+  if (o != NULL && r->pooled) json_object_set_new(o, "pooled", json_true());
+  if (o != NULL && r->pids_cgroup != NULL)
+    json_object_set_new(o, "pids_cgroup", json_string(r->pids_cgroup));
   int rc = o ? kh__stream_send_frame((uv_stream_t *)&t->ctl, o, NULL, 0) : KH_ENOMEM;
   json_decref(o);
   return rc;
@@ -273,7 +282,7 @@ static void tmpl_frame(tmpl_t *t, json_t *msg) {
       p->state = T_READY;
       p->tfailures = 0;
       for (r = p->reqs; r != NULL; r = r->next) {
-        if (tmpl_send(t, r->seq) != 0) break; /* its death follows */
+        if (tmpl_send(t, r) != 0) break; /* its death follows */
       }
       settle(p);
       pool_fill(p);

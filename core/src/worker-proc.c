@@ -147,6 +147,7 @@ static void proc_exited(kh__wproc_t *w, int64_t status, int sig) {
   w->term_signal = sig;
   /* Reaped: its pids cgroup (root with limits.max_processes) can go. */
   if (w->plan != NULL) kh__sandbox_cleanup(w->plan, w->pid);
+  if (w->pids_cgroup != NULL) kh__sandbox_cgroup_remove(w->pids_cgroup, w->pid);
   /* The exit can be seen before the last frames are (a "fatal" message, the events of a cell
    * that called os._exit): read what is left in the pipe first. */
   if (!w->killed && !w->failed && !uv_is_closing((uv_handle_t *)&w->from)) {

@@ -1199,7 +1199,7 @@ static void tmpl_answer(json_int_t seq, pid_t pid, const char *error, int to_w, 
  * the template's stays open (its socket, its copies of other children's pipes, whatever a
  * preload module opened). Its own session and process group, as UV_PROCESS_DETACHED gives a
  * spawned worker; the host's death kills it, as it kills a spawned one. */
-static void tmpl_child(int cmd_r, int frame_w, pid_t host) {
+static void tmpl_child(int cmd_r, int frame_w, pid_t host, int pooled, const char *pids_cgroup) {
   PyObject *m, *r;
   if (dup2(cmd_r, 3) < 0 || dup2(frame_w, 4) < 0) _exit(70);
   if (syscall(SYS_close_range, 5u, ~0u, 0u) != 0) {
@@ -1212,6 +1212,17 @@ static void tmpl_child(int cmd_r, int frame_w, pid_t host) {
   setsid();
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != host) _exit(0);
+  /* A worker the pool keeps waiting joins its own pids cgroup now, before "hello": the move
+   * waits for an RCU grace period, which a kernel claiming it later then does not. It only
+   * holds the group (pids.max stays "max") until a kernel's limits.maxProcesses sets it;
+   * failing here is harmless: sandbox-apply.c joins, or reports why, when a kernel needs it. */
+  if (pids_cgroup != NULL && *pids_cgroup) {
+    char dir[300], f[340], num[32];
+    snprintf(dir, sizeof(dir), "%s/w-%d", pids_cgroup, (int)getpid());
+    snprintf(f, sizeof(f), "%s/cgroup.procs", dir);
+    snprintf(num, sizeof(num), "%d", (int)getpid());
+    if (mkdir(dir, 0755) == 0 || errno == EEXIST) kh__sandbox_write_file(f, num);
+  }
   /* Python's `random` reseeded itself in PyOS_AfterFork_Child (os.register_at_fork); numpy's
    * legacy global RandomState, seeded from the OS once at import, does not: two kernels
    * would draw the same np.random.rand(). */
@@ -1238,6 +1249,16 @@ static void tmpl_child(int cmd_r, int frame_w, pid_t host) {
     Py_XDECREF(env);
     Py_XDECREF(os);
     PyErr_Clear();
+  }
+  /* A worker for the pool: the pages opening a kernel touches are copied now (_kh_worker), and
+   * as root an empty network namespace waits for a kernel without network (sandbox-apply.c). */
+  if (pooled) {
+    kh__sandbox_prepare_netns();
+    m = PyImport_ImportModule("_kh_worker");
+    r = m ? PyObject_CallMethod(m, "rehearse", NULL) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(m);
+    PyErr_Clear(); /* only an optimisation */
   }
 }
 
@@ -1275,9 +1296,16 @@ static void tmpl_serve(pid_t host) {
     json_int_t seq;
     int cmd[2], frm[2], t;
     long pid;
+    char cgroup[256];
+    int pooled;
     if (kh__proto_check(msg, KH__P_TO_WORKER, 0, why, sizeof(why)) != KH__P_FORK)
       fatal("fork server: expected \"fork\": %s", why);
     seq = json_integer_value(json_object_get(msg, "seq"));
+    pooled = json_is_true(json_object_get(msg, "pooled"));
+    snprintf(cgroup, sizeof(cgroup), "%s",
+             json_is_string(json_object_get(msg, "pids_cgroup"))
+                 ? json_string_value(json_object_get(msg, "pids_cgroup"))
+                 : "");
     json_decref(msg);
     if ((t = thread_count()) != 1) {
       tmpl_fail(NULL, "the fork server has %d threads; a process with threads cannot be forked "
@@ -1299,7 +1327,7 @@ static void tmpl_serve(pid_t host) {
                   NULL, NULL, tid_addr, NULL);
     if (pid == 0) {
       PyOS_AfterFork_Child();
-      tmpl_child(cmd[0], frm[1], host);
+      tmpl_child(cmd[0], frm[1], host, pooled, cgroup);
       return;
     }
     PyOS_AfterFork_Parent();
@@ -1427,6 +1455,7 @@ int main(int argc, char **argv) {
   if (kind != KH__P_OPEN) fatal("expected \"open\", got %s", kind ? kh__proto_name(kind) : err);
   if (json_is_object(json_object_get(first, "sandbox")))
     apply_sandbox(json_object_get(first, "sandbox"), &report);
+  kh__sandbox_release_netns();
   /* From here both the main thread (while idle) and the command thread read the pipe. */
   q_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (q_efd < 0) fatal("eventfd: %s", strerror(errno));

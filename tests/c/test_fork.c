@@ -5,6 +5,7 @@
  * suite itself runs against the fork server as ctest fork/<name> (KH_TEST_POOL=fork). These
  * tests choose worker mode themselves. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -431,5 +432,112 @@ TEST(fork_hash_secret_per_template) {
   free(ha);
   free(hb);
   free(hc);
+  th_fini(&t);
+}
+
+/* The group directory of a process in the pids hierarchy, from /proc/<pid>/cgroup ("" if none). */
+static void pids_group(int pid, char *out, size_t n) {
+  char path[64], line[512];
+  FILE *f;
+  out[0] = '\0';
+  snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
+  if ((f = fopen(path, "r")) == NULL) return;
+  while (fgets(line, sizeof(line), f)) {
+    char *c = strchr(line, ':'), *p = c ? strchr(c + 1, ':') : NULL;
+    if (p == NULL || (strncmp(line, "0::", 3) != 0 && strstr(c, "pids") == NULL)) continue;
+    p[strcspn(p, "\n")] = '\0';
+    snprintf(out, n, "%s", p + 1);
+    if (strncmp(line, "0::", 3) != 0) break; /* v1's pids line wins over the unified one */
+  }
+  fclose(f);
+}
+
+/* The network namespace of pid ("net:[inode]"), and how many of its descriptors are namespaces. */
+static void ns_link(int pid, char *out, size_t n) {
+  char path[64];
+  ssize_t k;
+  snprintf(path, sizeof(path), "/proc/%d/ns/net", pid);
+  k = readlink(path, out, n - 1);
+  out[k > 0 ? k : 0] = '\0';
+}
+
+static int ns_fds(int pid) {
+  char dir[64], path[340], link[128];
+  struct dirent *e;
+  int n = 0;
+  DIR *d;
+  snprintf(dir, sizeof(dir), "/proc/%d/fd", pid);
+  if ((d = opendir(dir)) == NULL) return -1;
+  while ((e = readdir(d)) != NULL) {
+    ssize_t k;
+    snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+    k = readlink(path, link, sizeof(link) - 1);
+    if (k > 0 && (link[k] = '\0', strncmp(link, "net:[", 5) == 0)) n++;
+  }
+  closedir(d);
+  return n;
+}
+
+TEST(fork_sandbox_from_template) {
+  th_t t;
+  char a[64], group[300], want[64];
+  int pid;
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 1}}");
+  th_pool_settle(&t); /* the pooled worker is forked (and, as root, in its own pids cgroup) */
+  th_create(&t, "{\"mode\": \"worker\", \"permissions\": {}, \"limits\": {\"maxProcesses\": 20}}", a);
+  assert_origin(&t, a, "fork");
+  pid = kpid(&t, a);
+  if (geteuid() == 0) {
+    /* Its own group, w-<pid>, under kernelhost's pids cgroup: the limit is its alone. */
+    pids_group(pid, group, sizeof(group));
+    snprintf(want, sizeof(want), "/kernelhost/w-%d", pid);
+    ASSERT_STR(group, want);
+  }
+  /* Without network: a namespace of its own (the pooled worker made it ahead of need), and no
+   * descriptor of a namespace left open in the kernel. */
+  ns_link(pid, group, sizeof(group));
+  ns_link(getpid(), want, sizeof(want));
+  ASSERT(group[0] != '\0' && strcmp(group, want) != 0);
+  ASSERT_INT(ns_fds(pid), ==, 0);
+  assert_eval(&t, a,
+              "import os\n"
+              "r, w = os.pipe()\n"
+              "kids, limited = [], False\n"
+              "try:\n"
+              "    for i in range(200):\n"
+              "        pid = os.fork()\n"
+              "        if pid == 0:\n"
+              "            os.close(w)\n"
+              "            os.read(r, 1)\n"
+              "            os._exit(0)\n"
+              "        kids.append(pid)\n"
+              "except BlockingIOError:\n"
+              "    limited = True\n"
+              "os.close(w)\n"
+              "for k in kids:\n"
+              "    os.waitpid(k, 0)\n"
+              "(limited, len(kids) < 20)",
+              "(True, True)");
+  th_fini(&t);
+}
+
+TEST(fork_locks_reset) {
+  th_t t;
+  char a[64];
+  /* A lock the template held at the fork would hang the kernel: the import lock, the GIL and
+   * threading's state (reset by PyOS_AfterFork_Child), logging's locks (its at-fork hooks). The
+   * template imported logging and started a thread's worth of machinery before forking. */
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 1, \"preload\": [\"logging\", "
+              "\"concurrent.futures\"]}}");
+  th_pool_settle(&t);
+  th_create(&t, WORKER, a);
+  assert_origin(&t, a, "fork");
+  assert_eval(&t, a,
+              "import logging, threading, concurrent.futures, decimal\n"
+              "logging.getLogger('kh').warning('from a forked kernel')\n"
+              "with concurrent.futures.ThreadPoolExecutor(2) as ex:\n"
+              "    got = sorted(ex.map(lambda x: x * 2, range(4)))\n"
+              "(got, threading.active_count() >= 1, str(decimal.Decimal(1) / 4))",
+              "([0, 2, 4, 6], True, '0.25')");
   th_fini(&t);
 }
