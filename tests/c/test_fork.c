@@ -116,6 +116,14 @@ static int ppid_of(int pid) {
   return ppid;
 }
 
+/* A manager with pool `mopts`, settled, and one kernel on it that came from the fork server. */
+static void forked_kernel(th_t *t, const char *mopts, char *id) {
+  th_init(t, mopts);
+  th_pool_settle(t);
+  th_create(t, WORKER, id);
+  assert_origin(t, id, "fork");
+}
+
 TEST(fork_kernel_from_template) {
   th_t t;
   char a[64], b[64];
@@ -171,10 +179,7 @@ TEST(fork_restart_from_template) {
   th_t t;
   char a[64];
   int done[2] = {0, 0}, before;
-  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 0}}");
-  json_decref(pool_ready_ok(&t));
-  th_create(&t, WORKER, a);
-  assert_origin(&t, a, "fork");
+  forked_kernel(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 0}}", a);
   before = kpid(&t, a);
   assert_eval(&t, a, "y = 1\ny", "1");
   ASSERT_INT(kh_kernel_restart(t.m, a, th_done_cb, done), ==, 0);
@@ -214,10 +219,7 @@ TEST(fork_random_state_per_kernel) {
 TEST(fork_no_template_descriptors) {
   th_t t;
   char a[64];
-  th_init(&t, "{\"pool\": {\"mode\": \"fork\"}}");
-  json_decref(pool_ready_ok(&t));
-  th_create(&t, WORKER, a);
-  assert_origin(&t, a, "fork");
+  forked_kernel(&t, "{\"pool\": {\"mode\": \"fork\"}}", a);
   /* Nothing of the template's (its socket, other children's pipes) is open in a kernel: every
    * descriptor is one a spawned worker has too (stdio, the protocol pipes above 10, the capture
    * pipes, the eventfd). No socket at all. */
@@ -527,11 +529,8 @@ TEST(fork_locks_reset) {
   /* A lock the template held at the fork would hang the kernel: the import lock, the GIL and
    * threading's state (reset by PyOS_AfterFork_Child), logging's locks (its at-fork hooks). The
    * template imported logging and started a thread's worth of machinery before forking. */
-  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 1, \"preload\": [\"logging\", "
-              "\"concurrent.futures\"]}}");
-  th_pool_settle(&t);
-  th_create(&t, WORKER, a);
-  assert_origin(&t, a, "fork");
+  forked_kernel(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 1, \"preload\": [\"logging\", "
+              "\"concurrent.futures\"]}}", a);
   assert_eval(&t, a,
               "import logging, threading, concurrent.futures, decimal\n"
               "logging.getLogger('kh').warning('from a forked kernel')\n"
