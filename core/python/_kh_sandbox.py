@@ -270,22 +270,25 @@ def _make_hook(pol):
     return hook
 
 
-def _sync_environ(plan):
-    """The process environment was already filtered in C; make os.environ agree. Its mapping is
-    trimmed directly where it can be (os._Environ keeps the encoded pairs in _data): unsetenv
-    again for each name the C layer already removed is most of the cost otherwise."""
+def _sync_environ(plan, environ=None):
+    """The process environment was already filtered in C; make os.environ (or `environ`, for
+    _kh_worker.rehearse) agree. Its mapping is trimmed directly where it can be (os._Environ
+    keeps the encoded pairs in _data): unsetenv again for each name the C layer already removed
+    is most of the cost otherwise."""
+    if environ is None:
+        environ = os.environ
     grant = plan.get("env", False)
     if grant is not True:
         keep = set(grant or ())
-        data = getattr(os.environ, "_data", None)
+        data = getattr(environ, "_data", None)
         if isinstance(data, dict):
             keep_b = {os.fsencode(k) for k in keep}  # _data's keys are bytes on POSIX
             for k in [k for k in data if k not in keep_b]:
                 del data[k]
         else:
-            for k in [k for k in os.environ if k not in keep]:
-                del os.environ[k]
-    os.environ.update(plan.get("set_env") or {})
+            for k in [k for k in environ if k not in keep]:
+                del environ[k]
+    environ.update(plan.get("set_env") or {})
 
 
 def install(plan):

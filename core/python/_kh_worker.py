@@ -59,19 +59,32 @@ def _after_fork_in_child():
             ctx.out = out
 
 
+class _ScratchEnviron:
+    """What _kh_sandbox._sync_environ touches of os.environ, for rehearse()."""
+
+    def __init__(self):
+        self._data = {b"KH_REHEARSAL_A": b"1", b"KH_REHEARSAL_B": b"2"}
+
+    def update(self, pairs):
+        self._data.update((os.fsencode(k), os.fsencode(v)) for k, v in pairs.items())
+
+
 def rehearse():
-    """In a worker forked from the fork server's template that waits in the pool for a kernel
-    (main.c's tmpl_child): runs, on throwaway data, what opening a sandboxed kernel and its first
-    cell will run (parsing the plan, building the sandbox's policy, compiling and running code),
-    so that the pages those touch are copied from the template now, not on the kernel's critical
-    path. Nothing is kept and nothing is installed."""
+    """What opening a sandboxed kernel and its first cell will run (parsing the plan, building
+    the sandbox's policy and audit hook, syncing an environment, compiling and running code), on
+    throwaway data: nothing is kept, installed or changed. The fork server's template runs it
+    until the interpreter has specialised that code (main.c's tmpl_preload), and a worker it
+    forks for the pool runs it once more while it waits (tmpl_child), so that the pages it
+    touches are copied then rather than on a kernel's critical path."""
     import json
     import _kh_sandbox
 
     plan = json.loads('{"confine": true, "read": ["/tmp"], "write": [], "runtime_read": '
                       '["/usr/lib", "/usr/share", "/etc/python3"], "runtime_read_write": '
-                      '["/dev/null"], "net": false, "env": [], "set_env": {}}')
-    _kh_sandbox.Policy(plan)
+                      '["/dev/null"], "net": false, "env": ["HOME"], "set_env": {"A": "1"}}')
+    pol = _kh_sandbox.Policy(plan)
+    _kh_sandbox._make_hook(pol)
+    _kh_sandbox._sync_environ(plan, _ScratchEnviron())
     exec(compile("_ = [1 + 1]", "<kernelhost rehearsal>", "exec"), {})
 
 

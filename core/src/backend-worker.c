@@ -210,12 +210,13 @@ static void on_ready(worker_t *wk, kh__wproc_t *w, json_t *msg) {
   json_decref(wk->applied);
   wk->applied = json_is_object(applied) ? json_incref(applied) : NULL;
   wk->phase = PH_READY;
-  kh__wpool_refill(k->m); /* the pool waited for this kernel to be up */
   send_expose(wk, NULL); /* a fresh process knows nothing of the host's functions yet */
   if (ph == PH_START)
     kh__kernel_on_ready(k, 0, NULL);
   else if (ph == PH_RESET || ph == PH_AUTO)
     kh__kernel_on_reset(k, 0, NULL);
+  /* The pool waited for this kernel to be up; its refill queues behind the news just given. */
+  kh__wpool_refill(k->m);
 }
 
 /* An editor request's answer (worker-proc.c checked it names one in flight). With a status,

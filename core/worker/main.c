@@ -1140,6 +1140,16 @@ static void tmpl_preload(int n, char **mods) {
                 "process with threads cannot be forked safely",
                 mods[i], t);
   }
+  /* The runtime's opening path run here enough times for the interpreter to specialise its
+   * bytecode (3.11 rewrites a function's code in place while it warms up): children inherit
+   * it done, instead of each writing, and so copying, those pages as a kernel opens. */
+  m = PyImport_ImportModule("_kh_worker");
+  for (k = 0; m != NULL && k < 16; k++) {
+    r = PyObject_CallMethod(m, "rehearse", NULL);
+    Py_XDECREF(r);
+  }
+  Py_XDECREF(m);
+  PyErr_Clear();
   m = PyImport_ImportModule("gc");
   r = m ? PyObject_CallMethod(m, "collect", NULL) : NULL;
   Py_XDECREF(r);
