@@ -79,6 +79,10 @@ def rehearse():
     import json
     import _kh_sandbox
 
+    if "matplotlib.pyplot" in sys.modules:
+        # Every kernel's opening imports it then (Kernel.reset closes its figures), and with it
+        # the Agg backend's extension: a few MB each, were it not loaded before the fork.
+        import _kh_mpl  # noqa: F401
     plan = json.loads('{"confine": true, "read": ["/tmp"], "write": [], "runtime_read": '
                       '["/usr/lib", "/usr/share", "/etc/python3"], "runtime_read_write": '
                       '["/dev/null"], "net": false, "env": ["HOME"], "set_env": {"A": "1"}}')

@@ -212,8 +212,8 @@ static void fork_fallback(pool_t *p, kh__wproc_t *w, const char *why) {
     return;
   }
   if (p->m == NULL) {
-    rc = KH_ECLOSED;
-    snprintf(err, sizeof(err), "the manager is closing");
+    rc = KH_ECANCELED; /* as every callback the close finds waiting */
+    snprintf(err, sizeof(err), "the manager was closed");
   } else {
     rc = kh__wproc_path(p->m, path, sizeof(path), err);
     if (rc == 0) rc = kh__wproc_start(w, p->loop, path, NULL, err);

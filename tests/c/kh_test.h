@@ -100,6 +100,8 @@ const char *th_opts(const char *extra);
 void th_put_buffers(json_t *doc, const kh_buffer_t *b, size_t n);
 void th_init(th_t *t, const char *manager_opts);
 void th_fini(th_t *t); /* closes the manager, the loop, and checks nothing is left */
+/* 1 while th_fini is inside kh_manager_close: a callback that sees it ran inside an API call. */
+extern int th_in_close;
 void th_run_until(th_t *t, int *flag);
 /* Runs until `n` events of `type` for exec_id (NULL: any) have been recorded. */
 void th_wait_events(th_t *t, int type, const char *exec_id, int n);

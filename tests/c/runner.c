@@ -165,9 +165,14 @@ static void walk_cb(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) fprintf(stderr, "handle left open: type %d\n", (int)h->type);
 }
 
+int th_in_close;
+
 void th_fini(th_t *t) {
-  int closed = 0, i;
-  ASSERT_INT(kh_manager_close(t->m, on_closed, &closed), ==, 0);
+  int closed = 0, i, rc;
+  th_in_close = 1;
+  rc = kh_manager_close(t->m, on_closed, &closed);
+  th_in_close = 0;
+  ASSERT_INT(rc, ==, 0);
   th_run_until(t, &closed);
   uv_close((uv_handle_t *)&t->watchdog, NULL);
   uv_run(&t->loop, UV_RUN_DEFAULT);

@@ -29,6 +29,7 @@ static void on_ready(kh_manager_t *m, const char *kernel_id, int status, const c
   ready_t *r = data;
   (void)m;
   (void)kernel_id;
+  if (th_in_close) FAIL("a pool_ready callback ran inside kh_manager_close");
   r->done = 1;
   r->status = status;
   if (errmsg) snprintf(r->errmsg, sizeof(r->errmsg), "%s", errmsg);
@@ -40,7 +41,8 @@ static void on_created(kh_manager_t *m, const char *kernel_id, int status, const
   ready_t *r = data;
   (void)m;
   (void)kernel_id;
-  r->done = 1;
+  if (th_in_close) FAIL("a create callback ran inside kh_manager_close");
+  r->done++;
   r->status = status;
   if (errmsg) snprintf(r->errmsg, sizeof(r->errmsg), "%s", errmsg);
 }
@@ -539,4 +541,27 @@ TEST(fork_locks_reset) {
               "(got, threading.active_count() >= 1, str(decimal.Decimal(1) / 4))",
               "([0, 2, 4, 6], True, '0.25')");
   th_fini(&t);
+}
+
+TEST(fork_close_while_forking) {
+  th_t t;
+  char id[64];
+  ready_t made, ready;
+  memset(&made, 0, sizeof(made));
+  memset(&ready, 0, sizeof(ready));
+  /* The template is still starting: the kernel's process and the pool's answer are both on
+   * their way when the manager closes. Each callback runs once, after the close call returned,
+   * with KH_ECANCELED; no process is left (th_fini checks the loop, the process table below). */
+  th_init(&t, "{\"pool\": {\"mode\": \"fork\", \"size\": 2}}");
+  ASSERT_INT(kh_kernel_create(t.m, WORKER, id, sizeof(id), on_created, &made), ==, 0);
+  ASSERT_INT(kh_manager_pool_ready(t.m, on_ready, &ready), ==, 0);
+  th_fini(&t);
+  ASSERT_INT(made.done, ==, 1);
+  ASSERT_ERR(made.status, KH_ECANCELED);
+  ASSERT_INT(ready.done, ==, 1);
+  ASSERT_ERR(ready.status, KH_ECANCELED);
+  /* Every process it made (template, forked workers: the host's children) is reaped. */
+  errno = 0;
+  ASSERT_INT(waitpid(-1, NULL, WNOHANG), ==, -1);
+  ASSERT_INT(errno, ==, ECHILD);
 }

@@ -164,4 +164,17 @@ describe('fork', function () {
     assert.equal(await evaluate(mf, a, 'x = 20\nx + 1'), '21');
     assert.equal(await evaluate(mw, b, 'x = 30\nx + 1'), '31');
   });
+
+  it('fork_close_while_forking', async function () {
+    // The template is still starting: the kernel and the pool's answer are on their way when
+    // the manager closes; both promises reject with KH_ECANCELED.
+    const m = new kernelhost.KernelManager({ pool: { mode: 'fork', size: 2 } });
+    const [created, ready, closed] =
+      await Promise.allSettled([m.createKernel(WORKER), m.poolReady(), m.close()]);
+    assert.equal(created.status, 'rejected');
+    assert.equal(created.reason.code, 'KH_ECANCELED');
+    assert.equal(ready.status, 'rejected');
+    assert.equal(ready.reason.code, 'KH_ECANCELED');
+    assert.equal(closed.status, 'fulfilled');
+  });
 });
