@@ -385,8 +385,11 @@ static int m_pool(const char *mode, int runs, int size) {
       pooled++;
     }
     destroy_kernel(id);
-    /* let the pool refill: a cold worker start takes 100-200 ms here, a fork a few */
-    run_for(fork_pool ? 100 : 1000);
+    /* Let the pool refill: a cold worker start takes 100-200 ms here. A fork server is waited
+     * for (kh_manager_pool_ready answers once `size` workers wait, each ready ahead of need:
+     * its pids cgroup joined, its network namespace made), then the loop settles briefly. */
+    if (fork_pool && wait_pool() < 0) return skip("pool", mode, st.errmsg), 0;
+    run_for(fork_pool ? 20 : 1000);
   }
   if (pooled == 0) {
     snprintf(why, sizeof(why), "none of %d kernels came from the pool (pooled=false)", runs);

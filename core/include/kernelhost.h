@@ -153,7 +153,10 @@ typedef void (*kh_event_cb)(kh_manager_t *m, const kh_event_t *ev, void *data);
 
 /* --- manager ---------------------------------------------------------------------------- */
 
-/* Creates a manager on `loop` (borrowed; it must outlive the manager). `options_json` is NULL
+/* Creates a manager on `loop` (borrowed; it must outlive the manager). The first call in a
+ * process sets SIGPIPE to be ignored if its disposition is still the default, as CPython and
+ * Node do: a write to a worker that just died then fails with EPIPE (its death is reported)
+ * instead of killing the host. A handler the host installed is kept. `options_json` is NULL
  * or a JSON object (keys accept camelCase or snake_case):
  *   maxCodeBytes (int, default 4 MiB), interruptGraceMs (int, default 3000),
  *   workerPath (string),

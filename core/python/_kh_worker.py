@@ -73,9 +73,9 @@ def rehearse():
     """What opening a sandboxed kernel and its first cell will run (parsing the plan, building
     the sandbox's policy and audit hook, syncing an environment, compiling and running code), on
     throwaway data: nothing is kept, installed or changed. The fork server's template runs it
-    until the interpreter has specialised that code (main.c's tmpl_preload), and a worker it
-    forks for the pool runs it once more while it waits (tmpl_child), so that the pages it
-    touches are copied then rather than on a kernel's critical path."""
+    until the interpreter has specialised that code (main.c's tmpl_preload): its children
+    inherit it specialised rather than each rewriting (and so copying) those pages as a kernel
+    opens."""
     import json
     import _kh_sandbox
 

@@ -7,6 +7,8 @@
  * loop), and once the last kernel is released queue the close itself behind every delivery
  * still waiting; when that runs, the async handle closes and then the close callback runs and
  * the memory goes. */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +22,27 @@ static void on_async(uv_async_t *h) {
   kh__inbox_drain(h->data);
 }
 
+/* The core writes to worker pipes and the fork server's socket, whose reader may die at any
+ * moment: the write must fail with EPIPE (and the death be reported), not kill the host with
+ * SIGPIPE. As CPython and Node do, SIGPIPE is ignored, unless the host chose a handler of its
+ * own (or to ignore it already), once per process. */
+static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
+
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL ||
+      (sa.sa_flags & SA_SIGINFO))
+    return;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &sa, NULL);
+}
+
 int kh_manager_new(kh_manager_t **out, uv_loop_t *loop, const char *options_json) {
   kh_manager_t *m;
   int rc;
   last_error[0] = '\0';
+  pthread_once(&sigpipe_once, ignore_sigpipe);
   if (out == NULL || loop == NULL) {
     kh__set_err(last_error, "kh_manager_new: out and loop must not be NULL");
     return KH_EINVAL;

@@ -109,8 +109,8 @@
  *                             ends with a REPLY ({status})
  *   FORK      host -> template  seq: int (the host's number for this request): fork a worker;
  *                             pooled?: bool (for the pool, not a waiting kernel: it gets ready
- *                             ahead of need before its "hello", rehearsing what opening a kernel
- *                             runs), pids_cgroup?: string (pooled, as root: the directory in
+ *                             ahead of need before its "hello": as root, an empty network
+ *                             namespace), pids_cgroup?: string (pooled, as root: the directory in
  *                             which it makes and joins its group w-<pid>, so that a kernel's
  *                             limits.maxProcesses later only sets pids.max)
  *   FORKED    template -> host  seq: int (a FORK's, answered in order), pid?: int (the new

@@ -155,9 +155,9 @@ static int tmpl_send(tmpl_t *t, const fork_req_t *r);
 
 /* Asks the template for a process, into record w (the pool's or a kernel's). The request goes
  * now if the template is up, else when it says "hello". A process the pool keeps waiting gets
- * ready ahead of need before it says "hello", off any kernel's path (it joins its pids cgroup as
- * root, and rehearses opening a kernel: main.c's tmpl_child); one forked for a waiting kernel
- * does neither (most kernels need no group, and it would only move the cost). */
+ * ready ahead of need before it says "hello", off any kernel's path (as root: it joins its pids
+ * cgroup and makes an empty network namespace, main.c's tmpl_child); one forked for a waiting
+ * kernel does neither (most kernels need neither, and it would only move the cost). */
 static int fork_request(pool_t *p, kh__wproc_t *w) {
   fork_req_t *r = calloc(1, sizeof(*r));
   if (r == NULL) return KH_ENOMEM;

@@ -1260,16 +1260,11 @@ static void tmpl_child(int cmd_r, int frame_w, pid_t host, int pooled, const cha
     Py_XDECREF(os);
     PyErr_Clear();
   }
-  /* A worker for the pool: the pages opening a kernel touches are copied now (_kh_worker), and
-   * as root an empty network namespace waits for a kernel without network (sandbox-apply.c). */
-  if (pooled) {
-    kh__sandbox_prepare_netns();
-    m = PyImport_ImportModule("_kh_worker");
-    r = m ? PyObject_CallMethod(m, "rehearse", NULL) : NULL;
-    Py_XDECREF(r);
-    Py_XDECREF(m);
-    PyErr_Clear(); /* only an optimisation */
-  }
+  /* A worker for the pool: as root, an empty network namespace waits for a kernel without
+   * network (sandbox-apply.c). (Rehearsing a kernel's opening here as well, to copy the pages it
+   * touches ahead of need, measured within the noise for a sandboxed claim and cost every
+   * pooled kernel ~350 KB of private memory: the template's rehearsal is the one kept.) */
+  if (pooled) kh__sandbox_prepare_netns();
 }
 
 /* After the kernel opened (its sandbox on, its env applied): OpenBLAS, if it is the BLAS and

@@ -2,6 +2,8 @@
  * destroy-all, calls made while a destroy is under way or from inside callbacks, inactivity
  * timeouts, and closing with work in flight. Restart, interrupts and the request queue are
  * data: tests/cases/. */
+#include <signal.h>
+
 #include "kh_test.h"
 
 TEST(kernel_unknown_id) {
@@ -263,5 +265,36 @@ TEST(kernel_inactivity_dead_is_final) {
   /* the kernel was already on its way out when it said so: no cell runs on it again */
   ASSERT_ERR(d.rc, KH_ECLOSED);
   ASSERT_INT(kh_kernel_exists(t.m, id, NULL), ==, 0);
+  th_fini(&t);
+}
+
+static void on_sigpipe(int sig) {
+  (void)sig;
+}
+
+TEST(manager_sigpipe_ignored) {
+  th_t t;
+  struct sigaction sa;
+  /* The default disposition (a shell's, CI's): the first manager makes it "ignore", so a write
+   * to a worker that just died fails with EPIPE instead of killing this process. */
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = SIG_DFL;
+  ASSERT_INT(sigaction(SIGPIPE, &sa, NULL), ==, 0);
+  th_init(&t, NULL);
+  ASSERT_INT(sigaction(SIGPIPE, NULL, &sa), ==, 0);
+  ASSERT(sa.sa_handler == SIG_IGN);
+  ASSERT_INT(raise(SIGPIPE), ==, 0); /* still alive */
+  th_fini(&t);
+}
+
+TEST(manager_sigpipe_handler_kept) {
+  th_t t;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_sigpipe;
+  ASSERT_INT(sigaction(SIGPIPE, &sa, NULL), ==, 0);
+  th_init(&t, NULL);
+  ASSERT_INT(sigaction(SIGPIPE, NULL, &sa), ==, 0);
+  ASSERT(sa.sa_handler == on_sigpipe);
   th_fini(&t);
 }

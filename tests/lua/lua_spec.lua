@@ -206,7 +206,9 @@ describe("lua host", function()
   it("lua_host_process_untouched", function()
     -- The module is a guest in its host (Neovim, LÖVE): loading it, a main_thread kernel and a
     -- worker kernel leave the process's signal mask, ignored signals and caught signals as they
-    -- were, but for two that are not the module's: SIGCHLD, which libuv catches while it has a
+    -- were, but for SIGPIPE, which the core ignores when the host left it at its default (as
+    -- CPython and Node do: a write to a worker that just died must fail, not kill the host), and
+    -- two that are not the module's: SIGCHLD, which libuv catches while it has a
     -- child to reap (the worker; the host's libuv does the same for its own children, and Neovim
     -- and the module share Debian's libuv), and glibc's reserved signals 32 and 33, whose
     -- handler glibc installs when the process starts its first thread (a main_thread kernel's).
@@ -248,12 +250,17 @@ describe("lua host", function()
       return table.concat(d)
     end
     for _, n in ipairs({ "SigBlk", "SigIgn", "SigCgt" }) do
-      local before = without(kv["before_" .. n], { 17, 32, 33 })
+      local skip = n == "SigIgn" and { 13, 17, 32, 33 } or { 17, 32, 33 }
+      local before = without(kv["before_" .. n], skip)
       assert.are.equal(16, #kv["before_" .. n])
       for _, tag in ipairs({ "main_thread_", "worker_", "closed_" }) do
-        assert.are.equal(before, without(kv[tag .. n], { 17, 32, 33 }), n .. " " .. tag)
+        assert.are.equal(before, without(kv[tag .. n], skip), n .. " " .. tag)
       end
     end
+    -- SIGPIPE (13) is ignored once a manager exists (it may have been before: an ignored signal
+    -- is inherited, and busted's own managers ignored it in the parent of this child).
+    local function bit(hex, sig) return without(hex, { sig }) ~= hex end
+    assert.is_true(bit(kv.main_thread_SigIgn, 13))
   end)
 
   it("lua_values_big_integers", function()
