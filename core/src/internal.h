@@ -973,6 +973,10 @@ int kh__sandbox_apply(const json_t *plan, json_t **report, char *errmsg);
  * here: a fork server's pooled worker does this before its "hello"), and closes it either way.
  * A no-op when not root, or when it fails. */
 void kh__sandbox_prepare_netns(void);
+/* Worker side, in the fork server's template: builds the seccomp programs of every plan ahead
+ * of need (libseccomp, exported as BPF), so that a forked kernel loads its own with one prctl
+ * instead of generating it (~0.2 ms). A failure leaves kh__sandbox_apply building it itself. */
+void kh__sandbox_precompile(void);
 /* Closes that namespace if it is still kept (a kernel without a sandbox, or without a network
  * namespace): nothing of it outlives the kernel's opening. */
 void kh__sandbox_release_netns(void);

@@ -24,6 +24,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <seccomp.h>
 
@@ -464,21 +467,58 @@ fail:
  * granted in full): no new Unix socket, since Landlock does not cover connect() to a socket's
  * path (the Docker socket...). socketpair stays: asyncio and multiprocessing use it and it
  * reaches nobody. */
-static int apply_seccomp(apply_t *a, int deny_exec, int deny_unix) {
-  /* Other architectures' system calls (i386, x32) kill the process: libseccomp's default. */
+/* The filter for (deny_exec, deny_unix), as libseccomp builds it. Other architectures' system
+ * calls (i386, x32) kill the process: libseccomp's default. NULL on failure (rc set). */
+static scmp_filter_ctx seccomp_filter(int deny_exec, int deny_unix, int *rc) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  int rc = 0;
-  if (ctx == NULL) return layer_failed(a, "seccomp", "seccomp_init failed");
-  if (deny_exec &&
-      ((rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(execve), 0)) != 0 ||
-       (rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(execveat), 0)) != 0))
-    goto out;
-  if (deny_unix && (rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1,
-                                          SCMP_A0(SCMP_CMP_EQ, AF_UNIX))) != 0)
-    goto out;
-  rc = seccomp_load(ctx);
-out:
-  seccomp_release(ctx);
+  *rc = 0;
+  if (ctx == NULL) {
+    *rc = -ENOMEM;
+    return NULL;
+  }
+  if ((deny_exec &&
+       ((*rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(execve), 0)) != 0 ||
+        (*rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(execveat), 0)) != 0)) ||
+      (deny_unix && (*rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1,
+                                            SCMP_A0(SCMP_CMP_EQ, AF_UNIX))) != 0)) {
+    seccomp_release(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+/* kh__sandbox_precompile's programs, by deny_exec * 2 + deny_unix (len 0: none). */
+static struct sock_fprog compiled[4];
+
+void kh__sandbox_precompile(void) {
+  int i;
+  for (i = 1; i < 4; i++) {
+    int rc, fd = memfd_create("kh-seccomp", MFD_CLOEXEC);
+    scmp_filter_ctx ctx = fd >= 0 ? seccomp_filter(i >> 1, i & 1, &rc) : NULL;
+    off_t n = ctx != NULL && seccomp_export_bpf(ctx, fd) == 0 ? lseek(fd, 0, SEEK_END) : -1;
+    void *prog = n > 0 && n % sizeof(struct sock_filter) == 0 ? malloc((size_t)n) : NULL;
+    if (prog != NULL && pread(fd, prog, (size_t)n, 0) == n) {
+      compiled[i].len = (unsigned short)(n / sizeof(struct sock_filter));
+      compiled[i].filter = prog;
+    } else {
+      free(prog);
+    }
+    if (ctx != NULL) seccomp_release(ctx);
+    if (fd >= 0) close(fd);
+  }
+}
+
+static int apply_seccomp(apply_t *a, int deny_exec, int deny_unix) {
+  const struct sock_fprog *p = &compiled[deny_exec * 2 + deny_unix];
+  scmp_filter_ctx ctx;
+  int rc;
+  if (p->len > 0) {
+    /* The template's program, built by libseccomp from the same rules (no_new_privs is set). */
+    rc = prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, p, 0, 0) == 0 ? 0 : -errno;
+  } else if ((ctx = seccomp_filter(deny_exec, deny_unix, &rc)) != NULL) {
+    rc = seccomp_load(ctx);
+    seccomp_release(ctx);
+  }
   if (rc != 0) return layer_failed(a, "seccomp", "seccomp filter: %s", strerror(-rc));
   json_object_set_new(a->layers, "seccomp", json_true());
   return 0;

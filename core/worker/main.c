@@ -1140,6 +1140,7 @@ static void tmpl_preload(int n, char **mods) {
                 "process with threads cannot be forked safely",
                 mods[i], t);
   }
+  kh__sandbox_precompile();
   /* The runtime's opening path run here enough times for the interpreter to specialise its
    * bytecode (3.11 rewrites a function's code in place while it warms up): children inherit
    * it done, instead of each writing, and so copying, those pages as a kernel opens. */
