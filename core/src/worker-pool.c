@@ -18,9 +18,9 @@
  * Thread: loop. */
 #include <signal.h>
 #include <stdio.h>
-#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -245,10 +245,11 @@ static void tmpl_release(kh__refs_t *r) {
 
 static int tmpl_send(tmpl_t *t, const fork_req_t *r) {
   json_t *o = json_pack("{s:s, s:I}", "t", kh__proto_name(KH__P_FORK), "seq", r->seq);
+  int rc;
   if (o != NULL && r->pooled) json_object_set_new(o, "pooled", json_true());
   if (o != NULL && r->pids_cgroup != NULL)
     json_object_set_new(o, "pids_cgroup", json_string(r->pids_cgroup));
-  int rc = o ? kh__stream_send_frame((uv_stream_t *)&t->ctl, o, NULL, 0) : KH_ENOMEM;
+  rc = o ? kh__stream_send_frame((uv_stream_t *)&t->ctl, o, NULL, 0) : KH_ENOMEM;
   json_decref(o);
   return rc;
 }
